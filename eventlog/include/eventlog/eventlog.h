@@ -1,0 +1,218 @@
+#ifndef EVENTLOG_EVENTLOG_H
+#define EVENTLOG_EVENTLOG_H
+
+/*
+ * The signed, append-only log (CONTRACT §4) in an LMDB environment.
+ *
+ * Each event is stored as its exact body bytes B = '{"seq":N,' + tail + '}',
+ * where the caller supplies tail (the JSON members after seq). The log
+ * assigns seq 1, 2, 3 ... without gaps, stores leaf_hash = SHA-256(0x00 || B)
+ * and sig = Ed25519(leaf_hash), extends the RFC 6962 tree over the leaf
+ * hashes and, on every commit, signs and keeps a checkpoint for the new tree
+ * size. Commits are synced to disk before fl_log_append returns.
+ *
+ * One writer at a time (fl_log_append serialises callers); any number of
+ * readers in any thread, and in other processes opening the same directory.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eventlog/merkle.h"
+#include "eventlog/signer.h"
+#include "fledger/status.h"
+
+struct fl_log;
+struct fl_log_reader;
+
+#define FL_CHECKPOINT_PREFIX "fledger-checkpoint-v1"
+#define FL_READ_CHECKPOINT_PREFIX "fledger-read-checkpoint-v1"
+
+struct fl_log_options {
+	size_t initial_map_bytes;      /* 0: 16 MiB; the map doubles when full */
+	size_t max_map_bytes;          /* 0: no cap but the disk */
+	const char *checkpoint_prefix; /* NULL: FL_CHECKPOINT_PREFIX */
+};
+
+/*
+ * Opens or creates the log in dir (created if missing). signer (borrowed; it
+ * must outlive the log) signs appends; NULL opens the log for reading only.
+ * With a signer whose key is not the log's current one, the log records the
+ * change as a "key" event signed by the old key (when the old key is not
+ * available, see fl_log_rotate_key) - here it only registers the key of an
+ * empty log; use fl_log_rotate_key for a change.
+ */
+enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options,
+			   const struct fl_signer *signer, struct fl_log **ret_log);
+
+/* Closes the log. Accepts NULL. No reader may be open. */
+void fl_log_close(struct fl_log *log);
+
+/* One event to append. */
+struct fl_log_input {
+	const char *body_tail;       /* JSON members after "seq":N (no braces) */
+	size_t body_tail_len;
+	int64_t time_us;             /* indexed time (ingest_ts, or a read's ts) */
+	const char *producer;        /* idempotency scope, with idempotency_key */
+	const char *idempotency_key; /* NULL: none */
+	const uint8_t *digest;       /* FL_HASH_LEN bytes naming the event's content */
+};
+
+struct fl_log_result {
+	uint64_t seq;
+	uint8_t leaf_hash[FL_HASH_LEN];
+	bool duplicate; /* the key was seen before with the same digest */
+};
+
+/*
+ * An atomic group of inputs: all are appended or none. status is FL_OK, or
+ * FL_ERR_CONFLICT when input conflict_index reuses a key with another digest
+ * (then nothing of the group is written).
+ */
+struct fl_log_batch {
+	const struct fl_log_input *inputs;
+	size_t count;
+	struct fl_log_result *results; /* count entries, filled when status is FL_OK */
+	enum fl_status status;
+	size_t conflict_index;
+};
+
+/*
+ * Appends batches in one synced transaction (group commit) and signs one
+ * checkpoint for the resulting tree. Returns FL_OK when the transaction
+ * committed (then see each batch's status), or FL_ERR_FULL (map cap or disk
+ * full), FL_ERR_IO, FL_ERR_NOMEM, FL_ERR_CRYPTO, FL_ERR_INVALID (read-only
+ * log) when nothing was written. ret_tree_size (may be NULL) is the tree size
+ * after the commit.
+ */
+enum fl_status fl_log_append(struct fl_log *log, struct fl_log_batch *batches, size_t n_batches,
+			     uint64_t *ret_tree_size);
+
+/*
+ * Changes the signing key: appends a "key" event carrying new_signer's public
+ * key, signed by the current key, then signs everything after it (its own
+ * checkpoint included) with new_signer (borrowed, must outlive the log).
+ * time_us is the event's ingest time. A no-op returning FL_OK when the key is
+ * already the current one.
+ */
+enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new_signer,
+				 int64_t time_us, struct fl_log_result *ret_result);
+
+/* The current tree size (committed). */
+uint64_t fl_log_size(struct fl_log *log);
+
+/* A small persistent counter (e.g. the NATS publish cursor); 0 if unset. */
+enum fl_status fl_log_counter_get(struct fl_log *log, const char *name, uint64_t *ret_value);
+enum fl_status fl_log_counter_set(struct fl_log *log, const char *name, uint64_t value);
+
+/* ---- Reading --------------------------------------------------------- */
+
+struct fl_checkpoint {
+	uint64_t tree_size;
+	uint8_t root_hash[FL_HASH_LEN];
+	char timestamp[28]; /* "2026-11-26T21:00:00.201000Z" */
+	char key_id[FL_KEY_ID_HEX_LEN];
+	uint8_t sig[FL_SIG_LEN];
+};
+
+/* One stored event. Pointers are into LMDB memory: valid until the reader ends. */
+struct fl_log_entry {
+	uint64_t seq;
+	const uint8_t *body;
+	size_t body_len;
+	const uint8_t *leaf_hash; /* FL_HASH_LEN */
+	const uint8_t *sig;       /* FL_SIG_LEN */
+	char key_id[FL_KEY_ID_HEX_LEN];
+	int64_t time_us;
+};
+
+/* A consistent snapshot of the log (an LMDB read transaction). */
+enum fl_status fl_log_reader_begin(struct fl_log *log, struct fl_log_reader **ret_reader);
+void fl_log_reader_end(struct fl_log_reader *reader); /* accepts NULL */
+
+/* Tree size of the snapshot. */
+uint64_t fl_log_reader_size(const struct fl_log_reader *reader);
+
+/* The event with this seq; FL_ERR_NOT_FOUND outside 1..size. */
+enum fl_status fl_log_reader_get(struct fl_log_reader *reader, uint64_t seq,
+				 struct fl_log_entry *ret_entry);
+
+/* The checkpoint of exactly tree_size (0: the latest). */
+enum fl_status fl_log_reader_checkpoint(struct fl_log_reader *reader, uint64_t tree_size,
+					struct fl_checkpoint *ret_checkpoint);
+
+/* The oldest checkpoint whose tree includes seq. */
+enum fl_status fl_log_reader_checkpoint_covering(struct fl_log_reader *reader, uint64_t seq,
+						 struct fl_checkpoint *ret_checkpoint);
+
+/* Merkle root and proofs over the snapshot (sizes must be <= its size). */
+enum fl_status fl_log_reader_root(struct fl_log_reader *reader, uint64_t tree_size,
+				  uint8_t ret_root[FL_HASH_LEN]);
+enum fl_status fl_log_reader_inclusion_proof(struct fl_log_reader *reader, uint64_t seq,
+					     uint64_t tree_size,
+					     uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
+enum fl_status fl_log_reader_consistency_proof(struct fl_log_reader *reader, uint64_t first,
+					       uint64_t second,
+					       uint8_t ret_hashes[][FL_HASH_LEN],
+					       size_t *ret_count);
+
+/*
+ * Calls fn for each event whose indexed time lies in [from_us, to_us], in
+ * time order (then seq). Stops early, returning its status, when fn does not
+ * return FL_OK.
+ */
+typedef enum fl_status (*fl_log_entry_fn)(void *ctx, const struct fl_log_entry *entry);
+enum fl_status fl_log_reader_time_range(struct fl_log_reader *reader, int64_t from_us,
+					int64_t to_us, fl_log_entry_fn fn, void *ctx);
+
+/* Public key of a key id ever used by this log. */
+enum fl_status fl_log_reader_key(struct fl_log_reader *reader, const char *key_id,
+				 uint8_t ret_pub[FL_PUBKEY_LEN]);
+
+/* Calls fn for every key ever used, oldest first. */
+typedef enum fl_status (*fl_log_key_fn)(void *ctx, const char *key_id,
+					const uint8_t pub[FL_PUBKEY_LEN]);
+enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn, void *ctx);
+
+/* ---- Formats --------------------------------------------------------- */
+
+/*
+ * The log line of CONTRACT §4, NUL-terminated, without a newline:
+ * {"seq":N,"body":"<b64>","leaf_hash":"<hex>","key_id":"<hex>","sig":"<b64>"}.
+ * The caller frees *ret_line.
+ */
+enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line,
+				 size_t *ret_len);
+
+/* The text a checkpoint signature covers: prefix\nsize\nroot\ntimestamp\n. */
+size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint,
+			  char *buf, size_t buf_len);
+
+/* The checkpoint as compact JSON, NUL-terminated (caller frees). */
+enum fl_status fl_checkpoint_json(const struct fl_checkpoint *checkpoint, char **ret_json);
+
+/* True when the checkpoint's signature verifies under pub with prefix. */
+bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkpoint,
+			  const uint8_t pub[FL_PUBKEY_LEN]);
+
+/* ---- Verification ---------------------------------------------------- */
+
+struct fl_log_verify_report {
+	uint64_t events_checked;
+	uint64_t checkpoints_checked;
+	uint64_t bad_seq;        /* first bad event seq, 0 if none */
+	uint64_t bad_checkpoint; /* tree size of the first bad checkpoint, 0 if none */
+	char reason[160];
+};
+
+/*
+ * Walks events from_seq..to_seq (to_seq 0: the end): recomputes each leaf hash
+ * from the body, checks the body's seq, each signature with the key of its
+ * key id, and every stored checkpoint (root recomputed, signature checked).
+ * FL_OK when all hold; FL_ERR_CORRUPT with the first bad item in the report.
+ */
+enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_seq,
+			     struct fl_log_verify_report *ret_report);
+
+#endif
