@@ -37,11 +37,11 @@ struct fl_log_options {
 
 /*
  * Opens or creates the log in dir (created if missing). signer (borrowed; it
- * must outlive the log) signs appends; NULL opens the log for reading only.
- * With a signer whose key is not the log's current one, the log records the
- * change as a "key" event signed by the old key (when the old key is not
- * available, see fl_log_rotate_key) - here it only registers the key of an
- * empty log; use fl_log_rotate_key for a change.
+ * must outlive the log) signs appends and checkpoints; an empty log records
+ * its key as the first key. NULL opens an existing log for reading only. A
+ * signer other than the log's current key (the key of its latest checkpoint)
+ * is FL_ERR_CONFLICT: a change of key goes through fl_log_rotate_key, which
+ * records it in the log signed by the old key.
  */
 enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options,
 			   const struct fl_signer *signer, struct fl_log **ret_log);

@@ -18,7 +18,13 @@
 #include "fledger/status.h"
 
 #define FL_HASH_LEN 32
-#define FL_MERKLE_MAX_PROOF 64 /* no proof over a 64-bit tree is longer */
+/*
+ * No proof over a 64-bit tree is longer: an inclusion proof has at most
+ * ceil(log2(tree_size)) <= 64 hashes, a consistency proof at most
+ * ceil(log2(second)) + 1, which is 65 once second > 2^63 (e.g. first = 3,
+ * second = UINT64_MAX).
+ */
+#define FL_MERKLE_MAX_PROOF 65
 
 /* SHA-256(0x00 || data): the hash of one leaf. */
 void fl_merkle_leaf_hash(const uint8_t *data, size_t len, uint8_t ret_hash[FL_HASH_LEN]);
