@@ -36,6 +36,13 @@
 #define CHECKPOINT_VALUE_LEN (FL_HASH_LEN + 27 + FL_KEY_ID_LEN + FL_SIG_LEN)
 #define MAX_KEYS 256
 #define PARALLEL_SIGN_MIN 32
+#define CACHE_LEVEL 6 /* 1/64 of the nodes: 1 MiB of memory per 1M events */
+
+struct cached_node {
+	unsigned level;
+	uint64_t index;
+	uint8_t hash[FL_HASH_LEN];
+};
 
 struct log_key {
 	uint8_t pub[FL_PUBKEY_LEN];
@@ -58,6 +65,20 @@ struct fl_log {
 
 	/* Readers hold it shared; a map resize holds it exclusively. */
 	pthread_rwlock_t resize_lock;
+
+	/*
+	 * Complete nodes of level >= CACHE_LEVEL kept in memory: they never
+	 * change once written, and serving them from here halves the lookups
+	 * of a proof. Index i of level L is at cache[L][i]; filled after each
+	 * commit, so a reader falls back to LMDB for what is not there yet.
+	 */
+	pthread_rwlock_t cache_lock;
+	uint8_t (*cache[64])[FL_HASH_LEN];
+	uint64_t cache_count[64];
+	uint64_t cache_cap[64];
+	/* Nodes of the open write transaction, added once it commits. */
+	struct cached_node *fresh;
+	size_t fresh_count, fresh_cap;
 };
 
 struct fl_log_reader {
@@ -107,6 +128,39 @@ struct node_ctx {
 	struct fl_log *log;
 };
 
+static bool cache_get(struct fl_log *log, unsigned level, uint64_t index,
+		      uint8_t ret_hash[FL_HASH_LEN])
+{
+	bool hit = false;
+	if (level < CACHE_LEVEL)
+		return false;
+	pthread_rwlock_rdlock(&log->cache_lock);
+	if (index < log->cache_count[level]) {
+		memcpy(ret_hash, log->cache[level][index], FL_HASH_LEN);
+		hit = true;
+	}
+	pthread_rwlock_unlock(&log->cache_lock);
+	return hit;
+}
+
+/* Adds a node to the cache if it is the next one of its level. */
+static void cache_add(struct fl_log *log, unsigned level, uint64_t index,
+		      const uint8_t hash[FL_HASH_LEN])
+{
+	if (level < CACHE_LEVEL || index != log->cache_count[level])
+		return;
+	if (log->cache_count[level] == log->cache_cap[level]) {
+		uint64_t cap = log->cache_cap[level] ? 2 * log->cache_cap[level] : 64;
+		void *grown = realloc(log->cache[level], cap * FL_HASH_LEN);
+		if (!grown)
+			return; /* the cache is only an optimisation */
+		log->cache[level] = grown;
+		log->cache_cap[level] = cap;
+	}
+	memcpy(log->cache[level][index], hash, FL_HASH_LEN);
+	log->cache_count[level]++;
+}
+
 static enum fl_status get_node(void *opaque, unsigned level, uint64_t index,
 			       uint8_t ret_hash[FL_HASH_LEN])
 {
@@ -115,6 +169,8 @@ static enum fl_status get_node(void *opaque, unsigned level, uint64_t index,
 	MDB_val key, val;
 	int rc;
 
+	if (cache_get(ctx->log, level, index, ret_hash))
+		return FL_OK;
 	if (level == 0) {
 		fl_put_be64(keybuf, index + 1);
 		key = (MDB_val){8, keybuf};
@@ -145,6 +201,21 @@ static enum fl_status put_node(void *opaque, unsigned level, uint64_t index,
 
 	if (level == 0)
 		return FL_OK; /* leaf hashes live in the events table */
+	if (level >= CACHE_LEVEL) {
+		struct fl_log *log = ctx->log;
+		if (log->fresh_count == log->fresh_cap) {
+			size_t cap = log->fresh_cap ? 2 * log->fresh_cap : 16;
+			void *grown = realloc(log->fresh, cap * sizeof(*log->fresh));
+			if (!grown)
+				return FL_ERR_NOMEM;
+			log->fresh = grown;
+			log->fresh_cap = cap;
+		}
+		log->fresh[log->fresh_count].level = level;
+		log->fresh[log->fresh_count].index = index;
+		memcpy(log->fresh[log->fresh_count].hash, hash, FL_HASH_LEN);
+		log->fresh_count++;
+	}
 	keybuf[0] = (uint8_t)level;
 	fl_put_be64(keybuf + 1, index);
 	MDB_val key = {9, keybuf}, val = {FL_HASH_LEN, (void *)hash};
@@ -259,6 +330,35 @@ static enum fl_status meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint
 
 /* ---- open / close ----------------------------------------------------- */
 
+/* Fills the node cache from the stored nodes of level >= CACHE_LEVEL. */
+static void load_cache(struct fl_log *log, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	uint8_t start[9] = {CACHE_LEVEL};
+	MDB_val key = {9, start}, val;
+
+	if (mdb_cursor_open(txn, log->nodes, &cur) != MDB_SUCCESS)
+		return;
+	for (int rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != 9 || val.mv_size != FL_HASH_LEN)
+			break;
+		const uint8_t *k = key.mv_data;
+		cache_add(log, k[0], fl_get_be64(k + 1), val.mv_data);
+	}
+	mdb_cursor_close(cur);
+}
+
+/* Moves the nodes of a committed transaction into the cache. */
+static void cache_commit(struct fl_log *log)
+{
+	pthread_rwlock_wrlock(&log->cache_lock);
+	for (size_t i = 0; i < log->fresh_count; i++)
+		cache_add(log, log->fresh[i].level, log->fresh[i].index, log->fresh[i].hash);
+	pthread_rwlock_unlock(&log->cache_lock);
+	log->fresh_count = 0;
+}
+
 /*
  * The key of the latest checkpoint is the log's current key; a writer must
  * open with it (a change of key goes through fl_log_rotate_key, signed by the
@@ -305,6 +405,7 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 		return st;
 	}
 	log->size = size;
+	load_cache(log, txn);
 	if (log->signer && size == 0)
 		st = add_key(log, txn, log->signer);
 	if (log->signer && size > 0)
@@ -315,6 +416,13 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 	}
 	rc = create ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), MDB_SUCCESS);
 	return status_of_mdb(rc);
+}
+
+static void free_cache(struct fl_log *log)
+{
+	for (int level = 0; level < 64; level++)
+		free(log->cache[level]);
+	free(log->fresh);
 }
 
 enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options,
@@ -345,6 +453,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 		fl_hex_decode(fl_signer_key_id(signer), log->signer_key_raw, FL_KEY_ID_LEN);
 	pthread_mutex_init(&log->write_lock, NULL);
 	pthread_rwlock_init(&log->resize_lock, NULL);
+	pthread_rwlock_init(&log->cache_lock, NULL);
 
 	if ((rc = mdb_env_create(&log->env)) != MDB_SUCCESS) {
 		st = status_of_mdb(rc);
@@ -375,6 +484,8 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 err_env:
 	mdb_env_close(log->env);
 err_locks:
+	free_cache(log);
+	pthread_rwlock_destroy(&log->cache_lock);
 	pthread_rwlock_destroy(&log->resize_lock);
 	pthread_mutex_destroy(&log->write_lock);
 err_free:
@@ -388,6 +499,8 @@ void fl_log_close(struct fl_log *log)
 	if (!log)
 		return;
 	mdb_env_close(log->env);
+	free_cache(log);
+	pthread_rwlock_destroy(&log->cache_lock);
 	pthread_rwlock_destroy(&log->resize_lock);
 	pthread_mutex_destroy(&log->write_lock);
 	free(log->prefix);
@@ -729,6 +842,7 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 		st = status_of_mdb(rc);
 		goto out_free;
 	}
+	cache_commit(log);
 	log->size = next_seq - 1;
 	st = FL_OK;
 	goto out_free;
@@ -736,6 +850,7 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 out_abort:
 	mdb_txn_abort(txn);
 out_free:
+	log->fresh_count = 0; /* nodes of an aborted transaction */
 	free_pending(items, n_items);
 	free(is_dup);
 	return st;
@@ -847,6 +962,9 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 			mdb_txn_abort(txn);
 		}
 		free(p.body);
+		if (st == FL_OK)
+			cache_commit(log);
+		log->fresh_count = 0;
 		if (st == FL_OK) {
 			log->size = p.seq;
 			log->signer = new_signer;
