@@ -1,0 +1,50 @@
+#ifndef FLEDGER_SVC_H
+#define FLEDGER_SVC_H
+
+/*
+ * Request plumbing both HTTP services repeat: authentication of the bearer
+ * token, role checks, JSON bodies (content type, nesting, UTF-8) and the
+ * numeric query parameters of the log and proof routes, each answered with
+ * the error body of CONTRACT §9 when it fails.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "fledger/auth.h"
+#include "fledger/http.h"
+
+#define FL_JSON_MAX_DEPTH 32
+
+/*
+ * The principal of req, or NULL after answering 401. With auth NULL (the
+ * insecure development mode) every request is the built-in admin.
+ */
+const struct fl_principal *fl_svc_authenticate(const struct fl_auth *auth,
+					       struct fl_http_request *req);
+
+/* The principal with role (or admin), or false after answering 403. */
+bool fl_svc_require_role(struct fl_http_request *req, const struct fl_principal *principal,
+			 const char *role, const char *other_role);
+
+/*
+ * Parses the JSON body of a POST: 415 unless Content-Type is
+ * application/json, 400 for an empty body, invalid UTF-8, malformed JSON,
+ * nesting over FL_JSON_MAX_DEPTH, or a top level that is not an object.
+ * Returns a new reference or NULL after answering.
+ */
+json_t *fl_svc_json_body(struct fl_http_request *req);
+
+/*
+ * Reads an optional unsigned query parameter in [min, max] (default when
+ * absent). false after answering 400 naming the parameter.
+ */
+bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t default_value,
+		      uint64_t min, uint64_t max, uint64_t *ret_value);
+
+/* The principal of the insecure development mode: name "dev", role admin. */
+const struct fl_principal *fl_svc_dev_principal(void);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * Request plumbing shared by the services (see svc.h).
+ */
+#include "fledger/svc.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static pthread_once_t dev_once = PTHREAD_ONCE_INIT;
+static struct fl_auth *dev_auth;
+static const struct fl_principal *dev_principal;
+
+static void make_dev_principal(void)
+{
+	char hash[FL_AUTH_HASH_HEX_LEN], text[256];
+	fl_auth_token_hash("dev", hash);
+	snprintf(text, sizeof(text),
+		 "{\"principals\":[{\"name\":\"dev\",\"roles\":[\"admin\"],"
+		 "\"token_sha256\":\"%s\"}]}",
+		 hash);
+	if (fl_auth_parse(text, strlen(text), NULL, 0, &dev_auth) == FL_OK)
+		fl_auth_lookup(dev_auth, "Bearer dev", &dev_principal);
+}
+
+const struct fl_principal *fl_svc_dev_principal(void)
+{
+	pthread_once(&dev_once, make_dev_principal);
+	return dev_principal;
+}
+
+const struct fl_principal *fl_svc_authenticate(const struct fl_auth *auth,
+					       struct fl_http_request *req)
+{
+	const struct fl_principal *principal = NULL;
+
+	if (!auth)
+		return fl_svc_dev_principal();
+	const char *header = fl_http_header(req, "Authorization");
+	enum fl_status st = fl_auth_lookup(auth, header, &principal);
+	if (st == FL_OK)
+		return principal;
+	fl_http_add_header(req, "WWW-Authenticate", "Bearer");
+	fl_http_respond_error(req, 401, header ? "unknown_token" : "missing_token",
+			      header ? "the bearer token is not known"
+				     : "an Authorization: Bearer <token> header is required",
+			      NULL);
+	return NULL;
+}
+
+bool fl_svc_require_role(struct fl_http_request *req, const struct fl_principal *principal,
+			 const char *role, const char *other_role)
+{
+	if (fl_principal_has_role(principal, "admin") || fl_principal_has_role(principal, role) ||
+	    (other_role && fl_principal_has_role(principal, other_role)))
+		return true;
+	char message[160];
+	snprintf(message, sizeof(message), "this route needs the role %s%s%s", role,
+		 other_role ? " or " : "", other_role ? other_role : "");
+	fl_http_respond_error(req, 403, "forbidden", message, NULL);
+	return false;
+}
+
+/* Nesting depth of JSON text, counting brackets outside strings. */
+static bool depth_ok(const char *text, size_t len)
+{
+	int depth = 0;
+	bool in_string = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = text[i];
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '{' || c == '[') {
+			if (++depth > FL_JSON_MAX_DEPTH)
+				return false;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return true;
+}
+
+json_t *fl_svc_json_body(struct fl_http_request *req)
+{
+	const char *type = fl_http_header(req, "Content-Type");
+	size_t len = 0;
+	const char *body = fl_http_body(req, &len);
+	json_error_t jerr;
+
+	if (!type || strncasecmp(type, "application/json", 16) != 0 ||
+	    (type[16] != '\0' && type[16] != ';' && type[16] != ' ')) {
+		fl_http_respond_error(req, 415, "unsupported_media_type",
+				      "the body must be JSON with Content-Type: application/json",
+				      NULL);
+		return NULL;
+	}
+	if (!body || len == 0) {
+		fl_http_respond_error(req, 400, "empty_body", "the request body is empty", NULL);
+		return NULL;
+	}
+	if (!depth_ok(body, len)) {
+		char message[96];
+		snprintf(message, sizeof(message), "JSON nesting deeper than %d levels",
+			 FL_JSON_MAX_DEPTH);
+		fl_http_respond_error(req, 400, "too_deep", message, NULL);
+		return NULL;
+	}
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		char message[256];
+		bool utf8 = json_error_code(&jerr) == json_error_invalid_utf8;
+		snprintf(message, sizeof(message), "%s at line %d, column %d", jerr.text, jerr.line,
+			 jerr.column);
+		fl_http_respond_error(req, 400, utf8 ? "invalid_utf8" : "invalid_json", message,
+				      NULL);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		fl_http_respond_error(req, 400, "invalid_request", "the body must be a JSON object",
+				      NULL);
+		return NULL;
+	}
+	return root;
+}
+
+bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t default_value,
+		      uint64_t min, uint64_t max, uint64_t *ret_value)
+{
+	const char *text = fl_http_query(req, name);
+	char message[160];
+
+	if (!text) {
+		*ret_value = default_value;
+		return true;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
+	    v > max) {
+		snprintf(message, sizeof(message),
+			 "%s must be an integer from %" PRIu64 " to %" PRIu64, name, min, max);
+		fl_http_respond_error(req, 400, "invalid_parameter", message, name);
+		return false;
+	}
+	*ret_value = v;
+	return true;
+}
