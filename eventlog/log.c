@@ -35,7 +35,7 @@
 #define EVENT_HEADER_LEN (8 + FL_HASH_LEN + FL_SIG_LEN + FL_KEY_ID_LEN)
 #define CHECKPOINT_VALUE_LEN (FL_HASH_LEN + 27 + FL_KEY_ID_LEN + FL_SIG_LEN)
 #define MAX_KEYS 256
-#define PARALLEL_SIGN_MIN 32
+#define PARALLEL_SIGN_MIN 8
 #define CACHE_LEVEL 6 /* 1/64 of the nodes: 1 MiB of memory per 1M events */
 
 struct cached_node {
