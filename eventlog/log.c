@@ -55,7 +55,9 @@ struct fl_log {
 	char *prefix;
 	size_t map_size;
 	size_t max_map;
-	const struct fl_signer *signer; /* NULL: read-only */
+	const struct fl_signer *signer; /* NULL: read-only, or a replica */
+	bool replica;
+	bool writable;
 	uint8_t signer_key_raw[FL_KEY_ID_LEN];
 
 	/* Writer state, under write_lock. */
@@ -440,6 +442,8 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	if (!log)
 		return FL_ERR_NOMEM;
 	log->signer = signer;
+	log->replica = options && options->replica;
+	log->writable = signer || log->replica;
 	log->map_size = options && options->initial_map_bytes ? options->initial_map_bytes
 							      : DEFAULT_INITIAL_MAP;
 	log->max_map = options ? options->max_map_bytes : 0;
@@ -462,7 +466,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	mdb_env_set_maxdbs(log->env, 8);
 	mdb_env_set_maxreaders(log->env, 1024);
 	mdb_env_set_mapsize(log->env, log->map_size);
-	rc = mdb_env_open(log->env, dir, MDB_NOTLS | (signer ? 0 : MDB_RDONLY), 0600);
+	rc = mdb_env_open(log->env, dir, MDB_NOTLS | (log->writable ? 0 : MDB_RDONLY), 0600);
 	if (rc != MDB_SUCCESS) {
 		st = status_of_mdb(rc);
 		goto err_env;
@@ -475,7 +479,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 		if (info.me_mapsize > log->map_size)
 			log->map_size = info.me_mapsize;
 	}
-	st = open_dbis(log, signer != NULL);
+	st = open_dbis(log, log->writable);
 	if (st != FL_OK)
 		goto err_env;
 	*ret_log = log;
@@ -985,6 +989,154 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 	return st;
 }
 
+static bool body_seq_is(const uint8_t *body, size_t len, uint64_t seq)
+{
+	char expect[32];
+	int n = snprintf(expect, sizeof(expect), "{\"seq\":%" PRIu64 ",", seq);
+	return len > (size_t)n && memcmp(body, expect, (size_t)n) == 0 && body[len - 1] == '}';
+}
+
+/* Stores a checkpoint signed elsewhere, as it is. */
+static enum fl_status put_checkpoint(struct fl_log *log, MDB_txn *txn,
+				     const struct fl_checkpoint *cp)
+{
+	uint8_t keybuf[8], value[CHECKPOINT_VALUE_LEN];
+	if (strlen(cp->timestamp) != 27 ||
+	    fl_hex_decode(cp->key_id, value + FL_HASH_LEN + 27, FL_KEY_ID_LEN) != FL_OK)
+		return FL_ERR_INVALID;
+	memcpy(value, cp->root_hash, FL_HASH_LEN);
+	memcpy(value + FL_HASH_LEN, cp->timestamp, 27);
+	memcpy(value + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, cp->sig, FL_SIG_LEN);
+	fl_put_be64(keybuf, cp->tree_size);
+	MDB_val key = {8, keybuf}, val = {sizeof(value), value};
+	return status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, 0));
+}
+
+static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_entry *entries,
+				     size_t n, const struct fl_checkpoint *cp,
+				     struct fl_log_verify_report *report)
+{
+	MDB_txn *txn;
+	enum fl_status st = FL_OK;
+	uint8_t root[FL_HASH_LEN];
+	int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	for (size_t i = 0; i < n; i++) {
+		const struct fl_log_entry *e = &entries[i];
+		uint8_t leaf[FL_HASH_LEN], key_raw[FL_KEY_ID_LEN];
+		struct pending p = {.seq = log->size + 1 + i};
+		struct fl_log_input input = {.time_us = e->time_us};
+		if (e->seq != p.seq || !body_seq_is(e->body, e->body_len, e->seq)) {
+			report->bad_seq = p.seq;
+			snprintf(report->reason, sizeof(report->reason),
+				 "expected seq %" PRIu64 ", got an entry for %" PRIu64, p.seq, e->seq);
+			st = FL_ERR_CORRUPT;
+			break;
+		}
+		fl_merkle_leaf_hash(e->body, e->body_len, leaf);
+		if (memcmp(leaf, e->leaf_hash, FL_HASH_LEN) != 0 ||
+		    fl_hex_decode(e->key_id, key_raw, FL_KEY_ID_LEN) != FL_OK) {
+			report->bad_seq = e->seq;
+			snprintf(report->reason, sizeof(report->reason),
+				 "leaf hash does not match the body");
+			st = FL_ERR_CORRUPT;
+			break;
+		}
+		p.input = &input;
+		p.body = (char *)e->body;
+		p.body_len = e->body_len;
+		memcpy(p.leaf_hash, leaf, FL_HASH_LEN);
+		memcpy(p.sig, e->sig, FL_SIG_LEN);
+		st = store_event(log, txn, &p, key_raw);
+		if (st != FL_OK)
+			break;
+	}
+	if (st == FL_OK) {
+		fl_merkle_frontier_root(&log->frontier, root);
+		if (cp->tree_size != log->size + n || memcmp(root, cp->root_hash, FL_HASH_LEN) != 0) {
+			report->bad_checkpoint = cp->tree_size;
+			report->bad_seq = n ? entries[n - 1].seq : log->size;
+			snprintf(report->reason, sizeof(report->reason),
+				 "the events do not hash to the checkpoint of tree size %" PRIu64,
+				 cp->tree_size);
+			st = FL_ERR_CORRUPT;
+		}
+	}
+	if (st == FL_OK)
+		st = put_checkpoint(log, txn, cp);
+	if (st != FL_OK) {
+		mdb_txn_abort(txn);
+		log->fresh_count = 0;
+		return st;
+	}
+	rc = mdb_txn_commit(txn);
+	if (rc != MDB_SUCCESS) {
+		log->fresh_count = 0;
+		return status_of_mdb(rc);
+	}
+	cache_commit(log);
+	log->size += n;
+	return FL_OK;
+}
+
+enum fl_status fl_log_replicate(struct fl_log *log, const struct fl_log_entry *entries, size_t n,
+				const struct fl_checkpoint *checkpoint,
+				struct fl_log_verify_report *ret_report)
+{
+	struct fl_log_verify_report report = {0};
+	enum fl_status st;
+
+	if (!log || !checkpoint || (n && !entries) || !log->replica)
+		return FL_ERR_INVALID;
+	pthread_mutex_lock(&log->write_lock);
+	for (;;) {
+		struct fl_merkle_frontier saved = log->frontier;
+		st = replicate_once(log, entries, n, checkpoint, &report);
+		if (st == FL_OK)
+			break;
+		log->frontier = saved;
+		if (st != FL_ERR_FULL || grow_map(log) != FL_OK)
+			break;
+	}
+	pthread_mutex_unlock(&log->write_lock);
+	if (ret_report)
+		*ret_report = report;
+	return st;
+}
+
+enum fl_status fl_log_replica_add_key(struct fl_log *log, const uint8_t pub[FL_PUBKEY_LEN])
+{
+	uint8_t raw_id[FL_KEY_ID_LEN], ord[8];
+	char id[FL_KEY_ID_HEX_LEN];
+	uint64_t count = 0;
+	enum fl_status st;
+
+	if (!log || !pub || !log->writable)
+		return FL_ERR_INVALID;
+	fl_key_id_of(pub, id);
+	fl_hex_decode(id, raw_id, FL_KEY_ID_LEN);
+	pthread_mutex_lock(&log->write_lock);
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
+	st = status_of_mdb(rc);
+	if (st == FL_OK) {
+		if (find_key(log, txn, raw_id, &count) >= 0) {
+			mdb_txn_abort(txn);
+		} else {
+			fl_put_be64(ord, count);
+			MDB_val key = {8, ord}, val = {FL_PUBKEY_LEN, (void *)pub};
+			st = status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
+			if (st == FL_OK)
+				st = status_of_mdb(mdb_txn_commit(txn));
+			else
+				mdb_txn_abort(txn);
+		}
+	}
+	pthread_mutex_unlock(&log->write_lock);
+	return st;
+}
+
 enum fl_status fl_log_counter_get(struct fl_log *log, const char *name, uint64_t *ret_value)
 {
 	struct fl_log_reader *reader;
@@ -1007,7 +1159,7 @@ enum fl_status fl_log_counter_set(struct fl_log *log, const char *name, uint64_t
 	char key[80];
 	enum fl_status st;
 
-	if (!log || !name || strlen(name) > 70 || !log->signer)
+	if (!log || !name || strlen(name) > 70 || !log->writable)
 		return FL_ERR_INVALID;
 	snprintf(key, sizeof(key), "c:%s", name);
 	pthread_mutex_lock(&log->write_lock);
@@ -1386,12 +1538,6 @@ static enum fl_status compare_node(void *opaque, unsigned level, uint64_t index,
 	return FL_OK;
 }
 
-static bool body_seq_is(const uint8_t *body, size_t len, uint64_t seq)
-{
-	char expect[32];
-	int n = snprintf(expect, sizeof(expect), "{\"seq\":%" PRIu64 ",", seq);
-	return len > (size_t)n && memcmp(body, expect, (size_t)n) == 0 && body[len - 1] == '}';
-}
 
 enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_seq,
 			     struct fl_log_verify_report *ret_report)

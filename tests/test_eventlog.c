@@ -678,3 +678,72 @@ Test(eventlog, readers_see_consistent_snapshots_during_appends)
 	}
 	fl_log_close(log);
 }
+
+Test(eventlog, replica_accepts_only_what_hashes_to_the_checkpoint)
+{
+	struct fl_log *origin = open_log(logdir, 0);
+	struct fl_log_result res[30];
+	cr_assert_eq(append_batch(origin, NULL, NULL, 1, 10, res), FL_OK);
+	cr_assert_eq(append_batch(origin, NULL, NULL, 11, 20, res), FL_OK);
+
+	char dir[400];
+	snprintf(dir, sizeof(dir), "%s/replica", tmpdir);
+	struct fl_log *replica = NULL;
+	struct fl_log_options ropts = {.replica = true};
+	cr_assert_eq(fl_log_open(dir, &ropts, NULL, &replica), FL_OK);
+	uint8_t pub[FL_PUBKEY_LEN];
+	fl_signer_public_key(signer, pub);
+	cr_assert_eq(fl_log_replica_add_key(replica, pub), FL_OK);
+
+	struct fl_log_reader *r;
+	cr_assert_eq(fl_log_reader_begin(origin, &r), FL_OK);
+	struct fl_log_entry entries[30];
+	for (uint64_t seq = 1; seq <= 30; seq++)
+		cr_assert_eq(fl_log_reader_get(r, seq, &entries[seq - 1]), FL_OK);
+	struct fl_checkpoint cp10, cp30;
+	cr_assert_eq(fl_log_reader_checkpoint(r, 10, &cp10), FL_OK);
+	cr_assert_eq(fl_log_reader_checkpoint(r, 30, &cp30), FL_OK);
+
+	/* Events that stop short of the checkpoint's size are refused. */
+	struct fl_log_verify_report rep;
+	cr_assert_eq(fl_log_replicate(replica, entries, 9, &cp10, &rep), FL_ERR_CORRUPT);
+	cr_assert_eq(fl_log_size(replica), 0);
+	cr_assert_eq(fl_log_replicate(replica, entries, 10, &cp10, &rep), FL_OK, "%s", rep.reason);
+	cr_assert_eq(fl_log_size(replica), 10);
+
+	/* A body changed in transit (with a matching leaf hash) breaks the root. */
+	struct fl_log_entry forged[20];
+	memcpy(forged, entries + 10, sizeof(forged));
+	char *body = malloc(forged[5].body_len);
+	memcpy(body, forged[5].body, forged[5].body_len);
+	body[forged[5].body_len - 3] ^= 1;
+	uint8_t leaf[FL_HASH_LEN];
+	fl_merkle_leaf_hash((uint8_t *)body, forged[5].body_len, leaf);
+	forged[5].body = (uint8_t *)body;
+	forged[5].leaf_hash = leaf;
+	cr_assert_eq(fl_log_replicate(replica, forged, 20, &cp30, &rep), FL_ERR_CORRUPT);
+	cr_assert_eq(rep.bad_checkpoint, 30);
+	/* ...and a body that does not match its leaf hash names its seq. */
+	forged[5].leaf_hash = entries[15].leaf_hash;
+	cr_assert_eq(fl_log_replicate(replica, forged, 20, &cp30, &rep), FL_ERR_CORRUPT);
+	cr_assert_eq(rep.bad_seq, 16);
+	cr_assert_eq(fl_log_size(replica), 10);
+	free(body);
+
+	cr_assert_eq(fl_log_replicate(replica, entries + 10, 20, &cp30, &rep), FL_OK, "%s",
+		     rep.reason);
+	fl_log_reader_end(r);
+
+	/* The replica serves the same lines, checkpoints and proofs, and verifies. */
+	cr_assert_eq(fl_log_verify(replica, 0, 0, &rep), FL_OK, "%s", rep.reason);
+	struct fl_log_reader *rr;
+	cr_assert_eq(fl_log_reader_begin(replica, &rr), FL_OK);
+	struct fl_checkpoint cp;
+	cr_assert_eq(fl_log_reader_checkpoint(rr, 0, &cp), FL_OK);
+	cr_assert_eq(memcmp(&cp, &cp30, sizeof(cp)), 0);
+	fl_log_reader_end(rr);
+	/* A replica cannot sign appends of its own. */
+	cr_assert_eq(append_batch(replica, NULL, NULL, 99, 1, res), FL_ERR_INVALID);
+	fl_log_close(replica);
+	fl_log_close(origin);
+}

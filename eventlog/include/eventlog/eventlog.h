@@ -33,6 +33,36 @@ struct fl_log_options {
 	size_t initial_map_bytes;      /* 0: 16 MiB; the map doubles when full */
 	size_t max_map_bytes;          /* 0: no cap but the disk */
 	const char *checkpoint_prefix; /* NULL: FL_CHECKPOINT_PREFIX */
+	bool replica;                  /* writable without a signer: see fl_log_replicate */
+};
+
+/* ---- Reading --------------------------------------------------------- */
+
+struct fl_checkpoint {
+	uint64_t tree_size;
+	uint8_t root_hash[FL_HASH_LEN];
+	char timestamp[28]; /* "2026-11-26T21:00:00.201000Z" */
+	char key_id[FL_KEY_ID_HEX_LEN];
+	uint8_t sig[FL_SIG_LEN];
+};
+
+struct fl_log_verify_report {
+	uint64_t events_checked;
+	uint64_t checkpoints_checked;
+	uint64_t bad_seq;        /* first bad event seq, 0 if none */
+	uint64_t bad_checkpoint; /* tree size of the first bad checkpoint, 0 if none */
+	char reason[160];
+};
+
+/* One stored event. Pointers are into LMDB memory: valid until the reader ends. */
+struct fl_log_entry {
+	uint64_t seq;
+	const uint8_t *body;
+	size_t body_len;
+	const uint8_t *leaf_hash; /* FL_HASH_LEN */
+	const uint8_t *sig;       /* FL_SIG_LEN */
+	char key_id[FL_KEY_ID_HEX_LEN];
+	int64_t time_us;
 };
 
 /*
@@ -99,33 +129,30 @@ enum fl_status fl_log_append(struct fl_log *log, struct fl_log_batch *batches, s
 enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new_signer,
 				 int64_t time_us, struct fl_log_result *ret_result);
 
+/*
+ * Replica logs (query-svc's copy of command-svc's log). Appends entries that
+ * were signed elsewhere: each must carry the next seq, its leaf hash must be
+ * SHA-256(0x00 || body) and its body must start with {"seq":N,. After the
+ * last entry the tree's root must equal checkpoint->root_hash with
+ * checkpoint->tree_size the new size; the checkpoint (whose signature the
+ * caller has checked) is stored as it is. All or nothing, in one synced
+ * transaction: FL_ERR_CORRUPT when anything does not match (nothing is
+ * written, the report names the seq), FL_ERR_INVALID on a log that is not a
+ * replica. n may be 0 to store a checkpoint of the current size.
+ */
+enum fl_status fl_log_replicate(struct fl_log *log, const struct fl_log_entry *entries, size_t n,
+				const struct fl_checkpoint *checkpoint,
+				struct fl_log_verify_report *ret_report);
+
+/* Records a public key of the origin log in a replica (no-op if known). */
+enum fl_status fl_log_replica_add_key(struct fl_log *log, const uint8_t pub[FL_PUBKEY_LEN]);
+
 /* The current tree size (committed). */
 uint64_t fl_log_size(struct fl_log *log);
 
 /* A small persistent counter (e.g. the NATS publish cursor); 0 if unset. */
 enum fl_status fl_log_counter_get(struct fl_log *log, const char *name, uint64_t *ret_value);
 enum fl_status fl_log_counter_set(struct fl_log *log, const char *name, uint64_t value);
-
-/* ---- Reading --------------------------------------------------------- */
-
-struct fl_checkpoint {
-	uint64_t tree_size;
-	uint8_t root_hash[FL_HASH_LEN];
-	char timestamp[28]; /* "2026-11-26T21:00:00.201000Z" */
-	char key_id[FL_KEY_ID_HEX_LEN];
-	uint8_t sig[FL_SIG_LEN];
-};
-
-/* One stored event. Pointers are into LMDB memory: valid until the reader ends. */
-struct fl_log_entry {
-	uint64_t seq;
-	const uint8_t *body;
-	size_t body_len;
-	const uint8_t *leaf_hash; /* FL_HASH_LEN */
-	const uint8_t *sig;       /* FL_SIG_LEN */
-	char key_id[FL_KEY_ID_HEX_LEN];
-	int64_t time_us;
-};
 
 /* A consistent snapshot of the log (an LMDB read transaction). */
 enum fl_status fl_log_reader_begin(struct fl_log *log, struct fl_log_reader **ret_reader);
@@ -197,14 +224,6 @@ bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkp
 			  const uint8_t pub[FL_PUBKEY_LEN]);
 
 /* ---- Verification ---------------------------------------------------- */
-
-struct fl_log_verify_report {
-	uint64_t events_checked;
-	uint64_t checkpoints_checked;
-	uint64_t bad_seq;        /* first bad event seq, 0 if none */
-	uint64_t bad_checkpoint; /* tree size of the first bad checkpoint, 0 if none */
-	char reason[160];
-};
 
 /*
  * Walks events from_seq..to_seq (to_seq 0: the end): recomputes each leaf hash
