@@ -1,1 +1,1206 @@
-/* in progress */
+#include "fledger/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+
+#include "fledger/util.h"
+
+/*
+ * How a request moves through libmicrohttpd (MHD) 0.9.75.
+ *
+ * MHD calls the access handler (access_cb) several times per request: once
+ * when the headers are in, once per piece of body, and once more when the
+ * body is complete. We queue answers on a later call, never on the first:
+ * an answer queued on the first call makes MHD close the connection
+ * afterwards (measured: keep-alive lost, see FACTS.md). We exploit that for
+ * early refusals (413 by Content-Length, 403 without a client certificate,
+ * 503 while stopping), where closing is what we want; it also spares
+ * reading a body we refuse.
+ *
+ * A deferred request's connection is suspended until its answer comes.
+ * The answer may be given from any thread at any time, even before the
+ * handler has returned, so the request carries a mutex and a state:
+ *
+ *   READING --handler runs--> IN_HANDLER --answered--> ANSWERED --queued--> QUEUED
+ *                                  |                                 ^
+ *                         returned DEFERRED                          |
+ *                                  v                                 |
+ *                              SUSPENDED --answered, resumed--> RESUMING
+ *
+ * Only MHD's thread queues answers (MHD_queue_response works only inside
+ * the access handler). An answer given while the handler runs is queued
+ * when the handler returns; one given while suspended resumes the
+ * connection, and MHD calls the access handler again, which queues it.
+ *
+ * A request is freed when MHD is done with it (request_completed_cb),
+ * except when the server answered a deferred request itself because it was
+ * stopping: then its holder still has it, and it is freed by whichever of
+ * the holder's answer and MHD's completion comes last.
+ *
+ * Lock order: server->lock before req->lock; MHD's own locks after both
+ * (MHD_suspend_connection and MHD_resume_connection are called with them
+ * held, which keeps a resume from racing with the server's teardown).
+ */
+
+#define DEFAULT_LISTEN "127.0.0.1:8080"
+#define DEFAULT_MAX_BODY_BYTES ((size_t)1 << 20)
+#define DEFAULT_GRACE_MS 10000u
+#define DEFAULT_IDLE_TIMEOUT_S 60u
+#define LISTEN_BACKLOG 1024
+#define INITIAL_BODY_CAP ((size_t)16 << 10)
+/* After the grace time, how long teardown lets the server's own 503s go out. */
+#define FAREWELL_MS 1000u
+
+enum req_state {
+	REQ_READING,
+	REQ_IN_HANDLER,
+	REQ_ANSWERED,
+	REQ_SUSPENDED,
+	REQ_RESUMING,
+	REQ_QUEUED,
+};
+
+struct extra_header {
+	struct extra_header *next;
+	char *name;
+	char *value;
+};
+
+struct fl_http_server {
+	struct MHD_Daemon *daemon;
+	fl_http_handler_fn handler;
+	fl_http_complete_fn on_complete;
+	void *ctx;
+	size_t max_body_bytes;
+	unsigned grace_ms;
+	uint16_t port;
+	bool require_client_cert;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_client_ca;
+	uint32_t id_prefix;
+	_Atomic uint64_t next_request_number;
+	_Atomic bool stopping;
+
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* broadcast while stopping when counts drop */
+	size_t in_flight;	/* requests MHD has not completed */
+	size_t suspended;	/* requests in SUSPENDED or RESUMING, listed below */
+	struct fl_http_request *suspended_head;
+	bool abandoning; /* past the grace time: deferring is refused */
+};
+
+struct fl_http_request {
+	struct fl_http_server *server;
+	struct MHD_Connection *connection;
+	int64_t start_us;
+	void *user;
+	const char *method; /* in storage */
+	const char *path;   /* in storage */
+	char *body;
+	size_t body_len;
+	size_t body_cap;
+	size_t content_length; /* as announced; 0 when unknown */
+	bool body_too_large;
+	unsigned sent_status; /* server thread only */
+	struct extra_header *headers;
+
+	pthread_mutex_t lock;
+	enum req_state state;
+	struct MHD_Response *response; /* the answer, until queued */
+	unsigned status;
+	struct snapshot *snapshot;	     /* headers and query, copied when deferred */
+	bool held;			     /* returned DEFERRED, holder has not answered */
+	bool server_answered;		     /* the stopping server answered it for the holder */
+	bool finished;			     /* MHD has completed it */
+	struct fl_http_request *prev, *next; /* server->suspended_head list */
+
+	char id[32];
+	char remote_addr[INET6_ADDRSTRLEN];
+	char storage[]; /* method NUL path NUL */
+};
+
+/*
+ * The headers and query arguments of a deferred request, copied out of
+ * MHD's connection memory: if the server gives up on the request while
+ * stopping, MHD frees that memory while the holder may still read them.
+ */
+struct snapshot_entry {
+	enum MHD_ValueKind kind;
+	const char *key;
+	const char *value; /* may be NULL: "?flag" without a value */
+};
+
+struct snapshot {
+	size_t n_entries;
+	size_t text_used;
+	struct snapshot_entry *entries; /* in the same allocation */
+	char *text;
+};
+
+/* Per connection, when client certificates are required. */
+struct tls_state {
+	bool checked;
+	bool ok;
+};
+
+static void set_error(char *error, size_t error_size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(char *error, size_t error_size, const char *format, ...)
+{
+	va_list args;
+
+	if (error == NULL || error_size == 0)
+		return;
+	va_start(args, format);
+	vsnprintf(error, error_size, format, args);
+	va_end(args);
+}
+
+static struct timespec deadline_after_ms(unsigned ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += ms / 1000;
+	deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	return deadline;
+}
+
+/* ---- responses ---- */
+
+static struct MHD_Response *make_error_response(const char *code, const char *message,
+						const char *field)
+{
+	static const char fallback[] =
+	    "{\"error\":{\"code\":\"internal\",\"message\":\"the error could not be encoded\"}}";
+	json_t *error = json_pack("{s:s, s:s}", "code", code != NULL ? code : "error", "message",
+				  message != NULL ? message : "");
+	json_t *body = NULL;
+	struct MHD_Response *response;
+	char *text = NULL;
+
+	if (error != NULL && field != NULL &&
+	    json_object_set_new(error, "field", json_string(field)) != 0)
+		json_object_del(error, "field");
+	if (error != NULL)
+		body = json_pack("{s:o}", "error", error);
+	if (body != NULL)
+		text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	/* jansson allocates with malloc unless told otherwise, so MHD may
+	 * free() the text. */
+	if (text != NULL)
+		response =
+		    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	else
+		response = MHD_create_response_from_buffer(sizeof(fallback) - 1, (void *)fallback,
+							   MHD_RESPMEM_PERSISTENT);
+	if (response == NULL) {
+		free(text);
+		return NULL;
+	}
+	if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
+	    MHD_YES) {
+		MHD_destroy_response(response);
+		return NULL;
+	}
+	return response;
+}
+
+/* Applies the headers the application added, and frees them. */
+static bool apply_extra_headers(struct fl_http_request *req, struct MHD_Response *response)
+{
+	bool ok = true;
+
+	while (req->headers != NULL) {
+		struct extra_header *header = req->headers;
+
+		req->headers = header->next;
+		if (MHD_add_response_header(response, header->name, header->value) != MHD_YES)
+			ok = false;
+		free(header->name);
+		free(header->value);
+		free(header);
+	}
+	return ok;
+}
+
+/* ---- requests ---- */
+
+static void request_free(struct fl_http_request *req)
+{
+	if (req == NULL)
+		return;
+	while (req->headers != NULL) {
+		struct extra_header *header = req->headers;
+
+		req->headers = header->next;
+		free(header->name);
+		free(header->value);
+		free(header);
+	}
+	if (req->response != NULL)
+		MHD_destroy_response(req->response);
+	pthread_mutex_destroy(&req->lock);
+	free(req->snapshot);
+	free(req->body);
+	free(req);
+}
+
+static struct fl_http_request *request_new(struct fl_http_server *server,
+					   struct MHD_Connection *connection, const char *url,
+					   const char *method)
+{
+	size_t method_len = strlen(method), url_len = strlen(url);
+	struct fl_http_request *req = calloc(1, sizeof(*req) + method_len + url_len + 2);
+	const union MHD_ConnectionInfo *info;
+	uint64_t number;
+
+	if (req == NULL)
+		return NULL;
+	if (pthread_mutex_init(&req->lock, NULL) != 0) {
+		free(req);
+		return NULL;
+	}
+	req->server = server;
+	req->connection = connection;
+	req->start_us = fl_time_mono_us();
+	req->state = REQ_READING;
+	memcpy(req->storage, method, method_len + 1);
+	memcpy(req->storage + method_len + 1, url, url_len + 1);
+	req->method = req->storage;
+	req->path = req->storage + method_len + 1;
+
+	number = atomic_fetch_add_explicit(&server->next_request_number, 1, memory_order_relaxed);
+	snprintf(req->id, sizeof(req->id), "%08x-%llx", server->id_prefix,
+		 (unsigned long long)number);
+
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (info != NULL && info->client_addr != NULL) {
+		const struct sockaddr *addr = info->client_addr;
+
+		if (addr->sa_family == AF_INET)
+			inet_ntop(AF_INET,
+				  &((const struct sockaddr_in *)(const void *)addr)->sin_addr,
+				  req->remote_addr, sizeof(req->remote_addr));
+		else if (addr->sa_family == AF_INET6)
+			inet_ntop(AF_INET6,
+				  &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr,
+				  req->remote_addr, sizeof(req->remote_addr));
+	}
+	return req;
+}
+
+/* Under server->lock: takes req off the suspended list. */
+static void unlist_suspended(struct fl_http_server *server, struct fl_http_request *req)
+{
+	if (req->prev != NULL)
+		req->prev->next = req->next;
+	else
+		server->suspended_head = req->next;
+	if (req->next != NULL)
+		req->next->prev = req->prev;
+	req->prev = req->next = NULL;
+	server->suspended--;
+	if (atomic_load(&server->stopping))
+		pthread_cond_broadcast(&server->changed);
+}
+
+/*
+ * On the server thread: hands the answer waiting in req to MHD. Returns
+ * what the access handler should return.
+ */
+static enum MHD_Result queue_answer(struct fl_http_request *req)
+{
+	struct fl_http_server *server = req->server;
+	struct MHD_Response *response;
+	enum MHD_Result result;
+	bool was_suspended;
+	unsigned status;
+
+	pthread_mutex_lock(&req->lock);
+	response = req->response;
+	status = req->status;
+	was_suspended = req->state == REQ_RESUMING;
+	req->response = NULL;
+	req->state = REQ_QUEUED;
+	pthread_mutex_unlock(&req->lock);
+
+	if (was_suspended) {
+		pthread_mutex_lock(&server->lock);
+		unlist_suspended(server, req);
+		pthread_mutex_unlock(&server->lock);
+	}
+	if (response == NULL)
+		return MHD_NO;
+	if (atomic_load(&server->stopping))
+		MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+	result = MHD_queue_response(req->connection, status, response);
+	MHD_destroy_response(response);
+	if (result == MHD_YES)
+		req->sent_status = status;
+	return result;
+}
+
+/* On the server thread, before the handler: answers with an error and queues it. */
+static enum MHD_Result refuse(struct fl_http_request *req, unsigned status, const char *code,
+			      const char *message)
+{
+	struct MHD_Response *response = make_error_response(code, message, NULL);
+
+	if (response == NULL)
+		return MHD_NO;
+	MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+	pthread_mutex_lock(&req->lock);
+	req->response = response;
+	req->status = status;
+	req->state = REQ_ANSWERED;
+	pthread_mutex_unlock(&req->lock);
+	return queue_answer(req);
+}
+
+/*
+ * Hands an answer to req from any thread (see the state diagram at the
+ * top). Takes ownership of response in every case.
+ */
+static enum fl_status deliver(struct fl_http_request *req, unsigned status,
+			      struct MHD_Response *response)
+{
+	enum fl_status result = FL_OK;
+	bool free_request = false;
+
+	pthread_mutex_lock(&req->lock);
+	if (req->server_answered) {
+		req->held = false;
+		free_request = req->finished;
+		result = FL_ERR_UNAVAILABLE;
+	} else if (req->state == REQ_IN_HANDLER) {
+		req->response = response;
+		req->status = status;
+		req->state = REQ_ANSWERED;
+		response = NULL;
+	} else if (req->state == REQ_SUSPENDED) {
+		req->response = response;
+		req->status = status;
+		req->state = REQ_RESUMING;
+		req->held = false;
+		response = NULL;
+		MHD_resume_connection(req->connection);
+	} else {
+		result = FL_ERR_INVALID;
+	}
+	pthread_mutex_unlock(&req->lock);
+
+	if (response != NULL)
+		MHD_destroy_response(response);
+	if (free_request)
+		request_free(req);
+	return result;
+}
+
+/*
+ * Finishes an answer built by the caller: extra headers, then deliver.
+ * Without memory for the answer, the request is still ended: a NULL
+ * response makes queue_answer() close the connection, so neither the
+ * client nor the server's teardown waits for an answer that cannot come.
+ */
+static enum fl_status finish_response(struct fl_http_request *req, unsigned status,
+				      struct MHD_Response *response, const char *content_type)
+{
+	enum fl_status delivered;
+
+	if (response != NULL && ((content_type != NULL &&
+				  MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+							  content_type) != MHD_YES) ||
+				 !apply_extra_headers(req, response))) {
+		MHD_destroy_response(response);
+		response = NULL;
+	}
+	delivered = deliver(req, status, response);
+	if (delivered == FL_OK && response == NULL)
+		return FL_ERR_NOMEM;
+	return delivered;
+}
+
+static bool valid_status(unsigned status)
+{
+	return status >= 100 && status <= 999;
+}
+
+enum fl_status fl_http_respond(struct fl_http_request *req, unsigned status,
+			       const char *content_type, const void *body, size_t len)
+{
+	struct MHD_Response *response;
+
+	if (req == NULL || !valid_status(status) || (body == NULL && len > 0))
+		return FL_ERR_INVALID;
+	response = MHD_create_response_from_buffer(len, (void *)(body != NULL ? body : ""),
+						   MHD_RESPMEM_MUST_COPY);
+	return finish_response(req, status, response, content_type);
+}
+
+enum fl_status fl_http_respond_json(struct fl_http_request *req, unsigned status, json_t *body)
+{
+	struct MHD_Response *response;
+	char *text;
+
+	if (req == NULL || !valid_status(status)) {
+		json_decref(body);
+		return FL_ERR_INVALID;
+	}
+	text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	json_decref(body);
+	if (text == NULL)
+		return fl_http_respond_error(req, 500, "internal",
+					     "the answer could not be encoded as JSON", NULL);
+	/* jansson allocates with malloc unless told otherwise, so MHD may
+	 * free() the text. */
+	response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (response == NULL)
+		free(text);
+	return finish_response(req, status, response, "application/json");
+}
+
+enum fl_status fl_http_respond_error(struct fl_http_request *req, unsigned status, const char *code,
+				     const char *message, const char *field)
+{
+	struct MHD_Response *response;
+
+	if (req == NULL || !valid_status(status) || code == NULL || message == NULL)
+		return FL_ERR_INVALID;
+	response = make_error_response(code, message, field);
+	/* make_error_response has set the content type. */
+	return finish_response(req, status, response, NULL);
+}
+
+static bool header_text_ok(const char *text, bool is_name)
+{
+	if (text == NULL || (is_name && text[0] == '\0'))
+		return false;
+	for (const char *c = text; *c != '\0'; c++) {
+		if (*c == '\r' || *c == '\n' || (is_name && (*c == ':' || *c == ' ')))
+			return false;
+	}
+	return true;
+}
+
+enum fl_status fl_http_add_header(struct fl_http_request *req, const char *name, const char *value)
+{
+	struct extra_header *header;
+	enum req_state state;
+
+	if (req == NULL || !header_text_ok(name, true) || !header_text_ok(value, false))
+		return FL_ERR_INVALID;
+	pthread_mutex_lock(&req->lock);
+	state = req->state;
+	pthread_mutex_unlock(&req->lock);
+	if (state != REQ_IN_HANDLER && state != REQ_SUSPENDED)
+		return FL_ERR_INVALID;
+
+	header = calloc(1, sizeof(*header));
+	if (header == NULL)
+		return FL_ERR_NOMEM;
+	header->name = strdup(name);
+	header->value = strdup(value);
+	if (header->name == NULL || header->value == NULL) {
+		free(header->name);
+		free(header->value);
+		free(header);
+		return FL_ERR_NOMEM;
+	}
+	header->next = req->headers;
+	req->headers = header;
+	return FL_OK;
+}
+
+/* ---- getters ---- */
+
+const char *fl_http_method(const struct fl_http_request *req)
+{
+	return req != NULL ? req->method : NULL;
+}
+
+const char *fl_http_path(const struct fl_http_request *req)
+{
+	return req != NULL ? req->path : NULL;
+}
+
+/*
+ * Looks name up in the snapshot of a deferred request, else in MHD's
+ * memory, which stays valid until MHD completes the request. Names compare
+ * without case, as MHD compares them.
+ */
+static const char *lookup_value(const struct fl_http_request *req, enum MHD_ValueKind kind,
+				const char *name)
+{
+	struct fl_http_request *mutable_req = (struct fl_http_request *)req;
+	const char *value = NULL;
+
+	if (req == NULL || name == NULL)
+		return NULL;
+	pthread_mutex_lock(&mutable_req->lock);
+	if (req->snapshot != NULL) {
+		for (size_t i = 0; i < req->snapshot->n_entries; i++) {
+			const struct snapshot_entry *entry = &req->snapshot->entries[i];
+
+			if (entry->kind == kind && strcasecmp(entry->key, name) == 0) {
+				value = entry->value;
+				break;
+			}
+		}
+	} else if (!req->finished) {
+		value = MHD_lookup_connection_value(req->connection, kind, name);
+	}
+	pthread_mutex_unlock(&mutable_req->lock);
+	return value;
+}
+
+const char *fl_http_query(const struct fl_http_request *req, const char *name)
+{
+	return lookup_value(req, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *fl_http_header(const struct fl_http_request *req, const char *name)
+{
+	return lookup_value(req, MHD_HEADER_KIND, name);
+}
+
+const char *fl_http_body(const struct fl_http_request *req, size_t *ret_len)
+{
+	if (req == NULL) {
+		if (ret_len != NULL)
+			*ret_len = 0;
+		return NULL;
+	}
+	if (ret_len != NULL)
+		*ret_len = req->body_len;
+	return req->body != NULL ? req->body : "";
+}
+
+const char *fl_http_request_id(const struct fl_http_request *req)
+{
+	return req != NULL ? req->id : NULL;
+}
+
+const char *fl_http_remote_addr(const struct fl_http_request *req)
+{
+	return req != NULL ? req->remote_addr : NULL;
+}
+
+void *fl_http_user(const struct fl_http_request *req)
+{
+	return req != NULL ? req->user : NULL;
+}
+
+void fl_http_set_user(struct fl_http_request *req, void *user)
+{
+	if (req != NULL)
+		req->user = user;
+}
+
+/* ---- the MHD callbacks ---- */
+
+/* Whether the connection of req presented a client certificate our CA signed. */
+static bool client_certificate_ok(struct MHD_Connection *connection)
+{
+	const union MHD_ConnectionInfo *info;
+	struct tls_state *tls = NULL;
+	unsigned int verify_status = 0;
+	bool ok;
+
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (info != NULL)
+		tls = info->socket_context;
+	if (tls != NULL && tls->checked)
+		return tls->ok;
+	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	ok = info != NULL && info->tls_session != NULL &&
+	     gnutls_certificate_type_get((gnutls_session_t)info->tls_session) == GNUTLS_CRT_X509 &&
+	     gnutls_certificate_verify_peers2((gnutls_session_t)info->tls_session,
+					      &verify_status) == GNUTLS_E_SUCCESS &&
+	     verify_status == 0;
+	if (tls != NULL) {
+		tls->checked = true;
+		tls->ok = ok;
+	}
+	return ok;
+}
+
+static void connection_cb(void *cls, struct MHD_Connection *connection, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct fl_http_server *server = cls;
+
+	(void)connection;
+	if (!server->require_client_cert)
+		return;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		/* Without memory the check just runs on every request. */
+		*socket_context = calloc(1, sizeof(struct tls_state));
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		free(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* The first call for a request: set-up and early refusals. */
+static enum MHD_Result start_request(struct fl_http_server *server,
+				     struct MHD_Connection *connection, const char *url,
+				     const char *method, void **con_cls)
+{
+	struct fl_http_request *req = request_new(server, connection, url, method);
+	const char *content_length;
+
+	if (req == NULL)
+		return MHD_NO;
+	*con_cls = req;
+	pthread_mutex_lock(&server->lock);
+	server->in_flight++;
+	pthread_mutex_unlock(&server->lock);
+
+	if (atomic_load(&server->stopping))
+		return refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+			      "the server is shutting down");
+	if (server->require_client_cert && !client_certificate_ok(connection))
+		return refuse(req, MHD_HTTP_FORBIDDEN, "client_certificate_required",
+			      "this server requires a client certificate signed by its CA");
+
+	content_length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
+	if (content_length != NULL) {
+		/* MHD has refused a malformed Content-Length already. */
+		unsigned long long announced = strtoull(content_length, NULL, 10);
+
+		if (announced > server->max_body_bytes) {
+			char message[96];
+
+			snprintf(message, sizeof(message), "the body is larger than %zu bytes",
+				 server->max_body_bytes);
+			return refuse(req, 413, "body_too_large", message);
+		}
+		req->content_length = (size_t)announced;
+	}
+	return MHD_YES;
+}
+
+/* Appends a piece of body, or notes that the body is too large. */
+static bool append_body(struct fl_http_request *req, const char *data, size_t size)
+{
+	size_t limit = req->server->max_body_bytes;
+
+	if (req->body_too_large)
+		return true;
+	if (size > limit - req->body_len) {
+		/* A chunked body went over the limit: stop keeping it. */
+		req->body_too_large = true;
+		free(req->body);
+		req->body = NULL;
+		req->body_len = req->body_cap = 0;
+		return true;
+	}
+	if (req->body_len + size + 1 > req->body_cap) {
+		size_t cap = req->body_cap > 0 ? req->body_cap : INITIAL_BODY_CAP;
+		size_t most = (req->content_length > 0 ? req->content_length : limit) + 1;
+		char *grown;
+
+		while (cap < req->body_len + size + 1)
+			cap *= 2;
+		if (cap > most && most >= req->body_len + size + 1)
+			cap = most;
+		grown = realloc(req->body, cap);
+		if (grown == NULL)
+			return false;
+		req->body = grown;
+		req->body_cap = cap;
+	}
+	memcpy(req->body + req->body_len, data, size);
+	req->body_len += size;
+	req->body[req->body_len] = '\0';
+	return true;
+}
+
+/* Sizes a snapshot (first pass) or fills it (second pass). */
+static enum MHD_Result snapshot_visit(void *cls, enum MHD_ValueKind kind, const char *key,
+				      const char *value)
+{
+	struct snapshot *snapshot = cls;
+	size_t key_len = strlen(key) + 1, value_len = value != NULL ? strlen(value) + 1 : 0;
+
+	if (snapshot->entries != NULL) {
+		struct snapshot_entry *entry = &snapshot->entries[snapshot->n_entries];
+
+		entry->kind = kind;
+		entry->key = memcpy(snapshot->text + snapshot->text_used, key, key_len);
+		entry->value =
+		    value != NULL
+			? memcpy(snapshot->text + snapshot->text_used + key_len, value, value_len)
+			: NULL;
+	}
+	snapshot->n_entries++;
+	snapshot->text_used += key_len + value_len;
+	return MHD_YES;
+}
+
+/* Copies the headers and query arguments of req; NULL without memory. */
+static struct snapshot *snapshot_take(struct fl_http_request *req)
+{
+	enum MHD_ValueKind kinds = MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND;
+	struct snapshot sizes = {0}, *snapshot;
+
+	MHD_get_connection_values(req->connection, kinds, snapshot_visit, &sizes);
+	snapshot = malloc(sizeof(*snapshot) + sizes.n_entries * sizeof(struct snapshot_entry) +
+			  sizes.text_used);
+	if (snapshot == NULL)
+		return NULL;
+	snapshot->n_entries = 0;
+	snapshot->text_used = 0;
+	snapshot->entries = (struct snapshot_entry *)(snapshot + 1);
+	snapshot->text = (char *)(snapshot->entries + sizes.n_entries);
+	MHD_get_connection_values(req->connection, kinds, snapshot_visit, snapshot);
+	return snapshot;
+}
+
+/* Queues the 500 a handler earned by returning DONE without an answer. */
+static enum MHD_Result answer_unanswered(struct fl_http_request *req)
+{
+	struct MHD_Response *response =
+	    make_error_response("internal", "the handler gave no answer", NULL);
+
+	if (response == NULL)
+		return MHD_NO;
+	pthread_mutex_lock(&req->lock);
+	req->response = response;
+	req->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+	req->state = REQ_ANSWERED;
+	pthread_mutex_unlock(&req->lock);
+	return queue_answer(req);
+}
+
+/* The body is complete: runs the handler and acts on its disposition. */
+static enum MHD_Result run_handler(struct fl_http_server *server, struct fl_http_request *req)
+{
+	enum fl_http_disposition disposition;
+	bool answered;
+
+	pthread_mutex_lock(&req->lock);
+	req->state = REQ_IN_HANDLER;
+	pthread_mutex_unlock(&req->lock);
+
+	disposition = server->handler(server->ctx, req);
+
+	if (disposition == FL_HTTP_DEFERRED) {
+		/* Taken before the locks (only this thread writes MHD's
+		 * copy). Without memory there is none, and the getters read
+		 * MHD's copy, valid unless the server gives up on req. */
+		struct snapshot *snapshot = snapshot_take(req);
+
+		pthread_mutex_lock(&server->lock);
+		pthread_mutex_lock(&req->lock);
+		if (req->state == REQ_IN_HANDLER)
+			req->snapshot = snapshot;
+		else
+			free(snapshot);
+		if (req->state == REQ_IN_HANDLER && server->abandoning) {
+			/* Too late to wait: answer for the holder, who
+			 * learns it from its own answer's status. */
+			req->response = make_error_response("shutting_down",
+							    "the server is shutting down", NULL);
+			req->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			req->state = REQ_ANSWERED;
+			req->held = true;
+			req->server_answered = true;
+		} else if (req->state == REQ_IN_HANDLER) {
+			req->state = REQ_SUSPENDED;
+			req->held = true;
+			req->next = server->suspended_head;
+			if (req->next != NULL)
+				req->next->prev = req;
+			server->suspended_head = req;
+			server->suspended++;
+			MHD_suspend_connection(req->connection);
+			pthread_mutex_unlock(&req->lock);
+			pthread_mutex_unlock(&server->lock);
+			return MHD_YES;
+		}
+		answered = req->state == REQ_ANSWERED;
+		pthread_mutex_unlock(&req->lock);
+		pthread_mutex_unlock(&server->lock);
+		/* Without memory for the farewell, queue_answer() closes the
+		 * connection. */
+		return answered ? queue_answer(req) : MHD_NO;
+	}
+
+	pthread_mutex_lock(&req->lock);
+	answered = req->state == REQ_ANSWERED;
+	pthread_mutex_unlock(&req->lock);
+	return answered ? queue_answer(req) : answer_unanswered(req);
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, const char *url,
+				 const char *method, const char *version, const char *upload_data,
+				 size_t *upload_data_size, void **con_cls)
+{
+	struct fl_http_server *server = cls;
+	struct fl_http_request *req = *con_cls;
+	enum req_state state;
+
+	(void)version;
+	if (req == NULL)
+		return start_request(server, connection, url, method, con_cls);
+
+	pthread_mutex_lock(&req->lock);
+	state = req->state;
+	pthread_mutex_unlock(&req->lock);
+
+	if (state == REQ_READING) {
+		if (*upload_data_size > 0) {
+			if (!append_body(req, upload_data, *upload_data_size))
+				return MHD_NO;
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		if (req->body_too_large) {
+			char message[96];
+
+			snprintf(message, sizeof(message), "the body is larger than %zu bytes",
+				 server->max_body_bytes);
+			return refuse(req, 413, "body_too_large", message);
+		}
+		return run_handler(server, req);
+	}
+	if (state == REQ_RESUMING)
+		return queue_answer(req);
+	/* Nothing else is expected; a stray call must not queue twice. */
+	*upload_data_size = 0;
+	return state == REQ_QUEUED ? MHD_YES : MHD_NO;
+}
+
+static void request_completed_cb(void *cls, struct MHD_Connection *connection, void **con_cls,
+				 enum MHD_RequestTerminationCode toe)
+{
+	struct fl_http_server *server = cls;
+	struct fl_http_request *req = *con_cls;
+	bool free_request;
+
+	(void)connection;
+	(void)toe;
+	if (req == NULL)
+		return;
+	*con_cls = NULL;
+	if (server->on_complete != NULL)
+		server->on_complete(server->ctx, req, req->sent_status,
+				    fl_time_mono_us() - req->start_us);
+
+	pthread_mutex_lock(&server->lock);
+	pthread_mutex_lock(&req->lock);
+	if (req->state == REQ_SUSPENDED || req->state == REQ_RESUMING)
+		unlist_suspended(server, req);
+	req->finished = true;
+	free_request = !req->held;
+	pthread_mutex_unlock(&req->lock);
+	server->in_flight--;
+	if (atomic_load(&server->stopping))
+		pthread_cond_broadcast(&server->changed);
+	pthread_mutex_unlock(&server->lock);
+
+	if (free_request)
+		request_free(req);
+}
+
+/* ---- server ---- */
+
+/*
+ * Splits "HOST:PORT" or "[V6]:PORT" and opens a bound, listening,
+ * non-blocking socket.
+ */
+static enum fl_status open_listener(const char *listen_text, char *error, size_t error_size,
+				    int *ret_fd, uint16_t *ret_port)
+{
+	char host[256], port[8];
+	const char *colon;
+	size_t host_len;
+	struct addrinfo hints = {0}, *found = NULL;
+	struct sockaddr_storage bound;
+	socklen_t bound_len = sizeof(bound);
+	int fd, one = 1, rc;
+	char *end;
+	unsigned long port_number;
+
+	if (listen_text[0] == '[') {
+		const char *close = strchr(listen_text, ']');
+		if (close == NULL || close[1] != ':')
+			goto bad_address;
+		host_len = (size_t)(close - listen_text - 1);
+		memcpy(host, listen_text + 1, host_len < sizeof(host) ? host_len : 0);
+		colon = close + 1;
+	} else {
+		colon = strrchr(listen_text, ':');
+		if (colon == NULL)
+			goto bad_address;
+		host_len = (size_t)(colon - listen_text);
+		memcpy(host, listen_text, host_len < sizeof(host) ? host_len : 0);
+	}
+	if (host_len == 0 || host_len >= sizeof(host))
+		goto bad_address;
+	host[host_len] = '\0';
+	errno = 0;
+	port_number = strtoul(colon + 1, &end, 10);
+	if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 || port_number > 65535)
+		goto bad_address;
+	snprintf(port, sizeof(port), "%lu", port_number);
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host, port, &hints, &found);
+	if (rc != 0) {
+		set_error(error, error_size, "cannot resolve listen host \"%s\": %s", host,
+			  gai_strerror(rc));
+		return FL_ERR_INVALID;
+	}
+	fd = socket(found->ai_family, found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    found->ai_protocol);
+	if (fd < 0)
+		goto fail_errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&bound, &bound_len) != 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		goto fail_errno;
+	}
+	freeaddrinfo(found);
+	if (bound.ss_family == AF_INET6)
+		*ret_port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+	else
+		*ret_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	*ret_fd = fd;
+	return FL_OK;
+
+fail_errno:
+	set_error(error, error_size, "cannot listen on %s: %s", listen_text, strerror(errno));
+	freeaddrinfo(found);
+	return FL_ERR_IO;
+bad_address:
+	set_error(error, error_size, "listen address \"%s\" is not HOST:PORT or [IPV6]:PORT",
+		  listen_text);
+	return FL_ERR_INVALID;
+}
+
+static enum fl_status read_pem(const char *path, const char *what, char *error, size_t error_size,
+			       char **ret_text)
+{
+	size_t len;
+	enum fl_status status = fl_file_read(path, ret_text, &len);
+
+	if (status == FL_OK)
+		return FL_OK;
+	set_error(error, error_size, "cannot read the TLS %s %s", what, path);
+	return status == FL_ERR_NOMEM ? FL_ERR_NOMEM : FL_ERR_IO;
+}
+
+static void server_free(struct fl_http_server *server)
+{
+	if (server == NULL)
+		return;
+	pthread_cond_destroy(&server->changed);
+	pthread_mutex_destroy(&server->lock);
+	free(server->tls_cert);
+	if (server->tls_key != NULL) {
+		/* A private key should not outlive its use in freed memory. */
+		explicit_bzero(server->tls_key, strlen(server->tls_key));
+		free(server->tls_key);
+	}
+	free(server->tls_client_ca);
+	free(server);
+}
+
+enum fl_status fl_http_server_create(const struct fl_http_options *options,
+				     fl_http_handler_fn handler, void *ctx, char *error,
+				     size_t error_size, struct fl_http_server **ret_server)
+{
+	struct fl_http_server *server;
+	struct MHD_OptionItem tls_options[4];
+	size_t n_tls = 0;
+	pthread_condattr_t cond_attr;
+	const char *listen_text;
+	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
+	unsigned int idle_timeout_s;
+	int listen_fd = -1;
+	enum fl_status status;
+
+	if (options == NULL || handler == NULL || ret_server == NULL) {
+		set_error(error, error_size, "invalid arguments");
+		return FL_ERR_INVALID;
+	}
+	if ((options->tls_cert_file == NULL) != (options->tls_key_file == NULL) ||
+	    (options->tls_client_ca_file != NULL && options->tls_cert_file == NULL)) {
+		set_error(error, error_size,
+			  "TLS needs both a certificate and a key (and a client CA only with "
+			  "them)");
+		return FL_ERR_INVALID;
+	}
+
+	server = calloc(1, sizeof(*server));
+	if (server == NULL) {
+		set_error(error, error_size, "out of memory");
+		return FL_ERR_NOMEM;
+	}
+	pthread_mutex_init(&server->lock, NULL);
+	pthread_condattr_init(&cond_attr);
+	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&server->changed, &cond_attr);
+	pthread_condattr_destroy(&cond_attr);
+	server->handler = handler;
+	server->ctx = ctx;
+	server->on_complete = options->on_complete;
+	server->max_body_bytes =
+	    options->max_body_bytes > 0 ? options->max_body_bytes : DEFAULT_MAX_BODY_BYTES;
+	server->grace_ms = options->grace_ms > 0 ? options->grace_ms : DEFAULT_GRACE_MS;
+	idle_timeout_s =
+	    options->idle_timeout_s > 0 ? options->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+	if (getrandom(&server->id_prefix, sizeof(server->id_prefix), 0) !=
+	    (ssize_t)sizeof(server->id_prefix))
+		server->id_prefix = (uint32_t)getpid() ^ (uint32_t)fl_time_now_us();
+
+	if (options->tls_cert_file != NULL) {
+		status = read_pem(options->tls_cert_file, "certificate", error, error_size,
+				  &server->tls_cert);
+		if (status == FL_OK)
+			status = read_pem(options->tls_key_file, "key", error, error_size,
+					  &server->tls_key);
+		if (status == FL_OK && options->tls_client_ca_file != NULL)
+			status = read_pem(options->tls_client_ca_file, "client CA", error,
+					  error_size, &server->tls_client_ca);
+		if (status != FL_OK)
+			goto fail;
+		flags |= MHD_USE_TLS;
+		tls_options[n_tls++] =
+		    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, server->tls_cert};
+		tls_options[n_tls++] =
+		    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, server->tls_key};
+		if (server->tls_client_ca != NULL) {
+			tls_options[n_tls++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST,
+								       0, server->tls_client_ca};
+			server->require_client_cert = true;
+		}
+	}
+	tls_options[n_tls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+	listen_text = options->listen != NULL ? options->listen : DEFAULT_LISTEN;
+	status = open_listener(listen_text, error, error_size, &listen_fd, &server->port);
+	if (status != FL_OK)
+		goto fail;
+
+	server->daemon = MHD_start_daemon(
+	    flags, 0, NULL, NULL, access_cb, server, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+	    MHD_OPTION_NOTIFY_COMPLETED, request_completed_cb, server, MHD_OPTION_NOTIFY_CONNECTION,
+	    connection_cb, server, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s, MHD_OPTION_ARRAY,
+	    tls_options, MHD_OPTION_END);
+	if (server->daemon == NULL) {
+		/* MHD closes the listen socket it was given when it fails
+		 * (measured with 0.9.75), so it is not closed here. */
+		if (flags & MHD_USE_TLS) {
+			set_error(error, error_size,
+				  "libmicrohttpd refused the TLS certificate, key or client CA");
+			status = FL_ERR_CRYPTO;
+		} else {
+			set_error(error, error_size, "libmicrohttpd could not start");
+			status = FL_ERR_IO;
+		}
+		goto fail;
+	}
+	*ret_server = server;
+	return FL_OK;
+
+fail:
+	server_free(server);
+	return status;
+}
+
+uint16_t fl_http_server_port(const struct fl_http_server *server)
+{
+	return server != NULL ? server->port : 0;
+}
+
+/*
+ * Under server->lock, past the grace time: answers every suspended request
+ * with 503 and resumes it, and refuses further deferrals.
+ */
+static void abandon_suspended(struct fl_http_server *server)
+{
+	server->abandoning = true;
+	for (struct fl_http_request *req = server->suspended_head; req != NULL; req = req->next) {
+		pthread_mutex_lock(&req->lock);
+		if (req->state == REQ_SUSPENDED) {
+			struct MHD_Response *response = make_error_response(
+			    "shutting_down", "the server is shutting down", NULL);
+
+			/* Without memory for an answer the resumed request
+			 * gets MHD_NO, which closes its connection. */
+			req->response = response;
+			req->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+			req->state = REQ_RESUMING;
+			req->server_answered = true;
+			MHD_resume_connection(req->connection);
+		}
+		pthread_mutex_unlock(&req->lock);
+	}
+}
+
+void fl_http_server_destroy(struct fl_http_server *server)
+{
+	struct timespec deadline;
+	MHD_socket listen_fd;
+
+	if (server == NULL)
+		return;
+	atomic_store(&server->stopping, true);
+	listen_fd = MHD_quiesce_daemon(server->daemon);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		close(listen_fd);
+
+	pthread_mutex_lock(&server->lock);
+	deadline = deadline_after_ms(server->grace_ms);
+	while (server->in_flight > 0 &&
+	       pthread_cond_timedwait(&server->changed, &server->lock, &deadline) != ETIMEDOUT)
+		;
+	abandon_suspended(server);
+	/* MHD must have taken every connection off its suspended list before
+	 * it stops; its thread does so promptly once resumed. */
+	while (server->suspended > 0) {
+		deadline = deadline_after_ms(100);
+		pthread_cond_timedwait(&server->changed, &server->lock, &deadline);
+	}
+	deadline = deadline_after_ms(FAREWELL_MS);
+	while (server->in_flight > 0 &&
+	       pthread_cond_timedwait(&server->changed, &server->lock, &deadline) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&server->lock);
+
+	MHD_stop_daemon(server->daemon);
+	server_free(server);
+}
