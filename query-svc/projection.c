@@ -1,0 +1,994 @@
+/*
+ * Read models of query-svc (see projection.h).
+ *
+ * Keys are built from the view name and entity id joined by NUL bytes:
+ *   latest   view NUL entity NUL feature -> be64 event_ts' | be64 seq | value (JSON)
+ *   history  view NUL entity NUL be64 event_ts' | be64 seq -> features (JSON object)
+ *   views    name -> be64 version | canonical definition
+ *   meta     "applied_seq" -> be64
+ * where event_ts' is the timestamp with its sign bit flipped, so that byte
+ * order is time order. Values are the exact JSON text of the stored body,
+ * never re-serialised, so that two instances hold byte-identical models.
+ */
+#include "projection.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+
+#include "fledger/event.h"
+#include "fledger/util.h"
+
+#define INITIAL_MAP (64u << 20)
+#define KEY_MAX 511 /* LMDB's default maximum key size */
+#define MAX_WINDOW_SEQS 1000
+
+struct fl_projection {
+	MDB_env *env;
+	MDB_dbi latest, history, views, meta;
+	size_t map_size;
+	_Atomic uint64_t applied_seq;
+	struct fl_view_registry *registry;
+	pthread_rwlock_t resize_lock;
+};
+
+struct fl_projection_read {
+	struct fl_projection *projection;
+	MDB_txn *txn;
+	uint64_t applied_seq;
+};
+
+static enum fl_status status_of_mdb(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return FL_OK;
+	case MDB_NOTFOUND:
+		return FL_ERR_NOT_FOUND;
+	case MDB_MAP_FULL:
+	case ENOSPC:
+		return FL_ERR_FULL;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+		return FL_ERR_CORRUPT;
+	case ENOMEM:
+		return FL_ERR_NOMEM;
+	default:
+		return FL_ERR_IO;
+	}
+}
+
+static uint64_t sortable_time(int64_t us)
+{
+	return (uint64_t)us ^ (UINT64_C(1) << 63);
+}
+
+static int64_t time_of_sortable(const uint8_t *p)
+{
+	return (int64_t)(fl_get_be64(p) ^ (UINT64_C(1) << 63));
+}
+
+/* view NUL entity NUL: the prefix of an entity's keys. 0 when too long. */
+static size_t entity_prefix(const char *view, const char *entity, uint8_t *out, size_t cap)
+{
+	size_t vl = strlen(view), el = strlen(entity);
+	if (vl + el + 2 > cap)
+		return 0;
+	memcpy(out, view, vl);
+	out[vl] = 0;
+	memcpy(out + vl + 1, entity, el);
+	out[vl + 1 + el] = 0;
+	return vl + el + 2;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_val key, val;
+	enum fl_status st = FL_OK;
+
+	if (mdb_cursor_open(txn, p->views, &cur) != MDB_SUCCESS)
+		return FL_ERR_IO;
+	for (int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS && st == FL_OK;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		json_error_t jerr;
+		struct fl_view *view;
+		if (val.mv_size < 8) {
+			st = FL_ERR_CORRUPT;
+			break;
+		}
+		uint64_t version = fl_get_be64(val.mv_data);
+		json_t *def = json_loadb((const char *)val.mv_data + 8, val.mv_size - 8, 0, &jerr);
+		st = def ? fl_view_parse(def, &view, NULL) : FL_ERR_CORRUPT;
+		json_decref(def);
+		if (st != FL_OK) {
+			st = FL_ERR_CORRUPT;
+			break;
+		}
+		st = fl_view_registry_put(p->registry, view, version);
+		fl_view_unref(view);
+	}
+	mdb_cursor_close(cur);
+	return st;
+}
+
+static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64_t *ret)
+{
+	MDB_val key = {11, "applied_seq"}, val;
+	int rc = mdb_get(txn, p->meta, &key, &val);
+	if (rc == MDB_NOTFOUND) {
+		*ret = 0;
+		return FL_OK;
+	}
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	if (val.mv_size != 8)
+		return FL_ERR_CORRUPT;
+	*ret = fl_get_be64(val.mv_data);
+	return FL_OK;
+}
+
+enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_projection)
+{
+	struct fl_projection *p;
+	MDB_txn *txn;
+	enum fl_status st;
+	int rc, dead;
+
+	if (!dir || !ret_projection)
+		return FL_ERR_INVALID;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return FL_ERR_IO;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return FL_ERR_NOMEM;
+	pthread_rwlock_init(&p->resize_lock, NULL);
+	p->map_size = INITIAL_MAP;
+	if ((st = fl_view_registry_create(&p->registry)) != FL_OK)
+		goto err_free;
+	if ((rc = mdb_env_create(&p->env)) != MDB_SUCCESS) {
+		st = status_of_mdb(rc);
+		goto err_registry;
+	}
+	mdb_env_set_maxdbs(p->env, 8);
+	mdb_env_set_maxreaders(p->env, 1024);
+	mdb_env_set_mapsize(p->env, p->map_size);
+	/*
+	 * No sync on commit: the models are derived from the replica log,
+	 * which is synced. A killed process loses nothing (the pages are in
+	 * the page cache); after a machine crash a lost tail is re-applied.
+	 */
+	rc = mdb_env_open(p->env, dir, MDB_NOTLS | MDB_NOSYNC, 0600);
+	if (rc != MDB_SUCCESS) {
+		st = status_of_mdb(rc);
+		goto err_env;
+	}
+	mdb_reader_check(p->env, &dead);
+	{
+		MDB_envinfo info;
+		mdb_env_info(p->env, &info);
+		if (info.me_mapsize > p->map_size)
+			p->map_size = info.me_mapsize;
+	}
+	if ((rc = mdb_txn_begin(p->env, NULL, 0, &txn)) != MDB_SUCCESS) {
+		st = status_of_mdb(rc);
+		goto err_env;
+	}
+	if ((rc = mdb_dbi_open(txn, "latest", MDB_CREATE, &p->latest)) ||
+	    (rc = mdb_dbi_open(txn, "history", MDB_CREATE, &p->history)) ||
+	    (rc = mdb_dbi_open(txn, "views", MDB_CREATE, &p->views)) ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta))) {
+		mdb_txn_abort(txn);
+		st = status_of_mdb(rc);
+		goto err_env;
+	}
+	uint64_t applied = 0;
+	st = read_applied(p, txn, &applied);
+	if (st == FL_OK)
+		st = load_views(p, txn);
+	if (st != FL_OK) {
+		mdb_txn_abort(txn);
+		goto err_env;
+	}
+	if ((rc = mdb_txn_commit(txn)) != MDB_SUCCESS) {
+		st = status_of_mdb(rc);
+		goto err_env;
+	}
+	atomic_store(&p->applied_seq, applied);
+	*ret_projection = p;
+	return FL_OK;
+
+err_env:
+	mdb_env_close(p->env);
+err_registry:
+	fl_view_registry_destroy(p->registry);
+err_free:
+	pthread_rwlock_destroy(&p->resize_lock);
+	free(p);
+	return st;
+}
+
+void fl_projection_close(struct fl_projection *p)
+{
+	if (!p)
+		return;
+	mdb_env_sync(p->env, 1);
+	mdb_env_close(p->env);
+	fl_view_registry_destroy(p->registry);
+	pthread_rwlock_destroy(&p->resize_lock);
+	free(p);
+}
+
+enum fl_status fl_projection_reset(struct fl_projection *p)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
+	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0))) {
+		mdb_txn_abort(txn);
+		return status_of_mdb(rc);
+	}
+	if ((rc = mdb_txn_commit(txn)) != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	struct fl_view_registry *fresh;
+	if (fl_view_registry_create(&fresh) != FL_OK)
+		return FL_ERR_NOMEM;
+	fl_view_registry_destroy(p->registry);
+	p->registry = fresh;
+	atomic_store(&p->applied_seq, 0);
+	return FL_OK;
+}
+
+uint64_t fl_projection_applied_seq(const struct fl_projection *p)
+{
+	return atomic_load(&((struct fl_projection *)p)->applied_seq);
+}
+
+struct fl_view_registry *fl_projection_views(struct fl_projection *p)
+{
+	return p->registry;
+}
+
+/* ---- apply ------------------------------------------------------------ */
+
+/* The text of the "features" object of a stored feature body. */
+static bool features_text(const uint8_t *body, size_t len, const char **ret, size_t *ret_len)
+{
+	static const char marker[] = ",\"features\":{";
+	const uint8_t *hit = memmem(body, len, marker, sizeof(marker) - 1);
+	if (!hit || body[len - 1] != '}')
+		return false;
+	*ret = (const char *)hit + sizeof(marker) - 2; /* at the '{' */
+	*ret_len = (size_t)((const char *)body + len - 1 - *ret);
+	return true;
+}
+
+/* Drops the entity's history older than bound (the view's retention). */
+static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const uint8_t *prefix,
+				    size_t prefix_len, int64_t bound_us)
+{
+	MDB_cursor *cur;
+	MDB_val key = {prefix_len, (void *)prefix}, val;
+	int rc = mdb_cursor_open(txn, p->history, &cur);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;) {
+		if (key.mv_size != prefix_len + 16 || memcmp(key.mv_data, prefix, prefix_len) != 0)
+			break;
+		if (time_of_sortable((uint8_t *)key.mv_data + prefix_len) >= bound_us)
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != MDB_SUCCESS)
+			break;
+		rc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+}
+
+static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
+				    const struct fl_log_entry *entry,
+				    const struct fl_stored_event *ev)
+{
+	uint8_t key[KEY_MAX + 1];
+	const char *ftext;
+	size_t ftext_len;
+	struct fl_view *view;
+	enum fl_status st;
+
+	if (fl_view_registry_get(p->registry, ev->view_name, &view) != FL_OK)
+		return FL_OK; /* a view we never saw registered: nothing to serve */
+	size_t plen = entity_prefix(ev->view_name, ev->entity_id, key, sizeof(key) - 16);
+	if (!plen || !features_text(entry->body, entry->body_len, &ftext, &ftext_len)) {
+		fl_view_unref(view);
+		return FL_ERR_CORRUPT;
+	}
+	/* history */
+	fl_put_be64(key + plen, sortable_time(ev->event_ts_us));
+	fl_put_be64(key + plen + 8, entry->seq);
+	MDB_val k = {plen + 16, key}, v = {ftext_len, (void *)ftext};
+	st = status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
+
+	/* latest, feature by feature: newest (event_ts, seq) wins */
+	const char *name;
+	json_t *value;
+	json_object_foreach((json_t *)ev->features, name, value)
+	{
+		if (st != FL_OK)
+			break;
+		size_t nl = strlen(name);
+		if (plen + nl > KEY_MAX) {
+			st = FL_ERR_CORRUPT;
+			break;
+		}
+		memcpy(key + plen, name, nl);
+		MDB_val lk = {plen + nl, key}, lv;
+		int rc = mdb_get(txn, p->latest, &lk, &lv);
+		if (rc == MDB_SUCCESS && lv.mv_size >= 16) {
+			int64_t ts = time_of_sortable(lv.mv_data);
+			uint64_t seq = fl_get_be64((uint8_t *)lv.mv_data + 8);
+			if (ts > ev->event_ts_us || (ts == ev->event_ts_us && seq > entry->seq))
+				continue; /* a late event never overwrites a newer one */
+		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
+			st = status_of_mdb(rc);
+			break;
+		}
+		char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT |
+						   JSON_REAL_PRECISION(17));
+		if (!text) {
+			st = FL_ERR_NOMEM;
+			break;
+		}
+		size_t tl = strlen(text);
+		lv = (MDB_val){16 + tl, NULL};
+		rc = mdb_put(txn, p->latest, &lk, &lv, MDB_RESERVE);
+		if (rc == MDB_SUCCESS) {
+			fl_put_be64(lv.mv_data, sortable_time(ev->event_ts_us));
+			fl_put_be64((uint8_t *)lv.mv_data + 8, entry->seq);
+			memcpy((uint8_t *)lv.mv_data + 16, text, tl);
+		}
+		free(text);
+		st = status_of_mdb(rc);
+	}
+	if (st == FL_OK)
+		st = prune_history(p, txn, key, plen,
+				   ev->ingest_ts_us - fl_view_retention_us(view));
+	fl_view_unref(view);
+	return st;
+}
+
+static enum fl_status apply_view(struct fl_projection *p, MDB_txn *txn,
+				 const struct fl_stored_event *ev)
+{
+	const char *canonical;
+	size_t len;
+	const char *name = fl_view_name(ev->view);
+	MDB_val k = {strlen(name), (void *)name}, v;
+
+	int rc = mdb_get(txn, p->views, &k, &v);
+	if (rc == MDB_SUCCESS && v.mv_size >= 8 && fl_get_be64(v.mv_data) >= ev->version)
+		return FL_OK; /* seen before */
+	fl_view_canonical(ev->view, &canonical, &len);
+	v = (MDB_val){8 + len, NULL};
+	rc = mdb_put(txn, p->views, &k, &v, MDB_RESERVE);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	fl_put_be64(v.mv_data, ev->version);
+	memcpy((uint8_t *)v.mv_data + 8, canonical, len);
+	return FL_OK;
+}
+
+static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_entry *entries,
+				 size_t n, struct fl_stored_event *views, size_t *ret_n_views)
+{
+	MDB_txn *txn;
+	enum fl_status st = FL_OK;
+	size_t n_views = 0;
+	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	for (size_t i = 0; i < n && st == FL_OK; i++) {
+		struct fl_stored_event ev;
+		st = fl_stored_event_parse(entries[i].body, entries[i].body_len, &ev);
+		if (st != FL_OK)
+			break;
+		if (ev.kind == FL_BODY_FEATURE) {
+			st = apply_feature(p, txn, &entries[i], &ev);
+			fl_stored_event_finish(&ev);
+		} else if (ev.kind == FL_BODY_VIEW) {
+			st = apply_view(p, txn, &ev);
+			/* Views take effect for the events after them in this run. */
+			if (st == FL_OK &&
+			    fl_view_registry_put(p->registry, ev.view, ev.version) == FL_OK)
+				views[n_views++] = ev;
+			else
+				fl_stored_event_finish(&ev);
+		} else {
+			fl_stored_event_finish(&ev);
+		}
+	}
+	if (st == FL_OK) {
+		uint8_t buf[8];
+		fl_put_be64(buf, entries[n - 1].seq);
+		MDB_val k = {11, "applied_seq"}, v = {8, buf};
+		st = status_of_mdb(mdb_put(txn, p->meta, &k, &v, 0));
+	}
+	if (st == FL_OK)
+		st = status_of_mdb(mdb_txn_commit(txn));
+	else
+		mdb_txn_abort(txn);
+	*ret_n_views = n_views;
+	return st;
+}
+
+enum fl_status fl_projection_apply(struct fl_projection *p, const struct fl_log_entry *entries,
+				   size_t n)
+{
+	enum fl_status st;
+	if (!p || (!entries && n))
+		return FL_ERR_INVALID;
+	if (n == 0)
+		return FL_OK;
+	uint64_t applied = atomic_load(&p->applied_seq);
+	for (size_t i = 0; i < n; i++)
+		if (entries[i].seq != applied + 1 + i)
+			return FL_ERR_INVALID;
+	struct fl_stored_event *views = calloc(n, sizeof(*views));
+	if (!views)
+		return FL_ERR_NOMEM;
+	for (;;) {
+		size_t n_views = 0;
+		st = apply_once(p, entries, n, views, &n_views);
+		for (size_t i = 0; i < n_views; i++)
+			fl_stored_event_finish(&views[i]);
+		if (st == FL_OK)
+			break;
+		/*
+		 * Views registered in a failed run stay in the registry: they are
+		 * re-applied (as no-ops) when the run is retried.
+		 */
+		if (st != FL_ERR_FULL)
+			break;
+		pthread_rwlock_wrlock(&p->resize_lock);
+		int rc = mdb_env_set_mapsize(p->env, p->map_size * 2);
+		if (rc == MDB_SUCCESS)
+			p->map_size *= 2;
+		pthread_rwlock_unlock(&p->resize_lock);
+		if (rc != MDB_SUCCESS)
+			break;
+	}
+	free(views);
+	if (st == FL_OK)
+		atomic_store(&p->applied_seq, entries[n - 1].seq);
+	return st;
+}
+
+/* ---- reads ------------------------------------------------------------ */
+
+enum fl_status fl_projection_read_begin(struct fl_projection *p,
+					struct fl_projection_read **ret_read)
+{
+	struct fl_projection_read *read = calloc(1, sizeof(*read));
+	if (!read)
+		return FL_ERR_NOMEM;
+	read->projection = p;
+	pthread_rwlock_rdlock(&p->resize_lock);
+	int rc = mdb_txn_begin(p->env, NULL, MDB_RDONLY, &read->txn);
+	if (rc == MDB_SUCCESS)
+		rc = read_applied(p, read->txn, &read->applied_seq) == FL_OK ? MDB_SUCCESS : EIO;
+	if (rc != MDB_SUCCESS) {
+		if (read->txn)
+			mdb_txn_abort(read->txn);
+		pthread_rwlock_unlock(&p->resize_lock);
+		free(read);
+		return status_of_mdb(rc);
+	}
+	*ret_read = read;
+	return FL_OK;
+}
+
+uint64_t fl_projection_read_applied_seq(const struct fl_projection_read *read)
+{
+	return read->applied_seq;
+}
+
+void fl_projection_read_end(struct fl_projection_read *read)
+{
+	if (!read)
+		return;
+	mdb_txn_abort(read->txn);
+	pthread_rwlock_unlock(&read->projection->resize_lock);
+	free(read);
+}
+
+void fl_read_answer_finish(struct fl_read_answer *answer)
+{
+	if (!answer)
+		return;
+	json_decref(answer->features);
+	json_decref(answer->windows);
+	free(answer->served_seqs);
+	memset(answer, 0, sizeof(*answer));
+}
+
+struct seq_set {
+	uint64_t *seqs;
+	size_t count, cap;
+};
+
+static void seq_add(struct seq_set *set, uint64_t seq)
+{
+	if (set->count == set->cap) {
+		size_t cap = set->cap ? 2 * set->cap : 32;
+		uint64_t *grown = realloc(set->seqs, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		set->seqs = grown;
+		set->cap = cap;
+	}
+	set->seqs[set->count++] = seq;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static void seq_finish(struct seq_set *set)
+{
+	if (set->count == 0)
+		return;
+	qsort(set->seqs, set->count, sizeof(uint64_t), cmp_u64);
+	size_t out = 1;
+	for (size_t i = 1; i < set->count; i++)
+		if (set->seqs[i] != set->seqs[out - 1])
+			set->seqs[out++] = set->seqs[i];
+	set->count = out;
+}
+
+static json_t *feature_object(json_t *value, const char *status, int64_t event_ts, uint64_t seq)
+{
+	char ts[FL_TIME_TEXT_LEN];
+	if (!value)
+		return json_pack("{s:n,s:s}", "value", "status", status);
+	fl_time_format(event_ts, ts);
+	return json_pack("{s:o,s:s,s:s,s:I}", "value", value, "status", status, "event_ts", ts,
+			 "seq", (json_int_t)seq);
+}
+
+/*
+ * The newest event at or before as_of carrying feature name, by scanning
+ * the entity's history backwards. value is a new reference or NULL.
+ */
+static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_t *prefix,
+				   size_t plen, const char *name, int64_t as_of,
+				   json_t **ret_value, int64_t *ret_ts, uint64_t *ret_seq)
+{
+	MDB_cursor *cur;
+	uint8_t start[KEY_MAX + 1];
+	MDB_val key, val;
+	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	memcpy(start, prefix, plen);
+	fl_put_be64(start + plen, sortable_time(as_of));
+	fl_put_be64(start + plen + 8, UINT64_MAX);
+	key = (MDB_val){plen + 16, start};
+	*ret_value = NULL;
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	rc = rc == MDB_SUCCESS ? mdb_cursor_get(cur, &key, &val, MDB_PREV)
+			       : mdb_cursor_get(cur, &key, &val, MDB_LAST);
+	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_PREV)) {
+		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
+			break;
+		json_error_t jerr;
+		json_t *features = json_loadb(val.mv_data, val.mv_size, 0, &jerr);
+		json_t *value = features ? json_object_get(features, name) : NULL;
+		if (value) {
+			*ret_value = json_incref(value);
+			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
+			*ret_seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
+			json_decref(features);
+			break;
+		}
+		json_decref(features);
+	}
+	mdb_cursor_close(cur);
+	return FL_OK;
+}
+
+/* Accumulator of one window. */
+struct window_acc {
+	const struct fl_window *window;
+	bool integer; /* over an int64 feature */
+	int64_t from_us; /* exclusive */
+	uint64_t events;
+	__int128 isum;
+	double dsum;
+	json_t *min, *max;
+	double *values; /* stddev */
+	size_t n_values, cap_values;
+	json_t *recent; /* last / last_n: newest first */
+	struct seq_set seqs;
+};
+
+static double number_of(json_t *v)
+{
+	return json_is_integer(v) ? (double)json_integer_value(v) : json_real_value(v);
+}
+
+static bool less_than(json_t *a, json_t *b)
+{
+	if (json_is_integer(a) && json_is_integer(b))
+		return json_integer_value(a) < json_integer_value(b);
+	return number_of(a) < number_of(b);
+}
+
+/* Adds one event's value (events come oldest first). */
+static void acc_add(struct window_acc *acc, json_t *value, uint64_t seq)
+{
+	acc->events++;
+	seq_add(&acc->seqs, seq);
+	switch (acc->window->fn) {
+	case FL_WINDOW_COUNT:
+		break;
+	case FL_WINDOW_SUM:
+	case FL_WINDOW_AVG:
+		if (json_is_integer(value) && acc->integer)
+			acc->isum += json_integer_value(value);
+		else
+			acc->dsum += number_of(value);
+		break;
+	case FL_WINDOW_MIN:
+		if (!acc->min || less_than(value, acc->min)) {
+			json_decref(acc->min);
+			acc->min = json_incref(value);
+		}
+		break;
+	case FL_WINDOW_MAX:
+		if (!acc->max || less_than(acc->max, value)) {
+			json_decref(acc->max);
+			acc->max = json_incref(value);
+		}
+		break;
+	case FL_WINDOW_LAST:
+	case FL_WINDOW_LAST_N: {
+		size_t keep = acc->window->fn == FL_WINDOW_LAST ? 1 : acc->window->n;
+		json_array_insert(acc->recent, 0, value);
+		while (json_array_size(acc->recent) > keep)
+			json_array_remove(acc->recent, json_array_size(acc->recent) - 1);
+		break;
+	}
+	case FL_WINDOW_STDDEV:
+		if (acc->n_values == acc->cap_values) {
+			size_t cap = acc->cap_values ? 2 * acc->cap_values : 64;
+			double *grown = realloc(acc->values, cap * sizeof(double));
+			if (!grown)
+				return;
+			acc->values = grown;
+			acc->cap_values = cap;
+		}
+		acc->values[acc->n_values++] = number_of(value);
+		break;
+	}
+}
+
+static json_t *acc_value(struct window_acc *acc)
+{
+	switch (acc->window->fn) {
+	case FL_WINDOW_COUNT:
+		return json_integer((json_int_t)acc->events);
+	case FL_WINDOW_SUM:
+		if (acc->integer) {
+			__int128 s = acc->isum;
+			if (s > INT64_MAX || s < INT64_MIN)
+				return json_real((double)s);
+			return json_integer((json_int_t)s);
+		}
+		return json_real(acc->dsum);
+	case FL_WINDOW_AVG:
+		if (!acc->events)
+			return json_null();
+		return json_real((acc->integer ? (double)acc->isum : acc->dsum) /
+				 (double)acc->events);
+	case FL_WINDOW_MIN:
+		return acc->min ? json_incref(acc->min) : json_null();
+	case FL_WINDOW_MAX:
+		return acc->max ? json_incref(acc->max) : json_null();
+	case FL_WINDOW_LAST:
+		return json_array_size(acc->recent) ? json_incref(json_array_get(acc->recent, 0))
+						    : json_null();
+	case FL_WINDOW_LAST_N:
+		return json_array_size(acc->recent) ? json_incref(acc->recent) : json_null();
+	case FL_WINDOW_STDDEV: {
+		if (!acc->n_values)
+			return json_null();
+		double mean = 0, var = 0;
+		for (size_t i = 0; i < acc->n_values; i++)
+			mean += acc->values[i];
+		mean /= (double)acc->n_values;
+		for (size_t i = 0; i < acc->n_values; i++)
+			var += (acc->values[i] - mean) * (acc->values[i] - mean);
+		return json_real(sqrt(var / (double)acc->n_values));
+	}
+	}
+	return json_null();
+}
+
+/* Feeds every history event in (earliest, as_of] to the accumulators. */
+static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_t *prefix,
+				   size_t plen, int64_t as_of, struct window_acc *accs, size_t n)
+{
+	int64_t earliest = as_of;
+	for (size_t i = 0; i < n; i++)
+		if (accs[i].from_us < earliest)
+			earliest = accs[i].from_us;
+	MDB_cursor *cur;
+	uint8_t start[KEY_MAX + 1];
+	MDB_val key, val;
+	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	memcpy(start, prefix, plen);
+	/* the first event after earliest: (earliest, UINT64_MAX) is excluded */
+	fl_put_be64(start + plen, sortable_time(earliest));
+	fl_put_be64(start + plen + 8, UINT64_MAX);
+	key = (MDB_val){plen + 16, start};
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
+			break;
+		int64_t ts = time_of_sortable((uint8_t *)key.mv_data + plen);
+		if (ts > as_of)
+			break;
+		if (ts <= earliest)
+			continue;
+		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
+		json_error_t jerr;
+		json_t *features = json_loadb(val.mv_data, val.mv_size, 0, &jerr);
+		if (!features)
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			json_t *value;
+			if (ts <= accs[i].from_us)
+				continue;
+			value = json_object_get(features, accs[i].window->of);
+			if (value && !json_is_null(value))
+				acc_add(&accs[i], value, seq);
+		}
+		json_decref(features);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+}
+
+enum fl_status fl_projection_query(struct fl_projection_read *read,
+				   const struct fl_read_request *req,
+				   struct fl_read_answer *ret_answer, struct fl_error *err)
+{
+	uint8_t prefix[KEY_MAX + 1];
+	struct seq_set served = {0};
+	enum fl_status st = FL_OK;
+	int64_t now = fl_time_now_us();
+	int64_t retained_from = now - fl_view_retention_us(req->view);
+
+	if (!read || !req || !ret_answer || !req->view || !req->entity_id)
+		return FL_ERR_INVALID;
+	if (req->as_of_us < retained_from) {
+		fl_error_set(err, 400, "outside_retention", "as_of",
+			     "as_of is older than the view's retained history (%s)",
+			     "retention");
+		return FL_ERR_INVALID;
+	}
+	for (size_t i = 0; i < req->n_windows; i++) {
+		if (req->as_of_us - req->windows[i]->size_us < retained_from - 1) {
+			fl_error_set(err, 400, "outside_retention", "windows",
+				     "window %s reaches before the view's retained history",
+				     req->windows[i]->name);
+			return FL_ERR_INVALID;
+		}
+	}
+	size_t plen = entity_prefix(fl_view_name(req->view), req->entity_id, prefix,
+				    sizeof(prefix) - 16);
+	if (!plen)
+		return FL_ERR_INVALID;
+
+	json_t *features = json_object();
+	int64_t max_age = fl_view_max_age_us(req->view);
+	for (size_t i = 0; i < req->n_features && st == FL_OK; i++) {
+		const char *name = req->features[i]->name;
+		uint8_t key[KEY_MAX + 1];
+		size_t nl = strlen(name);
+		json_t *value = NULL;
+		int64_t ts = 0;
+		uint64_t seq = 0;
+		memcpy(key, prefix, plen);
+		memcpy(key + plen, name, nl);
+		MDB_val k = {plen + nl, key}, v;
+		int rc = mdb_get(read->txn, read->projection->latest, &k, &v);
+		if (rc == MDB_SUCCESS && v.mv_size >= 16) {
+			ts = time_of_sortable(v.mv_data);
+			seq = fl_get_be64((uint8_t *)v.mv_data + 8);
+			if (ts <= req->as_of_us) {
+				json_error_t jerr;
+				value = json_loadb((const char *)v.mv_data + 16, v.mv_size - 16,
+						   JSON_DECODE_ANY, &jerr);
+				if (!value)
+					st = FL_ERR_CORRUPT;
+			} else {
+				/* newer than as_of: find what was current then */
+				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
+						  &ts, &seq);
+			}
+		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
+			st = status_of_mdb(rc);
+		}
+		const char *status = !value ? "NOT_FOUND"
+				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
+										  : "PRESENT";
+		if (value)
+			seq_add(&served, seq);
+		json_object_set_new(features, name, feature_object(value, status, ts, seq));
+	}
+
+	json_t *windows = json_object();
+	struct window_acc *accs = calloc(req->n_windows ? req->n_windows : 1, sizeof(*accs));
+	if (!accs)
+		st = FL_ERR_NOMEM;
+	for (size_t i = 0; st == FL_OK && i < req->n_windows; i++) {
+		const struct fl_window *w = req->windows[i];
+		const struct fl_feature *of = fl_view_feature(req->view, w->of);
+		accs[i].window = w;
+		accs[i].integer = of && of->type == FL_FEATURE_INT64;
+		accs[i].from_us = req->as_of_us - w->size_us;
+		accs[i].recent = json_array();
+	}
+	if (st == FL_OK && req->n_windows)
+		st = scan_windows(read, prefix, plen, req->as_of_us, accs, req->n_windows);
+	for (size_t i = 0; i < req->n_windows; i++) {
+		if (st == FL_OK) {
+			char from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
+			fl_time_format(accs[i].from_us, from);
+			fl_time_format(req->as_of_us, to);
+			json_t *obj = json_pack("{s:o,s:s,s:s,s:I}", "value", acc_value(&accs[i]),
+						"from", from, "to", to, "events",
+						(json_int_t)accs[i].events);
+			if (req->with_window_seqs && accs[i].seqs.count <= MAX_WINDOW_SEQS) {
+				json_t *list = json_array();
+				for (size_t j = 0; j < accs[i].seqs.count; j++)
+					json_array_append_new(
+					    list, json_integer((json_int_t)accs[i].seqs.seqs[j]));
+				json_object_set_new(obj, "seqs", list);
+			}
+			json_object_set_new(windows, accs[i].window->name, obj);
+			for (size_t j = 0; j < accs[i].seqs.count; j++)
+				seq_add(&served, accs[i].seqs.seqs[j]);
+		}
+		json_decref(accs[i].min);
+		json_decref(accs[i].max);
+		json_decref(accs[i].recent);
+		free(accs[i].values);
+		free(accs[i].seqs.seqs);
+	}
+	free(accs);
+	if (st != FL_OK) {
+		json_decref(features);
+		json_decref(windows);
+		free(served.seqs);
+		return st;
+	}
+	seq_finish(&served);
+	ret_answer->features = features;
+	ret_answer->windows = windows;
+	ret_answer->served_seqs = served.seqs;
+	ret_answer->n_served = served.count;
+	return FL_OK;
+}
+
+enum fl_status fl_projection_history(struct fl_projection_read *read, const char *view,
+				     const char *entity_id, int64_t from_us, int64_t to_us,
+				     uint64_t limit, enum fl_status (*fn)(void *ctx, uint64_t seq),
+				     void *ctx)
+{
+	uint8_t start[KEY_MAX + 1];
+	MDB_cursor *cur;
+	MDB_val key, val;
+	enum fl_status st = FL_OK;
+	size_t plen = entity_prefix(view, entity_id, start, sizeof(start) - 16);
+	if (!plen || !fn)
+		return FL_ERR_INVALID;
+	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	fl_put_be64(start + plen, sortable_time(from_us));
+	fl_put_be64(start + plen + 8, 0);
+	key = (MDB_val){plen + 16, start};
+	uint64_t count = 0;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS && count < limit;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != plen + 16 || memcmp(key.mv_data, start, plen) != 0)
+			break;
+		if (time_of_sortable((uint8_t *)key.mv_data + plen) > to_us)
+			break;
+		st = fn(ctx, fl_get_be64((uint8_t *)key.mv_data + plen + 8));
+		if (st != FL_OK)
+			break;
+		count++;
+	}
+	mdb_cursor_close(cur);
+	return st;
+}
+
+/* ---- digest ----------------------------------------------------------- */
+
+static enum fl_status digest_db(MDB_txn *txn, MDB_dbi dbi, const char *name, EVP_MD_CTX *md)
+{
+	MDB_cursor *cur;
+	MDB_val key, val;
+	uint8_t len[8];
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc != MDB_SUCCESS)
+		return status_of_mdb(rc);
+	EVP_DigestUpdate(md, name, strlen(name) + 1);
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		fl_put_be64(len, key.mv_size);
+		EVP_DigestUpdate(md, len, 8);
+		EVP_DigestUpdate(md, key.mv_data, key.mv_size);
+		fl_put_be64(len, val.mv_size);
+		EVP_DigestUpdate(md, len, 8);
+		EVP_DigestUpdate(md, val.mv_data, val.mv_size);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+}
+
+enum fl_status fl_projection_digest(struct fl_projection *p, uint64_t *ret_applied_seq,
+				    char ret_hex[2 * FL_HASH_LEN + 1])
+{
+	struct fl_projection_read *read;
+	uint8_t hash[FL_HASH_LEN];
+	unsigned hash_len = 0;
+	enum fl_status st = fl_projection_read_begin(p, &read);
+	if (st != FL_OK)
+		return st;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(md);
+		fl_projection_read_end(read);
+		return FL_ERR_CRYPTO;
+	}
+	uint8_t applied[8];
+	fl_put_be64(applied, read->applied_seq);
+	EVP_DigestUpdate(md, "fledger-projection-v1", 22);
+	EVP_DigestUpdate(md, applied, 8);
+	st = digest_db(read->txn, p->views, "views", md);
+	if (st == FL_OK)
+		st = digest_db(read->txn, p->latest, "latest", md);
+	if (st == FL_OK)
+		st = digest_db(read->txn, p->history, "history", md);
+	if (st == FL_OK && !EVP_DigestFinal_ex(md, hash, &hash_len))
+		st = FL_ERR_CRYPTO;
+	EVP_MD_CTX_free(md);
+	if (st == FL_OK) {
+		*ret_applied_seq = read->applied_seq;
+		fl_hex_encode(hash, FL_HASH_LEN, ret_hex);
+	}
+	fl_projection_read_end(read);
+	return st;
+}

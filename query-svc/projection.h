@@ -1,0 +1,113 @@
+#ifndef QUERY_SVC_PROJECTION_H
+#define QUERY_SVC_PROJECTION_H
+
+/*
+ * The read models of query-svc, in their own LMDB environment, built from
+ * the (verified) replica of the event log:
+ *
+ *   latest   view, entity, feature -> event_ts, seq, value   (newest by
+ *            event_ts then seq: a late event never overwrites a newer one)
+ *   history  view, entity, event_ts, seq -> the event's features (for as_of
+ *            reads and windows, bounded by the view's retention)
+ *   views    name -> version and canonical definition
+ *   meta     applied_seq
+ *
+ * Events are applied in order, each run in one transaction together with
+ * the new applied_seq, so a crash never applies an event twice or half.
+ * Reads compute windows exactly from history: every event of the entity
+ * whose event_ts lies in (as_of - size, as_of], whatever order it came in.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "eventlog/eventlog.h"
+#include "fledger/error.h"
+#include "fledger/status.h"
+#include "fledger/view.h"
+
+struct fl_projection;
+
+/*
+ * Opens or creates the read models in dir. The view registry (created here,
+ * owned by the projection) is loaded from the stored views.
+ */
+enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_projection);
+void fl_projection_close(struct fl_projection *projection); /* accepts NULL */
+
+/* Deletes every read model (for --rebuild); applied_seq becomes 0. */
+enum fl_status fl_projection_reset(struct fl_projection *projection);
+
+/* The seq of the last applied event. Cheap (an atomic read). */
+uint64_t fl_projection_applied_seq(const struct fl_projection *projection);
+
+/* The current views (borrowed; valid as long as the projection). */
+struct fl_view_registry *fl_projection_views(struct fl_projection *projection);
+
+/*
+ * Applies entries (log events applied_seq+1, +2, ... in order; any kind: view
+ * events update the registry, key events only advance applied_seq) in one
+ * transaction. FL_ERR_INVALID when the first seq is not applied_seq + 1 or
+ * the run has a gap; FL_ERR_CORRUPT when a body cannot be parsed.
+ */
+enum fl_status fl_projection_apply(struct fl_projection *projection,
+				   const struct fl_log_entry *entries, size_t n);
+
+/* ---- Reads ------------------------------------------------------------ */
+
+/* What one read asks for. */
+struct fl_read_request {
+	struct fl_view *view;                  /* borrowed */
+	const char *entity_id;
+	int64_t as_of_us;
+	const struct fl_feature **features;    /* which features, in answer order */
+	size_t n_features;
+	const struct fl_window **windows;      /* which windows, in answer order */
+	size_t n_windows;
+	bool with_window_seqs;                 /* add "seqs" to windows (<= 1000 events) */
+};
+
+/* What one read served. */
+struct fl_read_answer {
+	json_t *features;  /* {"name": {"value", "status", "event_ts", "seq"}, ...} */
+	json_t *windows;   /* {"name": {"value", "from", "to", "events"[, "seqs"]}, ...} */
+	uint64_t *served_seqs; /* every seq a value came from, ascending, no repeats */
+	size_t n_served;
+};
+
+/*
+ * Answers one entity's read as of req->as_of_us from one consistent snapshot
+ * (all of a batch read should use one fl_projection_read). On FL_OK the
+ * caller owns *ret_answer (free with fl_read_answer_finish). FL_ERR_INVALID
+ * with err (400 "outside_retention") when as_of or a window reaches before
+ * the view's retained history.
+ */
+struct fl_projection_read;
+enum fl_status fl_projection_read_begin(struct fl_projection *projection,
+					struct fl_projection_read **ret_read);
+uint64_t fl_projection_read_applied_seq(const struct fl_projection_read *read);
+enum fl_status fl_projection_query(struct fl_projection_read *read,
+				   const struct fl_read_request *req,
+				   struct fl_read_answer *ret_answer, struct fl_error *err);
+void fl_projection_read_end(struct fl_projection_read *read); /* accepts NULL */
+void fl_read_answer_finish(struct fl_read_answer *answer);
+
+/*
+ * Calls fn with the seq of every event of the entity with event_ts in
+ * [from_us, to_us], oldest first, at most limit of them.
+ */
+enum fl_status fl_projection_history(struct fl_projection_read *read, const char *view,
+				     const char *entity_id, int64_t from_us, int64_t to_us,
+				     uint64_t limit, enum fl_status (*fn)(void *ctx, uint64_t seq),
+				     void *ctx);
+
+/*
+ * SHA-256 over a canonical dump of every read model (latest, history, views,
+ * applied_seq), as lowercase hex. Equal state gives equal digests.
+ */
+enum fl_status fl_projection_digest(struct fl_projection *projection, uint64_t *ret_applied_seq,
+				    char ret_hex[2 * FL_HASH_LEN + 1]);
+
+#endif

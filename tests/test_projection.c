@@ -1,0 +1,473 @@
+/*
+ * query-svc's read models against a brute-force oracle: thousands of random
+ * events (out of order, late, equal timestamps), then every feature and
+ * window function at many random as_of times.
+ */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../query-svc/projection.h"
+#include "eventlog/eventlog.h"
+#include "fledger/event.h"
+#include "fledger/util.h"
+
+#define N_ENTITIES 5
+#define N_EVENTS 3000
+#define MIN_US INT64_C(60000000)
+
+static char tmpdir[256];
+static struct fl_signer *signer;
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "%s/fl-proj-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	cr_assert_not_null(mkdtemp(tmpdir));
+	cr_assert_eq(fl_signer_generate(&signer), FL_OK);
+}
+
+static void teardown(void)
+{
+	char cmd[300];
+	fl_signer_destroy(signer);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(projection, .init = setup, .fini = teardown, .timeout = 600);
+
+static const char *view_json =
+    "{\"name\":\"v\",\"entity\":\"user_id\",\"max_age\":\"30m\","
+    "\"features\":{\"x\":\"int64\",\"d\":\"double\",\"s\":\"string\"},"
+    "\"windows\":["
+    "{\"name\":\"x_count_5m\",\"fn\":\"count\",\"of\":\"x\",\"size\":\"5m\"},"
+    "{\"name\":\"x_sum_10m\",\"fn\":\"sum\",\"of\":\"x\",\"size\":\"10m\"},"
+    "{\"name\":\"x_avg_10m\",\"fn\":\"avg\",\"of\":\"x\",\"size\":\"10m\"},"
+    "{\"name\":\"x_min_1h\",\"fn\":\"min\",\"of\":\"x\",\"size\":\"1h\"},"
+    "{\"name\":\"x_max_1h\",\"fn\":\"max\",\"of\":\"x\",\"size\":\"1h\"},"
+    "{\"name\":\"d_sum_15m\",\"fn\":\"sum\",\"of\":\"d\",\"size\":\"15m\"},"
+    "{\"name\":\"d_avg_30m\",\"fn\":\"avg\",\"of\":\"d\",\"size\":\"30m\"},"
+    "{\"name\":\"d_std_30m\",\"fn\":\"stddev\",\"of\":\"d\",\"size\":\"30m\"},"
+    "{\"name\":\"d_min_2m\",\"fn\":\"min\",\"of\":\"d\",\"size\":\"2m\"},"
+    "{\"name\":\"s_count_20m\",\"fn\":\"count\",\"of\":\"s\",\"size\":\"20m\"},"
+    "{\"name\":\"s_last_20m\",\"fn\":\"last\",\"of\":\"s\",\"size\":\"20m\"},"
+    "{\"name\":\"s_last3_1h\",\"fn\":\"last_n\",\"of\":\"s\",\"size\":\"1h\",\"n\":3}"
+    "]}";
+
+struct rec {
+	int entity;
+	int64_t ts;
+	uint64_t seq;
+	bool has_x, has_d, has_s;
+	int64_t x;
+	double d;
+	char s[16];
+};
+
+static struct rec recs[N_EVENTS];
+static size_t n_recs;
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Builds an origin log with the view and N_EVENTS random events. */
+static struct fl_log *build_log(int64_t base_us)
+{
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+
+	snprintf(dir, sizeof(dir), "%s/origin", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(view_json, 0, &jerr);
+	cr_assert_not_null(def, "%s", jerr.text);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", base_us, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len, .time_us = base_us};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+
+	/* Events over two hours, in random order, many with equal timestamps. */
+	for (size_t i = 0; i < N_EVENTS; i += 100) {
+		struct fl_log_input inputs[100];
+		struct fl_log_result results[100];
+		char *tails[100];
+		for (size_t j = 0; j < 100; j++) {
+			struct rec *r = &recs[i + j];
+			r->entity = (int)(next_rand() % N_ENTITIES);
+			/* timestamps on a 10 s grid, so that ties happen */
+			r->ts = base_us - (int64_t)(next_rand() % 720) * 10000000;
+			json_t *features = json_object();
+			while (json_object_size(features) == 0) {
+				r->has_x = next_rand() % 3 != 0;
+				r->has_d = next_rand() % 3 != 0;
+				r->has_s = next_rand() % 4 == 0;
+				r->x = (int64_t)(next_rand() % 2001) - 1000;
+				r->d = (double)(int64_t)(next_rand() % 100000) / 64.0 - 700.0;
+				snprintf(r->s, sizeof(r->s), "p%u", (unsigned)(next_rand() % 1000));
+				if (r->has_x)
+					json_object_set_new(features, "x", json_integer(r->x));
+				if (r->has_d)
+					json_object_set_new(features, "d", json_real(r->d));
+				if (r->has_s)
+					json_object_set_new(features, "s", json_string(r->s));
+			}
+			char ts[FL_TIME_TEXT_LEN], entity[16];
+			fl_time_format(r->ts, ts);
+			snprintf(entity, sizeof(entity), "e%d", r->entity);
+			json_t *ev = json_pack("{s:s,s:s,s:s,s:o}", "view", "v", "entity_id", entity,
+					       "event_ts", ts, "features", features);
+			struct fl_event event;
+			struct fl_error err;
+			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us, &event, &err),
+				     FL_OK, "%s", err.message);
+			json_decref(ev);
+			size_t len;
+			cr_assert_eq(fl_event_body_tail(&event, &tails[j], &len), FL_OK);
+			fl_event_finish(&event);
+			inputs[j] = (struct fl_log_input){
+			    .body_tail = tails[j], .body_tail_len = len, .time_us = base_us};
+		}
+		batch = (struct fl_log_batch){inputs, 100, results, FL_OK, 0};
+		cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+		for (size_t j = 0; j < 100; j++) {
+			recs[i + j].seq = results[j].seq;
+			free(tails[j]);
+		}
+	}
+	n_recs = N_EVENTS;
+	fl_view_registry_destroy(registry);
+	return log;
+}
+
+static struct fl_projection *project(struct fl_log *log, const char *name, size_t run)
+{
+	struct fl_projection *p;
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/%s", tmpdir, name);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	struct fl_log_reader *r;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	uint64_t size = fl_log_reader_size(r);
+	struct fl_log_entry *entries = calloc(run, sizeof(*entries));
+	for (uint64_t seq = 1; seq <= size;) {
+		size_t n = 0;
+		while (n < run && seq <= size)
+			cr_assert_eq(fl_log_reader_get(r, seq++, &entries[n++]), FL_OK);
+		cr_assert_eq(fl_projection_apply(p, entries, n), FL_OK);
+	}
+	free(entries);
+	fl_log_reader_end(r);
+	cr_assert_eq(fl_projection_applied_seq(p), size);
+	return p;
+}
+
+static bool later(const struct rec *a, const struct rec *b)
+{
+	return a->ts > b->ts || (a->ts == b->ts && a->seq > b->seq);
+}
+
+static bool has(const struct rec *r, char f)
+{
+	return f == 'x' ? r->has_x : f == 'd' ? r->has_d : r->has_s;
+}
+
+/* The newest record of entity at or before as_of carrying feature f. */
+static const struct rec *oracle_latest(int entity, int64_t as_of, char f)
+{
+	const struct rec *best = NULL;
+	for (size_t i = 0; i < n_recs; i++) {
+		const struct rec *r = &recs[i];
+		if (r->entity == entity && r->ts <= as_of && has(r, f) && (!best || later(r, best)))
+			best = r;
+	}
+	return best;
+}
+
+static void check_close(double got, double want, const char *what)
+{
+	double tol = 1e-9 * fmax(1.0, fabs(want));
+	cr_assert(fabs(got - want) <= tol, "%s: got %.17g, want %.17g", what, got, want);
+}
+
+/* Compares one window value with a brute-force computation. */
+static void check_window(const struct fl_window *w, int entity, int64_t as_of, json_t *obj)
+{
+	const struct rec *in[N_EVENTS];
+	size_t n = 0;
+	char f = w->of[0];
+	for (size_t i = 0; i < n_recs; i++) {
+		const struct rec *r = &recs[i];
+		if (r->entity == entity && r->ts > as_of - w->size_us && r->ts <= as_of && has(r, f))
+			in[n++] = r;
+	}
+	/* order by (ts, seq) */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && later(in[j - 1], in[j]); j--) {
+			const struct rec *t = in[j];
+			in[j] = in[j - 1];
+			in[j - 1] = t;
+		}
+	json_t *value = json_object_get(obj, "value");
+	cr_assert_eq(json_integer_value(json_object_get(obj, "events")), (json_int_t)n,
+		     "%s events", w->name);
+	switch (w->fn) {
+	case FL_WINDOW_COUNT:
+		cr_assert_eq(json_integer_value(value), (json_int_t)n, "%s", w->name);
+		break;
+	case FL_WINDOW_SUM:
+		if (f == 'x') {
+			int64_t sum = 0;
+			for (size_t i = 0; i < n; i++)
+				sum += in[i]->x;
+			cr_assert(json_is_integer(value), "%s must be an integer", w->name);
+			cr_assert_eq(json_integer_value(value), sum, "%s", w->name);
+		} else {
+			double sum = 0;
+			for (size_t i = 0; i < n; i++)
+				sum += in[i]->d;
+			check_close(json_real_value(value), sum, w->name);
+		}
+		break;
+	case FL_WINDOW_AVG:
+	case FL_WINDOW_STDDEV: {
+		if (n == 0) {
+			cr_assert(json_is_null(value), "%s empty must be null", w->name);
+			break;
+		}
+		double mean = 0, var = 0;
+		for (size_t i = 0; i < n; i++)
+			mean += f == 'x' ? (double)in[i]->x : in[i]->d;
+		mean /= (double)n;
+		for (size_t i = 0; i < n; i++) {
+			double v = f == 'x' ? (double)in[i]->x : in[i]->d;
+			var += (v - mean) * (v - mean);
+		}
+		check_close(json_number_value(value), w->fn == FL_WINDOW_AVG ? mean : sqrt(var / n),
+			    w->name);
+		break;
+	}
+	case FL_WINDOW_MIN:
+	case FL_WINDOW_MAX: {
+		if (n == 0) {
+			cr_assert(json_is_null(value), "%s empty must be null", w->name);
+			break;
+		}
+		double best = f == 'x' ? (double)in[0]->x : in[0]->d;
+		for (size_t i = 1; i < n; i++) {
+			double v = f == 'x' ? (double)in[i]->x : in[i]->d;
+			best = w->fn == FL_WINDOW_MIN ? fmin(best, v) : fmax(best, v);
+		}
+		cr_assert(f != 'x' || json_is_integer(value), "%s keeps int64", w->name);
+		cr_assert_eq(json_number_value(value), best, "%s", w->name);
+		break;
+	}
+	case FL_WINDOW_LAST:
+		if (n == 0)
+			cr_assert(json_is_null(value));
+		else
+			cr_assert_str_eq(json_string_value(value), in[n - 1]->s, "%s", w->name);
+		break;
+	case FL_WINDOW_LAST_N:
+		if (n == 0) {
+			cr_assert(json_is_null(value));
+			break;
+		}
+		cr_assert_eq(json_array_size(value), n < w->n ? n : w->n, "%s size", w->name);
+		for (size_t i = 0; i < json_array_size(value); i++)
+			cr_assert_str_eq(json_string_value(json_array_get(value, i)),
+					 in[n - 1 - i]->s, "%s[%zu]", w->name, i);
+		break;
+	}
+}
+
+Test(projection, features_and_windows_match_a_brute_force_oracle)
+{
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "proj", 250);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "v", &view), FL_OK);
+
+	const struct fl_feature *features[3];
+	const struct fl_window *windows[16];
+	size_t n_windows = fl_view_window_count(view);
+	for (size_t i = 0; i < 3; i++)
+		features[i] = fl_view_feature_at(view, i);
+	for (size_t i = 0; i < n_windows; i++)
+		windows[i] = fl_view_window_at(view, i);
+
+	for (int round = 0; round < 300; round++) {
+		int entity = (int)(next_rand() % N_ENTITIES);
+		/* as_of on and off the 10 s grid, before, inside and after the data */
+		int64_t as_of = base - 7500 * INT64_C(1000000) +
+				(int64_t)(next_rand() % 8000) * 1000000 +
+				(round % 2 ? 0 : (int64_t)(next_rand() % 1000000));
+		char entity_id[16];
+		snprintf(entity_id, sizeof(entity_id), "e%d", entity);
+		struct fl_read_request req = {.view = view,
+					      .entity_id = entity_id,
+					      .as_of_us = as_of,
+					      .features = features,
+					      .n_features = 3,
+					      .windows = windows,
+					      .n_windows = n_windows,
+					      .with_window_seqs = true};
+		struct fl_projection_read *read;
+		struct fl_read_answer answer;
+		struct fl_error err;
+		cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+		cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK, "%s",
+			     err.message);
+		fl_projection_read_end(read);
+
+		for (size_t i = 0; i < 3; i++) {
+			char f = features[i]->name[0];
+			const struct rec *want = oracle_latest(entity, as_of, f);
+			json_t *obj = json_object_get(answer.features, features[i]->name);
+			const char *status = json_string_value(json_object_get(obj, "status"));
+			if (!want) {
+				cr_assert_str_eq(status, "NOT_FOUND");
+				cr_assert(json_is_null(json_object_get(obj, "value")));
+				continue;
+			}
+			cr_assert_eq(json_integer_value(json_object_get(obj, "seq")),
+				     (json_int_t)want->seq, "feature %c at round %d", f, round);
+			cr_assert_str_eq(status, as_of - want->ts > 30 * MIN_US ? "OUTSIDE_MAX_AGE"
+										: "PRESENT");
+			json_t *v = json_object_get(obj, "value");
+			if (f == 'x')
+				cr_assert_eq(json_integer_value(v), want->x);
+			else if (f == 'd')
+				cr_assert_eq(json_real_value(v), want->d);
+			else
+				cr_assert_str_eq(json_string_value(v), want->s);
+		}
+		for (size_t i = 0; i < n_windows; i++)
+			check_window(windows[i], entity, as_of,
+				     json_object_get(answer.windows, windows[i]->name));
+		fl_read_answer_finish(&answer);
+	}
+	fl_view_unref(view);
+	fl_projection_close(p);
+	fl_log_close(log);
+}
+
+Test(projection, equal_logs_give_equal_digests_whatever_the_runs)
+{
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *a = project(log, "a", 1000);
+	struct fl_projection *b = project(log, "b", 7);
+	uint64_t sa, sb;
+	char da[65], db[65];
+	cr_assert_eq(fl_projection_digest(a, &sa, da), FL_OK);
+	cr_assert_eq(fl_projection_digest(b, &sb, db), FL_OK);
+	cr_assert_eq(sa, sb);
+	cr_assert_str_eq(da, db);
+
+	/* Reopening keeps the state; a reset and a rebuild give it back. */
+	fl_projection_close(b);
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/b", tmpdir);
+	cr_assert_eq(fl_projection_open(dir, &b), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(b), sa);
+	cr_assert_eq(fl_projection_digest(b, &sb, db), FL_OK);
+	cr_assert_str_eq(da, db);
+	cr_assert_eq(fl_projection_reset(b), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(b), 0);
+	cr_assert_eq(fl_projection_digest(b, &sb, db), FL_OK);
+	cr_assert_str_neq(da, db);
+	fl_projection_close(b);
+	b = project(log, "b", 333);
+	cr_assert_eq(fl_projection_digest(b, &sb, db), FL_OK);
+	cr_assert_str_eq(da, db);
+
+	/* A run that does not start at applied_seq + 1 is refused. */
+	struct fl_log_reader *r;
+	struct fl_log_entry e;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	cr_assert_eq(fl_log_reader_get(r, 5, &e), FL_OK);
+	cr_assert_eq(fl_projection_apply(b, &e, 1), FL_ERR_INVALID);
+	fl_log_reader_end(r);
+	fl_projection_close(a);
+	fl_projection_close(b);
+	fl_log_close(log);
+}
+
+Test(projection, late_events_never_overwrite_newer_ones)
+{
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "p", 500);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "v", &view), FL_OK);
+	const struct fl_feature *x = fl_view_feature(view, "x");
+	for (int entity = 0; entity < N_ENTITIES; entity++) {
+		char entity_id[16];
+		snprintf(entity_id, sizeof(entity_id), "e%d", entity);
+		struct fl_read_request req = {.view = view,
+					      .entity_id = entity_id,
+					      .as_of_us = fl_time_now_us(),
+					      .features = &x,
+					      .n_features = 1};
+		struct fl_projection_read *read;
+		struct fl_read_answer answer;
+		struct fl_error err;
+		cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+		cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+		fl_projection_read_end(read);
+		const struct rec *want = oracle_latest(entity, INT64_MAX, 'x');
+		cr_assert_eq(json_integer_value(json_object_get(
+				 json_object_get(answer.features, "x"), "seq")),
+			     (json_int_t)want->seq);
+		/* served seqs name exactly the value's event */
+		cr_assert_eq(answer.n_served, 1);
+		cr_assert_eq(answer.served_seqs[0], want->seq);
+		fl_read_answer_finish(&answer);
+	}
+	/* An entity never written: every feature NOT_FOUND. */
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "nobody",
+				      .as_of_us = fl_time_now_us(),
+				      .features = &x,
+				      .n_features = 1};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(answer.features, "x"),
+							    "status")),
+			 "NOT_FOUND");
+	fl_read_answer_finish(&answer);
+	/* as_of beyond the retention is a clear 400. */
+	req.as_of_us = fl_time_now_us() - 31 * 24 * 60 * MIN_US;
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_ERR_INVALID);
+	cr_assert_eq(err.http_status, 400);
+	cr_assert_str_eq(err.code, "outside_retention");
+	fl_projection_read_end(read);
+	fl_view_unref(view);
+	fl_projection_close(p);
+	fl_log_close(log);
+}
