@@ -740,7 +740,11 @@ Test(eventlog, replica_accepts_only_what_hashes_to_the_checkpoint)
 	cr_assert_eq(fl_log_reader_begin(replica, &rr), FL_OK);
 	struct fl_checkpoint cp;
 	cr_assert_eq(fl_log_reader_checkpoint(rr, 0, &cp), FL_OK);
-	cr_assert_eq(memcmp(&cp, &cp30, sizeof(cp)), 0);
+	cr_assert_eq(cp.tree_size, cp30.tree_size);
+	cr_assert_eq(memcmp(cp.root_hash, cp30.root_hash, FL_HASH_LEN), 0);
+	cr_assert_eq(memcmp(cp.sig, cp30.sig, FL_SIG_LEN), 0);
+	cr_assert_str_eq(cp.timestamp, cp30.timestamp);
+	cr_assert_str_eq(cp.key_id, cp30.key_id);
 	fl_log_reader_end(rr);
 	/* A replica cannot sign appends of its own. */
 	cr_assert_eq(append_batch(replica, NULL, NULL, 99, 1, res), FL_ERR_INVALID);
