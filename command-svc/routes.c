@@ -10,12 +10,10 @@
 #include <string.h>
 
 #include "fledger/event.h"
+#include "fledger/logroutes.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
 #include "publisher.h"
-
-#define LOG_LIMIT_DEFAULT 1000
-#define LOG_LIMIT_MAX 10000
 
 static bool method_is(struct fl_http_request *req, const char *method)
 {
@@ -59,34 +57,6 @@ static enum fl_http_disposition get_metrics(struct fl_command *cmd, struct fl_ht
 		return internal(req, FL_ERR_NOMEM);
 	fl_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 	free(text);
-	return FL_HTTP_DONE;
-}
-
-static enum fl_status add_key(void *ctx, const char *key_id, const uint8_t pub[FL_PUBKEY_LEN])
-{
-	char *pem;
-	if (fl_pubkey_to_pem(pub, &pem) != FL_OK)
-		return FL_ERR_NOMEM;
-	json_array_append_new(ctx, json_pack("{s:s,s:s,s:s}", "key_id", key_id, "alg", "ed25519",
-					     "public_key_pem", pem));
-	free(pem);
-	return FL_OK;
-}
-
-static enum fl_http_disposition get_keys(struct fl_command *cmd, struct fl_http_request *req)
-{
-	struct fl_log_reader *reader;
-	enum fl_status st = fl_log_reader_begin(cmd->log, &reader);
-	if (st != FL_OK)
-		return internal(req, st);
-	json_t *keys = json_array();
-	st = fl_log_reader_keys(reader, add_key, keys);
-	fl_log_reader_end(reader);
-	if (st != FL_OK) {
-		json_decref(keys);
-		return internal(req, st);
-	}
-	fl_http_respond_json(req, 200, json_pack("{s:o}", "keys", keys));
 	return FL_HTTP_DONE;
 }
 
@@ -254,138 +224,6 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 	return submit_events(cmd, req, principal, events, count, feast_push ? "df" : NULL);
 }
 
-/* ---- the log ---------------------------------------------------------- */
-
-static enum fl_http_disposition get_log(struct fl_command *cmd, struct fl_http_request *req)
-{
-	uint64_t from_seq, limit;
-	struct fl_log_reader *reader;
-
-	if (!fl_svc_query_u64(req, "from_seq", 1, 1, UINT64_MAX, &from_seq) ||
-	    !fl_svc_query_u64(req, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX, &limit))
-		return FL_HTTP_DONE;
-	enum fl_status st = fl_log_reader_begin(cmd->log, &reader);
-	if (st != FL_OK)
-		return internal(req, st);
-	uint64_t size = fl_log_reader_size(reader);
-	size_t cap = 64 * 1024, len = 0;
-	char *out = malloc(cap);
-	for (uint64_t seq = from_seq; out && st == FL_OK && seq <= size && seq < from_seq + limit;
-	     seq++) {
-		struct fl_log_entry entry;
-		char *line;
-		size_t line_len;
-		st = fl_log_reader_get(reader, seq, &entry);
-		if (st == FL_OK)
-			st = fl_log_entry_line(&entry, &line, &line_len);
-		if (st != FL_OK)
-			break;
-		if (len + line_len + 1 > cap) {
-			while (len + line_len + 1 > cap)
-				cap *= 2;
-			char *grown = realloc(out, cap);
-			if (!grown) {
-				free(line);
-				st = FL_ERR_NOMEM;
-				break;
-			}
-			out = grown;
-		}
-		memcpy(out + len, line, line_len);
-		out[len + line_len] = '\n';
-		len += line_len + 1;
-		free(line);
-	}
-	fl_log_reader_end(reader);
-	if (!out || st != FL_OK) {
-		free(out);
-		return internal(req, out ? st : FL_ERR_NOMEM);
-	}
-	fl_http_respond(req, 200, "application/x-ndjson", out, len);
-	free(out);
-	return FL_HTTP_DONE;
-}
-
-static enum fl_http_disposition get_checkpoint(struct fl_command *cmd,
-					       struct fl_http_request *req)
-{
-	struct fl_log_reader *reader;
-	struct fl_checkpoint cp;
-	uint64_t tree_size, covering;
-	char *json;
-
-	if (!fl_svc_query_u64(req, "tree_size", 0, 0, UINT64_MAX, &tree_size) ||
-	    !fl_svc_query_u64(req, "covering_seq", 0, 0, UINT64_MAX, &covering))
-		return FL_HTTP_DONE;
-	enum fl_status st = fl_log_reader_begin(cmd->log, &reader);
-	if (st != FL_OK)
-		return internal(req, st);
-	if (covering)
-		st = fl_log_reader_checkpoint_covering(reader, covering, &cp);
-	else
-		st = fl_log_reader_checkpoint(reader, tree_size, &cp);
-	fl_log_reader_end(reader);
-	if (st == FL_ERR_NOT_FOUND) {
-		fl_http_respond_error(req, 404, "checkpoint_not_found",
-				      "no checkpoint of that tree size (the log may be empty)",
-				      NULL);
-		return FL_HTTP_DONE;
-	}
-	if (st != FL_OK || fl_checkpoint_json(&cp, &json) != FL_OK)
-		return internal(req, st != FL_OK ? st : FL_ERR_NOMEM);
-	fl_http_respond(req, 200, "application/json", json, strlen(json));
-	free(json);
-	return FL_HTTP_DONE;
-}
-
-static json_t *hash_list(uint8_t hashes[][FL_HASH_LEN], size_t count)
-{
-	json_t *list = json_array();
-	for (size_t i = 0; i < count; i++) {
-		char hex[2 * FL_HASH_LEN + 1];
-		fl_hex_encode(hashes[i], FL_HASH_LEN, hex);
-		json_array_append_new(list, json_string(hex));
-	}
-	return list;
-}
-
-static enum fl_http_disposition get_proof(struct fl_command *cmd, struct fl_http_request *req,
-					  bool inclusion)
-{
-	struct fl_log_reader *reader;
-	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
-	size_t count;
-	uint64_t a, b, size = fl_log_size(cmd->log);
-	const char *na = inclusion ? "seq" : "first", *nb = inclusion ? "tree_size" : "second";
-
-	if (!fl_http_query(req, na) || !fl_http_query(req, nb)) {
-		char message[96];
-		snprintf(message, sizeof(message), "%s and %s are required", na, nb);
-		fl_http_respond_error(req, 400, "missing_parameter", message,
-				      fl_http_query(req, na) ? nb : na);
-		return FL_HTTP_DONE;
-	}
-	if (!fl_svc_query_u64(req, nb, 0, 1, size, &b) || !fl_svc_query_u64(req, na, 0, 1, b, &a))
-		return FL_HTTP_DONE;
-	enum fl_status st = fl_log_reader_begin(cmd->log, &reader);
-	if (st != FL_OK)
-		return internal(req, st);
-	if (inclusion)
-		st = fl_log_reader_inclusion_proof(reader, a, b, hashes, &count);
-	else
-		st = fl_log_reader_consistency_proof(reader, a, b, hashes, &count);
-	fl_log_reader_end(reader);
-	if (st != FL_OK)
-		return internal(req, st);
-	json_t *body = inclusion ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(a - 1),
-					     "tree_size", (json_int_t)b, "hashes",
-					     hash_list(hashes, count))
-				 : json_pack("{s:I,s:I,s:o}", "first", (json_int_t)a, "second",
-					     (json_int_t)b, "hashes", hash_list(hashes, count));
-	fl_http_respond_json(req, 200, body);
-	return FL_HTTP_DONE;
-}
-
 /* ---- dispatch --------------------------------------------------------- */
 
 enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *req)
@@ -410,7 +248,7 @@ enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *re
 	}
 	if (strcmp(path, "/v1/keys") == 0) {
 		fl_http_set_user(req, "/v1/keys");
-		return method_is(req, "GET") ? get_keys(cmd, req) : method_not_allowed(req);
+		return method_is(req, "GET") ? fl_logroutes_keys(cmd->log, req) : method_not_allowed(req);
 	}
 
 	static const char *const known[] = {"/v1/views", "/v1/events", "/push", "/v1/log",
@@ -450,10 +288,10 @@ enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *re
 	if (!fl_svc_require_role(req, principal, "auditor", "replicator"))
 		return FL_HTTP_DONE;
 	if (strcmp(route, "/v1/log") == 0)
-		return get_log(cmd, req);
+		return fl_logroutes_lines(cmd->log, req);
 	if (strcmp(route, "/v1/log/checkpoint") == 0)
-		return get_checkpoint(cmd, req);
-	return get_proof(cmd, req, strcmp(route, "/v1/log/proof/inclusion") == 0);
+		return fl_logroutes_checkpoint(cmd->log, req);
+	return fl_logroutes_proof(cmd->log, req, strcmp(route, "/v1/log/proof/inclusion") == 0);
 }
 
 void fl_command_on_complete(void *ctx, struct fl_http_request *req, unsigned status,

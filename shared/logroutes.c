@@ -1,0 +1,263 @@
+/*
+ * HTTP answers over a signed log (see logroutes.h).
+ */
+#include "fledger/logroutes.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fledger/svc.h"
+#include "fledger/util.h"
+
+#define LOG_LIMIT_DEFAULT 1000
+#define LOG_LIMIT_MAX 10000
+#define TIME_LIMIT_MAX 100000
+
+static enum fl_http_disposition internal(struct fl_http_request *req, enum fl_status st)
+{
+	fl_http_respond_error(req, st == FL_ERR_FULL ? 507 : 500,
+			      st == FL_ERR_FULL ? "log_full" : "internal_error",
+			      fl_status_str(st), NULL);
+	return FL_HTTP_DONE;
+}
+
+static enum fl_status add_key(void *ctx, const char *key_id, const uint8_t pub[FL_PUBKEY_LEN])
+{
+	char *pem;
+	if (fl_pubkey_to_pem(pub, &pem) != FL_OK)
+		return FL_ERR_NOMEM;
+	json_array_append_new(ctx, json_pack("{s:s,s:s,s:s}", "key_id", key_id, "alg", "ed25519",
+					     "public_key_pem", pem));
+	free(pem);
+	return FL_OK;
+}
+
+enum fl_http_disposition fl_logroutes_lines(struct fl_log *log, struct fl_http_request *req)
+{
+	uint64_t from_seq, limit;
+	struct fl_log_reader *reader;
+
+	if (!fl_svc_query_u64(req, "from_seq", 1, 1, UINT64_MAX, &from_seq) ||
+	    !fl_svc_query_u64(req, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX, &limit))
+		return FL_HTTP_DONE;
+	enum fl_status st = fl_log_reader_begin(log, &reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	uint64_t size = fl_log_reader_size(reader);
+	size_t cap = 64 * 1024, len = 0;
+	char *out = malloc(cap);
+	for (uint64_t seq = from_seq; out && st == FL_OK && seq <= size && seq < from_seq + limit;
+	     seq++) {
+		struct fl_log_entry entry;
+		char *line;
+		size_t line_len;
+		st = fl_log_reader_get(reader, seq, &entry);
+		if (st == FL_OK)
+			st = fl_log_entry_line(&entry, &line, &line_len);
+		if (st != FL_OK)
+			break;
+		if (len + line_len + 1 > cap) {
+			while (len + line_len + 1 > cap)
+				cap *= 2;
+			char *grown = realloc(out, cap);
+			if (!grown) {
+				free(line);
+				st = FL_ERR_NOMEM;
+				break;
+			}
+			out = grown;
+		}
+		memcpy(out + len, line, line_len);
+		out[len + line_len] = '\n';
+		len += line_len + 1;
+		free(line);
+	}
+	fl_log_reader_end(reader);
+	if (!out || st != FL_OK) {
+		free(out);
+		return internal(req, out ? st : FL_ERR_NOMEM);
+	}
+	fl_http_respond(req, 200, "application/x-ndjson", out, len);
+	free(out);
+	return FL_HTTP_DONE;
+}
+
+enum fl_http_disposition fl_logroutes_checkpoint(struct fl_log *log, struct fl_http_request *req)
+{
+	struct fl_log_reader *reader;
+	struct fl_checkpoint cp;
+	uint64_t tree_size, covering;
+	char *json;
+
+	if (!fl_svc_query_u64(req, "tree_size", 0, 0, UINT64_MAX, &tree_size) ||
+	    !fl_svc_query_u64(req, "covering_seq", 0, 0, UINT64_MAX, &covering))
+		return FL_HTTP_DONE;
+	enum fl_status st = fl_log_reader_begin(log, &reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	if (covering)
+		st = fl_log_reader_checkpoint_covering(reader, covering, &cp);
+	else
+		st = fl_log_reader_checkpoint(reader, tree_size, &cp);
+	fl_log_reader_end(reader);
+	if (st == FL_ERR_NOT_FOUND) {
+		fl_http_respond_error(req, 404, "checkpoint_not_found",
+				      "no checkpoint of that tree size (the log may be empty)",
+				      NULL);
+		return FL_HTTP_DONE;
+	}
+	if (st != FL_OK || fl_checkpoint_json(&cp, &json) != FL_OK)
+		return internal(req, st != FL_OK ? st : FL_ERR_NOMEM);
+	fl_http_respond(req, 200, "application/json", json, strlen(json));
+	free(json);
+	return FL_HTTP_DONE;
+}
+
+static json_t *hash_list(uint8_t hashes[][FL_HASH_LEN], size_t count)
+{
+	json_t *list = json_array();
+	for (size_t i = 0; i < count; i++) {
+		char hex[2 * FL_HASH_LEN + 1];
+		fl_hex_encode(hashes[i], FL_HASH_LEN, hex);
+		json_array_append_new(list, json_string(hex));
+	}
+	return list;
+}
+
+enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_request *req,
+					    bool inclusion)
+{
+	struct fl_log_reader *reader;
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	uint64_t a, b, size = fl_log_size(log);
+	const char *na = inclusion ? "seq" : "first", *nb = inclusion ? "tree_size" : "second";
+
+	if (!fl_http_query(req, na) || !fl_http_query(req, nb)) {
+		char message[96];
+		snprintf(message, sizeof(message), "%s and %s are required", na, nb);
+		fl_http_respond_error(req, 400, "missing_parameter", message,
+				      fl_http_query(req, na) ? nb : na);
+		return FL_HTTP_DONE;
+	}
+	if (!fl_svc_query_u64(req, nb, 0, 1, size, &b) || !fl_svc_query_u64(req, na, 0, 1, b, &a))
+		return FL_HTTP_DONE;
+	enum fl_status st = fl_log_reader_begin(log, &reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	if (inclusion)
+		st = fl_log_reader_inclusion_proof(reader, a, b, hashes, &count);
+	else
+		st = fl_log_reader_consistency_proof(reader, a, b, hashes, &count);
+	fl_log_reader_end(reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	json_t *body = inclusion ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(a - 1),
+					     "tree_size", (json_int_t)b, "hashes",
+					     hash_list(hashes, count))
+				 : json_pack("{s:I,s:I,s:o}", "first", (json_int_t)a, "second",
+					     (json_int_t)b, "hashes", hash_list(hashes, count));
+	fl_http_respond_json(req, 200, body);
+	return FL_HTTP_DONE;
+}
+
+enum fl_http_disposition fl_logroutes_keys(struct fl_log *log, struct fl_http_request *req)
+{
+	struct fl_log_reader *reader;
+	enum fl_status st = fl_log_reader_begin(log, &reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	json_t *keys = json_array();
+	st = fl_log_reader_keys(reader, add_key, keys);
+	fl_log_reader_end(reader);
+	if (st != FL_OK) {
+		json_decref(keys);
+		return internal(req, st);
+	}
+	fl_http_respond_json(req, 200, json_pack("{s:o}", "keys", keys));
+	return FL_HTTP_DONE;
+}
+
+
+struct ndjson {
+	char *out;
+	size_t len, cap;
+	uint64_t count, limit;
+};
+
+static enum fl_status append_line(void *ctx, const struct fl_log_entry *entry)
+{
+	struct ndjson *nd = ctx;
+	char *line;
+	size_t line_len;
+	if (nd->count >= nd->limit)
+		return FL_ERR_FULL; /* stops the walk; not an error */
+	enum fl_status st = fl_log_entry_line(entry, &line, &line_len);
+	if (st != FL_OK)
+		return st;
+	if (nd->len + line_len + 1 > nd->cap) {
+		size_t cap = nd->cap ? nd->cap : 64 * 1024;
+		while (nd->len + line_len + 1 > cap)
+			cap *= 2;
+		char *grown = realloc(nd->out, cap);
+		if (!grown) {
+			free(line);
+			return FL_ERR_NOMEM;
+		}
+		nd->out = grown;
+		nd->cap = cap;
+	}
+	memcpy(nd->out + nd->len, line, line_len);
+	nd->out[nd->len + line_len] = '\n';
+	nd->len += line_len + 1;
+	nd->count++;
+	free(line);
+	return FL_OK;
+}
+
+static bool query_time(struct fl_http_request *req, const char *name, int64_t default_us,
+		       int64_t *ret_us)
+{
+	const char *text = fl_http_query(req, name);
+	if (!text) {
+		*ret_us = default_us;
+		return true;
+	}
+	if (fl_time_parse(text, ret_us) != FL_OK) {
+		char message[96];
+		snprintf(message, sizeof(message), "%s must be an RFC 3339 timestamp with a zone",
+			 name);
+		fl_http_respond_error(req, 400, "invalid_timestamp", message, name);
+		return false;
+	}
+	return true;
+}
+
+enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log,
+						    struct fl_http_request *req)
+{
+	struct fl_log_reader *reader;
+	struct ndjson nd = {0};
+	int64_t from, to;
+	uint64_t limit;
+
+	if (!query_time(req, "from", INT64_MIN, &from) ||
+	    !query_time(req, "to", fl_time_now_us(), &to) ||
+	    !fl_svc_query_u64(req, "limit", TIME_LIMIT_MAX, 1, TIME_LIMIT_MAX, &limit))
+		return FL_HTTP_DONE;
+	nd.limit = limit;
+	enum fl_status st = fl_log_reader_begin(log, &reader);
+	if (st != FL_OK)
+		return internal(req, st);
+	st = fl_log_reader_time_range(reader, from, to, append_line, &nd);
+	fl_log_reader_end(reader);
+	if (st != FL_OK && st != FL_ERR_FULL) {
+		free(nd.out);
+		return internal(req, st);
+	}
+	fl_http_respond(req, 200, "application/x-ndjson", nd.out ? nd.out : "", nd.len);
+	free(nd.out);
+	return FL_HTTP_DONE;
+}
