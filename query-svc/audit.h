@@ -1,0 +1,61 @@
+#ifndef QUERY_SVC_AUDIT_H
+#define QUERY_SVC_AUDIT_H
+
+/*
+ * The read audit (CONTRACT §7). Every audited read is recorded in a signed
+ * log of its own (the eventlog library, signed with query-svc's key, with
+ * checkpoints prefixed "fledger-read-checkpoint-v1") before its answer is
+ * sent. Reads are gathered into group commits by one thread: a handler
+ * submits the record with the answer it wants to send and returns
+ * FL_HTTP_DEFERRED; the thread appends a group of records in one synced
+ * transaction and then sends each answer. A record that cannot be stored
+ * turns its answer into a 503: nothing is ever answered unaudited.
+ */
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "eventlog/eventlog.h"
+#include "fledger/http.h"
+#include "fledger/metrics.h"
+#include "fledger/status.h"
+
+struct fl_audit;
+
+enum fl_status fl_audit_create(struct fl_log *log, struct fl_histogram *commit_latency,
+			       struct fl_audit **ret_audit);
+
+/* Records and answers what is queued, then stops. Accepts NULL. */
+void fl_audit_destroy(struct fl_audit *audit);
+
+/* What a read served, for its record. Arrays are borrowed (copied). */
+struct fl_audit_record {
+	const char *read_id;
+	const char *principal;      /* NULL for a request without a valid token */
+	const char *route;          /* "/v1/features", "/v1/features:batch", ... */
+	const char *view;           /* NULL when unknown */
+	const json_t *entity_ids;   /* array of strings, or NULL */
+	const json_t *features;     /* array of names, or NULL */
+	const json_t *windows;      /* array of names, or NULL */
+	const uint64_t *served_seqs;
+	size_t n_served;
+};
+
+/*
+ * Records rec with status and SHA-256 of body, then answers req with it.
+ * On FL_OK it owns body (malloc'd) and the caller returns FL_HTTP_DEFERRED;
+ * on failure neither req nor body was touched.
+ */
+enum fl_status fl_audit_submit(struct fl_audit *audit, struct fl_http_request *req,
+			       const struct fl_audit_record *rec, unsigned status,
+			       const char *content_type, char *body, size_t len);
+
+/* As fl_audit_submit, for a §9 error answer (401, 403, 400, 404...). */
+enum fl_status fl_audit_submit_error(struct fl_audit *audit, struct fl_http_request *req,
+				     const struct fl_audit_record *rec, unsigned status,
+				     const char *code, const char *message, const char *field);
+
+/* A new read id ("r-" and 24 hex digits, unique in this process). */
+void fl_audit_read_id(char ret_id[32]);
+
+#endif
