@@ -173,8 +173,14 @@ static void commit_view(struct fl_committer *c, struct job *job)
 	struct fl_log_result result;
 	struct fl_log_batch batch = {&input, 1, &result, FL_OK, 0};
 	uint64_t tree_size;
+	int64_t start = fl_time_mono_us();
 	st = fl_log_append(c->config.log, &batch, 1, &tree_size);
 	free(tail);
+	if (st == FL_OK && c->config.append_latency)
+		fl_histogram_observe(c->config.append_latency,
+				     (double)(fl_time_mono_us() - start) / 1e6);
+	if (st == FL_OK && c->config.ingest_events)
+		fl_counter_inc(c->config.ingest_events);
 	if (st == FL_OK)
 		st = fl_view_registry_put(c->config.registry, job->view, version);
 	if (st != FL_OK) {

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 	struct fl_histogram *append_latency = NULL;
 	if (fl_metrics_create(&cmd.metrics) != FL_OK ||
 	    fl_metrics_counter(cmd.metrics, "fledger_ingest_events_total",
-			       "Feature, view and key events appended to the log", NULL,
+			       "Feature and view events appended to the log", NULL,
 			       &ingest) != FL_OK ||
 	    fl_metrics_histogram(cmd.metrics, "fledger_append_latency_seconds",
 				 "Time to append and sync one group commit", NULL, latency_bounds,

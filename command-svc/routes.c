@@ -127,7 +127,7 @@ static enum fl_http_disposition get_view(struct fl_command *cmd, struct fl_http_
 static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_http_request *req,
 					      const struct fl_principal *principal,
 					      struct fl_event *events, size_t count,
-					      const char *path_prefix)
+					      const char *path_prefix, bool feast_push)
 {
 	struct fl_log_input *inputs = calloc(count, sizeof(*inputs));
 	char **tails = calloc(count, sizeof(char *));
@@ -143,11 +143,11 @@ static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_
 		const struct fl_acl *acl = fl_view_write_acl(events[i].view);
 		if (!fl_acl_allows(principal, (const char *const *)acl->entries, acl->count)) {
 			char field[48], message[200];
-			if (count == 1 && !path_prefix)
-				snprintf(field, sizeof(field), "view");
+			if (path_prefix)
+				snprintf(field, sizeof(field), "%s[%zu].view", path_prefix, i);
 			else
-				snprintf(field, sizeof(field), "%s[%zu].view",
-					 path_prefix ? path_prefix : "events", i);
+				snprintf(field, sizeof(field), "%s",
+					 feast_push ? "push_source_name" : "view");
 			snprintf(message, sizeof(message), "%s may not write to view %s",
 				 fl_principal_name(principal), fl_view_name(events[i].view));
 			fl_http_respond_error(req, 403, "forbidden", message, field);
@@ -213,6 +213,8 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 	else
 		st = fl_event_validate_request(body, cmd->registry, fl_principal_name(principal),
 					       now, &events, &count, &err);
+	/* The JSON path of event i, for errors: events[i] in a batch. */
+	bool batch = !feast_push && json_object_get(body, "events") != NULL;
 	json_decref(body);
 	if (st != FL_OK) {
 		if (st == FL_ERR_NOMEM)
@@ -221,7 +223,8 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 				      err.field[0] ? err.field : NULL);
 		return FL_HTTP_DONE;
 	}
-	return submit_events(cmd, req, principal, events, count, feast_push ? "df" : NULL);
+	return submit_events(cmd, req, principal, events, count, batch ? "events" : NULL,
+			     feast_push);
 }
 
 /* ---- dispatch --------------------------------------------------------- */

@@ -5,13 +5,11 @@
 
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "fledger/util.h"
 
@@ -38,26 +36,6 @@ struct fl_audit {
 	struct pending_read *head, *tail;
 	bool stop;
 };
-
-static _Atomic uint64_t read_counter;
-static uint8_t id_salt[4];
-static pthread_once_t salt_once = PTHREAD_ONCE_INIT;
-
-static void make_salt(void)
-{
-	if (RAND_bytes(id_salt, sizeof(id_salt)) != 1)
-		memset(id_salt, 0, sizeof(id_salt));
-}
-
-void fl_audit_read_id(char ret_id[32])
-{
-	pthread_once(&salt_once, make_salt);
-	uint64_t n = atomic_fetch_add(&read_counter, 1);
-	uint64_t t = (uint64_t)fl_time_now_us();
-	/* time (µs, 40 bits), a per-process salt, a counter: unique and sortable */
-	snprintf(ret_id, 32, "r-%010" PRIx64 "%02x%02x%012" PRIx64, t & UINT64_C(0xffffffffff),
-		 id_salt[0], id_salt[1], n & UINT64_C(0xffffffffffff));
-}
 
 static void pending_free(struct pending_read *p)
 {

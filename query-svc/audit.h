@@ -55,7 +55,4 @@ enum fl_status fl_audit_submit_error(struct fl_audit *audit, struct fl_http_requ
 				     const struct fl_audit_record *rec, unsigned status,
 				     const char *code, const char *message, const char *field);
 
-/* A new read id ("r-" and 24 hex digits, unique in this process). */
-void fl_audit_read_id(char ret_id[32]);
-
 #endif

@@ -227,6 +227,12 @@ static struct MHD_Response *make_error_response(const char *code, const char *me
 		MHD_destroy_response(response);
 		return NULL;
 	}
+	/* A 503 of the server's own (shutting down) says when to come back (§9). */
+	if (code != NULL && strcmp(code, "shutting_down") == 0 &&
+	    MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES) {
+		MHD_destroy_response(response);
+		return NULL;
+	}
 	return response;
 }
 

@@ -1,0 +1,322 @@
+/*
+ * query-svc: keeps a verified replica of command-svc's log, builds read
+ * models from it and serves reads. main parses the configuration and wires
+ * the modules; see routes.c (HTTP), projection.c (read models) and sync.c
+ * (consuming and verifying the log).
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "eventlog/eventlog.h"
+#include "fledger/config.h"
+#include "fledger/slog.h"
+#include "fledger/util.h"
+#include "projection.h"
+#include "audit.h"
+#include "routes.h"
+#include "sync.h"
+
+static const struct fl_config_option options[] = {
+    {"listen", "FLEDGER_LISTEN", "127.0.0.1:8081", "HOST:PORT to serve HTTP on", false},
+    {"data-dir", "FLEDGER_DATA_DIR", "./data/query",
+     "directory of the replica log and the read models", false},
+    {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222",
+     "NATS server to consume from (empty: poll command-svc only)", false},
+    {"signing-key", "FLEDGER_SIGNING_KEY", NULL,
+     "query-svc's own Ed25519 private key (PEM), for the read audit", false},
+    {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
+    {"insecure-no-auth", "FLEDGER_INSECURE_NO_AUTH", NULL,
+     "development only: no tokens, every request is admin", true},
+    {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080",
+     "command-svc, for checkpoints, keys and filling gaps", false},
+    {"command-token-file", "FLEDGER_COMMAND_TOKEN_FILE", NULL,
+     "file holding the token (role replicator) presented to command-svc", false},
+    {"consumer", "FLEDGER_CONSUMER", "query-1", "durable NATS consumer name (one per instance)",
+     false},
+    {"tls-cert", "FLEDGER_TLS_CERT", NULL, "PEM certificate: serve HTTPS", false},
+    {"tls-key", "FLEDGER_TLS_KEY", NULL, "PEM private key of --tls-cert", false},
+    {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
+    {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
+    {"lag-bound-ms", "FLEDGER_LAG_BOUND_MS", "5000",
+     "/readyz fails when applying lags the log by longer than this", false},
+    {"rebuild", "FLEDGER_REBUILD", NULL,
+     "delete the read models and the replica, and rebuild them from command-svc's log", true},
+    {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static _Noreturn void fatal(const char *msg, const char *detail)
+{
+	fl_slog(FL_SLOG_ERROR, msg, "detail", detail ? detail : "", NULL);
+	exit(1);
+}
+
+/* mkdir -p: creates dir and its missing parents. */
+static int make_dirs(const char *dir)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+		return ENAMETOOLONG;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+			return errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return errno;
+	return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* rm -rf dir (an absent dir is fine). */
+static int remove_tree(const char *dir)
+{
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return errno == ENOENT ? 0 : errno;
+	return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 ? errno : 0;
+}
+
+/* Reads the replicator token: the file's text without surrounding whitespace. */
+static char *read_token(const char *path)
+{
+	char *text;
+	size_t len;
+	if (fl_file_read(path, &text, &len) != FL_OK)
+		fatal("cannot read --command-token-file", path);
+	size_t start = 0;
+	while (start < len && strchr(" \t\r\n", text[start]))
+		start++;
+	while (len > start && strchr(" \t\r\n", text[len - 1]))
+		len--;
+	memmove(text, text + start, len - start);
+	text[len - start] = '\0';
+	if (!text[0])
+		fatal("--command-token-file is empty", path);
+	return text;
+}
+
+int main(int argc, char **argv)
+{
+	char error[256];
+	struct fl_config *config;
+	struct fl_query query = {0};
+	struct fl_auth *auth = NULL;
+	struct fl_signer *signer = NULL;
+	char *command_token = NULL;
+	int64_t max_body, lag_bound_ms;
+	enum fl_status st;
+
+	if (fl_config_parse(options, N_OPTIONS, argc, argv, error, sizeof(error), &config) !=
+	    FL_OK) {
+		fprintf(stderr, "query-svc: %s\n", error);
+		return 2;
+	}
+	if (fl_config_wants_help(config)) {
+		char *usage = fl_config_usage("query-svc", options, N_OPTIONS);
+		fputs(usage, stdout);
+		free(usage);
+		return 0;
+	}
+	enum fl_slog_level level;
+	if (fl_slog_level_parse(fl_config_get(config, "log-level"), &level) == FL_OK)
+		fl_slog_set_level(level);
+	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
+	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) != FL_OK)
+		fatal("bad --max-body or --lag-bound-ms", NULL);
+
+	/* Signals are taken by sigwait below, in this thread only. */
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	const char *key_path = fl_config_get(config, "signing-key");
+	if (!key_path)
+		fatal("--signing-key is required (make one with `fledger keygen --out FILE`)",
+		      NULL);
+	if ((st = fl_signer_load(key_path, &signer)) != FL_OK)
+		fatal("cannot load the signing key", fl_status_str(st));
+
+	if (fl_config_get(config, "tokens")) {
+		if (fl_auth_load(fl_config_get(config, "tokens"), error, sizeof(error), &auth) !=
+		    FL_OK)
+			fatal("cannot load the tokens file", error);
+	} else if (fl_config_get_bool(config, "insecure-no-auth")) {
+		fl_slog(FL_SLOG_WARN,
+			"INSECURE: no tokens file; every request is treated as admin. "
+			"Never run like this outside local development.",
+			NULL);
+	} else {
+		fatal("--tokens is required (or --insecure-no-auth for local development)", NULL);
+	}
+	if (fl_config_get(config, "command-token-file"))
+		command_token = read_token(fl_config_get(config, "command-token-file"));
+
+	/* The replica log and the read models, side by side in --data-dir. */
+	const char *data_dir = fl_config_get(config, "data-dir");
+	char log_dir[4096], projection_dir[4096], audit_dir[4096];
+	int err = make_dirs(data_dir);
+	if (err)
+		fatal("cannot create --data-dir", strerror(err));
+	if (snprintf(log_dir, sizeof(log_dir), "%s/log", data_dir) >= (int)sizeof(log_dir) ||
+	    snprintf(projection_dir, sizeof(projection_dir), "%s/projection", data_dir) >=
+		(int)sizeof(projection_dir) ||
+	    snprintf(audit_dir, sizeof(audit_dir), "%s/audit", data_dir) >= (int)sizeof(audit_dir))
+		fatal("--data-dir is too long", NULL);
+	bool rebuild = fl_config_get_bool(config, "rebuild");
+	if (rebuild && (err = remove_tree(log_dir)) != 0)
+		fatal("--rebuild: cannot delete the replica log", strerror(err));
+
+	struct fl_log_options log_options = {.replica = true};
+	if ((st = fl_log_open(log_dir, &log_options, NULL, &query.replica)) != FL_OK)
+		fatal("cannot open the replica log", fl_status_str(st));
+	if ((st = fl_projection_open(projection_dir, &query.projection)) != FL_OK)
+		fatal("cannot open the read models", fl_status_str(st));
+	/* The read audit log (never rebuilt: it is the record of what was read). */
+	struct fl_log_options audit_options = {.checkpoint_prefix = FL_READ_CHECKPOINT_PREFIX};
+	st = fl_log_open(audit_dir, &audit_options, signer, &query.audit_log);
+	if (st == FL_ERR_CONFLICT)
+		fatal("the read audit log was signed with another key: start with that key", NULL);
+	if (st != FL_OK)
+		fatal("cannot open the read audit log", fl_status_str(st));
+	if (rebuild) {
+		if ((st = fl_projection_reset(query.projection)) != FL_OK)
+			fatal("--rebuild: cannot delete the read models", fl_status_str(st));
+		fl_slog(FL_SLOG_INFO, "rebuilding the replica and the read models from command-svc",
+			NULL);
+	}
+	if (fl_projection_applied_seq(query.projection) > fl_log_size(query.replica)) {
+		char detail[96];
+		snprintf(detail, sizeof(detail), "applied_seq %llu, replica size %llu",
+			 (unsigned long long)fl_projection_applied_seq(query.projection),
+			 (unsigned long long)fl_log_size(query.replica));
+		fatal("the read models are ahead of the replica log; start with --rebuild", detail);
+	}
+
+	/* Metrics (CONTRACT §10). */
+	static const double lag_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+					    0.5,   1,	   2.5,	  5,	10,    30,   60};
+	static const char *const http_labels[] = {"route", "code", NULL};
+	struct fl_histogram *projection_lag = NULL;
+	if (fl_metrics_create(&query.metrics) != FL_OK ||
+	    fl_metrics_histogram(query.metrics, "fledger_online_read_latency_seconds",
+				 "Time to answer one online read (a min_seq wait excluded)", NULL,
+				 NULL, 0, &query.read_latency) != FL_OK ||
+	    fl_metrics_histogram(
+		query.metrics, "fledger_projection_lag_seconds",
+		"From an event's ingest_ts to its being applied to the read models", NULL,
+		lag_bounds, sizeof(lag_bounds) / sizeof(lag_bounds[0]), &projection_lag) != FL_OK ||
+	    fl_metrics_gauge(query.metrics, "fledger_applied_seq",
+			     "Seq of the last event applied to the read models", NULL,
+			     &query.applied_seq) != FL_OK ||
+	    fl_metrics_gauge(query.metrics, "fledger_waiting_reads",
+			     "Reads waiting for their min_seq to be applied", NULL,
+			     &query.waiting_reads) != FL_OK ||
+	    fl_metrics_counter(query.metrics, "fledger_http_requests_total",
+			       "HTTP requests by route and status code", http_labels,
+			       &query.http_requests) != FL_OK)
+		fatal("cannot set up metrics", NULL);
+	fl_gauge_set(query.applied_seq, (double)fl_projection_applied_seq(query.projection));
+
+	struct fl_histogram *audit_latency = NULL;
+	if (fl_metrics_histogram(query.metrics, "fledger_audit_commit_latency_seconds",
+				 "Time to append and sync one group of read audit records", NULL, NULL,
+				 0, &audit_latency) != FL_OK ||
+	    fl_audit_create(query.audit_log, audit_latency, &query.audit) != FL_OK)
+		fatal("cannot start the read audit", NULL);
+	query.auth = auth;
+	query.signer = signer;
+	query.lag_bound_ms = lag_bound_ms;
+	if ((st = fl_query_init(&query)) != FL_OK)
+		fatal("cannot start the read waiter", fl_status_str(st));
+
+	const char *nats_url = fl_config_get(config, "nats");
+	struct fl_sync_config sync_config = {
+	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,
+	    .consumer = fl_config_get(config, "consumer"),
+	    .command_url = fl_config_get(config, "command-url"),
+	    .command_token = command_token,
+	    .replica = query.replica,
+	    .projection = query.projection,
+	    .poll_ms = 1000,
+	    .on_applied = fl_query_on_applied,
+	    .on_applied_ctx = &query,
+	    .lag = projection_lag,
+	};
+	struct fl_sync *sync;
+	if ((st = fl_sync_create(&sync_config, &sync)) != FL_OK)
+		fatal("cannot start the sync", fl_status_str(st));
+	query.sync = sync;
+
+	struct fl_http_options http = {
+	    .listen = fl_config_get(config, "listen"),
+	    .max_body_bytes = (size_t)max_body,
+	    .tls_cert_file = fl_config_get(config, "tls-cert"),
+	    .tls_key_file = fl_config_get(config, "tls-key"),
+	    .tls_client_ca_file = fl_config_get(config, "tls-client-ca"),
+	    .on_complete = fl_query_on_complete,
+	};
+	struct fl_http_server *server;
+	if (fl_http_server_create(&http, fl_query_handle, &query, error, sizeof(error), &server) !=
+	    FL_OK)
+		fatal("cannot start the HTTP server", error);
+	char port[8], applied[24], replica_size[24];
+	snprintf(port, sizeof(port), "%u", fl_http_server_port(server));
+	snprintf(applied, sizeof(applied), "%llu",
+		 (unsigned long long)fl_projection_applied_seq(query.projection));
+	snprintf(replica_size, sizeof(replica_size), "%llu",
+		 (unsigned long long)fl_log_size(query.replica));
+	fl_slog(FL_SLOG_INFO, "query-svc listening", "listen", http.listen, "port", port,
+		"applied_seq", applied, "replica_size", replica_size, "command_url",
+		sync_config.command_url, "nats", sync_config.nats_url, "consumer",
+		sync_config.consumer, "key_id", fl_signer_key_id(signer), "tls",
+		http.tls_cert_file ? "on" : "off", NULL);
+
+	for (;;) {
+		int sig = 0;
+		sigwait(&signals, &sig);
+		if (sig == SIGHUP) {
+			fl_slog(FL_SLOG_INFO, "SIGHUP: nothing to reload yet", NULL);
+			continue;
+		}
+		break;
+	}
+	fl_slog(FL_SLOG_INFO, "shutting down", NULL);
+	/* Reads waiting for min_seq are answered now (503 when not reached). */
+	fl_query_stop_waiting(&query);
+	/* Stop taking requests; those in flight are answered. */
+	fl_http_server_destroy(server);
+	fl_audit_destroy(query.audit);
+	fl_sync_destroy(sync);
+	query.sync = NULL;
+	fl_query_finish(&query);
+	fl_projection_close(query.projection);
+	fl_log_close(query.replica);
+	fl_log_close(query.audit_log);
+	fl_metrics_destroy(query.metrics);
+	fl_auth_destroy(auth);
+	fl_signer_destroy(signer);
+	free(command_token);
+	fl_config_destroy(config);
+	fl_slog(FL_SLOG_INFO, "stopped", NULL);
+	return 0;
+}
