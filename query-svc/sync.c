@@ -1,0 +1,1165 @@
+/*
+ * The sync thread (see sync.h). Each round of its loop:
+ *
+ *   1. unless the last round replicated something (under load the next
+ *      events are committed by then), waits for news: a NATS message about
+ *      a seq the replica lacks (then takes every message already queued), a
+ *      poke, or poll_ms without either;
+ *   2. fetches command-svc's latest checkpoint and verifies its signature;
+ *   3. replicates up to it: the lines NATS delivered are held in a window
+ *      keyed by seq, missing seqs are fetched from GET /v1/log, and the run
+ *      goes to fl_log_replicate, which accepts it only if it hashes to the
+ *      checkpoint's root. A large catch-up goes in steps of about
+ *      CATCHUP_EVENTS, each ending at an intermediate checkpoint
+ *      (GET /v1/log/checkpoint?covering_seq=...), without waiting between;
+ *   4. applies the newly verified events to the projection.
+ *
+ * Trust: NATS is only a transport. A line from NATS that is malformed, whose
+ * leaf hash does not match its body, or that disagrees with another copy of
+ * the same seq, is dropped (and acknowledged: redelivering it adds nothing);
+ * the seq is then fetched from command-svc. A run holding NATS lines that
+ * does not match the signed checkpoint is retried with lines from the log
+ * only. What halts is signed evidence of a problem: log lines from
+ * command-svc that do not hash to its signed checkpoint, a checkpoint whose
+ * signature fails, a signed checkpoint that is shorter than the replica or
+ * has another root at the replica's size (a reset or forked log), or a
+ * verified event the projection cannot apply. Then nothing more is
+ * replicated or applied until a restart, and the reason is kept for /readyz.
+ * Unsigned trouble (command-svc unreachable, 401, a 404 where a checkpoint
+ * should be, a key id /v1/keys does not list yet) is retried every round.
+ *
+ * Entry signatures are stored as received and are not verified one by one
+ * (Ed25519 verify costs ~0.1 ms, half a core at 5000 events/s): the signed
+ * checkpoint already covers every leaf hash, hence every body.
+ *
+ * Everything below runs on the sync thread except fl_sync_poke,
+ * fl_sync_status, the lifetime functions and the NATS connection callback
+ * (which only sets an atomic flag). The status is shared under sync->lock;
+ * the sync thread is its only writer, so it reads its own fields without.
+ */
+#include "sync.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eventlog/merkle.h"
+#include "fledger/httpc.h"
+#include "fledger/slog.h"
+#include "fledger/util.h"
+
+#define STREAM_NAME "FLEDGER_EVENTS"
+#define SUBJECTS "fledger.events.>"
+#define PENDING_CAP 131072   /* NATS lines held ahead of the replica (a power of 2) */
+#define CATCHUP_EVENTS 10000 /* events per fl_log_replicate while catching up */
+#define LOG_LIMIT 10000	     /* lines per GET /v1/log (command-svc's maximum) */
+#define APPLY_RUN 1000	     /* events per fl_projection_apply */
+#define DRAIN_MAX 4096	     /* NATS messages taken per round */
+#define SLICE_MS 5	     /* NATS waits are cut in slices this long to see pokes */
+#define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
+#define HTTP_TIMEOUT_MS 5000
+#define WARN_EVERY_US (10 * 1000000LL)
+
+/* One log line held in memory (CONTRACT §4). */
+struct line {
+	uint64_t seq;
+	uint8_t *body;
+	size_t body_len;
+	uint8_t leaf_hash[FL_HASH_LEN];
+	uint8_t sig[FL_SIG_LEN];
+	char key_id[FL_KEY_ID_HEX_LEN];
+	int64_t time_us;
+	bool from_nats;
+};
+
+struct known_key {
+	char key_id[FL_KEY_ID_HEX_LEN];
+	uint8_t pub[FL_PUBKEY_LEN];
+};
+
+/* Warnings that could repeat every round are logged at most every 10 s. */
+enum warning {
+	WARN_NATS_LINE,
+	WARN_NATS_MISMATCH,
+	WARN_UNKNOWN_KEY,
+	WARN_LOG_ANSWER,
+	WARN_LOCAL,
+	WARN_SUBSCRIBE,
+	N_WARNINGS,
+};
+
+static const char *const warning_msg[N_WARNINGS] = {
+    [WARN_NATS_LINE] = "NATS line dropped",
+    [WARN_NATS_MISMATCH] = "NATS lines contradict the signed checkpoint",
+    [WARN_UNKNOWN_KEY] = "command-svc key unknown",
+    [WARN_LOG_ANSWER] = "unusable answer from command-svc",
+    [WARN_LOCAL] = "cannot store or apply events",
+    [WARN_SUBSCRIBE] = "not consuming NATS; polling command-svc",
+};
+
+struct fl_sync {
+	char *nats_url, *consumer, *command_url, *command_token;
+	struct fl_log *replica;
+	struct fl_projection *projection;
+	int poll_ms;
+	void (*on_applied)(void *ctx, uint64_t applied_seq);
+	void *on_applied_ctx;
+	struct fl_histogram *lag;
+
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct fl_sync_status status; /* applied_seq is read live from the projection */
+	atomic_bool stop;
+	atomic_bool poked;
+	atomic_bool nats_reconnected;
+	bool command_seen; /* command_reachable has been set once */
+
+	/* The sync thread's own. */
+	natsConnection *nc;
+	jsCtx *js;
+	natsSubscription *sub;
+	int64_t next_connect_us, next_subscribe_us;
+	struct line **pending; /* PENDING_CAP slots, slot = seq % PENDING_CAP */
+	struct known_key *keys;
+	size_t n_keys;
+	int64_t keys_fetched_us;
+	uint64_t root_size; /* the replica's root at root_size, for fork checks */
+	uint8_t root[FL_HASH_LEN];
+	bool have_root;
+	int64_t warned_us[N_WARNINGS];
+	uint64_t suppressed[N_WARNINGS];
+	struct fl_log_entry *apply_buf; /* APPLY_RUN entries */
+};
+
+static bool stopping(struct fl_sync *sync)
+{
+	return atomic_load(&sync->stop);
+}
+
+static bool halted(struct fl_sync *sync)
+{
+	pthread_mutex_lock(&sync->lock);
+	bool is_halted = sync->status.halted;
+	pthread_mutex_unlock(&sync->lock);
+	return is_halted;
+}
+
+/* Stops replicating and applying for good, and says why (once). */
+__attribute__((format(printf, 2, 3))) static void halt(struct fl_sync *sync, const char *fmt, ...)
+{
+	char reason[sizeof(sync->status.reason)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&sync->lock);
+	bool first = !sync->status.halted;
+	if (first) {
+		sync->status.halted = true;
+		memcpy(sync->status.reason, reason, sizeof(reason));
+	}
+	pthread_mutex_unlock(&sync->lock);
+	if (first)
+		fl_slog(FL_SLOG_ERROR, "sync halted: nothing more is applied until a restart",
+			"reason", reason, NULL);
+}
+
+/* Logs a warning of a kind that may repeat, at most once per WARN_EVERY_US. */
+__attribute__((format(printf, 3, 4))) static void warn(struct fl_sync *sync, enum warning kind,
+						       const char *fmt, ...)
+{
+	char text[400], suppressed[24];
+	int64_t now = fl_time_mono_us();
+	va_list ap;
+
+	if (sync->warned_us[kind] && now - sync->warned_us[kind] < WARN_EVERY_US) {
+		sync->suppressed[kind]++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	snprintf(suppressed, sizeof(suppressed), "%" PRIu64, sync->suppressed[kind]);
+	fl_slog(FL_SLOG_WARN, warning_msg[kind], "detail", text, "suppressed_since_last",
+		suppressed, NULL);
+	sync->warned_us[kind] = now;
+	sync->suppressed[kind] = 0;
+}
+
+/* Records whether command-svc answered; logs the first outcome and changes. */
+static void set_command_reachable(struct fl_sync *sync, bool reachable, const char *why)
+{
+	pthread_mutex_lock(&sync->lock);
+	bool changed = sync->status.command_reachable != reachable || !sync->command_seen;
+	sync->status.command_reachable = reachable;
+	sync->command_seen = true;
+	pthread_mutex_unlock(&sync->lock);
+	if (changed && reachable)
+		fl_slog(FL_SLOG_INFO, "command-svc reachable", "command_url", sync->command_url,
+			NULL);
+	else if (changed)
+		fl_slog(FL_SLOG_WARN, "command-svc unreachable", "command_url", sync->command_url,
+			"error", why, NULL);
+}
+
+/* Records whether NATS is being consumed; logs changes. */
+static void set_nats_connected(struct fl_sync *sync, bool connected)
+{
+	pthread_mutex_lock(&sync->lock);
+	bool changed = sync->status.nats_connected != connected;
+	bool quiet = sync->status.halted || stopping(sync); /* let go on purpose */
+	sync->status.nats_connected = connected;
+	pthread_mutex_unlock(&sync->lock);
+	if (changed && connected)
+		fl_slog(FL_SLOG_INFO, "consuming NATS", "stream", STREAM_NAME, "consumer",
+			sync->consumer, "nats_url", sync->nats_url, NULL);
+	else if (changed && !quiet)
+		fl_slog(FL_SLOG_WARN, "NATS unavailable; polling command-svc", "nats_url",
+			sync->nats_url, NULL);
+}
+
+/* ---- log lines ----------------------------------------------------------- */
+
+static void line_free(struct line *line)
+{
+	if (line) {
+		free(line->body);
+		free(line);
+	}
+}
+
+/* The body's ingest_ts in µs, 0 when it has none (every kind has one). */
+static int64_t ingest_time(const uint8_t *body, size_t len)
+{
+	static const char key[] = "\"ingest_ts\":\"";
+	char text[48];
+	int64_t us;
+	/* The first match is the top-level member: it precedes any nested object,
+	 * and a quote inside a string value is escaped. */
+	const uint8_t *from = memmem(body, len, key, sizeof(key) - 1), *to;
+
+	if (!from)
+		return 0;
+	from += sizeof(key) - 1;
+	to = memchr(from, '"', (size_t)(body + len - from));
+	if (!to || (size_t)(to - from) >= sizeof(text))
+		return 0;
+	memcpy(text, from, (size_t)(to - from));
+	text[to - from] = '\0';
+	return fl_time_parse(text, &us) == FL_OK ? us : 0;
+}
+
+/* Parses one NDJSON log line. FL_ERR_INVALID when it is not one. */
+static enum fl_status line_parse(const char *text, size_t len, struct line **ret_line)
+{
+	const char *body_b64, *leaf_hex, *key_id, *sig_b64;
+	size_t body_b64_len, sig_b64_len, sig_len;
+	uint8_t key_raw[FL_KEY_ID_LEN], *sig = NULL;
+	json_int_t seq;
+	enum fl_status st = FL_ERR_INVALID;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	struct line *line = calloc(1, sizeof(*line));
+
+	if (!line) {
+		json_decref(root);
+		return FL_ERR_NOMEM;
+	}
+	if (root &&
+	    json_unpack(root, "{s:I,s:s%,s:s,s:s,s:s%}", "seq", &seq, "body", &body_b64,
+			&body_b64_len, "leaf_hash", &leaf_hex, "key_id", &key_id, "sig", &sig_b64,
+			&sig_b64_len) == 0 &&
+	    seq > 0 && strlen(leaf_hex) == 2 * FL_HASH_LEN && strlen(key_id) == 2 * FL_KEY_ID_LEN &&
+	    fl_hex_decode(leaf_hex, line->leaf_hash, FL_HASH_LEN) == FL_OK &&
+	    fl_hex_decode(key_id, key_raw, FL_KEY_ID_LEN) == FL_OK) {
+		st = fl_base64_decode(body_b64, body_b64_len, &line->body, &line->body_len);
+		if (st == FL_OK)
+			st = fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len);
+		if (st == FL_OK && sig_len != FL_SIG_LEN)
+			st = FL_ERR_INVALID;
+	}
+	if (st == FL_OK) {
+		line->seq = (uint64_t)seq;
+		memcpy(line->sig, sig, FL_SIG_LEN);
+		memcpy(line->key_id, key_id, sizeof(line->key_id));
+		line->time_us = ingest_time(line->body, line->body_len);
+		*ret_line = line;
+	} else {
+		line_free(line);
+	}
+	free(sig);
+	json_decref(root);
+	return st == FL_ERR_NOMEM ? FL_ERR_NOMEM : st == FL_OK ? FL_OK : FL_ERR_INVALID;
+}
+
+/* True when the body names the line's seq and hashes to its leaf hash. */
+static bool line_consistent(const struct line *line)
+{
+	char head[32];
+	uint8_t leaf[FL_HASH_LEN];
+	int n = snprintf(head, sizeof(head), "{\"seq\":%" PRIu64 ",", line->seq);
+
+	if (line->body_len <= (size_t)n || memcmp(line->body, head, (size_t)n) != 0 ||
+	    line->body[line->body_len - 1] != '}')
+		return false;
+	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
+	return memcmp(leaf, line->leaf_hash, FL_HASH_LEN) == 0;
+}
+
+static bool line_same(const struct line *a, const struct line *b)
+{
+	return a->body_len == b->body_len && memcmp(a->leaf_hash, b->leaf_hash, FL_HASH_LEN) == 0 &&
+	       memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 && strcmp(a->key_id, b->key_id) == 0 &&
+	       memcmp(a->body, b->body, a->body_len) == 0;
+}
+
+/* ---- the window of lines ahead of the replica --------------------------- */
+
+/*
+ * Holds line (taking it) when its seq lies in (replica_size, replica_size +
+ * PENDING_CAP]; drops it otherwise. Two different lines for one seq are both
+ * dropped: the log decides.
+ */
+static void pending_put(struct fl_sync *sync, uint64_t replica_size, struct line *line)
+{
+	struct line **slot = &sync->pending[line->seq & (PENDING_CAP - 1)];
+
+	if (line->seq <= replica_size || line->seq - replica_size > PENDING_CAP) {
+		line_free(line);
+		return;
+	}
+	if (*slot && (*slot)->seq == line->seq) {
+		if (!line_same(*slot, line)) {
+			warn(sync, WARN_NATS_LINE,
+			     "NATS delivered two different lines for seq %" PRIu64
+			     "; fetching it from command-svc",
+			     line->seq);
+			line_free(*slot);
+			*slot = NULL;
+		}
+		line_free(line);
+		return;
+	}
+	if (*slot) { /* a stale line, at or below the replica's size */
+		line_free(*slot);
+	}
+	*slot = line;
+}
+
+static struct line *pending_take(struct fl_sync *sync, uint64_t seq)
+{
+	struct line **slot = &sync->pending[seq & (PENDING_CAP - 1)], *line = *slot;
+
+	if (!line || line->seq != seq)
+		return NULL;
+	*slot = NULL;
+	return line;
+}
+
+/*
+ * Takes one NATS message: holds its line, drops a bad one, acknowledges.
+ * True when it is news: a line for a seq the replica lacks, good or bad
+ * (then the log must provide it).
+ */
+static bool take_message(struct fl_sync *sync, natsMsg *msg)
+{
+	struct line *line = NULL;
+	bool news = true;
+	enum fl_status st =
+	    line_parse(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &line);
+
+	if (st == FL_OK && !line_consistent(line)) {
+		warn(sync, WARN_NATS_LINE,
+		     "NATS line for seq %" PRIu64 " does not hash to its leaf hash; dropped",
+		     line->seq);
+		news = line->seq > sync->status.replica_size;
+		line_free(line);
+	} else if (st == FL_OK) {
+		line->from_nats = true;
+		news = line->seq > sync->status.replica_size;
+		pending_put(sync, sync->status.replica_size, line);
+	} else if (st == FL_ERR_INVALID) {
+		warn(sync, WARN_NATS_LINE, "NATS message on %s is not a log line; dropped",
+		     natsMsg_GetSubject(msg));
+		news = false;
+	}
+	/* Without memory, leave it unacknowledged: JetStream redelivers it. */
+	if (st != FL_ERR_NOMEM)
+		natsMsg_Ack(msg, NULL);
+	natsMsg_Destroy(msg);
+	return news;
+}
+
+/* ---- NATS ------------------------------------------------------------------ */
+
+static void on_nats_connected(natsConnection *nc, void *closure)
+{
+	struct fl_sync *sync = closure;
+	(void)nc;
+	atomic_store(&sync->nats_reconnected, true);
+}
+
+static void nats_teardown(struct fl_sync *sync)
+{
+	if (!sync->nc)
+		return;
+	/* Close first: it stops the connection's reader, so no message can be
+	 * in delivery to the subscription destroyed next. Only destroying it
+	 * (never unsubscribing) keeps the durable consumer on the server. */
+	natsConnection_Close(sync->nc);
+	natsSubscription_Destroy(sync->sub);
+	jsCtx_Destroy(sync->js);
+	natsConnection_Destroy(sync->nc);
+	sync->sub = NULL;
+	sync->js = NULL;
+	sync->nc = NULL;
+	set_nats_connected(sync, false);
+}
+
+static void nats_connect(struct fl_sync *sync)
+{
+	natsOptions *opts = NULL;
+	natsStatus s = natsOptions_Create(&opts);
+
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(opts, sync->nats_url);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(opts, 250);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, on_nats_connected, sync);
+	/* Connect in the background when the server is not there yet. */
+	if (s == NATS_OK)
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_nats_connected, sync);
+	if (s == NATS_OK) {
+		s = natsConnection_Connect(&sync->nc, opts);
+		if (s == NATS_NOT_YET_CONNECTED)
+			s = NATS_OK;
+	}
+	if (s == NATS_OK)
+		s = natsConnection_JetStream(&sync->js, sync->nc, NULL);
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK) {
+		warn(sync, WARN_SUBSCRIBE, "NATS connection to %s failed: %s", sync->nats_url,
+		     natsStatus_GetText(s));
+		nats_teardown(sync);
+	}
+}
+
+static void nats_subscribe(struct fl_sync *sync)
+{
+	jsOptions jo;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+
+	jsOptions_Init(&jo);
+	jo.Wait = 2000;
+	jsSubOptions_Init(&so);
+	so.Stream = STREAM_NAME;
+	so.ManualAck = true;
+	so.Config.Durable = sync->consumer;
+	so.Config.DeliverPolicy = js_DeliverAll;
+	so.Config.AckPolicy = js_AckExplicit;
+	natsStatus s = js_SubscribeSync(&sync->sub, sync->js, SUBJECTS, &jo, &so, &jerr);
+	if (s != NATS_OK) {
+		sync->sub = NULL;
+		/* The stream may not exist yet (command-svc creates it): retry. */
+		warn(sync, WARN_SUBSCRIBE,
+		     "cannot consume %s as %s yet (%s, JetStream error %d); polling command-svc",
+		     STREAM_NAME, sync->consumer, natsStatus_GetText(s), (int)jerr);
+		return;
+	}
+	atomic_store(&sync->nats_reconnected, false);
+	sync->warned_us[WARN_SUBSCRIBE] = 0;
+}
+
+/* Connects and subscribes as needed; checks the consumer after a reconnect. */
+static void nats_maintain(struct fl_sync *sync)
+{
+	int64_t now = fl_time_mono_us();
+
+	if (!sync->nats_url)
+		return;
+	if (!sync->nc && now >= sync->next_connect_us) {
+		sync->next_connect_us = now + RETRY_MS * 1000LL;
+		nats_connect(sync);
+	}
+	if (!sync->nc)
+		return;
+	bool connected = natsConnection_Status(sync->nc) == NATS_CONN_STATUS_CONNECTED;
+	if (connected && sync->sub && atomic_exchange(&sync->nats_reconnected, false)) {
+		/* A server that came back without its state has lost the durable
+		 * consumer; the subscription would then wait for nothing. */
+		jsConsumerInfo *ci = NULL;
+		jsErrCode jerr = 0;
+		natsStatus s = natsSubscription_GetConsumerInfo(&ci, sync->sub, NULL, &jerr);
+		jsConsumerInfo_Destroy(ci);
+		if (s == NATS_NOT_FOUND) {
+			fl_slog(FL_SLOG_WARN, "the NATS consumer is gone; subscribing again",
+				"consumer", sync->consumer, NULL);
+			nats_teardown(sync);
+			sync->next_connect_us = 0;
+			return;
+		}
+	}
+	if (connected && !sync->sub && now >= sync->next_subscribe_us) {
+		sync->next_subscribe_us = now + RETRY_MS * 1000LL;
+		nats_subscribe(sync);
+	}
+	set_nats_connected(sync, connected && sync->sub);
+}
+
+/* Takes the messages already queued, without waiting. True if any was news. */
+static bool nats_drain(struct fl_sync *sync)
+{
+	natsMsg *msg;
+	bool news = false;
+	for (int i = 0; sync->sub && i < DRAIN_MAX; i++) {
+		if (natsSubscription_NextMsg(&msg, sync->sub, 0) != NATS_OK)
+			break;
+		news |= take_message(sync, msg);
+	}
+	return news;
+}
+
+/*
+ * Waits up to poll_ms for news from NATS (then takes all queued messages), a
+ * poke or the stop. Messages about seqs the replica already holds (NATS
+ * catching up with what the log gave) are acknowledged and waited past.
+ * Without a subscription, sleeps on the condition instead.
+ */
+static void wait_for_news(struct fl_sync *sync)
+{
+	int64_t deadline_us = fl_time_mono_us() + (int64_t)sync->poll_ms * 1000;
+
+	for (;;) {
+		int64_t left_ms = (deadline_us - fl_time_mono_us()) / 1000;
+		if (stopping(sync) || atomic_load(&sync->poked) || left_ms <= 0)
+			return;
+		if (sync->sub) {
+			natsMsg *msg = NULL;
+			natsStatus s = natsSubscription_NextMsg(
+			    &msg, sync->sub, left_ms < SLICE_MS ? left_ms : SLICE_MS);
+			if (s == NATS_OK) {
+				bool news = take_message(sync, msg);
+				if (nats_drain(sync) || news)
+					return;
+				continue;
+			}
+			if (s == NATS_TIMEOUT || s == NATS_SLOW_CONSUMER)
+				continue;
+			/* A broken subscription: start NATS over, poll meanwhile. */
+			warn(sync, WARN_SUBSCRIBE, "NATS subscription failed: %s",
+			     natsStatus_GetText(s));
+			nats_teardown(sync);
+			continue;
+		}
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		int64_t ns = until.tv_nsec + (left_ms % 1000) * 1000000LL;
+		until.tv_sec += (time_t)(left_ms / 1000 + ns / 1000000000LL);
+		until.tv_nsec = (long)(ns % 1000000000LL);
+		pthread_mutex_lock(&sync->lock);
+		if (!stopping(sync) && !atomic_load(&sync->poked))
+			pthread_cond_timedwait(&sync->wake, &sync->lock, &until);
+		pthread_mutex_unlock(&sync->lock);
+	}
+}
+
+/* ---- command-svc ----------------------------------------------------------- */
+
+/*
+ * GETs path from command-svc. FL_OK with a 200 body (caller frees);
+ * FL_ERR_NOT_FOUND on 404; FL_ERR_DENIED on 401/403; FL_ERR_UNAVAILABLE or
+ * FL_ERR_TIMEOUT when it cannot be reached or answers otherwise.
+ */
+static enum fl_status command_get(struct fl_sync *sync, const char *path, bool with_token,
+				  char **ret_body, size_t *ret_len)
+{
+	unsigned status = 0;
+	char *body = NULL, why[80];
+	size_t len = 0;
+	enum fl_status st =
+	    fl_httpc_get(sync->command_url, path, with_token ? sync->command_token : NULL,
+			 HTTP_TIMEOUT_MS, &status, &body, &len);
+
+	if (st != FL_OK) {
+		set_command_reachable(sync, false, fl_status_str(st));
+		return st == FL_ERR_NOMEM ? st : st == FL_ERR_TIMEOUT ? st : FL_ERR_UNAVAILABLE;
+	}
+	if (status == 200) {
+		set_command_reachable(sync, true, NULL);
+		*ret_body = body;
+		*ret_len = len;
+		return FL_OK;
+	}
+	free(body);
+	snprintf(why, sizeof(why), "GET %.40s answered %u", path, status);
+	set_command_reachable(sync, status == 404, why);
+	return status == 404			? FL_ERR_NOT_FOUND
+	       : status == 401 || status == 403 ? FL_ERR_DENIED
+						: FL_ERR_UNAVAILABLE;
+}
+
+/* Fetches command-svc's public keys and records the new ones in the replica. */
+static enum fl_status fetch_keys(struct fl_sync *sync)
+{
+	char *body;
+	size_t len, i;
+	json_t *root, *item;
+	int64_t now = fl_time_mono_us();
+
+	if (sync->keys_fetched_us && now - sync->keys_fetched_us < RETRY_MS * 1000LL)
+		return FL_ERR_UNAVAILABLE;
+	sync->keys_fetched_us = now;
+	enum fl_status st = command_get(sync, "/v1/keys", false, &body, &len);
+	if (st != FL_OK)
+		return st;
+	root = json_loadb(body, len, 0, NULL);
+	free(body);
+	json_array_foreach(json_object_get(root, "keys"), i, item)
+	{
+		const char *key_id = json_string_value(json_object_get(item, "key_id"));
+		const char *pem = json_string_value(json_object_get(item, "public_key_pem"));
+		char actual_id[FL_KEY_ID_HEX_LEN];
+		uint8_t pub[FL_PUBKEY_LEN];
+		bool known = false;
+
+		if (!key_id || !pem || fl_pubkey_from_pem(pem, strlen(pem), pub) != FL_OK)
+			continue;
+		fl_key_id_of(pub, actual_id);
+		if (strcmp(actual_id, key_id) != 0) {
+			warn(sync, WARN_UNKNOWN_KEY,
+			     "command-svc lists key %.20s under a wrong key id", key_id);
+			continue;
+		}
+		for (size_t k = 0; k < sync->n_keys && !known; k++)
+			known = strcmp(sync->keys[k].key_id, actual_id) == 0;
+		if (known)
+			continue;
+		struct known_key *grown = realloc(sync->keys, (sync->n_keys + 1) * sizeof(*grown));
+		if (!grown || fl_log_replica_add_key(sync->replica, pub) != FL_OK) {
+			sync->keys = grown ? grown : sync->keys;
+			st = FL_ERR_IO;
+			break;
+		}
+		sync->keys = grown;
+		memcpy(grown[sync->n_keys].key_id, actual_id, sizeof(actual_id));
+		memcpy(grown[sync->n_keys].pub, pub, FL_PUBKEY_LEN);
+		sync->n_keys++;
+		fl_slog(FL_SLOG_INFO, "command-svc key recorded", "key_id", actual_id, NULL);
+	}
+	json_decref(root);
+	return st;
+}
+
+static const uint8_t *find_key(const struct fl_sync *sync, const char *key_id)
+{
+	for (size_t i = 0; i < sync->n_keys; i++)
+		if (strcmp(sync->keys[i].key_id, key_id) == 0)
+			return sync->keys[i].pub;
+	return NULL;
+}
+
+static enum fl_status remember_key(void *ctx, const char *key_id, const uint8_t pub[FL_PUBKEY_LEN])
+{
+	struct fl_sync *sync = ctx;
+	struct known_key *grown = realloc(sync->keys, (sync->n_keys + 1) * sizeof(*grown));
+	if (!grown)
+		return FL_ERR_NOMEM;
+	sync->keys = grown;
+	snprintf(grown[sync->n_keys].key_id, FL_KEY_ID_HEX_LEN, "%s", key_id);
+	memcpy(grown[sync->n_keys].pub, pub, FL_PUBKEY_LEN);
+	sync->n_keys++;
+	return FL_OK;
+}
+
+static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint *ret_checkpoint)
+{
+	struct fl_checkpoint cp = {0};
+	const char *root_hex, *timestamp, *key_id, *sig_b64;
+	size_t sig_b64_len, sig_len = 0;
+	uint8_t *sig = NULL, key_raw[FL_KEY_ID_LEN];
+	json_int_t tree_size;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	bool ok = root &&
+		  json_unpack(root, "{s:I,s:s,s:s,s:s,s:s%}", "tree_size", &tree_size, "root_hash",
+			      &root_hex, "timestamp", &timestamp, "key_id", &key_id, "sig",
+			      &sig_b64, &sig_b64_len) == 0 &&
+		  tree_size >= 0 && strlen(root_hex) == 2 * FL_HASH_LEN &&
+		  fl_hex_decode(root_hex, cp.root_hash, FL_HASH_LEN) == FL_OK &&
+		  strlen(timestamp) == sizeof(cp.timestamp) - 1 &&
+		  strlen(key_id) == 2 * FL_KEY_ID_LEN &&
+		  fl_hex_decode(key_id, key_raw, FL_KEY_ID_LEN) == FL_OK &&
+		  fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len) == FL_OK &&
+		  sig_len == FL_SIG_LEN;
+	if (ok) {
+		cp.tree_size = (uint64_t)tree_size;
+		memcpy(cp.timestamp, timestamp, sizeof(cp.timestamp));
+		memcpy(cp.key_id, key_id, sizeof(cp.key_id));
+		memcpy(cp.sig, sig, FL_SIG_LEN);
+		*ret_checkpoint = cp;
+	}
+	free(sig);
+	json_decref(root);
+	return ok;
+}
+
+/*
+ * Fetches a checkpoint (query "" for the latest) and verifies its signature.
+ * FL_OK with *ret_checkpoint verified; FL_ERR_NOT_FOUND when there is none
+ * (empty log); FL_ERR_CORRUPT after halting on a bad signature; other errors
+ * mean "not now".
+ */
+static enum fl_status fetch_checkpoint(struct fl_sync *sync, const char *query,
+				       struct fl_checkpoint *ret_checkpoint)
+{
+	char path[96], *body;
+	size_t len;
+	struct fl_checkpoint cp;
+
+	snprintf(path, sizeof(path), "/v1/log/checkpoint%s", query);
+	enum fl_status st = command_get(sync, path, true, &body, &len);
+	if (st != FL_OK)
+		return st;
+	bool parsed = checkpoint_parse(body, len, &cp);
+	free(body);
+	if (!parsed) {
+		warn(sync, WARN_LOG_ANSWER, "command-svc answered GET %s with no checkpoint", path);
+		return FL_ERR_UNAVAILABLE;
+	}
+	const uint8_t *pub = find_key(sync, cp.key_id);
+	if (!pub && fetch_keys(sync) == FL_OK)
+		pub = find_key(sync, cp.key_id);
+	if (!pub) {
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "checkpoint of tree size %" PRIu64 " is signed by key %s, which command-svc's "
+		     "/v1/keys does not list (yet)",
+		     cp.tree_size, cp.key_id);
+		return FL_ERR_UNAVAILABLE;
+	}
+	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &cp, pub)) {
+		halt(sync,
+		     "checkpoint of tree size %" PRIu64 " from command-svc has a bad signature",
+		     cp.tree_size);
+		return FL_ERR_CORRUPT;
+	}
+	*ret_checkpoint = cp;
+	return FL_OK;
+}
+
+/*
+ * Fills the empty slots of run (seqs first_seq .. first_seq + n - 1) from
+ * GET /v1/log. FL_OK when every slot is filled.
+ */
+static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, struct line **run,
+				    size_t n)
+{
+	size_t from = 0;
+
+	for (;;) {
+		while (from < n && run[from])
+			from++;
+		if (from == n)
+			return FL_OK;
+		size_t to = n; /* one past the last empty slot */
+		while (run[to - 1])
+			to--;
+		size_t limit = to - from < LOG_LIMIT ? to - from : LOG_LIMIT;
+		char path[96], *body;
+		size_t len;
+		snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%zu",
+			 first_seq + from, limit);
+		enum fl_status st = command_get(sync, path, true, &body, &len);
+		if (st != FL_OK)
+			return st;
+		size_t at = from, got = 0;
+		for (char *cursor = body, *end = body + len; cursor < end && st == FL_OK;) {
+			char *newline = memchr(cursor, '\n', (size_t)(end - cursor));
+			size_t line_len = (size_t)((newline ? newline : end) - cursor);
+			struct line *line = NULL;
+			if (line_len > 0) {
+				st = line_parse(cursor, line_len, &line);
+				if (st == FL_OK && (at >= n || line->seq != first_seq + at)) {
+					line_free(line);
+					st = FL_ERR_INVALID;
+				} else if (st == FL_OK) {
+					if (run[at])
+						line_free(line);
+					else
+						run[at] = line;
+					at++;
+					got++;
+				}
+			}
+			cursor = newline ? newline + 1 : end;
+		}
+		free(body);
+		if (st == FL_OK && got == 0)
+			st = FL_ERR_INVALID;
+		if (st != FL_OK) {
+			if (st == FL_ERR_INVALID)
+				warn(
+				    sync, WARN_LOG_ANSWER,
+				    "command-svc answered GET %s with lines that are not the log's "
+				    "(or none)",
+				    path);
+			return st;
+		}
+	}
+}
+
+/* fl_log_replicate over run, n lines ending at checkpoint. */
+static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, size_t n,
+				    const struct fl_checkpoint *checkpoint,
+				    struct fl_log_verify_report *ret_report)
+{
+	struct fl_log_entry *entries = calloc(n ? n : 1, sizeof(*entries));
+	if (!entries)
+		return FL_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		entries[i].seq = run[i]->seq;
+		entries[i].body = run[i]->body;
+		entries[i].body_len = run[i]->body_len;
+		entries[i].leaf_hash = run[i]->leaf_hash;
+		entries[i].sig = run[i]->sig;
+		memcpy(entries[i].key_id, run[i]->key_id, sizeof(entries[i].key_id));
+		entries[i].time_us = run[i]->time_us;
+	}
+	enum fl_status st = fl_log_replicate(sync->replica, entries, n, checkpoint, ret_report);
+	free(entries);
+	return st;
+}
+
+/* Replicates seqs replica_size+1 .. checkpoint->tree_size. */
+static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
+				   const struct fl_checkpoint *checkpoint)
+{
+	size_t n = (size_t)(checkpoint->tree_size - replica_size);
+	struct fl_log_verify_report report = {0};
+	struct line **run = calloc(n, sizeof(*run));
+	size_t from_nats = 0;
+	enum fl_status st;
+
+	if (!run)
+		return FL_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++)
+		run[i] = pending_take(sync, replica_size + 1 + i);
+	st = fill_from_log(sync, replica_size + 1, run, n);
+	if (st == FL_OK)
+		st = replicate_run(sync, run, n, checkpoint, &report);
+	for (size_t i = 0; st == FL_ERR_CORRUPT && i < n; i++) {
+		if (run[i]->from_nats) {
+			line_free(run[i]);
+			run[i] = NULL;
+			from_nats++;
+		}
+	}
+	if (from_nats > 0) {
+		/* Lines NATS brought do not add up to the signed root: forged or
+		 * damaged in transit. Take the whole run from the log instead. */
+		warn(sync, WARN_NATS_MISMATCH,
+		     "%zu NATS lines in seqs %" PRIu64 "..%" PRIu64
+		     " do not match the signed checkpoint (%s); fetching them from command-svc",
+		     from_nats, replica_size + 1, checkpoint->tree_size, report.reason);
+		st = fill_from_log(sync, replica_size + 1, run, n);
+		if (st == FL_OK)
+			st = replicate_run(sync, run, n, checkpoint, &report);
+	}
+	if (st == FL_ERR_CORRUPT) {
+		halt(sync,
+		     "command-svc's log does not match its signed checkpoint of tree size %" PRIu64
+		     " at seq %" PRIu64 ": %s",
+		     checkpoint->tree_size, report.bad_seq, report.reason);
+	} else if (st == FL_OK) {
+		sync->root_size = checkpoint->tree_size;
+		memcpy(sync->root, checkpoint->root_hash, FL_HASH_LEN);
+		sync->have_root = true;
+		pthread_mutex_lock(&sync->lock);
+		sync->status.replica_size = checkpoint->tree_size;
+		pthread_mutex_unlock(&sync->lock);
+	} else if (st != FL_ERR_UNAVAILABLE && st != FL_ERR_TIMEOUT && st != FL_ERR_INVALID) {
+		warn(sync, WARN_LOCAL, "cannot store events in the replica log: %s",
+		     fl_status_str(st));
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* Keep what NATS brought for the next try; the rest is freed. */
+		if (st != FL_OK && run[i] && run[i]->from_nats)
+			pending_put(sync, replica_size, run[i]);
+		else
+			line_free(run[i]);
+	}
+	free(run);
+	return st;
+}
+
+/* True when the replica's root at size equals root (a fork check). */
+static bool replica_root_is(struct fl_sync *sync, uint64_t size, const uint8_t root[FL_HASH_LEN])
+{
+	if (!sync->have_root || sync->root_size != size) {
+		struct fl_log_reader *reader;
+		if (fl_log_reader_begin(sync->replica, &reader) != FL_OK)
+			return true; /* cannot tell now: no evidence of a fork */
+		enum fl_status st = fl_log_reader_root(reader, size, sync->root);
+		fl_log_reader_end(reader);
+		if (st != FL_OK)
+			return true;
+		sync->root_size = size;
+		sync->have_root = true;
+	}
+	return memcmp(sync->root, root, FL_HASH_LEN) == 0;
+}
+
+/*
+ * One verification step: fetch and verify the latest checkpoint, replicate
+ * towards it (at most about CATCHUP_EVENTS at once). True when events were
+ * replicated.
+ */
+static bool sync_step(struct fl_sync *sync)
+{
+	struct fl_checkpoint latest, target;
+	uint64_t size = sync->status.replica_size; /* written by this thread only */
+
+	enum fl_status st = fetch_checkpoint(sync, "", &latest);
+	if (st == FL_ERR_NOT_FOUND && size > 0)
+		warn(sync, WARN_LOG_ANSWER,
+		     "command-svc has no checkpoint, but this replica holds %" PRIu64 " events",
+		     size);
+	if (st != FL_OK)
+		return false;
+	pthread_mutex_lock(&sync->lock);
+	sync->status.checkpoint_size = latest.tree_size;
+	pthread_mutex_unlock(&sync->lock);
+	if (latest.tree_size < size) {
+		halt(sync,
+		     "command-svc's signed log has %" PRIu64 " events, fewer than the %" PRIu64
+		     " this replica verified: it was reset or forked",
+		     latest.tree_size, size);
+		return false;
+	}
+	if (latest.tree_size == size) {
+		if (size > 0 && !replica_root_is(sync, size, latest.root_hash))
+			halt(sync,
+			     "command-svc's signed root at tree size %" PRIu64
+			     " differs from this replica's: the log forked",
+			     size);
+		return false;
+	}
+	target = latest;
+	if (latest.tree_size - size > CATCHUP_EVENTS) {
+		char query[64];
+		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, size + CATCHUP_EVENTS);
+		if (fetch_checkpoint(sync, query, &target) != FL_OK)
+			return false;
+		if (target.tree_size <= size || target.tree_size > latest.tree_size)
+			target = latest; /* an odd answer: take the whole way at once */
+	}
+	if (replicate_to(sync, size, &target) != FL_OK)
+		return false;
+	return true;
+}
+
+/* ---- applying -------------------------------------------------------------- */
+
+/* Applies the verified events the projection lacks, in runs of APPLY_RUN. */
+static void apply_replica(struct fl_sync *sync)
+{
+	for (;;) {
+		uint64_t applied = fl_projection_applied_seq(sync->projection);
+		uint64_t size = sync->status.replica_size, last;
+		struct fl_log_reader *reader;
+		size_t n = 0;
+
+		if (applied >= size || stopping(sync) || halted(sync))
+			return;
+		last = size - applied > APPLY_RUN ? applied + APPLY_RUN : size;
+		enum fl_status st = fl_log_reader_begin(sync->replica, &reader);
+		if (st == FL_OK) {
+			/* The entries point into the reader's snapshot: apply, then end it. */
+			for (uint64_t seq = applied + 1; st == FL_OK && seq <= last; seq++)
+				st = fl_log_reader_get(reader, seq, &sync->apply_buf[n++]);
+			if (st == FL_OK)
+				st = fl_projection_apply(sync->projection, sync->apply_buf, n);
+			int64_t now = fl_time_now_us();
+			for (size_t i = 0; st == FL_OK && i < n; i++)
+				if (sync->apply_buf[i].time_us > 0)
+					fl_histogram_observe(
+					    sync->lag,
+					    (double)(now - sync->apply_buf[i].time_us) / 1e6);
+			fl_log_reader_end(reader);
+		}
+		if (st == FL_ERR_CORRUPT) {
+			halt(sync,
+			     "the projection cannot apply a verified event in seqs %" PRIu64
+			     "..%" PRIu64,
+			     applied + 1, last);
+			return;
+		}
+		if (st != FL_OK) {
+			warn(sync, WARN_LOCAL, "cannot apply seqs %" PRIu64 "..%" PRIu64 ": %s",
+			     applied + 1, last, fl_status_str(st));
+			return;
+		}
+		if (sync->on_applied)
+			sync->on_applied(sync->on_applied_ctx, last);
+	}
+}
+
+/* ---- the thread -------------------------------------------------------------- */
+
+static void *run(void *opaque)
+{
+	struct fl_sync *sync = opaque;
+
+	while (!stopping(sync)) {
+		atomic_store(&sync->poked, false);
+		apply_replica(sync);
+		bool progressed = !halted(sync) && sync_step(sync);
+		apply_replica(sync);
+		if (halted(sync)) {
+			nats_teardown(sync); /* the durable keeps our place */
+			pthread_mutex_lock(&sync->lock);
+			while (!stopping(sync))
+				pthread_cond_wait(&sync->wake, &sync->lock);
+			pthread_mutex_unlock(&sync->lock);
+			break;
+		}
+		nats_maintain(sync);
+		/* After progress, go again at once: under load the next events
+		 * are committed by now, and the checkpoint shows them sooner than
+		 * NATS does (command-svc publishes after its commit, in chunks).
+		 * Only a round that found nothing new waits for news. */
+		if (progressed)
+			nats_drain(sync);
+		else
+			wait_for_news(sync);
+	}
+	nats_teardown(sync);
+	return NULL;
+}
+
+static bool consumer_name_ok(const char *name)
+{
+	if (!name || !name[0] || strlen(name) > 200)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (*p <= ' ' || *p == '.' || *p == '*' || *p == '>' || *p == '/' || *p == '\\' ||
+		    *p == 0x7f)
+			return false;
+	return true;
+}
+
+enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_sync **ret_sync)
+{
+	struct fl_sync *sync;
+	struct fl_log_reader *reader;
+	enum fl_status st;
+
+	if (!config || !ret_sync || !config->replica || !config->projection ||
+	    !config->command_url || strncmp(config->command_url, "http://", 7) != 0 ||
+	    (config->nats_url && !consumer_name_ok(config->consumer)))
+		return FL_ERR_INVALID;
+	sync = calloc(1, sizeof(*sync));
+	if (!sync)
+		return FL_ERR_NOMEM;
+	sync->replica = config->replica;
+	sync->projection = config->projection;
+	sync->poll_ms = config->poll_ms > 0 ? config->poll_ms : 1000;
+	sync->on_applied = config->on_applied;
+	sync->on_applied_ctx = config->on_applied_ctx;
+	sync->lag = config->lag;
+	sync->nats_url = config->nats_url ? strdup(config->nats_url) : NULL;
+	sync->consumer = config->consumer ? strdup(config->consumer) : NULL;
+	sync->command_url = strdup(config->command_url);
+	sync->command_token = config->command_token ? strdup(config->command_token) : NULL;
+	sync->pending = calloc(PENDING_CAP, sizeof(*sync->pending));
+	sync->apply_buf = calloc(APPLY_RUN, sizeof(*sync->apply_buf));
+	pthread_mutex_init(&sync->lock, NULL);
+	pthread_cond_init(&sync->wake, NULL);
+	if ((config->nats_url && !sync->nats_url) || (config->consumer && !sync->consumer) ||
+	    !sync->command_url || (config->command_token && !sync->command_token) ||
+	    !sync->pending || !sync->apply_buf) {
+		st = FL_ERR_NOMEM;
+		goto fail;
+	}
+	/* The keys this replica already trusts, and its verified size. */
+	st = fl_log_reader_begin(sync->replica, &reader);
+	if (st != FL_OK)
+		goto fail;
+	st = fl_log_reader_keys(reader, remember_key, sync);
+	sync->status.replica_size = fl_log_reader_size(reader);
+	fl_log_reader_end(reader);
+	if (st != FL_OK)
+		goto fail;
+	if (pthread_create(&sync->thread, NULL, run, sync) != 0) {
+		st = FL_ERR_NOMEM;
+		goto fail;
+	}
+	*ret_sync = sync;
+	return FL_OK;
+
+fail:
+	pthread_cond_destroy(&sync->wake);
+	pthread_mutex_destroy(&sync->lock);
+	free(sync->apply_buf);
+	free(sync->pending);
+	free(sync->keys);
+	free(sync->command_token);
+	free(sync->command_url);
+	free(sync->consumer);
+	free(sync->nats_url);
+	free(sync);
+	return st;
+}
+
+void fl_sync_poke(struct fl_sync *sync)
+{
+	if (!sync)
+		return;
+	atomic_store(&sync->poked, true);
+	pthread_mutex_lock(&sync->lock);
+	pthread_cond_signal(&sync->wake);
+	pthread_mutex_unlock(&sync->lock);
+}
+
+void fl_sync_status(struct fl_sync *sync, struct fl_sync_status *ret_status)
+{
+	pthread_mutex_lock(&sync->lock);
+	*ret_status = sync->status;
+	pthread_mutex_unlock(&sync->lock);
+	ret_status->applied_seq = fl_projection_applied_seq(sync->projection);
+}
+
+void fl_sync_destroy(struct fl_sync *sync)
+{
+	if (!sync)
+		return;
+	pthread_mutex_lock(&sync->lock);
+	atomic_store(&sync->stop, true);
+	pthread_cond_signal(&sync->wake);
+	pthread_mutex_unlock(&sync->lock);
+	pthread_join(sync->thread, NULL);
+	for (size_t i = 0; i < PENDING_CAP; i++)
+		line_free(sync->pending[i]);
+	pthread_cond_destroy(&sync->wake);
+	pthread_mutex_destroy(&sync->lock);
+	free(sync->apply_buf);
+	free(sync->pending);
+	free(sync->keys);
+	free(sync->command_token);
+	free(sync->command_url);
+	free(sync->consumer);
+	free(sync->nats_url);
+	free(sync);
+}
