@@ -121,6 +121,13 @@ struct read_job {
 	int64_t from_us, to_us;
 	uint64_t limit;
 
+	/*
+	 * A read of a view not applied yet, waiting for a min_seq that may
+	 * register it (read your own view registration): parsed again, from
+	 * this path rest, once min_seq is applied.
+	 */
+	char *retry_rest;
+
 	/* What was served: every seq a value came from. */
 	uint64_t *served;
 	size_t n_served, cap_served;
@@ -174,6 +181,7 @@ static void job_destroy(struct read_job *job)
 	json_decref(job->entity_values);
 	free(job->columns);
 	free(job->served);
+	free(job->retry_rest);
 	free(job);
 }
 
@@ -221,6 +229,7 @@ static void served_finish(struct read_job *job)
  * status, denials included. The audit record goes here, before the answer.
  */
 static json_t *lenient_string(const char *text);
+static void retry_read(struct read_job *job);
 
 /* Whether a read is recorded: unless every view it names has audit_reads off. */
 static bool audited(const struct read_job *job, unsigned status)
@@ -1591,7 +1600,10 @@ static void *waiter_main(void *arg)
 			struct read_job *job = due;
 			due = job->next;
 			job->started_us = fl_time_mono_us(); /* the wait is not read latency */
-			execute(job);
+			if (job->retry_rest)
+				retry_read(job);
+			else
+				execute(job);
 		}
 		while (expired) {
 			struct read_job *job = expired;
@@ -1792,6 +1804,48 @@ static void get_digest(struct fl_query *q, struct fl_http_request *req,
  * Runs a read route: authenticates, checks the role, parses, then answers
  * at once or parks the read until its min_seq is applied.
  */
+/*
+ * A GET of a view not known yet with a min_seq not applied yet: the view may
+ * be registered by an event up to min_seq, so wait for it and parse again.
+ * false (nothing done) when there is nothing to wait for.
+ */
+static bool park_until_view(struct fl_query *q, struct read_job *job, const char *rest)
+{
+	struct fl_error err;
+	uint64_t min_seq, wait_ms;
+	fl_error_clear(&err);
+	if (!query_u64(job->req, "min_seq", 0, 0, INT64_MAX, &min_seq, &err) ||
+	    !query_u64(job->req, "wait_ms", WAIT_MS_DEFAULT, 0, WAIT_MS_MAX, &wait_ms, &err) ||
+	    min_seq <= fl_projection_applied_seq(q->projection) || wait_ms == 0)
+		return false;
+	job->retry_rest = strdup(rest);
+	if (!job->retry_rest)
+		return false;
+	set_wait(job, min_seq, wait_ms);
+	return wait_add(q, job);
+}
+
+/* Parses a parked read again now that its min_seq is applied, then answers it. */
+static void retry_read(struct read_job *job)
+{
+	struct fl_error err;
+	struct read_job *fresh = job_create(job->query, job->req, job->route, job->kind);
+	if (!fresh) {
+		fl_http_respond_error(job->req, 500, "internal_error", "out of memory", NULL);
+		job_destroy(job);
+		return;
+	}
+	fresh->principal = job->principal;
+	fresh->started_us = job->started_us;
+	fl_error_clear(&err);
+	bool ok = parse_one(fresh, job->retry_rest, &err);
+	job_destroy(job);
+	if (ok)
+		execute(fresh);
+	else
+		send_fl_error(fresh, &err);
+}
+
 static enum fl_http_disposition handle_read(struct fl_query *q, struct fl_http_request *req,
 					    const char *route, enum read_kind kind,
 					    const char *rest)
@@ -1820,6 +1874,9 @@ static enum fl_http_disposition handle_read(struct fl_query *q, struct fl_http_r
 	} else if (ok) {
 		ok = kind == READ_ONE ? parse_one(job, rest, &err) : parse_history(job, rest, &err);
 	}
+	if (!ok && kind == READ_ONE && strcmp(err.code, "view_not_found") == 0 &&
+	    park_until_view(q, job, rest))
+		return FL_HTTP_DEFERRED;
 	if (!ok)
 		return send_fl_error(job, &err);
 
