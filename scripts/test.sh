@@ -13,6 +13,31 @@ run_suite() {
   meson test -C "$dir" --print-errorlogs --num-processes 2
 }
 
-run_suite build
+# Counts the results of the last `meson test` run in build dir $1.
+count() {
+  python3 - "$1/meson-logs/testlog.json" <<'PY'
+import json, sys
+ok = bad = skip = 0
+for line in open(sys.argv[1]):
+    result = json.loads(line).get("result")
+    if result in ("OK", "EXPECTEDFAIL"):
+        ok += 1
+    elif result == "SKIP":
+        skip += 1
+    else:
+        bad += 1
+print(ok, bad, skip)
+PY
+}
+
+status=0
+run_suite build || status=1
+read -r ok1 bad1 skip1 < <(count build)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+  run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false || status=1
+read -r ok2 bad2 skip2 < <(count build-asan)
+echo
+echo "normal build: $ok1 passed, $bad1 failed, $skip1 skipped"
+echo "asan build: $ok2 passed, $bad2 failed, $skip2 skipped"
+echo "suites: $((ok1 + ok2)) passed, $((bad1 + bad2)) failed"
+exit $status
