@@ -19,6 +19,10 @@ static const struct fl_config_option options[] = {
     {"listen", "FLEDGER_LISTEN", "127.0.0.1:8080", "HOST:PORT to serve HTTP on", false},
     {"data-dir", "FLEDGER_DATA_DIR", "./data/command", "directory of the LMDB log", false},
     {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222", "NATS server to publish to", false},
+    {"nats-ca", "FLEDGER_NATS_CA", NULL, "PEM CA of the NATS server: TLS to NATS", false},
+    {"nats-cert", "FLEDGER_NATS_CERT", NULL, "PEM client certificate for NATS (with --nats-key)",
+     false},
+    {"nats-key", "FLEDGER_NATS_KEY", NULL, "PEM private key of --nats-cert", false},
     {"signing-key", "FLEDGER_SIGNING_KEY", NULL, "Ed25519 private key (PEM); SIGHUP re-reads it",
      false},
     {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
@@ -169,8 +173,11 @@ int main(int argc, char **argv)
 			       &cmd.http_requests) != FL_OK)
 		fatal("cannot set up metrics", NULL);
 
-	if ((st = fl_publisher_create(fl_config_get(config, "nats"), cmd.log, &cmd.publisher)) !=
-	    FL_OK)
+	struct fl_nats_tls nats_tls = {.ca_file = fl_config_get(config, "nats-ca"),
+				       .cert_file = fl_config_get(config, "nats-cert"),
+				       .key_file = fl_config_get(config, "nats-key")};
+	if ((st = fl_publisher_create(fl_config_get(config, "nats"), &nats_tls, cmd.log,
+				      &cmd.publisher)) != FL_OK)
 		fatal("cannot start the NATS publisher", fl_status_str(st));
 	struct fl_committer_config cc = {.log = cmd.log,
 					 .registry = cmd.registry,

@@ -23,6 +23,7 @@
 
 struct fl_publisher {
 	char *url;
+	struct fl_nats_tls tls;
 	struct fl_log *log;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -129,6 +130,8 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(opts, on_reconnected, pub);
+	if (s == NATS_OK)
+		s = fl_nats_tls_apply(opts, &pub->tls, pub->url);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&pub->nc, opts);
 	natsOptions_Destroy(opts);
@@ -260,8 +263,8 @@ static void *run(void *opaque)
 	return NULL;
 }
 
-enum fl_status fl_publisher_create(const char *url, struct fl_log *log,
-				   struct fl_publisher **ret_publisher)
+enum fl_status fl_publisher_create(const char *url, const struct fl_nats_tls *tls,
+				   struct fl_log *log, struct fl_publisher **ret_publisher)
 {
 	struct fl_publisher *pub;
 	uint64_t published = 0;
@@ -277,6 +280,8 @@ enum fl_status fl_publisher_create(const char *url, struct fl_log *log,
 		return FL_ERR_NOMEM;
 	pub->url = strdup(url);
 	pub->log = log;
+	if (tls)
+		pub->tls = *tls; /* the strings are the configuration's, alive as long */
 	atomic_store(&pub->published, published);
 	pthread_mutex_init(&pub->lock, NULL);
 	pthread_cond_init(&pub->wake, NULL);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "eventlog/eventlog.h"
+#include "fledger/natstls.h"
 #include "fledger/status.h"
 
 #define FL_STREAM_NAME "FLEDGER_EVENTS"
@@ -24,10 +25,11 @@ struct fl_publisher;
 
 /*
  * Starts publishing log (borrowed, must outlive the publisher) to the NATS
- * server at url. Returns at once: connecting is the thread's work.
+ * server at url, with TLS when tls (copied; may be NULL) or the URL ask for
+ * it. Returns at once: connecting is the thread's work.
  */
-enum fl_status fl_publisher_create(const char *url, struct fl_log *log,
-				   struct fl_publisher **ret_publisher);
+enum fl_status fl_publisher_create(const char *url, const struct fl_nats_tls *tls,
+				   struct fl_log *log, struct fl_publisher **ret_publisher);
 
 /* Wakes the thread: new events were committed. */
 void fl_publisher_notify(struct fl_publisher *publisher);

@@ -27,6 +27,10 @@ static const struct fl_config_option options[] = {
      "directory of the replica log and the read models", false},
     {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222",
      "NATS server to consume from (empty: poll command-svc only)", false},
+    {"nats-ca", "FLEDGER_NATS_CA", NULL, "PEM CA of the NATS server: TLS to NATS", false},
+    {"nats-cert", "FLEDGER_NATS_CERT", NULL, "PEM client certificate for NATS (with --nats-key)",
+     false},
+    {"nats-key", "FLEDGER_NATS_KEY", NULL, "PEM private key of --nats-cert", false},
     {"signing-key", "FLEDGER_SIGNING_KEY", NULL,
      "query-svc's own Ed25519 private key (PEM), for the read audit", false},
     {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
@@ -252,6 +256,9 @@ int main(int argc, char **argv)
 	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {
 	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,
+	    .nats_tls = {.ca_file = fl_config_get(config, "nats-ca"),
+			 .cert_file = fl_config_get(config, "nats-cert"),
+			 .key_file = fl_config_get(config, "nats-key")},
 	    .consumer = fl_config_get(config, "consumer"),
 	    .command_url = fl_config_get(config, "command-url"),
 	    .command_token = command_token,

@@ -106,6 +106,7 @@ static const char *const warning_msg[N_WARNINGS] = {
 
 struct fl_sync {
 	char *nats_url, *consumer, *command_url, *command_token;
+	struct fl_nats_tls nats_tls; /* strings owned by the caller's configuration */
 	struct fl_log *replica;
 	struct fl_projection *projection;
 	int poll_ms;
@@ -439,6 +440,8 @@ static void nats_connect(struct fl_sync *sync)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(opts, on_nats_connected, sync);
+	if (s == NATS_OK)
+		s = fl_nats_tls_apply(opts, &sync->nats_tls, sync->nats_url);
 	/* Connect in the background when the server is not there yet. */
 	if (s == NATS_OK)
 		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_nats_connected, sync);
@@ -1080,6 +1083,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->on_applied_ctx = config->on_applied_ctx;
 	sync->lag = config->lag;
 	sync->nats_url = config->nats_url ? strdup(config->nats_url) : NULL;
+	sync->nats_tls = config->nats_tls;
 	sync->consumer = config->consumer ? strdup(config->consumer) : NULL;
 	sync->command_url = strdup(config->command_url);
 	sync->command_token = config->command_token ? strdup(config->command_token) : NULL;

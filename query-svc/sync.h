@@ -22,6 +22,7 @@
 
 #include "eventlog/eventlog.h"
 #include "fledger/metrics.h"
+#include "fledger/natstls.h"
 #include "fledger/status.h"
 #include "projection.h"
 
@@ -29,6 +30,7 @@ struct fl_sync;
 
 struct fl_sync_config {
 	const char *nats_url;       /* NULL: no NATS, poll command-svc only */
+	struct fl_nats_tls nats_tls; /* TLS to NATS (strings must outlive the sync) */
 	const char *consumer;       /* durable consumer name */
 	const char *command_url;    /* "http://127.0.0.1:8080" */
 	const char *command_token;  /* bearer token with role replicator (may be NULL) */
