@@ -7,6 +7,12 @@ packages=(
   libgnutls28-dev libcriterion-dev
   nats-server openssl curl ca-certificates python3
 )
+# Operations tests: docker-compose (compose.yaml), promtool (package
+# prometheus), Node.js and npm (tests/tooling). A Node.js already installed
+# is kept: NodeSource's nodejs bundles npm and conflicts with Debian's npm.
+packages+=(docker-compose prometheus)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,5 +21,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The pinned npm tools of the schema and OpenAPI checks (tests/tooling).
+tooling="$(cd "$(dirname "$0")/.." && pwd)/tests/tooling"
+if [ ! -d "$tooling/node_modules" ]; then
+  npm ci --prefix "$tooling" --no-audit --no-fund
 fi

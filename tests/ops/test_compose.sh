@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Static checks of the container deployment (no container engine needed):
+#   - `docker-compose config -q` accepts compose.yaml (Debian package
+#     docker-compose; `docker compose` v2 is used when v1 is absent);
+#   - it has the services nats (JetStream, on a volume), command-svc,
+#     query-svc and prometheus, and Prometheus scrapes both services at the
+#     ports they listen on (`promtool check config` when promtool exists);
+#   - the Dockerfile is multi-stage on Debian 12 and copies every source
+#     directory that meson.build builds.
+# Without docker-compose the test is skipped (exit 77), unless CI is set:
+# then it fails.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+in_ci() { [ -n "${CI:-}" ] && [ "${CI}" != "false" ] && [ "${CI}" != "0" ]; }
+missing() {
+  if in_ci; then
+    echo "FAIL: $1 is missing (CI is set): run scripts/install-deps.sh" >&2
+    exit 1
+  fi
+  echo "SKIP: $1 is missing (scripts/install-deps.sh installs it)"
+  exit 77
+}
+
+if command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose)
+elif command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+else
+  missing "docker-compose (Debian package docker-compose)"
+fi
+
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== ${compose[*]} $("${compose[@]}" version --short 2>/dev/null || true): config -q"
+if ! "${compose[@]}" -f compose.yaml --project-directory "$root" config -q; then
+  fail "compose.yaml is not a valid Compose file"
+fi
+
+# The check must be able to fail: a misspelt key is rejected.
+sed 's/^services:/servces:/' compose.yaml >"$tmp/broken.yaml"
+if "${compose[@]}" -f "$tmp/broken.yaml" --project-directory "$root" config -q >/dev/null 2>&1; then
+  fail "${compose[*]} config accepted a broken file: the check above proves nothing"
+fi
+
+echo "== services, volumes and wiring"
+services=$("${compose[@]}" -f compose.yaml --project-directory "$root" config --services | sort | tr '\n' ' ')
+[ "$services" = "command-svc nats prometheus query-svc " ] ||
+  fail "services are '$services', expected command-svc nats prometheus query-svc"
+volumes=$("${compose[@]}" -f compose.yaml --project-directory "$root" config --volumes | sort | tr '\n' ' ')
+for v in nats-data command-data query-data prometheus-data; do
+  grep -qw -- "$v" <<<"$volumes" || fail "volume $v is missing (volumes: $volumes)"
+done
+rendered=$("${compose[@]}" -f compose.yaml --project-directory "$root" config)
+grep -q -- '--jetstream' <<<"$rendered" || fail "nats runs without --jetstream"
+grep -q 'nats-data:/data' <<<"$rendered" || fail "nats does not keep its store on the nats-data volume"
+for svc_port in command-svc:8080 query-svc:8081; do
+  port=${svc_port#*:}
+  grep -q "FLEDGER_LISTEN: 0.0.0.0:$port" <<<"$rendered" || fail "no service listens on 0.0.0.0:$port"
+  grep -q "\"$svc_port\"" deploy/prometheus.yml || fail "deploy/prometheus.yml does not scrape $svc_port"
+done
+for secret in command-key.pem query-key.pem tokens.json replicator.token; do
+  grep -q "deploy/$secret" <<<"$rendered" || fail "deploy/$secret is not mounted"
+done
+if grep -E '^\s+- "?[0-9]+:[0-9]+' compose.yaml; then
+  fail "a port is published on every interface; publish on 127.0.0.1 (the services speak plain HTTP)"
+fi
+
+if command -v promtool >/dev/null 2>&1; then
+  promtool check config deploy/prometheus.yml || fail "promtool rejects deploy/prometheus.yml"
+elif in_ci; then
+  fail "promtool is missing (CI is set): Debian package prometheus"
+else
+  echo "(promtool missing: deploy/prometheus.yml not checked)"
+fi
+
+echo "== Dockerfile"
+froms=$(grep -cE '^FROM debian:(12|bookworm)' Dockerfile || true)
+[ "$froms" -ge 2 ] || fail "Dockerfile should be multi-stage on debian:12 (found $froms FROM debian:12)"
+grep -qE '^FROM .* AS build' Dockerfile || fail "Dockerfile has no build stage"
+for dir in $(grep -oE "^subdir\('[^']+'\)" meson.build | sed -E "s/subdir\('([^']+)'\)/\1/"); do
+  grep -qE "^COPY ($dir/|$dir/meson.build)" Dockerfile || fail "Dockerfile does not COPY $dir/ (meson.build builds it)"
+done
+# Every COPY source (outside --from stages) exists.
+while read -r line; do
+  set -f
+  read -ra words <<<"$line"
+  set +f
+  for src in "${words[@]:1:${#words[@]}-2}"; do
+    case $src in --*) continue ;; esac
+    compgen -G "$src" >/dev/null || fail "Dockerfile copies $src, which does not exist"
+  done
+done < <(grep -E '^COPY ' Dockerfile | grep -v -- '--from=')
+
+if [ "$failures" -gt 0 ]; then
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "compose.yaml, deploy/prometheus.yml and Dockerfile look right"
