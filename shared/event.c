@@ -1180,7 +1180,7 @@ static enum fl_status push_events(const json_t *push, const struct fl_view *view
 	if (events == NULL)
 		return nomem(err);
 	for (size_t row = 0; row < rows; row++) {
-		json_t *event;
+		json_t *event = NULL;
 		enum fl_status status = push_row(df, view, row, &event, err);
 		if (status != FL_OK) {
 			json_decref(events);

@@ -979,7 +979,7 @@ enum fl_view_change fl_view_compare(const struct fl_view *current, const struct 
 		const struct fl_feature *old = &current->features[i];
 		const struct fl_feature *new = find_feature(proposed, old->name);
 		char field[PATH_LEN];
-		snprintf(field, sizeof(field), "features.%s", old->name);
+		fl_error_path_key(field, sizeof(field), "features", old->name);
 		if (new == NULL) {
 			fl_error_set(err, 409, "incompatible_view_change", field,
 				     "feature \"%s\" of view \"%s\" cannot be removed", old->name,
