@@ -416,7 +416,9 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 		mdb_txn_abort(txn);
 		return st;
 	}
-	rc = create ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), MDB_SUCCESS);
+	/* Committed even when read-only: an aborted transaction would close the
+	 * database handles it opened. */
+	rc = mdb_txn_commit(txn);
 	return status_of_mdb(rc);
 }
 

@@ -230,6 +230,7 @@ static void served_finish(struct read_job *job)
  */
 static json_t *lenient_string(const char *text);
 static void retry_read(struct read_job *job);
+static const char *view_entity_rest(const char *path, const char *prefix);
 
 /* Whether a read is recorded: unless every view it names has audit_reads off. */
 static bool audited(const struct read_job *job, unsigned status)
@@ -258,11 +259,51 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 		for (size_t i = 0; i < job->parts[p].n_windows; i++)
 			json_array_append_new(windows, json_string(job->parts[p].windows[i]->name));
 	}
+	/*
+	 * A read refused before it was parsed (401, 403 for a missing role)
+	 * still names what it asked for: the view and entity of its path.
+	 */
+	char path_view[FL_NAME_MAX_LEN + 2] = "";
+	const char *rest = NULL;
+	if (job->n_parts == 0 && (job->kind == READ_ONE || job->kind == READ_HISTORY))
+		rest = view_entity_rest(fl_http_path(job->req), job->kind == READ_ONE
+								    ? "/v1/features/"
+								    : "/v1/history/");
+	if (rest) {
+		const char *slash = strchr(rest, '/');
+		snprintf(path_view, sizeof(path_view), "%.*s", (int)(slash - rest), rest);
+		if (job->n_entities == 0)
+			json_array_append_new(entities, lenient_string(slash + 1));
+	}
+	/* ...and the names it asked for, when it was refused before they were taken. */
+	const char *lists[2] = {"features", "windows"};
+	json_t *arrays[2] = {features, windows};
+	for (int l = 0; l < 2 && job->kind == READ_ONE; l++) {
+		const char *text = fl_http_query(job->req, lists[l]);
+		if (json_array_size(arrays[l]) || !text || !*text)
+			continue;
+		for (const char *p = text; p;) {
+			const char *comma = strchr(p, ',');
+			size_t n = comma ? (size_t)(comma - p) : strlen(p);
+			char name[FL_NAME_MAX_LEN + 2];
+			if (n && n < sizeof(name) && json_array_size(arrays[l]) < 1000) {
+				memcpy(name, p, n);
+				name[n] = '\0';
+				json_array_append_new(arrays[l], lenient_string(name));
+			}
+			p = comma ? comma + 1 : NULL;
+		}
+	}
+	json_t *view_name = json_null();
+	if (job->n_parts)
+		view_name = json_string(fl_view_name(job->parts[0].view));
+	else if (path_view[0])
+		view_name = lenient_string(path_view);
 	struct fl_audit_record rec = {
 	    .read_id = job->read_id,
 	    .principal = job->principal ? fl_principal_name(job->principal) : NULL,
 	    .route = job->route,
-	    .view = job->n_parts ? fl_view_name(job->parts[0].view) : NULL,
+	    .view = json_is_string(view_name) ? json_string_value(view_name) : NULL,
 	    .entity_ids = entities,
 	    .features = features,
 	    .windows = windows,
@@ -281,6 +322,7 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	json_decref(entities);
 	json_decref(features);
 	json_decref(windows);
+	json_decref(view_name);
 	return st;
 }
 

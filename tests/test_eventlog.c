@@ -751,3 +751,29 @@ Test(eventlog, replica_accepts_only_what_hashes_to_the_checkpoint)
 	fl_log_close(replica);
 	fl_log_close(origin);
 }
+
+Test(eventlog, a_read_only_open_sees_the_whole_log)
+{
+	struct fl_log *log = open_log(logdir, 0);
+	struct fl_log_result res[5];
+	cr_assert_eq(append_batch(log, NULL, NULL, 1, 5, res), FL_OK);
+
+	/* Another reader of the same directory, without a key. */
+	struct fl_log *reader_log = NULL;
+	cr_assert_eq(fl_log_open(logdir, NULL, NULL, &reader_log), FL_OK);
+	cr_assert_eq(fl_log_size(reader_log), 5);
+	struct fl_log_reader *r;
+	struct fl_log_entry e;
+	struct fl_checkpoint cp;
+	cr_assert_eq(fl_log_reader_begin(reader_log, &r), FL_OK);
+	cr_assert_eq(fl_log_reader_get(r, 5, &e), FL_OK);
+	cr_assert_eq(fl_log_reader_checkpoint(r, 0, &cp), FL_OK);
+	cr_assert_eq(cp.tree_size, 5);
+	fl_log_reader_end(r);
+	struct fl_log_verify_report rep;
+	cr_assert_eq(fl_log_verify(reader_log, 0, 0, &rep), FL_OK, "%s", rep.reason);
+	/* It cannot write. */
+	cr_assert_eq(append_batch(reader_log, NULL, NULL, 6, 1, res), FL_ERR_INVALID);
+	fl_log_close(reader_log);
+	fl_log_close(log);
+}

@@ -1,0 +1,222 @@
+#ifndef FLEDGER_CLI_BUNDLE_H
+#define FLEDGER_CLI_BUNDLE_H
+
+/*
+ * The audit bundle of CONTRACT §7, as `fledger audit export` writes it and
+ * `fledger audit verify` checks it, offline:
+ *
+ *   events.ndjson            event-log lines (CONTRACT §4), ascending seq
+ *   reads.ndjson             read-log lines, ascending seq
+ *   event-checkpoints.ndjson checkpoints of the event log, each with
+ *   read-checkpoints.ndjson  "consistency": [hex...] from the one before it
+ *   inclusion.ndjson         {"log","seq","tree_size","hashes"}: one per
+ *                            exported line against the last checkpoint of
+ *                            its log, events first, then reads, each in the
+ *                            order of its lines file
+ *   keys.json                {"keys": [...]} of both services, one key a line
+ *   README.md                how to check it by hand (not itself checked)
+ *
+ * The same line and checkpoint checks serve `fledger log verify`, which
+ * walks the live log.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "eventlog/eventlog.h"
+#include "fledger/status.h"
+
+#define FL_BUNDLE_EVENTS "events.ndjson"
+#define FL_BUNDLE_READS "reads.ndjson"
+#define FL_BUNDLE_EVENT_CHECKPOINTS "event-checkpoints.ndjson"
+#define FL_BUNDLE_READ_CHECKPOINTS "read-checkpoints.ndjson"
+#define FL_BUNDLE_INCLUSION "inclusion.ndjson"
+#define FL_BUNDLE_KEYS "keys.json"
+#define FL_BUNDLE_README "README.md"
+
+/* Which of the two logs a line, checkpoint or proof belongs to. */
+enum fl_bundle_log {
+	FL_BUNDLE_LOG_EVENTS,
+	FL_BUNDLE_LOG_READS,
+};
+
+/* "events" or "reads", as inclusion.ndjson names the logs. */
+const char *fl_bundle_log_name(enum fl_bundle_log log);
+
+/* The checkpoint text prefix of a log (FL_CHECKPOINT_PREFIX, FL_READ_...). */
+const char *fl_bundle_log_prefix(enum fl_bundle_log log);
+
+/* ---- public keys ------------------------------------------------------ */
+
+struct fl_bundle_keys;
+
+/*
+ * Reads {"keys": [{"key_id", "alg": "ed25519", "public_key_pem"}, ...]}
+ * (the answer of /v1/keys, or keys.json). Every key id must be 16 lowercase
+ * hex digits equal to the id of its PEM key, and appear once. FL_ERR_INVALID
+ * with a reason in why (why_len bytes) when it does not hold; FL_ERR_NOMEM.
+ * On FL_OK *ret_keys is the caller's to fl_bundle_keys_destroy().
+ */
+enum fl_status fl_bundle_keys_parse(const json_t *doc, char *why, size_t why_len,
+				    struct fl_bundle_keys **ret_keys);
+
+/* Adds the keys of doc (same shape) not yet known; the union of two lists. */
+enum fl_status fl_bundle_keys_merge(struct fl_bundle_keys *keys, const json_t *doc, char *why,
+				    size_t why_len);
+
+void fl_bundle_keys_destroy(struct fl_bundle_keys *keys); /* accepts NULL */
+
+size_t fl_bundle_keys_count(const struct fl_bundle_keys *keys);
+
+/* The key id of key index (0 <= index < count), in the order they came. */
+const char *fl_bundle_keys_id(const struct fl_bundle_keys *keys, size_t index);
+
+/* True, with the raw public key, when key_id is known. */
+bool fl_bundle_keys_find(const struct fl_bundle_keys *keys, const char *key_id,
+			 uint8_t ret_pub[FL_PUBKEY_LEN]);
+
+/*
+ * keys.json: {"keys":[ then one key object a line, then ]}, so that a
+ * reviewer can grep a key id. A new malloc'd NUL-terminated text.
+ */
+enum fl_status fl_bundle_keys_json(const struct fl_bundle_keys *keys, char **ret_text,
+				   size_t *ret_len);
+
+/* ---- log lines ---------------------------------------------------------- */
+
+/* One log line of CONTRACT §4, decoded. */
+struct fl_bundle_line {
+	uint64_t seq;
+	uint8_t *body; /* malloc'd */
+	size_t body_len;
+	uint8_t leaf_hash[FL_HASH_LEN];
+	char key_id[FL_KEY_ID_HEX_LEN];
+	uint8_t sig[FL_SIG_LEN];
+};
+
+/*
+ * Parses one line: a JSON object with exactly seq (integer >= 1), body
+ * (canonical padded base64), leaf_hash (64 lowercase hex), key_id (16
+ * lowercase hex) and sig (base64 of 64 bytes). FL_ERR_INVALID with the
+ * reason in why; FL_ERR_NOMEM. On FL_OK the caller calls
+ * fl_bundle_line_finish(ret_line).
+ */
+enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, size_t why_len,
+				    struct fl_bundle_line *ret_line);
+
+void fl_bundle_line_finish(struct fl_bundle_line *line); /* accepts NULL */
+
+/*
+ * True when the line holds: leaf_hash = SHA-256(0x00 || body), the body
+ * starts with {"seq":<seq>, and sig is the Ed25519 signature of the 32
+ * leaf-hash bytes under the key of key_id. Otherwise false with the reason
+ * in why.
+ */
+bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bundle_keys *keys,
+			  char *why, size_t why_len);
+
+/* ---- checkpoints -------------------------------------------------------- */
+
+/*
+ * Reads the members tree_size (>= 1), root_hash (64 lowercase hex),
+ * timestamp (at most 27 characters), key_id and sig of a checkpoint
+ * object; other members are not looked at. false with the reason in why.
+ */
+bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len,
+				    struct fl_checkpoint *ret_checkpoint);
+
+/*
+ * True when the checkpoint's key is known and its signature over the
+ * checkpoint text with the log's prefix verifies; else the reason in why.
+ */
+bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoint *checkpoint,
+				const struct fl_bundle_keys *keys, char *why, size_t why_len);
+
+/*
+ * A line of a checkpoint file: the checkpoint JSON of CONTRACT §4 with
+ * "consistency": [hex, ...] (the proof from the previous line's tree; no
+ * hashes for the first line). A new malloc'd NUL-terminated line without
+ * a newline.
+ */
+enum fl_status fl_bundle_checkpoint_line(const struct fl_checkpoint *checkpoint,
+					 const uint8_t consistency[][FL_HASH_LEN], size_t count,
+					 char **ret_line);
+
+/*
+ * A line of inclusion.ndjson:
+ * {"log":"events"|"reads","seq":N,"tree_size":M,"hashes":[hex, ...]}.
+ */
+enum fl_status fl_bundle_inclusion_line(enum fl_bundle_log log, uint64_t seq, uint64_t tree_size,
+					const uint8_t hashes[][FL_HASH_LEN], size_t count,
+					char **ret_line);
+
+/*
+ * Reads a JSON array of hex hashes (a proof) into ret_hashes (at most
+ * FL_MERKLE_MAX_PROOF). false with the reason in why.
+ */
+bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
+				uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
+
+/* ---- README ------------------------------------------------------------- */
+
+/* What the README says about the export that made the bundle. */
+struct fl_bundle_info {
+	const char *from; /* RFC 3339, as exported */
+	const char *to;
+	const char *exported_at;
+	const char *command_url; /* may be NULL */
+	const char *query_url;	 /* may be NULL */
+	uint64_t event_lines, read_lines;
+	uint64_t event_tree_size, read_tree_size; /* last checkpoints, 0: none */
+};
+
+/* Writes dir/README.md: the bundle's files and how to check them by hand. */
+enum fl_status fl_bundle_write_readme(const char *dir, const struct fl_bundle_info *info);
+
+/* ---- writing files -------------------------------------------------------- */
+
+/*
+ * Writes len bytes to path through a temporary file in the same directory
+ * and a rename, with mode (e.g. 0644, 0600). FL_ERR_IO on failure (errno
+ * is kept), nothing left behind.
+ */
+enum fl_status fl_bundle_write_file(const char *path, const char *data, size_t len, unsigned mode);
+
+/* ---- verification --------------------------------------------------------- */
+
+struct fl_bundle_report {
+	uint64_t event_lines, read_lines;
+	uint64_t event_checkpoints, read_checkpoints;
+	uint64_t inclusion_proofs;
+	size_t keys;
+	uint64_t event_tree_size, read_tree_size; /* last checkpoint of each log, 0: none */
+	char item[192];	  /* the first bad item: "events.ndjson:17", "keys.json" */
+	char reason[256]; /* why it is bad */
+};
+
+/* Called every 100000 lines checked: the file and its lines so far. */
+typedef void (*fl_bundle_progress_fn)(void *ctx, const char *file, uint64_t lines);
+
+/*
+ * Checks the bundle in dir offline: keys.json; each checkpoint file (every
+ * signature with its log's prefix, tree sizes non-decreasing, the first
+ * line without consistency hashes and each later one's consistency proof
+ * from the line before); each line of events.ndjson and reads.ndjson (see
+ * fl_bundle_line_check; seqs ascending without duplicates and at most the
+ * last checkpoint's size; event bodies of kind feature, view or key, read
+ * bodies of kind read; the first line covered by the first checkpoint);
+ * and inclusion.ndjson (exactly one proof per line, in the lines' order,
+ * each against the last checkpoint of its log).
+ *
+ * FL_OK when everything holds; FL_ERR_CORRUPT when something does not (a
+ * missing or unreadable file too), with the first bad item and why in
+ * ret_report; FL_ERR_NOMEM; FL_ERR_INVALID for bad arguments. The counts
+ * of ret_report are filled as far as the check went. progress may be NULL.
+ */
+enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress, void *ctx,
+				struct fl_bundle_report *ret_report);
+
+#endif

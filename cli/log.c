@@ -1,0 +1,346 @@
+/*
+ * `fledger log verify`: fetches command-svc's whole event log and checks it
+ * as a Certificate Transparency monitor would (CONTRACT §4): every line's
+ * leaf hash and signature, seqs gap-free from 1, the recomputed Merkle root
+ * against the signed latest checkpoint, and, against the checkpoint this
+ * tool verified last time (the state file), that the log only grew.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bundle.h"
+#include "cli.h"
+#include "eventlog/merkle.h"
+#include "fledger/util.h"
+
+#define PAGE 10000
+#define PROGRESS_EVERY 100000
+
+static const struct fl_config_option log_verify_options[] = {
+    {"state", "FLEDGER_LOG_STATE", NULL,
+     "the last verified checkpoint (default ~/.fledger/log-state.json)", false},
+};
+
+/* The state file's path: --state, $FLEDGER_LOG_STATE, or ~/.fledger/log-state.json. */
+static char *state_path(struct fl_cli *cli)
+{
+	const char *path = fl_config_get(cli->config, "state");
+	const char *home = getenv("HOME");
+	if (path)
+		return strdup(path);
+	if (!home || !home[0]) {
+		fl__cli_error("no --state and no $HOME for ~/.fledger/log-state.json");
+		return NULL;
+	}
+	size_t len = strlen(home) + 32;
+	char *out = malloc(len);
+	if (out)
+		snprintf(out, len, "%s/.fledger/log-state.json", home);
+	return out;
+}
+
+/*
+ * Reads the state file into ret_checkpoint. FL_ERR_NOT_FOUND when there is
+ * none (the first run); FL_ERR_INVALID (printed) when it is unusable.
+ */
+static enum fl_status load_state(const char *path, struct fl_checkpoint *ret_checkpoint)
+{
+	json_error_t error;
+	char why[200];
+	json_t *doc = json_load_file(path, 0, &error);
+	if (!doc) {
+		FILE *probe = fopen(path, "r");
+		if (!probe && errno == ENOENT)
+			return FL_ERR_NOT_FOUND;
+		if (probe)
+			fclose(probe);
+		fl__cli_error("the state file %s is unreadable: %s", path, error.text);
+		return FL_ERR_INVALID;
+	}
+	bool ok = fl_bundle_checkpoint_from_json(json_object_get(doc, "checkpoint"), why,
+						 sizeof(why), ret_checkpoint);
+	if (!ok)
+		fl__cli_error("the state file %s holds no usable checkpoint: %s", path, why);
+	json_decref(doc);
+	return ok ? FL_OK : FL_ERR_INVALID;
+}
+
+static enum fl_status save_state(struct fl_cli *cli, const char *path,
+				 const struct fl_checkpoint *checkpoint)
+{
+	char *cp_json, *text = NULL, *dir = strdup(path), *slash;
+	char now[FL_TIME_TEXT_LEN];
+	enum fl_status st = FL_ERR_NOMEM;
+
+	if (!dir)
+		return FL_ERR_NOMEM;
+	if ((slash = strrchr(dir, '/')) && slash != dir) {
+		*slash = '\0';
+		if ((st = fl__cli_make_dirs(dir, 0700)) != FL_OK) {
+			free(dir);
+			return st;
+		}
+	}
+	free(dir);
+	if (fl_checkpoint_json(checkpoint, &cp_json) != FL_OK)
+		return FL_ERR_NOMEM;
+	fl_time_format(fl_time_now_us(), now);
+	json_t *cp = json_loads(cp_json, 0, NULL);
+	json_t *doc = cp ? json_pack("{s:s,s:s,s:o}", "command_url", cli->command_url,
+				     "verified_at", now, "checkpoint", cp)
+			 : NULL;
+	if (doc)
+		text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	free(cp_json);
+	if (text) {
+		st = fl_bundle_write_file(path, text, strlen(text), 0600);
+		free(text);
+	}
+	return st;
+}
+
+/* Fetches and parses the latest (or a given) checkpoint of the event log. */
+static bool fetch_checkpoint(struct fl_cli *cli, const char *query,
+			     struct fl_checkpoint *ret_checkpoint)
+{
+	char path[96], why[200];
+	snprintf(path, sizeof(path), "/v1/log/checkpoint%s", query);
+	json_t *doc = fl__cli_get_json(cli, cli->command_url, path, true, NULL);
+	if (!doc)
+		return false;
+	bool ok = fl_bundle_checkpoint_from_json(doc, why, sizeof(why), ret_checkpoint);
+	if (!ok)
+		fl__cli_error("GET %s: not a checkpoint: %s", path, why);
+	json_decref(doc);
+	return ok;
+}
+
+/* The consistency proof between two tree sizes, from command-svc. */
+static bool fetch_consistency(struct fl_cli *cli, uint64_t first, uint64_t second,
+			      uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
+{
+	char path[96], why[200];
+	snprintf(path, sizeof(path), "/v1/log/proof/consistency?first=%" PRIu64 "&second=%" PRIu64,
+		 first, second);
+	json_t *doc = fl__cli_get_json(cli, cli->command_url, path, true, NULL);
+	if (!doc)
+		return false;
+	bool ok = fl_bundle_hashes_from_json(json_object_get(doc, "hashes"), why, sizeof(why),
+					     ret_hashes, ret_count);
+	if (!ok)
+		fl__cli_error("GET %s: %s", path, why);
+	json_decref(doc);
+	return ok;
+}
+
+struct walk {
+	struct fl_cli *cli;
+	const struct fl_bundle_keys *keys;
+	struct fl_merkle_frontier frontier;
+	uint64_t old_size; /* the state's tree size, 0: none */
+	uint8_t old_root[FL_HASH_LEN];
+	bool have_old_root;
+};
+
+/*
+ * Fetches lines 1..size page by page, checking each and growing the tree.
+ * false after printing the first bad line or failure.
+ */
+static bool walk_log(struct walk *w, uint64_t size)
+{
+	for (uint64_t from = 1; from <= size;) {
+		char path[96], *body;
+		size_t len;
+		unsigned status;
+		uint64_t limit = size - from + 1 < PAGE ? size - from + 1 : PAGE;
+
+		snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%" PRIu64, from,
+			 limit);
+		if (fl__cli_http(w->cli, "GET", w->cli->command_url, path, true, NULL, NULL, 0,
+				 &status, &body, &len) != FL_OK)
+			return false;
+		if (status != 200) {
+			char what[160];
+			snprintf(what, sizeof(what), "GET %s", path);
+			fl__cli_print_http_error(what, status, body, len);
+			free(body);
+			return false;
+		}
+		uint64_t got = 0;
+		for (char *line = body, *end = body + len; line < end;) {
+			char *nl = memchr(line, '\n', (size_t)(end - line)), why[240];
+			size_t line_len = (size_t)((nl ? nl : end) - line);
+			struct fl_bundle_line parsed;
+			uint64_t seq = from + got;
+			if (line_len == 0) {
+				line = nl ? nl + 1 : end;
+				continue;
+			}
+			if (seq > size)
+				break; /* more than asked for: only the checkpoint's tree counts */
+			snprintf(why, sizeof(why), "out of memory");
+			bool parsed_ok = fl_bundle_line_parse(line, line_len, why, sizeof(why),
+							      &parsed) == FL_OK;
+			bool ok = parsed_ok;
+			if (ok && parsed.seq != seq) {
+				snprintf(why, sizeof(why),
+					 "seq %" PRIu64 " where seq %" PRIu64
+					 " was expected: the log has a gap or is out of order",
+					 parsed.seq, seq);
+				ok = false;
+			} else if (ok) {
+				ok = fl_bundle_line_check(&parsed, w->keys, why, sizeof(why));
+			}
+			if (ok)
+				fl_merkle_frontier_append(&w->frontier, parsed.leaf_hash, NULL,
+							  NULL);
+			if (parsed_ok)
+				fl_bundle_line_finish(&parsed);
+			if (!ok) {
+				fl__cli_error("FAILED: log line %" PRIu64 ": %s", seq, why);
+				free(body);
+				return false;
+			}
+			got++;
+			if (w->frontier.size == w->old_size) {
+				fl_merkle_frontier_root(&w->frontier, w->old_root);
+				w->have_old_root = true;
+			}
+			if (w->frontier.size % PROGRESS_EVERY == 0)
+				fl__cli_progress("%" PRIu64 " of %" PRIu64 " lines verified",
+						 w->frontier.size, size);
+			line = nl ? nl + 1 : end;
+		}
+		free(body);
+		if (got == 0) {
+			fl__cli_error("FAILED: the log ends at seq %" PRIu64
+				      ", before the tree size %" PRIu64 " of its signed checkpoint",
+				      from - 1, size);
+			return false;
+		}
+		from += got;
+	}
+	return true;
+}
+
+static int log_verify(struct fl_cli *cli)
+{
+	struct fl_checkpoint latest, old;
+	struct fl_bundle_keys *keys = NULL;
+	struct walk w = {.cli = cli};
+	char why[240], *path = state_path(cli);
+	uint8_t root[FL_HASH_LEN], hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	int rc = FL_CLI_FAIL;
+
+	if (!path || !fl__cli_token(cli, true))
+		goto out;
+	enum fl_status st = load_state(path, &old);
+	if (st == FL_ERR_INVALID)
+		goto out;
+	bool have_old = st == FL_OK;
+	w.old_size = have_old ? old.tree_size : 0;
+
+	json_t *keys_doc = fl__cli_get_json(cli, cli->command_url, "/v1/keys", false, NULL);
+	if (!keys_doc)
+		goto out;
+	st = fl_bundle_keys_parse(keys_doc, why, sizeof(why), &keys);
+	json_decref(keys_doc);
+	if (st != FL_OK) {
+		fl__cli_error("GET /v1/keys: %s", st == FL_ERR_INVALID ? why : fl_status_str(st));
+		goto out;
+	}
+	w.keys = keys;
+	if (!fetch_checkpoint(cli, "", &latest))
+		goto out;
+	if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &latest, keys, why, sizeof(why))) {
+		fl__cli_error("FAILED: the latest checkpoint: %s", why);
+		goto out;
+	}
+	if (have_old) {
+		if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &old, keys, why,
+						sizeof(why))) {
+			fl__cli_error("FAILED: the checkpoint verified before (%s): %s; the log's "
+				      "keys changed",
+				      path, why);
+			goto out;
+		}
+		if (latest.tree_size < old.tree_size) {
+			fl__cli_error("FAILED: the log shrank: its latest checkpoint has tree size "
+				      "%" PRIu64 ", but tree size %" PRIu64
+				      " was verified before (%s, %s)",
+				      latest.tree_size, old.tree_size, old.timestamp, path);
+			goto out;
+		}
+		if (!fetch_consistency(cli, old.tree_size, latest.tree_size, hashes, &count))
+			goto out;
+		if (!fl_merkle_verify_consistency(old.tree_size, latest.tree_size, old.root_hash,
+						  latest.root_hash,
+						  (const uint8_t(*)[FL_HASH_LEN])hashes, count)) {
+			fl__cli_error("FAILED: the consistency proof from tree size %" PRIu64
+				      " (verified before) to %" PRIu64
+				      " does not verify: the log was rewritten",
+				      old.tree_size, latest.tree_size);
+			goto out;
+		}
+	}
+	fl__cli_progress("verifying %" PRIu64 " lines against the checkpoint of %s",
+			 latest.tree_size, latest.timestamp);
+	fl_merkle_frontier_init(&w.frontier);
+	if (!walk_log(&w, latest.tree_size))
+		goto out;
+	fl_merkle_frontier_root(&w.frontier, root);
+	if (memcmp(root, latest.root_hash, FL_HASH_LEN) != 0) {
+		fl__cli_error("FAILED: the root of the %" PRIu64
+			      " lines is not the root_hash of the signed checkpoint",
+			      latest.tree_size);
+		goto out;
+	}
+	if (have_old && (!w.have_old_root || memcmp(w.old_root, old.root_hash, FL_HASH_LEN) != 0)) {
+		fl__cli_error("FAILED: the first %" PRIu64 " lines do not have the root verified "
+			      "before: the log was rewritten",
+			      old.tree_size);
+		goto out;
+	}
+	if ((st = save_state(cli, path, &latest)) != FL_OK) {
+		fl__cli_error("verified, but cannot write the state file %s: %s", path,
+			      fl_status_str(st));
+		goto out;
+	}
+	char root_hex[2 * FL_HASH_LEN + 1];
+	fl_hex_encode(latest.root_hash, FL_HASH_LEN, root_hex);
+	printf("OK: %" PRIu64 " lines verified; root %s signed at %s by key %s\n", latest.tree_size,
+	       root_hex, latest.timestamp, latest.key_id);
+	if (have_old)
+		printf("OK: consistent with tree size %" PRIu64 " verified before\n",
+		       old.tree_size);
+	else
+		printf("first verification: state saved to %s\n", path);
+	rc = FL_CLI_OK;
+out:
+	fl_bundle_keys_destroy(keys);
+	free(path);
+	return rc;
+}
+
+const struct fl_cli_command fl__cli_log_verify_command = {
+    .group = "log",
+    .sub = "verify",
+    .args_usage = "",
+    .summary = "verify command-svc's whole event log and that it only grew",
+    .description =
+	"Fetches every line of the event log (GET /v1/log, role auditor or replicator),\n"
+	"the keys and the latest signed checkpoint. Checks each line (leaf hash,\n"
+	"{\"seq\":N, prefix, signature with the key of its key_id), that seqs run from 1\n"
+	"without gaps, and that the recomputed root is the checkpoint's. With a saved\n"
+	"checkpoint from an earlier run (--state), checks that the log did not shrink\n"
+	"and that a consistency proof from the old tree to the new one verifies; the\n"
+	"new checkpoint is saved only when everything holds.\n",
+    .options = log_verify_options,
+    .n_options = sizeof(log_verify_options) / sizeof(log_verify_options[0]),
+    .run = log_verify,
+};

@@ -1,0 +1,425 @@
+/*
+ * fl_bundle_verify: the offline check of an audit bundle (see bundle.h).
+ *
+ * The checkpoint files are read first (each is small); then the two lines
+ * files are walked in step with inclusion.ndjson, which holds one proof per
+ * line in the same order, so that memory stays constant however large the
+ * bundle is.
+ */
+#include "bundle.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventlog/merkle.h"
+#include "fledger/util.h"
+
+#define PROGRESS_EVERY 100000
+
+/* A file read line by line, with its name and current line number. */
+struct reader {
+	FILE *file;
+	const char *name;
+	uint64_t line_no;
+	char *text;
+	size_t cap;
+	size_t len;
+};
+
+struct verify {
+	const char *dir;
+	struct fl_bundle_report *report;
+	fl_bundle_progress_fn progress;
+	void *progress_ctx;
+	struct fl_bundle_keys *keys;
+	struct fl_checkpoint first[2], last[2]; /* per log: valid when count > 0 */
+	uint64_t checkpoints[2];
+	struct reader inclusion;
+};
+
+static void fail(struct verify *v, const char *file, uint64_t line_no, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Records the first bad item; later calls keep the first. */
+static void fail(struct verify *v, const char *file, uint64_t line_no, const char *format, ...)
+{
+	va_list args;
+	if (v->report->item[0])
+		return;
+	if (line_no)
+		snprintf(v->report->item, sizeof(v->report->item), "%s:%" PRIu64, file, line_no);
+	else
+		snprintf(v->report->item, sizeof(v->report->item), "%s", file);
+	va_start(args, format);
+	vsnprintf(v->report->reason, sizeof(v->report->reason), format, args);
+	va_end(args);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+	size_t len = strlen(dir) + strlen(name) + 2;
+	char *path = malloc(len);
+	if (path)
+		snprintf(path, len, "%s/%s", dir, name);
+	return path;
+}
+
+static enum fl_status reader_open(struct verify *v, const char *name, struct reader *ret_reader)
+{
+	char *path = path_in(v->dir, name);
+	if (!path)
+		return FL_ERR_NOMEM;
+	FILE *file = fopen(path, "r");
+	int saved = errno;
+	free(path);
+	if (!file) {
+		fail(v, name, 0, "cannot be opened: %s", strerror(saved));
+		return FL_ERR_CORRUPT;
+	}
+	*ret_reader = (struct reader){.file = file, .name = name};
+	return FL_OK;
+}
+
+static void reader_close(struct reader *r)
+{
+	if (r->file)
+		fclose(r->file);
+	free(r->text);
+	r->file = NULL;
+	r->text = NULL;
+}
+
+/*
+ * Reads the next line into r->text (without its newline). FL_OK, or
+ * FL_ERR_NOT_FOUND at the end of the file, or FL_ERR_CORRUPT for an empty
+ * line, a NUL byte or a read error (recorded).
+ */
+static enum fl_status reader_next(struct verify *v, struct reader *r)
+{
+	errno = 0;
+	ssize_t n = getline(&r->text, &r->cap, r->file);
+	if (n < 0) {
+		if (ferror(r->file)) {
+			fail(v, r->name, r->line_no + 1, "cannot be read: %s", strerror(errno));
+			return FL_ERR_CORRUPT;
+		}
+		return errno == ENOMEM ? FL_ERR_NOMEM : FL_ERR_NOT_FOUND;
+	}
+	r->line_no++;
+	if (n > 0 && r->text[n - 1] == '\n')
+		r->text[--n] = '\0';
+	r->len = (size_t)n;
+	if (n == 0) {
+		fail(v, r->name, r->line_no, "empty line");
+		return FL_ERR_CORRUPT;
+	}
+	if (strlen(r->text) != r->len) {
+		fail(v, r->name, r->line_no, "a NUL byte in the line");
+		return FL_ERR_CORRUPT;
+	}
+	return FL_OK;
+}
+
+static void tick(struct verify *v, const char *file, uint64_t lines)
+{
+	if (v->progress && lines % PROGRESS_EVERY == 0)
+		v->progress(v->progress_ctx, file, lines);
+}
+
+/* ---- keys.json ---------------------------------------------------------- */
+
+static enum fl_status check_keys(struct verify *v)
+{
+	char *path = path_in(v->dir, FL_BUNDLE_KEYS), why[200];
+	json_error_t error;
+	if (!path)
+		return FL_ERR_NOMEM;
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &error);
+	free(path);
+	if (!doc) {
+		fail(v, FL_BUNDLE_KEYS, error.line > 0 ? (uint64_t)error.line : 0,
+		     "not valid JSON: %s", error.text);
+		return FL_ERR_CORRUPT;
+	}
+	enum fl_status st = fl_bundle_keys_parse(doc, why, sizeof(why), &v->keys);
+	json_decref(doc);
+	if (st == FL_ERR_INVALID) {
+		fail(v, FL_BUNDLE_KEYS, 0, "%s", why);
+		return FL_ERR_CORRUPT;
+	}
+	if (st == FL_OK && fl_bundle_keys_count(v->keys) == 0) {
+		fail(v, FL_BUNDLE_KEYS, 0, "holds no key");
+		return FL_ERR_CORRUPT;
+	}
+	if (st == FL_OK)
+		v->report->keys = fl_bundle_keys_count(v->keys);
+	return st;
+}
+
+/* ---- checkpoint files ----------------------------------------------------- */
+
+static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log)
+{
+	const char *name =
+	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
+	struct reader r = {0};
+	char why[200];
+	enum fl_status st = reader_open(v, name, &r);
+
+	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
+		struct fl_checkpoint cp;
+		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+		size_t count;
+		json_error_t error;
+		json_t *obj = json_loadb(r.text, r.len, JSON_REJECT_DUPLICATES, &error);
+
+		st = FL_ERR_CORRUPT;
+		if (!obj)
+			fail(v, name, r.line_no, "not JSON: %s", error.text);
+		else if (json_object_size(obj) != 6)
+			fail(v, name, r.line_no,
+			     "not an object of exactly tree_size, root_hash, timestamp, key_id, "
+			     "sig, "
+			     "consistency");
+		else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), &cp) ||
+			 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why,
+						     sizeof(why), hashes, &count))
+			fail(v, name, r.line_no, "%s", why);
+		else if (!fl_bundle_checkpoint_check(log, &cp, v->keys, why, sizeof(why)))
+			fail(v, name, r.line_no, "%s", why);
+		else if (v->checkpoints[log] == 0 && count != 0)
+			fail(v, name, r.line_no,
+			     "the first checkpoint must have \"consistency\": [] (it has %zu "
+			     "hashes)",
+			     count);
+		else if (v->checkpoints[log] > 0 && cp.tree_size < v->last[log].tree_size)
+			fail(v, name, r.line_no,
+			     "tree size %" PRIu64 " is smaller than the %" PRIu64
+			     " of the line before: the log shrank",
+			     cp.tree_size, v->last[log].tree_size);
+		else if (v->checkpoints[log] > 0 &&
+			 !fl_merkle_verify_consistency(v->last[log].tree_size, cp.tree_size,
+						       v->last[log].root_hash, cp.root_hash, hashes,
+						       count))
+			fail(v, name, r.line_no,
+			     "the consistency proof from tree size %" PRIu64 " (line %" PRIu64
+			     ") to %" PRIu64 " does not verify: the log was rewritten",
+			     v->last[log].tree_size, r.line_no - 1, cp.tree_size);
+		else
+			st = FL_OK;
+		json_decref(obj);
+		if (st != FL_OK)
+			break;
+		if (v->checkpoints[log] == 0)
+			v->first[log] = cp;
+		v->last[log] = cp;
+		v->checkpoints[log]++;
+	}
+	reader_close(&r);
+	if (log == FL_BUNDLE_LOG_EVENTS)
+		v->report->event_checkpoints = v->checkpoints[log];
+	else
+		v->report->read_checkpoints = v->checkpoints[log];
+	if (st == FL_ERR_NOT_FOUND)
+		st = FL_OK;
+	if (st == FL_OK && v->checkpoints[log]) {
+		if (log == FL_BUNDLE_LOG_EVENTS)
+			v->report->event_tree_size = v->last[log].tree_size;
+		else
+			v->report->read_tree_size = v->last[log].tree_size;
+	}
+	return st;
+}
+
+/* ---- lines and their inclusion proofs --------------------------------------- */
+
+/* The kind of a body, checked against the log it is in. */
+static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+		       size_t why_len)
+{
+	json_error_t error;
+	json_t *body =
+	    json_loadb((const char *)line->body, line->body_len, JSON_REJECT_DUPLICATES, &error);
+	const char *kind = json_string_value(json_object_get(body, "kind"));
+	bool ok = false;
+
+	if (!json_is_object(body))
+		snprintf(why, why_len, "seq %" PRIu64 ": the body is not a JSON object", line->seq);
+	else if (!kind)
+		snprintf(why, why_len, "seq %" PRIu64 ": the body has no kind", line->seq);
+	else if (log == FL_BUNDLE_LOG_READS && strcmp(kind, "read") != 0)
+		snprintf(why, why_len,
+			 "seq %" PRIu64 ": a read-log body of kind \"%s\", not \"read\"", line->seq,
+			 kind);
+	else if (log == FL_BUNDLE_LOG_EVENTS && strcmp(kind, "feature") != 0 &&
+		 strcmp(kind, "view") != 0 && strcmp(kind, "key") != 0)
+		snprintf(why, why_len,
+			 "seq %" PRIu64
+			 ": an event-log body of kind \"%s\", not feature, view or key",
+			 line->seq, kind);
+	else
+		ok = true;
+	json_decref(body);
+	return ok;
+}
+
+/* Reads the next inclusion proof, which must be the one of line, and checks it. */
+static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
+				      const struct fl_bundle_line *line, const char *lines_name,
+				      uint64_t lines_line_no)
+{
+	struct reader *r = &v->inclusion;
+	const struct fl_checkpoint *last = &v->last[log];
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	char why[200];
+	json_error_t error;
+
+	enum fl_status st = reader_next(v, r);
+	if (st == FL_ERR_NOT_FOUND) {
+		fail(v, r->name, r->line_no + 1,
+		     "missing: no inclusion proof for %s seq %" PRIu64 " (%s:%" PRIu64 ")",
+		     fl_bundle_log_name(log), line->seq, lines_name, lines_line_no);
+		return FL_ERR_CORRUPT;
+	}
+	if (st != FL_OK)
+		return st;
+	json_t *obj = json_loadb(r->text, r->len, JSON_REJECT_DUPLICATES, &error);
+	const json_t *seq = json_object_get(obj, "seq"), *size = json_object_get(obj, "tree_size");
+	const char *log_name = json_string_value(json_object_get(obj, "log"));
+
+	st = FL_ERR_CORRUPT;
+	if (!obj)
+		fail(v, r->name, r->line_no, "not JSON: %s", error.text);
+	else if (!json_is_object(obj) || json_object_size(obj) != 4 || !log_name ||
+		 !json_is_integer(seq) || !json_is_integer(size))
+		fail(v, r->name, r->line_no,
+		     "not an object of exactly log, seq, tree_size (integers) and hashes");
+	else if (strcmp(log_name, "events") != 0 && strcmp(log_name, "reads") != 0)
+		fail(v, r->name, r->line_no, "unknown log \"%s\"", log_name);
+	else if (strcmp(log_name, fl_bundle_log_name(log)) != 0 ||
+		 json_integer_value(seq) != (json_int_t)line->seq)
+		fail(v, r->name, r->line_no,
+		     "the proof for %s seq %" PRIdMAX " is not the one of the next exported line, "
+		     "%s seq %" PRIu64 " (%s:%" PRIu64
+		     "): a proof or a line is missing or out of order",
+		     log_name, (intmax_t)json_integer_value(seq), fl_bundle_log_name(log),
+		     line->seq, lines_name, lines_line_no);
+	else if (json_integer_value(size) != (json_int_t)last->tree_size)
+		fail(v, r->name, r->line_no,
+		     "the proof is against tree size %" PRIdMAX ", not the %" PRIu64
+		     " of the last checkpoint of the %s log",
+		     (intmax_t)json_integer_value(size), last->tree_size, fl_bundle_log_name(log));
+	else if (!fl_bundle_hashes_from_json(json_object_get(obj, "hashes"), why, sizeof(why),
+					     hashes, &count))
+		fail(v, r->name, r->line_no, "%s", why);
+	else if (!fl_merkle_verify_inclusion(line->leaf_hash, line->seq - 1, last->tree_size,
+					     (const uint8_t(*)[FL_HASH_LEN])hashes, count,
+					     last->root_hash))
+		fail(v, r->name, r->line_no,
+		     "the inclusion proof of %s seq %" PRIu64 " does not lead to the root of the "
+		     "checkpoint of tree size %" PRIu64,
+		     fl_bundle_log_name(log), line->seq, last->tree_size);
+	else
+		st = FL_OK;
+	json_decref(obj);
+	if (st == FL_OK)
+		v->report->inclusion_proofs++;
+	return st;
+}
+
+static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
+{
+	const char *name = log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENTS : FL_BUNDLE_READS;
+	const char *cp_name =
+	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
+	uint64_t *count =
+	    log == FL_BUNDLE_LOG_EVENTS ? &v->report->event_lines : &v->report->read_lines;
+	uint64_t previous_seq = 0;
+	struct reader r = {0};
+	char why[240];
+	enum fl_status st = reader_open(v, name, &r);
+
+	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
+		struct fl_bundle_line line;
+		st = fl_bundle_line_parse(r.text, r.len, why, sizeof(why), &line);
+		if (st == FL_ERR_INVALID) {
+			fail(v, name, r.line_no, "%s", why);
+			st = FL_ERR_CORRUPT;
+		}
+		if (st != FL_OK)
+			break;
+		st = FL_ERR_CORRUPT;
+		if (!fl_bundle_line_check(&line, v->keys, why, sizeof(why)) ||
+		    !check_kind(&line, log, why, sizeof(why)))
+			fail(v, name, r.line_no, "%s", why);
+		else if (line.seq <= previous_seq)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 " after seq %" PRIu64
+			     ": lines must be in ascending seq order without duplicates",
+			     line.seq, previous_seq);
+		else if (v->checkpoints[log] == 0)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 " is not covered by any checkpoint: %s is empty",
+			     line.seq, cp_name);
+		else if (line.seq > v->last[log].tree_size)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64
+			     ")",
+			     line.seq, v->last[log].tree_size);
+		else if (previous_seq == 0 && line.seq > v->first[log].tree_size)
+			fail(v, name, r.line_no,
+			     "the first exported line, seq %" PRIu64
+			     ", is not covered by the first "
+			     "checkpoint of %s (tree size %" PRIu64 ")",
+			     line.seq, cp_name, v->first[log].tree_size);
+		else
+			st = check_inclusion(v, log, &line, name, r.line_no);
+		previous_seq = line.seq;
+		fl_bundle_line_finish(&line);
+		if (st != FL_OK)
+			break;
+		(*count)++;
+		tick(v, name, *count);
+	}
+	reader_close(&r);
+	return st == FL_ERR_NOT_FOUND ? FL_OK : st;
+}
+
+enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress, void *ctx,
+				struct fl_bundle_report *ret_report)
+{
+	struct verify v = {
+	    .dir = dir, .report = ret_report, .progress = progress, .progress_ctx = ctx};
+	enum fl_status st;
+
+	if (!dir || !ret_report)
+		return FL_ERR_INVALID;
+	memset(ret_report, 0, sizeof(*ret_report));
+	if ((st = check_keys(&v)) != FL_OK ||
+	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
+	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_READS)) != FL_OK ||
+	    (st = reader_open(&v, FL_BUNDLE_INCLUSION, &v.inclusion)) != FL_OK)
+		goto out;
+	if ((st = check_lines(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
+	    (st = check_lines(&v, FL_BUNDLE_LOG_READS)) != FL_OK)
+		goto out;
+	st = reader_next(&v, &v.inclusion);
+	if (st == FL_OK) {
+		fail(&v, FL_BUNDLE_INCLUSION, v.inclusion.line_no,
+		     "a proof without an exported line (every line's proof came before it)");
+		st = FL_ERR_CORRUPT;
+	} else if (st == FL_ERR_NOT_FOUND) {
+		st = FL_OK;
+	}
+out:
+	reader_close(&v.inclusion);
+	fl_bundle_keys_destroy(v.keys);
+	if (st == FL_ERR_NOMEM && !ret_report->item[0])
+		fail(&v, dir, 0, "out of memory");
+	return st;
+}

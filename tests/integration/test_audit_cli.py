@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""
+Integration tests of the fledger CLI against real services (CONTRACT §4, §7,
+§11): nats-server, command-svc and query-svc on free loopback ports.
+
+- views, writes and reads through the CLI, reads over HTTP too (an allowed,
+  a denied and an unauthenticated one);
+- `fledger audit export` and `fledger audit verify`; the read records in the
+  bundle against the exact answers received; the bundle's README commands
+  run with bash, openssl, base64 and sha256sum only; a tampered copy fails;
+- `fledger keys rotate` and a bundle spanning two keys;
+- `fledger log verify` with a state file, and a rolled-back (rewritten) log
+  that it must refuse.
+
+Binaries: $FLEDGER_COMMAND_SVC, $FLEDGER_QUERY_SVC, $FLEDGER_CLI (defaults
+under build/).
+
+    python3 tests/integration/test_audit_cli.py -v
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+from harness import (  # noqa: E402
+    CommandEnv, Service, key_id_of, parse_ndjson, poll, public_pem_of, readyz)
+
+BUILD = harness.REPO_ROOT / "build"
+COMMAND_SVC = Path(os.environ.get("FLEDGER_COMMAND_SVC") or BUILD / "command-svc" / "command-svc")
+QUERY_SVC = Path(os.environ.get("FLEDGER_QUERY_SVC") or BUILD / "query-svc" / "query-svc")
+CLI = Path(os.environ.get("FLEDGER_CLI") or BUILD / "cli" / "fledger")
+VIEW_FILE = harness.REPO_ROOT / "schemas" / "views" / "user_activity.json"
+
+
+def setUpModule():
+    for name, path in (("command-svc", COMMAND_SVC), ("query-svc", QUERY_SVC), ("fledger", CLI)):
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise RuntimeError(f"{name} binary not found at {path}: build it or set its "
+                               "FLEDGER_* variable")
+    print(f"\n[integration] {CLI}, {COMMAND_SVC}, {QUERY_SVC}", file=sys.stderr)
+
+
+def iso_now(offset_s=0.0):
+    t = time.time() + offset_s
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class Cli:
+    """Runs the fledger binary with the stack's URLs and a principal's token file."""
+
+    def __init__(self, workdir, tokens, command_url, query_url="http://127.0.0.1:1"):
+        self.workdir = Path(workdir)
+        self.command_url, self.query_url = command_url, query_url
+        self.token_files = {}
+        for name, token in tokens.items():
+            path = self.workdir / f"{name}.token"
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+            self.token_files[name] = path
+
+    def run(self, *args, who=None, stdin=None, env=None, timeout=300):
+        """(returncode, stdout text, stderr text); global flags go before the command."""
+        e = {k: v for k, v in os.environ.items() if not k.startswith("FLEDGER_")}
+        e.update(env or {})
+        cmd = [str(CLI), "--command-url", self.command_url, "--query-url", self.query_url]
+        if who:
+            cmd += ["--token-file", str(self.token_files[who])]
+        cmd += [str(a) for a in args]
+        r = subprocess.run(cmd, input=stdin.encode() if isinstance(stdin, str) else stdin,
+                           capture_output=True, timeout=timeout, env=e)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def readme_script(bundle_dir):
+    """The ```sh blocks of the bundle's README, in order, as one bash script."""
+    text = (Path(bundle_dir) / "README.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```$", text, re.S | re.M)
+    assert len(blocks) >= 4, f"README has {len(blocks)} sh blocks"
+    return "\n".join(blocks)
+
+
+def run_bash(script, cwd):
+    """Runs script with bash alone (stock tools on PATH); returns (rc, stdout, stderr)."""
+    r = subprocess.run(["bash", "-c", script], cwd=str(cwd), capture_output=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"})
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def body_offset(path, index):
+    """The byte offset of the base64 body of line index (from 0) of an NDJSON file."""
+    data = Path(path).read_bytes()
+    start = 0
+    for _ in range(index):
+        start = data.index(b"\n", start) + 1
+    return data.index(b'"body":"', start) + len(b'"body":"')
+
+
+def flip_byte(path, offset):
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= 0x01
+    Path(path).write_bytes(bytes(data))
+
+
+class AuditCliTest(unittest.TestCase):
+    """One stack for the whole story; the steps run in order (test_1 ... test_6)."""
+
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = CommandEnv(COMMAND_SVC)
+        cls.query = None
+        try:
+            cls.start_time = iso_now(-2)
+            tmp = cls.env.tmp.path
+            cls.cli = Cli(tmp, cls.env.tokens, cls.env.svc.url)
+            # query-svc's own key, made by the CLI
+            rc, out, err = cls.cli.run("keygen", "--out", tmp / "query-signing.pem")
+            assert rc == 0, err
+            cls.keygen_out = out
+            cls.query = Service(QUERY_SVC, tmp, "query-svc", [
+                "--data-dir", str(tmp / "query-data"),
+                "--nats", cls.env.nats.url,
+                "--signing-key", str(tmp / "query-signing.pem"),
+                "--tokens", str(cls.env.tokens_path),
+                "--command-url", cls.env.svc.url,
+                "--command-token-file", str(cls.cli.token_files["repl"]),
+                "--consumer", "audit-cli-test",
+            ])
+            cls.query.start()
+            cls.cli.query_url = cls.query.url
+            cls.http_reads = []  # (kind, status, body bytes) of reads made over HTTP
+            cls.cli_read = None
+            cls.written_seqs = []
+        except BaseException:
+            if cls.query:
+                cls.query.kill()
+            cls.env.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.query and cls.query.running():
+                cls.query.stop(check=False)
+            reports = cls.query.sanitizer_reports() if cls.query else []
+        finally:
+            cls.env.close()
+        if reports:
+            raise AssertionError(f"query-svc sanitizer reports: {reports[:5]}")
+
+    # -- helpers --
+    def bundle(self, name):
+        return self.env.tmp.path / name
+
+    def export(self, name, **kw):
+        out = self.bundle(name)
+        rc, stdout, stderr = self.cli.run("audit", "export", "--from", self.start_time,
+                                          "--out", out, who="aud", **kw)
+        self.assertEqual(rc, 0, f"audit export failed:\n{stdout}\n{stderr}")
+        return out
+
+    # -- the story --
+    def test_1_keygen_and_views(self):
+        m = re.match(r"key_id: ([0-9a-f]{16})\n(-----BEGIN PUBLIC KEY-----\n.*)", self.keygen_out,
+                     re.S)
+        self.assertIsNotNone(m, self.keygen_out)
+        key_path = self.env.tmp.path / "query-signing.pem"
+        self.assertEqual(key_path.stat().st_mode & 0o777, 0o600)
+        self.assertEqual(m.group(1), key_id_of(public_pem_of(key_path)))
+        rc, _, err = self.cli.run("keygen", "--out", key_path)
+        self.assertEqual(rc, 1, "keygen must not overwrite a key")
+        self.assertIn("exists", err)
+
+        rc, out, err = self.cli.run("views", "apply", VIEW_FILE, who="admin")
+        self.assertEqual((rc, out), (0, "user_activity: created v1 (seq 1)\n"), err)
+        rc, out, err = self.cli.run("views", "apply", VIEW_FILE, who="admin")
+        self.assertEqual((rc, out), (0, "user_activity: unchanged (v1)\n"), err)
+
+        # A directory: files in name order; an invalid one fails the command.
+        views = self.env.tmp.path / "views"
+        views.mkdir()
+        bad = json.loads(VIEW_FILE.read_text())
+        bad["name"] = "broken"
+        bad["windows"].append({"name": "w", "fn": "sum", "of": "nope", "size": "5m"})
+        (views / "a_broken.json").write_text(json.dumps(bad))
+        shutil.copy(VIEW_FILE, views / "b_user_activity.json")
+        (views / "notes.txt").write_text("not a view")
+        rc, out, err = self.cli.run("views", "apply", views, who="admin")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("broken: error: HTTP 400", err)
+        self.assertEqual(out, "user_activity: unchanged (v1)\n")
+        # no token: a clear error, exit 1; no argument: usage, exit 2
+        self.assertEqual(self.cli.run("views", "apply", VIEW_FILE)[0], 1)
+        self.assertEqual(self.cli.run("views", "apply")[0], 2)
+
+    def test_2_write(self):
+        one = {"view": "user_activity", "entity_id": "u1",
+               "event_ts": iso_now(-1),
+               "features": {"dwell_ms": 1200.5, "last_click": "p42", "cart_items": 3}}
+        rc, out, err = self.cli.run("write", who="clicks-pipeline", stdin=json.dumps(one))
+        self.assertEqual(rc, 0, err)
+        answer = json.loads(out)
+        self.assertEqual(len(answer["results"]), 1)
+        seqs = [r["seq"] for r in answer["results"]]
+
+        # NDJSON from a file: 1200 events in two atomic batches (1000 + 200).
+        lines = [json.dumps({"view": "user_activity", "entity_id": f"u{i % 7}",
+                             "features": {"dwell_ms": float(i), "last_click": f"p{i}"}})
+                 for i in range(1200)]
+        path = self.env.tmp.path / "events.ndjson"
+        path.write_text("\n".join(lines) + "\n")
+        rc, out, err = self.cli.run("write", "--file", path, who="clicks-pipeline")
+        self.assertEqual(rc, 0, err)
+        answers = [json.loads(l) for l in out.splitlines()]
+        self.assertEqual([len(a["results"]) for a in answers], [1000, 200])
+        seqs += [r["seq"] for a in answers for r in a["results"]]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 1201)))
+
+        # u1's last event: features the allowed read will see
+        last = {"view": "user_activity", "entity_id": "u1",
+                "features": {"dwell_ms": 99.25, "last_click": "p-last"}}
+        rc, out, err = self.cli.run("write", "--file", "-", who="clicks-pipeline",
+                                    stdin=json.dumps({"events": [last]}))
+        self.assertEqual(rc, 0, err)
+        seqs.append(json.loads(out)["results"][0]["seq"])
+        type(self).written_seqs = seqs
+
+        # a rejected write: exit 1, the §9 error on stderr, nothing written
+        rc, out, err = self.cli.run("write", who="clicks-pipeline",
+                                    stdin=json.dumps({"view": "user_activity", "entity_id": "u1",
+                                                      "features": {"nope": 1}}))
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 400", err)
+        rc, out, err = self.cli.run("write", who="ranker", stdin=json.dumps(one))
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 403", err)
+        self.assertEqual(readyz(self.env.http())["tree_size"], seqs[-1])
+
+    def test_3_reads(self):
+        last_seq = self.written_seqs[-1]
+        rc, out, err = self.cli.run("read", "user_activity", "u1", "--min-seq", last_seq,
+                                    "--features", "dwell_ms,last_click", who="ranker")
+        self.assertEqual(rc, 0, err)
+        answer = json.loads(out)
+        self.assertGreaterEqual(answer["applied_seq"], last_seq)
+        self.assertEqual(answer["features"]["dwell_ms"]["value"], 99.25)
+        self.assertEqual(answer["features"]["dwell_ms"]["seq"], last_seq)
+        type(self).cli_read = (out.encode(), answer)
+
+        # a read the CLI reports as denied (403) and one without a token (401)
+        rc, _, err = self.cli.run("read", "user_activity", "u1", "--features", "cart_items",
+                                  who="ranker")
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 403", err)
+        rc, _, err = self.cli.run("read", "user_activity", "u1")
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 401", err)
+
+        # over HTTP, keeping the exact bytes of each answer
+        ranker = self.query.http(self.env.tokens["ranker"])
+        r = ranker.get("/v1/features/user_activity/u1?features=dwell_ms,last_click&proof=1")
+        self.assertEqual(r.status, 200, r)
+        self.http_reads.append(("allowed", 200, r.body))
+        r = ranker.get("/v1/features/user_activity/u1?features=cart_items")
+        self.assertEqual(r.status, 403, r)
+        self.http_reads.append(("denied", 403, r.body))
+        r = self.query.http().get("/v1/features/user_activity/u1")
+        self.assertEqual(r.status, 401, r)
+        self.http_reads.append(("anonymous", 401, r.body))
+
+    def test_4_export_and_verify(self):
+        out = self.export("bundle")
+        for name in ("events.ndjson", "reads.ndjson", "event-checkpoints.ndjson",
+                     "read-checkpoints.ndjson", "inclusion.ndjson", "keys.json", "README.md"):
+            self.assertTrue((out / name).is_file(), name)
+        rc, stdout, stderr = self.cli.run("audit", "verify", out)
+        self.assertEqual(rc, 0, stdout + stderr)
+        self.assertIn("OK", stdout)
+
+        # events: every line written, view event included, ascending
+        events = parse_ndjson((out / "events.ndjson").read_bytes())
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, sorted(set(seqs)))
+        self.assertEqual(seqs[0], 1)  # the view event
+        self.assertEqual(json.loads(base64.b64decode(events[0]["body"]))["kind"], "view")
+        self.assertTrue(set(self.written_seqs) <= set(seqs))
+
+        # inclusion: one per line, against the last checkpoint of each log
+        inclusion = parse_ndjson((out / "inclusion.ndjson").read_bytes())
+        reads = parse_ndjson((out / "reads.ndjson").read_bytes())
+        self.assertEqual(len(inclusion), len(events) + len(reads))
+        last_event_cp = parse_ndjson((out / "event-checkpoints.ndjson").read_bytes())[-1]
+        self.assertEqual({p["tree_size"] for p in inclusion if p["log"] == "events"},
+                         {last_event_cp["tree_size"]})
+
+        # keys: command-svc's and query-svc's
+        keys = {k["key_id"] for k in json.loads((out / "keys.json").read_text())["keys"]}
+        self.assertIn(key_id_of(public_pem_of(self.env.key_path)), keys)
+        self.assertIn(key_id_of(public_pem_of(self.env.tmp.path / "query-signing.pem")), keys)
+
+        # reads: each HTTP read recorded with its status, principal, served
+        # seqs and the SHA-256 of the exact answer body received
+        records = [json.loads(base64.b64decode(l["body"])) for l in reads]
+        self.assertTrue(all(r["kind"] == "read" for r in records))
+        by_digest = {r["answer_sha256"]: r for r in records}
+        expected_principal = {"allowed": "ranker", "denied": "ranker", "anonymous": None}
+        for kind, status, body in self.http_reads:
+            digest = hashlib.sha256(body).hexdigest()
+            self.assertIn(digest, by_digest, f"the {kind} read is not in reads.ndjson")
+            record = by_digest[digest]
+            self.assertEqual(record["status"], status, kind)
+            self.assertEqual(record["principal"], expected_principal[kind], kind)
+            if status != 401:  # a request without a valid token is not parsed further
+                self.assertEqual(record["view"], "user_activity", kind)
+            if status == 200:
+                answer = json.loads(body)
+                served = {f["seq"] for f in answer["features"].values() if "seq" in f}
+                for w in answer.get("windows", {}).values():
+                    served |= set(w.get("seqs", []))
+                self.assertEqual(record["served_seqs"], sorted(served), kind)
+                self.assertEqual(record["read_id"], answer["read_id"])
+                self.assertIn(self.written_seqs[-1], record["served_seqs"])
+            else:
+                self.assertEqual(record["served_seqs"], [], kind)
+        # the CLI's read: printed as received (plus a newline when it had none)
+        cli_bytes, cli_answer = self.cli_read
+        cli_record = [r for r in records if r.get("read_id") == cli_answer["read_id"]]
+        self.assertEqual(len(cli_record), 1)
+        self.assertIn(cli_record[0]["answer_sha256"],
+                      {hashlib.sha256(cli_bytes).hexdigest(),
+                       hashlib.sha256(cli_bytes[:-1]).hexdigest()})
+        self.assertEqual(cli_record[0]["served_seqs"][-1], self.written_seqs[-1])
+
+    def test_5_by_hand_with_stock_tools(self):
+        """The README's commands, run by bash with openssl, base64, sha256sum (no python)."""
+        copy = self.bundle("by-hand")
+        shutil.copytree(self.bundle("bundle"), copy)
+        script = readme_script(copy)
+
+        # an event line (the 3rd) and the last event checkpoint
+        events_script = script.replace("sed -n 1p events.ndjson", "sed -n 3p events.ndjson")
+        self.assertNotEqual(events_script, script)
+        rc, out, err = run_bash("set -e\n" + events_script, copy)
+        self.assertEqual(rc, 0, out + err)
+        self.assertRegex(out, r"OK leaf hash [0-9a-f]{64}")
+        self.assertEqual(out.count("Signature Verified Successfully"), 2, out + err)
+        self.assertIn("OK seq 3 is in the tree of size", out)
+        self.assertIn("fledger-checkpoint-v1\n", out)
+
+        # a read line (the 2nd) and the read-audit checkpoint, with its own prefix
+        read_script = script
+        for old, new in (("sed -n 1p events.ndjson", "sed -n 2p reads.ndjson"),
+                         ("event-checkpoints.ndjson", "read-checkpoints.ndjson"),
+                         ("fledger-checkpoint-v1", "fledger-read-checkpoint-v1"),
+                         ('\\"log\\":\\"events\\"', '\\"log\\":\\"reads\\"')):
+            self.assertIn(old, read_script)
+            read_script = read_script.replace(old, new)
+        rc, out, err = run_bash("set -e\n" + read_script, copy)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(out.count("Signature Verified Successfully"), 2, out + err)
+        self.assertRegex(out, r"OK seq \d+ is in the tree of size \d+")
+
+        # the same steps on a tampered line: the leaf hash no longer matches
+        flip_byte(copy / "events.ndjson", body_offset(copy / "events.ndjson", 2) + 12)
+        rc, out, err = run_bash(events_script, copy)
+        self.assertNotIn("OK leaf hash", out)
+        self.assertNotIn("OK seq 3 is in the tree", out)
+
+    def test_6_tampered_copy_fails(self):
+        copy = self.bundle("tampered")
+        shutil.copytree(self.bundle("bundle"), copy)
+        flip_byte(copy / "events.ndjson", body_offset(copy / "events.ndjson", 1) + 40)
+        rc, out, err = self.cli.run("audit", "verify", copy)
+        self.assertEqual(rc, 1, out + err)
+        self.assertRegex(err, r"FAILED: events\.ndjson:2: seq \d+: ")
+        # the original still verifies
+        self.assertEqual(self.cli.run("audit", "verify", self.bundle("bundle"))[0], 0)
+        # a deleted inclusion proof
+        copy2 = self.bundle("tampered2")
+        shutil.copytree(self.bundle("bundle"), copy2)
+        lines = (copy2 / "inclusion.ndjson").read_text().splitlines(True)
+        (copy2 / "inclusion.ndjson").write_text("".join(lines[:4] + lines[5:]))
+        rc, out, err = self.cli.run("audit", "verify", copy2)
+        self.assertEqual(rc, 1)
+        self.assertIn("inclusion.ndjson:5", err)
+
+    def test_7_key_rotation_in_a_bundle(self):
+        old_id = key_id_of(public_pem_of(self.env.key_path))
+        rc, out, err = self.cli.run("keys", "rotate", "--key-file", self.env.key_path, "--pid",
+                                    self.env.svc.proc.pid)
+        self.assertEqual(rc, 0, out + err)
+        new_id = key_id_of(public_pem_of(self.env.key_path))
+        self.assertNotEqual(new_id, old_id)
+        self.assertIn(f"old key_id: {old_id}", out)
+        self.assertIn(f"new key_id: {new_id}", out)
+        self.assertEqual(key_id_of(public_pem_of(Path(str(self.env.key_path) + ".old"))), old_id)
+        rc, out, err = self.cli.run(
+            "write", who="clicks-pipeline",
+            stdin=json.dumps({"view": "user_activity", "entity_id": "u9",
+                              "features": {"dwell_ms": 1.0}}))
+        self.assertEqual(rc, 0, err)
+        seq = json.loads(out)["results"][0]["seq"]
+        rc, out, err = self.cli.run("read", "user_activity", "u9", "--min-seq", seq,
+                                    "--features", "dwell_ms", who="ranker")
+        self.assertEqual(rc, 0, err)
+        bundle = self.export("bundle-rotated")
+        rc, out, err = self.cli.run("audit", "verify", bundle)
+        self.assertEqual(rc, 0, out + err)
+        events = parse_ndjson((bundle / "events.ndjson").read_bytes())
+        self.assertEqual({e["key_id"] for e in events}, {old_id, new_id})
+        kinds = [json.loads(base64.b64decode(e["body"]))["kind"] for e in events]
+        self.assertIn("key", kinds)
+        self.assertEqual(parse_ndjson((bundle / "event-checkpoints.ndjson").read_bytes())[-1]
+                         ["key_id"], new_id)
+        # log verify over both keys
+        rc, out, err = self.cli.run("log", "verify", "--state", self.env.tmp.path / "rot.json",
+                                    who="aud")
+        self.assertEqual(rc, 0, out + err)
+
+
+class LogVerifyTest(unittest.TestCase):
+    """`fledger log verify` with a state file against a log that grows, then rolls back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = CommandEnv(COMMAND_SVC)
+        try:
+            cls.cli = Cli(cls.env.tmp.path, cls.env.tokens, cls.env.svc.url)
+            cls.state = cls.env.tmp.path / "state" / "log-state.json"
+            cls.admin = cls.env.http("admin")
+            status, _, body = cls.admin.json("POST", "/v1/views",
+                                             json.loads(VIEW_FILE.read_text()))
+            assert status == 201, body
+        except BaseException:
+            cls.env.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def write(self, n, tag):
+        lines = "\n".join(json.dumps({"view": "user_activity", "entity_id": f"{tag}{i}",
+                                      "features": {"dwell_ms": float(i)}}) for i in range(n))
+        rc, out, err = self.cli.run("write", who="clicks-pipeline", stdin=lines)
+        self.assertEqual(rc, 0, err)
+        return json.loads(out.splitlines()[-1])["tree_size"]
+
+    def verify(self, **kw):
+        return self.cli.run("log", "verify", "--state", self.state, who="aud", **kw)
+
+    def test_log_verify_and_rollback(self):
+        self.write(20, "a")
+        # a copy of the log as it is now: the history to roll back to
+        self.env.svc.stop()
+        backup = self.env.tmp.path / "command-data.backup"
+        shutil.copytree(self.env.data_dir, backup)
+        self.env.svc.start()
+        size_1 = self.write(30, "b")
+
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn(f"OK: {size_1} lines verified", out)
+        self.assertIn("first verification", out)
+        self.assertEqual(json.loads(self.state.read_text())["checkpoint"]["tree_size"], size_1)
+        self.assertEqual(self.state.stat().st_mode & 0o777, 0o600)
+
+        size_2 = self.write(15, "c")
+        # the state file given by $FLEDGER_LOG_STATE this time
+        rc, out, err = self.cli.run("log", "verify", who="aud",
+                                    env={"FLEDGER_LOG_STATE": str(self.state)})
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn(f"consistent with tree size {size_1}", out)
+        self.assertEqual(json.loads(self.state.read_text())["checkpoint"]["tree_size"], size_2)
+        # nothing new: still fine
+        self.assertEqual(self.verify()[0], 0)
+        saved = self.state.read_text()
+
+        # Roll back: command-svc restarted on the copy taken earlier.
+        self.env.svc.stop()
+        shutil.move(str(self.env.data_dir), str(self.env.tmp.path / "command-data.newer"))
+        shutil.copytree(backup, self.env.data_dir)
+        self.env.svc.start()
+        self.assertLess(readyz(self.env.http())["tree_size"], size_2)
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("shrank", err)
+        self.assertEqual(self.state.read_text(), saved, "a failed verification changed the state")
+
+        # The rolled-back log grows past the verified size with other events:
+        # same size or larger, different history.
+        rewritten = self.write(60, "x")
+        self.assertGreater(rewritten, size_2)
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("rewritten", err)
+        self.assertEqual(self.state.read_text(), saved)
+
+        # A fresh state accepts the new log as it is (a monitor's first look).
+        rc, out, err = self.cli.run("log", "verify", "--state",
+                                    self.env.tmp.path / "fresh.json", who="aud")
+        self.assertEqual(rc, 0, out + err)
+
+    def test_usage_and_errors(self):
+        rc, out, err = self.cli.run("log", "verify", "--bogus")
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown flag --bogus", err)
+        rc, out, err = self.cli.run("log", "verify", "--state", self.env.tmp.path / "s.json")
+        self.assertEqual(rc, 1)
+        self.assertIn("token", err)
+        rc, out, err = self.cli.run("log", "verify", "--state", self.env.tmp.path / "s.json",
+                                    who="ranker")
+        self.assertEqual(rc, 1)
+        self.assertIn("403", err)
+        rc, out, err = self.cli.run("nonsense")
+        self.assertEqual(rc, 2)
+        rc, out, err = self.cli.run("--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("audit export", out)
+        for words in (["audit", "verify"], ["log", "verify"], ["demo"], ["write"], ["read"],
+                      ["token"], ["keys", "rotate"], ["views", "apply"], ["audit", "export"],
+                      ["keygen"]):
+            rc, out, err = self.cli.run(*words, "--help")
+            self.assertEqual(rc, 0, words)
+            self.assertIn("Usage: fledger " + " ".join(words), out)
+        # token: a random token and the entry for the tokens file
+        rc, out, err = self.cli.run("token", "--name", "svc", "--roles", "reader,fraud")
+        self.assertEqual(rc, 0, err)
+        token, entry = out.splitlines()
+        self.assertRegex(token, r"^[0-9a-f]{64}$")
+        self.assertEqual(json.loads(entry), {"name": "svc", "roles": ["reader", "fraud"],
+                                             "token_sha256": hashlib.sha256(
+                                                 token.encode()).hexdigest()})
+        # the demo producer, briefly
+        rc, out, err = self.cli.run("demo", "--users", "50", "--rate", "100", "--duration", "1",
+                                    who="clicks-pipeline")
+        self.assertEqual(rc, 0, out + err)
+        m = re.search(r"(\d+) events written", out)
+        self.assertTrue(m and int(m.group(1)) >= 50, out)
+
+
+if __name__ == "__main__":
+    unittest.main()

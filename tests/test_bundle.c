@@ -1,0 +1,573 @@
+/*
+ * The audit bundle (cli/bundle.h): a real bundle is built from two
+ * in-process signed logs (an event log whose key is rotated midway, and a
+ * read-audit log with its own key and checkpoint prefix) with the writer
+ * functions `fledger audit export` uses; fl_bundle_verify must accept it,
+ * and must reject it, naming the bad item, after any one of: a changed
+ * byte, a deleted line, two swapped lines, a checkpoint replaced by an
+ * older one, a missing file, lines moved from one log to the other.
+ */
+#include <criterion/criterion.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle.h"
+#include "eventlog/eventlog.h"
+#include "fledger/util.h"
+
+#define EVENT_COMMITS 6 /* of 2 events each; the key changes after the third */
+#define READ_COMMITS 4	/* of 2 reads each */
+#define EVENTS_FROM 4	/* the first exported event seq */
+#define READS_FROM 3
+
+static char tmpdir[256], bundle[300];
+static struct fl_signer *event_key, *event_key2, *read_key;
+
+/* Every checkpoint line of each log, kept to replace one with an older one. */
+static struct fl_checkpoint event_cps[16], read_cps[16];
+static size_t n_event_cps, n_read_cps;
+static struct fl_checkpoint first_event_cp, first_read_cp; /* line 1 of each file */
+
+static void append_events(struct fl_log *log, int commit, bool reads)
+{
+	struct fl_log_input inputs[2];
+	struct fl_log_result results[2];
+	char tails[2][300], ts[FL_TIME_TEXT_LEN];
+	for (int i = 0; i < 2; i++) {
+		int64_t t = 1800000000000000 + (int64_t)(commit * 2 + i) * 1000000;
+		fl_time_format(t, ts);
+		int n =
+		    reads
+			? snprintf(tails[i], sizeof(tails[i]),
+				   "\"kind\":\"read\",\"read_id\":\"r-%d-%d\",\"ts\":\"%s\","
+				   "\"principal\":\"ranker\",\"route\":\"/v1/features\","
+				   "\"view\":\"user_activity\",\"entity_ids\":[\"u1\"],"
+				   "\"features\":[],\"windows\":[],\"served_seqs\":[%d],"
+				   "\"answer_sha256\":\"%064d\",\"status\":200",
+				   commit, i, ts, commit + 1, 0)
+			: snprintf(tails[i], sizeof(tails[i]),
+				   "\"kind\":\"feature\",\"view\":\"user_activity\","
+				   "\"entity_id\":\"u%d\",\"event_ts\":\"%s\",\"ingest_ts\":\"%s\","
+				   "\"producer\":\"p\",\"features\":{\"dwell_ms\":%d.5}",
+				   i, ts, ts, commit);
+		inputs[i] = (struct fl_log_input){
+		    .body_tail = tails[i], .body_tail_len = (size_t)n, .time_us = t};
+	}
+	struct fl_log_batch batch = {inputs, 2, results, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+}
+
+/* Writes one log's part of the bundle: lines from first_seq, checkpoints, proofs. */
+static void export_log(struct fl_log *log, enum fl_bundle_log which, uint64_t first_seq,
+		       FILE *lines, FILE *checkpoints, FILE *inclusion)
+{
+	struct fl_log_reader *reader;
+	struct fl_checkpoint first, last;
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	char *line;
+
+	cr_assert_eq(fl_log_reader_begin(log, &reader), FL_OK);
+	uint64_t size = fl_log_reader_size(reader);
+	for (uint64_t seq = first_seq; seq <= size; seq++) {
+		struct fl_log_entry entry;
+		cr_assert_eq(fl_log_reader_get(reader, seq, &entry), FL_OK);
+		cr_assert_eq(fl_log_entry_line(&entry, &line, NULL), FL_OK);
+		fprintf(lines, "%s\n", line);
+		free(line);
+	}
+	cr_assert_eq(fl_log_reader_checkpoint_covering(reader, first_seq, &first), FL_OK);
+	cr_assert_eq(fl_log_reader_checkpoint(reader, 0, &last), FL_OK);
+	cr_assert_lt(first.tree_size, last.tree_size);
+	if (which == FL_BUNDLE_LOG_EVENTS)
+		first_event_cp = first;
+	else
+		first_read_cp = first;
+	cr_assert_eq(fl_bundle_checkpoint_line(&first, NULL, 0, &line), FL_OK);
+	fprintf(checkpoints, "%s\n", line);
+	free(line);
+	cr_assert_eq(fl_log_reader_consistency_proof(reader, first.tree_size, last.tree_size,
+						     hashes, &count),
+		     FL_OK);
+	cr_assert_eq(
+	    fl_bundle_checkpoint_line(&last, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
+	    FL_OK);
+	fprintf(checkpoints, "%s\n", line);
+	free(line);
+	for (uint64_t seq = first_seq; seq <= size; seq++) {
+		cr_assert_eq(fl_log_reader_inclusion_proof(reader, seq, size, hashes, &count),
+			     FL_OK);
+		cr_assert_eq(fl_bundle_inclusion_line(which, seq, size,
+						      (const uint8_t(*)[FL_HASH_LEN])hashes, count,
+						      &line),
+			     FL_OK);
+		fprintf(inclusion, "%s\n", line);
+		free(line);
+	}
+	/* every checkpoint, for the "older checkpoint" tampering */
+	struct fl_checkpoint *all = which == FL_BUNDLE_LOG_EVENTS ? event_cps : read_cps;
+	size_t *n_all = which == FL_BUNDLE_LOG_EVENTS ? &n_event_cps : &n_read_cps;
+	for (uint64_t s = 1; s <= size && *n_all < 16; s++)
+		if (fl_log_reader_checkpoint(reader, s, &all[*n_all]) == FL_OK)
+			(*n_all)++;
+	fl_log_reader_end(reader);
+}
+
+static FILE *open_in(const char *name, const char *mode)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", bundle, name);
+	FILE *f = fopen(path, mode);
+	cr_assert_not_null(f, "open %s", path);
+	return f;
+}
+
+static void add_key(json_t *list, const struct fl_signer *key)
+{
+	json_array_append_new(list,
+			      json_pack("{s:s,s:s,s:s}", "key_id", fl_signer_key_id(key), "alg",
+					"ed25519", "public_key_pem", fl_signer_public_pem(key)));
+}
+
+static void setup(void)
+{
+	char dir[400];
+	struct fl_log *events, *reads;
+	struct fl_log_result rotated;
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s/fl-bundle-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	cr_assert_not_null(mkdtemp(tmpdir));
+	snprintf(bundle, sizeof(bundle), "%s/bundle", tmpdir);
+	cr_assert_eq(mkdir(bundle, 0755), 0);
+	cr_assert_eq(fl_signer_generate(&event_key), FL_OK);
+	cr_assert_eq(fl_signer_generate(&event_key2), FL_OK);
+	cr_assert_eq(fl_signer_generate(&read_key), FL_OK);
+
+	snprintf(dir, sizeof(dir), "%s/events", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, event_key, &events), FL_OK);
+	struct fl_log_options read_options = {.checkpoint_prefix = FL_READ_CHECKPOINT_PREFIX};
+	snprintf(dir, sizeof(dir), "%s/reads", tmpdir);
+	cr_assert_eq(fl_log_open(dir, &read_options, read_key, &reads), FL_OK);
+	for (int c = 0; c < EVENT_COMMITS; c++) {
+		append_events(events, c, false);
+		if (c == 2)
+			cr_assert_eq(
+			    fl_log_rotate_key(events, event_key2, 1800000000000000, &rotated),
+			    FL_OK);
+	}
+	for (int c = 0; c < READ_COMMITS; c++)
+		append_events(reads, c, true);
+
+	FILE *event_lines = open_in(FL_BUNDLE_EVENTS, "w"),
+	     *read_lines = open_in(FL_BUNDLE_READS, "w");
+	FILE *event_checkpoints = open_in(FL_BUNDLE_EVENT_CHECKPOINTS, "w");
+	FILE *read_checkpoints = open_in(FL_BUNDLE_READ_CHECKPOINTS, "w");
+	FILE *inclusion = open_in(FL_BUNDLE_INCLUSION, "w");
+	export_log(events, FL_BUNDLE_LOG_EVENTS, EVENTS_FROM, event_lines, event_checkpoints,
+		   inclusion);
+	export_log(reads, FL_BUNDLE_LOG_READS, READS_FROM, read_lines, read_checkpoints, inclusion);
+	fclose(event_lines);
+	fclose(read_lines);
+	fclose(event_checkpoints);
+	fclose(read_checkpoints);
+	fclose(inclusion);
+	fl_log_close(events);
+	fl_log_close(reads);
+
+	/* keys.json as export writes it: the union of both services' lists */
+	json_t *command_keys = json_array(), *query_keys = json_array();
+	add_key(command_keys, event_key);
+	add_key(command_keys, event_key2);
+	add_key(query_keys, read_key);
+	add_key(query_keys, event_key); /* a repeat is merged away */
+	json_t *command_doc = json_pack("{s:o}", "keys", command_keys);
+	json_t *query_doc = json_pack("{s:o}", "keys", query_keys);
+	struct fl_bundle_keys *keys;
+	char why[200], *text, path[400];
+	size_t len;
+	cr_assert_eq(fl_bundle_keys_parse(command_doc, why, sizeof(why), &keys), FL_OK, "%s", why);
+	cr_assert_eq(fl_bundle_keys_merge(keys, query_doc, why, sizeof(why)), FL_OK, "%s", why);
+	cr_assert_eq(fl_bundle_keys_count(keys), 3);
+	cr_assert_eq(fl_bundle_keys_json(keys, &text, &len), FL_OK);
+	snprintf(path, sizeof(path), "%s/%s", bundle, FL_BUNDLE_KEYS);
+	cr_assert_eq(fl_bundle_write_file(path, text, len, 0644), FL_OK);
+	free(text);
+	fl_bundle_keys_destroy(keys);
+	json_decref(command_doc);
+	json_decref(query_doc);
+
+	struct fl_bundle_info info = {.from = "2027-01-15T08:00:00.000000Z",
+				      .to = "2027-01-15T09:00:00.000000Z",
+				      .exported_at = "2027-01-15T09:00:01.000000Z"};
+	cr_assert_eq(fl_bundle_write_readme(bundle, &info), FL_OK);
+}
+
+static void teardown(void)
+{
+	char cmd[400];
+	fl_signer_destroy(event_key);
+	fl_signer_destroy(event_key2);
+	fl_signer_destroy(read_key);
+	n_event_cps = n_read_cps = 0;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(bundle, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+struct file {
+	char *text;
+	size_t len;
+};
+
+static struct file load(const char *name)
+{
+	struct file f;
+	char path[400];
+	snprintf(path, sizeof(path), "%s/%s", bundle, name);
+	cr_assert_eq(fl_file_read(path, &f.text, &f.len), FL_OK, "read %s", path);
+	return f;
+}
+
+static void store(const char *name, const char *text, size_t len)
+{
+	FILE *out = open_in(name, "w");
+	cr_assert_eq(fwrite(text, 1, len, out), len);
+	fclose(out);
+}
+
+/* The offsets of the starts of the lines of f; returns their number. */
+static size_t line_starts(const struct file *f, size_t *starts, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < f->len && n < max; i++)
+		if (i == 0 || f->text[i - 1] == '\n')
+			starts[n++] = i;
+	return n;
+}
+
+/* Writes f with line a and line b exchanged, or line a removed (b == SIZE_MAX). */
+static void store_edited(const char *name, const struct file *f, size_t a, size_t b)
+{
+	size_t starts[256];
+	size_t n = line_starts(f, starts, 256);
+	FILE *out = open_in(name, "w");
+	for (size_t i = 0; i < n; i++) {
+		size_t from = i == a && b != SIZE_MAX ? b : i == b ? a : i;
+		size_t end = from + 1 < n ? starts[from + 1] : f->len;
+		if (i == a && b == SIZE_MAX)
+			continue;
+		fwrite(f->text + starts[from], 1, end - starts[from], out);
+	}
+	fclose(out);
+}
+
+/* Verify must fail, naming an item (in file `expect` when not NULL). */
+static void assert_rejected(const char *expect, const char *what)
+{
+	struct fl_bundle_report report;
+	enum fl_status st = fl_bundle_verify(bundle, NULL, NULL, &report);
+	cr_assert_eq(st, FL_ERR_CORRUPT, "%s: verify passed a tampered bundle", what);
+	cr_assert(report.item[0] && report.reason[0], "%s: no item named", what);
+	if (expect)
+		cr_assert(strncmp(report.item, expect, strlen(expect)) == 0,
+			  "%s: named %s (%s), expected %s", what, report.item, report.reason,
+			  expect);
+}
+
+static void assert_accepted(void)
+{
+	struct fl_bundle_report report;
+	enum fl_status st = fl_bundle_verify(bundle, NULL, NULL, &report);
+	cr_assert_eq(st, FL_OK, "verify failed: %s: %s", report.item, report.reason);
+}
+
+static const char *const ndjson_files[] = {FL_BUNDLE_EVENTS, FL_BUNDLE_READS,
+					   FL_BUNDLE_EVENT_CHECKPOINTS, FL_BUNDLE_READ_CHECKPOINTS,
+					   FL_BUNDLE_INCLUSION};
+#define N_NDJSON (sizeof(ndjson_files) / sizeof(ndjson_files[0]))
+
+/* ---- tests ------------------------------------------------------------------ */
+
+Test(bundle, a_genuine_bundle_verifies)
+{
+	struct fl_bundle_report report;
+	enum fl_status st = fl_bundle_verify(bundle, NULL, NULL, &report);
+	cr_assert_eq(st, FL_OK, "%s: %s", report.item, report.reason);
+	/* 12 feature events and one key event; lines from seq 4 */
+	cr_assert_eq(report.event_lines, 2 * EVENT_COMMITS + 1 - (EVENTS_FROM - 1));
+	cr_assert_eq(report.read_lines, 2 * READ_COMMITS - (READS_FROM - 1));
+	cr_assert_eq(report.event_tree_size, 2 * EVENT_COMMITS + 1);
+	cr_assert_eq(report.read_tree_size, 2 * READ_COMMITS);
+	cr_assert_eq(report.event_checkpoints, 2);
+	cr_assert_eq(report.read_checkpoints, 2);
+	cr_assert_eq(report.inclusion_proofs, report.event_lines + report.read_lines);
+	cr_assert_eq(report.keys, 3);
+	cr_assert_str_empty(report.item);
+
+	/* the README tells how to check by hand */
+	struct file readme = load(FL_BUNDLE_README);
+	cr_assert_not_null(strstr(readme.text, "openssl pkeyutl -verify -pubin"));
+	cr_assert_not_null(strstr(readme.text, "fledger-read-checkpoint-v1"));
+	cr_assert_not_null(strstr(readme.text, "sha256sum"));
+	free(readme.text);
+}
+
+Test(bundle, any_changed_byte_is_found)
+{
+	static const char *const files[] = {
+	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,     FL_BUNDLE_EVENT_CHECKPOINTS,
+	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION, FL_BUNDLE_KEYS};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		struct file f = load(files[i]);
+		/* a spread of positions, the first and the last byte included */
+		for (size_t at = 0; at < f.len;
+		     at = at + 37 < f.len || at == f.len - 1 ? at + 37 : f.len - 1) {
+			char what[160];
+			f.text[at] ^= 1;
+			store(files[i], f.text, f.len);
+			snprintf(what, sizeof(what), "%s byte %zu ('%c' -> '%c')", files[i], at,
+				 f.text[at] ^ 1, f.text[at]);
+			assert_rejected(files[i], what);
+			f.text[at] ^= 1;
+		}
+		store(files[i], f.text, f.len);
+		assert_accepted();
+		free(f.text);
+	}
+}
+
+Test(bundle, a_deleted_line_is_found)
+{
+	for (size_t i = 0; i < N_NDJSON; i++) {
+		struct file f = load(ndjson_files[i]);
+		size_t starts[256], n = line_starts(&f, starts, 256);
+		cr_assert_gt(n, 1);
+		for (size_t line = 0; line < n; line++) {
+			char what[160];
+			snprintf(what, sizeof(what), "%s without line %zu", ndjson_files[i],
+				 line + 1);
+			store_edited(ndjson_files[i], &f, line, SIZE_MAX);
+			assert_rejected(NULL, what);
+		}
+		store(ndjson_files[i], f.text, f.len);
+		free(f.text);
+	}
+	/* keys.json: one key line less */
+	struct file keys = load(FL_BUNDLE_KEYS);
+	store_edited(FL_BUNDLE_KEYS, &keys, 2, SIZE_MAX);
+	assert_rejected(NULL, "keys.json without a key");
+	free(keys.text);
+}
+
+Test(bundle, swapped_lines_are_found)
+{
+	for (size_t i = 0; i < N_NDJSON; i++) {
+		struct file f = load(ndjson_files[i]);
+		size_t starts[256], n = line_starts(&f, starts, 256);
+		for (size_t line = 0; line + 1 < n; line++) {
+			char what[160];
+			snprintf(what, sizeof(what), "%s lines %zu and %zu swapped",
+				 ndjson_files[i], line + 1, line + 2);
+			store_edited(ndjson_files[i], &f, line, line + 1);
+			assert_rejected(NULL, what);
+		}
+		/* the first and the last */
+		store_edited(ndjson_files[i], &f, 0, n - 1);
+		assert_rejected(NULL, "first and last lines swapped");
+		store(ndjson_files[i], f.text, f.len);
+		free(f.text);
+	}
+	assert_accepted();
+
+	/* keys.json: its structure breaks; only the order of the keys is free */
+	struct file keys = load(FL_BUNDLE_KEYS);
+	store_edited(FL_BUNDLE_KEYS, &keys, 0, 1);
+	assert_rejected(FL_BUNDLE_KEYS, "keys.json lines 1 and 2 swapped");
+	store_edited(FL_BUNDLE_KEYS, &keys, 2, 3);
+	assert_rejected(FL_BUNDLE_KEYS, "keys.json lines 3 and 4 swapped");
+	store_edited(FL_BUNDLE_KEYS, &keys, 1, 2);
+	assert_accepted();
+	free(keys.text);
+}
+
+/*
+ * Replaces line `index` of a checkpoint file with an older, genuinely signed
+ * checkpoint. On the second line it carries a correct consistency proof from
+ * the first line's tree whenever one exists (the older tree is larger),
+ * so that only the sizes disagree with the rest of the bundle.
+ */
+static void replace_checkpoint(enum fl_bundle_log which, const struct fl_checkpoint *older,
+			       size_t index, const char *expect)
+{
+	const char *name = which == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS
+							 : FL_BUNDLE_READ_CHECKPOINTS;
+	const struct fl_checkpoint *first =
+	    which == FL_BUNDLE_LOG_EVENTS ? &first_event_cp : &first_read_cp;
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count = 0;
+	struct file f = load(name);
+	size_t starts[16], n = line_starts(&f, starts, 16);
+	char *line, what[200], dir[400];
+
+	if (index == 1 && older->tree_size > first->tree_size) {
+		struct fl_log *log;
+		struct fl_log_reader *reader;
+		snprintf(dir, sizeof(dir), "%s/%s", tmpdir,
+			 which == FL_BUNDLE_LOG_EVENTS ? "events" : "reads");
+		/* opened with its current key: a read-only open (NULL signer) reads
+		 * an empty tree (eventlog/log.c open_dbis aborts the read-only
+		 * transaction that opened the databases, which closes them) */
+		struct fl_log_options options = {.checkpoint_prefix = fl_bundle_log_prefix(which)};
+		cr_assert_eq(fl_log_open(dir, &options,
+					 which == FL_BUNDLE_LOG_EVENTS ? event_key2 : read_key,
+					 &log),
+			     FL_OK);
+		cr_assert_eq(fl_log_reader_begin(log, &reader), FL_OK);
+		cr_assert_eq(fl_log_reader_consistency_proof(reader, first->tree_size,
+							     older->tree_size, hashes, &count),
+			     FL_OK);
+		fl_log_reader_end(reader);
+		fl_log_close(log);
+	}
+	cr_assert_eq(
+	    fl_bundle_checkpoint_line(older, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
+	    FL_OK);
+	FILE *out = open_in(name, "w");
+	for (size_t i = 0; i < n; i++) {
+		size_t end = i + 1 < n ? starts[i + 1] : f.len;
+		if (i == index)
+			fprintf(out, "%s\n", line);
+		else
+			fwrite(f.text + starts[i], 1, end - starts[i], out);
+	}
+	fclose(out);
+	snprintf(what, sizeof(what), "%s line %zu replaced by the checkpoint of size %" PRIu64,
+		 name, index + 1, older->tree_size);
+	assert_rejected(expect, what);
+	store(name, f.text, f.len);
+	free(line);
+	free(f.text);
+}
+
+Test(bundle, an_older_checkpoint_is_found)
+{
+	/* The last checkpoint replaced by any older one: the proofs no longer fit. */
+	for (size_t i = 0; i + 1 < n_event_cps; i++)
+		replace_checkpoint(FL_BUNDLE_LOG_EVENTS, &event_cps[i], 1,
+				   event_cps[i].tree_size < first_event_cp.tree_size
+				       ? FL_BUNDLE_EVENT_CHECKPOINTS ":2"
+				       : FL_BUNDLE_INCLUSION ":1");
+	for (size_t i = 0; i + 1 < n_read_cps; i++)
+		replace_checkpoint(FL_BUNDLE_LOG_READS, &read_cps[i], 1,
+				   read_cps[i].tree_size < first_read_cp.tree_size
+				       ? FL_BUNDLE_READ_CHECKPOINTS ":2"
+				       : FL_BUNDLE_INCLUSION);
+	/* The first replaced by one older than it (it no longer covers line 1). */
+	replace_checkpoint(FL_BUNDLE_LOG_EVENTS, &event_cps[0], 0,
+			   FL_BUNDLE_EVENT_CHECKPOINTS ":2");
+	replace_checkpoint(FL_BUNDLE_LOG_READS, &read_cps[0], 0, FL_BUNDLE_READ_CHECKPOINTS ":2");
+	assert_accepted();
+
+	/* A single, older checkpoint: lines beyond it. */
+	char *line;
+	cr_assert_eq(fl_bundle_checkpoint_line(&event_cps[n_event_cps - 2], NULL, 0, &line), FL_OK);
+	store(FL_BUNDLE_EVENT_CHECKPOINTS, line, strlen(line));
+	assert_rejected(FL_BUNDLE_INCLUSION ":1", "a single older event checkpoint");
+	free(line);
+}
+
+Test(bundle, the_read_prefix_is_not_the_event_prefix)
+{
+	/* The two checkpoint files exchanged: each is signed with the other prefix. */
+	struct file events = load(FL_BUNDLE_EVENT_CHECKPOINTS),
+		    reads = load(FL_BUNDLE_READ_CHECKPOINTS);
+	store(FL_BUNDLE_EVENT_CHECKPOINTS, reads.text, reads.len);
+	store(FL_BUNDLE_READ_CHECKPOINTS, events.text, events.len);
+	assert_rejected(FL_BUNDLE_EVENT_CHECKPOINTS ":1", "checkpoint files exchanged");
+	free(events.text);
+	free(reads.text);
+}
+
+Test(bundle, read_lines_are_not_event_lines)
+{
+	/* A genuinely signed read line among the events: its kind gives it away. */
+	struct file events = load(FL_BUNDLE_EVENTS), reads = load(FL_BUNDLE_READS);
+	char *both = malloc(events.len + reads.len);
+	memcpy(both, events.text, events.len);
+	memcpy(both + events.len, reads.text, reads.len);
+	store(FL_BUNDLE_EVENTS, both, events.len + reads.len);
+	assert_rejected(FL_BUNDLE_EVENTS ":", "read lines appended to events.ndjson");
+	free(both);
+	free(events.text);
+	free(reads.text);
+}
+
+Test(bundle, missing_files_and_extra_proofs_are_found)
+{
+	static const char *const files[] = {
+	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,     FL_BUNDLE_EVENT_CHECKPOINTS,
+	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION, FL_BUNDLE_KEYS};
+	char path[400], moved[420];
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", bundle, files[i]);
+		snprintf(moved, sizeof(moved), "%s.away", path);
+		cr_assert_eq(rename(path, moved), 0);
+		assert_rejected(files[i], "a missing file");
+		cr_assert_eq(rename(moved, path), 0);
+	}
+	assert_accepted();
+
+	/* One proof twice: the second has no line. */
+	struct file inclusion = load(FL_BUNDLE_INCLUSION);
+	size_t starts[64], n = line_starts(&inclusion, starts, 64);
+	char *more = malloc(inclusion.len * 2);
+	memcpy(more, inclusion.text, inclusion.len);
+	memcpy(more + inclusion.len, inclusion.text + starts[n - 1], inclusion.len - starts[n - 1]);
+	store(FL_BUNDLE_INCLUSION, more, inclusion.len + inclusion.len - starts[n - 1]);
+	assert_rejected(FL_BUNDLE_INCLUSION ":", "a proof twice");
+	free(more);
+	free(inclusion.text);
+}
+
+Test(bundle, an_unknown_key_is_found)
+{
+	/* keys.json without the rotated-to key: the lines it signed fail. */
+	json_t *list = json_array();
+	add_key(list, event_key);
+	add_key(list, read_key);
+	json_t *doc = json_pack("{s:o}", "keys", list);
+	char *text = json_dumps(doc, JSON_COMPACT);
+	store(FL_BUNDLE_KEYS, text, strlen(text));
+	free(text);
+	json_decref(doc);
+	struct fl_bundle_report report;
+	cr_assert_eq(fl_bundle_verify(bundle, NULL, NULL, &report), FL_ERR_CORRUPT);
+	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(event_key2)), "%s: %s",
+			   report.item, report.reason);
+}
+
+Test(bundle, key_ids_must_match_their_keys)
+{
+	json_t *list = json_array();
+	add_key(list, event_key);
+	add_key(list, event_key2);
+	add_key(list, read_key);
+	/* the read key's PEM under the first event key's id */
+	json_object_set_new(json_array_get(list, 2), "key_id",
+			    json_string(fl_signer_key_id(event_key)));
+	json_t *doc = json_pack("{s:o}", "keys", list);
+	char why[200];
+	struct fl_bundle_keys *keys;
+	cr_assert_eq(fl_bundle_keys_parse(doc, why, sizeof(why), &keys), FL_ERR_INVALID);
+	cr_assert_not_null(strstr(why, "id"), "%s", why);
+	json_decref(doc);
+}
