@@ -57,7 +57,7 @@ static void add_event(FILE *out, uint64_t *rng, const char *view, uint64_t users
 	uint64_t user = next_random(rng) % users;
 	fl_time_format(now - age, ts);
 	fprintf(out,
-		"%s{\"view\":\"%s\",\"entity_id\":\"u%05" PRIu64 "\",\"event_ts\":\"%s\","
+		"%s{\"view\":\"%s\",\"entity_id\":\"u%" PRIu64 "\",\"event_ts\":\"%s\","
 		"\"features\":{\"dwell_ms\":%.1f,\"last_click\":\"p%" PRIu64 "\","
 		"\"is_mobile\":%s",
 		first ? "" : ",", view, user, ts, 50.0 + uniform(rng) * 5000.0,
