@@ -250,8 +250,12 @@ static void *run(void *opaque)
 		}
 		uint64_t last = size - published > CHUNK ? published + CHUNK : size;
 		if (publish_chunk(pub, published + 1, last) != NATS_OK) {
-			/* Resend the chunk later; the stream drops repeats by id. */
-			atomic_store(&pub->need_stream, true);
+			/*
+			 * Resend the chunk on a fresh connection: acknowledgements
+			 * lost across a reconnect never arrive on the old context.
+			 * The stream drops repeats by message id.
+			 */
+			disconnect(pub);
 			wait_ms(pub, RETRY_MS);
 			continue;
 		}

@@ -1021,3 +1021,199 @@ def metric_value(metrics, name, **labels):
         if n == name and all(l.get(k) == str(val) for k, val in labels.items()):
             return v
     return None
+
+
+# ---------------------------------------------------------------------------
+# query-svc: environments and read-audit checks (CONTRACT §5-§7)
+# ---------------------------------------------------------------------------
+
+# The standard principals plus the two a read ACL needs to be told apart:
+# one in role:fraud (may read restricted features) and one reader that no
+# view's read ACL lists.
+QUERY_PRINCIPALS = dict(PRINCIPALS, **{
+    "fraud-analyst": ["reader", "fraud"],
+    "outsider": ["reader"],
+})
+
+READ_CHECKPOINT_PREFIX = "fledger-read-checkpoint-v1"
+
+
+def checkpoint_message_with(prefix, cp):
+    """The signed text of a checkpoint with the given prefix (§4, §7)."""
+    return (f"{prefix}\n{cp['tree_size']}\n{cp['root_hash']}\n{cp['timestamp']}\n").encode()
+
+
+def read_checkpoint_message(cp):
+    return checkpoint_message_with(READ_CHECKPOINT_PREFIX, cp)
+
+
+def verify_read_checkpoint(verifier, cp):
+    """A read-log checkpoint's signature (prefix fledger-read-checkpoint-v1); problems."""
+    if not verifier.openssl_verify(cp["key_id"], read_checkpoint_message(cp),
+                                   base64.b64decode(cp["sig"])):
+        return [f"read checkpoint {cp['tree_size']}: signature does not verify"]
+    return []
+
+
+def time_text(us):
+    """Microseconds since the epoch as the services write them: ...T21:00:00.123000Z."""
+    secs, frac = divmod(int(us), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:06d}Z"
+
+
+def parse_time_text(text):
+    """RFC 3339 in UTC ('Z', 0-9 fractional digits) -> microseconds since the epoch."""
+    import calendar
+    assert text.endswith("Z"), text
+    main, _, frac = text[:-1].partition(".")
+    secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return secs * 1_000_000 + (int((frac + "000000")[:6]) if frac else 0)
+
+
+def _nats_hpub(client, subject, headers, data):
+    """HPUB: a core publish with headers (Nats-Msg-Id ...)."""
+    head = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    hb = head.encode()
+    client._send(f"HPUB {subject} {len(hb)} {len(hb) + len(data)}\r\n".encode()
+                 + hb + data + b"\r\n")
+
+
+NatsClient.hpublish = _nats_hpub
+
+
+class QueryEnv:
+    """
+    A temp dir, a nats-server, command-svc and N query-svc instances wired
+    together: one tokens file (QUERY_PRINCIPALS) for all, a replicator token
+    file for the query services, each query service with its own signing
+    key, data dir and durable consumer name. close() tears everything down
+    and fails on sanitizer reports of any service.
+    """
+
+    def __init__(self, command_binary, query_binary, n_query=1, start=True,
+                 command_args=(), principals=None):
+        self.tmp = TempDir(prefix="fledger-qit-")
+        self.query_binary = query_binary
+        self.nats = Nats(self.tmp.path)
+        self.key_path = make_signing_key(self.tmp / "command-signing.pem")
+        self.tokens_path = self.tmp / "tokens.json"
+        self.tokens = make_tokens(self.tokens_path, principals or QUERY_PRINCIPALS)
+        self.repl_token_path = self.tmp / "replicator.token"
+        self.repl_token_path.write_text(self.tokens["repl"] + "\n")
+        self.command = Service(command_binary, self.tmp.path, "command-svc", [
+            "--data-dir", str(self.tmp / "command-data"),
+            "--nats", self.nats.url,
+            "--signing-key", str(self.key_path),
+            "--tokens", str(self.tokens_path),
+        ] + list(command_args))
+        self.queries = []
+        self.retired = []  # query services replaced or removed, for sanitizer checks
+        try:
+            if start:
+                self.nats.start()
+                self.command.start()
+            for i in range(n_query):
+                self.add_query(start=start)
+        except BaseException:
+            self.close(check=False)
+            raise
+
+    def add_query(self, name=None, consumer=None, nats_url=None, command_url=None,
+                  data_dir=None, extra_args=(), start=True, key_path=None):
+        """A new query-svc (its own key, data dir, consumer); started unless start=False."""
+        name = name or f"query-{len(self.queries) + len(self.retired) + 1}"
+        key_path = key_path or make_signing_key(self.tmp / f"{name}-signing.pem")
+        svc = Service(self.query_binary, self.tmp.path, name, [
+            "--data-dir", str(data_dir or (self.tmp / f"{name}-data")),
+            "--nats", self.nats.url if nats_url is None else nats_url,
+            "--signing-key", str(key_path),
+            "--tokens", str(self.tokens_path),
+            "--command-url", command_url or self.command.url,
+            "--command-token-file", str(self.repl_token_path),
+            "--consumer", consumer or name,
+        ] + list(extra_args))
+        svc.key_path = key_path
+        self.queries.append(svc)
+        if start:
+            svc.start()
+        return svc
+
+    def retire(self, svc):
+        """Stops tracking svc as a live instance (it is still checked at close)."""
+        if svc in self.queries:
+            self.queries.remove(svc)
+        self.retired.append(svc)
+
+    @property
+    def query(self):
+        return self.queries[0]
+
+    def http(self, principal=None, svc=None, keep_alive=False, timeout=30.0):
+        """An Http client for svc (default command-svc) as principal (None: no token)."""
+        svc = svc or self.command
+        return svc.http(self.tokens[principal] if principal else None, keep_alive, timeout)
+
+    def qhttp(self, principal=None, svc=None, keep_alive=False, timeout=30.0):
+        """An Http client for a query service (default the first) as principal."""
+        return self.http(principal, svc or self.query, keep_alive, timeout)
+
+    def tree_size(self):
+        return readyz(self.command.http())["tree_size"]
+
+    def query_state(self, svc):
+        """(status code, body) of svc's /readyz."""
+        r = svc.http(timeout=5.0).get("/readyz", token=None)
+        try:
+            return r.status, r.json()
+        except ValueError:
+            return r.status, None
+
+    def wait_caught_up(self, svc, tree_size=None, timeout=30.0):
+        """
+        Waits until svc's /readyz is 200 with applied_seq >= tree_size
+        (default: command-svc's tree size now); returns the last /readyz body.
+        Raises AssertionError with the last state on timeout.
+        """
+        target = self.tree_size() if tree_size is None else tree_size
+        last = [None]
+
+        def ok():
+            try:
+                status, body = self.query_state(svc)
+            except OSError as e:
+                last[0] = repr(e)
+                return False
+            last[0] = (status, body)
+            return status == 200 and body and body.get("applied_seq", -1) >= target
+
+        if not poll(ok, timeout=timeout, interval=0.05):
+            raise AssertionError(f"{svc.name} did not catch up to seq {target} within "
+                                 f"{timeout}s: last /readyz {last[0]}\n{svc.stderr_tail(20)}")
+        return last[0][1]
+
+    def digest(self, svc):
+        status, body = self.qhttp("aud", svc).get_json("/v1/projection/digest")
+        if status != 200:
+            raise AssertionError(f"GET /v1/projection/digest on {svc.name}: {status} {body}")
+        return body
+
+    def close(self, check=True):
+        """Tears down; raises AssertionError when a sanitizer reported anything."""
+        reports = {}
+        try:
+            for svc in self.queries + self.retired + [self.command]:
+                try:
+                    if svc.running():
+                        svc.kill()
+                except OSError:
+                    pass
+                r = svc.sanitizer_reports()
+                if r:
+                    reports[svc.name] = r
+                    print(f"[harness] sanitizer reports of {svc.name}:\n{svc.stderr_tail(200)}",
+                          file=sys.stderr)
+        finally:
+            self.nats.kill()
+            self.tmp.close()
+        if reports and check:
+            raise AssertionError(f"sanitizer reports: {reports}")
