@@ -1498,40 +1498,18 @@ static enum fl_http_disposition execute_history(struct read_job *job)
 	/* The replica holds at least what the projection applied. */
 	if (st != FL_OK || (st = fl_log_reader_begin(q->replica, &reader)) != FL_OK)
 		return send_internal(job, st);
-	size_t cap = 4096, len = 0;
-	char *out = malloc(cap);
-	for (size_t i = 0; out && st == FL_OK && i < job->n_served; i++) {
-		struct fl_log_entry entry;
-		char *line;
-		size_t line_len;
-		st = fl_log_reader_get(reader, job->served[i], &entry);
-		if (st == FL_OK)
-			st = fl_log_entry_line(&entry, &line, &line_len);
-		if (st != FL_OK)
-			break;
-		if (len + line_len + 1 > cap) {
-			while (len + line_len + 1 > cap)
-				cap *= 2;
-			char *grown = realloc(out, cap);
-			if (!grown) {
-				free(line);
-				st = FL_ERR_NOMEM;
-				break;
-			}
-			out = grown;
-		}
-		memcpy(out + len, line, line_len);
-		out[len + line_len] = '\n';
-		len += line_len + 1;
-		free(line);
-	}
+	struct fl_ndjson nd = {0};
+	for (size_t i = 0; st == FL_OK && i < job->n_served; i++)
+		st = fl_ndjson_add_seq(&nd, reader, job->served[i]);
 	fl_log_reader_end(reader);
-	if (!out || st != FL_OK) {
-		free(out);
-		return send_internal(job, out ? st : FL_ERR_NOMEM);
+	if (st != FL_OK) {
+		free(nd.text);
+		return send_internal(job, st);
 	}
+	char *out = nd.text;
+	size_t len = nd.len;
 	enum fl_http_disposition disposition =
-	    send_answer(job, 200, "application/x-ndjson", out, len);
+	    send_answer(job, 200, "application/x-ndjson", out ? out : "", len);
 	free(out);
 	return disposition;
 }

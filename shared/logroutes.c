@@ -46,41 +46,16 @@ enum fl_http_disposition fl_logroutes_lines(struct fl_log *log, struct fl_http_r
 	if (st != FL_OK)
 		return internal(req, st);
 	uint64_t size = fl_log_reader_size(reader);
-	size_t cap = 64 * 1024, len = 0;
-	char *out = malloc(cap);
-	for (uint64_t seq = from_seq; out && st == FL_OK && seq <= size && seq < from_seq + limit;
-	     seq++) {
-		struct fl_log_entry entry;
-		char *line;
-		size_t line_len;
-		st = fl_log_reader_get(reader, seq, &entry);
-		if (st == FL_OK)
-			st = fl_log_entry_line(&entry, &line, &line_len);
-		if (st != FL_OK)
-			break;
-		if (len + line_len + 1 > cap) {
-			while (len + line_len + 1 > cap)
-				cap *= 2;
-			char *grown = realloc(out, cap);
-			if (!grown) {
-				free(line);
-				st = FL_ERR_NOMEM;
-				break;
-			}
-			out = grown;
-		}
-		memcpy(out + len, line, line_len);
-		out[len + line_len] = '\n';
-		len += line_len + 1;
-		free(line);
-	}
+	struct fl_ndjson nd = {0};
+	for (uint64_t seq = from_seq; st == FL_OK && seq <= size && seq < from_seq + limit; seq++)
+		st = fl_ndjson_add_seq(&nd, reader, seq);
 	fl_log_reader_end(reader);
-	if (!out || st != FL_OK) {
-		free(out);
-		return internal(req, out ? st : FL_ERR_NOMEM);
+	if (st != FL_OK) {
+		free(nd.text);
+		return internal(req, st);
 	}
-	fl_http_respond(req, 200, "application/x-ndjson", out, len);
-	free(out);
+	fl_http_respond(req, 200, "application/x-ndjson", nd.text ? nd.text : "", nd.len);
+	free(nd.text);
 	return FL_HTTP_DONE;
 }
 
@@ -181,19 +156,10 @@ enum fl_http_disposition fl_logroutes_keys(struct fl_log *log, struct fl_http_re
 }
 
 
-struct ndjson {
-	char *out;
-	size_t len, cap;
-	uint64_t count, limit;
-};
-
-static enum fl_status append_line(void *ctx, const struct fl_log_entry *entry)
+enum fl_status fl_ndjson_add(struct fl_ndjson *nd, const struct fl_log_entry *entry)
 {
-	struct ndjson *nd = ctx;
 	char *line;
 	size_t line_len;
-	if (nd->count >= nd->limit)
-		return FL_ERR_FULL; /* stops the walk; not an error */
 	enum fl_status st = fl_log_entry_line(entry, &line, &line_len);
 	if (st != FL_OK)
 		return st;
@@ -201,20 +167,40 @@ static enum fl_status append_line(void *ctx, const struct fl_log_entry *entry)
 		size_t cap = nd->cap ? nd->cap : 64 * 1024;
 		while (nd->len + line_len + 1 > cap)
 			cap *= 2;
-		char *grown = realloc(nd->out, cap);
+		char *grown = realloc(nd->text, cap);
 		if (!grown) {
 			free(line);
 			return FL_ERR_NOMEM;
 		}
-		nd->out = grown;
+		nd->text = grown;
 		nd->cap = cap;
 	}
-	memcpy(nd->out + nd->len, line, line_len);
-	nd->out[nd->len + line_len] = '\n';
+	memcpy(nd->text + nd->len, line, line_len);
+	nd->text[nd->len + line_len] = '\n';
 	nd->len += line_len + 1;
 	nd->count++;
 	free(line);
 	return FL_OK;
+}
+
+enum fl_status fl_ndjson_add_seq(struct fl_ndjson *nd, struct fl_log_reader *reader, uint64_t seq)
+{
+	struct fl_log_entry entry;
+	enum fl_status st = fl_log_reader_get(reader, seq, &entry);
+	return st == FL_OK ? fl_ndjson_add(nd, &entry) : st;
+}
+
+struct limited {
+	struct fl_ndjson nd;
+	uint64_t limit;
+};
+
+static enum fl_status append_line(void *ctx, const struct fl_log_entry *entry)
+{
+	struct limited *l = ctx;
+	if (l->nd.count >= l->limit)
+		return FL_ERR_FULL; /* stops the walk; not an error */
+	return fl_ndjson_add(&l->nd, entry);
 }
 
 static bool query_time(struct fl_http_request *req, const char *name, int64_t default_us,
@@ -239,7 +225,7 @@ enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log,
 						    struct fl_http_request *req)
 {
 	struct fl_log_reader *reader;
-	struct ndjson nd = {0};
+	struct limited l = {0};
 	int64_t from, to;
 	uint64_t limit;
 
@@ -247,17 +233,17 @@ enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log,
 	    !query_time(req, "to", fl_time_now_us(), &to) ||
 	    !fl_svc_query_u64(req, "limit", TIME_LIMIT_MAX, 1, TIME_LIMIT_MAX, &limit))
 		return FL_HTTP_DONE;
-	nd.limit = limit;
+	l.limit = limit;
 	enum fl_status st = fl_log_reader_begin(log, &reader);
 	if (st != FL_OK)
 		return internal(req, st);
-	st = fl_log_reader_time_range(reader, from, to, append_line, &nd);
+	st = fl_log_reader_time_range(reader, from, to, append_line, &l);
 	fl_log_reader_end(reader);
 	if (st != FL_OK && st != FL_ERR_FULL) {
-		free(nd.out);
+		free(l.nd.text);
 		return internal(req, st);
 	}
-	fl_http_respond(req, 200, "application/x-ndjson", nd.out ? nd.out : "", nd.len);
-	free(nd.out);
+	fl_http_respond(req, 200, "application/x-ndjson", l.nd.text ? l.nd.text : "", l.nd.len);
+	free(l.nd.text);
 	return FL_HTTP_DONE;
 }

@@ -33,4 +33,17 @@ enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_r
 /* {"keys": [{"key_id", "alg": "ed25519", "public_key_pem"}]}: every key ever used. */
 enum fl_http_disposition fl_logroutes_keys(struct fl_log *log, struct fl_http_request *req);
 
+/* NDJSON text of log lines, built one line at a time (free text when done). */
+struct fl_ndjson {
+	char *text;
+	size_t len, cap;
+	uint64_t count;
+};
+
+/* Appends the log line of entry and a newline. */
+enum fl_status fl_ndjson_add(struct fl_ndjson *nd, const struct fl_log_entry *entry);
+
+/* Appends the log line of seq, read with reader. */
+enum fl_status fl_ndjson_add_seq(struct fl_ndjson *nd, struct fl_log_reader *reader, uint64_t seq);
+
 #endif
