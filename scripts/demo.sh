@@ -95,17 +95,17 @@ c=http://127.0.0.1:$command_port
 cat <<EOF
 
 fledger is running: nats-server :$nats_port, command-svc :$command_port, query-svc :$query_port.
-The demo producer writes clicks for 5000 users (logs: .run/*.log). Try, in another shell:
+The demo producer writes clicks for 5000 users (logs: .run/*.log). Try, in another shell
+(the tokens are also in .run/tokens.env):
 
-  source .run/tokens.env
-  curl -s -H "Authorization: Bearer \$READER_TOKEN" '$q/v1/features/user_activity/u42'
-  curl -s -H "Authorization: Bearer \$FRAUD_TOKEN" '$q/v1/features/user_activity/u42?features=cart_items&windows=clicks_5m,dwell_avg_1h'
-  curl -s -H "Authorization: Bearer \$READER_TOKEN" '$q/v1/features/user_activity/u42?proof=1'
-  curl -s -H "Authorization: Bearer \$READER_TOKEN" -H 'Content-Type: application/json' \\
+  curl -s -H "Authorization: Bearer $READER_TOKEN" '$q/v1/features/user_activity/u42'
+  curl -s -H "Authorization: Bearer $FRAUD_TOKEN" '$q/v1/features/user_activity/u42?features=cart_items&windows=clicks_5m,dwell_avg_1h'
+  curl -s -H "Authorization: Bearer $READER_TOKEN" '$q/v1/features/user_activity/u42?proof=1'
+  curl -s -H "Authorization: Bearer $READER_TOKEN" -H 'Content-Type: application/json' \\
        -d '{"features":["user_activity:dwell_ms","user_activity:clicks_5m"],"entities":{"user_id":["u1","u2"]}}' $q/get-online-features
-  curl -s -H "Authorization: Bearer \$AUDITOR_TOKEN" '$c/v1/log/checkpoint'
+  curl -s -H "Authorization: Bearer $AUDITOR_TOKEN" '$c/v1/log/checkpoint'
   curl -s $c/metrics | grep ^fledger_
-  FLEDGER_TOKEN=\$AUDITOR_TOKEN build/cli/fledger audit export --from 2020-01-01T00:00:00Z --to 2100-01-01T00:00:00Z --out /tmp/fledger-audit
+  FLEDGER_TOKEN=$AUDITOR_TOKEN FLEDGER_COMMAND_URL=$c FLEDGER_QUERY_URL=$q build/cli/fledger audit export --from 2020-01-01T00:00:00Z --to 2100-01-01T00:00:00Z --out /tmp/fledger-audit
   build/cli/fledger audit verify /tmp/fledger-audit
 
 Ctrl-C stops everything.
