@@ -1292,6 +1292,46 @@ class NatsOutageTest(CommandSvcCase):
         self.assertEqual(after, before)
 
 
+class LogFullTest(unittest.TestCase):
+    """§9 507: a capped LMDB map fills; nothing is written, the service keeps
+    serving, and writes work again once the cap is raised."""
+
+    def test_full_log_is_507_and_recovers(self):
+        env = CommandEnv(BINARY, extra_args=["--max-map-bytes", str(2 << 20)])
+        try:
+            admin, producer, auditor = env.http("admin"), env.http("clicks-pipeline"), env.http("aud")
+            status, _, body = admin.json("POST", "/v1/views", VIEW)
+            self.assertEqual(status, 201, body)
+            pad = "x" * 2000
+            batch = {"events": [{"view": "user_activity", "entity_id": f"u{i}",
+                                 "features": {"last_click": pad}} for i in range(100)]}
+            full = None
+            for _ in range(200):
+                status, _, body = producer.json("POST", "/v1/events", batch)
+                if status != 201:
+                    full = (status, body)
+                    break
+            self.assertIsNotNone(full, "a 2 MiB map never filled")
+            self.assertEqual(full[0], 507, full)
+            self.assertEqual(full[1]["error"]["code"], "log_full", full)
+            size = readyz(env.http())["tree_size"]
+            # Nothing of the refused batch is there; reads and health still answer.
+            self.assertEqual(auditor.get("/v1/log?from_seq=1&limit=10000").status, 200)
+            self.assertEqual(readyz(env.http())["tree_size"], size)
+            status, _, body = producer.json("POST", "/v1/events", batch)
+            self.assertEqual(status, 507, body)
+            self.assertEqual(readyz(env.http())["tree_size"], size)
+            # A bigger cap: the same batch is appended after the old tail.
+            env.svc.stop()
+            env.svc.args = [a if a != str(2 << 20) else str(64 << 20) for a in env.svc.args]
+            env.svc.start()
+            status, _, body = producer.json("POST", "/v1/events", batch)
+            self.assertEqual(status, 201, body)
+            self.assertEqual(body["results"][0]["seq"], size + 1)
+        finally:
+            env.close()
+
+
 class NatsLateStartTest(unittest.TestCase):
     """command-svc starts and takes writes before nats-server exists at all."""
 
