@@ -374,6 +374,22 @@ static bool take_message(struct fl_sync *sync, natsMsg *msg)
 {
 	struct line *line = NULL;
 	bool news = true;
+	const char *id = NULL;
+
+	/*
+	 * The message id is the seq: a message for a seq already replicated
+	 * (a redelivery, or the NATS copy of events filled from the log) is
+	 * acknowledged without parsing it.
+	 */
+	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+		char *end;
+		unsigned long long seq = strtoull(id, &end, 10);
+		if (*end == '\0' && end != id && seq <= sync->status.replica_size) {
+			natsMsg_Ack(msg, NULL);
+			natsMsg_Destroy(msg);
+			return false;
+		}
+	}
 	enum fl_status st =
 	    line_parse(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &line);
 
