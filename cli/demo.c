@@ -183,7 +183,7 @@ const struct fl_cli_command fl__cli_demo_command = {
     .args_usage = "",
     .summary = "produce a realistic demo stream of user_activity events",
     .description =
-	"Writes events for --users user ids (u00000, u00001, ...) at --rate events/s in\n"
+	"Writes events for --users user ids (u1, u2, ..., a fifth of the events on the first 100) at --rate events/s in\n"
 	"a batch every 100 ms: dwell_ms, last_click and is_mobile on every event,\n"
 	"cart_items on a quarter, an 8-float embedding on a tenth; about 5% are late\n"
 	"(event_ts 1 to 30 minutes in the past). Register the view first:\n"

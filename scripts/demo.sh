@@ -16,7 +16,7 @@ nats_port=${FLEDGER_NATS_PORT:-4222}
 command_port=${FLEDGER_COMMAND_PORT:-8080}
 query_port=${FLEDGER_QUERY_PORT:-8081}
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --runtime
 [ -f build/build.ninja ] || meson setup build >/dev/null
 ninja -C build >/dev/null
 
@@ -65,7 +65,7 @@ trap stop INT TERM EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$nats_port" "$command_port" "$query_port"; do
-  port_free "$p" || { echo "port $p is in use: set FLEDGER_NATS_PORT / FLEDGER_COMMAND_PORT / FLEDGER_QUERY_PORT" >&2; exit 1; }
+  port_free "$p" || { trap - INT TERM EXIT; echo "port $p is in use: set FLEDGER_NATS_PORT / FLEDGER_COMMAND_PORT / FLEDGER_QUERY_PORT" >&2; exit 1; }
 done
 wait_http() {
   for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -105,8 +105,8 @@ The demo producer writes clicks for 5000 users (logs: .run/*.log). Try, in anoth
        -d '{"features":["user_activity:dwell_ms","user_activity:clicks_5m"],"entities":{"user_id":["u1","u2"]}}' $q/get-online-features
   curl -s -H "Authorization: Bearer $AUDITOR_TOKEN" '$c/v1/log/checkpoint'
   curl -s $c/metrics | grep ^fledger_
-  FLEDGER_TOKEN=$AUDITOR_TOKEN FLEDGER_COMMAND_URL=$c FLEDGER_QUERY_URL=$q build/cli/fledger audit export --from 2020-01-01T00:00:00Z --to 2100-01-01T00:00:00Z --out /tmp/fledger-audit
-  build/cli/fledger audit verify /tmp/fledger-audit
+  FLEDGER_TOKEN=$AUDITOR_TOKEN FLEDGER_COMMAND_URL=$c FLEDGER_QUERY_URL=$q build/cli/fledger audit export --from 2020-01-01T00:00:00Z --to 2100-01-01T00:00:00Z --out .run/audit --force
+  build/cli/fledger audit verify .run/audit
 
 Ctrl-C stops everything.
 EOF

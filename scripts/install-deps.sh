@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fledger builds, tests and runs with.
+# --runtime: only what building and running needs (no test tooling).
 set -euo pipefail
+runtime_only=0
+[ "${1:-}" = "--runtime" ] && runtime_only=1
 packages=(
   build-essential pkg-config meson ninja-build
   libnats-dev liblmdb-dev lmdb-utils libmicrohttpd-dev libjansson-dev libssl-dev
@@ -10,9 +13,11 @@ packages=(
 # Operations tests: docker-compose (compose.yaml), promtool (package
 # prometheus), Node.js and npm (tests/tooling). A Node.js already installed
 # is kept: NodeSource's nodejs bundles npm and conflicts with Debian's npm.
-packages+=(docker-compose prometheus)
-command -v node >/dev/null 2>&1 || packages+=(nodejs)
-command -v npm >/dev/null 2>&1 || packages+=(npm)
+if [ "$runtime_only" = 0 ]; then
+  packages+=(docker-compose prometheus)
+  command -v node >/dev/null 2>&1 || packages+=(nodejs)
+  command -v npm >/dev/null 2>&1 || packages+=(npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +30,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The pinned npm tools of the schema and OpenAPI checks (tests/tooling).
 tooling="$(cd "$(dirname "$0")/.." && pwd)/tests/tooling"
-if [ ! -d "$tooling/node_modules" ]; then
+if [ "$runtime_only" = 0 ] && [ ! -d "$tooling/node_modules" ]; then
   npm ci --prefix "$tooling" --no-audit --no-fund
 fi
