@@ -93,7 +93,7 @@ enum fl_status fl__cli_http(struct fl_cli *cli, const char *method, const char *
 	    fl_httpc_request(method, base_url, path, token, content_type, body, body_len,
 			     cli->timeout_ms, ret_status, ret_body, ret_len);
 	if (st == FL_ERR_INVALID)
-		fl__cli_error("%s %s%s: not a usable request (the URL must be http://HOST:PORT)",
+		fl__cli_error("%s %s%s: not a usable request (the URL must be http[s]://HOST:PORT)",
 			      method, base_url, path);
 	else if (st == FL_ERR_UNAVAILABLE)
 		fl__cli_error("%s %s%s: cannot reach the service (is it running?)", method,

@@ -11,10 +11,14 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fledger/httpc.h"
 
 static const struct fl_config_option global_options[] = {
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080", "command-svc base URL", false},
     {"query-url", "FLEDGER_QUERY_URL", "http://127.0.0.1:8081", "query-svc base URL", false},
+    {"ca-file", "FLEDGER_CA_FILE", NULL,
+     "PEM CA that signed the services' certificates (https:// URLs; default: the system's)",
+     false},
     {"token-file", "FLEDGER_TOKEN_FILE", NULL,
      "file holding the bearer token (else the token itself in $FLEDGER_TOKEN)", false},
     {"timeout-ms", "FLEDGER_TIMEOUT_MS", "30000", "bound on each HTTP request", false},
@@ -175,6 +179,12 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		fl__cli_error("--timeout-ms must be a number of milliseconds (1 to 3600000)");
 		free(positional);
 		rc = FL_CLI_USAGE;
+		goto out;
+	}
+	if (fl_httpc_set_ca_file(fl_config_get(config, "ca-file")) != FL_OK) {
+		fl__cli_error("out of memory");
+		free(positional);
+		rc = FL_CLI_FAIL;
 		goto out;
 	}
 	cli = (struct fl_cli){.config = config,

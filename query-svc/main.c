@@ -14,6 +14,7 @@
 
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
+#include "fledger/httpc.h"
 #include "fledger/slog.h"
 #include "fledger/util.h"
 #include "projection.h"
@@ -36,6 +37,8 @@ static const struct fl_config_option options[] = {
     {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
     {"insecure-no-auth", "FLEDGER_INSECURE_NO_AUTH", NULL,
      "development only: no tokens, every request is admin", true},
+    {"command-ca", "FLEDGER_COMMAND_CA", NULL,
+     "PEM CA of command-svc's certificate, for an https:// --command-url", false},
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080",
      "command-svc, for checkpoints, keys and filling gaps", false},
     {"command-token-file", "FLEDGER_COMMAND_TOKEN_FILE", NULL,
@@ -253,6 +256,8 @@ int main(int argc, char **argv)
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 
+	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
+		fatal("out of memory", NULL);
 	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {
 	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,

@@ -1086,7 +1086,9 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	enum fl_status st;
 
 	if (!config || !ret_sync || !config->replica || !config->projection ||
-	    !config->command_url || strncmp(config->command_url, "http://", 7) != 0 ||
+	    !config->command_url ||
+	    (strncmp(config->command_url, "http://", 7) != 0 &&
+	     strncmp(config->command_url, "https://", 8) != 0) ||
 	    (config->nats_url && !consumer_name_ok(config->consumer)))
 		return FL_ERR_INVALID;
 	sync = calloc(1, sizeof(*sync));

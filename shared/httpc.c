@@ -18,6 +18,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+
 #include "fledger/util.h"
 
 #define HEADER_MAX (64 * 1024)
@@ -70,6 +75,142 @@ static enum fl_status dial(const char *host, const char *port, int64_t deadline_
 }
 
 /* True when every byte of text lies in [lo, 0x7e]. */
+/* ---- TLS (https://) ------------------------------------------------------- */
+
+static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *tls_ctx;
+static char *tls_ca_file;
+
+enum fl_status fl_httpc_set_ca_file(const char *ca_file)
+{
+	char *copy = ca_file ? strdup(ca_file) : NULL;
+	if (ca_file && !copy)
+		return FL_ERR_NOMEM;
+	pthread_mutex_lock(&tls_lock);
+	free(tls_ca_file);
+	tls_ca_file = copy;
+	SSL_CTX_free(tls_ctx); /* made again, with the new CA, on the next use */
+	tls_ctx = NULL;
+	pthread_mutex_unlock(&tls_lock);
+	return FL_OK;
+}
+
+/* The shared client context: verifies servers with the CA file, else the system's. */
+static SSL_CTX *client_ctx(void)
+{
+	pthread_mutex_lock(&tls_lock);
+	if (!tls_ctx) {
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		bool ok = ctx && SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1;
+		if (ok && tls_ca_file)
+			ok = SSL_CTX_load_verify_locations(ctx, tls_ca_file, NULL) == 1;
+		else if (ok)
+			ok = SSL_CTX_set_default_verify_paths(ctx) == 1;
+		if (ok) {
+			SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+			tls_ctx = ctx;
+		} else {
+			SSL_CTX_free(ctx);
+		}
+	}
+	if (tls_ctx)
+		SSL_CTX_up_ref(tls_ctx);
+	SSL_CTX *ctx = tls_ctx;
+	pthread_mutex_unlock(&tls_lock);
+	return ctx;
+}
+
+/* A connection: a socket, with TLS over it for https://. */
+struct conn {
+	int fd;
+	SSL *ssl;
+};
+
+/* Waits as a TLS call asked (want read or want write); false on a real error. */
+static enum fl_status tls_wait(struct conn *c, int rc, int64_t deadline_us)
+{
+	int err = SSL_get_error(c->ssl, rc);
+	if (err == SSL_ERROR_WANT_READ)
+		return wait_fd(c->fd, POLLIN, deadline_us);
+	if (err == SSL_ERROR_WANT_WRITE)
+		return wait_fd(c->fd, POLLOUT, deadline_us);
+	return FL_ERR_UNAVAILABLE;
+}
+
+/* The TLS handshake, with the server's name (or IP address) verified. */
+static enum fl_status tls_start(struct conn *c, const char *host, int64_t deadline_us)
+{
+	unsigned char addr[16];
+	SSL_CTX *ctx = client_ctx();
+	if (!ctx)
+		return FL_ERR_CRYPTO;
+	c->ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL keeps its own reference */
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+		return FL_ERR_CRYPTO;
+	bool is_ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+	if (is_ip) {
+		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+		if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
+			return FL_ERR_CRYPTO;
+	} else if (SSL_set_tlsext_host_name(c->ssl, host) != 1 || SSL_set1_host(c->ssl, host) != 1) {
+		return FL_ERR_CRYPTO;
+	}
+	for (;;) {
+		int rc = SSL_connect(c->ssl);
+		if (rc == 1)
+			return FL_OK;
+		enum fl_status st = tls_wait(c, rc, deadline_us);
+		if (st != FL_OK)
+			return st;
+	}
+}
+
+/* Sends up to len bytes: how many, 0 after a wait, -1 on failure (status in *st). */
+static ssize_t conn_send(struct conn *c, const char *data, size_t len, int64_t deadline_us,
+			 enum fl_status *st)
+{
+	if (!c->ssl) {
+		ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			return n;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			*st = wait_fd(c->fd, POLLOUT, deadline_us);
+		else if (errno != EINTR)
+			*st = FL_ERR_UNAVAILABLE;
+		return *st == FL_OK ? 0 : -1;
+	}
+	int n = SSL_write(c->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
+	if (n > 0)
+		return n;
+	*st = tls_wait(c, n, deadline_us);
+	return *st == FL_OK ? 0 : -1;
+}
+
+/* Receives: bytes read, 0 at the end of the answer, -2 after a wait, -1 on failure. */
+static ssize_t conn_recv(struct conn *c, char *buf, size_t cap, int64_t deadline_us,
+			 enum fl_status *st)
+{
+	if (!c->ssl) {
+		ssize_t n = recv(c->fd, buf, cap, 0);
+		if (n >= 0)
+			return n;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			*st = wait_fd(c->fd, POLLIN, deadline_us);
+		else if (errno != EINTR)
+			*st = FL_ERR_UNAVAILABLE;
+		return *st == FL_OK ? -2 : -1;
+	}
+	int n = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+	if (n > 0)
+		return n;
+	int err = SSL_get_error(c->ssl, n);
+	if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))
+		return 0; /* closed (cleanly, or without close_notify after the answer) */
+	*st = tls_wait(c, n, deadline_us);
+	return *st == FL_OK ? -2 : -1;
+}
+
 static bool printable(const char *text, unsigned char lo)
 {
 	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
@@ -143,15 +284,20 @@ static enum fl_status exchange(const char *method, const char *base_url,
 	int64_t deadline_us = fl_time_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
 	char host[256], port[8] = "80", *request = NULL, *buf = NULL, *head_end = NULL;
 	size_t len = 0, cap = 0, sent = 0, request_len;
-	int fd = -1;
+	struct conn c = {-1, NULL};
 	enum fl_status st;
 
-	if (!base_url || !path_and_query || !ret_status || !ret_body || !ret_len ||
-	    strncasecmp(base_url, "http://", 7) != 0 || path_and_query[0] != '/' ||
+	if (!base_url || !path_and_query || !ret_status || !ret_body || !ret_len)
+		return FL_ERR_INVALID;
+	bool https = strncasecmp(base_url, "https://", 8) == 0;
+	if ((!https && strncasecmp(base_url, "http://", 7) != 0) || path_and_query[0] != '/' ||
 	    !printable(path_and_query, 0x21) || !printable(base_url, 0x21) ||
 	    (bearer_token && (!bearer_token[0] || !printable(bearer_token, 0x20))))
 		return FL_ERR_INVALID;
-	const char *authority = base_url + 7, *prefix = authority + strcspn(authority, "/?#@");
+	if (https)
+		snprintf(port, sizeof(port), "443");
+	const char *authority = base_url + (https ? 8 : 7),
+		   *prefix = authority + strcspn(authority, "/?#@");
 	const char *host_from = authority, *host_to = prefix, *port_from = NULL;
 	if (*authority == '[') {
 		host_from = authority + 1;
@@ -197,15 +343,13 @@ static enum fl_status exchange(const char *method, const char *base_url,
 	if (payload_len)
 		memcpy(request + request_len, payload, payload_len);
 	request_len += payload_len;
-	st = dial(host, port, deadline_us, &fd);
+	st = dial(host, port, deadline_us, &c.fd);
+	if (st == FL_OK && https)
+		st = tls_start(&c, host, deadline_us);
 	while (st == FL_OK && sent < request_len) {
-		ssize_t n = send(fd, request + sent, request_len - sent, MSG_NOSIGNAL);
-		if (n >= 0)
+		ssize_t n = conn_send(&c, request + sent, request_len - sent, deadline_us, &st);
+		if (n > 0)
 			sent += (size_t)n;
-		else if (errno == EAGAIN || errno == EWOULDBLOCK)
-			st = wait_fd(fd, POLLOUT, deadline_us);
-		else if (errno != EINTR)
-			st = FL_ERR_UNAVAILABLE;
 	}
 
 	unsigned status = 0;
@@ -239,18 +383,18 @@ static enum fl_status exchange(const char *method, const char *base_url,
 			cap = grown_cap;
 			head_end = head_end ? buf + head_at : NULL;
 		}
-		ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+		ssize_t n = conn_recv(&c, buf + len, cap - len - 1, deadline_us, &st);
 		if (n > 0)
 			len += (size_t)n;
 		else if (n == 0)
 			break;
-		else if (errno == EAGAIN || errno == EWOULDBLOCK)
-			st = wait_fd(fd, POLLIN, deadline_us);
-		else if (errno != EINTR)
-			st = FL_ERR_UNAVAILABLE;
 	}
-	if (fd >= 0)
-		close(fd);
+	if (c.ssl) {
+		ERR_clear_error(); /* leave nothing of this exchange on the thread's queue */
+		SSL_free(c.ssl);
+	}
+	if (c.fd >= 0)
+		close(c.fd);
 	free(request);
 
 	size_t body_at = head_end ? (size_t)(head_end + 4 - buf) : 0, body_len = len - body_at;

@@ -276,6 +276,55 @@ class TestMutualTls(TlsTestBase):
 
 
 @unittest.skipUnless(QUERY_SVC.exists(), f"no query-svc binary at {QUERY_SVC}")
+class TestClientsOverHttps(TlsTestBase):
+    """query-svc (--command-url https://… --command-ca) and the fledger CLI
+    (--ca-file) reach a command-svc that serves HTTPS only."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.command = cls.start_command("command-https-peers")
+        (cls.tmp / "repl.token").write_text(cls.tokens["repl"])
+        cls.query = Service(QUERY_SVC, cls.tmp.path, "query-over-https", [
+            "--data-dir", str(cls.tmp / "query-https-data"), "--nats", cls.nats.url,
+            "--signing-key", str(make_signing_key(cls.tmp / "query.pem")),
+            "--tokens", str(cls.tmp / "tokens.json"),
+            "--command-url", cls.command.url, "--command-ca", str(cls.pki.ca[0]),
+            "--command-token-file", str(cls.tmp / "repl.token"), "--consumer", "https-1"])
+        cls.services.append(cls.query)
+        cls.query.start()
+        status = cls.command.http(cls.tokens["admin"]).json("POST", "/v1/views", VIEW)[0]
+        if status != 201:
+            raise AssertionError(f"registering the view over HTTPS: {status}")
+
+    def test_query_svc_replicates_over_https(self):
+        status, _, body = self.command.http(self.tokens["clicks-pipeline"]).json(
+            "POST", "/v1/events", {"view": "user_activity", "entity_id": "tls-user",
+                                   "features": {"dwell_ms": 42.5}})
+        self.assertEqual(status, 201, body)
+        seq = body["results"][0]["seq"]
+        r = self.query.http(self.tokens["ranker"]).get(
+            f"/v1/features/user_activity/tls-user?features=dwell_ms&min_seq={seq}&wait_ms=10000")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["features"]["dwell_ms"]["value"], 42.5)
+        ready = self.query.http().get_json("/readyz")[1]
+        self.assertTrue(ready["command_reachable"], ready)
+
+    def test_cli_verifies_the_log_over_https(self):
+        cli = os.environ.get("FLEDGER_CLI") or str(harness.REPO_ROOT / "build" / "cli" / "fledger")
+        token = self.tmp / "aud.token"
+        token.write_text(self.tokens["aud"])
+        env = dict(os.environ, FLEDGER_COMMAND_URL=self.command.url)
+        base = [cli, "--token-file", str(token), "log", "verify",
+                "--state", str(self.tmp / "state.json")]
+        ok = subprocess.run(base[:3] + ["--ca-file", str(self.pki.ca[0])] + base[3:],
+                            env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        # Without the CA the server's certificate is not trusted.
+        refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(refused.returncode, 0, refused.stdout)
+
+
 class TestQueryMutualTls(TlsTestBase):
     """query-svc serves its own HTTPS the same way (here without a command-svc)."""
 

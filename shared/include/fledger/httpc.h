@@ -12,9 +12,16 @@
  * connection (Connection: close). The answer is delimited by Content-Length,
  * by chunked transfer coding, or by the end of the connection.
  *
- * Plain http:// only: an https:// base URL is refused with FL_ERR_INVALID
- * (TLS to command-svc is not supported by this client).
+ * http:// and https:// (OpenSSL, TLS 1.2 or later; the server's certificate
+ * is verified against fl_httpc_set_ca_file's CA, else the system's CAs, and
+ * must name the URL's host or IP address).
  */
+
+/*
+ * The PEM CA file that https:// servers must be signed by (NULL: the
+ * system's CA store). Applies to the requests that start after the call.
+ */
+enum fl_status fl_httpc_set_ca_file(const char *ca_file);
 
 /* Answers larger than this are refused with FL_ERR_FULL. */
 #define FL_HTTPC_MAX_BODY ((size_t)256 << 20)
