@@ -12,6 +12,7 @@
 #include "committer.h"
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
+#include "fledger/svc.h"
 #include "fledger/util.h"
 #include "routes.h"
 
@@ -91,32 +92,14 @@ int main(int argc, char **argv)
 	int64_t max_body, max_map;
 	enum fl_status st;
 
-	if (fl_config_parse(options, N_OPTIONS, argc, argv, error, sizeof(error), &config) !=
-	    FL_OK) {
-		fprintf(stderr, "command-svc: %s\n", error);
-		return 2;
-	}
-	if (fl_config_wants_help(config)) {
-		char *usage = fl_config_usage("command-svc", options, N_OPTIONS);
-		fputs(usage, stdout);
-		free(usage);
-		return 0;
-	}
-	enum fl_slog_level level;
-	if (fl_slog_level_parse(fl_config_get(config, "log-level"), &level) == FL_OK)
-		fl_slog_set_level(level);
+	config = fl_svc_config("command-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "max-map-bytes", 0, INT64_MAX, &max_map) != FL_OK)
 		fatal("bad --max-body or --max-map-bytes", NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
-	sigemptyset(&signals);
-	sigaddset(&signals, SIGTERM);
-	sigaddset(&signals, SIGINT);
-	sigaddset(&signals, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &signals, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	fl_svc_block_signals(&signals);
 
 	const char *key_path = fl_config_get(config, "signing-key");
 	if (!key_path)
@@ -124,18 +107,7 @@ int main(int argc, char **argv)
 	if ((st = fl_signer_load(key_path, &signer)) != FL_OK)
 		fatal("cannot load the signing key", fl_status_str(st));
 
-	if (fl_config_get(config, "tokens")) {
-		if (fl_auth_load(fl_config_get(config, "tokens"), error, sizeof(error), &auth) !=
-		    FL_OK)
-			fatal("cannot load the tokens file", error);
-	} else if (fl_config_get_bool(config, "insecure-no-auth")) {
-		fl_slog(FL_SLOG_WARN,
-			"INSECURE: no tokens file; every request is treated as admin. "
-			"Never run like this outside local development.",
-			NULL);
-	} else {
-		fatal("--tokens is required (or --insecure-no-auth for local development)", NULL);
-	}
+	auth = fl_svc_auth(config);
 
 	struct fl_log_options log_options = {.max_map_bytes = (size_t)max_map};
 	st = fl_log_open(fl_config_get(config, "data-dir"), &log_options, signer, &cmd.log);

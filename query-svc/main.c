@@ -16,6 +16,7 @@
 #include "fledger/config.h"
 #include "fledger/httpc.h"
 #include "fledger/slog.h"
+#include "fledger/svc.h"
 #include "fledger/util.h"
 #include "projection.h"
 #include "audit.h"
@@ -129,32 +130,14 @@ int main(int argc, char **argv)
 	int64_t max_body, lag_bound_ms;
 	enum fl_status st;
 
-	if (fl_config_parse(options, N_OPTIONS, argc, argv, error, sizeof(error), &config) !=
-	    FL_OK) {
-		fprintf(stderr, "query-svc: %s\n", error);
-		return 2;
-	}
-	if (fl_config_wants_help(config)) {
-		char *usage = fl_config_usage("query-svc", options, N_OPTIONS);
-		fputs(usage, stdout);
-		free(usage);
-		return 0;
-	}
-	enum fl_slog_level level;
-	if (fl_slog_level_parse(fl_config_get(config, "log-level"), &level) == FL_OK)
-		fl_slog_set_level(level);
+	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) != FL_OK)
 		fatal("bad --max-body or --lag-bound-ms", NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
-	sigemptyset(&signals);
-	sigaddset(&signals, SIGTERM);
-	sigaddset(&signals, SIGINT);
-	sigaddset(&signals, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &signals, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	fl_svc_block_signals(&signals);
 
 	const char *key_path = fl_config_get(config, "signing-key");
 	if (!key_path)
@@ -163,18 +146,7 @@ int main(int argc, char **argv)
 	if ((st = fl_signer_load(key_path, &signer)) != FL_OK)
 		fatal("cannot load the signing key", fl_status_str(st));
 
-	if (fl_config_get(config, "tokens")) {
-		if (fl_auth_load(fl_config_get(config, "tokens"), error, sizeof(error), &auth) !=
-		    FL_OK)
-			fatal("cannot load the tokens file", error);
-	} else if (fl_config_get_bool(config, "insecure-no-auth")) {
-		fl_slog(FL_SLOG_WARN,
-			"INSECURE: no tokens file; every request is treated as admin. "
-			"Never run like this outside local development.",
-			NULL);
-	} else {
-		fatal("--tokens is required (or --insecure-no-auth for local development)", NULL);
-	}
+	auth = fl_svc_auth(config);
 	if (fl_config_get(config, "command-token-file"))
 		command_token = read_token(fl_config_get(config, "command-token-file"));
 

@@ -3,6 +3,8 @@
  */
 #include "fledger/svc.h"
 
+#include "fledger/slog.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -155,4 +157,64 @@ bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t de
 	}
 	*ret_value = v;
 	return true;
+}
+
+struct fl_config *fl_svc_config(const char *program, const struct fl_config_option *options,
+				size_t n_options, int argc, char **argv)
+{
+	char error[256];
+	struct fl_config *config;
+	enum fl_slog_level level;
+
+	if (fl_config_parse(options, n_options, argc, argv, error, sizeof(error), &config) !=
+	    FL_OK) {
+		fprintf(stderr, "%s: %s\n", program, error);
+		exit(2);
+	}
+	if (fl_config_wants_help(config)) {
+		char *usage = fl_config_usage(program, options, n_options);
+		fputs(usage ? usage : "", stdout);
+		free(usage);
+		fl_config_destroy(config);
+		exit(0);
+	}
+	if (fl_config_get(config, "log-level") &&
+	    fl_slog_level_parse(fl_config_get(config, "log-level"), &level) == FL_OK)
+		fl_slog_set_level(level);
+	return config;
+}
+
+struct fl_auth *fl_svc_auth(const struct fl_config *config)
+{
+	char error[256];
+	struct fl_auth *auth = NULL;
+	const char *path = fl_config_get(config, "tokens");
+
+	if (path) {
+		if (fl_auth_load(path, error, sizeof(error), &auth) != FL_OK) {
+			fl_slog(FL_SLOG_ERROR, "cannot load the tokens file", "detail", error, NULL);
+			exit(1);
+		}
+		return auth;
+	}
+	if (!fl_config_get_bool(config, "insecure-no-auth")) {
+		fl_slog(FL_SLOG_ERROR,
+			"--tokens is required (or --insecure-no-auth for local development)", NULL);
+		exit(1);
+	}
+	fl_slog(FL_SLOG_WARN,
+		"INSECURE: no tokens file; every request is treated as admin. "
+		"Never run like this outside local development.",
+		NULL);
+	return NULL;
+}
+
+void fl_svc_block_signals(sigset_t *ret_set)
+{
+	sigemptyset(ret_set);
+	sigaddset(ret_set, SIGTERM);
+	sigaddset(ret_set, SIGINT);
+	sigaddset(ret_set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, ret_set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }

@@ -13,7 +13,10 @@
 
 #include <jansson.h>
 
+#include <signal.h>
+
 #include "fledger/auth.h"
+#include "fledger/config.h"
 #include "fledger/http.h"
 
 #define FL_JSON_MAX_DEPTH 32
@@ -46,5 +49,31 @@ bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t de
 
 /* The principal of the insecure development mode: name "dev", role admin. */
 const struct fl_principal *fl_svc_dev_principal(void);
+
+/*
+ * Start-up of a service's main(), the same for both services. These end the
+ * process on failure, after saying why: they are for main() only.
+ */
+
+/*
+ * Parses argv: a bad flag prints "program: why" and exits 2, --help prints
+ * the usage and exits 0. Applies --log-level. The caller destroys the result.
+ */
+struct fl_config *fl_svc_config(const char *program, const struct fl_config_option *options,
+				size_t n_options, int argc, char **argv);
+
+/*
+ * The principals of --tokens; NULL with --insecure-no-auth (every request is
+ * the development admin, logged loudly). Exits 1 when neither is given or
+ * the file is bad.
+ */
+struct fl_auth *fl_svc_auth(const struct fl_config *config);
+
+/*
+ * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads it
+ * starts afterwards, so that main can take them with sigwait(ret_set);
+ * ignores SIGPIPE.
+ */
+void fl_svc_block_signals(sigset_t *ret_set);
 
 #endif
