@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 
 #include "fledger/event.h"
+#include "fledger/jsonw.h"
 #include "fledger/util.h"
 
 #define INITIAL_MAP (64u << 20)
@@ -519,8 +520,8 @@ void fl_read_answer_finish(struct fl_read_answer *answer)
 {
 	if (!answer)
 		return;
-	json_decref(answer->features);
-	json_decref(answer->windows);
+	free(answer->features);
+	free(answer->windows);
 	free(answer->served_seqs);
 	memset(answer, 0, sizeof(*answer));
 }
@@ -528,6 +529,7 @@ void fl_read_answer_finish(struct fl_read_answer *answer)
 struct seq_set {
 	uint64_t *seqs;
 	size_t count, cap;
+	bool failed;
 };
 
 static void seq_add(struct seq_set *set, uint64_t seq)
@@ -535,8 +537,10 @@ static void seq_add(struct seq_set *set, uint64_t seq)
 	if (set->count == set->cap) {
 		size_t cap = set->cap ? 2 * set->cap : 32;
 		uint64_t *grown = realloc(set->seqs, cap * sizeof(*grown));
-		if (!grown)
+		if (!grown) {
+			set->failed = true;
 			return;
+		}
 		set->seqs = grown;
 		set->cap = cap;
 	}
@@ -561,23 +565,41 @@ static void seq_finish(struct seq_set *set)
 	set->count = out;
 }
 
-static json_t *feature_object(json_t *value, const char *status, int64_t event_ts, uint64_t seq)
+/* A stored value's JSON text; it points into the read's LMDB snapshot. */
+struct raw_value {
+	const char *text;
+	size_t len;
+};
+
+/* "name":{"value":…,"status":…[,"event_ts":…,"seq":…]} */
+static void write_feature(struct fl_jw *w, const char *name, const struct raw_value *value,
+			  const char *status, int64_t event_ts, uint64_t seq)
 {
-	char ts[FL_TIME_TEXT_LEN];
-	if (!value)
-		return json_pack("{s:n,s:s}", "value", "status", status);
-	fl_time_format(event_ts, ts);
-	return json_pack("{s:o,s:s,s:s,s:I}", "value", value, "status", status, "event_ts", ts,
-			 "seq", (json_int_t)seq);
+	fl_jw_key(w, name);
+	fl_jw_open(w, '{');
+	fl_jw_key(w, "value");
+	if (value->text)
+		fl_jw_raw(w, value->text, value->len);
+	else
+		fl_jw_raw(w, "null", 4);
+	fl_jw_key(w, "status");
+	fl_jw_str(w, status);
+	if (value->text) {
+		fl_jw_key(w, "event_ts");
+		fl_jw_time(w, event_ts);
+		fl_jw_key(w, "seq");
+		fl_jw_u64(w, seq);
+	}
+	fl_jw_close(w, '}');
 }
 
 /*
  * The newest event at or before as_of carrying feature name, by scanning
- * the entity's history backwards. value is a new reference or NULL.
+ * the entity's history backwards; value->text stays NULL when there is none.
  */
 static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_t *prefix,
 				   size_t plen, const char *name, int64_t as_of,
-				   json_t **ret_value, int64_t *ret_ts, uint64_t *ret_seq)
+				   struct raw_value *ret_value, int64_t *ret_ts, uint64_t *ret_seq)
 {
 	MDB_cursor *cur;
 	uint8_t start[KEY_MAX + 1];
@@ -589,27 +611,56 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 	fl_put_be64(start + plen, sortable_time(as_of));
 	fl_put_be64(start + plen + 8, UINT64_MAX);
 	key = (MDB_val){plen + 16, start};
-	*ret_value = NULL;
+	*ret_value = (struct raw_value){0};
 	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
 	rc = rc == MDB_SUCCESS ? mdb_cursor_get(cur, &key, &val, MDB_PREV)
 			       : mdb_cursor_get(cur, &key, &val, MDB_LAST);
 	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_PREV)) {
 		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
 			break;
-		json_error_t jerr;
-		json_t *features = json_loadb(val.mv_data, val.mv_size, 0, &jerr);
-		json_t *value = features ? json_object_get(features, name) : NULL;
-		if (value) {
-			*ret_value = json_incref(value);
+		if (fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
+				   &ret_value->len)) {
 			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
 			*ret_seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
-			json_decref(features);
 			break;
 		}
-		json_decref(features);
 	}
 	mdb_cursor_close(cur);
 	return FL_OK;
+}
+
+/* A number of a stored value: an integer when its text is one. */
+struct number {
+	bool is_int;
+	int64_t i;
+	double d;
+};
+
+static bool parse_number(const struct raw_value *value, struct number *ret)
+{
+	char text[64];
+	if (value->len == 0 || value->len >= sizeof(text))
+		return false;
+	memcpy(text, value->text, value->len);
+	text[value->len] = '\0';
+	char *end;
+	errno = 0;
+	ret->is_int = strpbrk(text, ".eE") == NULL;
+	if (ret->is_int) {
+		long long i = strtoll(text, &end, 10);
+		ret->i = (int64_t)i;
+		ret->d = (double)i;
+	} else {
+		ret->d = strtod(text, &end);
+	}
+	return end != text && *end == '\0' && errno == 0;
+}
+
+static bool number_less(const struct number *a, const struct number *b)
+{
+	if (a->is_int && b->is_int)
+		return a->i < b->i;
+	return a->d < b->d;
 }
 
 /* Accumulator of one window. */
@@ -620,114 +671,134 @@ struct window_acc {
 	uint64_t events;
 	__int128 isum;
 	double dsum;
-	json_t *min, *max;
+	struct raw_value extreme; /* min / max */
+	struct number extreme_number;
 	double *values; /* stddev */
 	size_t n_values, cap_values;
-	json_t *recent; /* last / last_n: newest first */
+	struct raw_value *recent; /* last / last_n: a ring of the newest values */
+	size_t keep;
 	struct seq_set seqs;
+	bool failed;
 };
 
-static double number_of(json_t *v)
-{
-	return json_is_integer(v) ? (double)json_integer_value(v) : json_real_value(v);
-}
-
-static bool less_than(json_t *a, json_t *b)
-{
-	if (json_is_integer(a) && json_is_integer(b))
-		return json_integer_value(a) < json_integer_value(b);
-	return number_of(a) < number_of(b);
-}
-
 /* Adds one event's value (events come oldest first). */
-static void acc_add(struct window_acc *acc, json_t *value, uint64_t seq)
+static void acc_add(struct window_acc *acc, const struct raw_value *value, uint64_t seq)
 {
-	acc->events++;
-	seq_add(&acc->seqs, seq);
+	struct number number = {0};
+	switch (acc->window->fn) {
+	case FL_WINDOW_SUM:
+	case FL_WINDOW_AVG:
+	case FL_WINDOW_MIN:
+	case FL_WINDOW_MAX:
+	case FL_WINDOW_STDDEV:
+		if (!parse_number(value, &number)) {
+			acc->failed = true; /* validation admits numbers only */
+			return;
+		}
+		break;
+	default:
+		break;
+	}
 	switch (acc->window->fn) {
 	case FL_WINDOW_COUNT:
 		break;
 	case FL_WINDOW_SUM:
 	case FL_WINDOW_AVG:
-		if (json_is_integer(value) && acc->integer)
-			acc->isum += json_integer_value(value);
+		if (number.is_int && acc->integer)
+			acc->isum += number.i;
 		else
-			acc->dsum += number_of(value);
+			acc->dsum += number.d;
 		break;
 	case FL_WINDOW_MIN:
-		if (!acc->min || less_than(value, acc->min)) {
-			json_decref(acc->min);
-			acc->min = json_incref(value);
+	case FL_WINDOW_MAX: {
+		bool min = acc->window->fn == FL_WINDOW_MIN;
+		if (!acc->extreme.text ||
+		    (min ? number_less(&number, &acc->extreme_number)
+			 : number_less(&acc->extreme_number, &number))) {
+			acc->extreme = *value;
+			acc->extreme_number = number;
 		}
-		break;
-	case FL_WINDOW_MAX:
-		if (!acc->max || less_than(acc->max, value)) {
-			json_decref(acc->max);
-			acc->max = json_incref(value);
-		}
-		break;
-	case FL_WINDOW_LAST:
-	case FL_WINDOW_LAST_N: {
-		size_t keep = acc->window->fn == FL_WINDOW_LAST ? 1 : acc->window->n;
-		json_array_insert(acc->recent, 0, value);
-		while (json_array_size(acc->recent) > keep)
-			json_array_remove(acc->recent, json_array_size(acc->recent) - 1);
 		break;
 	}
+	case FL_WINDOW_LAST:
+	case FL_WINDOW_LAST_N:
+		acc->recent[acc->events % acc->keep] = *value;
+		break;
 	case FL_WINDOW_STDDEV:
 		if (acc->n_values == acc->cap_values) {
 			size_t cap = acc->cap_values ? 2 * acc->cap_values : 64;
 			double *grown = realloc(acc->values, cap * sizeof(double));
-			if (!grown)
+			if (!grown) {
+				acc->failed = true;
 				return;
+			}
 			acc->values = grown;
 			acc->cap_values = cap;
 		}
-		acc->values[acc->n_values++] = number_of(value);
+		acc->values[acc->n_values++] = number.d;
 		break;
 	}
+	acc->events++;
+	seq_add(&acc->seqs, seq);
 }
 
-static json_t *acc_value(struct window_acc *acc)
+static void write_acc_value(struct fl_jw *w, const struct window_acc *acc)
 {
 	switch (acc->window->fn) {
 	case FL_WINDOW_COUNT:
-		return json_integer((json_int_t)acc->events);
+		fl_jw_u64(w, acc->events);
+		return;
 	case FL_WINDOW_SUM:
-		if (acc->integer) {
-			__int128 s = acc->isum;
-			if (s > INT64_MAX || s < INT64_MIN)
-				return json_real((double)s);
-			return json_integer((json_int_t)s);
-		}
-		return json_real(acc->dsum);
+		if (!acc->integer)
+			fl_jw_double(w, acc->dsum);
+		else if (acc->isum > INT64_MAX || acc->isum < INT64_MIN)
+			fl_jw_double(w, (double)acc->isum);
+		else
+			fl_jw_i64(w, (int64_t)acc->isum);
+		return;
 	case FL_WINDOW_AVG:
 		if (!acc->events)
-			return json_null();
-		return json_real((acc->integer ? (double)acc->isum : acc->dsum) /
-				 (double)acc->events);
+			break;
+		fl_jw_double(w, (acc->integer ? (double)acc->isum : acc->dsum) /
+				    (double)acc->events);
+		return;
 	case FL_WINDOW_MIN:
-		return acc->min ? json_incref(acc->min) : json_null();
 	case FL_WINDOW_MAX:
-		return acc->max ? json_incref(acc->max) : json_null();
+		if (!acc->extreme.text)
+			break;
+		fl_jw_raw(w, acc->extreme.text, acc->extreme.len);
+		return;
 	case FL_WINDOW_LAST:
-		return json_array_size(acc->recent) ? json_incref(json_array_get(acc->recent, 0))
-						    : json_null();
-	case FL_WINDOW_LAST_N:
-		return json_array_size(acc->recent) ? json_incref(acc->recent) : json_null();
+	case FL_WINDOW_LAST_N: {
+		if (!acc->events)
+			break;
+		size_t held = acc->events < acc->keep ? (size_t)acc->events : acc->keep;
+		if (acc->window->fn == FL_WINDOW_LAST_N)
+			fl_jw_open(w, '[');
+		for (size_t k = 0; k < held; k++) { /* newest first */
+			const struct raw_value *v = &acc->recent[(acc->events - 1 - k) % acc->keep];
+			if (acc->window->fn == FL_WINDOW_LAST_N)
+				fl_jw_sep(w);
+			fl_jw_raw(w, v->text, v->len);
+		}
+		if (acc->window->fn == FL_WINDOW_LAST_N)
+			fl_jw_close(w, ']');
+		return;
+	}
 	case FL_WINDOW_STDDEV: {
 		if (!acc->n_values)
-			return json_null();
+			break;
 		double mean = 0, var = 0;
 		for (size_t i = 0; i < acc->n_values; i++)
 			mean += acc->values[i];
 		mean /= (double)acc->n_values;
 		for (size_t i = 0; i < acc->n_values; i++)
 			var += (acc->values[i] - mean) * (acc->values[i] - mean);
-		return json_real(sqrt(var / (double)acc->n_values));
+		fl_jw_double(w, sqrt(var / (double)acc->n_values));
+		return;
 	}
 	}
-	return json_null();
+	fl_jw_raw(w, "null", 4);
 }
 
 /* Feeds every history event in (earliest, as_of] to the accumulators. */
@@ -759,22 +830,123 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 		if (ts <= earliest)
 			continue;
 		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
-		json_error_t jerr;
-		json_t *features = json_loadb(val.mv_data, val.mv_size, 0, &jerr);
-		if (!features)
-			continue;
 		for (size_t i = 0; i < n; i++) {
-			json_t *value;
+			struct raw_value value;
 			if (ts <= accs[i].from_us)
 				continue;
-			value = json_object_get(features, accs[i].window->of);
-			if (value && !json_is_null(value))
-				acc_add(&accs[i], value, seq);
+			if (fl_json_member(val.mv_data, val.mv_size, accs[i].window->of,
+					   &value.text, &value.len) &&
+			    !(value.len == 4 && memcmp(value.text, "null", 4) == 0))
+				acc_add(&accs[i], &value, seq);
 		}
-		json_decref(features);
 	}
 	mdb_cursor_close(cur);
+	for (size_t i = 0; i < n; i++)
+		if (accs[i].failed || accs[i].seqs.failed)
+			return FL_ERR_CORRUPT;
 	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+}
+
+/* The "features" object of a read. */
+static enum fl_status query_features(struct fl_projection_read *read,
+				     const struct fl_read_request *req, const uint8_t *prefix,
+				     size_t plen, struct fl_jw *w, struct seq_set *served)
+{
+	enum fl_status st = FL_OK;
+	int64_t max_age = fl_view_max_age_us(req->view);
+	fl_jw_open(w, '{');
+	for (size_t i = 0; i < req->n_features && st == FL_OK; i++) {
+		const char *name = req->features[i]->name;
+		uint8_t key[KEY_MAX + 1];
+		size_t nl = strlen(name);
+		struct raw_value value = {0};
+		int64_t ts = 0;
+		uint64_t seq = 0;
+		memcpy(key, prefix, plen);
+		memcpy(key + plen, name, nl);
+		MDB_val k = {plen + nl, key}, v;
+		int rc = mdb_get(read->txn, read->projection->latest, &k, &v);
+		if (rc == MDB_SUCCESS && v.mv_size >= 16) {
+			ts = time_of_sortable(v.mv_data);
+			seq = fl_get_be64((uint8_t *)v.mv_data + 8);
+			if (ts <= req->as_of_us)
+				value = (struct raw_value){(const char *)v.mv_data + 16,
+							   v.mv_size - 16};
+			else /* newer than as_of: find what was current then */
+				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
+						  &ts, &seq);
+		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
+			st = status_of_mdb(rc);
+		}
+		const char *status = !value.text ? "NOT_FOUND"
+				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
+										  : "PRESENT";
+		if (value.text)
+			seq_add(served, seq);
+		write_feature(w, name, &value, status, ts, seq);
+	}
+	fl_jw_close(w, '}');
+	return st;
+}
+
+/* The "windows" object of a read. */
+static enum fl_status query_windows(struct fl_projection_read *read,
+				    const struct fl_read_request *req, const uint8_t *prefix,
+				    size_t plen, struct fl_jw *w, struct seq_set *served)
+{
+	enum fl_status st = FL_OK;
+	struct window_acc *accs = calloc(req->n_windows ? req->n_windows : 1, sizeof(*accs));
+	if (!accs)
+		return FL_ERR_NOMEM;
+	for (size_t i = 0; st == FL_OK && i < req->n_windows; i++) {
+		const struct fl_window *win = req->windows[i];
+		const struct fl_feature *of = fl_view_feature(req->view, win->of);
+		accs[i].window = win;
+		accs[i].integer = of && of->type == FL_FEATURE_INT64;
+		accs[i].from_us = req->as_of_us - win->size_us;
+		accs[i].keep = win->fn == FL_WINDOW_LAST_N && win->n > 1 ? win->n : 1;
+		if (win->fn == FL_WINDOW_LAST || win->fn == FL_WINDOW_LAST_N) {
+			accs[i].recent = calloc(accs[i].keep, sizeof(*accs[i].recent));
+			if (!accs[i].recent)
+				st = FL_ERR_NOMEM;
+		}
+	}
+	if (st == FL_OK && req->n_windows)
+		st = scan_windows(read, prefix, plen, req->as_of_us, accs, req->n_windows);
+	fl_jw_open(w, '{');
+	for (size_t i = 0; i < req->n_windows; i++) {
+		struct window_acc *acc = &accs[i];
+		if (st == FL_OK) {
+			fl_jw_key(w, acc->window->name);
+			fl_jw_open(w, '{');
+			fl_jw_key(w, "value");
+			write_acc_value(w, acc);
+			fl_jw_key(w, "from");
+			fl_jw_time(w, acc->from_us);
+			fl_jw_key(w, "to");
+			fl_jw_time(w, req->as_of_us);
+			fl_jw_key(w, "events");
+			fl_jw_u64(w, acc->events);
+			if (req->with_window_seqs && acc->seqs.count <= MAX_WINDOW_SEQS) {
+				fl_jw_key(w, "seqs");
+				fl_jw_open(w, '[');
+				for (size_t j = 0; j < acc->seqs.count; j++) {
+					fl_jw_sep(w);
+					fl_jw_u64(w, acc->seqs.seqs[j]);
+				}
+				fl_jw_close(w, ']');
+			}
+			fl_jw_close(w, '}');
+			for (size_t j = 0; j < acc->seqs.count; j++)
+				seq_add(served, acc->seqs.seqs[j]);
+		}
+		free(acc->values);
+		free(acc->recent);
+		free(acc->seqs.seqs);
+	}
+	fl_jw_close(w, '}');
+	free(accs);
+	return st;
 }
 
 enum fl_status fl_projection_query(struct fl_projection_read *read,
@@ -783,12 +955,11 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 {
 	uint8_t prefix[KEY_MAX + 1];
 	struct seq_set served = {0};
-	enum fl_status st = FL_OK;
 	int64_t now = fl_time_now_us();
-	int64_t retained_from = now - fl_view_retention_us(req->view);
 
 	if (!read || !req || !ret_answer || !req->view || !req->entity_id)
 		return FL_ERR_INVALID;
+	int64_t retained_from = now - fl_view_retention_us(req->view);
 	if (req->as_of_us < retained_from) {
 		fl_error_set(err, 400, "outside_retention", "as_of",
 			     "as_of is older than the view's retained history (%s)",
@@ -808,93 +979,23 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 	if (!plen)
 		return FL_ERR_INVALID;
 
-	json_t *features = json_object();
-	int64_t max_age = fl_view_max_age_us(req->view);
-	for (size_t i = 0; i < req->n_features && st == FL_OK; i++) {
-		const char *name = req->features[i]->name;
-		uint8_t key[KEY_MAX + 1];
-		size_t nl = strlen(name);
-		json_t *value = NULL;
-		int64_t ts = 0;
-		uint64_t seq = 0;
-		memcpy(key, prefix, plen);
-		memcpy(key + plen, name, nl);
-		MDB_val k = {plen + nl, key}, v;
-		int rc = mdb_get(read->txn, read->projection->latest, &k, &v);
-		if (rc == MDB_SUCCESS && v.mv_size >= 16) {
-			ts = time_of_sortable(v.mv_data);
-			seq = fl_get_be64((uint8_t *)v.mv_data + 8);
-			if (ts <= req->as_of_us) {
-				json_error_t jerr;
-				value = json_loadb((const char *)v.mv_data + 16, v.mv_size - 16,
-						   JSON_DECODE_ANY, &jerr);
-				if (!value)
-					st = FL_ERR_CORRUPT;
-			} else {
-				/* newer than as_of: find what was current then */
-				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
-						  &ts, &seq);
-			}
-		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
-			st = status_of_mdb(rc);
-		}
-		const char *status = !value ? "NOT_FOUND"
-				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
-										  : "PRESENT";
-		if (value)
-			seq_add(&served, seq);
-		json_object_set_new(features, name, feature_object(value, status, ts, seq));
-	}
-
-	json_t *windows = json_object();
-	struct window_acc *accs = calloc(req->n_windows ? req->n_windows : 1, sizeof(*accs));
-	if (!accs)
+	struct fl_jw features, windows;
+	fl_jw_init(&features);
+	fl_jw_init(&windows);
+	enum fl_status st = query_features(read, req, prefix, plen, &features, &served);
+	if (st == FL_OK)
+		st = query_windows(read, req, prefix, plen, &windows, &served);
+	if (st == FL_OK && (features.failed || windows.failed || served.failed))
 		st = FL_ERR_NOMEM;
-	for (size_t i = 0; st == FL_OK && i < req->n_windows; i++) {
-		const struct fl_window *w = req->windows[i];
-		const struct fl_feature *of = fl_view_feature(req->view, w->of);
-		accs[i].window = w;
-		accs[i].integer = of && of->type == FL_FEATURE_INT64;
-		accs[i].from_us = req->as_of_us - w->size_us;
-		accs[i].recent = json_array();
-	}
-	if (st == FL_OK && req->n_windows)
-		st = scan_windows(read, prefix, plen, req->as_of_us, accs, req->n_windows);
-	for (size_t i = 0; i < req->n_windows; i++) {
-		if (st == FL_OK) {
-			char from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
-			fl_time_format(accs[i].from_us, from);
-			fl_time_format(req->as_of_us, to);
-			json_t *obj = json_pack("{s:o,s:s,s:s,s:I}", "value", acc_value(&accs[i]),
-						"from", from, "to", to, "events",
-						(json_int_t)accs[i].events);
-			if (req->with_window_seqs && accs[i].seqs.count <= MAX_WINDOW_SEQS) {
-				json_t *list = json_array();
-				for (size_t j = 0; j < accs[i].seqs.count; j++)
-					json_array_append_new(
-					    list, json_integer((json_int_t)accs[i].seqs.seqs[j]));
-				json_object_set_new(obj, "seqs", list);
-			}
-			json_object_set_new(windows, accs[i].window->name, obj);
-			for (size_t j = 0; j < accs[i].seqs.count; j++)
-				seq_add(&served, accs[i].seqs.seqs[j]);
-		}
-		json_decref(accs[i].min);
-		json_decref(accs[i].max);
-		json_decref(accs[i].recent);
-		free(accs[i].values);
-		free(accs[i].seqs.seqs);
-	}
-	free(accs);
 	if (st != FL_OK) {
-		json_decref(features);
-		json_decref(windows);
+		fl_jw_free(&features);
+		fl_jw_free(&windows);
 		free(served.seqs);
 		return st;
 	}
 	seq_finish(&served);
-	ret_answer->features = features;
-	ret_answer->windows = windows;
+	ret_answer->features = fl_jw_take(&features, &ret_answer->features_len);
+	ret_answer->windows = fl_jw_take(&windows, &ret_answer->windows_len);
 	ret_answer->served_seqs = served.seqs;
 	ret_answer->n_served = served.count;
 	return FL_OK;

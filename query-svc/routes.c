@@ -30,6 +30,7 @@
 
 #include "audit.h"
 #include "fledger/event.h"
+#include "fledger/jsonw.h"
 #include "fledger/logroutes.h"
 #include "fledger/slog.h"
 #include "fledger/svc.h"
@@ -1246,28 +1247,76 @@ static enum fl_status proof_begin(struct fl_query *q, struct fl_log_reader **ret
 	return FL_OK;
 }
 
-/* A new reference to object, or a new empty object when it is NULL. */
-static json_t *object_or_empty(json_t *object)
+/*
+ * The features text of one row with a "proof" added to every served value
+ * (proof=1): parsed, completed and written back. A new string.
+ */
+static enum fl_status features_with_proofs(struct fl_log_reader *reader, uint64_t tree_size,
+					   const struct fl_read_answer *answer, char **ret_text)
 {
-	return object ? json_incref(object) : json_object();
+	json_t *features = json_loadb(answer->features, answer->features_len, 0, NULL);
+	if (!features)
+		return FL_ERR_NOMEM;
+	enum fl_status st = add_proofs(reader, tree_size, features);
+	*ret_text = st == FL_OK ? json_dumps(features, JSON_COMPACT) : NULL;
+	json_decref(features);
+	if (st == FL_OK && !*ret_text)
+		st = FL_ERR_NOMEM;
+	return st;
 }
 
-/* GET /v1/features/... and POST /v1/features:batch. */
+/* One row: {"view","entity_id","as_of","features","windows"} (open at the end). */
+static enum fl_status write_row(struct read_job *job, struct fl_log_reader *reader,
+				uint64_t tree_size, const char *entity_id, int64_t as_of_us,
+				const struct fl_read_answer *answer, struct fl_jw *w)
+{
+	fl_jw_open(w, '{');
+	fl_jw_key(w, "view");
+	fl_jw_str(w, fl_view_name(job->parts[0].view));
+	fl_jw_key(w, "entity_id");
+	fl_jw_str(w, entity_id);
+	fl_jw_key(w, "as_of");
+	fl_jw_time(w, as_of_us);
+	fl_jw_key(w, "features");
+	if (reader) {
+		char *text;
+		enum fl_status st = features_with_proofs(reader, tree_size, answer, &text);
+		if (st != FL_OK)
+			return st;
+		fl_jw_raw(w, text, strlen(text));
+		free(text);
+	} else {
+		fl_jw_raw(w, answer->features, answer->features_len);
+	}
+	fl_jw_key(w, "windows");
+	fl_jw_raw(w, answer->windows, answer->windows_len);
+	return FL_OK;
+}
+
+/*
+ * GET /v1/features/... and POST /v1/features:batch. The answer is written
+ * as text straight from the read models (this is the hot path).
+ */
 static enum fl_http_disposition execute_rows(struct read_job *job)
 {
 	struct fl_query *q = job->query;
 	struct fl_projection_read *read;
 	struct read_part *part = &job->parts[0];
+	struct fl_log_reader *reader = NULL;
+	uint64_t tree_size = 0;
+	json_t *checkpoint = NULL;
 	struct fl_error err;
-	char as_of[FL_TIME_TEXT_LEN];
+	struct fl_jw w;
 
 	enum fl_status st = fl_projection_read_begin(q->projection, &read);
 	if (st != FL_OK)
 		return send_internal(job, st);
+	if (job->proof && (st = proof_begin(q, &reader, &tree_size, &checkpoint)) != FL_OK) {
+		fl_projection_read_end(read);
+		return send_internal(job, st);
+	}
 	uint64_t applied_seq = fl_projection_read_applied_seq(read);
 	int64_t as_of_us = job->as_of_given ? job->as_of_us : fl_time_now_us();
-	fl_time_format(as_of_us, as_of);
-	json_t *rows = json_array();
 	struct fl_read_request request = {
 	    .view = part->view,
 	    .as_of_us = as_of_us,
@@ -1278,7 +1327,13 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 	    .with_window_seqs = job->proof,
 	};
 	fl_error_clear(&err);
-	for (size_t i = 0; rows && st == FL_OK && i < job->n_entities; i++) {
+	fl_jw_init(&w);
+	if (job->kind != READ_ONE) {
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "rows");
+		fl_jw_open(&w, '[');
+	}
+	for (size_t i = 0; st == FL_OK && i < job->n_entities; i++) {
 		struct fl_read_answer answer;
 		request.entity_id = job->entity_ids[i];
 		st = fl_projection_query(read, &request, &answer, &err);
@@ -1286,62 +1341,55 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 			break;
 		for (size_t k = 0; st == FL_OK && k < answer.n_served; k++)
 			st = served_add(job, answer.served_seqs[k]);
-		json_t *row = json_pack("{s:s,s:s,s:s,s:o,s:o}", "view", fl_view_name(part->view),
-					"entity_id", job->entity_ids[i], "as_of", as_of, "features",
-					object_or_empty(answer.features), "windows",
-					object_or_empty(answer.windows));
+		if (job->kind != READ_ONE)
+			fl_jw_sep(&w);
+		if (st == FL_OK)
+			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us, &answer,
+				       &w);
 		fl_read_answer_finish(&answer);
-		if (!row || json_array_append_new(rows, row) != 0)
-			st = FL_ERR_NOMEM;
+		if (job->kind != READ_ONE)
+			fl_jw_close(&w, '}');
 	}
 	fl_projection_read_end(read);
-	if (st != FL_OK || !rows) {
-		json_decref(rows);
+	if (reader)
+		fl_log_reader_end(reader);
+	if (st != FL_OK) {
+		fl_jw_free(&w);
+		json_decref(checkpoint);
 		if (st == FL_ERR_INVALID && err.http_status)
 			return send_fl_error(job, &err);
-		return send_internal(job, st != FL_OK ? st : FL_ERR_NOMEM);
+		if (st == FL_ERR_NOT_FOUND && job->proof)
+			return send_error(job, 503, "proof_unavailable",
+					  "the replica holds no checkpoint covering a served value "
+					  "yet; retry",
+					  NULL);
+		return send_internal(job, st);
 	}
-
-	json_t *checkpoint = NULL;
-	if (job->proof) {
-		struct fl_log_reader *reader;
-		uint64_t tree_size;
-		st = proof_begin(q, &reader, &tree_size, &checkpoint);
-		if (st == FL_OK) {
-			for (size_t i = 0; st == FL_OK && i < json_array_size(rows); i++)
-				st = add_proofs(
-				    reader, tree_size,
-				    json_object_get(json_array_get(rows, i), "features"));
-			fl_log_reader_end(reader);
-		}
-		if (st != FL_OK) {
-			json_decref(rows);
-			json_decref(checkpoint);
-			if (st == FL_ERR_NOT_FOUND)
-				return send_error(job, 503, "proof_unavailable",
-						  "the replica holds no checkpoint covering a "
-						  "served value yet; retry",
-						  NULL);
-			return send_internal(job, st);
-		}
-	}
-
-	json_t *body;
-	if (job->kind == READ_ONE) {
-		body = json_incref(json_array_get(rows, 0));
-		json_decref(rows);
-	} else {
-		body = json_pack("{s:o}", "rows", rows);
-	}
-	if (body) {
-		json_object_set_new(body, "applied_seq", json_integer((json_int_t)applied_seq));
-		json_object_set_new(body, "read_id", json_string(job->read_id));
-		if (checkpoint)
-			json_object_set_new(body, "checkpoint", checkpoint);
-	} else {
+	if (job->kind != READ_ONE)
+		fl_jw_close(&w, ']');
+	fl_jw_key(&w, "applied_seq");
+	fl_jw_u64(&w, applied_seq);
+	fl_jw_key(&w, "read_id");
+	fl_jw_str(&w, job->read_id);
+	if (checkpoint) {
+		char *text = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY);
 		json_decref(checkpoint);
+		if (!text) {
+			fl_jw_free(&w);
+			return send_internal(job, FL_ERR_NOMEM);
+		}
+		fl_jw_key(&w, "checkpoint");
+		fl_jw_raw(&w, text, strlen(text));
+		free(text);
 	}
-	return send_json(job, 200, body);
+	fl_jw_close(&w, '}');
+	size_t len;
+	char *text = fl_jw_take(&w, &len);
+	if (!text)
+		return send_internal(job, FL_ERR_NOMEM);
+	enum fl_http_disposition disposition = send_answer(job, 200, "application/json", text, len);
+	free(text);
+	return disposition;
 }
 
 /* A timestamp as protobuf's JSON writes it: 0, 3 or 6 fractional digits. */
@@ -1381,12 +1429,18 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	char as_of[FL_TIME_TEXT_LEN];
 	size_t n_answers = job->n_entities * job->n_parts, n_done = 0;
 	struct fl_read_answer *answers = calloc(n_answers, sizeof(*answers));
+	/* each answer's features and windows, parsed: [2 i] and [2 i + 1] */
+	json_t **parsed = calloc(2 * n_answers, sizeof(*parsed));
 
-	if (!answers)
+	if (!answers || !parsed) {
+		free(answers);
+		free(parsed);
 		return send_internal(job, FL_ERR_NOMEM);
+	}
 	enum fl_status st = fl_projection_read_begin(q->projection, &read);
 	if (st != FL_OK) {
 		free(answers);
+		free(parsed);
 		return send_internal(job, st);
 	}
 	int64_t as_of_us = job->as_of_given ? job->as_of_us : fl_time_now_us();
@@ -1404,10 +1458,17 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 			    .windows = part->windows,
 			    .n_windows = part->n_windows,
 			};
-			st = fl_projection_query(read, &request, &answers[e * job->n_parts + p],
-						 &err);
-			if (st == FL_OK)
-				n_done++;
+			size_t i = e * job->n_parts + p;
+			st = fl_projection_query(read, &request, &answers[i], &err);
+			if (st != FL_OK)
+				break;
+			n_done++;
+			parsed[2 * i] = json_loadb(answers[i].features, answers[i].features_len,
+						   0, NULL);
+			parsed[2 * i + 1] = json_loadb(answers[i].windows,
+						       answers[i].windows_len, 0, NULL);
+			if (!parsed[2 * i] || !parsed[2 * i + 1])
+				st = FL_ERR_NOMEM;
 		}
 	fl_projection_read_end(read);
 
@@ -1439,10 +1500,8 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 		}
 		json_array_append_new(results, result);
 		for (size_t e = 0; st == FL_OK && e < job->n_entities; e++) {
-			const struct fl_read_answer *answer =
-			    &answers[e * job->n_parts + col->part];
-			json_t *cell = json_object_get(
-			    col->is_window ? answer->windows : answer->features, name);
+			size_t i = e * job->n_parts + col->part;
+			json_t *cell = json_object_get(parsed[2 * i + col->is_window], name);
 			json_t *value = json_incref(json_object_get(cell, "value"));
 			if (col->is_window) {
 				st = feast_cell(result, value, "PRESENT", as_of);
@@ -1463,7 +1522,10 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	}
 	for (size_t i = 0; i < n_done; i++)
 		fl_read_answer_finish(&answers[i]);
+	for (size_t i = 0; i < 2 * n_answers; i++)
+		json_decref(parsed[i]);
 	free(answers);
+	free(parsed);
 	json_decref(entity_result);
 	if (st != FL_OK) {
 		json_decref(names);

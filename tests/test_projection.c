@@ -301,6 +301,17 @@ static void check_window(const struct fl_window *w, int entity, int64_t as_of, j
 	}
 }
 
+/* A part of an answer (JSON text), parsed; the test owns the result. */
+static json_t *parse_part(const char *text, size_t len)
+{
+	json_error_t jerr;
+	json_t *value = json_loadb(text, len, 0, &jerr);
+	cr_assert_not_null(value, "%s at %d in the answer text %.*s", jerr.text, jerr.position,
+			  (int)len, text);
+	cr_assert(json_is_object(value));
+	return value;
+}
+
 Test(projection, features_and_windows_match_a_brute_force_oracle)
 {
 	int64_t base = fl_time_now_us() - 60 * MIN_US;
@@ -340,11 +351,13 @@ Test(projection, features_and_windows_match_a_brute_force_oracle)
 		cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK, "%s",
 			     err.message);
 		fl_projection_read_end(read);
+		json_t *answer_features = parse_part(answer.features, answer.features_len);
+		json_t *answer_windows = parse_part(answer.windows, answer.windows_len);
 
 		for (size_t i = 0; i < 3; i++) {
 			char f = features[i]->name[0];
 			const struct rec *want = oracle_latest(entity, as_of, f);
-			json_t *obj = json_object_get(answer.features, features[i]->name);
+			json_t *obj = json_object_get(answer_features, features[i]->name);
 			const char *status = json_string_value(json_object_get(obj, "status"));
 			if (!want) {
 				cr_assert_str_eq(status, "NOT_FOUND");
@@ -365,7 +378,9 @@ Test(projection, features_and_windows_match_a_brute_force_oracle)
 		}
 		for (size_t i = 0; i < n_windows; i++)
 			check_window(windows[i], entity, as_of,
-				     json_object_get(answer.windows, windows[i]->name));
+				     json_object_get(answer_windows, windows[i]->name));
+		json_decref(answer_features);
+		json_decref(answer_windows);
 		fl_read_answer_finish(&answer);
 	}
 	fl_view_unref(view);
@@ -438,9 +453,11 @@ Test(projection, late_events_never_overwrite_newer_ones)
 		cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
 		fl_projection_read_end(read);
 		const struct rec *want = oracle_latest(entity, INT64_MAX, 'x');
+		json_t *answer_features = parse_part(answer.features, answer.features_len);
 		cr_assert_eq(json_integer_value(json_object_get(
-				 json_object_get(answer.features, "x"), "seq")),
+				 json_object_get(answer_features, "x"), "seq")),
 			     (json_int_t)want->seq);
+		json_decref(answer_features);
 		/* served seqs name exactly the value's event */
 		cr_assert_eq(answer.n_served, 1);
 		cr_assert_eq(answer.served_seqs[0], want->seq);
@@ -457,9 +474,11 @@ Test(projection, late_events_never_overwrite_newer_ones)
 	struct fl_error err;
 	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
 	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
-	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(answer.features, "x"),
+	json_t *answer_features = parse_part(answer.features, answer.features_len);
+	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(answer_features, "x"),
 							    "status")),
 			 "NOT_FOUND");
+	json_decref(answer_features);
 	fl_read_answer_finish(&answer);
 	/* as_of beyond the retention is a clear 400. */
 	req.as_of_us = fl_time_now_us() - 31 * 24 * 60 * MIN_US;

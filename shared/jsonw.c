@@ -1,0 +1,293 @@
+#include "fledger/jsonw.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fledger/util.h"
+
+void fl_jw_init(struct fl_jw *w)
+{
+	*w = (struct fl_jw){.first = true};
+}
+
+void fl_jw_free(struct fl_jw *w)
+{
+	free(w->buf);
+	fl_jw_init(w);
+}
+
+char *fl_jw_take(struct fl_jw *w, size_t *ret_len)
+{
+	char *text = w->failed ? NULL : w->buf;
+	if (text && ret_len)
+		*ret_len = w->len;
+	if (!text)
+		free(w->buf);
+	fl_jw_init(w);
+	return text;
+}
+
+/* Room for n more bytes and the NUL. */
+static bool reserve(struct fl_jw *w, size_t n)
+{
+	if (w->failed)
+		return false;
+	if (w->len + n + 1 <= w->cap)
+		return true;
+	size_t cap = w->cap ? w->cap : 512;
+	while (cap < w->len + n + 1)
+		cap *= 2;
+	char *grown = realloc(w->buf, cap);
+	if (!grown) {
+		w->failed = true;
+		return false;
+	}
+	w->buf = grown;
+	w->cap = cap;
+	return true;
+}
+
+void fl_jw_raw(struct fl_jw *w, const char *text, size_t len)
+{
+	if (!reserve(w, len))
+		return;
+	memcpy(w->buf + w->len, text, len);
+	w->len += len;
+	w->buf[w->len] = '\0';
+}
+
+void fl_jw_strn(struct fl_jw *w, const char *text, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	/* at most 6 bytes per input byte, and the quotes */
+	if (!reserve(w, 6 * len + 2))
+		return;
+	char *out = w->buf + w->len;
+	*out++ = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*out++ = (char)c;
+			continue;
+		}
+		*out++ = '\\';
+		switch (c) {
+		case '"':
+		case '\\':
+			*out++ = (char)c;
+			break;
+		case '\b':
+			*out++ = 'b';
+			break;
+		case '\f':
+			*out++ = 'f';
+			break;
+		case '\n':
+			*out++ = 'n';
+			break;
+		case '\r':
+			*out++ = 'r';
+			break;
+		case '\t':
+			*out++ = 't';
+			break;
+		default:
+			*out++ = 'u';
+			*out++ = '0';
+			*out++ = '0';
+			*out++ = hex[c >> 4];
+			*out++ = hex[c & 15];
+			break;
+		}
+	}
+	*out++ = '"';
+	*out = '\0';
+	w->len = (size_t)(out - w->buf);
+}
+
+void fl_jw_str(struct fl_jw *w, const char *text)
+{
+	fl_jw_strn(w, text, strlen(text));
+}
+
+void fl_jw_u64(struct fl_jw *w, uint64_t v)
+{
+	char digits[20];
+	size_t n = 0;
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (!reserve(w, n))
+		return;
+	while (n)
+		w->buf[w->len++] = digits[--n];
+	w->buf[w->len] = '\0';
+}
+
+void fl_jw_i64(struct fl_jw *w, int64_t v)
+{
+	if (v < 0) {
+		fl_jw_char(w, '-');
+		fl_jw_u64(w, (uint64_t)0 - (uint64_t)v);
+	} else {
+		fl_jw_u64(w, (uint64_t)v);
+	}
+}
+
+void fl_jw_double(struct fl_jw *w, double v)
+{
+	char text[40];
+	if (!isfinite(v)) {
+		fl_jw_raw(w, "null", 4);
+		return;
+	}
+	int n = snprintf(text, sizeof(text) - 3, "%.17g", v);
+	if (n < 0 || (size_t)n >= sizeof(text) - 3) {
+		w->failed = true;
+		return;
+	}
+	size_t len = (size_t)n;
+	char *e = strchr(text, 'e');
+	if (!e && !strchr(text, '.')) {
+		memcpy(text + len, ".0", 3);
+		len += 2;
+	}
+	if (e) { /* 1e+20 -> 1e20, 1e-05 -> 1e-5, as jansson writes them */
+		char *start = e + 1, *end = e + 2;
+		if (*start == '-')
+			start++;
+		while (*end == '0')
+			end++;
+		if (end != start) {
+			memmove(start, end, len - (size_t)(end - text) + 1);
+			len -= (size_t)(end - start);
+		}
+	}
+	fl_jw_raw(w, text, len);
+}
+
+void fl_jw_time(struct fl_jw *w, int64_t us)
+{
+	char text[FL_TIME_TEXT_LEN + 2];
+	text[0] = '"';
+	fl_time_format(us, text + 1);
+	size_t len = strlen(text);
+	text[len++] = '"';
+	fl_jw_raw(w, text, len);
+}
+
+void fl_jw_open(struct fl_jw *w, char bracket)
+{
+	fl_jw_char(w, bracket);
+	w->first = true;
+}
+
+void fl_jw_close(struct fl_jw *w, char bracket)
+{
+	fl_jw_char(w, bracket);
+	w->first = false;
+}
+
+void fl_jw_sep(struct fl_jw *w)
+{
+	if (!w->first)
+		fl_jw_char(w, ',');
+	w->first = false;
+}
+
+void fl_jw_key(struct fl_jw *w, const char *key)
+{
+	fl_jw_sep(w);
+	fl_jw_str(w, key);
+	fl_jw_char(w, ':');
+}
+
+/* ---- the member scanner ---------------------------------------------------- */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* Past a string starting at its opening quote; NULL if unterminated. */
+static const char *skip_string(const char *p, const char *end)
+{
+	for (p++; p < end; p++) {
+		if (*p == '\\')
+			p++;
+		else if (*p == '"')
+			return p + 1;
+	}
+	return NULL;
+}
+
+/*
+ * Past one value: at the ',' or closing bracket that follows it at depth 0
+ * (or at end), strings skipped and brackets balanced; NULL if malformed.
+ */
+static const char *skip_value(const char *p, const char *end)
+{
+	int depth = 0;
+	while (p < end) {
+		char c = *p;
+		if (c == '"') {
+			p = skip_string(p, end);
+			if (!p)
+				return NULL;
+			continue;
+		}
+		if (depth == 0 && (c == ',' || c == '}' || c == ']'))
+			return p;
+		if (c == '{' || c == '[')
+			depth++;
+		else if (c == '}' || c == ']')
+			depth--;
+		p++;
+	}
+	return depth == 0 ? p : NULL;
+}
+
+bool fl_json_member(const char *text, size_t len, const char *key, const char **ret_value,
+		    size_t *ret_value_len)
+{
+	const char *p = text, *end = text + len;
+	size_t key_len = strlen(key);
+
+	p = skip_ws(p, end);
+	if (p == end || *p != '{')
+		return false;
+	p = skip_ws(p + 1, end);
+	while (p < end && *p == '"') {
+		const char *k = p + 1;
+		const char *after = skip_string(p, end);
+		if (!after)
+			return false;
+		bool match = (size_t)(after - 1 - k) == key_len && memcmp(k, key, key_len) == 0;
+		p = skip_ws(after, end);
+		if (p == end || *p != ':')
+			return false;
+		p = skip_ws(p + 1, end);
+		const char *value = p;
+		p = skip_value(p, end);
+		if (!p || p == value)
+			return false;
+		if (match) {
+			const char *value_end = p;
+			while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t' ||
+						     value_end[-1] == '\n' || value_end[-1] == '\r'))
+				value_end--;
+			*ret_value = value;
+			*ret_value_len = (size_t)(value_end - value);
+			return true;
+		}
+		if (p == end || *p != ',')
+			return false;
+		p = skip_ws(p + 1, end);
+	}
+	return false;
+}
