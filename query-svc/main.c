@@ -50,6 +50,8 @@ static const struct fl_config_option options[] = {
     {"tls-key", "FLEDGER_TLS_KEY", NULL, "PEM private key of --tls-cert", false},
     {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
+    {"http-threads", "FLEDGER_HTTP_THREADS", "1",
+     "HTTP server threads (reads run on them in parallel)", false},
     {"lag-bound-ms", "FLEDGER_LAG_BOUND_MS", "5000",
      "/readyz fails when applying lags the log by longer than this", false},
     {"rebuild", "FLEDGER_REBUILD", NULL,
@@ -127,13 +129,14 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, lag_bound_ms;
+	int64_t max_body, lag_bound_ms, http_threads;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
-	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) != FL_OK)
-		fatal("bad --max-body or --lag-bound-ms", NULL);
+	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) != FL_OK ||
+	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK)
+		fatal("bad --max-body, --lag-bound-ms or --http-threads", NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
@@ -257,6 +260,7 @@ int main(int argc, char **argv)
 	    .tls_cert_file = fl_config_get(config, "tls-cert"),
 	    .tls_key_file = fl_config_get(config, "tls-key"),
 	    .tls_client_ca_file = fl_config_get(config, "tls-client-ca"),
+	    .threads = (unsigned)http_threads,
 	    .on_complete = fl_query_on_complete,
 	};
 	struct fl_http_server *server;

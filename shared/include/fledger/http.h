@@ -9,8 +9,8 @@
 #include "fledger/status.h"
 
 /*
- * The HTTP server both services run: libmicrohttpd with one internal epoll
- * thread, keep-alive, a body size limit, optional TLS with optional client
+ * The HTTP server both services run: libmicrohttpd with internal epoll
+ * threads (one unless asked for more), keep-alive, a body size limit, optional TLS with optional client
  * certificates, and deferred answers.
  *
  * The handler runs on the server thread once a request's body is complete.
@@ -67,6 +67,10 @@ struct fl_http_options {
 	unsigned grace_ms;
 	/* Idle keep-alive connections close after this long (0 means 60 s). */
 	unsigned idle_timeout_s;
+	/* Server threads, each with its own epoll and its share of the
+	 * connections (0 means 1). Handlers then run on several threads at
+	 * once. */
+	unsigned threads;
 	fl_http_complete_fn on_complete; /* may be NULL */
 };
 
