@@ -651,6 +651,31 @@ Test(http, answer_paths_race_freely_under_concurrency)
 	free(out);
 }
 
+Test(http, two_server_threads_share_the_connections)
+{
+	enum { N = 64 };
+	char *out;
+
+	/* Deferred answers resume connections owned by either thread, and
+	 * direct, early and late answers race as on one thread. */
+	fx.group_size = N;
+	start_with((struct fl_http_options){.threads = 2});
+	out = run("cd %s && curl -s --parallel --parallel-immediate --parallel-max %d "
+		  "-o 'out_#1' '" URL
+		  "/group?i=[1-%d]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
+		  tmp_dir, N, fx.port, N);
+	cr_assert(strstr(out, "64 200") != NULL, "%s", out);
+	free(out);
+	pthread_mutex_lock(&fx.lock);
+	fx.group_size = 0;
+	pthread_mutex_unlock(&fx.lock);
+	out = run("curl -s --parallel --parallel-max 50 -o /dev/null '" URL
+		  "/mixed?i=[1-3000]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
+		  fx.port);
+	cr_assert_str_eq(out, "   2000 200\n   1000 202\n");
+	free(out);
+}
+
 /* ---- TLS ---- */
 
 /*

@@ -1091,7 +1091,7 @@ class QueryEnv:
     """
 
     def __init__(self, command_binary, query_binary, n_query=1, start=True,
-                 command_args=(), principals=None):
+                 command_args=(), principals=None, query_args=()):
         self.tmp = TempDir(prefix="fledger-qit-")
         self.query_binary = query_binary
         self.nats = Nats(self.tmp.path)
@@ -1108,6 +1108,7 @@ class QueryEnv:
         ] + list(command_args))
         self.queries = []
         self.retired = []  # query services replaced or removed, for sanitizer checks
+        self.query_args = list(query_args)  # extra flags of every query-svc
         try:
             if start:
                 self.nats.start()
@@ -1131,7 +1132,7 @@ class QueryEnv:
             "--command-url", command_url or self.command.url,
             "--command-token-file", str(self.repl_token_path),
             "--consumer", consumer or name,
-        ] + list(extra_args))
+        ] + self.query_args + list(extra_args))
         svc.key_path = key_path
         self.queries.append(svc)
         if start:

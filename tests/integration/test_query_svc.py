@@ -192,11 +192,13 @@ class QueryCase(unittest.TestCase):
 
     n_query = 1
     views = (UA_VIEW,)
+    query_args = ()
     maxDiff = 6000
 
     @classmethod
     def setUpClass(cls):
-        cls.env = QueryEnv(COMMAND_BINARY, QUERY_BINARY, n_query=cls.n_query)
+        cls.env = QueryEnv(COMMAND_BINARY, QUERY_BINARY, n_query=cls.n_query,
+                           query_args=cls.query_args)
         try:
             cls.admin = cls.env.http("admin")
             cls.producer = cls.env.http("clicks-pipeline", keep_alive=True)
@@ -348,6 +350,8 @@ def answer_seqs(answer):
 class ReadsTest(QueryCase):
 
     views = (UA_VIEW, STATS_VIEW, QUIET_VIEW)
+    # Reads, waits and audited answers on two server threads at once.
+    query_args = ("--http-threads", "2")
 
     @classmethod
     def setUpClass(cls):
