@@ -266,16 +266,76 @@ struct fl_view_registry *fl_projection_views(struct fl_projection *p)
 
 /* ---- apply ------------------------------------------------------------ */
 
-/* The text of the "features" object of a stored feature body. */
-static bool features_text(const uint8_t *body, size_t len, const char **ret, size_t *ret_len)
+/*
+ * What applying a feature event needs from its body. Strings point into the
+ * body, or into the parsed tree of the slow path.
+ */
+struct feature_head {
+	const char *view, *entity_id; /* NUL-terminated */
+	int64_t event_ts_us, ingest_ts_us;
+	const char *features; /* the "features" object's text, in the body */
+	size_t features_len;
+	char view_buf[FL_NAME_MAX_LEN + 1];
+	char entity_buf[KEY_MAX + 1];
+};
+
+/* A string member without escapes, copied NUL-terminated into out. */
+static bool plain_string(const uint8_t *body, size_t len, const char *key, char *out, size_t cap)
 {
-	static const char marker[] = ",\"features\":{";
-	const uint8_t *hit = memmem(body, len, marker, sizeof(marker) - 1);
-	if (!hit || body[len - 1] != '}')
+	const char *value;
+	size_t n;
+	if (!fl_json_member((const char *)body, len, key, &value, &n) || n < 2 ||
+	    value[0] != '"' || value[n - 1] != '"' || n - 2 >= cap || memchr(value, '\\', n) ||
+	    memchr(value, '\0', n))
 		return false;
-	*ret = (const char *)hit + sizeof(marker) - 2; /* at the '{' */
-	*ret_len = (size_t)((const char *)body + len - 1 - *ret);
+	memcpy(out, value + 1, n - 2);
+	out[n - 2] = '\0';
 	return true;
+}
+
+static bool time_member(const uint8_t *body, size_t len, const char *key, int64_t *ret_us)
+{
+	char text[40];
+	return plain_string(body, len, key, text, sizeof(text)) &&
+	       fl_time_parse(text, ret_us) == FL_OK;
+}
+
+/*
+ * The head of a feature body read by scanning for its members (the fast
+ * path of a catch-up). False when the body is not a plain feature body:
+ * another kind, or strings with escapes; the caller then parses it whole.
+ */
+static bool feature_head_scan(const uint8_t *body, size_t len, struct feature_head *h)
+{
+	char kind[16];
+	const char *features;
+	size_t features_len;
+	if (!plain_string(body, len, "kind", kind, sizeof(kind)) || strcmp(kind, "feature") != 0 ||
+	    !plain_string(body, len, "view", h->view_buf, sizeof(h->view_buf)) ||
+	    !plain_string(body, len, "entity_id", h->entity_buf, sizeof(h->entity_buf)) ||
+	    !time_member(body, len, "event_ts", &h->event_ts_us) ||
+	    !time_member(body, len, "ingest_ts", &h->ingest_ts_us) ||
+	    !fl_json_member((const char *)body, len, "features", &features, &features_len) ||
+	    features[0] != '{')
+		return false;
+	h->view = h->view_buf;
+	h->entity_id = h->entity_buf;
+	h->features = features;
+	h->features_len = features_len;
+	return true;
+}
+
+/* The same from a parsed body. */
+static bool feature_head_of(const uint8_t *body, size_t len, const struct fl_stored_event *ev,
+			    struct feature_head *h)
+{
+	h->view = ev->view_name;
+	h->entity_id = ev->entity_id;
+	h->event_ts_us = ev->event_ts_us;
+	h->ingest_ts_us = ev->ingest_ts_us;
+	return fl_json_member((const char *)body, len, "features", &h->features,
+			      &h->features_len) &&
+	       h->features[0] == '{';
 }
 
 /* Drops the entity's history older than bound (the view's retention). */
@@ -301,73 +361,66 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
 }
 
+/*
+ * Puts the event in the entity's history and, feature by feature, in the
+ * latest values where it is the newest. Values are stored as the text the
+ * signed body carries, so reads serve exactly those bytes.
+ */
 static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
-				    const struct fl_log_entry *entry,
-				    const struct fl_stored_event *ev)
+				    const struct fl_log_entry *entry, const struct feature_head *h)
 {
 	uint8_t key[KEY_MAX + 1];
-	const char *ftext;
-	size_t ftext_len;
 	struct fl_view *view;
 	enum fl_status st;
 
-	if (fl_view_registry_get(p->registry, ev->view_name, &view) != FL_OK)
+	if (fl_view_registry_get(p->registry, h->view, &view) != FL_OK)
 		return FL_OK; /* a view we never saw registered: nothing to serve */
-	size_t plen = entity_prefix(ev->view_name, ev->entity_id, key, sizeof(key) - 16);
-	if (!plen || !features_text(entry->body, entry->body_len, &ftext, &ftext_len)) {
+	size_t plen = entity_prefix(h->view, h->entity_id, key, sizeof(key) - 16);
+	if (!plen) {
 		fl_view_unref(view);
 		return FL_ERR_CORRUPT;
 	}
 	/* history */
-	fl_put_be64(key + plen, sortable_time(ev->event_ts_us));
+	fl_put_be64(key + plen, sortable_time(h->event_ts_us));
 	fl_put_be64(key + plen + 8, entry->seq);
-	MDB_val k = {plen + 16, key}, v = {ftext_len, (void *)ftext};
+	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
 	st = status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
 
 	/* latest, feature by feature: newest (event_ts, seq) wins */
-	const char *name;
-	json_t *value;
-	json_object_foreach((json_t *)ev->features, name, value)
-	{
-		if (st != FL_OK)
-			break;
-		size_t nl = strlen(name);
-		if (plen + nl > KEY_MAX) {
+	size_t pos = 0;
+	struct fl_json_member m;
+	int more;
+	while (st == FL_OK && (more = fl_json_next_member(h->features, h->features_len, &pos, &m)) == 1) {
+		if (plen + m.key_len > KEY_MAX || memchr(m.key, '\\', m.key_len)) {
 			st = FL_ERR_CORRUPT;
 			break;
 		}
-		memcpy(key + plen, name, nl);
-		MDB_val lk = {plen + nl, key}, lv;
+		memcpy(key + plen, m.key, m.key_len);
+		MDB_val lk = {plen + m.key_len, key}, lv;
 		int rc = mdb_get(txn, p->latest, &lk, &lv);
 		if (rc == MDB_SUCCESS && lv.mv_size >= 16) {
 			int64_t ts = time_of_sortable(lv.mv_data);
 			uint64_t seq = fl_get_be64((uint8_t *)lv.mv_data + 8);
-			if (ts > ev->event_ts_us || (ts == ev->event_ts_us && seq > entry->seq))
+			if (ts > h->event_ts_us || (ts == h->event_ts_us && seq > entry->seq))
 				continue; /* a late event never overwrites a newer one */
 		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
 			st = status_of_mdb(rc);
 			break;
 		}
-		char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT |
-						   JSON_REAL_PRECISION(17));
-		if (!text) {
-			st = FL_ERR_NOMEM;
-			break;
-		}
-		size_t tl = strlen(text);
-		lv = (MDB_val){16 + tl, NULL};
+		lv = (MDB_val){16 + m.value_len, NULL};
 		rc = mdb_put(txn, p->latest, &lk, &lv, MDB_RESERVE);
 		if (rc == MDB_SUCCESS) {
-			fl_put_be64(lv.mv_data, sortable_time(ev->event_ts_us));
+			fl_put_be64(lv.mv_data, sortable_time(h->event_ts_us));
 			fl_put_be64((uint8_t *)lv.mv_data + 8, entry->seq);
-			memcpy((uint8_t *)lv.mv_data + 16, text, tl);
+			memcpy((uint8_t *)lv.mv_data + 16, m.value, m.value_len);
 		}
-		free(text);
 		st = status_of_mdb(rc);
 	}
+	if (st == FL_OK && more < 0)
+		st = FL_ERR_CORRUPT;
 	if (st == FL_OK)
 		st = prune_history(p, txn, key, plen,
-				   ev->ingest_ts_us - fl_view_retention_us(view));
+				   h->ingest_ts_us - fl_view_retention_us(view));
 	fl_view_unref(view);
 	return st;
 }
@@ -404,11 +457,18 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 		return status_of_mdb(rc);
 	for (size_t i = 0; i < n && st == FL_OK; i++) {
 		struct fl_stored_event ev;
+		struct feature_head head;
+		if (feature_head_scan(entries[i].body, entries[i].body_len, &head)) {
+			st = apply_feature(p, txn, &entries[i], &head);
+			continue;
+		}
 		st = fl_stored_event_parse(entries[i].body, entries[i].body_len, &ev);
 		if (st != FL_OK)
 			break;
 		if (ev.kind == FL_BODY_FEATURE) {
-			st = apply_feature(p, txn, &entries[i], &ev);
+			st = feature_head_of(entries[i].body, entries[i].body_len, &ev, &head)
+				 ? apply_feature(p, txn, &entries[i], &head)
+				 : FL_ERR_CORRUPT;
 			fl_stored_event_finish(&ev);
 		} else if (ev.kind == FL_BODY_VIEW) {
 			st = apply_view(p, txn, &ev);

@@ -227,67 +227,113 @@ static const char *skip_string(const char *p, const char *end)
 }
 
 /*
- * Past one value: at the ',' or closing bracket that follows it at depth 0
- * (or at end), strings skipped and brackets balanced; NULL if malformed.
+ * Past one value and the whitespace after it: at the ',' or closing bracket
+ * that must follow (or at end). Strings are skipped and brackets balanced
+ * (not checked inside); NULL if malformed.
  */
 static const char *skip_value(const char *p, const char *end)
 {
-	int depth = 0;
-	while (p < end) {
-		char c = *p;
-		if (c == '"') {
-			p = skip_string(p, end);
-			if (!p)
-				return NULL;
-			continue;
+	if (p == end)
+		return NULL;
+	if (*p == '"') {
+		p = skip_string(p, end);
+	} else if (*p == '{' || *p == '[') {
+		int depth = 0;
+		while (p < end) {
+			char c = *p;
+			if (c == '"') {
+				p = skip_string(p, end);
+				if (!p)
+					return NULL;
+				continue;
+			}
+			p++;
+			if (c == '{' || c == '[') {
+				depth++;
+			} else if (c == '}' || c == ']') {
+				if (--depth == 0)
+					break;
+			}
 		}
-		if (depth == 0 && (c == ',' || c == '}' || c == ']'))
-			return p;
-		if (c == '{' || c == '[')
-			depth++;
-		else if (c == '}' || c == ']')
-			depth--;
-		p++;
+		if (depth != 0)
+			return NULL;
+	} else { /* a number, true, false or null */
+		const char *start = p;
+		while (p < end && !strchr(",}] \t\n\r", *p))
+			p++;
+		if (p == start)
+			return NULL;
 	}
-	return depth == 0 ? p : NULL;
+	if (!p)
+		return NULL;
+	p = skip_ws(p, end);
+	if (p < end && *p != ',' && *p != '}' && *p != ']')
+		return NULL;
+	return p;
+}
+
+int fl_json_next_member(const char *text, size_t len, size_t *pos, struct fl_json_member *ret)
+{
+	const char *p = text + *pos, *end = text + len;
+
+	if (*pos == 0) { /* the opening brace */
+		p = skip_ws(p, end);
+		if (p == end || *p != '{')
+			return -1;
+		p = skip_ws(p + 1, end);
+		if (p < end && *p == '}') {
+			*pos = len;
+			return 0;
+		}
+	} else if (*pos >= len) {
+		return 0;
+	} else { /* after a value: ',' or the closing brace */
+		if (*p == '}') {
+			*pos = len;
+			return 0;
+		}
+		if (*p != ',')
+			return -1;
+		p = skip_ws(p + 1, end);
+	}
+	if (p == end || *p != '"')
+		return -1;
+	const char *key = p + 1;
+	const char *after = skip_string(p, end);
+	if (!after)
+		return -1;
+	ret->key = key;
+	ret->key_len = (size_t)(after - 1 - key);
+	p = skip_ws(after, end);
+	if (p == end || *p != ':')
+		return -1;
+	p = skip_ws(p + 1, end);
+	const char *value = p;
+	p = skip_value(p, end);
+	if (!p || p == value || p == end)
+		return -1; /* no value, or no closing brace after it */
+	const char *value_end = p;
+	while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t' ||
+				     value_end[-1] == '\n' || value_end[-1] == '\r'))
+		value_end--;
+	ret->value = value;
+	ret->value_len = (size_t)(value_end - value);
+	*pos = (size_t)(p - text);
+	return 1;
 }
 
 bool fl_json_member(const char *text, size_t len, const char *key, const char **ret_value,
 		    size_t *ret_value_len)
 {
-	const char *p = text, *end = text + len;
-	size_t key_len = strlen(key);
+	size_t key_len = strlen(key), pos = 0;
+	struct fl_json_member m;
 
-	p = skip_ws(p, end);
-	if (p == end || *p != '{')
-		return false;
-	p = skip_ws(p + 1, end);
-	while (p < end && *p == '"') {
-		const char *k = p + 1;
-		const char *after = skip_string(p, end);
-		if (!after)
-			return false;
-		bool match = (size_t)(after - 1 - k) == key_len && memcmp(k, key, key_len) == 0;
-		p = skip_ws(after, end);
-		if (p == end || *p != ':')
-			return false;
-		p = skip_ws(p + 1, end);
-		const char *value = p;
-		p = skip_value(p, end);
-		if (!p || p == value)
-			return false;
-		if (match) {
-			const char *value_end = p;
-			while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t' ||
-						     value_end[-1] == '\n' || value_end[-1] == '\r'))
-				value_end--;
-			*ret_value = value;
-			*ret_value_len = (size_t)(value_end - value);
+	while (fl_json_next_member(text, len, &pos, &m) == 1) {
+		if (m.key_len == key_len && memcmp(m.key, key, key_len) == 0) {
+			*ret_value = m.value;
+			*ret_value_len = m.value_len;
 			return true;
 		}
-		if (p == end || *p != ',')
-			return false;
-		p = skip_ws(p + 1, end);
 	}
 	return false;
 }

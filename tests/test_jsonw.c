@@ -166,3 +166,35 @@ Test(jsonw, member_scanner)
 	expect_member("{\"a\":1,\"b\"", "b", NULL);
 	expect_member("{\"a\":,\"b\":1}", "b", NULL);
 }
+
+Test(jsonw, member_iterator)
+{
+	const char *obj = " { \"a\" : 1 , \"b\":[1,{\"c\":2}],\"s\":\"x\\\"}\" , \"e\":{} } ";
+	static const char *const keys[] = {"a", "b", "s", "e"};
+	static const char *const values[] = {"1", "[1,{\"c\":2}]", "\"x\\\"}\"", "{}"};
+	size_t pos = 0, n = 0;
+	struct fl_json_member m;
+	int rc;
+	while ((rc = fl_json_next_member(obj, strlen(obj), &pos, &m)) == 1) {
+		cr_assert_lt(n, 4);
+		cr_expect_eq(m.key_len, strlen(keys[n]));
+		cr_expect_eq(memcmp(m.key, keys[n], m.key_len), 0);
+		cr_expect_eq(m.value_len, strlen(values[n]), "%.*s", (int)m.value_len, m.value);
+		cr_expect_eq(memcmp(m.value, values[n], m.value_len), 0);
+		n++;
+	}
+	cr_expect_eq(rc, 0);
+	cr_expect_eq(n, 4);
+	cr_expect_eq(fl_json_next_member(obj, strlen(obj), &pos, &m), 0, "stays at the end");
+
+	pos = 0;
+	cr_expect_eq(fl_json_next_member("{}", 2, &pos, &m), 0);
+	static const char *const bad[] = {"", "[]", "{\"a\":1", "{\"a\":1 \"b\":2}", "{a:1}",
+					  "{\"a\"}", "{\"a\":1,}"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		pos = 0;
+		while ((rc = fl_json_next_member(bad[i], strlen(bad[i]), &pos, &m)) == 1)
+			;
+		cr_expect_eq(rc, -1, "%s", bad[i]);
+	}
+}

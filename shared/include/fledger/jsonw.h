@@ -61,4 +61,16 @@ void fl_jw_sep(struct fl_jw *w);
 bool fl_json_member(const char *text, size_t len, const char *key, const char **ret_value,
 		    size_t *ret_value_len);
 
+/*
+ * The members of the JSON object text[0..len), one per call: start with
+ * *pos = 0. Returns 1 with *ret filled (key without its quotes, raw and
+ * unescaped; value as fl_json_member gives it), 0 after the last member,
+ * -1 when the text is malformed where the scan passed.
+ */
+struct fl_json_member {
+	const char *key, *value;
+	size_t key_len, value_len;
+};
+int fl_json_next_member(const char *text, size_t len, size_t *pos, struct fl_json_member *ret);
+
 #endif
