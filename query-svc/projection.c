@@ -279,49 +279,64 @@ struct feature_head {
 	char entity_buf[KEY_MAX + 1];
 };
 
-/* A string member without escapes, copied NUL-terminated into out. */
-static bool plain_string(const uint8_t *body, size_t len, const char *key, char *out, size_t cap)
+/* A string value without escapes, copied NUL-terminated into out. */
+static bool plain_string(const struct fl_json_member *m, char *out, size_t cap)
 {
-	const char *value;
-	size_t n;
-	if (!fl_json_member((const char *)body, len, key, &value, &n) || n < 2 ||
-	    value[0] != '"' || value[n - 1] != '"' || n - 2 >= cap || memchr(value, '\\', n) ||
-	    memchr(value, '\0', n))
+	if (m->value_len < 2 || m->value[0] != '"' || m->value[m->value_len - 1] != '"' ||
+	    m->value_len - 2 >= cap || memchr(m->value, '\\', m->value_len) ||
+	    memchr(m->value, '\0', m->value_len))
 		return false;
-	memcpy(out, value + 1, n - 2);
-	out[n - 2] = '\0';
+	memcpy(out, m->value + 1, m->value_len - 2);
+	out[m->value_len - 2] = '\0';
 	return true;
 }
 
-static bool time_member(const uint8_t *body, size_t len, const char *key, int64_t *ret_us)
+static bool time_value(const struct fl_json_member *m, int64_t *ret_us)
 {
 	char text[40];
-	return plain_string(body, len, key, text, sizeof(text)) &&
-	       fl_time_parse(text, ret_us) == FL_OK;
+	return plain_string(m, text, sizeof(text)) && fl_time_parse(text, ret_us) == FL_OK;
+}
+
+static bool key_is(const struct fl_json_member *m, const char *key)
+{
+	return m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0;
 }
 
 /*
- * The head of a feature body read by scanning for its members (the fast
+ * The head of a feature body, read in one pass over its members (the fast
  * path of a catch-up). False when the body is not a plain feature body:
  * another kind, or strings with escapes; the caller then parses it whole.
  */
 static bool feature_head_scan(const uint8_t *body, size_t len, struct feature_head *h)
 {
-	char kind[16];
-	const char *features;
-	size_t features_len;
-	if (!plain_string(body, len, "kind", kind, sizeof(kind)) || strcmp(kind, "feature") != 0 ||
-	    !plain_string(body, len, "view", h->view_buf, sizeof(h->view_buf)) ||
-	    !plain_string(body, len, "entity_id", h->entity_buf, sizeof(h->entity_buf)) ||
-	    !time_member(body, len, "event_ts", &h->event_ts_us) ||
-	    !time_member(body, len, "ingest_ts", &h->ingest_ts_us) ||
-	    !fl_json_member((const char *)body, len, "features", &features, &features_len) ||
-	    features[0] != '{')
+	char kind[16] = "";
+	struct fl_json_member m;
+	size_t pos = 0;
+	int more;
+	bool ok = true, view = false, entity = false, event_ts = false, ingest_ts = false;
+
+	h->features = NULL;
+	while (ok && (more = fl_json_next_member((const char *)body, len, &pos, &m)) == 1) {
+		if (key_is(&m, "kind"))
+			ok = plain_string(&m, kind, sizeof(kind));
+		else if (key_is(&m, "view"))
+			ok = view = plain_string(&m, h->view_buf, sizeof(h->view_buf));
+		else if (key_is(&m, "entity_id"))
+			ok = entity = plain_string(&m, h->entity_buf, sizeof(h->entity_buf));
+		else if (key_is(&m, "event_ts"))
+			ok = event_ts = time_value(&m, &h->event_ts_us);
+		else if (key_is(&m, "ingest_ts"))
+			ok = ingest_ts = time_value(&m, &h->ingest_ts_us);
+		else if (key_is(&m, "features") && m.value[0] == '{') {
+			h->features = m.value;
+			h->features_len = m.value_len;
+		}
+	}
+	if (!ok || more != 0 || strcmp(kind, "feature") != 0 || !view || !entity || !event_ts ||
+	    !ingest_ts || !h->features)
 		return false;
 	h->view = h->view_buf;
 	h->entity_id = h->entity_buf;
-	h->features = features;
-	h->features_len = features_len;
 	return true;
 }
 

@@ -260,61 +260,70 @@ static int64_t ingest_time(const uint8_t *body, size_t len)
 	return fl_time_parse(text, &us) == FL_OK ? us : 0;
 }
 
-/*
- * The text of a string member of a log line, without its quotes. Line
- * strings are base64 and hex: one with an escape is not a line's.
- */
-static bool line_string(const char *text, size_t len, const char *key, const char **ret,
-			size_t *ret_len)
+/* A line's string member's text without its quotes (no escapes: base64, hex). */
+static bool line_string(const struct fl_json_member *m, const char **ret, size_t *ret_len)
 {
-	const char *value;
-	size_t n;
-	if (!fl_json_member(text, len, key, &value, &n) || n < 2 || value[0] != '"' ||
-	    value[n - 1] != '"' || memchr(value, '\\', n))
+	if (m->value_len < 2 || m->value[0] != '"' || m->value[m->value_len - 1] != '"' ||
+	    memchr(m->value, '\\', m->value_len))
 		return false;
-	*ret = value + 1;
-	*ret_len = n - 2;
+	*ret = m->value + 1;
+	*ret_len = m->value_len - 2;
 	return true;
 }
 
+static bool key_is(const struct fl_json_member *m, const char *key)
+{
+	return m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0;
+}
+
 /*
- * Parses one NDJSON log line. FL_ERR_INVALID when it is not one. Lines are
- * read by scanning for their five members, not parsed into a tree: a
- * catch-up reads a million of them, and what they carry is checked by
- * hash against the signed checkpoint anyway.
+ * Parses one NDJSON log line. FL_ERR_INVALID when it is not one. A line is
+ * read in one pass over its members, not parsed into a tree: a catch-up
+ * reads a million of them, and what they carry is checked by hash against
+ * the signed checkpoint anyway.
  */
 static enum fl_status line_parse(const char *text, size_t len, struct line **ret_line)
 {
-	const char *body_b64, *leaf_hex, *key_id, *sig_b64, *seq_text;
-	size_t body_b64_len, leaf_len, key_id_len, sig_b64_len, seq_len, sig_len;
+	const char *body_b64 = NULL, *leaf_hex = NULL, *key_id = NULL, *sig_b64 = NULL;
+	size_t body_b64_len = 0, leaf_len = 0, key_id_len = 0, sig_b64_len = 0, sig_len;
 	uint8_t key_raw[FL_KEY_ID_LEN], *sig = NULL;
 	uint64_t seq = 0;
 	enum fl_status st = FL_ERR_INVALID;
-	struct line *line = calloc(1, sizeof(*line));
+	struct fl_json_member m;
+	size_t pos = 0;
+	int more;
+	bool ok = true;
 
+	while (ok && (more = fl_json_next_member(text, len, &pos, &m)) == 1) {
+		if (key_is(&m, "seq")) {
+			ok = m.value_len > 0 && m.value_len <= 19;
+			for (size_t i = 0; ok && i < m.value_len; i++) {
+				ok = m.value[i] >= '0' && m.value[i] <= '9';
+				seq = seq * 10 + (uint64_t)(m.value[i] - '0');
+			}
+		} else if (key_is(&m, "body")) {
+			ok = line_string(&m, &body_b64, &body_b64_len);
+		} else if (key_is(&m, "leaf_hash")) {
+			ok = line_string(&m, &leaf_hex, &leaf_len);
+		} else if (key_is(&m, "key_id")) {
+			ok = line_string(&m, &key_id, &key_id_len);
+		} else if (key_is(&m, "sig")) {
+			ok = line_string(&m, &sig_b64, &sig_b64_len);
+		}
+	}
+	if (!ok || more != 0 || seq == 0 || !body_b64 || !sig_b64 ||
+	    leaf_len != 2 * FL_HASH_LEN || key_id_len != 2 * FL_KEY_ID_LEN)
+		return FL_ERR_INVALID;
+	char leaf_text[2 * FL_HASH_LEN + 1], key_text[2 * FL_KEY_ID_LEN + 1];
+	memcpy(leaf_text, leaf_hex, leaf_len);
+	leaf_text[leaf_len] = '\0';
+	memcpy(key_text, key_id, key_id_len);
+	key_text[key_id_len] = '\0';
+
+	struct line *line = calloc(1, sizeof(*line));
 	if (!line)
 		return FL_ERR_NOMEM;
-	bool found = fl_json_member(text, len, "seq", &seq_text, &seq_len) && seq_len <= 19 &&
-		     line_string(text, len, "body", &body_b64, &body_b64_len) &&
-		     line_string(text, len, "leaf_hash", &leaf_hex, &leaf_len) &&
-		     line_string(text, len, "key_id", &key_id, &key_id_len) &&
-		     line_string(text, len, "sig", &sig_b64, &sig_b64_len);
-	for (size_t i = 0; found && i < seq_len; i++) {
-		if (seq_text[i] < '0' || seq_text[i] > '9')
-			found = false;
-		else
-			seq = seq * 10 + (uint64_t)(seq_text[i] - '0');
-	}
-	char leaf_text[2 * FL_HASH_LEN + 1], key_text[2 * FL_KEY_ID_LEN + 1];
-	if (found && leaf_len == 2 * FL_HASH_LEN && key_id_len == 2 * FL_KEY_ID_LEN) {
-		memcpy(leaf_text, leaf_hex, leaf_len);
-		leaf_text[leaf_len] = '\0';
-		memcpy(key_text, key_id, key_id_len);
-		key_text[key_id_len] = '\0';
-	} else {
-		found = false;
-	}
-	if (found && seq > 0 && fl_hex_decode(leaf_text, line->leaf_hash, FL_HASH_LEN) == FL_OK &&
+	if (fl_hex_decode(leaf_text, line->leaf_hash, FL_HASH_LEN) == FL_OK &&
 	    fl_hex_decode(key_text, key_raw, FL_KEY_ID_LEN) == FL_OK) {
 		st = fl_base64_decode(body_b64, body_b64_len, &line->body, &line->body_len);
 		if (st == FL_OK)

@@ -214,13 +214,22 @@ static const char *skip_ws(const char *p, const char *end)
 	return p;
 }
 
-/* Past a string starting at its opening quote; NULL if unterminated. */
+/*
+ * Past a string starting at its opening quote; NULL if unterminated. Finds
+ * each quote with memchr (strings here are often long base64) and skips the
+ * ones escaped by an odd run of backslashes.
+ */
 static const char *skip_string(const char *p, const char *end)
 {
-	for (p++; p < end; p++) {
-		if (*p == '\\')
-			p++;
-		else if (*p == '"')
+	const char *start = p + 1;
+	for (p = start; p < end; p++) {
+		p = memchr(p, '"', (size_t)(end - p));
+		if (!p)
+			return NULL;
+		size_t backslashes = 0;
+		while (p - backslashes > start && p[-1 - (ptrdiff_t)backslashes] == '\\')
+			backslashes++;
+		if (backslashes % 2 == 0)
 			return p + 1;
 	}
 	return NULL;

@@ -109,19 +109,29 @@ void fl_base64_encode(const uint8_t *bytes, size_t len, char *out)
 }
 
 /* The 6-bit value of one character of the standard base64 alphabet, or -1. */
+/* The value of each byte as a base64 digit, or -1. */
+static const int8_t base64_values[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
 static int base64_value(char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
+	return base64_values[(unsigned char)c];
 }
 
 /*
@@ -149,8 +159,19 @@ enum fl_status fl_base64_decode(const char *text, size_t text_len, uint8_t **ret
 	if (out == NULL)
 		return FL_ERR_NOMEM;
 
-	size_t pos = 0;
-	for (size_t i = 0; i < text_len; i += 4) {
+	size_t pos = 0, i = 0;
+	/* every group but the last: four digits, three bytes */
+	for (; i + 4 < text_len; i += 4) {
+		int a = base64_value(text[i]), b = base64_value(text[i + 1]),
+		    c = base64_value(text[i + 2]), d = base64_value(text[i + 3]);
+		if ((a | b | c | d) < 0)
+			goto fail_invalid;
+		uint32_t group = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+		out[pos++] = (uint8_t)(group >> 16);
+		out[pos++] = (uint8_t)(group >> 8);
+		out[pos++] = (uint8_t)group;
+	}
+	for (; i < text_len; i += 4) {
 		bool last = i + 4 == text_len;
 		size_t chars = last ? 4 - pad : 4;
 		uint32_t group = 0;

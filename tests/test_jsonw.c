@@ -156,6 +156,10 @@ Test(jsonw, member_scanner)
 	expect_member(obj, "z", "-3");
 	expect_member(obj, "x", NULL); /* nested keys are not members */
 	expect_member(obj, "am", NULL);
+	/* an even run of backslashes does not escape the closing quote */
+	expect_member("{\"k\":\"a\\\\\",\"z\":1}", "z", "1");
+	expect_member("{\"k\":\"a\\\\\",\"z\":1}", "k", "\"a\\\\\"");
+	expect_member("{\"k\":\"\\\\\\\"\",\"z\":2}", "z", "2");
 	expect_member(" { \"a\" : 1 , \"b\" : [ 2 ] } ", "a", "1");
 	expect_member(" { \"a\" : 1 , \"b\" : [ 2 ] } ", "b", "[ 2 ]");
 	expect_member("{}", "a", NULL);
