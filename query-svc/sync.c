@@ -12,7 +12,8 @@
  *      checkpoint's root. A large catch-up goes in steps of about
  *      CATCHUP_EVENTS, each ending at an intermediate checkpoint
  *      (GET /v1/log/checkpoint?covering_seq=...), without waiting between;
- *   4. applies the newly verified events to the projection.
+ *   4. wakes the apply thread, which applies the newly verified events to
+ *      the projection while this thread goes on with the next round.
  *
  * Trust: NATS is only a transport. A line from NATS that is malformed, whose
  * leaf hash does not match its body, or that disagrees with another copy of
@@ -32,9 +33,10 @@
  * (Ed25519 verify costs ~0.1 ms, half a core at 5000 events/s): the signed
  * checkpoint already covers every leaf hash, hence every body.
  *
- * Everything below runs on the sync thread except fl_sync_poke,
- * fl_sync_status, the lifetime functions and the NATS connection callback
- * (which only sets an atomic flag). The status is shared under sync->lock;
+ * Everything below runs on the sync thread except apply_main and what it
+ * calls (the apply thread), fl_sync_poke, fl_sync_status, the lifetime
+ * functions and the NATS connection callback (which only sets an atomic
+ * flag). The status is shared under sync->lock;
  * the sync thread is its only writer, so it reads its own fields without.
  */
 #include "sync.h"
@@ -62,6 +64,7 @@
 #define CATCHUP_EVENTS 10000 /* events per fl_log_replicate while catching up */
 #define LOG_LIMIT 10000	     /* lines per GET /v1/log (command-svc's maximum) */
 #define APPLY_RUN 1000	     /* events per fl_projection_apply */
+#define APPLY_RETRY_MS 500   /* after a failed apply */
 #define DRAIN_MAX 4096	     /* NATS messages taken per round */
 #define SLICE_MS 5	     /* NATS waits are cut in slices this long to see pokes */
 #define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
@@ -115,9 +118,12 @@ struct fl_sync {
 	void *on_applied_ctx;
 	struct fl_histogram *lag;
 
-	pthread_t thread;
+	pthread_t thread, apply_thread;
+	bool apply_started;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
+	pthread_cond_t apply_wake;  /* the replica grew, or stop */
+	pthread_mutex_t warn_lock; /* guards warned_us and suppressed */
 	struct fl_sync_status status; /* applied_seq is read live from the projection */
 	atomic_bool stop;
 	atomic_bool poked;
@@ -183,18 +189,21 @@ __attribute__((format(printf, 3, 4))) static void warn(struct fl_sync *sync, enu
 	int64_t now = fl_time_mono_us();
 	va_list ap;
 
+	pthread_mutex_lock(&sync->warn_lock);
 	if (sync->warned_us[kind] && now - sync->warned_us[kind] < WARN_EVERY_US) {
 		sync->suppressed[kind]++;
+		pthread_mutex_unlock(&sync->warn_lock);
 		return;
 	}
+	snprintf(suppressed, sizeof(suppressed), "%" PRIu64, sync->suppressed[kind]);
+	sync->warned_us[kind] = now;
+	sync->suppressed[kind] = 0;
+	pthread_mutex_unlock(&sync->warn_lock);
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	snprintf(suppressed, sizeof(suppressed), "%" PRIu64, sync->suppressed[kind]);
 	fl_slog(FL_SLOG_WARN, warning_msg[kind], "detail", text, "suppressed_since_last",
 		suppressed, NULL);
-	sync->warned_us[kind] = now;
-	sync->suppressed[kind] = 0;
 }
 
 /* Records whether command-svc answered; logs the first outcome and changes. */
@@ -950,6 +959,7 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 		sync->have_root = true;
 		pthread_mutex_lock(&sync->lock);
 		sync->status.replica_size = checkpoint->tree_size;
+		pthread_cond_signal(&sync->apply_wake);
 		pthread_mutex_unlock(&sync->lock);
 	} else if (st != FL_ERR_UNAVAILABLE && st != FL_ERR_TIMEOUT && st != FL_ERR_INVALID) {
 		warn(sync, WARN_LOCAL, "cannot store events in the replica log: %s",
@@ -1035,16 +1045,28 @@ static bool sync_step(struct fl_sync *sync)
 /* ---- applying -------------------------------------------------------------- */
 
 /* Applies the verified events the projection lacks, in runs of APPLY_RUN. */
-static void apply_replica(struct fl_sync *sync)
+static uint64_t verified_size(struct fl_sync *sync)
+{
+	pthread_mutex_lock(&sync->lock);
+	uint64_t size = sync->status.replica_size;
+	pthread_mutex_unlock(&sync->lock);
+	return size;
+}
+
+/*
+ * Applies the verified events the projection lacks, in runs of APPLY_RUN.
+ * False when it stopped on an error before reaching the replica's size.
+ */
+static bool apply_replica(struct fl_sync *sync)
 {
 	for (;;) {
 		uint64_t applied = fl_projection_applied_seq(sync->projection);
-		uint64_t size = sync->status.replica_size, last;
+		uint64_t size = verified_size(sync), last;
 		struct fl_log_reader *reader;
 		size_t n = 0;
 
 		if (applied >= size || stopping(sync) || halted(sync))
-			return;
+			return true;
 		last = size - applied > APPLY_RUN ? applied + APPLY_RUN : size;
 		enum fl_status st = fl_log_reader_begin(sync->replica, &reader);
 		if (st == FL_OK) {
@@ -1066,16 +1088,48 @@ static void apply_replica(struct fl_sync *sync)
 			     "the projection cannot apply a verified event in seqs %" PRIu64
 			     "..%" PRIu64,
 			     applied + 1, last);
-			return;
+			return false;
 		}
 		if (st != FL_OK) {
 			warn(sync, WARN_LOCAL, "cannot apply seqs %" PRIu64 "..%" PRIu64 ": %s",
 			     applied + 1, last, fl_status_str(st));
-			return;
+			return false;
 		}
 		if (sync->on_applied)
 			sync->on_applied(sync->on_applied_ctx, last);
 	}
+}
+
+/*
+ * The apply thread: applies what the sync thread verified, so that fetching
+ * and checking the next events overlaps with writing the read models of
+ * the last ones. After a failed run it retries every APPLY_RETRY_MS.
+ */
+static void *apply_main(void *opaque)
+{
+	struct fl_sync *sync = opaque;
+
+	pthread_mutex_lock(&sync->lock);
+	while (!stopping(sync)) {
+		if (sync->status.halted ||
+		    fl_projection_applied_seq(sync->projection) >= sync->status.replica_size) {
+			pthread_cond_wait(&sync->apply_wake, &sync->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&sync->lock);
+		bool done = apply_replica(sync);
+		pthread_mutex_lock(&sync->lock);
+		if (!done && !stopping(sync)) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_nsec += (long)APPLY_RETRY_MS * 1000000L;
+			until.tv_sec += until.tv_nsec / 1000000000L;
+			until.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&sync->apply_wake, &sync->lock, &until);
+		}
+	}
+	pthread_mutex_unlock(&sync->lock);
+	return NULL;
 }
 
 /* ---- the thread -------------------------------------------------------------- */
@@ -1086,9 +1140,7 @@ static void *run(void *opaque)
 
 	while (!stopping(sync)) {
 		atomic_store(&sync->poked, false);
-		apply_replica(sync);
 		bool progressed = !halted(sync) && sync_step(sync);
-		apply_replica(sync);
 		if (halted(sync)) {
 			nats_teardown(sync); /* the durable keeps our place */
 			pthread_mutex_lock(&sync->lock);
@@ -1151,7 +1203,9 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->pending = calloc(PENDING_CAP, sizeof(*sync->pending));
 	sync->apply_buf = calloc(APPLY_RUN, sizeof(*sync->apply_buf));
 	pthread_mutex_init(&sync->lock, NULL);
+	pthread_mutex_init(&sync->warn_lock, NULL);
 	pthread_cond_init(&sync->wake, NULL);
+	pthread_cond_init(&sync->apply_wake, NULL);
 	if ((config->nats_url && !sync->nats_url) || (config->consumer && !sync->consumer) ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {
@@ -1167,6 +1221,11 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	fl_log_reader_end(reader);
 	if (st != FL_OK)
 		goto fail;
+	if (pthread_create(&sync->apply_thread, NULL, apply_main, sync) != 0) {
+		st = FL_ERR_NOMEM;
+		goto fail;
+	}
+	sync->apply_started = true;
 	if (pthread_create(&sync->thread, NULL, run, sync) != 0) {
 		st = FL_ERR_NOMEM;
 		goto fail;
@@ -1175,7 +1234,16 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	return FL_OK;
 
 fail:
+	if (sync->apply_started) {
+		pthread_mutex_lock(&sync->lock);
+		atomic_store(&sync->stop, true);
+		pthread_cond_signal(&sync->apply_wake);
+		pthread_mutex_unlock(&sync->lock);
+		pthread_join(sync->apply_thread, NULL);
+	}
 	pthread_cond_destroy(&sync->wake);
+	pthread_cond_destroy(&sync->apply_wake);
+	pthread_mutex_destroy(&sync->warn_lock);
 	pthread_mutex_destroy(&sync->lock);
 	free(sync->apply_buf);
 	free(sync->pending);
@@ -1213,11 +1281,15 @@ void fl_sync_destroy(struct fl_sync *sync)
 	pthread_mutex_lock(&sync->lock);
 	atomic_store(&sync->stop, true);
 	pthread_cond_signal(&sync->wake);
+	pthread_cond_signal(&sync->apply_wake);
 	pthread_mutex_unlock(&sync->lock);
 	pthread_join(sync->thread, NULL);
+	pthread_join(sync->apply_thread, NULL);
 	for (size_t i = 0; i < PENDING_CAP; i++)
 		line_free(sync->pending[i]);
 	pthread_cond_destroy(&sync->wake);
+	pthread_cond_destroy(&sync->apply_wake);
+	pthread_mutex_destroy(&sync->warn_lock);
 	pthread_mutex_destroy(&sync->lock);
 	free(sync->apply_buf);
 	free(sync->pending);

@@ -11,7 +11,9 @@
  * (GET /v1/keys), fills every missing seq up to the checkpoint's tree size
  * from GET /v1/log, and appends the run to the local replica log with
  * fl_log_replicate, which refuses anything that does not hash to the
- * checkpoint's root. Only then are the events applied to the projection.
+ * checkpoint's root. Only then are the events applied to the projection,
+ * by a second thread, so that applying overlaps with fetching and checking
+ * the next events.
  * A mismatch halts applying (reads keep serving the verified state;
  * /readyz says why). NATS is a transport: with NATS down, the thread polls
  * the checkpoint and fills from the log.
