@@ -40,6 +40,11 @@ struct fl_projection {
 	_Atomic uint64_t applied_seq;
 	struct fl_view_registry *registry;
 	pthread_rwlock_t resize_lock;
+	/* apply's scratch (applies run on one thread at a time) */
+	uint8_t *record;
+	size_t record_cap;
+	struct fl_json_member *members;
+	size_t members_cap;
 };
 
 struct fl_projection_read {
@@ -229,6 +234,8 @@ void fl_projection_close(struct fl_projection *p)
 	mdb_env_close(p->env);
 	fl_view_registry_destroy(p->registry);
 	pthread_rwlock_destroy(&p->resize_lock);
+	free(p->record);
+	free(p->members);
 	free(p);
 }
 
@@ -265,6 +272,98 @@ struct fl_view_registry *fl_projection_views(struct fl_projection *p)
 }
 
 /* ---- apply ------------------------------------------------------------ */
+
+/*
+ * The latest record of an entity: for each feature it has, in name order,
+ *   [1 name length][name][8 sortable event_ts][8 seq][4 value length][value]
+ * where value is the JSON text of the signed body. One record per entity
+ * makes a read of many features one lookup, and an event one update.
+ */
+#define LATEST_ENTRY_FIXED (1 + 8 + 8 + 4)
+
+struct latest_entry {
+	const char *name;
+	size_t name_len;
+	int64_t ts;
+	uint64_t seq;
+	const char *value;
+	size_t value_len;
+};
+
+/* The entry at *pos, advancing it. False at the end or on a malformed record. */
+static bool latest_next(const uint8_t *rec, size_t len, size_t *pos, struct latest_entry *e)
+{
+	size_t at = *pos;
+	if (at >= len || len - at < LATEST_ENTRY_FIXED)
+		return false;
+	size_t nl = rec[at];
+	if (len - at < LATEST_ENTRY_FIXED + nl)
+		return false;
+	e->name = (const char *)rec + at + 1;
+	e->name_len = nl;
+	e->ts = time_of_sortable(rec + at + 1 + nl);
+	e->seq = fl_get_be64(rec + at + 1 + nl + 8);
+	uint32_t vl = (uint32_t)rec[at + 17 + nl] << 24 | (uint32_t)rec[at + 18 + nl] << 16 |
+		      (uint32_t)rec[at + 19 + nl] << 8 | rec[at + 20 + nl];
+	if (len - at - LATEST_ENTRY_FIXED - nl < vl)
+		return false;
+	e->value = (const char *)rec + at + LATEST_ENTRY_FIXED + nl;
+	e->value_len = vl;
+	*pos = at + LATEST_ENTRY_FIXED + nl + vl;
+	return true;
+}
+
+static bool latest_find(const uint8_t *rec, size_t len, const char *name, size_t name_len,
+			struct latest_entry *ret)
+{
+	size_t pos = 0;
+	while (latest_next(rec, len, &pos, ret))
+		if (ret->name_len == name_len && memcmp(ret->name, name, name_len) == 0)
+			return true;
+	return false;
+}
+
+static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+	return c ? c : (al > bl) - (al < bl);
+}
+
+static int member_cmp(const void *x, const void *y)
+{
+	const struct fl_json_member *a = x, *b = y;
+	return name_cmp(a->key, a->key_len, b->key, b->key_len);
+}
+
+/* Room for n bytes in the scratch record. */
+static bool record_reserve(struct fl_projection *p, size_t n)
+{
+	if (n <= p->record_cap)
+		return true;
+	size_t cap = p->record_cap ? p->record_cap : 4096;
+	while (cap < n)
+		cap *= 2;
+	uint8_t *grown = realloc(p->record, cap);
+	if (!grown)
+		return false;
+	p->record = grown;
+	p->record_cap = cap;
+	return true;
+}
+
+static void put_entry(uint8_t *out, const char *name, size_t nl, int64_t ts, uint64_t seq,
+		      const char *value, size_t vl)
+{
+	out[0] = (uint8_t)nl;
+	memcpy(out + 1, name, nl);
+	fl_put_be64(out + 1 + nl, sortable_time(ts));
+	fl_put_be64(out + 9 + nl, seq);
+	out[17 + nl] = (uint8_t)(vl >> 24);
+	out[18 + nl] = (uint8_t)(vl >> 16);
+	out[19 + nl] = (uint8_t)(vl >> 8);
+	out[20 + nl] = (uint8_t)vl;
+	memcpy(out + LATEST_ENTRY_FIXED + nl, value, vl);
+}
 
 /*
  * What applying a feature event needs from its body. Strings point into the
@@ -376,6 +475,85 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
 }
 
+/* The event's features, sorted by name, in p->members. */
+static enum fl_status event_members(struct fl_projection *p, const struct feature_head *h,
+				    size_t *ret_n)
+{
+	size_t pos = 0, n = 0;
+	struct fl_json_member m;
+	int more;
+	while ((more = fl_json_next_member(h->features, h->features_len, &pos, &m)) == 1) {
+		if (m.key_len == 0 || m.key_len > FL_NAME_MAX_LEN || memchr(m.key, '\\', m.key_len) ||
+		    m.value_len > UINT32_MAX)
+			return FL_ERR_CORRUPT;
+		if (n == p->members_cap) {
+			size_t cap = p->members_cap ? 2 * p->members_cap : 32;
+			struct fl_json_member *grown = realloc(p->members, cap * sizeof(*grown));
+			if (!grown)
+				return FL_ERR_NOMEM;
+			p->members = grown;
+			p->members_cap = cap;
+		}
+		p->members[n++] = m;
+	}
+	if (more < 0)
+		return FL_ERR_CORRUPT;
+	qsort(p->members, n, sizeof(*p->members), member_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (member_cmp(&p->members[i - 1], &p->members[i]) == 0)
+			return FL_ERR_CORRUPT; /* a feature twice in one body */
+	*ret_n = n;
+	return FL_OK;
+}
+
+/* Merges one event into the latest record under key[0..plen). */
+static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const uint8_t *key,
+				   size_t plen, uint64_t seq, const struct feature_head *h)
+{
+	size_t n;
+	enum fl_status st = event_members(p, h, &n);
+	if (st != FL_OK)
+		return st;
+	MDB_val k = {plen, (void *)key}, v = {0, NULL};
+	int rc = mdb_get(txn, p->latest, &k, &v);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return status_of_mdb(rc);
+	const uint8_t *old = v.mv_data;
+	size_t old_len = rc == MDB_SUCCESS ? v.mv_size : 0, pos = 0, out = 0, i = 0;
+	size_t bound = old_len;
+	for (size_t j = 0; j < n; j++)
+		bound += LATEST_ENTRY_FIXED + p->members[j].key_len + p->members[j].value_len;
+	if (!record_reserve(p, bound))
+		return FL_ERR_NOMEM;
+	struct latest_entry e;
+	bool have_old = latest_next(old, old_len, &pos, &e), changed = false;
+	while (have_old || i < n) {
+		const struct fl_json_member *m = i < n ? &p->members[i] : NULL;
+		int c = !have_old ? 1 : !m ? -1 : name_cmp(e.name, e.name_len, m->key, m->key_len);
+		if (c < 0 || (c == 0 && (e.ts > h->event_ts_us ||
+					 (e.ts == h->event_ts_us && e.seq > seq)))) {
+			put_entry(p->record + out, e.name, e.name_len, e.ts, e.seq, e.value,
+				  e.value_len); /* the stored value stays */
+			out += LATEST_ENTRY_FIXED + e.name_len + e.value_len;
+		} else {
+			put_entry(p->record + out, m->key, m->key_len, h->event_ts_us, seq, m->value,
+				  m->value_len);
+			out += LATEST_ENTRY_FIXED + m->key_len + m->value_len;
+			changed = true;
+		}
+		if (c <= 0)
+			have_old = latest_next(old, old_len, &pos, &e);
+		if (c >= 0)
+			i++;
+	}
+	if (pos != old_len)
+		return FL_ERR_CORRUPT; /* a record that does not parse to its end */
+	if (!changed)
+		return FL_OK;
+	v = (MDB_val){out, p->record};
+	return status_of_mdb(mdb_put(txn, p->latest, &k, &v, 0));
+}
+
 /*
  * Puts the event in the entity's history and, feature by feature, in the
  * latest values where it is the newest. Values are stored as the text the
@@ -401,38 +579,10 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
 	st = status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
 
-	/* latest, feature by feature: newest (event_ts, seq) wins */
-	size_t pos = 0;
-	struct fl_json_member m;
-	int more;
-	while (st == FL_OK && (more = fl_json_next_member(h->features, h->features_len, &pos, &m)) == 1) {
-		if (plen + m.key_len > KEY_MAX || memchr(m.key, '\\', m.key_len)) {
-			st = FL_ERR_CORRUPT;
-			break;
-		}
-		memcpy(key + plen, m.key, m.key_len);
-		MDB_val lk = {plen + m.key_len, key}, lv;
-		int rc = mdb_get(txn, p->latest, &lk, &lv);
-		if (rc == MDB_SUCCESS && lv.mv_size >= 16) {
-			int64_t ts = time_of_sortable(lv.mv_data);
-			uint64_t seq = fl_get_be64((uint8_t *)lv.mv_data + 8);
-			if (ts > h->event_ts_us || (ts == h->event_ts_us && seq > entry->seq))
-				continue; /* a late event never overwrites a newer one */
-		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
-			st = status_of_mdb(rc);
-			break;
-		}
-		lv = (MDB_val){16 + m.value_len, NULL};
-		rc = mdb_put(txn, p->latest, &lk, &lv, MDB_RESERVE);
-		if (rc == MDB_SUCCESS) {
-			fl_put_be64(lv.mv_data, sortable_time(h->event_ts_us));
-			fl_put_be64((uint8_t *)lv.mv_data + 8, entry->seq);
-			memcpy((uint8_t *)lv.mv_data + 16, m.value, m.value_len);
-		}
-		st = status_of_mdb(rc);
-	}
-	if (st == FL_OK && more < 0)
-		st = FL_ERR_CORRUPT;
+	/* latest: the entity's record, merged feature by feature (newest
+	 * (event_ts, seq) wins: a late event never overwrites a newer value) */
+	if (st == FL_OK)
+		st = merge_latest(p, txn, key, plen, entry->seq, h);
 	if (st == FL_OK)
 		st = prune_history(p, txn, key, plen,
 				   h->ingest_ts_us - fl_view_retention_us(view));
@@ -929,29 +1079,27 @@ static enum fl_status query_features(struct fl_projection_read *read,
 {
 	enum fl_status st = FL_OK;
 	int64_t max_age = fl_view_max_age_us(req->view);
+	MDB_val k = {plen, (void *)prefix}, record = {0, NULL};
+	int rc = mdb_get(read->txn, read->projection->latest, &k, &record);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return status_of_mdb(rc);
+	if (rc == MDB_NOTFOUND)
+		record.mv_size = 0;
 	fl_jw_open(w, '{');
 	for (size_t i = 0; i < req->n_features && st == FL_OK; i++) {
 		const char *name = req->features[i]->name;
-		uint8_t key[KEY_MAX + 1];
-		size_t nl = strlen(name);
 		struct raw_value value = {0};
+		struct latest_entry e;
 		int64_t ts = 0;
 		uint64_t seq = 0;
-		memcpy(key, prefix, plen);
-		memcpy(key + plen, name, nl);
-		MDB_val k = {plen + nl, key}, v;
-		int rc = mdb_get(read->txn, read->projection->latest, &k, &v);
-		if (rc == MDB_SUCCESS && v.mv_size >= 16) {
-			ts = time_of_sortable(v.mv_data);
-			seq = fl_get_be64((uint8_t *)v.mv_data + 8);
+		if (latest_find(record.mv_data, record.mv_size, name, strlen(name), &e)) {
+			ts = e.ts;
+			seq = e.seq;
 			if (ts <= req->as_of_us)
-				value = (struct raw_value){(const char *)v.mv_data + 16,
-							   v.mv_size - 16};
+				value = (struct raw_value){e.value, e.value_len};
 			else /* newer than as_of: find what was current then */
 				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
 						  &ts, &seq);
-		} else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS) {
-			st = status_of_mdb(rc);
 		}
 		const char *status = !value.text ? "NOT_FOUND"
 				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"

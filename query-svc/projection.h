@@ -5,8 +5,8 @@
  * The read models of query-svc, in their own LMDB environment, built from
  * the (verified) replica of the event log:
  *
- *   latest   view, entity, feature -> event_ts, seq, value   (newest by
- *            event_ts then seq: a late event never overwrites a newer one)
+ *   latest   view, entity -> for each feature: event_ts, seq, value (newest
+ *            by event_ts then seq: a late event never overwrites a newer one)
  *   history  view, entity, event_ts, seq -> the event's features (for as_of
  *            reads and windows, bounded by the view's retention)
  *   views    name -> version and canonical definition
