@@ -83,6 +83,21 @@ struct line {
 	bool from_nats;
 };
 
+/*
+ * A GET /v1/log fetched and parsed ahead on a thread of its own while the
+ * sync thread replicates the run before it (during a catch-up), so that
+ * command-svc writing the next lines overlaps with checking these.
+ */
+struct prefetch {
+	pthread_t thread;
+	bool active;			/* a thread was started and not joined yet */
+	const char *command_url, *command_token;
+	uint64_t from_seq;
+	size_t limit;
+	struct line **lines;		/* seqs from_seq, from_seq + 1, ... */
+	size_t n_lines;
+};
+
 struct known_key {
 	char key_id[FL_KEY_ID_HEX_LEN];
 	uint8_t pub[FL_PUBKEY_LEN];
@@ -145,6 +160,7 @@ struct fl_sync {
 	int64_t warned_us[N_WARNINGS];
 	uint64_t suppressed[N_WARNINGS];
 	struct fl_log_entry *apply_buf; /* APPLY_RUN entries */
+	struct prefetch prefetch;
 };
 
 static bool stopping(struct fl_sync *sync)
@@ -835,6 +851,104 @@ static enum fl_status fetch_checkpoint(struct fl_sync *sync, const char *query,
 	return FL_OK;
 }
 
+static void *prefetch_main(void *opaque)
+{
+	struct prefetch *pf = opaque;
+	char path[96], *body = NULL;
+	size_t len = 0;
+	unsigned status = 0;
+
+	snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%zu", pf->from_seq,
+		 pf->limit);
+	if (fl_httpc_get(pf->command_url, path, pf->command_token, HTTP_TIMEOUT_MS, &status,
+			 &body, &len) != FL_OK || status != 200) {
+		free(body);
+		return NULL;
+	}
+	for (char *cursor = body, *end = body + len; cursor < end && pf->n_lines < pf->limit;) {
+		char *newline = memchr(cursor, '\n', (size_t)(end - cursor));
+		size_t line_len = (size_t)((newline ? newline : end) - cursor);
+		struct line *line = NULL;
+		if (line_len > 0) {
+			if (line_parse(cursor, line_len, &line) != FL_OK)
+				break;
+			if (line->seq != pf->from_seq + pf->n_lines) {
+				line_free(line);
+				break;
+			}
+			pf->lines[pf->n_lines++] = line;
+		}
+		cursor = newline ? newline + 1 : end;
+	}
+	free(body);
+	return NULL;
+}
+
+/* Drops what the prefetch holds (waiting for its thread). */
+static void prefetch_discard(struct fl_sync *sync)
+{
+	struct prefetch *pf = &sync->prefetch;
+	if (!pf->active)
+		return;
+	pthread_join(pf->thread, NULL);
+	for (size_t i = 0; i < pf->n_lines; i++)
+		line_free(pf->lines[i]);
+	free(pf->lines);
+	pf->lines = NULL;
+	pf->n_lines = 0;
+	pf->active = false;
+}
+
+/* Starts fetching limit lines from from_seq (best effort: on failure, none). */
+static void prefetch_start(struct fl_sync *sync, uint64_t from_seq, size_t limit)
+{
+	struct prefetch *pf = &sync->prefetch;
+	prefetch_discard(sync);
+	pf->lines = calloc(limit, sizeof(*pf->lines));
+	if (!pf->lines)
+		return;
+	pf->command_url = sync->command_url;
+	pf->command_token = sync->command_token;
+	pf->from_seq = from_seq;
+	pf->limit = limit;
+	pf->n_lines = 0;
+	if (pthread_create(&pf->thread, NULL, prefetch_main, pf) != 0) {
+		free(pf->lines);
+		pf->lines = NULL;
+		return;
+	}
+	pf->active = true;
+}
+
+/*
+ * Puts the prefetched lines into the empty slots of run (seqs first_seq ..
+ * first_seq + n - 1) when the prefetch began at seq first_seq + from, and
+ * ends the prefetch either way. True when it placed any line.
+ */
+static bool prefetch_take(struct fl_sync *sync, uint64_t first_seq, size_t from,
+			  struct line **run, size_t n)
+{
+	struct prefetch *pf = &sync->prefetch;
+	if (!pf->active)
+		return false;
+	pthread_join(pf->thread, NULL);
+	pf->active = false;
+	bool placed = false;
+	for (size_t i = 0; i < pf->n_lines; i++) {
+		size_t at = from + i;
+		if (pf->from_seq == first_seq + from && at < n && !run[at]) {
+			run[at] = pf->lines[i];
+			placed = true;
+		} else {
+			line_free(pf->lines[i]);
+		}
+	}
+	free(pf->lines);
+	pf->lines = NULL;
+	pf->n_lines = 0;
+	return placed;
+}
+
 /*
  * Fills the empty slots of run (seqs first_seq .. first_seq + n - 1) from
  * GET /v1/log. FL_OK when every slot is filled.
@@ -852,6 +966,8 @@ static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, st
 		size_t to = n; /* one past the last empty slot */
 		while (run[to - 1])
 			to--;
+		if (prefetch_take(sync, first_seq, from, run, n))
+			continue;
 		size_t limit = to - from < LOG_LIMIT ? to - from : LOG_LIMIT;
 		char path[96], *body;
 		size_t len;
@@ -1042,6 +1158,11 @@ static bool sync_step(struct fl_sync *sync)
 		if (target.tree_size <= size || target.tree_size > latest.tree_size)
 			target = latest; /* an odd answer: take the whole way at once */
 	}
+	/* Still behind after this step: fetch the next step's lines meanwhile. */
+	if (latest.tree_size > target.tree_size) {
+		uint64_t ahead = latest.tree_size - target.tree_size;
+		prefetch_start(sync, target.tree_size + 1, ahead < LOG_LIMIT ? (size_t)ahead : LOG_LIMIT);
+	}
 	if (replicate_to(sync, size, &target) != FL_OK)
 		return false;
 	return true;
@@ -1154,6 +1275,8 @@ static void *run(void *opaque)
 			pthread_mutex_unlock(&sync->lock);
 			break;
 		}
+		if (!progressed)
+			prefetch_discard(sync);
 		nats_maintain(sync);
 		/* After progress, go again at once: under load the next events
 		 * are committed by now, and the checkpoint shows them sooner than
@@ -1164,6 +1287,7 @@ static void *run(void *opaque)
 		else
 			wait_for_news(sync);
 	}
+	prefetch_discard(sync);
 	nats_teardown(sync);
 	return NULL;
 }

@@ -447,6 +447,20 @@ class ReadsTest(QueryCase):
                           features=UA_VIEW["features"],
                           windows=[w["name"] for w in UA_VIEW["windows"]], context="latest")
 
+    def test_values_are_served_as_the_signed_text(self):
+        """A value is the exact JSON text of its event's body: 0.1 stays 0.1, strings keep escapes."""
+        text = 'quote " back \\ tab \t caf\u00e9 \u2028 end'
+        seq = self.write1("user_activity", "u-text", now_us() - 5 * US,
+                          {"dwell_ms": 0.1, "last_click": text, "cart_items": -7})
+        r = self.get("fraud-analyst", "user_activity", "u-text", min_seq=seq,
+                     features="dwell_ms,last_click,cart_items")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b'"dwell_ms":{"value":0.1,"status":"PRESENT"', r.body)
+        self.assertIn(b'"cart_items":{"value":-7,"status":"PRESENT"', r.body)
+        f = r.json()["features"]
+        self.assertEqual(f["last_click"]["value"], text)
+        self.assertEqual(f["dwell_ms"]["seq"], seq)
+
     def test_as_of_points_in_time(self):
         t0 = self.t0
         points = [t0 + 50 * US, t0 + 100 * US, t0 + 150 * US, t0 + 200 * US - 1,
