@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
+#include "fledger/sha256.h"
 #include "fledger/util.h"
 
 #define MAX_GROUP 512
@@ -159,9 +159,9 @@ static char *record_tail(const struct fl_audit_record *rec, int64_t ts_us, unsig
 {
 	uint8_t digest[32];
 	char digest_hex[65], ts[FL_TIME_TEXT_LEN];
-	unsigned digest_len = 0;
 
-	EVP_Digest(body, len, digest, &digest_len, EVP_sha256(), NULL);
+	if (!fl_sha256(body, len, digest))
+		return NULL;
 	fl_hex_encode(digest, sizeof(digest), digest_hex);
 	fl_time_format(ts_us, ts);
 	json_t *seqs = json_array();

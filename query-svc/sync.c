@@ -161,6 +161,8 @@ struct fl_sync {
 	uint64_t suppressed[N_WARNINGS];
 	struct fl_log_entry *apply_buf; /* APPLY_RUN entries */
 	struct prefetch prefetch;
+	uint64_t ahead_from; /* the next step's lines to prefetch (ahead_limit 0: none) */
+	size_t ahead_limit;
 };
 
 static bool stopping(struct fl_sync *sync)
@@ -966,7 +968,12 @@ static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, st
 		size_t to = n; /* one past the last empty slot */
 		while (run[to - 1])
 			to--;
-		if (prefetch_take(sync, first_seq, from, run, n))
+		bool placed = prefetch_take(sync, first_seq, from, run, n);
+		if (sync->ahead_limit) { /* this step's lines are in: fetch the next's */
+			prefetch_start(sync, sync->ahead_from, sync->ahead_limit);
+			sync->ahead_limit = 0;
+		}
+		if (placed)
 			continue;
 		size_t limit = to - from < LOG_LIMIT ? to - from : LOG_LIMIT;
 		char path[96], *body;
@@ -1158,10 +1165,13 @@ static bool sync_step(struct fl_sync *sync)
 		if (target.tree_size <= size || target.tree_size > latest.tree_size)
 			target = latest; /* an odd answer: take the whole way at once */
 	}
-	/* Still behind after this step: fetch the next step's lines meanwhile. */
+	/* Still behind after this step: fetch the next step's lines while this
+	 * one is checked and stored (started once this step's lines are in). */
+	sync->ahead_limit = 0;
 	if (latest.tree_size > target.tree_size) {
 		uint64_t ahead = latest.tree_size - target.tree_size;
-		prefetch_start(sync, target.tree_size + 1, ahead < LOG_LIMIT ? (size_t)ahead : LOG_LIMIT);
+		sync->ahead_from = target.tree_size + 1;
+		sync->ahead_limit = ahead < LOG_LIMIT ? (size_t)ahead : LOG_LIMIT;
 	}
 	if (replicate_to(sync, size, &target) != FL_OK)
 		return false;

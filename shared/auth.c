@@ -8,8 +8,8 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
+#include "fledger/sha256.h"
 #include "fledger/util.h"
 
 #define HASH_LEN 32
@@ -227,10 +227,7 @@ enum fl_status fl_auth_load(const char *path, char *error, size_t error_size,
 
 static bool sha256(const void *bytes, size_t len, uint8_t out[HASH_LEN])
 {
-	unsigned int out_len = 0;
-
-	return EVP_Digest(bytes, len, out, &out_len, EVP_sha256(), NULL) == 1 &&
-	       out_len == HASH_LEN;
+	return fl_sha256(bytes, len, out);
 }
 
 enum fl_status fl_auth_lookup(const struct fl_auth *auth, const char *authorization,

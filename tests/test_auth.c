@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "fledger/auth.h"
+#include "fledger/sha256.h"
+#include "fledger/util.h"
 
 static char dir[64];
 
@@ -237,4 +239,20 @@ Test(auth, missing_file_is_an_io_error)
 	cr_assert(strstr(error, "absent.json") != NULL, "%s", error);
 	cr_assert_null(auth);
 	fl_auth_destroy(NULL);
+}
+
+Test(sha256, known_vectors)
+{
+	/* FIPS 180-2 examples */
+	static const char *const inputs[] = {"", "abc"};
+	static const char *const hex[] = {
+	    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+	    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"};
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t digest[32];
+		char text[65];
+		cr_assert(fl_sha256(inputs[i], strlen(inputs[i]), digest));
+		fl_hex_encode(digest, sizeof(digest), text);
+		cr_expect_str_eq(text, hex[i]);
+	}
 }
