@@ -27,6 +27,7 @@
 
 #include "fledger/event.h"
 #include "fledger/jsonw.h"
+#include "fledger/slog.h"
 #include "fledger/util.h"
 
 #define INITIAL_MAP (64u << 20)
@@ -130,6 +131,33 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 	return st;
 }
 
+/*
+ * The layout of the read models (2: one latest record per entity). Models
+ * stored in another layout are emptied when opened, and the apply thread
+ * rebuilds them from the replica log: they are derived state.
+ */
+#define MODELS_FORMAT 2
+
+static bool format_is_current(struct fl_projection *p, MDB_txn *txn)
+{
+	MDB_val key = {6, "format"}, val;
+	return mdb_get(txn, p->meta, &key, &val) == MDB_SUCCESS && val.mv_size == 8 &&
+	       fl_get_be64(val.mv_data) == MODELS_FORMAT;
+}
+
+/* Empties every read model (and applied_seq), then records the format. */
+static int empty_models(struct fl_projection *p, MDB_txn *txn)
+{
+	uint8_t buf[8];
+	int rc;
+	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
+	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)))
+		return rc;
+	fl_put_be64(buf, MODELS_FORMAT);
+	MDB_val key = {6, "format"}, val = {8, buf};
+	return mdb_put(txn, p->meta, &key, &val, 0);
+}
+
 static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64_t *ret)
 {
 	MDB_val key = {11, "applied_seq"}, val;
@@ -200,6 +228,19 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		st = status_of_mdb(rc);
 		goto err_env;
 	}
+	if (!format_is_current(p, txn)) {
+		MDB_stat stat;
+		bool was_empty = mdb_stat(txn, p->meta, &stat) == MDB_SUCCESS && stat.ms_entries == 0;
+		if ((rc = empty_models(p, txn)) != MDB_SUCCESS) {
+			mdb_txn_abort(txn);
+			st = status_of_mdb(rc);
+			goto err_env;
+		}
+		if (!was_empty)
+			fl_slog(FL_SLOG_WARN, "read models of an older layout dropped; they are rebuilt "
+					      "from the replica log",
+				"dir", dir, NULL);
+	}
 	uint64_t applied = 0;
 	st = read_applied(p, txn, &applied);
 	if (st == FL_OK)
@@ -245,8 +286,7 @@ enum fl_status fl_projection_reset(struct fl_projection *p)
 	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS)
 		return status_of_mdb(rc);
-	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
-	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0))) {
+	if ((rc = empty_models(p, txn)) != MDB_SUCCESS) {
 		mdb_txn_abort(txn);
 		return status_of_mdb(rc);
 	}

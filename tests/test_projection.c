@@ -4,6 +4,7 @@
  * window function at many random as_of times.
  */
 #include <criterion/criterion.h>
+#include <lmdb.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -427,6 +428,55 @@ Test(projection, equal_logs_give_equal_digests_whatever_the_runs)
 	fl_log_reader_end(r);
 	fl_projection_close(a);
 	fl_projection_close(b);
+	fl_log_close(log);
+}
+
+/* Sets the stored layout number of the read models in dir (as an older query-svc left it). */
+static void set_stored_format(const char *dir, uint64_t format)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta;
+	uint8_t buf[8];
+	cr_assert_eq(mdb_env_create(&env), MDB_SUCCESS);
+	mdb_env_set_maxdbs(env, 8);
+	cr_assert_eq(mdb_env_open(env, dir, 0, 0600), MDB_SUCCESS);
+	cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), MDB_SUCCESS);
+	cr_assert_eq(mdb_dbi_open(txn, "meta", 0, &meta), MDB_SUCCESS);
+	fl_put_be64(buf, format);
+	MDB_val key = {6, "format"}, val = {8, buf};
+	cr_assert_eq(mdb_put(txn, meta, &key, &val, 0), MDB_SUCCESS);
+	cr_assert_eq(mdb_txn_commit(txn), MDB_SUCCESS);
+	mdb_env_close(env);
+}
+
+Test(projection, models_of_another_layout_are_rebuilt)
+{
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "layout", 500);
+	uint64_t seq, seq2;
+	char digest[65], digest2[65];
+	cr_assert_eq(fl_projection_digest(p, &seq, digest), FL_OK);
+	cr_assert_gt(seq, 0);
+	fl_projection_close(p);
+
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/layout", tmpdir);
+	set_stored_format(dir, 1);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0, "models of layout 1 must be emptied");
+	fl_projection_close(p);
+	/* applied again from the log, they are the same as before */
+	p = project(log, "layout", 777);
+	cr_assert_eq(fl_projection_digest(p, &seq2, digest2), FL_OK);
+	cr_assert_eq(seq2, seq);
+	cr_assert_str_eq(digest2, digest);
+	fl_projection_close(p);
+	/* the current layout is kept across opens */
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), seq);
+	fl_projection_close(p);
 	fl_log_close(log);
 }
 
