@@ -302,7 +302,8 @@ echo "| load: $(l 'd["events"]' "$work/load.json") events in 1000-event batches 
 for k in plain audited; do
   eval "rps=\$r_${k}_rps p50=\$r_${k}_p50 p99=\$r_${k}_p99 non=\$r_${k}_non2xx cpu=\$r_${k}_cpu_us"
   label=$([ $k = plain ] && echo "unaudited view (audit_reads false)" || echo "audited view (audit_reads true)")
-  echo "| (a) GET features, 5 features + 2 windows, $label, wrk -t1 -c50 | $(printf %.0f "$rps") reads/s, p50 ${p50} ms, p99 ${p99} ms; non-2xx $non; query-svc CPU ${cpu} µs/read | p99 < 3 ms |"
+  target=$([ $k = plain ] && echo "p99 < 2 ms" || echo "p99 < 3 ms")
+  echo "| (a) GET features, 5 features + 2 windows, $label, wrk -t1 -c50 | $(printf %.0f "$rps") reads/s, p50 ${p50} ms, p99 ${p99} ms; non-2xx $non; query-svc CPU ${cpu} µs/read | $target |"
 done
 echo "| (a) audited / unaudited reads/s | $(calc "round($r_audited_rps / $r_plain_rps, 2)") | ≥ 0.7 |"
 echo "| (b) redis HGETALL of a random 5-field hash ($entities keys), redis-benchmark -c50 | $(printf %.0f "$redis_rps") reads/s, p50 $redis_p50 ms, p99 $redis_p99 ms | |"
