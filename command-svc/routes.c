@@ -301,18 +301,5 @@ void fl_command_on_complete(void *ctx, struct fl_http_request *req, unsigned sta
 			    int64_t duration_us)
 {
 	struct fl_command *cmd = ctx;
-	const char *route = fl_http_user(req);
-	char code[8];
-	snprintf(code, sizeof(code), "%u", status);
-	const char *labels[] = {route ? route : "other", code};
-	fl_counter_inc(fl_counter_with(cmd->http_requests, labels));
-	/* The access log, one JSON line per request (--log-level debug). */
-	char duration[24];
-	snprintf(duration, sizeof(duration), "%lld", (long long)duration_us);
-	fl_slog(FL_SLOG_DEBUG, "request", "request_id", fl_http_request_id(req), "method",
-		fl_http_method(req), "route", labels[0], "status", code, "duration_us", duration,
-		NULL);
-	if (status >= 500)
-		fl_slog(FL_SLOG_WARN, "request failed", "request_id", fl_http_request_id(req),
-			"route", labels[0], "status", code, NULL);
+	fl_svc_request_done(req, cmd->http_requests, status, duration_us, false);
 }

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "fledger/sha256.h"
 #include "fledger/util.h"
 

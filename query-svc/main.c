@@ -134,7 +134,8 @@ int main(int argc, char **argv)
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
-	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) != FL_OK ||
+	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
+		FL_OK ||
 	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK)
 		fatal("bad --max-body, --lag-bound-ms or --http-threads", NULL);
 

@@ -230,15 +230,17 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	}
 	if (!format_is_current(p, txn)) {
 		MDB_stat stat;
-		bool was_empty = mdb_stat(txn, p->meta, &stat) == MDB_SUCCESS && stat.ms_entries == 0;
+		bool was_empty =
+		    mdb_stat(txn, p->meta, &stat) == MDB_SUCCESS && stat.ms_entries == 0;
 		if ((rc = empty_models(p, txn)) != MDB_SUCCESS) {
 			mdb_txn_abort(txn);
 			st = status_of_mdb(rc);
 			goto err_env;
 		}
 		if (!was_empty)
-			fl_slog(FL_SLOG_WARN, "read models of an older layout dropped; they are rebuilt "
-					      "from the replica log",
+			fl_slog(FL_SLOG_WARN,
+				"read models of an older layout dropped; they are rebuilt "
+				"from the replica log",
 				"dir", dir, NULL);
 	}
 	uint64_t applied = 0;
@@ -523,8 +525,8 @@ static enum fl_status event_members(struct fl_projection *p, const struct featur
 	struct fl_json_member m;
 	int more;
 	while ((more = fl_json_next_member(h->features, h->features_len, &pos, &m)) == 1) {
-		if (m.key_len == 0 || m.key_len > FL_NAME_MAX_LEN || memchr(m.key, '\\', m.key_len) ||
-		    m.value_len > UINT32_MAX)
+		if (m.key_len == 0 || m.key_len > FL_NAME_MAX_LEN ||
+		    memchr(m.key, '\\', m.key_len) || m.value_len > UINT32_MAX)
 			return FL_ERR_CORRUPT;
 		if (n == p->members_cap) {
 			size_t cap = p->members_cap ? 2 * p->members_cap : 32;
@@ -570,14 +572,14 @@ static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const 
 	while (have_old || i < n) {
 		const struct fl_json_member *m = i < n ? &p->members[i] : NULL;
 		int c = !have_old ? 1 : !m ? -1 : name_cmp(e.name, e.name_len, m->key, m->key_len);
-		if (c < 0 || (c == 0 && (e.ts > h->event_ts_us ||
-					 (e.ts == h->event_ts_us && e.seq > seq)))) {
+		if (c < 0 || (c == 0 &&
+			      (e.ts > h->event_ts_us || (e.ts == h->event_ts_us && e.seq > seq)))) {
 			put_entry(p->record + out, e.name, e.name_len, e.ts, e.seq, e.value,
 				  e.value_len); /* the stored value stays */
 			out += LATEST_ENTRY_FIXED + e.name_len + e.value_len;
 		} else {
-			put_entry(p->record + out, m->key, m->key_len, h->event_ts_us, seq, m->value,
-				  m->value_len);
+			put_entry(p->record + out, m->key, m->key_len, h->event_ts_us, seq,
+				  m->value, m->value_len);
 			out += LATEST_ENTRY_FIXED + m->key_len + m->value_len;
 			changed = true;
 		}
@@ -624,8 +626,7 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	if (st == FL_OK)
 		st = merge_latest(p, txn, key, plen, entry->seq, h);
 	if (st == FL_OK)
-		st = prune_history(p, txn, key, plen,
-				   h->ingest_ts_us - fl_view_retention_us(view));
+		st = prune_history(p, txn, key, plen, h->ingest_ts_us - fl_view_retention_us(view));
 	fl_view_unref(view);
 	return st;
 }
@@ -977,9 +978,8 @@ static void acc_add(struct window_acc *acc, const struct raw_value *value, uint6
 	case FL_WINDOW_MIN:
 	case FL_WINDOW_MAX: {
 		bool min = acc->window->fn == FL_WINDOW_MIN;
-		if (!acc->extreme.text ||
-		    (min ? number_less(&number, &acc->extreme_number)
-			 : number_less(&acc->extreme_number, &number))) {
+		if (!acc->extreme.text || (min ? number_less(&number, &acc->extreme_number)
+					       : number_less(&acc->extreme_number, &number))) {
 			acc->extreme = *value;
 			acc->extreme_number = number;
 		}
@@ -1024,8 +1024,8 @@ static void write_acc_value(struct fl_jw *w, const struct window_acc *acc)
 	case FL_WINDOW_AVG:
 		if (!acc->events)
 			break;
-		fl_jw_double(w, (acc->integer ? (double)acc->isum : acc->dsum) /
-				    (double)acc->events);
+		fl_jw_double(w,
+			     (acc->integer ? (double)acc->isum : acc->dsum) / (double)acc->events);
 		return;
 	case FL_WINDOW_MIN:
 	case FL_WINDOW_MAX:
@@ -1141,9 +1141,9 @@ static enum fl_status query_features(struct fl_projection_read *read,
 				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
 						  &ts, &seq);
 		}
-		const char *status = !value.text ? "NOT_FOUND"
+		const char *status = !value.text				 ? "NOT_FOUND"
 				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
-										  : "PRESENT";
+										 : "PRESENT";
 		if (value.text)
 			seq_add(served, seq);
 		write_feature(w, name, &value, status, ts, seq);

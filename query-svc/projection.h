@@ -72,9 +72,9 @@ struct fl_read_request {
 /* What one read served. */
 struct fl_read_answer {
 	/* JSON text, compact, in the order asked for */
-	char *features;    /* {"name": {"value", "status", "event_ts", "seq"}, ...} */
+	char *features; /* {"name": {"value", "status", "event_ts", "seq"}, ...} */
 	size_t features_len;
-	char *windows;     /* {"name": {"value", "from", "to", "events"[, "seqs"]}, ...} */
+	char *windows; /* {"name": {"value", "from", "to", "events"[, "seqs"]}, ...} */
 	size_t windows_len;
 	uint64_t *served_seqs; /* every seq a value came from, ascending, no repeats */
 	size_t n_served;

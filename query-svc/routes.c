@@ -1344,8 +1344,8 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 		if (job->kind != READ_ONE)
 			fl_jw_sep(&w);
 		if (st == FL_OK)
-			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us, &answer,
-				       &w);
+			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us,
+				       &answer, &w);
 		fl_read_answer_finish(&answer);
 		if (job->kind != READ_ONE)
 			fl_jw_close(&w, '}');
@@ -1463,10 +1463,10 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 			if (st != FL_OK)
 				break;
 			n_done++;
-			parsed[2 * i] = json_loadb(answers[i].features, answers[i].features_len,
-						   0, NULL);
-			parsed[2 * i + 1] = json_loadb(answers[i].windows,
-						       answers[i].windows_len, 0, NULL);
+			parsed[2 * i] =
+			    json_loadb(answers[i].features, answers[i].features_len, 0, NULL);
+			parsed[2 * i + 1] =
+			    json_loadb(answers[i].windows, answers[i].windows_len, 0, NULL);
 			if (!parsed[2 * i] || !parsed[2 * i + 1])
 				st = FL_ERR_NOMEM;
 		}
@@ -2093,18 +2093,5 @@ void fl_query_on_complete(void *ctx, struct fl_http_request *req, unsigned statu
 			  int64_t duration_us)
 {
 	struct fl_query *q = ctx;
-	const char *route = fl_http_user(req);
-	char code[8];
-	snprintf(code, sizeof(code), "%u", status);
-	const char *labels[] = {route ? route : "other", code};
-	fl_counter_inc(fl_counter_with(q->http_requests, labels));
-	/* The access log, one JSON line per request (--log-level debug). */
-	char duration[24];
-	snprintf(duration, sizeof(duration), "%lld", (long long)duration_us);
-	fl_slog(FL_SLOG_DEBUG, "request", "request_id", fl_http_request_id(req), "method",
-		fl_http_method(req), "route", labels[0], "status", code, "duration_us", duration,
-		NULL);
-	if (status >= 500 && status != 503 && status != 504)
-		fl_slog(FL_SLOG_WARN, "request failed", "request_id", fl_http_request_id(req),
-			"route", labels[0], "status", code, NULL);
+	fl_svc_request_done(req, q->http_requests, status, duration_us, true);
 }

@@ -90,11 +90,11 @@ struct line {
  */
 struct prefetch {
 	pthread_t thread;
-	bool active;			/* a thread was started and not joined yet */
+	bool active; /* a thread was started and not joined yet */
 	const char *command_url, *command_token;
 	uint64_t from_seq;
 	size_t limit;
-	struct line **lines;		/* seqs from_seq, from_seq + 1, ... */
+	struct line **lines; /* seqs from_seq, from_seq + 1, ... */
 	size_t n_lines;
 };
 
@@ -137,8 +137,8 @@ struct fl_sync {
 	bool apply_started;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	pthread_cond_t apply_wake;  /* the replica grew, or stop */
-	pthread_mutex_t warn_lock; /* guards warned_us and suppressed */
+	pthread_cond_t apply_wake;    /* the replica grew, or stop */
+	pthread_mutex_t warn_lock;    /* guards warned_us and suppressed */
 	struct fl_sync_status status; /* applied_seq is read live from the projection */
 	atomic_bool stop;
 	atomic_bool poked;
@@ -338,8 +338,8 @@ static enum fl_status line_parse(const char *text, size_t len, struct line **ret
 			ok = line_string(&m, &sig_b64, &sig_b64_len);
 		}
 	}
-	if (!ok || more != 0 || seq == 0 || !body_b64 || !sig_b64 ||
-	    leaf_len != 2 * FL_HASH_LEN || key_id_len != 2 * FL_KEY_ID_LEN)
+	if (!ok || more != 0 || seq == 0 || !body_b64 || !sig_b64 || leaf_len != 2 * FL_HASH_LEN ||
+	    key_id_len != 2 * FL_KEY_ID_LEN)
 		return FL_ERR_INVALID;
 	char leaf_text[2 * FL_HASH_LEN + 1], key_text[2 * FL_KEY_ID_LEN + 1];
 	memcpy(leaf_text, leaf_hex, leaf_len);
@@ -862,8 +862,9 @@ static void *prefetch_main(void *opaque)
 
 	snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%zu", pf->from_seq,
 		 pf->limit);
-	if (fl_httpc_get(pf->command_url, path, pf->command_token, HTTP_TIMEOUT_MS, &status,
-			 &body, &len) != FL_OK || status != 200) {
+	if (fl_httpc_get(pf->command_url, path, pf->command_token, HTTP_TIMEOUT_MS, &status, &body,
+			 &len) != FL_OK ||
+	    status != 200) {
 		free(body);
 		return NULL;
 	}
@@ -927,8 +928,8 @@ static void prefetch_start(struct fl_sync *sync, uint64_t from_seq, size_t limit
  * first_seq + n - 1) when the prefetch began at seq first_seq + from, and
  * ends the prefetch either way. True when it placed any line.
  */
-static bool prefetch_take(struct fl_sync *sync, uint64_t first_seq, size_t from,
-			  struct line **run, size_t n)
+static bool prefetch_take(struct fl_sync *sync, uint64_t first_seq, size_t from, struct line **run,
+			  size_t n)
 {
 	struct prefetch *pf = &sync->prefetch;
 	if (!pf->active)

@@ -1110,14 +1110,14 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		extra_options[n_extra++] =
 		    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, server->tls_key};
 		if (server->tls_client_ca != NULL) {
-			extra_options[n_extra++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST,
-								       0, server->tls_client_ca};
+			extra_options[n_extra++] = (struct MHD_OptionItem){
+			    MHD_OPTION_HTTPS_MEM_TRUST, 0, server->tls_client_ca};
 			server->require_client_cert = true;
 		}
 	}
 	if (options->threads > 1)
-		extra_options[n_extra++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
-								   (intptr_t)options->threads, NULL};
+		extra_options[n_extra++] = (struct MHD_OptionItem){
+		    MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)options->threads, NULL};
 	extra_options[n_extra] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
 	listen_text = options->listen != NULL ? options->listen : DEFAULT_LISTEN;
@@ -1136,8 +1136,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	    flags, 0, NULL, NULL, access_cb, server, MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	    MHD_OPTION_NOTIFY_COMPLETED, request_completed_cb, server, MHD_OPTION_NOTIFY_CONNECTION,
 	    connection_cb, server, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES,
-	    MHD_OPTION_ARRAY, extra_options, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES, MHD_OPTION_ARRAY,
+	    extra_options, MHD_OPTION_END);
 	if (server->daemon == NULL) {
 		/* MHD closes the listen socket it was given when it fails
 		 * (measured with 0.9.75), so it is not closed here. */

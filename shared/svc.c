@@ -3,6 +3,7 @@
  */
 #include "fledger/svc.h"
 
+#include "fledger/metrics.h"
 #include "fledger/slog.h"
 
 #include <errno.h>
@@ -217,4 +218,23 @@ void fl_svc_block_signals(sigset_t *ret_set)
 	sigaddset(ret_set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, ret_set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+void fl_svc_request_done(struct fl_http_request *req, struct fl_counter *requests, unsigned status,
+			 int64_t duration_us, bool quiet_unavailable)
+{
+	const char *route = fl_http_user(req);
+	char code[8];
+	snprintf(code, sizeof(code), "%u", status);
+	const char *labels[] = {route ? route : "other", code};
+	fl_counter_inc(fl_counter_with(requests, labels));
+	/* The access log, one JSON line per request (--log-level debug). */
+	char duration[24];
+	snprintf(duration, sizeof(duration), "%lld", (long long)duration_us);
+	fl_slog(FL_SLOG_DEBUG, "request", "request_id", fl_http_request_id(req), "method",
+		fl_http_method(req), "route", labels[0], "status", code, "duration_us", duration,
+		NULL);
+	if (status >= 500 && !(quiet_unavailable && (status == 503 || status == 504)))
+		fl_slog(FL_SLOG_WARN, "request failed", "request_id", fl_http_request_id(req),
+			"route", labels[0], "status", code, NULL);
 }

@@ -26,8 +26,14 @@ static char *writer_text(struct fl_jw *w)
 Test(jsonw, strings_match_jansson)
 {
 	static const char *const samples[] = {
-	    "",       "plain",	    "quote\" back\\slash", "a/b",	    "tab\tnl\ncr\rbs\bff\f",
-	    "\x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "\xe2\x80\xa8",
+	    "",
+	    "plain",
+	    "quote\" back\\slash",
+	    "a/b",
+	    "tab\tnl\ncr\rbs\bff\f",
+	    "\x01\x1f\x7f",
+	    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	    "\xe2\x80\xa8",
 	};
 	for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
 		struct fl_jw w;
@@ -43,9 +49,24 @@ Test(jsonw, strings_match_jansson)
 
 Test(jsonw, numbers_match_jansson)
 {
-	static const double doubles[] = {0.0,	 -0.0,	  1.0,	  -2.5,	  0.1,	   1.0 / 3.0, 1e20, 1e21,
-					 1e-5,	 1.5e-7,  123456789012345678.0, 1e300, -1e-300, 4.9e-324,
-					 1e16,	 12.25,	  100.0,	     2e-308};
+	static const double doubles[] = {0.0,
+					 -0.0,
+					 1.0,
+					 -2.5,
+					 0.1,
+					 1.0 / 3.0,
+					 1e20,
+					 1e21,
+					 1e-5,
+					 1.5e-7,
+					 123456789012345678.0,
+					 1e300,
+					 -1e-300,
+					 4.9e-324,
+					 1e16,
+					 12.25,
+					 100.0,
+					 2e-308};
 	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++) {
 		struct fl_jw w;
 		fl_jw_init(&w);
@@ -193,8 +214,8 @@ Test(jsonw, member_iterator)
 
 	pos = 0;
 	cr_expect_eq(fl_json_next_member("{}", 2, &pos, &m), 0);
-	static const char *const bad[] = {"", "[]", "{\"a\":1", "{\"a\":1 \"b\":2}", "{a:1}",
-					  "{\"a\"}", "{\"a\":1,}"};
+	static const char *const bad[] = {"",	   "[]",      "{\"a\":1",  "{\"a\":1 \"b\":2}",
+					  "{a:1}", "{\"a\"}", "{\"a\":1,}"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		pos = 0;
 		while ((rc = fl_json_next_member(bad[i], strlen(bad[i]), &pos, &m)) == 1)

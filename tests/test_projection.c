@@ -308,7 +308,7 @@ static json_t *parse_part(const char *text, size_t len)
 	json_error_t jerr;
 	json_t *value = json_loadb(text, len, 0, &jerr);
 	cr_assert_not_null(value, "%s at %d in the answer text %.*s", jerr.text, jerr.position,
-			  (int)len, text);
+			   (int)len, text);
 	cr_assert(json_is_object(value));
 	return value;
 }
@@ -504,8 +504,8 @@ Test(projection, late_events_never_overwrite_newer_ones)
 		fl_projection_read_end(read);
 		const struct rec *want = oracle_latest(entity, INT64_MAX, 'x');
 		json_t *answer_features = parse_part(answer.features, answer.features_len);
-		cr_assert_eq(json_integer_value(json_object_get(
-				 json_object_get(answer_features, "x"), "seq")),
+		cr_assert_eq(json_integer_value(
+				 json_object_get(json_object_get(answer_features, "x"), "seq")),
 			     (json_int_t)want->seq);
 		json_decref(answer_features);
 		/* served seqs name exactly the value's event */
@@ -525,9 +525,9 @@ Test(projection, late_events_never_overwrite_newer_ones)
 	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
 	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
 	json_t *answer_features = parse_part(answer.features, answer.features_len);
-	cr_assert_str_eq(json_string_value(json_object_get(json_object_get(answer_features, "x"),
-							    "status")),
-			 "NOT_FOUND");
+	cr_assert_str_eq(
+	    json_string_value(json_object_get(json_object_get(answer_features, "x"), "status")),
+	    "NOT_FOUND");
 	json_decref(answer_features);
 	fl_read_answer_finish(&answer);
 	/* as_of beyond the retention is a clear 400. */

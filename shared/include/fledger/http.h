@@ -10,8 +10,8 @@
 
 /*
  * The HTTP server both services run: libmicrohttpd with internal epoll
- * threads (one unless asked for more), keep-alive, a body size limit, optional TLS with optional client
- * certificates, and deferred answers.
+ * threads (one unless asked for more), keep-alive, a body size limit, optional TLS with optional
+ * client certificates, and deferred answers.
  *
  * The handler runs on the server thread once a request's body is complete.
  * It answers with one of the fl_http_respond* functions and returns

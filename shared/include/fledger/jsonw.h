@@ -37,12 +37,12 @@ static inline void fl_jw_char(struct fl_jw *w, char c)
 {
 	fl_jw_raw(w, &c, 1);
 }
-void fl_jw_str(struct fl_jw *w, const char *text);          /* "text", escaped */
+void fl_jw_str(struct fl_jw *w, const char *text); /* "text", escaped */
 void fl_jw_strn(struct fl_jw *w, const char *text, size_t len);
 void fl_jw_i64(struct fl_jw *w, int64_t v);
 void fl_jw_u64(struct fl_jw *w, uint64_t v);
 void fl_jw_double(struct fl_jw *w, double v); /* null for NaN and infinities */
-void fl_jw_time(struct fl_jw *w, int64_t us);  /* "RFC 3339", as fl_time_format */
+void fl_jw_time(struct fl_jw *w, int64_t us); /* "RFC 3339", as fl_time_format */
 
 /* '{' / '[' and the matching close; members inside are counted for commas. */
 void fl_jw_open(struct fl_jw *w, char bracket);

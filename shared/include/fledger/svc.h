@@ -76,4 +76,15 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config);
  */
 void fl_svc_block_signals(sigset_t *ret_set);
 
+/*
+ * What both services do when a request is over: count it in requests
+ * (labels route, code; the route is the request's user slot, "other" when
+ * unset), write the access-log line (--log-level debug), and warn about a
+ * 5xx, except 503 and 504 when quiet_unavailable (query-svc answers those
+ * by design: audit unavailable, min_seq waits).
+ */
+struct fl_counter;
+void fl_svc_request_done(struct fl_http_request *req, struct fl_counter *requests, unsigned status,
+			 int64_t duration_us, bool quiet_unavailable);
+
 #endif
