@@ -89,7 +89,7 @@ struct fl_log_reader {
 	uint64_t size;
 };
 
-static enum fl_status status_of_mdb(int rc)
+enum fl_status fl_status_of_mdb(int rc)
 {
 	switch (rc) {
 	case MDB_SUCCESS:
@@ -192,7 +192,7 @@ static enum fl_status get_node(void *opaque, unsigned level, uint64_t index,
 			memcpy(ret_hash, val.mv_data, FL_HASH_LEN);
 	}
 	/* A node the tree says must exist but does not is damage. */
-	return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : status_of_mdb(rc);
+	return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : fl_status_of_mdb(rc);
 }
 
 static enum fl_status put_node(void *opaque, unsigned level, uint64_t index,
@@ -221,7 +221,7 @@ static enum fl_status put_node(void *opaque, unsigned level, uint64_t index,
 	keybuf[0] = (uint8_t)level;
 	fl_put_be64(keybuf + 1, index);
 	MDB_val key = {9, keybuf}, val = {FL_HASH_LEN, (void *)hash};
-	return status_of_mdb(mdb_put(ctx->txn, ctx->log->nodes, &key, &val, 0));
+	return fl_status_of_mdb(mdb_put(ctx->txn, ctx->log->nodes, &key, &val, 0));
 }
 
 /* Rebuilds the frontier of a tree of size leaves from the stored nodes. */
@@ -303,7 +303,7 @@ static enum fl_status add_key(struct fl_log *log, MDB_txn *txn, const struct fl_
 	fl_signer_public_key(signer, pub);
 	fl_put_be64(ord, count);
 	MDB_val key = {8, ord}, val = {FL_PUBKEY_LEN, pub};
-	return status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
+	return fl_status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
 }
 
 static enum fl_status meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *ret)
@@ -315,7 +315,7 @@ static enum fl_status meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint
 		return FL_OK;
 	}
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	if (val.mv_size != 8)
 		return FL_ERR_CORRUPT;
 	*ret = fl_get_be64(val.mv_data);
@@ -327,7 +327,7 @@ static enum fl_status meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint
 	uint8_t buf[8];
 	fl_put_be64(buf, value);
 	MDB_val key = {strlen(name), (void *)name}, val = {8, buf};
-	return status_of_mdb(mdb_put(txn, dbi, &key, &val, 0));
+	return fl_status_of_mdb(mdb_put(txn, dbi, &key, &val, 0));
 }
 
 /* ---- open / close ----------------------------------------------------- */
@@ -374,7 +374,7 @@ static enum fl_status check_current_key(struct fl_log *log, MDB_txn *txn, uint64
 	fl_put_be64(keybuf, size);
 	int rc = mdb_get(txn, log->checkpoints, &key, &val);
 	if (rc != MDB_SUCCESS)
-		return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : status_of_mdb(rc);
+		return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : fl_status_of_mdb(rc);
 	if (val.mv_size != CHECKPOINT_VALUE_LEN)
 		return FL_ERR_CORRUPT;
 	if (memcmp((uint8_t *)val.mv_data + FL_HASH_LEN + 27, log->signer_key_raw,
@@ -389,7 +389,7 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 	unsigned flags = create ? MDB_CREATE : 0;
 	int rc = mdb_txn_begin(log->env, NULL, create ? 0 : MDB_RDONLY, &txn);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	if ((rc = mdb_dbi_open(txn, "events", flags, &log->events)) ||
 	    (rc = mdb_dbi_open(txn, "nodes", flags, &log->nodes)) ||
 	    (rc = mdb_dbi_open(txn, "checkpoints", flags, &log->checkpoints)) ||
@@ -398,7 +398,7 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 	    (rc = mdb_dbi_open(txn, "keys", flags, &log->keys)) ||
 	    (rc = mdb_dbi_open(txn, "meta", flags, &log->meta))) {
 		mdb_txn_abort(txn);
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	}
 	uint64_t size = last_seq(log, txn);
 	enum fl_status st = load_frontier(log, txn, size, &log->frontier);
@@ -419,7 +419,7 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 	/* Committed even when read-only: an aborted transaction would close the
 	 * database handles it opened. */
 	rc = mdb_txn_commit(txn);
-	return status_of_mdb(rc);
+	return fl_status_of_mdb(rc);
 }
 
 static void free_cache(struct fl_log *log)
@@ -462,7 +462,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	pthread_rwlock_init(&log->cache_lock, NULL);
 
 	if ((rc = mdb_env_create(&log->env)) != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_locks;
 	}
 	mdb_env_set_maxdbs(log->env, 8);
@@ -470,7 +470,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	mdb_env_set_mapsize(log->env, log->map_size);
 	rc = mdb_env_open(log->env, dir, MDB_NOTLS | (log->writable ? 0 : MDB_RDONLY), 0600);
 	if (rc != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_env;
 	}
 	/* Clear reader slots left behind by processes that were killed. */
@@ -537,7 +537,7 @@ static enum fl_status grow_map(struct fl_log *log)
 	int rc = mdb_env_set_mapsize(log->env, next);
 	pthread_rwlock_unlock(&log->resize_lock);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	log->map_size = next;
 	return FL_OK;
 }
@@ -666,7 +666,7 @@ static enum fl_status check_batch(struct fl_log *log, MDB_txn *txn, struct fl_lo
 			is_dup[i] = true;
 			continue;
 		} else if (rc != MDB_NOTFOUND) {
-			return status_of_mdb(rc);
+			return fl_status_of_mdb(rc);
 		}
 		/* The same key earlier in this very batch. */
 		for (size_t j = 0; j < i; j++) {
@@ -696,7 +696,7 @@ static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct
 	val = (MDB_val){EVENT_HEADER_LEN + p->body_len, NULL};
 	rc = mdb_put(txn, log->events, &key, &val, MDB_RESERVE | MDB_APPEND);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	uint8_t *out = val.mv_data;
 	fl_put_be64(out, (uint64_t)p->input->time_us);
 	memcpy(out + 8, p->leaf_hash, FL_HASH_LEN);
@@ -709,7 +709,7 @@ static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct
 	val = (MDB_val){0, ""};
 	rc = mdb_put(txn, log->times, &key, &val, 0);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 
 	if (p->input->idempotency_key) {
 		uint8_t ikey[512], ival[8 + FL_HASH_LEN];
@@ -720,7 +720,7 @@ static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct
 		val = (MDB_val){sizeof(ival), ival};
 		rc = mdb_put(txn, log->idem, &key, &val, 0);
 		if (rc != MDB_SUCCESS)
-			return status_of_mdb(rc);
+			return fl_status_of_mdb(rc);
 	}
 	struct node_ctx ctx = {txn, log};
 	return fl_merkle_frontier_append(&log->frontier, p->leaf_hash, put_node, &ctx);
@@ -748,7 +748,7 @@ static enum fl_status store_checkpoint(struct fl_log *log, MDB_txn *txn,
 	memcpy(value + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, cp.sig, FL_SIG_LEN);
 	fl_put_be64(keybuf, cp.tree_size);
 	MDB_val key = {8, keybuf}, val = {sizeof(value), value};
-	return status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, MDB_APPEND));
+	return fl_status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, MDB_APPEND));
 }
 
 static void free_pending(struct pending *items, size_t count)
@@ -777,7 +777,7 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 		goto out_free;
 	rc = mdb_txn_begin(log->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto out_free;
 	}
 	/* Pass 1: idempotency decisions, seqs, bodies and leaf hashes. */
@@ -845,7 +845,7 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 		goto out_abort;
 	rc = mdb_txn_commit(txn);
 	if (rc != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto out_free;
 	}
 	cache_commit(log);
@@ -944,7 +944,7 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 					  .time_us = time_us};
 		int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
 		if (rc != MDB_SUCCESS) {
-			st = status_of_mdb(rc);
+			st = fl_status_of_mdb(rc);
 			break;
 		}
 		p.input = &in;
@@ -963,7 +963,7 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 			st = store_checkpoint(log, txn, new_signer);
 		if (st == FL_OK) {
 			rc = mdb_txn_commit(txn);
-			st = status_of_mdb(rc);
+			st = fl_status_of_mdb(rc);
 		} else {
 			mdb_txn_abort(txn);
 		}
@@ -1011,7 +1011,7 @@ static enum fl_status put_checkpoint(struct fl_log *log, MDB_txn *txn,
 	memcpy(value + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, cp->sig, FL_SIG_LEN);
 	fl_put_be64(keybuf, cp->tree_size);
 	MDB_val key = {8, keybuf}, val = {sizeof(value), value};
-	return status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, 0));
+	return fl_status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, 0));
 }
 
 static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_entry *entries,
@@ -1023,7 +1023,7 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 	uint8_t root[FL_HASH_LEN];
 	int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	for (size_t i = 0; i < n; i++) {
 		const struct fl_log_entry *e = &entries[i];
 		uint8_t leaf[FL_HASH_LEN], key_raw[FL_KEY_ID_LEN];
@@ -1075,7 +1075,7 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 	rc = mdb_txn_commit(txn);
 	if (rc != MDB_SUCCESS) {
 		log->fresh_count = 0;
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	}
 	cache_commit(log);
 	log->size += n;
@@ -1121,16 +1121,16 @@ enum fl_status fl_log_replica_add_key(struct fl_log *log, const uint8_t pub[FL_P
 	pthread_mutex_lock(&log->write_lock);
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
-	st = status_of_mdb(rc);
+	st = fl_status_of_mdb(rc);
 	if (st == FL_OK) {
 		if (find_key(log, txn, raw_id, &count) >= 0) {
 			mdb_txn_abort(txn);
 		} else {
 			fl_put_be64(ord, count);
 			MDB_val key = {8, ord}, val = {FL_PUBKEY_LEN, (void *)pub};
-			st = status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
+			st = fl_status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
 			if (st == FL_OK)
-				st = status_of_mdb(mdb_txn_commit(txn));
+				st = fl_status_of_mdb(mdb_txn_commit(txn));
 			else
 				mdb_txn_abort(txn);
 		}
@@ -1169,12 +1169,12 @@ enum fl_status fl_log_counter_set(struct fl_log *log, const char *name, uint64_t
 		MDB_txn *txn;
 		int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
 		if (rc != MDB_SUCCESS) {
-			st = status_of_mdb(rc);
+			st = fl_status_of_mdb(rc);
 			break;
 		}
 		st = meta_put(txn, log->meta, key, value);
 		if (st == FL_OK)
-			st = status_of_mdb(mdb_txn_commit(txn));
+			st = fl_status_of_mdb(mdb_txn_commit(txn));
 		else
 			mdb_txn_abort(txn);
 		if (st != FL_ERR_FULL || grow_map(log) != FL_OK)
@@ -1211,7 +1211,7 @@ enum fl_status fl_log_reader_begin(struct fl_log *log, struct fl_log_reader **re
 	if (rc != MDB_SUCCESS) {
 		pthread_rwlock_unlock(&log->resize_lock);
 		free(reader);
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	}
 	reader->size = last_seq(log, reader->txn);
 	*ret_reader = reader;
@@ -1262,7 +1262,7 @@ enum fl_status fl_log_reader_get(struct fl_log_reader *reader, uint64_t seq,
 	if (rc == MDB_NOTFOUND)
 		return FL_ERR_CORRUPT; /* a gap below the last seq */
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	return entry_from(seq, &val, ret_entry);
 }
 
@@ -1291,10 +1291,10 @@ static enum fl_status checkpoint_seek(struct fl_log_reader *reader, uint64_t tre
 
 	rc = mdb_cursor_open(reader->txn, reader->log->checkpoints, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	fl_put_be64(keybuf, tree_size);
 	rc = mdb_cursor_get(cur, &key, &val, op);
-	enum fl_status st = status_of_mdb(rc);
+	enum fl_status st = fl_status_of_mdb(rc);
 	if (st == FL_OK && fl_get_be64(key.mv_data) > reader->size)
 		st = FL_ERR_NOT_FOUND; /* committed after this snapshot began */
 	if (st == FL_OK)
@@ -1369,7 +1369,7 @@ enum fl_status fl_log_reader_time_range(struct fl_log_reader *reader, int64_t fr
 		return FL_ERR_INVALID;
 	rc = mdb_cursor_open(reader->txn, reader->log->times, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	time_key(from_us, 0, start);
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;
 	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
@@ -1391,7 +1391,7 @@ enum fl_status fl_log_reader_time_range(struct fl_log_reader *reader, int64_t fr
 			break;
 	}
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND && st == FL_OK)
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 	mdb_cursor_close(cur);
 	return st;
 }

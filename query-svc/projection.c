@@ -54,27 +54,6 @@ struct fl_projection_read {
 	uint64_t applied_seq;
 };
 
-static enum fl_status status_of_mdb(int rc)
-{
-	switch (rc) {
-	case MDB_SUCCESS:
-		return FL_OK;
-	case MDB_NOTFOUND:
-		return FL_ERR_NOT_FOUND;
-	case MDB_MAP_FULL:
-	case ENOSPC:
-		return FL_ERR_FULL;
-	case MDB_CORRUPTED:
-	case MDB_PAGE_NOTFOUND:
-	case MDB_INVALID:
-		return FL_ERR_CORRUPT;
-	case ENOMEM:
-		return FL_ERR_NOMEM;
-	default:
-		return FL_ERR_IO;
-	}
-}
-
 static uint64_t sortable_time(int64_t us)
 {
 	return (uint64_t)us ^ (UINT64_C(1) << 63);
@@ -167,7 +146,7 @@ static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64
 		return FL_OK;
 	}
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	if (val.mv_size != 8)
 		return FL_ERR_CORRUPT;
 	*ret = fl_get_be64(val.mv_data);
@@ -193,7 +172,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	if ((st = fl_view_registry_create(&p->registry)) != FL_OK)
 		goto err_free;
 	if ((rc = mdb_env_create(&p->env)) != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_registry;
 	}
 	mdb_env_set_maxdbs(p->env, 8);
@@ -206,7 +185,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	 */
 	rc = mdb_env_open(p->env, dir, MDB_NOTLS | MDB_NOSYNC, 0600);
 	if (rc != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_env;
 	}
 	mdb_reader_check(p->env, &dead);
@@ -217,7 +196,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 			p->map_size = info.me_mapsize;
 	}
 	if ((rc = mdb_txn_begin(p->env, NULL, 0, &txn)) != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_env;
 	}
 	if ((rc = mdb_dbi_open(txn, "latest", MDB_CREATE, &p->latest)) ||
@@ -225,7 +204,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	    (rc = mdb_dbi_open(txn, "views", MDB_CREATE, &p->views)) ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta))) {
 		mdb_txn_abort(txn);
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_env;
 	}
 	if (!format_is_current(p, txn)) {
@@ -234,7 +213,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		    mdb_stat(txn, p->meta, &stat) == MDB_SUCCESS && stat.ms_entries == 0;
 		if ((rc = empty_models(p, txn)) != MDB_SUCCESS) {
 			mdb_txn_abort(txn);
-			st = status_of_mdb(rc);
+			st = fl_status_of_mdb(rc);
 			goto err_env;
 		}
 		if (!was_empty)
@@ -252,7 +231,7 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		goto err_env;
 	}
 	if ((rc = mdb_txn_commit(txn)) != MDB_SUCCESS) {
-		st = status_of_mdb(rc);
+		st = fl_status_of_mdb(rc);
 		goto err_env;
 	}
 	atomic_store(&p->applied_seq, applied);
@@ -287,13 +266,13 @@ enum fl_status fl_projection_reset(struct fl_projection *p)
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	if ((rc = empty_models(p, txn)) != MDB_SUCCESS) {
 		mdb_txn_abort(txn);
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	}
 	if ((rc = mdb_txn_commit(txn)) != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	struct fl_view_registry *fresh;
 	if (fl_view_registry_create(&fresh) != FL_OK)
 		return FL_ERR_NOMEM;
@@ -502,7 +481,7 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 	MDB_val key = {prefix_len, (void *)prefix}, val;
 	int rc = mdb_cursor_open(txn, p->history, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;) {
 		if (key.mv_size != prefix_len + 16 || memcmp(key.mv_data, prefix, prefix_len) != 0)
 			break;
@@ -514,7 +493,7 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 		rc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
 }
 
 /* The event's features, sorted by name, in p->members. */
@@ -559,7 +538,7 @@ static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const 
 	MDB_val k = {plen, (void *)key}, v = {0, NULL};
 	int rc = mdb_get(txn, p->latest, &k, &v);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	const uint8_t *old = v.mv_data;
 	size_t old_len = rc == MDB_SUCCESS ? v.mv_size : 0, pos = 0, out = 0, i = 0;
 	size_t bound = old_len;
@@ -593,7 +572,7 @@ static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const 
 	if (!changed)
 		return FL_OK;
 	v = (MDB_val){out, p->record};
-	return status_of_mdb(mdb_put(txn, p->latest, &k, &v, 0));
+	return fl_status_of_mdb(mdb_put(txn, p->latest, &k, &v, 0));
 }
 
 /*
@@ -619,7 +598,7 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	fl_put_be64(key + plen, sortable_time(h->event_ts_us));
 	fl_put_be64(key + plen + 8, entry->seq);
 	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
-	st = status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
+	st = fl_status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
 
 	/* latest: the entity's record, merged feature by feature (newest
 	 * (event_ts, seq) wins: a late event never overwrites a newer value) */
@@ -646,7 +625,7 @@ static enum fl_status apply_view(struct fl_projection *p, MDB_txn *txn,
 	v = (MDB_val){8 + len, NULL};
 	rc = mdb_put(txn, p->views, &k, &v, MDB_RESERVE);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	fl_put_be64(v.mv_data, ev->version);
 	memcpy((uint8_t *)v.mv_data + 8, canonical, len);
 	return FL_OK;
@@ -660,7 +639,7 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 	size_t n_views = 0;
 	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	for (size_t i = 0; i < n && st == FL_OK; i++) {
 		struct fl_stored_event ev;
 		struct feature_head head;
@@ -692,10 +671,10 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 		uint8_t buf[8];
 		fl_put_be64(buf, entries[n - 1].seq);
 		MDB_val k = {11, "applied_seq"}, v = {8, buf};
-		st = status_of_mdb(mdb_put(txn, p->meta, &k, &v, 0));
+		st = fl_status_of_mdb(mdb_put(txn, p->meta, &k, &v, 0));
 	}
 	if (st == FL_OK)
-		st = status_of_mdb(mdb_txn_commit(txn));
+		st = fl_status_of_mdb(mdb_txn_commit(txn));
 	else
 		mdb_txn_abort(txn);
 	*ret_n_views = n_views;
@@ -762,7 +741,7 @@ enum fl_status fl_projection_read_begin(struct fl_projection *p,
 			mdb_txn_abort(read->txn);
 		pthread_rwlock_unlock(&p->resize_lock);
 		free(read);
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	}
 	*ret_read = read;
 	return FL_OK;
@@ -872,7 +851,7 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 	MDB_val key, val;
 	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	memcpy(start, prefix, plen);
 	fl_put_be64(start + plen, sortable_time(as_of));
 	fl_put_be64(start + plen + 8, UINT64_MAX);
@@ -1079,7 +1058,7 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 	MDB_val key, val;
 	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	memcpy(start, prefix, plen);
 	/* the first event after earliest: (earliest, UINT64_MAX) is excluded */
 	fl_put_be64(start + plen, sortable_time(earliest));
@@ -1109,7 +1088,7 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 	for (size_t i = 0; i < n; i++)
 		if (accs[i].failed || accs[i].seqs.failed)
 			return FL_ERR_CORRUPT;
-	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
 }
 
 /* The "features" object of a read. */
@@ -1122,7 +1101,7 @@ static enum fl_status query_features(struct fl_projection_read *read,
 	MDB_val k = {plen, (void *)prefix}, record = {0, NULL};
 	int rc = mdb_get(read->txn, read->projection->latest, &k, &record);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	if (rc == MDB_NOTFOUND)
 		record.mv_size = 0;
 	fl_jw_open(w, '{');
@@ -1278,7 +1257,7 @@ enum fl_status fl_projection_history(struct fl_projection_read *read, const char
 		return FL_ERR_INVALID;
 	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	fl_put_be64(start + plen, sortable_time(from_us));
 	fl_put_be64(start + plen + 8, 0);
 	key = (MDB_val){plen + 16, start};
@@ -1307,7 +1286,7 @@ static enum fl_status digest_db(MDB_txn *txn, MDB_dbi dbi, const char *name, EVP
 	uint8_t len[8];
 	int rc = mdb_cursor_open(txn, dbi, &cur);
 	if (rc != MDB_SUCCESS)
-		return status_of_mdb(rc);
+		return fl_status_of_mdb(rc);
 	EVP_DigestUpdate(md, name, strlen(name) + 1);
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS;
 	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
@@ -1319,7 +1298,7 @@ static enum fl_status digest_db(MDB_txn *txn, MDB_dbi dbi, const char *name, EVP
 		EVP_DigestUpdate(md, val.mv_data, val.mv_size);
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? FL_OK : status_of_mdb(rc);
+	return rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
 }
 
 enum fl_status fl_projection_digest(struct fl_projection *p, uint64_t *ret_applied_seq,

@@ -66,6 +66,13 @@ struct fl_log_entry {
 };
 
 /*
+ * An LMDB return code as a status (MDB_NOTFOUND -> FL_ERR_NOT_FOUND, a full
+ * map or disk -> FL_ERR_FULL, a damaged file -> FL_ERR_CORRUPT, ...), for
+ * the log and for modules that keep LMDB environments of their own.
+ */
+enum fl_status fl_status_of_mdb(int rc);
+
+/*
  * Opens or creates the log in dir (created if missing). signer (borrowed; it
  * must outlive the log) signs appends and checkpoints; an empty log records
  * its key as the first key. NULL opens an existing log for reading only. A
