@@ -13,6 +13,7 @@
 #include "projection.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <math.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -33,8 +35,12 @@
 #define INITIAL_MAP (64u << 20)
 #define KEY_MAX 511 /* LMDB's default maximum key size */
 #define MAX_WINDOW_SEQS 1000
+#define BOOT_FILE "boot" /* "<boot id> open\n" or "<boot id> closed\n" */
+#define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 
 struct fl_projection {
+	char *dir;
+	char boot_id[64]; /* "" where the system gives none */
 	MDB_env *env;
 	MDB_dbi latest, history, views, meta;
 	size_t map_size;
@@ -153,6 +159,72 @@ static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64
 	return FL_OK;
 }
 
+/*
+ * The models are committed without a sync (see fl_projection_open). When the
+ * process dies its pages stay in the page cache, where the next open finds
+ * them. When the machine goes down they may be torn on disk: LMDB keeps its
+ * integrity without syncs only on file systems that keep write order. So
+ * the directory records the boot in which the models were last open, and
+ * models left open by an earlier boot are deleted before LMDB opens them;
+ * they are rebuilt from the replica log, which is synced.
+ */
+static void read_boot_id(char out[64])
+{
+	FILE *f = fopen(BOOT_ID_PATH, "r");
+	out[0] = '\0';
+	if (!f)
+		return;
+	if (!fgets(out, 64, f))
+		out[0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
+
+static bool left_open_by_another_boot(const char *dir, const char *boot_id)
+{
+	char path[4096], line[160], file_boot[64], state[16];
+	snprintf(path, sizeof(path), "%s/%s", dir, BOOT_FILE);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false; /* new, or from a version that did not record it */
+	bool found = fgets(line, sizeof(line), f) &&
+		     sscanf(line, "%63s %15s", file_boot, state) == 2;
+	fclose(f);
+	return found && strcmp(state, "open") == 0 && strcmp(file_boot, boot_id) != 0;
+}
+
+/* Replaces dir's boot file with "<boot id> <state>", synced. */
+static enum fl_status write_boot(const char *dir, const char *boot_id, const char *state)
+{
+	char path[4096], tmp[4096], text[96];
+	int n = snprintf(text, sizeof(text), "%s %s\n", boot_id, state);
+	snprintf(path, sizeof(path), "%s/%s", dir, BOOT_FILE);
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, BOOT_FILE);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return FL_ERR_IO;
+	bool ok = write(fd, text, (size_t)n) == n && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok && rename(tmp, path) == 0;
+	int dfd = ok ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	ok = dfd >= 0 && fsync(dfd) == 0;
+	if (dfd >= 0)
+		close(dfd);
+	return ok ? FL_OK : FL_ERR_IO;
+}
+
+/* Deletes models a machine crash may have torn; true when there were some. */
+static bool drop_torn_models(const char *dir)
+{
+	static const char *const files[] = {"data.mdb", "lock.mdb"};
+	char path[4096];
+	bool dropped = false;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		dropped |= unlink(path) == 0;
+	}
+	return dropped;
+}
+
 enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_projection)
 {
 	struct fl_projection *p;
@@ -164,10 +236,25 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		return FL_ERR_INVALID;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return FL_ERR_IO;
+	if (strlen(dir) > 4000)
+		return FL_ERR_INVALID;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return FL_ERR_NOMEM;
 	pthread_rwlock_init(&p->resize_lock, NULL);
+	read_boot_id(p->boot_id);
+	if (p->boot_id[0] && left_open_by_another_boot(dir, p->boot_id) && drop_torn_models(dir))
+		fl_slog(FL_SLOG_WARN,
+			"read models left open when the machine went down were dropped; they are "
+			"rebuilt from the replica log",
+			"dir", dir, NULL);
+	p->dir = strdup(dir);
+	if (!p->dir) {
+		st = FL_ERR_NOMEM;
+		goto err_free;
+	}
+	if (p->boot_id[0] && (st = write_boot(dir, p->boot_id, "open")) != FL_OK)
+		goto err_free;
 	p->map_size = INITIAL_MAP;
 	if ((st = fl_view_registry_create(&p->registry)) != FL_OK)
 		goto err_free;
@@ -181,7 +268,8 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	/*
 	 * No sync on commit: the models are derived from the replica log,
 	 * which is synced. A killed process loses nothing (the pages are in
-	 * the page cache); after a machine crash a lost tail is re-applied.
+	 * the page cache); models a machine crash may have torn are dropped
+	 * above and rebuilt.
 	 */
 	rc = mdb_env_open(p->env, dir, MDB_NOTLS | MDB_NOSYNC, 0600);
 	if (rc != MDB_SUCCESS) {
@@ -244,6 +332,7 @@ err_registry:
 	fl_view_registry_destroy(p->registry);
 err_free:
 	pthread_rwlock_destroy(&p->resize_lock);
+	free(p->dir);
 	free(p);
 	return st;
 }
@@ -252,8 +341,11 @@ void fl_projection_close(struct fl_projection *p)
 {
 	if (!p)
 		return;
-	mdb_env_sync(p->env, 1);
+	bool synced = mdb_env_sync(p->env, 1) == MDB_SUCCESS;
 	mdb_env_close(p->env);
+	if (synced && p->boot_id[0])
+		write_boot(p->dir, p->boot_id, "closed");
+	free(p->dir);
 	fl_view_registry_destroy(p->registry);
 	pthread_rwlock_destroy(&p->resize_lock);
 	free(p->record);

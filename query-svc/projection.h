@@ -32,7 +32,11 @@ struct fl_projection;
 
 /*
  * Opens or creates the read models in dir. The view registry (created here,
- * owned by the projection) is loaded from the stored views.
+ * owned by the projection) is loaded from the stored views. Commits are not
+ * synced: dir/boot records the boot in which the models were last open
+ * ("<boot id> open" or "<boot id> closed"), and models that an earlier boot
+ * left open (the machine went down under them) are deleted here, to be
+ * rebuilt from the replica log.
  */
 enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_projection);
 void fl_projection_close(struct fl_projection *projection); /* accepts NULL */

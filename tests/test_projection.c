@@ -540,3 +540,73 @@ Test(projection, late_events_never_overwrite_newer_ones)
 	fl_projection_close(p);
 	fl_log_close(log);
 }
+
+/* Writes dir's boot file as a process of boot `boot` would leave it. */
+static void set_boot(const char *dir, const char *boot, const char *state)
+{
+	char path[320];
+	snprintf(path, sizeof(path), "%s/boot", dir);
+	FILE *f = fopen(path, "w");
+	cr_assert(f);
+	fprintf(f, "%s %s\n", boot, state);
+	fclose(f);
+}
+
+/* Overwrites the middle of dir's data.mdb with garbage: a torn write. */
+static void tear(const char *dir)
+{
+	char path[320];
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	FILE *f = fopen(path, "r+b");
+	cr_assert(f);
+	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+	long size = ftell(f);
+	cr_assert_gt(size, 4 * 4096);
+	cr_assert_eq(fseek(f, 0, SEEK_SET), 0); /* both meta pages, and what follows */
+	for (long i = 0; i < size / 2; i++)
+		fputc(0x5a, f);
+	fclose(f);
+}
+
+Test(projection, models_left_open_by_an_earlier_boot_are_dropped)
+{
+	FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
+	char boot[64] = "";
+	if (!b || !fgets(boot, sizeof(boot), b))
+		cr_skip_test("this system gives no boot id");
+	fclose(b);
+	boot[strcspn(boot, "\n")] = '\0';
+
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "boot", 500);
+	uint64_t seq, seq2;
+	char digest[65], digest2[65], dir[300];
+	cr_assert_eq(fl_projection_digest(p, &seq, digest), FL_OK);
+	cr_assert_gt(seq, 0);
+	fl_projection_close(p);
+	snprintf(dir, sizeof(dir), "%s/boot", tmpdir);
+
+	/* closed cleanly in an earlier boot: kept */
+	set_boot(dir, "an-earlier-boot", "closed");
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), seq);
+	fl_projection_close(p);
+	/* left open by a process of this boot (killed): kept, the page cache has it */
+	set_boot(dir, boot, "open");
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), seq);
+	fl_projection_close(p);
+	/* left open when the machine went down, and torn: dropped, then rebuilt */
+	set_boot(dir, "an-earlier-boot", "open");
+	tear(dir);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0, "torn models must be dropped");
+	fl_projection_close(p);
+	p = project(log, "boot", 777);
+	cr_assert_eq(fl_projection_digest(p, &seq2, digest2), FL_OK);
+	cr_assert_eq(seq2, seq);
+	cr_assert_str_eq(digest2, digest);
+	fl_projection_close(p);
+	fl_log_close(log);
+}

@@ -24,6 +24,7 @@ import http.server
 import json
 import math
 import os
+import pathlib
 import random
 import secrets
 import statistics
@@ -1176,6 +1177,33 @@ class RecoveryTest(QueryCase):
         r = self.env.qhttp("aud", qa).get("/v1/audit/reads")
         ids = {decode_body(l)["read_id"] for l in parse_ndjson(r.body)}
         self.assertIn(before["read_id"], ids, "--rebuild lost the read audit")
+
+    def test_models_torn_by_a_machine_crash_are_rebuilt(self):
+        """Read models left open when the machine went down are dropped and rebuilt."""
+        qa, qb = self.env.queries[:2]
+        t0 = now_us() - 10 * MINUTE
+        self.write([("user_activity", f"boot-{i % 40}", t0 + i * 1000,
+                     {"dwell_ms": float(i), "last_click": f"b{i}", "cart_items": i % 5})
+                    for i in range(400)])
+        tree = self.env.tree_size()
+        for svc in (qa, qb):
+            self.env.wait_caught_up(svc, tree, timeout=60)
+        want = self.env.digest(qb)
+        qa.kill()
+        models = pathlib.Path(qa.args[qa.args.index("--data-dir") + 1]) / "projection"
+        boot = (models / "boot").read_text().split()
+        self.assertEqual(boot[1], "open", "a killed query-svc leaves its models marked open")
+        # As if the machine had gone down with them open: another boot, torn pages.
+        (models / "boot").write_text("an-earlier-boot open\n")
+        with open(models / "data.mdb", "r+b") as f:
+            f.write(b"\x5a" * (f.seek(0, 2) // 2))
+        qa.start()
+        self.env.wait_caught_up(qa, tree, timeout=60)
+        self.assertEqual(self.env.digest(qa), want, "rebuilt models differ")
+        self.check_values(qa, "boot")
+        qa.stop()
+        self.assertEqual((models / "boot").read_text().split()[1], "closed")
+        qa.start()
 
     def test_long_catch_up_in_steps(self):
         """A fresh instance catches up 25,000 events in steps, each step's lines fetched ahead."""
