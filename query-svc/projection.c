@@ -187,8 +187,8 @@ static bool left_open_by_another_boot(const char *dir, const char *boot_id)
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return false; /* new, or from a version that did not record it */
-	bool found = fgets(line, sizeof(line), f) &&
-		     sscanf(line, "%63s %15s", file_boot, state) == 2;
+	bool found =
+	    fgets(line, sizeof(line), f) && sscanf(line, "%63s %15s", file_boot, state) == 2;
 	fclose(f);
 	return found && strcmp(state, "open") == 0 && strcmp(file_boot, boot_id) != 0;
 }
