@@ -29,57 +29,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 build=$(cd "${pos[0]:-$root/build}" && pwd)
-for tool in nats-server curl python3 openssl; do
-  command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 1; }
-done
-[ -x "$build/query-svc/query-svc" ] || { echo "no $build/query-svc/query-svc: build first" >&2; exit 1; }
-helper=$root/bench/query_bench.py
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -z "${FLEDGER_BENCH_KEEP_LOGS:-}" ] || cp "$work"/*.log "$FLEDGER_BENCH_KEEP_LOGS"/ 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
-sha() { printf %s "$1" | sha256sum | cut -c1-64; }
-tok() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# shellcheck source=bench/stack.sh
+. "$root/bench/stack.sh"
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[2])); print(eval(sys.argv[1], {}, {"d": d}))' "$1" "$2"; }
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
-applied() { curl -s "$1/readyz" | grep -oE '"applied_seq": ?[0-9]+' | grep -oE '[0-9]+$' || echo 0; }
-
-admin=$(tok) producer=$(tok) replicator=$(tok)
-openssl genpkey -algorithm ed25519 -out "$work/command-key.pem" 2>/dev/null
-openssl genpkey -algorithm ed25519 -out "$work/query-key.pem" 2>/dev/null
-cat > "$work/tokens.json" <<JSON
-{"principals":[{"name":"admin","roles":["admin"],"token_sha256":"$(sha "$admin")"},
- {"name":"bench-pipeline","roles":["producer"],"token_sha256":"$(sha "$producer")"},
- {"name":"query-svc","roles":["replicator"],"token_sha256":"$(sha "$replicator")"}]}
-JSON
-printf %s "$replicator" > "$work/replicator.token"
-python3 "$helper" view --name bench_plain --audit false > "$work/view.json"
-
-nport=$(port) cport=$(port) qport=$(port)
-nats-server -js -a 127.0.0.1 -p "$nport" -sd "$work/js" >"$work/nats.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.1; done
-"$build/command-svc/command-svc" --listen "127.0.0.1:$cport" --data-dir "$work/log" \
-  --nats "nats://127.0.0.1:$nport" --signing-key "$work/command-key.pem" --tokens "$work/tokens.json" \
-  --log-level warn 2>"$work/command.log" & pids+=($!)
-cpid=$!
-curl_c=http://127.0.0.1:$cport
-wait_http "$curl_c/healthz"
-curl -fs -o /dev/null -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
-  --data-binary @"$work/view.json" "$curl_c/v1/views"
-"$build/query-svc/query-svc" --listen "127.0.0.1:$qport" --data-dir "$work/query" \
-  --nats "nats://127.0.0.1:$nport" --signing-key "$work/query-key.pem" --tokens "$work/tokens.json" \
-  --command-url "$curl_c" --command-token-file "$work/replicator.token" --consumer lag \
-  --log-level warn 2>"$work/query.log" & pids+=($!)
-qpid=$!
+qport=$(port)
+start_query "$qport" "$work/query" lag "$work/query.log"
 curl_q=http://127.0.0.1:$qport
 wait_http "$curl_q/healthz"
 
