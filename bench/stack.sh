@@ -3,7 +3,7 @@
 # loopback ports, stopped on exit. Expects $root and $build; sets $work,
 # $helper, $producer, $nport, $curl_c and $cpid. FLEDGER_BENCH_KEEP_LOGS=DIR
 # copies the services' logs there at the end.
-# shellcheck shell=bash disable=SC2034  # the variables are the caller's
+# shellcheck shell=bash disable=SC2034,SC2154  # variables shared with the caller
 for tool in nats-server curl python3 openssl; do
   command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 1; }
 done
