@@ -17,8 +17,10 @@ static const struct fl_config_option global_options[] = {
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080", "command-svc base URL", false},
     {"query-url", "FLEDGER_QUERY_URL", "http://127.0.0.1:8081", "query-svc base URL", false},
     {"ca-file", "FLEDGER_CA_FILE", NULL,
-     "PEM CA that signed the services' certificates (https:// URLs; default: the system's)",
-     false},
+     "PEM CA that signed the services' certificates (https:// URLs; default: the system's)", false},
+    {"cert-file", "FLEDGER_CERT_FILE", NULL,
+     "PEM client certificate for services that require one (mutual TLS; with --key-file)", false},
+    {"key-file", "FLEDGER_KEY_FILE", NULL, "PEM private key of --cert-file", false},
     {"token-file", "FLEDGER_TOKEN_FILE", NULL,
      "file holding the bearer token (else the token itself in $FLEDGER_TOKEN)", false},
     {"timeout-ms", "FLEDGER_TIMEOUT_MS", "30000", "bound on each HTTP request", false},
@@ -185,6 +187,14 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		fl__cli_error("out of memory");
 		free(positional);
 		rc = FL_CLI_FAIL;
+		goto out;
+	}
+	if (fl_httpc_set_client_cert(fl_config_get(config, "cert-file"),
+				     fl_config_get(config, "key-file")) != FL_OK) {
+		fl__cli_error("--cert-file and --key-file: give both, a PEM certificate and its "
+			      "private key");
+		free(positional);
+		rc = FL_CLI_USAGE;
 		goto out;
 	}
 	cli = (struct fl_cli){.config = config,

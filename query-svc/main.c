@@ -40,6 +40,9 @@ static const struct fl_config_option options[] = {
      "development only: no tokens, every request is admin", true},
     {"command-ca", "FLEDGER_COMMAND_CA", NULL,
      "PEM CA of command-svc's certificate, for an https:// --command-url", false},
+    {"command-cert", "FLEDGER_COMMAND_CERT", NULL,
+     "PEM client certificate presented to command-svc (mutual TLS; with --command-key)", false},
+    {"command-key", "FLEDGER_COMMAND_KEY", NULL, "PEM private key of --command-cert", false},
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080",
      "command-svc, for checkpoints, keys and filling gaps", false},
     {"command-token-file", "FLEDGER_COMMAND_TOKEN_FILE", NULL,
@@ -234,6 +237,10 @@ int main(int argc, char **argv)
 
 	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
 		fatal("out of memory", NULL);
+	if ((st = fl_httpc_set_client_cert(fl_config_get(config, "command-cert"),
+					   fl_config_get(config, "command-key"))) != FL_OK)
+		fatal("--command-cert and --command-key: give both, a PEM certificate and its key",
+		      fl_status_str(st));
 	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {
 	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,

@@ -80,6 +80,7 @@ static enum fl_status dial(const char *host, const char *port, int64_t deadline_
 static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *tls_ctx;
 static char *tls_ca_file;
+static char *tls_cert_file, *tls_key_file; /* the client certificate, both or neither */
 
 enum fl_status fl_httpc_set_ca_file(const char *ca_file)
 {
@@ -95,7 +96,51 @@ enum fl_status fl_httpc_set_ca_file(const char *ca_file)
 	return FL_OK;
 }
 
-/* The shared client context: verifies servers with the CA file, else the system's. */
+/* Loads the client certificate (with its chain) and its key into ctx. */
+static bool use_client_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file)
+{
+	return SSL_CTX_use_certificate_chain_file(ctx, cert_file) == 1 &&
+	       SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) == 1 &&
+	       SSL_CTX_check_private_key(ctx) == 1;
+}
+
+enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file)
+{
+	if (!cert_file != !key_file)
+		return FL_ERR_INVALID;
+	if (cert_file) {
+		/* Load them once now, so that a bad file is an error here. */
+		SSL_CTX *probe = SSL_CTX_new(TLS_client_method());
+		if (!probe)
+			return FL_ERR_NOMEM;
+		bool ok = use_client_cert(probe, cert_file, key_file);
+		SSL_CTX_free(probe);
+		ERR_clear_error();
+		if (!ok)
+			return FL_ERR_INVALID;
+	}
+	char *cert = cert_file ? strdup(cert_file) : NULL,
+	     *key = key_file ? strdup(key_file) : NULL;
+	if (cert_file && (!cert || !key)) {
+		free(cert);
+		free(key);
+		return FL_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&tls_lock);
+	free(tls_cert_file);
+	free(tls_key_file);
+	tls_cert_file = cert;
+	tls_key_file = key;
+	SSL_CTX_free(tls_ctx);
+	tls_ctx = NULL;
+	pthread_mutex_unlock(&tls_lock);
+	return FL_OK;
+}
+
+/*
+ * The shared client context: verifies servers with the CA file, else the
+ * system's; presents the client certificate when one is set.
+ */
 static SSL_CTX *client_ctx(void)
 {
 	pthread_mutex_lock(&tls_lock);
@@ -106,6 +151,8 @@ static SSL_CTX *client_ctx(void)
 			ok = SSL_CTX_load_verify_locations(ctx, tls_ca_file, NULL) == 1;
 		else if (ok)
 			ok = SSL_CTX_set_default_verify_paths(ctx) == 1;
+		if (ok && tls_cert_file)
+			ok = use_client_cert(ctx, tls_cert_file, tls_key_file);
 		if (ok) {
 			SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 			tls_ctx = ctx;

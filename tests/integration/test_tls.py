@@ -28,6 +28,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import unittest
 from pathlib import Path
 
@@ -323,6 +324,96 @@ class TestClientsOverHttps(TlsTestBase):
         # Without the CA the server's certificate is not trusted.
         refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
         self.assertNotEqual(refused.returncode, 0, refused.stdout)
+
+
+class TestClientsOverMutualTls(TlsTestBase):
+    """query-svc (--command-cert/--command-key) and the fledger CLI
+    (--cert-file/--key-file) present a client certificate to a command-svc
+    that requires one."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.command = cls.start_command("command-mtls-peers", client_ca=True,
+                                        context=cls.pki.context(cert=cls.pki.client))
+        (cls.tmp / "repl.token").write_text(cls.tokens["repl"])
+        cls.query = cls.query_svc("query-with-cert", "--command-cert", str(cls.pki.client[0]),
+                                  "--command-key", str(cls.pki.client[1]))
+        cls.query.start()
+        status = cls.command.http(cls.tokens["admin"]).json("POST", "/v1/views", VIEW)[0]
+        if status != 201:
+            raise AssertionError(f"registering the view over mutual TLS: {status}")
+
+    @classmethod
+    def query_svc(cls, name, *extra):
+        svc = Service(QUERY_SVC, cls.tmp.path, name, [
+            "--data-dir", str(cls.tmp / f"{name}-data"), "--nats", cls.nats.url,
+            "--signing-key", str(make_signing_key(cls.tmp / f"{name}.pem")),
+            "--tokens", str(cls.tmp / "tokens.json"),
+            "--command-url", cls.command.url, "--command-ca", str(cls.pki.ca[0]),
+            "--command-token-file", str(cls.tmp / "repl.token"), "--consumer", name,
+            *extra])
+        cls.services.append(svc)
+        return svc
+
+    def cli(self, *args):
+        cli = os.environ.get("FLEDGER_CLI") or str(harness.REPO_ROOT / "build" / "cli" / "fledger")
+        token = self.tmp / "aud.token"
+        token.write_text(self.tokens["aud"])
+        env = dict(os.environ, FLEDGER_COMMAND_URL=self.command.url)
+        return subprocess.run([cli, "--token-file", str(token), "--ca-file", str(self.pki.ca[0]),
+                               *args, "log", "verify", "--state", str(self.tmp / "state.json")],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def test_query_svc_replicates_with_its_certificate(self):
+        status, _, body = self.command.http(self.tokens["clicks-pipeline"]).json(
+            "POST", "/v1/events", {"view": "user_activity", "entity_id": "mtls-user",
+                                   "features": {"dwell_ms": 7.25}})
+        self.assertEqual(status, 201, body)
+        seq = body["results"][0]["seq"]
+        r = self.query.http(self.tokens["ranker"]).get(
+            f"/v1/features/user_activity/mtls-user?features=dwell_ms&min_seq={seq}&wait_ms=10000")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["features"]["dwell_ms"]["value"], 7.25)
+        self.assertTrue(self.query.http().get_json("/readyz")[1]["command_reachable"])
+
+    def test_query_svc_without_a_certificate_is_refused(self):
+        bare = self.query_svc("query-without-cert")
+        bare.start()
+        try:
+            deadline = time.monotonic() + 15
+            ready = bare.http().get_json("/readyz")[1]
+            while "command_reachable" not in ready and time.monotonic() < deadline:
+                time.sleep(0.2)
+                ready = bare.http().get_json("/readyz")[1]
+            self.assertFalse(ready["command_reachable"], ready)
+            self.assertEqual(ready["applied_seq"], 0, ready)
+        finally:
+            bare.stop(check=False)
+
+    def test_cli_with_its_certificate(self):
+        ok = self.cli("--cert-file", str(self.pki.client[0]), "--key-file", str(self.pki.client[1]))
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        refused = self.cli()
+        self.assertNotEqual(refused.returncode, 0, refused.stdout)
+        stranger = self.cli("--cert-file", str(self.pki.stranger[0]),
+                            "--key-file", str(self.pki.stranger[1]))
+        self.assertNotEqual(stranger.returncode, 0, stranger.stdout)
+
+    def test_half_a_certificate_is_a_usage_error(self):
+        half = self.cli("--cert-file", str(self.pki.client[0]))
+        self.assertNotEqual(half.returncode, 0)
+        self.assertIn("--key-file", half.stderr)
+        mismatched = self.cli("--cert-file", str(self.pki.client[0]),
+                              "--key-file", str(self.pki.stranger[1]))
+        self.assertNotEqual(mismatched.returncode, 0)
+        r = subprocess.run([QUERY_SVC, "--data-dir", str(self.tmp / "half-data"),
+                            "--signing-key", str(self.key), "--tokens", str(self.tmp / "tokens.json"),
+                            "--command-url", self.command.url,
+                            "--command-cert", str(self.pki.client[0])],
+                           capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--command-key", r.stderr)
 
 
 class TestQueryMutualTls(TlsTestBase):

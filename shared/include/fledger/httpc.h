@@ -14,7 +14,8 @@
  *
  * http:// and https:// (OpenSSL, TLS 1.2 or later; the server's certificate
  * is verified against fl_httpc_set_ca_file's CA, else the system's CAs, and
- * must name the URL's host or IP address).
+ * must name the URL's host or IP address; a client certificate is presented
+ * when fl_httpc_set_client_cert gave one).
  */
 
 /*
@@ -22,6 +23,14 @@
  * system's CA store). Applies to the requests that start after the call.
  */
 enum fl_status fl_httpc_set_ca_file(const char *ca_file);
+
+/*
+ * The client certificate (PEM, with its chain) and its private key (PEM)
+ * presented to https:// servers that ask for one (mutual TLS); both NULL:
+ * none. FL_ERR_INVALID when only one is given, or when they cannot be loaded
+ * or do not match. Applies to the requests that start after the call.
+ */
+enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file);
 
 /* Answers larger than this are refused with FL_ERR_FULL. */
 #define FL_HTTPC_MAX_BODY ((size_t)256 << 20)
