@@ -18,9 +18,9 @@ static const struct fl_config_option global_options[] = {
     {"query-url", "FLEDGER_QUERY_URL", "http://127.0.0.1:8081", "query-svc base URL", false},
     {"ca-file", "FLEDGER_CA_FILE", NULL,
      "PEM CA that signed the services' certificates (https:// URLs; default: the system's)", false},
-    {"cert-file", "FLEDGER_CERT_FILE", NULL,
-     "PEM client certificate for services that require one (mutual TLS; with --key-file)", false},
-    {"key-file", "FLEDGER_KEY_FILE", NULL, "PEM private key of --cert-file", false},
+    {"client-cert", "FLEDGER_CLIENT_CERT", NULL,
+     "PEM client certificate for services that require one (mutual TLS; with --client-key)", false},
+    {"client-key", "FLEDGER_CLIENT_KEY", NULL, "PEM private key of --client-cert", false},
     {"token-file", "FLEDGER_TOKEN_FILE", NULL,
      "file holding the bearer token (else the token itself in $FLEDGER_TOKEN)", false},
     {"timeout-ms", "FLEDGER_TIMEOUT_MS", "30000", "bound on each HTTP request", false},
@@ -189,10 +189,11 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		rc = FL_CLI_FAIL;
 		goto out;
 	}
-	if (fl_httpc_set_client_cert(fl_config_get(config, "cert-file"),
-				     fl_config_get(config, "key-file")) != FL_OK) {
-		fl__cli_error("--cert-file and --key-file: give both, a PEM certificate and its "
-			      "private key");
+	if (fl_httpc_set_client_cert(fl_config_get(config, "client-cert"),
+				     fl_config_get(config, "client-key")) != FL_OK) {
+		fl__cli_error(
+		    "--client-cert and --client-key: give both, a PEM certificate and its "
+		    "private key");
 		free(positional);
 		rc = FL_CLI_USAGE;
 		goto out;

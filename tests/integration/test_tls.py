@@ -328,7 +328,7 @@ class TestClientsOverHttps(TlsTestBase):
 
 class TestClientsOverMutualTls(TlsTestBase):
     """query-svc (--command-cert/--command-key) and the fledger CLI
-    (--cert-file/--key-file) present a client certificate to a command-svc
+    (--client-cert/--client-key) present a client certificate to a command-svc
     that requires one."""
 
     @classmethod
@@ -392,20 +392,20 @@ class TestClientsOverMutualTls(TlsTestBase):
             bare.stop(check=False)
 
     def test_cli_with_its_certificate(self):
-        ok = self.cli("--cert-file", str(self.pki.client[0]), "--key-file", str(self.pki.client[1]))
+        ok = self.cli("--client-cert", str(self.pki.client[0]), "--client-key", str(self.pki.client[1]))
         self.assertEqual(ok.returncode, 0, ok.stderr)
         refused = self.cli()
         self.assertNotEqual(refused.returncode, 0, refused.stdout)
-        stranger = self.cli("--cert-file", str(self.pki.stranger[0]),
-                            "--key-file", str(self.pki.stranger[1]))
+        stranger = self.cli("--client-cert", str(self.pki.stranger[0]),
+                            "--client-key", str(self.pki.stranger[1]))
         self.assertNotEqual(stranger.returncode, 0, stranger.stdout)
 
     def test_half_a_certificate_is_a_usage_error(self):
-        half = self.cli("--cert-file", str(self.pki.client[0]))
+        half = self.cli("--client-cert", str(self.pki.client[0]))
         self.assertNotEqual(half.returncode, 0)
-        self.assertIn("--key-file", half.stderr)
-        mismatched = self.cli("--cert-file", str(self.pki.client[0]),
-                              "--key-file", str(self.pki.stranger[1]))
+        self.assertIn("--client-key", half.stderr)
+        mismatched = self.cli("--client-cert", str(self.pki.client[0]),
+                              "--client-key", str(self.pki.stranger[1]))
         self.assertNotEqual(mismatched.returncode, 0)
         r = subprocess.run([QUERY_SVC, "--data-dir", str(self.tmp / "half-data"),
                             "--signing-key", str(self.key), "--tokens", str(self.tmp / "tokens.json"),
