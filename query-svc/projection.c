@@ -234,10 +234,10 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 
 	if (!dir || !ret_projection)
 		return FL_ERR_INVALID;
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return FL_ERR_IO;
 	if (strlen(dir) > 4000)
 		return FL_ERR_INVALID;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return FL_ERR_IO;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return FL_ERR_NOMEM;
