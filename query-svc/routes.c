@@ -1170,47 +1170,30 @@ static enum fl_status line_object(struct fl_log_reader *reader, uint64_t seq, js
 }
 
 /*
- * Gives every feature object with a "seq" in features its "proof" (CONTRACT
- * §6): the event's log line and its inclusion proof in the tree of
- * checkpoint tree_size. FL_ERR_NOT_FOUND when a seq is not covered.
+ * The "proof" of the value of seq (CONTRACT §6): the event's log line and its
+ * inclusion proof in the tree of checkpoint tree_size (strings and integers
+ * only). FL_ERR_NOT_FOUND when the checkpoint does not cover seq.
  */
-static enum fl_status add_proofs(struct fl_log_reader *reader, uint64_t tree_size, json_t *features)
+static enum fl_status proof_object(struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size,
+				   json_t **ret_proof)
 {
-	const char *name;
-	json_t *value;
-	json_object_foreach(features, name, value)
-	{
-		json_t *seq_value = json_object_get(value, "seq"), *line = NULL;
-		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
-		size_t count;
-		if (!json_is_integer(seq_value))
-			continue;
-		uint64_t seq = (uint64_t)json_integer_value(seq_value);
-		if (seq == 0 || seq > tree_size)
-			return FL_ERR_NOT_FOUND;
-		enum fl_status st = line_object(reader, seq, &line);
-		if (st == FL_OK)
-			st = fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count);
-		if (st != FL_OK) {
-			json_decref(line);
-			return st;
-		}
-		json_t *proof = json_object();
-		if (!proof) {
-			json_decref(line);
-			return FL_ERR_NOMEM;
-		}
-		if (json_object_set_new(proof, "line", line) != 0 ||
-		    json_object_set_new(proof, "leaf_index", json_integer((json_int_t)(seq - 1))) ||
-		    json_object_set_new(proof, "tree_size", json_integer((json_int_t)tree_size)) ||
-		    json_object_set_new(proof, "hashes", hash_list(hashes, count))) {
-			json_decref(proof);
-			return FL_ERR_NOMEM;
-		}
-		if (json_object_set_new(value, "proof", proof) != 0) /* frees proof */
-			return FL_ERR_NOMEM;
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	json_t *line = NULL;
+
+	if (seq == 0 || seq > tree_size)
+		return FL_ERR_NOT_FOUND;
+	enum fl_status st = line_object(reader, seq, &line);
+	if (st == FL_OK)
+		st = fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count);
+	if (st != FL_OK) {
+		json_decref(line);
+		return st;
 	}
-	return FL_OK;
+	*ret_proof =
+	    json_pack("{s:o,s:I,s:I,s:o}", "line", line, "leaf_index", (json_int_t)(seq - 1),
+		      "tree_size", (json_int_t)tree_size, "hashes", hash_list(hashes, count));
+	return *ret_proof ? FL_OK : FL_ERR_NOMEM;
 }
 
 /*
@@ -1248,21 +1231,53 @@ static enum fl_status proof_begin(struct fl_query *q, struct fl_log_reader **ret
 }
 
 /*
- * The features text of one row with a "proof" added to every served value
- * (proof=1): parsed, completed and written back. A new string.
+ * The features of one row with a "proof" added to every served value
+ * (proof=1). The text is copied member by member, so that values stay the
+ * bytes of their signed events; a proof goes before its object's closing
+ * brace.
  */
-static enum fl_status features_with_proofs(struct fl_log_reader *reader, uint64_t tree_size,
-					   const struct fl_read_answer *answer, char **ret_text)
+static enum fl_status write_features_with_proofs(struct fl_log_reader *reader, uint64_t tree_size,
+						 const struct fl_read_answer *answer,
+						 struct fl_jw *w)
 {
-	json_t *features = json_loadb(answer->features, answer->features_len, 0, NULL);
-	if (!features)
-		return FL_ERR_NOMEM;
-	enum fl_status st = add_proofs(reader, tree_size, features);
-	*ret_text = st == FL_OK ? json_dumps(features, JSON_COMPACT) : NULL;
-	json_decref(features);
-	if (st == FL_OK && !*ret_text)
-		st = FL_ERR_NOMEM;
-	return st;
+	struct fl_json_member m;
+	size_t pos = 0;
+	int more;
+
+	fl_jw_open(w, '{');
+	while ((more = fl_json_next_member(answer->features, answer->features_len, &pos, &m)) ==
+	       1) {
+		const char *seq_text;
+		size_t seq_len;
+		fl_jw_sep(w);
+		fl_jw_strn(w, m.key, m.key_len);
+		fl_jw_char(w, ':');
+		if (!fl_json_member(m.value, m.value_len, "seq", &seq_text, &seq_len)) {
+			fl_jw_raw(w, m.value, m.value_len);
+			continue;
+		}
+		char digits[24], *end;
+		snprintf(digits, sizeof(digits), "%.*s", (int)(seq_len < 23 ? seq_len : 23),
+			 seq_text);
+		unsigned long long seq = strtoull(digits, &end, 10);
+		json_t *proof = NULL;
+		enum fl_status st = end != digits && *end == '\0'
+					? proof_object(reader, (uint64_t)seq, tree_size, &proof)
+					: FL_ERR_CORRUPT;
+		char *text = st == FL_OK ? json_dumps(proof, JSON_COMPACT) : NULL;
+		json_decref(proof);
+		if (st == FL_OK && !text)
+			st = FL_ERR_NOMEM;
+		if (st != FL_OK)
+			return st;
+		fl_jw_raw(w, m.value, m.value_len - 1); /* without its '}' */
+		fl_jw_raw(w, ",\"proof\":", 9);
+		fl_jw_raw(w, text, strlen(text));
+		fl_jw_char(w, '}');
+		free(text);
+	}
+	fl_jw_close(w, '}');
+	return more == 0 ? FL_OK : FL_ERR_CORRUPT;
 }
 
 /* One row: {"view","entity_id","as_of","features","windows"} (open at the end). */
@@ -1279,12 +1294,9 @@ static enum fl_status write_row(struct read_job *job, struct fl_log_reader *read
 	fl_jw_time(w, as_of_us);
 	fl_jw_key(w, "features");
 	if (reader) {
-		char *text;
-		enum fl_status st = features_with_proofs(reader, tree_size, answer, &text);
+		enum fl_status st = write_features_with_proofs(reader, tree_size, answer, w);
 		if (st != FL_OK)
 			return st;
-		fl_jw_raw(w, text, strlen(text));
-		free(text);
 	} else {
 		fl_jw_raw(w, answer->features, answer->features_len);
 	}
@@ -1402,25 +1414,63 @@ static void feast_time(int64_t us, char out[FL_TIME_TEXT_LEN])
 		strcpy(out + 23, "Z");
 }
 
-static json_t *feast_result(void)
+/* Which list of a Feast result column is being written. */
+enum feast_list { FEAST_VALUES, FEAST_STATUSES, FEAST_TIMES };
+
+/*
+ * One cell of a feature or window column, from the answer's text: the value
+ * as its stored bytes (null when absent), the status, or the timestamp
+ * (a feature's event_ts; a window's as_of).
+ */
+static void write_feast_cell(struct fl_jw *w, const struct fl_read_answer *answer, bool is_window,
+			     const char *name, const char *as_of, enum feast_list list)
 {
-	return json_pack("{s:[],s:[],s:[]}", "values", "statuses", "event_timestamps");
+	const char *cell = NULL, *text = NULL;
+	size_t cell_len = 0, text_len = 0;
+	if (is_window)
+		fl_json_member(answer->windows, answer->windows_len, name, &cell, &cell_len);
+	else
+		fl_json_member(answer->features, answer->features_len, name, &cell, &cell_len);
+	switch (list) {
+	case FEAST_VALUES:
+		if (cell && fl_json_member(cell, cell_len, "value", &text, &text_len))
+			fl_jw_raw(w, text, text_len);
+		else
+			fl_jw_raw(w, "null", 4);
+		return;
+	case FEAST_STATUSES:
+		if (is_window)
+			fl_jw_str(w, "PRESENT");
+		else if (cell && fl_json_member(cell, cell_len, "status", &text, &text_len))
+			fl_jw_raw(w, text, text_len); /* a JSON string already */
+		else
+			fl_jw_str(w, "NOT_FOUND");
+		return;
+	case FEAST_TIMES: {
+		char stamp[FL_TIME_TEXT_LEN] = FEAST_NO_TIME, event_ts[FL_TIME_TEXT_LEN + 2];
+		int64_t event_us;
+		if (is_window) {
+			fl_jw_str(w, as_of);
+			return;
+		}
+		if (cell && fl_json_member(cell, cell_len, "event_ts", &text, &text_len) &&
+		    text_len >= 2 && text_len - 2 < sizeof(event_ts)) {
+			memcpy(event_ts, text + 1, text_len - 2); /* without the quotes */
+			event_ts[text_len - 2] = '\0';
+			if (fl_time_parse(event_ts, &event_us) == FL_OK)
+				feast_time(event_us, stamp);
+		}
+		fl_jw_str(w, stamp);
+		return;
+	}
+	}
 }
 
-/* Appends one cell to a Feast result column. */
-static enum fl_status feast_cell(json_t *result, json_t *value, const char *status,
-				 const char *timestamp)
-{
-	if (json_array_append_new(json_object_get(result, "values"), value ? value : json_null()) !=
-		0 ||
-	    json_array_append_new(json_object_get(result, "statuses"), json_string(status)) != 0 ||
-	    json_array_append_new(json_object_get(result, "event_timestamps"),
-				  json_string(timestamp)) != 0)
-		return FL_ERR_NOMEM;
-	return FL_OK;
-}
-
-/* POST /get-online-features: Feast's column-wise answer. */
+/*
+ * POST /get-online-features: Feast's columnar answer, the entity column
+ * first. Written as text, so that values are the bytes of their signed
+ * events, as in every other read.
+ */
 static enum fl_http_disposition execute_feast(struct read_job *job)
 {
 	struct fl_query *q = job->query;
@@ -1429,18 +1479,12 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	char as_of[FL_TIME_TEXT_LEN];
 	size_t n_answers = job->n_entities * job->n_parts, n_done = 0;
 	struct fl_read_answer *answers = calloc(n_answers, sizeof(*answers));
-	/* each answer's features and windows, parsed: [2 i] and [2 i + 1] */
-	json_t **parsed = calloc(2 * n_answers, sizeof(*parsed));
 
-	if (!answers || !parsed) {
-		free(answers);
-		free(parsed);
+	if (!answers)
 		return send_internal(job, FL_ERR_NOMEM);
-	}
 	enum fl_status st = fl_projection_read_begin(q->projection, &read);
 	if (st != FL_OK) {
 		free(answers);
-		free(parsed);
 		return send_internal(job, st);
 	}
 	int64_t as_of_us = job->as_of_given ? job->as_of_us : fl_time_now_us();
@@ -1458,63 +1502,70 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 			    .windows = part->windows,
 			    .n_windows = part->n_windows,
 			};
-			size_t i = e * job->n_parts + p;
-			st = fl_projection_query(read, &request, &answers[i], &err);
-			if (st != FL_OK)
-				break;
-			n_done++;
-			parsed[2 * i] =
-			    json_loadb(answers[i].features, answers[i].features_len, 0, NULL);
-			parsed[2 * i + 1] =
-			    json_loadb(answers[i].windows, answers[i].windows_len, 0, NULL);
-			if (!parsed[2 * i] || !parsed[2 * i + 1])
-				st = FL_ERR_NOMEM;
+			st = fl_projection_query(read, &request, &answers[e * job->n_parts + p],
+						 &err);
+			if (st == FL_OK)
+				n_done++;
 		}
 	fl_projection_read_end(read);
 
-	json_t *names = json_array(), *results = json_array();
-	json_t *entity_result = json_pack("{s:O,s:[],s:[]}", "values", job->entity_values,
-					  "statuses", "event_timestamps");
-	if (st == FL_OK && (!names || !results || !entity_result))
+	char *entity_values = st == FL_OK ? json_dumps(job->entity_values, JSON_COMPACT) : NULL;
+	if (st == FL_OK && !entity_values)
 		st = FL_ERR_NOMEM;
+	struct fl_jw w;
+	fl_jw_init(&w);
 	if (st == FL_OK) {
-		json_array_append_new(names, json_string(job->entity_column));
-		for (size_t e = 0; e < job->n_entities; e++) {
-			json_array_append_new(json_object_get(entity_result, "statuses"),
-					      json_string("PRESENT"));
-			json_array_append_new(json_object_get(entity_result, "event_timestamps"),
-					      json_string(FEAST_NO_TIME));
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "metadata");
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "feature_names");
+		fl_jw_open(&w, '[');
+		fl_jw_sep(&w);
+		fl_jw_str(&w, job->entity_column);
+		for (size_t c = 0; c < job->n_columns; c++) {
+			fl_jw_sep(&w);
+			fl_jw_str(&w, job->columns[c].name);
 		}
-		json_array_append(results, entity_result);
+		fl_jw_close(&w, ']');
+		fl_jw_close(&w, '}');
+		fl_jw_key(&w, "results");
+		fl_jw_open(&w, '[');
+		/* The entity column: the ids as sent, PRESENT, no timestamp. */
+		fl_jw_sep(&w);
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "values");
+		fl_jw_raw(&w, entity_values, strlen(entity_values));
+		for (int list = FEAST_STATUSES; list <= FEAST_TIMES; list++) {
+			fl_jw_key(&w, list == FEAST_STATUSES ? "statuses" : "event_timestamps");
+			fl_jw_open(&w, '[');
+			for (size_t e = 0; e < job->n_entities; e++) {
+				fl_jw_sep(&w);
+				fl_jw_str(&w, list == FEAST_STATUSES ? "PRESENT" : FEAST_NO_TIME);
+			}
+			fl_jw_close(&w, ']');
+		}
+		fl_jw_close(&w, '}');
 	}
+	static const char *const list_names[] = {"values", "statuses", "event_timestamps"};
 	for (size_t c = 0; st == FL_OK && c < job->n_columns; c++) {
 		const struct feast_column *col = &job->columns[c];
 		const struct read_part *part = &job->parts[col->part];
 		const char *name = col->is_window ? part->windows[col->index]->name
 						  : part->features[col->index]->name;
-		json_t *result = feast_result();
-		if (!result || json_array_append_new(names, json_string(col->name)) != 0) {
-			json_decref(result);
-			st = FL_ERR_NOMEM;
-			break;
-		}
-		json_array_append_new(results, result);
-		for (size_t e = 0; st == FL_OK && e < job->n_entities; e++) {
-			size_t i = e * job->n_parts + col->part;
-			json_t *cell = json_object_get(parsed[2 * i + col->is_window], name);
-			json_t *value = json_incref(json_object_get(cell, "value"));
-			if (col->is_window) {
-				st = feast_cell(result, value, "PRESENT", as_of);
-				continue;
+		fl_jw_sep(&w);
+		fl_jw_open(&w, '{');
+		for (int list = FEAST_VALUES; list <= FEAST_TIMES; list++) {
+			fl_jw_key(&w, list_names[list]);
+			fl_jw_open(&w, '[');
+			for (size_t e = 0; e < job->n_entities; e++) {
+				fl_jw_sep(&w);
+				write_feast_cell(&w, &answers[e * job->n_parts + col->part],
+						 col->is_window, name, as_of,
+						 (enum feast_list)list);
 			}
-			const char *status = json_string_value(json_object_get(cell, "status"));
-			const char *event_ts = json_string_value(json_object_get(cell, "event_ts"));
-			char timestamp[FL_TIME_TEXT_LEN] = FEAST_NO_TIME;
-			int64_t event_us;
-			if (event_ts && fl_time_parse(event_ts, &event_us) == FL_OK)
-				feast_time(event_us, timestamp);
-			st = feast_cell(result, value, status ? status : "NOT_FOUND", timestamp);
+			fl_jw_close(&w, ']');
 		}
+		fl_jw_close(&w, '}');
 	}
 	for (size_t i = 0; i < n_done; i++) {
 		for (size_t k = 0; st == FL_OK && k < answers[i].n_served; k++)
@@ -1522,21 +1573,23 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	}
 	for (size_t i = 0; i < n_done; i++)
 		fl_read_answer_finish(&answers[i]);
-	for (size_t i = 0; i < 2 * n_answers; i++)
-		json_decref(parsed[i]);
 	free(answers);
-	free(parsed);
-	json_decref(entity_result);
+	free(entity_values);
 	if (st != FL_OK) {
-		json_decref(names);
-		json_decref(results);
+		fl_jw_free(&w);
 		if (st == FL_ERR_INVALID && err.http_status)
 			return send_fl_error(job, &err);
 		return send_internal(job, st);
 	}
-	return send_json(
-	    job, 200,
-	    json_pack("{s:{s:o},s:o}", "metadata", "feature_names", names, "results", results));
+	fl_jw_close(&w, ']');
+	fl_jw_close(&w, '}');
+	size_t len;
+	char *text = fl_jw_take(&w, &len);
+	if (!text)
+		return send_internal(job, FL_ERR_NOMEM);
+	enum fl_http_disposition disposition = send_answer(job, 200, "application/json", text, len);
+	free(text);
+	return disposition;
 }
 
 static enum fl_status collect_seq(void *ctx, uint64_t seq)

@@ -461,6 +461,26 @@ class ReadsTest(QueryCase):
         f = r.json()["features"]
         self.assertEqual(f["last_click"]["value"], text)
         self.assertEqual(f["dwell_ms"]["seq"], seq)
+        # the same bytes with proofs, in a batch and in Feast's columns
+        r = self.get("fraud-analyst", "user_activity", "u-text", proof=1,
+                     features="dwell_ms,last_click,cart_items")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b'"dwell_ms":{"value":0.1,"status":"PRESENT"', r.body)
+        f = r.json()["features"]
+        self.assertEqual(f["last_click"]["value"], text)
+        self.assertEqual(f["dwell_ms"]["proof"]["leaf_index"], seq - 1)
+        q = self.env.qhttp("fraud-analyst")
+        r = q.request("POST", "/v1/features:batch", json.dumps(
+            {"view": "user_activity", "entity_ids": ["u-text"], "features": ["dwell_ms"]}).encode(),
+            {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b'"dwell_ms":{"value":0.1,', r.body)
+        r = q.request("POST", "/get-online-features", json.dumps(
+            {"features": ["user_activity:dwell_ms", "user_activity:cart_items"],
+             "entities": {"user_id": ["u-text"]}}).encode(), {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b'{"values":[0.1],"statuses":["PRESENT"]', r.body)
+        self.assertIn(b'{"values":[-7],"statuses":["PRESENT"]', r.body)
 
     def test_as_of_points_in_time(self):
         t0 = self.t0
