@@ -189,11 +189,15 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		rc = FL_CLI_FAIL;
 		goto out;
 	}
-	if (fl_httpc_set_client_cert(fl_config_get(config, "client-cert"),
-				     fl_config_get(config, "client-key")) != FL_OK) {
-		fl__cli_error(
-		    "--client-cert and --client-key: give both, a PEM certificate and its "
-		    "private key");
+	const char *client_cert = fl_config_get(config, "client-cert");
+	const char *client_key = fl_config_get(config, "client-key");
+	if (fl_httpc_set_client_cert(client_cert, client_key) != FL_OK) {
+		if (!client_cert != !client_key)
+			fl__cli_error("--client-cert and --client-key go together: give both");
+		else
+			fl__cli_error("--client-cert/--client-key: cannot read them as a PEM "
+				      "certificate and its private key, or the key does not match "
+				      "the certificate");
 		free(positional);
 		rc = FL_CLI_USAGE;
 		goto out;

@@ -237,9 +237,13 @@ int main(int argc, char **argv)
 
 	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
 		fatal("out of memory", NULL);
-	if ((st = fl_httpc_set_client_cert(fl_config_get(config, "command-cert"),
-					   fl_config_get(config, "command-key"))) != FL_OK)
-		fatal("--command-cert and --command-key: give both, a PEM certificate and its key",
+	const char *command_cert = fl_config_get(config, "command-cert");
+	const char *command_key = fl_config_get(config, "command-key");
+	if (!command_cert != !command_key)
+		fatal("--command-cert and --command-key go together: give both", NULL);
+	if ((st = fl_httpc_set_client_cert(command_cert, command_key)) != FL_OK)
+		fatal("--command-cert/--command-key: cannot read them as a PEM certificate and its "
+		      "private key, or the key does not match the certificate",
 		      fl_status_str(st));
 	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {

@@ -407,6 +407,7 @@ class TestClientsOverMutualTls(TlsTestBase):
         mismatched = self.cli("--client-cert", str(self.pki.client[0]),
                               "--client-key", str(self.pki.stranger[1]))
         self.assertNotEqual(mismatched.returncode, 0)
+        self.assertIn("does not match", mismatched.stderr)
         r = subprocess.run([QUERY_SVC, "--data-dir", str(self.tmp / "half-data"),
                             "--signing-key", str(self.key), "--tokens", str(self.tmp / "tokens.json"),
                             "--command-url", self.command.url,
