@@ -7,6 +7,7 @@
 # and prints a table. Usage: bench/run-command-bench.sh [build-dir] [seconds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | grep -v '^set -euo' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 build=${1:-$root/build}
 secs=${2:-10}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }

@@ -8,7 +8,7 @@
 # the services' own histograms (bucket estimates), and the CPU time each
 # service used. Prints a markdown table.
 #
-# Usage: bench/run-lag-bench.sh [--rate N] [--seconds S] [--trials K] [build-dir]
+# Usage: bench/run-lag-bench.sh [--rate N] [--seconds S] [--trials K] [--batch B] [build-dir]
 #   --rate N: events/s (default 5000)
 #   --seconds S: per trial (default 10)
 #   --trials K: (default 3)

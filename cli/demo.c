@@ -182,13 +182,13 @@ const struct fl_cli_command fl__cli_demo_command = {
     .group = "demo",
     .args_usage = "",
     .summary = "produce a realistic demo stream of user_activity events",
-    .description =
-	"Writes events for --users user ids (u1, u2, ..., a fifth of the events on the first 100) at --rate events/s in\n"
-	"a batch every 100 ms: dwell_ms, last_click and is_mobile on every event,\n"
-	"cart_items on a quarter, an 8-float embedding on a tenth; about 5% are late\n"
-	"(event_ts 1 to 30 minutes in the past). Register the view first:\n"
-	"  fledger views apply schemas/views/user_activity.json\n"
-	"Prints progress every 5 s; runs until Ctrl-C or --duration seconds.\n",
+    .description = "Writes events for --users user ids (u1, u2, ..., a fifth of the events on\n"
+		   "the first 100) at --rate events/s in a batch every 100 ms: dwell_ms,\n"
+		   "last_click and is_mobile on every event, cart_items on a quarter, an\n"
+		   "8-float embedding on a tenth; about 5% are late (event_ts 1 to 30 minutes\n"
+		   "in the past). Register the view first:\n"
+		   "  fledger views apply schemas/views/user_activity.json\n"
+		   "Prints progress every 5 s; runs until Ctrl-C or --duration seconds.\n",
     .options = demo_options,
     .n_options = sizeof(demo_options) / sizeof(demo_options[0]),
     .run = demo,
