@@ -642,4 +642,5 @@ const struct fl_cli_command fl__cli_audit_verify_command = {
     .min_args = 1,
     .max_args = 1,
     .run = audit_verify,
+    .offline = true,
 };

@@ -46,6 +46,7 @@ struct fl_cli_command {
 	size_t n_options;
 	size_t min_args, max_args;
 	int (*run)(struct fl_cli *cli);
+	bool offline; /* reaches no service: --help leaves the connection options out */
 };
 
 extern const struct fl_cli_command fl__cli_keygen_command;

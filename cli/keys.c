@@ -65,6 +65,7 @@ const struct fl_cli_command fl__cli_keygen_command = {
     .options = keygen_options,
     .n_options = sizeof(keygen_options) / sizeof(keygen_options[0]),
     .run = keygen,
+    .offline = true,
 };
 
 /* ---- token --------------------------------------------------------------------- */
@@ -153,6 +154,7 @@ const struct fl_cli_command fl__cli_token_command = {
     .options = token_options,
     .n_options = sizeof(token_options) / sizeof(token_options[0]),
     .run = token,
+    .offline = true,
 };
 
 /* ---- keys rotate ------------------------------------------------------------------ */

@@ -101,8 +101,7 @@ static int next_word(int argc, char **argv, int from)
 	return argc;
 }
 
-static void print_command_help(const struct fl_cli_command *c,
-			       const struct fl_config_option *options, size_t n_options)
+static void print_command_help(const struct fl_cli_command *c)
 {
 	char program[64];
 	snprintf(program, sizeof(program), "fledger %s%s%s", c->group, c->sub ? " " : "",
@@ -111,10 +110,19 @@ static void print_command_help(const struct fl_cli_command *c,
 	       c->args_usage, toupper((unsigned char)c->summary[0]), c->summary + 1);
 	if (c->description)
 		printf("\n%s", c->description);
-	char *usage = fl_config_usage(program, options, n_options);
+	char *usage = fl_config_usage(program, c->options, c->n_options);
 	const char *list = usage ? strstr(usage, "Options:") : NULL;
 	if (list)
 		printf("\n%s", list);
+	free(usage);
+	if (c->offline)
+		return;
+	/* The options every command that reaches a service takes (no --help). */
+	usage = fl_config_usage(program, global_options, N_GLOBAL);
+	list = usage ? strstr(usage, "Options:\n") : NULL;
+	const char *help = list ? strstr(list, "  --help") : NULL;
+	if (help)
+		printf("\nConnection options:\n%.*s", (int)(help - list - 9), list + 9);
 	free(usage);
 }
 
@@ -157,7 +165,7 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		goto out;
 	}
 	if (fl_config_wants_help(config)) {
-		print_command_help(c, options, n_options);
+		print_command_help(c);
 		rc = FL_CLI_OK;
 		goto out;
 	}

@@ -535,6 +535,10 @@ class LogVerifyTest(unittest.TestCase):
             rc, out, err = self.cli.run(*words, "--help")
             self.assertEqual(rc, 0, words)
             self.assertIn("Usage: fledger " + " ".join(words), out)
+            # connection options only where the command reaches a service
+            offline = words in (["audit", "verify"], ["token"], ["keygen"])
+            self.assertEqual("--token-file" in out, not offline, words)
+            self.assertEqual(out.count("--help"), 1, words)
         # token: a random token and the entry for the tokens file
         rc, out, err = self.cli.run("token", "--name", "svc", "--roles", "reader,fraud")
         self.assertEqual(rc, 0, err)
