@@ -1305,6 +1305,18 @@ static enum fl_status write_row(struct read_job *job, struct fl_log_reader *read
 	return FL_OK;
 }
 
+/* Sends what w holds as a 200 JSON answer; w is left empty. */
+static enum fl_http_disposition send_written(struct read_job *job, struct fl_jw *w)
+{
+	size_t len;
+	char *text = fl_jw_take(w, &len);
+	if (!text)
+		return send_internal(job, FL_ERR_NOMEM);
+	enum fl_http_disposition disposition = send_answer(job, 200, "application/json", text, len);
+	free(text);
+	return disposition;
+}
+
 /*
  * GET /v1/features/... and POST /v1/features:batch. The answer is written
  * as text straight from the read models (this is the hot path).
@@ -1395,13 +1407,7 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 		free(text);
 	}
 	fl_jw_close(&w, '}');
-	size_t len;
-	char *text = fl_jw_take(&w, &len);
-	if (!text)
-		return send_internal(job, FL_ERR_NOMEM);
-	enum fl_http_disposition disposition = send_answer(job, 200, "application/json", text, len);
-	free(text);
-	return disposition;
+	return send_written(job, &w);
 }
 
 /* A timestamp as protobuf's JSON writes it: 0, 3 or 6 fractional digits. */
@@ -1583,13 +1589,7 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	}
 	fl_jw_close(&w, ']');
 	fl_jw_close(&w, '}');
-	size_t len;
-	char *text = fl_jw_take(&w, &len);
-	if (!text)
-		return send_internal(job, FL_ERR_NOMEM);
-	enum fl_http_disposition disposition = send_answer(job, 200, "application/json", text, len);
-	free(text);
-	return disposition;
+	return send_written(job, &w);
 }
 
 static enum fl_status collect_seq(void *ctx, uint64_t seq)
