@@ -57,7 +57,7 @@ static void print_usage(FILE *out)
 		     "\n"
 		     "Commands:\n");
 	print_commands(out, NULL);
-	fprintf(out, "\nGlobal options (every command takes them):\n");
+	fprintf(out, "\nConnection options (every command that reaches a service):\n");
 	for (size_t i = 0; i < N_GLOBAL; i++) {
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--%s%s", global_options[i].flag,
@@ -199,15 +199,18 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 	}
 	const char *client_cert = fl_config_get(config, "client-cert");
 	const char *client_key = fl_config_get(config, "client-key");
-	if (fl_httpc_set_client_cert(client_cert, client_key) != FL_OK) {
-		if (!client_cert != !client_key)
-			fl__cli_error("--client-cert and --client-key go together: give both");
-		else
-			fl__cli_error("--client-cert/--client-key: cannot read them as a PEM "
-				      "certificate and its private key, or the key does not match "
-				      "the certificate");
+	char why[300];
+	if (!c->offline && !client_cert != !client_key) {
+		fl__cli_error("--client-cert and --client-key go together: give both");
 		free(positional);
 		rc = FL_CLI_USAGE;
+		goto out;
+	}
+	if (!c->offline &&
+	    fl_httpc_set_client_cert(client_cert, client_key, why, sizeof(why)) != FL_OK) {
+		fl__cli_error("cannot use --client-cert/--client-key: %s", why);
+		free(positional);
+		rc = FL_CLI_FAIL;
 		goto out;
 	}
 	cli = (struct fl_cli){.config = config,

@@ -4,6 +4,7 @@
  * them on NATS. main parses the configuration and wires the modules; see
  * routes.c (HTTP), committer.c (group commit) and publisher.c (NATS outbox).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,12 @@ int main(int argc, char **argv)
 	auth = fl_svc_auth(config);
 
 	struct fl_log_options log_options = {.max_map_bytes = (size_t)max_map};
+	int err = fl_svc_lock_data_dir(fl_config_get(config, "data-dir"));
+	if (err == EBUSY)
+		fatal("another process uses this --data-dir (a second command-svc?)",
+		      fl_config_get(config, "data-dir"));
+	if (err)
+		fatal("cannot create or lock --data-dir", strerror(err));
 	st = fl_log_open(fl_config_get(config, "data-dir"), &log_options, signer, &cmd.log);
 	if (st == FL_ERR_CONFLICT)
 		fatal("the log was last signed with another key: start with that key, then replace "

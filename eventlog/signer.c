@@ -130,8 +130,11 @@ static enum fl_status signer_create(EVP_PKEY *pkey, struct fl_signer **ret_signe
 		goto free_signer;
 	fl_key_id_of(signer->public_key, signer->key_id);
 	signer->sign_ctx = EVP_MD_CTX_new();
-	if (signer->sign_ctx == NULL ||
-	    EVP_DigestSignInit(signer->sign_ctx, NULL, NULL, NULL, pkey) != 1) {
+	ERR_set_mark();
+	bool ready = signer->sign_ctx != NULL &&
+		     EVP_DigestSignInit(signer->sign_ctx, NULL, NULL, NULL, pkey) == 1;
+	ERR_pop_to_mark();
+	if (!ready) {
 		status = signer->sign_ctx == NULL ? FL_ERR_NOMEM : FL_ERR_CRYPTO;
 		goto free_signer;
 	}

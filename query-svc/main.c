@@ -69,25 +69,6 @@ static _Noreturn void fatal(const char *msg, const char *detail)
 	exit(1);
 }
 
-/* mkdir -p: creates dir and its missing parents. */
-static int make_dirs(const char *dir)
-{
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return ENAMETOOLONG;
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) != 0 && errno != EEXIST)
-			return errno;
-		*p = '/';
-	}
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return errno;
-	return 0;
-}
-
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st;
@@ -157,12 +138,23 @@ int main(int argc, char **argv)
 	if (fl_config_get(config, "command-token-file"))
 		command_token = read_token(fl_config_get(config, "command-token-file"));
 
+	/* Checked before anything is opened: a bad pair changes nothing. */
+	const char *command_cert = fl_config_get(config, "command-cert");
+	const char *command_key = fl_config_get(config, "command-key");
+	char why[300];
+	if (!command_cert != !command_key)
+		fatal("--command-cert and --command-key go together: give both", NULL);
+	if (fl_httpc_set_client_cert(command_cert, command_key, why, sizeof(why)) != FL_OK)
+		fatal("cannot use --command-cert/--command-key", why);
+
 	/* The replica log and the read models, side by side in --data-dir. */
 	const char *data_dir = fl_config_get(config, "data-dir");
 	char log_dir[4096], projection_dir[4096], audit_dir[4096];
-	int err = make_dirs(data_dir);
+	int err = fl_svc_lock_data_dir(data_dir);
+	if (err == EBUSY)
+		fatal("another process uses this --data-dir (a second query-svc?)", data_dir);
 	if (err)
-		fatal("cannot create --data-dir", strerror(err));
+		fatal("cannot create or lock --data-dir", strerror(err));
 	if (snprintf(log_dir, sizeof(log_dir), "%s/log", data_dir) >= (int)sizeof(log_dir) ||
 	    snprintf(projection_dir, sizeof(projection_dir), "%s/projection", data_dir) >=
 		(int)sizeof(projection_dir) ||
@@ -237,14 +229,6 @@ int main(int argc, char **argv)
 
 	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
 		fatal("out of memory", NULL);
-	const char *command_cert = fl_config_get(config, "command-cert");
-	const char *command_key = fl_config_get(config, "command-key");
-	if (!command_cert != !command_key)
-		fatal("--command-cert and --command-key go together: give both", NULL);
-	if ((st = fl_httpc_set_client_cert(command_cert, command_key)) != FL_OK)
-		fatal("--command-cert/--command-key: cannot read them as a PEM certificate and its "
-		      "private key, or the key does not match the certificate",
-		      fl_status_str(st));
 	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {
 	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,

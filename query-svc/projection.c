@@ -212,17 +212,17 @@ static enum fl_status write_boot(const char *dir, const char *boot_id, const cha
 	return ok ? FL_OK : FL_ERR_IO;
 }
 
-/* Deletes models a machine crash may have torn; true when there were some. */
-static bool drop_torn_models(const char *dir)
+/* Deletes models a machine crash may have torn (absent ones are fine). */
+static enum fl_status drop_torn_models(const char *dir)
 {
 	static const char *const files[] = {"data.mdb", "lock.mdb"};
 	char path[4096];
-	bool dropped = false;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-		dropped |= unlink(path) == 0;
+		if (unlink(path) != 0 && errno != ENOENT)
+			return FL_ERR_IO;
 	}
-	return dropped;
+	return FL_OK;
 }
 
 enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_projection)
@@ -243,11 +243,19 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		return FL_ERR_NOMEM;
 	pthread_rwlock_init(&p->resize_lock, NULL);
 	read_boot_id(p->boot_id);
-	if (p->boot_id[0] && left_open_by_another_boot(dir, p->boot_id) && drop_torn_models(dir))
+	if (!p->boot_id[0])
+		fl_slog(FL_SLOG_WARN,
+			"no boot id (" BOOT_ID_PATH "): read models torn by a machine crash would "
+			"not be noticed",
+			"dir", dir, NULL);
+	if (p->boot_id[0] && left_open_by_another_boot(dir, p->boot_id)) {
+		if ((st = drop_torn_models(dir)) != FL_OK)
+			goto err_free;
 		fl_slog(FL_SLOG_WARN,
 			"read models left open when the machine went down were dropped; they are "
 			"rebuilt from the replica log",
 			"dir", dir, NULL);
+	}
 	p->dir = strdup(dir);
 	if (!p->dir) {
 		st = FL_ERR_NOMEM;

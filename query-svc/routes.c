@@ -1257,8 +1257,9 @@ static enum fl_status write_features_with_proofs(struct fl_log_reader *reader, u
 			continue;
 		}
 		char digits[24], *end;
-		snprintf(digits, sizeof(digits), "%.*s", (int)(seq_len < 23 ? seq_len : 23),
-			 seq_text);
+		if (seq_len > 20) /* more digits than any uint64 */
+			return FL_ERR_CORRUPT;
+		snprintf(digits, sizeof(digits), "%.*s", (int)seq_len, seq_text);
 		unsigned long long seq = strtoull(digits, &end, 10);
 		json_t *proof = NULL;
 		enum fl_status st = end != digits && *end == '\0'

@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 
@@ -96,26 +97,71 @@ enum fl_status fl_httpc_set_ca_file(const char *ca_file)
 	return FL_OK;
 }
 
-/* Loads the client certificate (with its chain) and its key into ctx. */
-static bool use_client_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file)
+/* Keys with a passphrase are refused rather than prompted for. */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
 {
-	return SSL_CTX_use_certificate_chain_file(ctx, cert_file) == 1 &&
-	       SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) == 1 &&
-	       SSL_CTX_check_private_key(ctx) == 1;
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)userdata;
+	return 0;
 }
 
-enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file)
+/*
+ * Loads the client certificate (with its chain) and its key into ctx. On
+ * failure, says why in why[0..why_cap) when why is not NULL.
+ */
+static bool use_client_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *why,
+			    size_t why_cap)
 {
-	if (!cert_file != !key_file)
+	const char *reason = NULL, *file = NULL;
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	if (access(cert_file, R_OK) != 0) {
+		reason = strerror(errno);
+		file = cert_file;
+	} else if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+		reason = "not a PEM certificate";
+		file = cert_file;
+	} else {
+		FILE *f = fopen(key_file, "r");
+		int open_errno = errno;
+		EVP_PKEY *pkey = f ? PEM_read_PrivateKey(f, NULL, no_passphrase, NULL) : NULL;
+		if (f)
+			fclose(f);
+		file = key_file;
+		if (!f)
+			reason = strerror(open_errno);
+		else if (!pkey)
+			reason = "not a PEM private key without a passphrase";
+		else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1 ||
+			 SSL_CTX_check_private_key(ctx) != 1)
+			reason = "not the private key of the certificate";
+		EVP_PKEY_free(pkey);
+	}
+	ERR_clear_error();
+	if (reason && why)
+		snprintf(why, why_cap, "%s: %s", file, reason);
+	return reason == NULL;
+}
+
+enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file, char *why,
+					size_t why_cap)
+{
+	if (why && why_cap)
+		why[0] = '\0';
+	if (!cert_file != !key_file) {
+		if (why)
+			snprintf(why, why_cap,
+				 "a client certificate needs both its file and its key");
 		return FL_ERR_INVALID;
+	}
 	if (cert_file) {
-		/* Load them once now, so that a bad file is an error here. */
+		/* Load them once now, so that a bad pair is an error here. */
 		SSL_CTX *probe = SSL_CTX_new(TLS_client_method());
 		if (!probe)
 			return FL_ERR_NOMEM;
-		bool ok = use_client_cert(probe, cert_file, key_file);
+		bool ok = use_client_cert(probe, cert_file, key_file, why, why_cap);
 		SSL_CTX_free(probe);
-		ERR_clear_error();
 		if (!ok)
 			return FL_ERR_INVALID;
 	}
@@ -152,7 +198,7 @@ static SSL_CTX *client_ctx(void)
 		else if (ok)
 			ok = SSL_CTX_set_default_verify_paths(ctx) == 1;
 		if (ok && tls_cert_file)
-			ok = use_client_cert(ctx, tls_cert_file, tls_key_file);
+			ok = use_client_cert(ctx, tls_cert_file, tls_key_file, NULL, 0);
 		if (ok) {
 			SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 			tls_ctx = ctx;

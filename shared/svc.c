@@ -7,12 +7,16 @@
 #include "fledger/slog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static pthread_once_t dev_once = PTHREAD_ONCE_INIT;
 static struct fl_auth *dev_auth;
@@ -208,6 +212,44 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config)
 		"Never run like this outside local development.",
 		NULL);
 	return NULL;
+}
+
+/* mkdir -p: creates dir and its missing parents. */
+static int make_dirs(const char *dir)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+		return ENAMETOOLONG;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+			return errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return errno;
+	return 0;
+}
+
+int fl_svc_lock_data_dir(const char *dir)
+{
+	char path[4096];
+	int err = make_dirs(dir);
+	if (err)
+		return err;
+	if (snprintf(path, sizeof(path), "%s/service.lock", dir) >= (int)sizeof(path))
+		return ENAMETOOLONG;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		err = errno == EWOULDBLOCK ? EBUSY : errno;
+		close(fd);
+		return err;
+	}
+	return 0; /* fd stays open, and the lock held, until the process exits */
 }
 
 void fl_svc_block_signals(sigset_t *ret_set)

@@ -28,6 +28,7 @@ import pathlib
 import random
 import secrets
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -1224,6 +1225,19 @@ class RecoveryTest(QueryCase):
         qa.stop()
         self.assertEqual((models / "boot").read_text().split()[1], "closed")
         qa.start()
+
+    def test_one_data_dir_one_service(self):
+        """A second query-svc or command-svc on a data dir in use is refused; the first serves on."""
+        qa = self.env.queries[0]
+        for svc in (qa, self.env.command):
+            cmd = [str(svc.binary), "--listen", f"127.0.0.1:{harness.free_port()}"] + svc.args
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(r.returncode, 0, svc.name)
+            self.assertIn("another process uses this --data-dir", r.stderr, svc.name)
+            self.assertTrue(svc.running(), svc.name)
+        self.assertEqual(self.env.qhttp("ranker", qa).get("/healthz").status, 200)
+        seq = self.write1("user_activity", "one-dir", now_us() - 5 * US, {"dwell_ms": 1.5})
+        self.read("ranker", "user_activity", "one-dir", svc=qa, min_seq=seq, features="dwell_ms")
 
     def test_long_catch_up_in_steps(self):
         """A fresh instance catches up 25,000 events in steps, each step's lines fetched ahead."""

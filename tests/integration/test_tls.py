@@ -407,7 +407,21 @@ class TestClientsOverMutualTls(TlsTestBase):
         mismatched = self.cli("--client-cert", str(self.pki.client[0]),
                               "--client-key", str(self.pki.stranger[1]))
         self.assertNotEqual(mismatched.returncode, 0)
-        self.assertIn("does not match", mismatched.stderr)
+        self.assertIn("not the private key of the certificate", mismatched.stderr)
+        missing = self.cli("--client-cert", str(self.tmp / "no-such.pem"),
+                           "--client-key", str(self.pki.client[1]))
+        self.assertNotEqual(missing.returncode, 0)
+        self.assertIn("no-such.pem: No such file", missing.stderr)
+        swapped = self.cli("--client-cert", str(self.pki.client[1]),
+                           "--client-key", str(self.pki.client[0]))
+        self.assertIn("not a PEM certificate", swapped.stderr)
+        # a key with a passphrase is refused, never prompted for
+        locked = self.tmp / "locked.key"
+        subprocess.run(["openssl", "pkey", "-in", str(self.pki.client[1]), "-aes256",
+                        "-passout", "pass:secret", "-out", str(locked)], check=True)
+        enc = self.cli("--client-cert", str(self.pki.client[0]), "--client-key", str(locked))
+        self.assertNotEqual(enc.returncode, 0)
+        self.assertIn("without a passphrase", enc.stderr)
         r = subprocess.run([QUERY_SVC, "--data-dir", str(self.tmp / "half-data"),
                             "--signing-key", str(self.key), "--tokens", str(self.tmp / "tokens.json"),
                             "--command-url", self.command.url,

@@ -25,12 +25,15 @@
 enum fl_status fl_httpc_set_ca_file(const char *ca_file);
 
 /*
- * The client certificate (PEM, with its chain) and its private key (PEM)
- * presented to https:// servers that ask for one (mutual TLS); both NULL:
- * none. FL_ERR_INVALID when only one is given, or when they cannot be loaded
- * or do not match. Applies to the requests that start after the call.
+ * The client certificate (PEM, with its chain) and its private key (PEM,
+ * without a passphrase) presented to https:// servers that ask for one
+ * (mutual TLS); both NULL: none. FL_ERR_INVALID when only one is given, or
+ * when they cannot be loaded or do not match; then why (may be NULL) gets
+ * the file and the reason. Applies to the requests that start after the
+ * call.
  */
-enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file);
+enum fl_status fl_httpc_set_client_cert(const char *cert_file, const char *key_file, char *why,
+					size_t why_cap);
 
 /* Answers larger than this are refused with FL_ERR_FULL. */
 #define FL_HTTPC_MAX_BODY ((size_t)256 << 20)

@@ -70,6 +70,14 @@ struct fl_config *fl_svc_config(const char *program, const struct fl_config_opti
 struct fl_auth *fl_svc_auth(const struct fl_config *config);
 
 /*
+ * Creates dir and its missing parents, and takes an exclusive lock on
+ * dir/service.lock, held until the process exits: two services on one data
+ * directory would both write it. 0, EBUSY when another process holds the
+ * lock, or another errno.
+ */
+int fl_svc_lock_data_dir(const char *dir);
+
+/*
  * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads it
  * starts afterwards, so that main can take them with sigwait(ret_set);
  * ignores SIGPIPE.
