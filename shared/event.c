@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "fledger/jsonw.h"
 #include "fledger/util.h"
 
 #define PATH_LEN FL_ERROR_FIELD_LEN
@@ -91,57 +92,11 @@ static void text_puts(struct text *text, const char *s)
 /* Appends bytes as a JSON string: quoted, '"', '\\' and C0 controls escaped. */
 static void text_json_string(struct text *text, const char *bytes, size_t len)
 {
-	/* At most 6 bytes per input byte, plus the quotes. */
+	/* At most 6 bytes per input byte, the quotes and the NUL. */
 	if (!text_reserve(text, len * 6 + 2))
 		return;
-	char *out = text->data + text->len;
-	*out++ = '"';
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)bytes[i];
-		switch (c) {
-		case '"':
-			*out++ = '\\';
-			*out++ = '"';
-			break;
-		case '\\':
-			*out++ = '\\';
-			*out++ = '\\';
-			break;
-		case '\b':
-			*out++ = '\\';
-			*out++ = 'b';
-			break;
-		case '\f':
-			*out++ = '\\';
-			*out++ = 'f';
-			break;
-		case '\n':
-			*out++ = '\\';
-			*out++ = 'n';
-			break;
-		case '\r':
-			*out++ = '\\';
-			*out++ = 'r';
-			break;
-		case '\t':
-			*out++ = '\\';
-			*out++ = 't';
-			break;
-		default:
-			if (c < 0x20) {
-				static const char hex[] = "0123456789abcdef";
-				memcpy(out, "\\u00", 4);
-				out[4] = hex[c >> 4];
-				out[5] = hex[c & 0x0f];
-				out += 6;
-			} else {
-				*out++ = (char)c;
-			}
-		}
-	}
-	*out++ = '"';
-	*out = '\0';
-	text->len = (size_t)(out - text->data);
+	text->len += fl_json_escape(text->data + text->len, bytes, len, false);
+	text->data[text->len] = '\0';
 }
 
 static void text_json_cstring(struct text *text, const char *s)

@@ -58,13 +58,10 @@ void fl_jw_raw(struct fl_jw *w, const char *text, size_t len)
 	w->buf[w->len] = '\0';
 }
 
-void fl_jw_strn(struct fl_jw *w, const char *text, size_t len)
+size_t fl_json_escape(char *out, const char *text, size_t len, bool upper_hex)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	/* at most 6 bytes per input byte, and the quotes */
-	if (!reserve(w, 6 * len + 2))
-		return;
-	char *out = w->buf + w->len;
+	const char *hex = upper_hex ? "0123456789ABCDEF" : "0123456789abcdef";
+	char *start = out;
 	*out++ = '"';
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)text[i];
@@ -103,8 +100,16 @@ void fl_jw_strn(struct fl_jw *w, const char *text, size_t len)
 		}
 	}
 	*out++ = '"';
-	*out = '\0';
-	w->len = (size_t)(out - w->buf);
+	return (size_t)(out - start);
+}
+
+void fl_jw_strn(struct fl_jw *w, const char *text, size_t len)
+{
+	/* at most 6 bytes per input byte, the quotes and the NUL */
+	if (!reserve(w, 6 * len + 2))
+		return;
+	w->len += fl_json_escape(w->buf + w->len, text, len, true);
+	w->buf[w->len] = '\0';
 }
 
 void fl_jw_str(struct fl_jw *w, const char *text)

@@ -155,7 +155,7 @@ Test(event, every_type_in_view_order_with_exact_values)
 {
 	char *features = features_of(
 	    "{'view':'user_activity','entity_id':'u1','features':{"
-	    "'last_click':'a\\'b\\\\c\\nd\\u0001\\u00e9\\u20ac/',"
+	    "'last_click':'a\\'b\\\\c\\nd\\u0001\\u001F\\u00e9\\u20ac/',"
 	    "'is_mobile':false,'embedding':[1,0.1,-2.5,1e-3,3.4028234663852886e38,0,-0.0,16777217],"
 	    "'dwell_ms':1200,'cart_items':-9223372036854775808}}");
 	/* The test's quote swap turned \' into \", a quote in the string. */
@@ -163,7 +163,7 @@ Test(event, every_type_in_view_order_with_exact_values)
 			 "{\"cart_items\":-9223372036854775808,\"dwell_ms\":1200.0,"
 			 "\"embedding\":[1.0,0.1,-2.5,0.001,3.4028235e+38,0.0,-0.0,16777216.0],"
 			 "\"is_mobile\":false,"
-			 "\"last_click\":\"a\\\"b\\\\c\\nd\\u0001\xc3\xa9\xe2\x82\xac/\"}");
+			 "\"last_click\":\"a\\\"b\\\\c\\nd\\u0001\\u001f\xc3\xa9\xe2\x82\xac/\"}");
 	free(features);
 }
 

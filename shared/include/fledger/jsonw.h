@@ -38,6 +38,15 @@ static inline void fl_jw_char(struct fl_jw *w, char c)
 	fl_jw_raw(w, &c, 1);
 }
 void fl_jw_str(struct fl_jw *w, const char *text); /* "text", escaped */
+
+/*
+ * Writes text[0..len) as a JSON string, quotes included, into out, which has
+ * room for 6 * len + 2 bytes; returns the bytes written (no NUL). '"', '\\'
+ * and C0 controls are escaped: \b \f \n \r \t, the others as \u00XX with
+ * upper-case hex as jansson writes them, or lower-case (!upper_hex: the form
+ * of signed event bodies). Other bytes, UTF-8 included, pass through.
+ */
+size_t fl_json_escape(char *out, const char *text, size_t len, bool upper_hex);
 void fl_jw_strn(struct fl_jw *w, const char *text, size_t len);
 void fl_jw_i64(struct fl_jw *w, int64_t v);
 void fl_jw_u64(struct fl_jw *w, uint64_t v);
