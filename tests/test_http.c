@@ -395,6 +395,29 @@ Test(http, answer_before_the_handler_returns_deferred)
 	free(out);
 }
 
+/* n parallel /group requests, all suspended together: every one answered 200. */
+static void send_group(int n)
+{
+	char *out = run("cd %s && curl -s --parallel --parallel-immediate --parallel-max %d "
+			"-o 'out_#1' '" URL
+			"/group?i=[1-%d]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
+			tmp_dir, n, fx.port, n);
+	char expected[32];
+	snprintf(expected, sizeof(expected), "%d 200", n);
+	cr_assert(strstr(out, expected) != NULL, "%s", out);
+	free(out);
+}
+
+/* 3000 /mixed requests on 50 connections: direct, early and late answers. */
+static void send_mixed(void)
+{
+	char *out = run("curl -s --parallel --parallel-max 50 -o /dev/null '" URL
+			"/mixed?i=[1-3000]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
+			fx.port);
+	cr_assert_str_eq(out, "   2000 200\n   1000 202\n");
+	free(out);
+}
+
 Test(http, many_deferred_requests_are_answered_together)
 {
 	enum { N = 64 };
@@ -402,12 +425,7 @@ Test(http, many_deferred_requests_are_answered_together)
 
 	fx.group_size = N; /* all must be suspended at once before any answer */
 	start_with((struct fl_http_options){0});
-	out = run("cd %s && curl -s --parallel --parallel-immediate --parallel-max %d "
-		  "-o 'out_#1' '" URL
-		  "/group?i=[1-%d]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
-		  tmp_dir, N, fx.port, N);
-	cr_assert(strstr(out, "64 200") != NULL, "%s", out);
-	free(out);
+	send_group(N);
 	for (int i = 1; i <= N; i++) {
 		char path[128], expected[64];
 
@@ -639,41 +657,25 @@ Test(http, destroy_answers_503_after_the_grace_time)
 
 Test(http, answer_paths_race_freely_under_concurrency)
 {
-	char *out;
-
 	/* The holder answers as soon as it is woken, often while the
 	 * handler is still returning: every ordering gets exercised. */
 	start_with((struct fl_http_options){0});
-	out = run("curl -s --parallel --parallel-max 50 -o /dev/null '" URL
-		  "/mixed?i=[1-3000]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
-		  fx.port);
-	cr_assert_str_eq(out, "   2000 200\n   1000 202\n");
-	free(out);
+	send_mixed();
 }
 
 Test(http, two_server_threads_share_the_connections)
 {
 	enum { N = 64 };
-	char *out;
 
 	/* Deferred answers resume connections owned by either thread, and
 	 * direct, early and late answers race as on one thread. */
 	fx.group_size = N;
 	start_with((struct fl_http_options){.threads = 2});
-	out = run("cd %s && curl -s --parallel --parallel-immediate --parallel-max %d "
-		  "-o 'out_#1' '" URL
-		  "/group?i=[1-%d]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
-		  tmp_dir, N, fx.port, N);
-	cr_assert(strstr(out, "64 200") != NULL, "%s", out);
-	free(out);
+	send_group(N);
 	pthread_mutex_lock(&fx.lock);
 	fx.group_size = 0;
 	pthread_mutex_unlock(&fx.lock);
-	out = run("curl -s --parallel --parallel-max 50 -o /dev/null '" URL
-		  "/mixed?i=[1-3000]' -w '%%{http_code}\\n' 2>/dev/null | sort | uniq -c",
-		  fx.port);
-	cr_assert_str_eq(out, "   2000 200\n   1000 202\n");
-	free(out);
+	send_mixed();
 }
 
 /* ---- TLS ---- */
