@@ -109,7 +109,4 @@ bool fl__cli_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *r
 /* Reads a file, or stdin for "-", into a new NUL-terminated buffer. */
 enum fl_status fl__cli_read_input(const char *path, char **ret_text, size_t *ret_len);
 
-/* mkdir -p with mode for the directories it creates. */
-enum fl_status fl__cli_make_dirs(const char *dir, unsigned mode);
-
 #endif

@@ -212,27 +212,3 @@ enum fl_status fl__cli_read_input(const char *path, char **ret_text, size_t *ret
 	free(text);
 	return FL_ERR_NOMEM;
 }
-
-enum fl_status fl__cli_make_dirs(const char *dir, unsigned mode)
-{
-	if (!dir[0])
-		return FL_ERR_INVALID;
-	char *path = strdup(dir);
-	if (!path)
-		return FL_ERR_NOMEM;
-	for (char *p = path + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char saved = *p;
-			*p = '\0';
-			if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST) {
-				free(path);
-				return FL_ERR_IO;
-			}
-			*p = saved;
-			if (!saved)
-				break;
-		}
-	}
-	free(path);
-	return FL_OK;
-}

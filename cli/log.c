@@ -79,9 +79,9 @@ static enum fl_status save_state(struct fl_cli *cli, const char *path,
 		return FL_ERR_NOMEM;
 	if ((slash = strrchr(dir, '/')) && slash != dir) {
 		*slash = '\0';
-		if ((st = fl__cli_make_dirs(dir, 0700)) != FL_OK) {
+		if (fl_make_dirs(dir, 0700) != 0) {
 			free(dir);
-			return st;
+			return FL_ERR_IO;
 		}
 	}
 	free(dir);

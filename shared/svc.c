@@ -5,6 +5,7 @@
 
 #include "fledger/metrics.h"
 #include "fledger/slog.h"
+#include "fledger/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -214,29 +215,10 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config)
 	return NULL;
 }
 
-/* mkdir -p: creates dir and its missing parents. */
-static int make_dirs(const char *dir)
-{
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return ENAMETOOLONG;
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) != 0 && errno != EEXIST)
-			return errno;
-		*p = '/';
-	}
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return errno;
-	return 0;
-}
-
 int fl_svc_lock_data_dir(const char *dir)
 {
 	char path[4096];
-	int err = make_dirs(dir);
+	int err = fl_make_dirs(dir, 0700);
 	if (err)
 		return err;
 	if (snprintf(path, sizeof(path), "%s/service.lock", dir) >= (int)sizeof(path))

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -524,4 +525,24 @@ free_text:
 close_file:
 	close(fd);
 	return status;
+}
+
+int fl_make_dirs(const char *dir, unsigned mode)
+{
+	char path[4096];
+	if (!dir[0])
+		return EINVAL;
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
+		return ENAMETOOLONG;
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char saved = *p;
+		*p = '\0';
+		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
+			return errno;
+		*p = saved;
+		if (!saved)
+			return 0;
+	}
 }

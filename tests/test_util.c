@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,4 +549,24 @@ Test(file, maps_errors, .init = make_temp_dir, .fini = remove_temp_dir)
 
 	cr_assert_eq(fl_file_read(NULL, &text, &len), FL_ERR_INVALID);
 	cr_assert_eq(fl_file_read(path, NULL, &len), FL_ERR_INVALID);
+}
+
+Test(dirs, make_dirs_creates_parents_with_mode, .init = make_temp_dir, .fini = remove_temp_dir)
+{
+	char path[256], file[256];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/a/b/c", temp_dir);
+	cr_assert_eq(fl_make_dirs(path, 0750), 0);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	cr_assert_eq(st.st_mode & 0777 & ~0022u, 0750 & ~0022u);
+	cr_assert_eq(fl_make_dirs(path, 0750), 0, "an existing directory is fine");
+	/* a file in the way, and an empty path */
+	snprintf(file, sizeof(file), "%s/a/file", temp_dir);
+	FILE *f = fopen(file, "w");
+	cr_assert(f);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/a/file/d", temp_dir);
+	cr_assert_eq(fl_make_dirs(path, 0700), ENOTDIR);
+	cr_assert_eq(fl_make_dirs("", 0700), EINVAL);
 }

@@ -68,6 +68,12 @@ static inline uint64_t fl_get_be64(const uint8_t in[8])
 	return v;
 }
 
+/*
+ * mkdir -p: creates dir and its missing parents with mode. 0, or the errno
+ * of the mkdir that failed (EINVAL for "", ENAMETOOLONG past 4095 bytes).
+ */
+int fl_make_dirs(const char *dir, unsigned mode);
+
 /* Reads a whole file into a new NUL-terminated malloc'd buffer. */
 enum fl_status fl_file_read(const char *path, char **ret_text, size_t *ret_len);
 
