@@ -13,6 +13,7 @@
 #include "committer.h"
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
+#include "fledger/natsconn.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
 #include "routes.h"
@@ -20,11 +21,14 @@
 static const struct fl_config_option options[] = {
     {"listen", "FLEDGER_LISTEN", "127.0.0.1:8080", "HOST:PORT to serve HTTP on", false},
     {"data-dir", "FLEDGER_DATA_DIR", "./data/command", "directory of the LMDB log", false},
-    {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222", "NATS server to publish to", false},
-    {"nats-ca", "FLEDGER_NATS_CA", NULL, "PEM CA of the NATS server: TLS to NATS", false},
-    {"nats-cert", "FLEDGER_NATS_CERT", NULL, "PEM client certificate for NATS (with --nats-key)",
-     false},
-    {"nats-key", "FLEDGER_NATS_KEY", NULL, "PEM private key of --nats-cert", false},
+    {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222", "NATS servers to publish to (comma-separated list)", false},
+    FL_NATS_OPTIONS,
+    {"nats-replicas", "FLEDGER_NATS_REPLICAS", "1",
+     "replicas of the FLEDGER_EVENTS stream (3 on a cluster)", false},
+    {"nats-max-age", "FLEDGER_NATS_MAX_AGE", NULL,
+     "how long the stream keeps events (default: the longest view retention)", false},
+    {"nats-duplicate-window", "FLEDGER_NATS_DUPLICATE_WINDOW", "2m",
+     "the stream's window for dropping republished events", false},
     {"signing-key", "FLEDGER_SIGNING_KEY", NULL, "Ed25519 private key (PEM); SIGHUP re-reads it",
      false},
     {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
@@ -98,6 +102,23 @@ int main(int argc, char **argv)
 	    fl_config_get_int(config, "max-map-bytes", 0, INT64_MAX, &max_map) != FL_OK)
 		fatal("bad --max-body or --max-map-bytes", NULL);
 
+	/* NATS: every mistake in the servers, credentials or stream settings
+	 * stops the start, before anything is opened. */
+	struct fl_publisher_config publisher_config = {0};
+	fl_nats_settings_from_config(config, &publisher_config.nats);
+	if (!publisher_config.nats.urls)
+		fatal("--nats is required: the NATS servers to publish to", NULL);
+	if (fl_nats_settings_check(&publisher_config.nats, error, sizeof(error)) != FL_OK)
+		fatal("bad NATS settings", error);
+	const char *max_age = fl_config_get(config, "nats-max-age");
+	if (fl_config_get_int(config, "nats-replicas", 1, 5, &publisher_config.replicas) != FL_OK)
+		fatal("bad --nats-replicas", "a number of replicas from 1 to 5");
+	if (max_age && fl_duration_parse(max_age, &publisher_config.max_age_us) != FL_OK)
+		fatal("bad --nats-max-age", "a duration such as 30d, 12h or 90m");
+	if (fl_duration_parse(fl_config_get(config, "nats-duplicate-window"),
+			      &publisher_config.duplicate_window_us) != FL_OK)
+		fatal("bad --nats-duplicate-window", "a duration such as 2m or 1h");
+
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
 	fl_svc_block_signals(&signals);
@@ -127,6 +148,8 @@ int main(int argc, char **argv)
 	if (fl_view_registry_create(&cmd.registry) != FL_OK ||
 	    (st = fl_committer_load_views(cmd.log, cmd.registry)) != FL_OK)
 		fatal("cannot load the views from the log", fl_status_str(st));
+	publisher_config.log = cmd.log;
+	publisher_config.registry = cmd.registry;
 
 	/* Metrics (CONTRACT §10). */
 	static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -147,16 +170,15 @@ int main(int argc, char **argv)
 			     &cmd.publish_lag) != FL_OK ||
 	    fl_metrics_gauge(cmd.metrics, "fledger_log_tree_size", "Events in the log", NULL,
 			     &cmd.tree_size) != FL_OK ||
+	    fl_metrics_gauge(cmd.metrics, "fledger_nats_connected",
+			     "1 while the publisher is connected to NATS with the stream in place",
+			     NULL, &cmd.nats_connected) != FL_OK ||
 	    fl_metrics_counter(cmd.metrics, "fledger_http_requests_total",
 			       "HTTP requests by route and status code", http_labels,
 			       &cmd.http_requests) != FL_OK)
 		fatal("cannot set up metrics", NULL);
 
-	struct fl_nats_tls nats_tls = {.ca_file = fl_config_get(config, "nats-ca"),
-				       .cert_file = fl_config_get(config, "nats-cert"),
-				       .key_file = fl_config_get(config, "nats-key")};
-	if ((st = fl_publisher_create(fl_config_get(config, "nats"), &nats_tls, cmd.log,
-				      &cmd.publisher)) != FL_OK)
+	if ((st = fl_publisher_create(&publisher_config, &cmd.publisher)) != FL_OK)
 		fatal("cannot start the NATS publisher", fl_status_str(st));
 	struct fl_committer_config cc = {.log = cmd.log,
 					 .registry = cmd.registry,

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fledger/slog.h"
 #include "fledger/util.h"
 
 #define CHUNK 1000
@@ -22,9 +23,13 @@
 #define CURSOR_NAME "published_seq"
 
 struct fl_publisher {
-	char *url;
-	struct fl_nats_tls tls;
+	struct fl_publisher_config config;
+	struct fl_nats_watch watch;
 	struct fl_log *log;
+	int64_t stream_max_age_us; /* what the stream was last set up with */
+	bool stream_checked;	   /* its settings were compared once (warn once) */
+	int64_t next_views_check_us;
+	int64_t last_warn_us;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
@@ -71,6 +76,41 @@ static void on_ack_error(jsCtx *js, jsPubAckErr *pae, void *closure)
 	atomic_store(&pub->ack_failed, true);
 }
 
+/* A warning about publishing, at most every 5 s (the thread retries every
+ * 250 ms while NATS is away). Only the publisher thread calls it. */
+static void warn_publish(struct fl_publisher *pub, const char *msg, natsStatus s,
+			 const char *detail)
+{
+	int64_t now = fl_time_mono_us();
+	if (pub->last_warn_us && now - pub->last_warn_us < 5000000)
+		return;
+	pub->last_warn_us = now;
+	char backlog[24];
+	snprintf(backlog, sizeof(backlog), "%" PRIu64, fl_publisher_backlog(pub));
+	fl_slog(FL_SLOG_WARN, msg, "component", "publisher", "error", natsStatus_GetText(s),
+		"detail", detail ? detail : nats_GetLastError(NULL), "backlog", backlog, NULL);
+}
+
+/* The stream's max age: the flag, else the longest view retention, at
+ * least the default retention. */
+static int64_t wanted_max_age_us(struct fl_publisher *pub)
+{
+	struct fl_view **views = NULL;
+	size_t n = 0;
+	int64_t age = FL_VIEW_DEFAULT_RETENTION_US;
+	if (pub->config.max_age_us > 0)
+		return pub->config.max_age_us;
+	if (pub->config.registry && fl_view_registry_list(pub->config.registry, &views, &n) == FL_OK) {
+		for (size_t i = 0; i < n; i++) {
+			int64_t r = fl_view_retention_us(views[i]);
+			if (r > age)
+				age = r;
+		}
+		fl_view_list_free(views, n);
+	}
+	return age;
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
 	struct fl_publisher *pub = closure;
@@ -82,28 +122,100 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	pthread_mutex_unlock(&pub->lock);
 }
 
+static void stream_config(struct fl_publisher *pub, jsStreamConfig *cfg, const char **subjects,
+			  int64_t max_age_us)
+{
+	jsStreamConfig_Init(cfg);
+	cfg->Name = FL_STREAM_NAME;
+	cfg->Subjects = subjects;
+	cfg->SubjectsLen = 1;
+	cfg->Storage = js_FileStorage;
+	cfg->Replicas = pub->config.replicas > 0 ? pub->config.replicas : 1;
+	cfg->MaxAge = max_age_us * 1000; /* nanoseconds */
+	cfg->Duplicates = (pub->config.duplicate_window_us > 0 ? pub->config.duplicate_window_us
+							       : INT64_C(120000000)) *
+			  1000;
+}
+
+static void warn_setting(const char *setting, int64_t have, int64_t want, const char *unit)
+{
+	char h[32], w[32];
+	snprintf(h, sizeof(h), "%" PRId64 "%s", have, unit);
+	snprintf(w, sizeof(w), "%" PRId64 "%s", want, unit);
+	fl_slog(FL_SLOG_WARN, "the NATS stream differs from the configuration; left as it is",
+		"stream", FL_STREAM_NAME, "setting", setting, "stream_value", h, "configured", w,
+		NULL);
+}
+
+/*
+ * Creates the stream with the configured settings, or checks an existing
+ * one: a setting that differs is a warning naming it (an operator may have
+ * sized the stream on purpose), except a default max age that views have
+ * outgrown, which is raised.
+ */
 static natsStatus ensure_stream(struct fl_publisher *pub)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
-	natsStatus s = js_GetStreamInfo(&si, pub->js, FL_STREAM_NAME, NULL, &jerr);
-	if (s == NATS_OK) {
-		jsStreamInfo_Destroy(si);
-		return NATS_OK;
-	}
-	if (s != NATS_NOT_FOUND)
-		return s;
 	jsStreamConfig cfg;
 	const char *subjects[] = {FL_SUBJECT_PREFIX ">"};
-	jsStreamConfig_Init(&cfg);
-	cfg.Name = FL_STREAM_NAME;
-	cfg.Subjects = subjects;
-	cfg.SubjectsLen = 1;
-	cfg.Storage = js_FileStorage;
-	s = js_AddStream(&si, pub->js, &cfg, NULL, &jerr);
-	if (s == NATS_OK)
+	int64_t max_age_us = wanted_max_age_us(pub);
+	natsStatus s = js_GetStreamInfo(&si, pub->js, FL_STREAM_NAME, NULL, &jerr);
+
+	stream_config(pub, &cfg, subjects, max_age_us);
+	if (s == NATS_NOT_FOUND) {
+		s = js_AddStream(&si, pub->js, &cfg, NULL, &jerr);
+		if (s == NATS_OK) {
+			char replicas[24], age[24];
+			snprintf(replicas, sizeof(replicas), "%" PRId64, cfg.Replicas);
+			snprintf(age, sizeof(age), "%" PRId64 "s", max_age_us / 1000000);
+			fl_slog(FL_SLOG_INFO, "NATS stream created", "stream", FL_STREAM_NAME,
+				"replicas", replicas, "max_age", age, NULL);
+			pub->stream_max_age_us = max_age_us;
+			pub->stream_checked = true;
+		} else {
+			char code[16];
+			snprintf(code, sizeof(code), "%d", (int)jerr);
+			warn_publish(pub, "cannot create the NATS stream", s, code);
+		}
 		jsStreamInfo_Destroy(si);
-	return s;
+		return s;
+	}
+	if (s != NATS_OK) {
+		warn_publish(pub, "cannot look up the NATS stream", s, NULL);
+		return s;
+	}
+	jsStreamConfig *have = si->Config;
+	bool age_differs = have->MaxAge != cfg.MaxAge;
+	if (have->Replicas != cfg.Replicas && !pub->stream_checked)
+		warn_setting("replicas", have->Replicas, cfg.Replicas, "");
+	if (have->Duplicates != cfg.Duplicates && !pub->stream_checked)
+		warn_setting("duplicate_window", have->Duplicates / 1000000000,
+			     cfg.Duplicates / 1000000000, "s");
+	if (age_differs && pub->config.max_age_us == 0 && have->MaxAge != 0 &&
+	    have->MaxAge < cfg.MaxAge) {
+		/* A view with a longer retention came: keep its events as long. */
+		jsStreamConfig up = *have;
+		jsStreamInfo *si2 = NULL;
+		up.MaxAge = cfg.MaxAge;
+		s = js_UpdateStream(&si2, pub->js, &up, NULL, &jerr);
+		jsStreamInfo_Destroy(si2);
+		if (s == NATS_OK) {
+			char age[24];
+			snprintf(age, sizeof(age), "%" PRId64 "s", max_age_us / 1000000);
+			fl_slog(FL_SLOG_INFO, "NATS stream max age raised to the longest retention",
+				"stream", FL_STREAM_NAME, "max_age", age, NULL);
+		} else {
+			warn_publish(pub, "cannot raise the NATS stream's max age", s, NULL);
+			s = NATS_OK; /* publishing still works */
+		}
+	} else if (age_differs && (!pub->stream_checked || pub->stream_max_age_us != max_age_us)) {
+		warn_setting("max_age", have->MaxAge / 1000000000, cfg.MaxAge / 1000000000, "s");
+	}
+	pub->stream_max_age_us = max_age_us;
+	pub->stream_checked = true;
+	jsStreamInfo_Destroy(si);
+	return NATS_OK;
 }
 
 static void disconnect(struct fl_publisher *pub)
@@ -119,37 +231,35 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 {
 	natsOptions *opts = NULL;
 	jsOptions jo;
-	natsStatus s = natsOptions_Create(&opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, pub->url);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(opts, -1);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(opts, RETRY_MS);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(opts, on_reconnected, pub);
-	if (s == NATS_OK)
-		s = fl_nats_tls_apply(opts, &pub->tls, pub->url);
-	if (s == NATS_OK)
+	/* Every server of the list, for this connection and its reconnects. */
+	natsStatus s = fl_nats_options_create(&pub->config.nats, &pub->watch, RETRY_MS, &opts);
+	if (s == NATS_OK) {
 		s = natsConnection_Connect(&pub->nc, opts);
+		if (s == NATS_OK)
+			fl_nats_watch_connected(&pub->watch, pub->nc);
+	}
 	natsOptions_Destroy(opts);
-	if (s != NATS_OK)
+	if (s == NATS_NOT_YET_CONNECTED) {
+		/* The connection comes up in the background; the run loop waits
+		 * for it and then sets up the stream. */
+		warn_publish(pub, "no NATS server answers yet; retrying", s, pub->config.nats.urls);
+		s = NATS_OK;
+	} else if (s != NATS_OK) {
+		warn_publish(pub, "cannot connect to NATS", s, pub->config.nats.urls);
+		natsConnection_Destroy(pub->nc);
+		pub->nc = NULL;
 		return s;
+	}
 	jsOptions_Init(&jo);
 	jo.PublishAsync.ErrHandler = on_ack_error;
 	jo.PublishAsync.ErrHandlerClosure = pub;
 	jo.PublishAsync.MaxPending = 2 * CHUNK;
 	s = natsConnection_JetStream(&pub->js, pub->nc, &jo);
-	if (s == NATS_OK)
-		s = ensure_stream(pub);
 	if (s != NATS_OK) {
 		disconnect(pub);
 		return s;
 	}
-	atomic_store(&pub->need_stream, false);
-	atomic_store(&pub->connected, true);
+	atomic_store(&pub->need_stream, true);
 	return NATS_OK;
 }
 
@@ -235,6 +345,13 @@ static void *run(void *opaque)
 			wait_ms(pub, RETRY_MS / 5);
 			continue;
 		}
+		if (fl_time_mono_us() >= pub->next_views_check_us) {
+			/* A view with a longer retention may have come. */
+			pub->next_views_check_us = fl_time_mono_us() + 5000000;
+			if (pub->config.max_age_us == 0 &&
+			    wanted_max_age_us(pub) != pub->stream_max_age_us)
+				atomic_store(&pub->need_stream, true);
+		}
 		if (atomic_load(&pub->need_stream)) {
 			if (ensure_stream(pub) != NATS_OK) {
 				wait_ms(pub, RETRY_MS);
@@ -249,7 +366,12 @@ static void *run(void *opaque)
 			continue;
 		}
 		uint64_t last = size - published > CHUNK ? published + CHUNK : size;
-		if (publish_chunk(pub, published + 1, last) != NATS_OK) {
+		natsStatus ps = publish_chunk(pub, published + 1, last);
+		if (ps != NATS_OK) {
+			char range[48];
+			snprintf(range, sizeof(range), "seqs %" PRIu64 "-%" PRIu64, published + 1, last);
+			warn_publish(pub, "NATS publish or acknowledgement failed; resending", ps,
+				     range);
 			/*
 			 * Resend the chunk on a fresh connection: acknowledgements
 			 * lost across a reconnect never arrive on the old context.
@@ -260,39 +382,45 @@ static void *run(void *opaque)
 			continue;
 		}
 		atomic_store(&pub->published, last);
-		fl_log_counter_set(pub->log, CURSOR_NAME, last);
+		enum fl_status cst = fl_log_counter_set(pub->log, CURSOR_NAME, last);
+		if (cst != FL_OK) {
+			/* The cursor stays behind: after a restart these events go
+			 * out again and the stream drops them by message id. */
+			fl_slog(FL_SLOG_ERROR, "cannot store the publish cursor", "component",
+				"publisher", "status", fl_status_str(cst), NULL);
+		}
 	}
 	if (pub->nc)
 		disconnect(pub);
 	return NULL;
 }
 
-enum fl_status fl_publisher_create(const char *url, const struct fl_nats_tls *tls,
-				   struct fl_log *log, struct fl_publisher **ret_publisher)
+enum fl_status fl_publisher_create(const struct fl_publisher_config *config,
+				   struct fl_publisher **ret_publisher)
 {
 	struct fl_publisher *pub;
 	uint64_t published = 0;
 	enum fl_status st;
 
-	if (!url || !log || !ret_publisher)
+	if (!config || !config->nats.urls || !config->log || !ret_publisher)
 		return FL_ERR_INVALID;
-	st = fl_log_counter_get(log, CURSOR_NAME, &published);
+	st = fl_log_counter_get(config->log, CURSOR_NAME, &published);
 	if (st != FL_OK)
 		return st;
 	pub = calloc(1, sizeof(*pub));
 	if (!pub)
 		return FL_ERR_NOMEM;
-	pub->url = strdup(url);
-	pub->log = log;
-	if (tls)
-		pub->tls = *tls; /* the strings are the configuration's, alive as long */
+	pub->config = *config; /* the strings are the configuration's, alive as long */
+	pub->log = config->log;
+	pub->watch.who = "publisher";
+	pub->watch.on_connected = on_reconnected;
+	pub->watch.ctx = pub;
 	atomic_store(&pub->published, published);
 	pthread_mutex_init(&pub->lock, NULL);
 	pthread_cond_init(&pub->wake, NULL);
-	if (!pub->url || pthread_create(&pub->thread, NULL, run, pub) != 0) {
+	if (pthread_create(&pub->thread, NULL, run, pub) != 0) {
 		pthread_cond_destroy(&pub->wake);
 		pthread_mutex_destroy(&pub->lock);
-		free(pub->url);
 		free(pub);
 		return FL_ERR_NOMEM;
 	}
@@ -330,6 +458,5 @@ void fl_publisher_destroy(struct fl_publisher *pub, int drain_ms)
 	pthread_join(pub->thread, NULL);
 	pthread_cond_destroy(&pub->wake);
 	pthread_mutex_destroy(&pub->lock);
-	free(pub->url);
 	free(pub);
 }

@@ -15,21 +15,33 @@
 #include <stdint.h>
 
 #include "eventlog/eventlog.h"
-#include "fledger/natstls.h"
+#include "fledger/natsconn.h"
 #include "fledger/status.h"
+#include "fledger/view.h"
 
 #define FL_STREAM_NAME "FLEDGER_EVENTS"
 #define FL_SUBJECT_PREFIX "fledger.events."
 
 struct fl_publisher;
 
+/* How command-svc sets up the stream (checked when it exists already). */
+struct fl_publisher_config {
+	struct fl_nats_settings nats; /* servers, credentials, TLS (strings outlive it) */
+	struct fl_log *log;	       /* borrowed, must outlive the publisher */
+	/* Views whose longest retention is the stream's default max age;
+	 * borrowed, may be NULL. */
+	struct fl_view_registry *registry;
+	int64_t replicas;	       /* 1 (default) .. 5 */
+	int64_t max_age_us;	       /* 0: the longest view retention (at least 30d) */
+	int64_t duplicate_window_us;   /* 0: 2 minutes */
+};
+
 /*
- * Starts publishing log (borrowed, must outlive the publisher) to the NATS
- * server at url, with TLS when tls (copied; may be NULL) or the URL ask for
- * it. Returns at once: connecting is the thread's work.
+ * Starts publishing the log to the NATS servers of config. Returns at once:
+ * connecting, creating or checking the stream is the thread's work.
  */
-enum fl_status fl_publisher_create(const char *url, const struct fl_nats_tls *tls,
-				   struct fl_log *log, struct fl_publisher **ret_publisher);
+enum fl_status fl_publisher_create(const struct fl_publisher_config *config,
+				   struct fl_publisher **ret_publisher);
 
 /* Wakes the thread: new events were committed. */
 void fl_publisher_notify(struct fl_publisher *publisher);

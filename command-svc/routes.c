@@ -53,6 +53,7 @@ static enum fl_http_disposition get_metrics(struct fl_command *cmd, struct fl_ht
 	size_t len;
 	fl_gauge_set(cmd->publish_lag, (double)fl_publisher_backlog(cmd->publisher));
 	fl_gauge_set(cmd->tree_size, (double)fl_log_size(cmd->log));
+	fl_gauge_set(cmd->nats_connected, fl_publisher_connected(cmd->publisher) ? 1 : 0);
 	if (fl_metrics_render(cmd->metrics, &text, &len) != FL_OK)
 		return internal(req, FL_ERR_NOMEM);
 	fl_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);

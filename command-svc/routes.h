@@ -23,6 +23,7 @@ struct fl_command {
 	struct fl_counter *http_requests; /* {route, code} */
 	struct fl_gauge *publish_lag;
 	struct fl_gauge *tree_size;
+	struct fl_gauge *nats_connected;
 };
 
 enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *req);

@@ -28,11 +28,8 @@ static const struct fl_config_option options[] = {
     {"data-dir", "FLEDGER_DATA_DIR", "./data/query",
      "directory of the replica log and the read models", false},
     {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222",
-     "NATS server to consume from (empty: poll command-svc only)", false},
-    {"nats-ca", "FLEDGER_NATS_CA", NULL, "PEM CA of the NATS server: TLS to NATS", false},
-    {"nats-cert", "FLEDGER_NATS_CERT", NULL, "PEM client certificate for NATS (with --nats-key)",
-     false},
-    {"nats-key", "FLEDGER_NATS_KEY", NULL, "PEM private key of --nats-cert", false},
+     "NATS servers to consume from, comma-separated (empty: poll command-svc only)", false},
+    FL_NATS_OPTIONS,
     {"signing-key", "FLEDGER_SIGNING_KEY", NULL,
      "query-svc's own Ed25519 private key (PEM), for the read audit", false},
     {"tokens", "FLEDGER_TOKENS", NULL, "tokens file: principals, roles, token hashes", false},
@@ -146,6 +143,10 @@ int main(int argc, char **argv)
 		fatal("--command-cert and --command-key go together: give both", NULL);
 	if (fl_httpc_set_client_cert(command_cert, command_key, why, sizeof(why)) != FL_OK)
 		fatal("cannot use --command-cert/--command-key", why);
+	struct fl_nats_settings nats_settings;
+	fl_nats_settings_from_config(config, &nats_settings);
+	if (fl_nats_settings_check(&nats_settings, why, sizeof(why)) != FL_OK)
+		fatal("bad NATS settings", why);
 
 	/* The replica log and the read models, side by side in --data-dir. */
 	const char *data_dir = fl_config_get(config, "data-dir");
@@ -209,6 +210,9 @@ int main(int argc, char **argv)
 	    fl_metrics_gauge(query.metrics, "fledger_waiting_reads",
 			     "Reads waiting for their min_seq to be applied", NULL,
 			     &query.waiting_reads) != FL_OK ||
+	    fl_metrics_gauge(query.metrics, "fledger_nats_connected",
+			     "1 while consuming NATS (connected, subscribed, consumer answering)",
+			     NULL, &query.nats_connected) != FL_OK ||
 	    fl_metrics_counter(query.metrics, "fledger_http_requests_total",
 			       "HTTP requests by route and status code", http_labels,
 			       &query.http_requests) != FL_OK)
@@ -229,12 +233,7 @@ int main(int argc, char **argv)
 
 	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
 		fatal("out of memory", NULL);
-	const char *nats_url = fl_config_get(config, "nats");
 	struct fl_sync_config sync_config = {
-	    .nats_url = nats_url && nats_url[0] ? nats_url : NULL,
-	    .nats_tls = {.ca_file = fl_config_get(config, "nats-ca"),
-			 .cert_file = fl_config_get(config, "nats-cert"),
-			 .key_file = fl_config_get(config, "nats-key")},
 	    .consumer = fl_config_get(config, "consumer"),
 	    .command_url = fl_config_get(config, "command-url"),
 	    .command_token = command_token,
@@ -245,6 +244,7 @@ int main(int argc, char **argv)
 	    .on_applied_ctx = &query,
 	    .lag = projection_lag,
 	};
+	sync_config.nats = nats_settings;
 	struct fl_sync *sync;
 	if ((st = fl_sync_create(&sync_config, &sync)) != FL_OK)
 		fatal("cannot start the sync", fl_status_str(st));
@@ -271,7 +271,7 @@ int main(int argc, char **argv)
 		 (unsigned long long)fl_log_size(query.replica));
 	fl_slog(FL_SLOG_INFO, "query-svc listening", "listen", http.listen, "port", port,
 		"applied_seq", applied, "replica_size", replica_size, "command_url",
-		sync_config.command_url, "nats", sync_config.nats_url, "consumer",
+		sync_config.command_url, "nats", sync_config.nats.urls, "consumer",
 		sync_config.consumer, "key_id", fl_signer_key_id(signer), "tls",
 		http.tls_cert_file ? "on" : "off", NULL);
 

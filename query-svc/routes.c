@@ -1888,11 +1888,14 @@ static void get_readyz(struct fl_query *q, struct fl_http_request *req)
 			 st.checkpoint_size - st.applied_seq, lag_ms);
 	bool ready = reason[0] == '\0';
 
+	/* source: where news comes from — "nats" (consuming the stream) or
+	 * "polling" (GET /v1/log on command-svc, with NATS away or off). */
 	json_t *body = json_pack(
-	    "{s:s,s:I,s:I,s:I,s:I,s:b,s:b}", "status", ready ? "ready" : "not_ready", "applied_seq",
-	    (json_int_t)st.applied_seq, "replica_size", (json_int_t)st.replica_size,
+	    "{s:s,s:I,s:I,s:I,s:I,s:b,s:s,s:b}", "status", ready ? "ready" : "not_ready",
+	    "applied_seq", (json_int_t)st.applied_seq, "replica_size", (json_int_t)st.replica_size,
 	    "checkpoint_size", (json_int_t)st.checkpoint_size, "lag_ms", (json_int_t)lag_ms,
-	    "nats_connected", st.nats_connected, "command_reachable", st.command_reachable);
+	    "nats_connected", st.nats_connected, "source", st.nats_connected ? "nats" : "polling",
+	    "command_reachable", st.command_reachable);
 	if (!ready) {
 		if (body)
 			json_object_set_new(
@@ -1907,7 +1910,11 @@ static void get_metrics(struct fl_query *q, struct fl_http_request *req)
 {
 	char *text;
 	size_t len;
+	struct fl_sync_status st = {0};
+	if (q->sync)
+		fl_sync_status(q->sync, &st);
 	fl_gauge_set(q->applied_seq, (double)fl_projection_applied_seq(q->projection));
+	fl_gauge_set(q->nats_connected, st.nats_connected ? 1 : 0);
 	if (fl_metrics_render(q->metrics, &text, &len) != FL_OK) {
 		fl_http_respond_error(req, 500, "internal_error", "out of memory", NULL);
 		return;

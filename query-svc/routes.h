@@ -39,6 +39,7 @@ struct fl_query {
 	struct fl_histogram *read_latency;
 	struct fl_gauge *applied_seq;
 	struct fl_gauge *waiting_reads;
+	struct fl_gauge *nats_connected; /* 1 while consuming NATS (consumer alive) */
 	struct fl_query_state *state; /* made by fl_query_init */
 };
 

@@ -124,8 +124,11 @@ static const char *const warning_msg[N_WARNINGS] = {
 };
 
 struct fl_sync {
-	char *nats_url, *consumer, *command_url, *command_token;
-	struct fl_nats_tls nats_tls; /* strings owned by the caller's configuration */
+	char *consumer, *command_url, *command_token;
+	const char *nats_url;	     /* NULL: no NATS; the list, for logs */
+	struct fl_nats_settings nats; /* strings owned by the caller's configuration */
+	struct fl_nats_watch nats_watch;
+	int64_t next_consumer_check_us;
 	struct fl_log *replica;
 	struct fl_projection *projection;
 	int poll_ms;
@@ -494,6 +497,9 @@ static void on_nats_connected(natsConnection *nc, void *closure)
 	atomic_store(&sync->nats_reconnected, true);
 }
 
+/* How often a live subscription's consumer is checked on the server. */
+#define CONSUMER_CHECK_MS 5000
+
 static void nats_teardown(struct fl_sync *sync)
 {
 	if (!sync->nc)
@@ -514,25 +520,14 @@ static void nats_teardown(struct fl_sync *sync)
 static void nats_connect(struct fl_sync *sync)
 {
 	natsOptions *opts = NULL;
-	natsStatus s = natsOptions_Create(&opts);
+	/* Every server of the list, for this connection and its reconnects;
+	 * it connects in the background when none answers yet. */
+	natsStatus s = fl_nats_options_create(&sync->nats, &sync->nats_watch, 250, &opts);
 
-	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, sync->nats_url);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(opts, -1);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(opts, 250);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(opts, on_nats_connected, sync);
-	if (s == NATS_OK)
-		s = fl_nats_tls_apply(opts, &sync->nats_tls, sync->nats_url);
-	/* Connect in the background when the server is not there yet. */
-	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_nats_connected, sync);
 	if (s == NATS_OK) {
 		s = natsConnection_Connect(&sync->nc, opts);
+		if (s == NATS_OK)
+			fl_nats_watch_connected(&sync->nats_watch, sync->nc);
 		if (s == NATS_NOT_YET_CONNECTED)
 			s = NATS_OK;
 	}
@@ -592,16 +587,25 @@ static void nats_maintain(struct fl_sync *sync)
 	if (!sync->nc)
 		return;
 	bool connected = natsConnection_Status(sync->nc) == NATS_CONN_STATUS_CONNECTED;
-	if (connected && sync->sub && atomic_exchange(&sync->nats_reconnected, false)) {
-		/* A server that came back without its state has lost the durable
-		 * consumer; the subscription would then wait for nothing. */
+	bool reconnected = atomic_exchange(&sync->nats_reconnected, false);
+	if (connected && sync->sub && (reconnected || now >= sync->next_consumer_check_us)) {
+		/* Is the consumer still delivering? A server that came back without
+		 * its state has lost the durable consumer, and a consumer whose
+		 * server died answers nothing: either way the subscription would
+		 * wait for nothing while we reported consuming. */
 		jsConsumerInfo *ci = NULL;
 		jsErrCode jerr = 0;
-		natsStatus s = natsSubscription_GetConsumerInfo(&ci, sync->sub, NULL, &jerr);
+		jsOptions jo;
+		jsOptions_Init(&jo);
+		jo.Wait = 2000;
+		sync->next_consumer_check_us = now + CONSUMER_CHECK_MS * 1000LL;
+		natsStatus s = natsSubscription_GetConsumerInfo(&ci, sync->sub, &jo, &jerr);
 		jsConsumerInfo_Destroy(ci);
-		if (s == NATS_NOT_FOUND) {
-			fl_slog(FL_SLOG_WARN, "the NATS consumer is gone; subscribing again",
-				"consumer", sync->consumer, NULL);
+		if (s != NATS_OK) {
+			fl_slog(FL_SLOG_WARN,
+				s == NATS_NOT_FOUND ? "the NATS consumer is gone; subscribing again"
+						    : "the NATS consumer does not answer; subscribing again",
+				"consumer", sync->consumer, "error", natsStatus_GetText(s), NULL);
 			nats_teardown(sync);
 			sync->next_connect_us = 0;
 			return;
@@ -1324,7 +1328,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	    !config->command_url ||
 	    (strncmp(config->command_url, "http://", 7) != 0 &&
 	     strncmp(config->command_url, "https://", 8) != 0) ||
-	    (config->nats_url && !consumer_name_ok(config->consumer)))
+	    (config->nats.urls && config->nats.urls[0] && !consumer_name_ok(config->consumer)))
 		return FL_ERR_INVALID;
 	sync = calloc(1, sizeof(*sync));
 	if (!sync)
@@ -1335,8 +1339,11 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->on_applied = config->on_applied;
 	sync->on_applied_ctx = config->on_applied_ctx;
 	sync->lag = config->lag;
-	sync->nats_url = config->nats_url ? strdup(config->nats_url) : NULL;
-	sync->nats_tls = config->nats_tls;
+	sync->nats = config->nats;
+	sync->nats_url = config->nats.urls && config->nats.urls[0] ? config->nats.urls : NULL;
+	sync->nats_watch.who = "consumer";
+	sync->nats_watch.on_connected = on_nats_connected;
+	sync->nats_watch.ctx = sync;
 	sync->consumer = config->consumer ? strdup(config->consumer) : NULL;
 	sync->command_url = strdup(config->command_url);
 	sync->command_token = config->command_token ? strdup(config->command_token) : NULL;
@@ -1346,7 +1353,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	pthread_mutex_init(&sync->warn_lock, NULL);
 	pthread_cond_init(&sync->wake, NULL);
 	pthread_cond_init(&sync->apply_wake, NULL);
-	if ((config->nats_url && !sync->nats_url) || (config->consumer && !sync->consumer) ||
+	if ((config->consumer && !sync->consumer) ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {
 		st = FL_ERR_NOMEM;
@@ -1391,7 +1398,6 @@ fail:
 	free(sync->command_token);
 	free(sync->command_url);
 	free(sync->consumer);
-	free(sync->nats_url);
 	free(sync);
 	return st;
 }
@@ -1437,6 +1443,5 @@ void fl_sync_destroy(struct fl_sync *sync)
 	free(sync->command_token);
 	free(sync->command_url);
 	free(sync->consumer);
-	free(sync->nats_url);
 	free(sync);
 }

@@ -24,15 +24,16 @@
 
 #include "eventlog/eventlog.h"
 #include "fledger/metrics.h"
-#include "fledger/natstls.h"
+#include "fledger/natsconn.h"
 #include "fledger/status.h"
 #include "projection.h"
 
 struct fl_sync;
 
 struct fl_sync_config {
-	const char *nats_url;       /* NULL: no NATS, poll command-svc only */
-	struct fl_nats_tls nats_tls; /* TLS to NATS (strings must outlive the sync) */
+	/* NATS servers, credentials, TLS (strings must outlive the sync);
+	 * urls NULL or "": no NATS, poll command-svc only. */
+	struct fl_nats_settings nats;
 	const char *consumer;       /* durable consumer name */
 	const char *command_url;    /* "http://127.0.0.1:8080" */
 	const char *command_token;  /* bearer token with role replicator (may be NULL) */
@@ -50,7 +51,7 @@ struct fl_sync_status {
 	uint64_t applied_seq;       /* projection */
 	uint64_t replica_size;      /* verified events held */
 	uint64_t checkpoint_size;   /* newest command-svc checkpoint seen */
-	bool nats_connected;
+	bool nats_connected;        /* consuming: connected, subscribed, consumer alive */
 	bool command_reachable;     /* the last call to command-svc succeeded */
 	bool halted;                /* verification failed: applying stopped */
 	char reason[200];           /* why halted, for /readyz and logs */
