@@ -18,7 +18,8 @@
 #include "fledger/util.h"
 
 #define CHUNK 1000
-#define ACK_WAIT_MS 5000
+#define ACK_WAIT_MS 3000 /* then resend: a stream leader may have changed */
+#define JS_API_WAIT_MS 2000
 #define RETRY_MS 250
 #define CURSOR_NAME "published_seq"
 
@@ -251,6 +252,9 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 		return s;
 	}
 	jsOptions_Init(&jo);
+	/* Short API waits: while a cluster elects a stream leader, requests
+	 * go unanswered, and the next try should come soon after. */
+	jo.Wait = JS_API_WAIT_MS;
 	jo.PublishAsync.ErrHandler = on_ack_error;
 	jo.PublishAsync.ErrHandlerClosure = pub;
 	jo.PublishAsync.MaxPending = 2 * CHUNK;
@@ -295,11 +299,20 @@ static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64
 		free(line);
 	}
 	fl_log_reader_end(reader);
-	if (s == NATS_OK) {
+	/* Wait for the acknowledgements in short steps: when the connection
+	 * moved to another server meanwhile, those in flight are lost, and the
+	 * chunk is resent at once rather than after the whole wait. */
+	int64_t deadline_us = fl_time_mono_us() + ACK_WAIT_MS * 1000LL;
+	while (s == NATS_OK) {
 		jsPubOptions po;
 		jsPubOptions_Init(&po);
-		po.MaxWait = ACK_WAIT_MS;
+		po.MaxWait = 100;
 		s = js_PublishAsyncComplete(pub->js, &po);
+		if (s != NATS_TIMEOUT)
+			break;
+		if (atomic_load(&pub->need_stream) || fl_time_mono_us() >= deadline_us)
+			break; /* reconnected, or no answer in time */
+		s = NATS_OK;
 	}
 	if (s == NATS_OK && atomic_load(&pub->ack_failed))
 		s = NATS_ERR;

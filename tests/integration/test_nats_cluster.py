@@ -123,13 +123,20 @@ class Cluster:
                 continue
             try:
                 with harness.NatsClient("127.0.0.1", n.port, timeout=2) as c:
-                    info = c.stream_info()
+                    info = c.stream_info() or {}
                     leader = info.get("cluster", {}).get("leader")
                     if leader:
                         return leader, info
             except (OSError, harness.NatsError, ValueError):
                 pass
         return None, None
+
+    def step_down(self, node):
+        """Asks the stream leader on node to step down; waits for another."""
+        with harness.NatsClient("127.0.0.1", node.port, timeout=5) as c:
+            c.js_api("STREAM.LEADER.STEPDOWN.FLEDGER_EVENTS")
+        harness.poll(lambda: (self.stream_leader()[0] or node.name) != node.name, timeout=20,
+                     interval=0.2)
 
     def kill_all(self):
         for n in self.nodes:
@@ -306,6 +313,10 @@ def run_faults(env, cluster, replicas, report=None, single_node_drains=True):
     with BacklogMonitor(env.command) as mon:
         url = harness.poll(lambda: publisher_server(env), timeout=10)
         victim = next(n for n in cluster.nodes if node_url(n) == url)
+        leader, _ = cluster.stream_leader()
+        if replicas > 1 and leader == victim.name:
+            # Keep the two faults apart: move the stream leader elsewhere.
+            cluster.step_down(victim)
         victim.kill()
         drained_while_down = None
         if single_node_drains:
@@ -420,6 +431,9 @@ class ClusterTest(unittest.TestCase):
             m = harness.parse_metrics(env.command.http().get("/metrics").body.decode())
             self.assertEqual(harness.metric_value(m, "fledger_nats_connected"), 1.0)
         finally:
+            if os.environ.get("FLEDGER_KEEP_LOGS"):
+                import shutil
+                shutil.copy(env.command.stderr_path, os.environ["FLEDGER_KEEP_LOGS"])
             env.close(check=False)
             cluster.kill_all()
         reports = [l for s in [env.command] + env.queries for l in s.sanitizer_reports()]
