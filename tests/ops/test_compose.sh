@@ -70,6 +70,25 @@ if grep -E '^\s+- "?[0-9]+:[0-9]+' compose.yaml; then
   fail "a port is published on every interface; publish on 127.0.0.1 (the services speak plain HTTP)"
 fi
 
+echo "== the cluster overlay (compose.cluster.yaml)"
+cluster=(-f compose.yaml -f compose.cluster.yaml --project-directory "$root")
+if ! "${compose[@]}" "${cluster[@]}" config -q; then
+  fail "compose.yaml with compose.cluster.yaml is not a valid Compose file"
+fi
+services=$("${compose[@]}" "${cluster[@]}" config --services | sort | tr '\n' ' ')
+[ "$services" = "command-svc nats nats-2 nats-3 prometheus query-svc " ] ||
+  fail "cluster services are '$services', expected three nats nodes beside the others"
+rendered=$("${compose[@]}" "${cluster[@]}" config)
+for node in nats nats-2 nats-3; do
+  grep -q "nats://$node:6222" <<<"$rendered" || fail "no route to $node"
+done
+grep -qE "FLEDGER_NATS_REPLICAS: ['\"]?3" <<<"$rendered" || fail "the stream is not R3 on the cluster"
+[ "$(grep -c 'FLEDGER_NATS: nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222' <<<"$rendered")" = 2 ] ||
+  fail "command-svc and query-svc do not both get the whole server list"
+for v in nats-2-data nats-3-data; do
+  grep -q "$v:/data" <<<"$rendered" || fail "a node does not keep its store on volume $v"
+done
+
 if command -v promtool >/dev/null 2>&1; then
   promtool check config deploy/prometheus.yml || fail "promtool rejects deploy/prometheus.yml"
 elif in_ci; then
