@@ -39,6 +39,7 @@ static const struct fl_config_option options[] = {
     {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates",
      false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
+    FL_SVC_HTTP_LIMIT_OPTIONS,
     {"max-map-bytes", "FLEDGER_MAX_MAP_BYTES", "0",
      "cap on the LMDB map (0: bounded by the disk only)", false},
     {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
@@ -198,6 +199,7 @@ int main(int argc, char **argv)
 	    .tls_client_ca_file = fl_config_get(config, "tls-client-ca"),
 	    .on_complete = fl_command_on_complete,
 	};
+	fl_svc_http_limits(config, &http);
 	struct fl_http_server *server;
 	if (fl_http_server_create(&http, fl_command_handle, &cmd, error, sizeof(error), &server) !=
 	    FL_OK)

@@ -50,6 +50,9 @@ static const struct fl_config_option options[] = {
     {"tls-key", "FLEDGER_TLS_KEY", NULL, "PEM private key of --tls-cert", false},
     {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
+    FL_SVC_HTTP_LIMIT_OPTIONS,
+    {"max-parked-reads", "FLEDGER_MAX_PARKED_READS", "1024",
+     "reads waiting for their min_seq at most; more get 503", false},
     {"http-threads", "FLEDGER_HTTP_THREADS", "1",
      "HTTP server threads (reads run on them in parallel)", false},
     {"lag-bound-ms", "FLEDGER_LAG_BOUND_MS", "5000",
@@ -110,15 +113,16 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, lag_bound_ms, http_threads;
+	int64_t max_body, lag_bound_ms, http_threads, max_parked;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
 		FL_OK ||
-	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK)
-		fatal("bad --max-body, --lag-bound-ms or --http-threads", NULL);
+	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK ||
+	    fl_config_get_int(config, "max-parked-reads", 1, 1000000, &max_parked) != FL_OK)
+		fatal("bad --max-body, --lag-bound-ms, --http-threads or --max-parked-reads", NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
@@ -228,6 +232,7 @@ int main(int argc, char **argv)
 	query.auth = auth;
 	query.signer = signer;
 	query.lag_bound_ms = lag_bound_ms;
+	query.max_waiting_reads = (size_t)max_parked;
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 
@@ -259,6 +264,7 @@ int main(int argc, char **argv)
 	    .threads = (unsigned)http_threads,
 	    .on_complete = fl_query_on_complete,
 	};
+	fl_svc_http_limits(config, &http);
 	struct fl_http_server *server;
 	if (fl_http_server_create(&http, fl_query_handle, &query, error, sizeof(error), &server) !=
 	    FL_OK)

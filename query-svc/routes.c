@@ -1677,18 +1677,24 @@ void fl_query_on_applied(void *ctx, uint64_t applied_seq)
 	kick(q->state);
 }
 
-/*
- * Parks job until its min_seq is applied or its deadline passes. false when
- * the service is stopping (the job is still the caller's). After true the
- * job may be answered and gone at any moment.
- */
-static bool wait_add(struct fl_query *q, struct read_job *job)
+enum wait_result {
+	WAIT_PARKED,   /* the job may be answered and gone at any moment */
+	WAIT_STOPPING, /* the service is stopping; the job is still the caller's */
+	WAIT_FULL,     /* max_waiting_reads wait already; the job is still the caller's */
+};
+
+/* Parks job until its min_seq is applied or its deadline passes. */
+static enum wait_result wait_add(struct fl_query *q, struct read_job *job)
 {
 	struct fl_query_state *s = q->state;
 	pthread_mutex_lock(&s->lock);
 	if (s->stopping) {
 		pthread_mutex_unlock(&s->lock);
-		return false;
+		return WAIT_STOPPING;
+	}
+	if (q->max_waiting_reads > 0 && s->n_waiting >= q->max_waiting_reads) {
+		pthread_mutex_unlock(&s->lock);
+		return WAIT_FULL;
 	}
 	job->next = s->waiting;
 	s->waiting = job;
@@ -1699,7 +1705,18 @@ static bool wait_add(struct fl_query *q, struct read_job *job)
 	pthread_mutex_unlock(&s->lock);
 	if (q->sync)
 		fl_sync_poke(q->sync);
-	return true;
+	return WAIT_PARKED;
+}
+
+/* Each parked read holds a connection: their number is capped. */
+static enum fl_http_disposition send_too_many_waiting(struct read_job *job)
+{
+	char message[128];
+	snprintf(message, sizeof(message),
+		 "%zu reads already wait for their min_seq; retry later or with wait_ms=0",
+		 job->query->max_waiting_reads);
+	/* send_answer adds Retry-After to every 503. */
+	return send_error(job, 503, "too_many_waiting_reads", message, "min_seq");
 }
 
 static void sample_readiness(struct fl_query *q, struct fl_sync_status *ret_status);
@@ -1950,9 +1967,9 @@ static void get_digest(struct fl_query *q, struct fl_http_request *req,
 /*
  * A GET of a view not known yet with a min_seq not applied yet: the view may
  * be registered by an event up to min_seq, so wait for it and parse again.
- * false (nothing done) when there is nothing to wait for.
+ * WAIT_STOPPING (nothing done) when there is nothing to wait for.
  */
-static bool park_until_view(struct fl_query *q, struct read_job *job, const char *rest)
+static enum wait_result park_until_view(struct fl_query *q, struct read_job *job, const char *rest)
 {
 	struct fl_error err;
 	uint64_t min_seq, wait_ms;
@@ -1960,10 +1977,10 @@ static bool park_until_view(struct fl_query *q, struct read_job *job, const char
 	if (!query_u64(job->req, "min_seq", 0, 0, INT64_MAX, &min_seq, &err) ||
 	    !query_u64(job->req, "wait_ms", WAIT_MS_DEFAULT, 0, WAIT_MS_MAX, &wait_ms, &err) ||
 	    min_seq <= fl_projection_applied_seq(q->projection) || wait_ms == 0)
-		return false;
+		return WAIT_STOPPING;
 	job->retry_rest = strdup(rest);
 	if (!job->retry_rest)
-		return false;
+		return WAIT_STOPPING;
 	set_wait(job, min_seq, wait_ms);
 	return wait_add(q, job);
 }
@@ -2017,9 +2034,13 @@ static enum fl_http_disposition handle_read(struct fl_query *q, struct fl_http_r
 	} else if (ok) {
 		ok = kind == READ_ONE ? parse_one(job, rest, &err) : parse_history(job, rest, &err);
 	}
-	if (!ok && kind == READ_ONE && strcmp(err.code, "view_not_found") == 0 &&
-	    park_until_view(q, job, rest))
-		return FL_HTTP_DEFERRED;
+	if (!ok && kind == READ_ONE && strcmp(err.code, "view_not_found") == 0) {
+		enum wait_result parked = park_until_view(q, job, rest);
+		if (parked == WAIT_PARKED)
+			return FL_HTTP_DEFERRED;
+		if (parked == WAIT_FULL)
+			return send_too_many_waiting(job);
+	}
 	if (!ok)
 		return send_fl_error(job, &err);
 
@@ -2028,9 +2049,15 @@ static enum fl_http_disposition handle_read(struct fl_query *q, struct fl_http_r
 		return execute(job);
 	if (job->deadline_us <= fl_time_mono_us()) /* wait_ms=0 */
 		return send_min_seq_timeout(job, applied);
-	if (!wait_add(q, job))
-		return send_shutting_down(job);
-	return FL_HTTP_DEFERRED;
+	switch (wait_add(q, job)) {
+	case WAIT_PARKED:
+		return FL_HTTP_DEFERRED;
+	case WAIT_STOPPING:
+		break;
+	case WAIT_FULL:
+		return send_too_many_waiting(job);
+	}
+	return send_shutting_down(job);
 }
 
 static bool method_is(struct fl_http_request *req, const char *method)

@@ -34,6 +34,7 @@ struct fl_query {
 	struct fl_log *audit_log;	/* the read audit log (signed with signer) */
 	struct fl_audit *audit;		/* records reads before they are answered */
 	int64_t lag_bound_ms;		/* /readyz: the most the projection may lag */
+	size_t max_waiting_reads;	/* reads parked for min_seq at most; more get 503 */
 	struct fl_metrics *metrics;
 	struct fl_counter *http_requests; /* {route, code} */
 	struct fl_histogram *read_latency;

@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
+#include <linux/tcp.h>
 #include <microhttpd.h>
 
 #include "fledger/util.h"
@@ -63,6 +65,13 @@
 #define DEFAULT_MAX_BODY_BYTES ((size_t)1 << 20)
 #define DEFAULT_GRACE_MS 10000u
 #define DEFAULT_IDLE_TIMEOUT_S 60u
+#define DEFAULT_REQUEST_TIMEOUT_S 10u
+#define DEFAULT_MAX_CONNECTIONS 4096u
+#define DEFAULT_MAX_CONNECTIONS_PER_IP 256u
+/* Open files beyond the connections: listen socket, epoll, LMDB, NATS, logs. */
+#define RESERVED_FILES 64u
+/* How often the request deadlines are checked. */
+#define SWEEP_MS 200u
 #define CONNECTION_MEMORY_BYTES (16u * 1024u)
 #define LISTEN_BACKLOG 1024
 #define INITIAL_BODY_CAP ((size_t)16 << 10)
@@ -106,6 +115,16 @@ struct fl_http_server {
 	size_t suspended;	/* requests in SUSPENDED or RESUMING, listed below */
 	struct fl_http_request *suspended_head;
 	bool abandoning; /* past the grace time: deferring is refused */
+
+	/* Request deadlines: every open connection, and a thread that closes
+	 * those whose request is late (see struct conn). */
+	int64_t request_timeout_us;
+	pthread_mutex_t conns_lock;
+	pthread_cond_t sweeper_wake;
+	struct conn *conns;
+	bool sweeper_quit;
+	bool sweeper_started;
+	pthread_t sweeper;
 };
 
 struct fl_http_request {
@@ -156,10 +175,34 @@ struct snapshot {
 	char *text;
 };
 
-/* Per connection, when client certificates are required. */
-struct tls_state {
-	bool checked;
-	bool ok;
+/*
+ * Per connection (MHD's socket context). libmicrohttpd's idle timeout
+ * restarts with every byte, so a client sending a byte a second would hold
+ * a connection for ever. A request therefore has a deadline: once its first
+ * byte has arrived, head and body must be in within request_timeout.
+ * MHD reports no first byte, so the sweeper notices it from the socket's
+ * received-byte count (TCP_INFO), to SWEEP_MS; the first call of the access
+ * handler, once the head is in, starts the clock too if it has not started.
+ * Connections without a request under way (idle keep-alive, or a request
+ * being handled or answered) have no deadline. A late connection is shut
+ * down; MHD then closes it.
+ */
+enum conn_phase {
+	CONN_IDLE,	/* waiting for a request; received_at_idle bytes so far */
+	CONN_RECEIVING, /* a request is arriving since receiving_since_us */
+	CONN_HANDLING,	/* the request is in: handled, answered, sent */
+	CONN_EXPIRED,	/* shut down by the sweeper */
+};
+
+struct conn {
+	struct conn *prev, *next; /* server->conns, under conns_lock */
+	int fd;
+	enum conn_phase phase; /* under conns_lock */
+	uint64_t received_at_idle;
+	int64_t receiving_since_us;
+	/* Client certificate check, when they are required (MHD's thread). */
+	bool tls_checked;
+	bool tls_ok;
 };
 
 static void set_error(char *error, size_t error_size, const char *format, ...)
@@ -634,15 +677,15 @@ void fl_http_set_user(struct fl_http_request *req, void *user)
 static bool client_certificate_ok(struct MHD_Connection *connection)
 {
 	const union MHD_ConnectionInfo *info;
-	struct tls_state *tls = NULL;
+	struct conn *tls = NULL;
 	unsigned int verify_status = 0;
 	bool ok;
 
 	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 	if (info != NULL)
 		tls = info->socket_context;
-	if (tls != NULL && tls->checked)
-		return tls->ok;
+	if (tls != NULL && tls->tls_checked)
+		return tls->tls_ok;
 	info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	ok = info != NULL && info->tls_session != NULL &&
 	     gnutls_certificate_type_get((gnutls_session_t)info->tls_session) == GNUTLS_CRT_X509 &&
@@ -650,27 +693,175 @@ static bool client_certificate_ok(struct MHD_Connection *connection)
 					      &verify_status) == GNUTLS_E_SUCCESS &&
 	     verify_status == 0;
 	if (tls != NULL) {
-		tls->checked = true;
-		tls->ok = ok;
+		tls->tls_checked = true;
+		tls->tls_ok = ok;
 	}
 	return ok;
 }
 
+/* Bytes the kernel has received on fd; 0 when it cannot tell. */
+static uint64_t bytes_received(int fd)
+{
+	struct tcp_info info;
+	socklen_t len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+	    len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(info.tcpi_bytes_received))
+		return 0;
+	return info.tcpi_bytes_received;
+}
+
+/*
+ * MHD calls this when a connection opens and before it closes its socket,
+ * so a listed conn's fd is open.
+ */
 static void connection_cb(void *cls, struct MHD_Connection *connection, void **socket_context,
 			  enum MHD_ConnectionNotificationCode code)
 {
 	struct fl_http_server *server = cls;
+	struct conn *conn = *socket_context;
 
-	(void)connection;
-	if (!server->require_client_cert)
-		return;
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		/* Without memory the check just runs on every request. */
-		*socket_context = calloc(1, sizeof(struct tls_state));
-	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-		free(*socket_context);
+		const union MHD_ConnectionInfo *info =
+		    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		/* Without memory the connection has no deadline (and the
+		 * client certificate is checked on every request). */
+		conn = calloc(1, sizeof(*conn));
+		if (conn == NULL || info == NULL) {
+			free(conn);
+			return;
+		}
+		conn->fd = info->connect_fd;
+		conn->phase = CONN_IDLE;
+		conn->received_at_idle = 0;
+		pthread_mutex_lock(&server->conns_lock);
+		conn->next = server->conns;
+		if (conn->next != NULL)
+			conn->next->prev = conn;
+		server->conns = conn;
+		pthread_mutex_unlock(&server->conns_lock);
+		*socket_context = conn;
+	} else if (code == MHD_CONNECTION_NOTIFY_CLOSED && conn != NULL) {
+		pthread_mutex_lock(&server->conns_lock);
+		if (conn->prev != NULL)
+			conn->prev->next = conn->next;
+		else
+			server->conns = conn->next;
+		if (conn->next != NULL)
+			conn->next->prev = conn->prev;
+		pthread_mutex_unlock(&server->conns_lock);
+		free(conn);
 		*socket_context = NULL;
 	}
+}
+
+static struct conn *conn_of(struct MHD_Connection *connection)
+{
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return info != NULL ? info->socket_context : NULL;
+}
+
+/* Moves the connection of req to phase (MHD's thread). */
+static void conn_enter(struct fl_http_server *server, struct MHD_Connection *connection,
+		       enum conn_phase phase)
+{
+	struct conn *conn = conn_of(connection);
+
+	if (conn == NULL)
+		return;
+	pthread_mutex_lock(&server->conns_lock);
+	if (conn->phase == CONN_EXPIRED) {
+		/* Already shut down: MHD closes it. */
+	} else if (phase == CONN_RECEIVING) {
+		if (conn->phase == CONN_IDLE) {
+			conn->phase = CONN_RECEIVING;
+			conn->receiving_since_us = fl_time_mono_us();
+		}
+	} else {
+		conn->phase = phase;
+		if (phase == CONN_IDLE)
+			conn->received_at_idle = bytes_received(conn->fd);
+	}
+	pthread_mutex_unlock(&server->conns_lock);
+}
+
+/* Closes connections whose request is late; see struct conn. */
+static void *sweeper_main(void *arg)
+{
+	struct fl_http_server *server = arg;
+
+	pthread_mutex_lock(&server->conns_lock);
+	while (!server->sweeper_quit) {
+		struct timespec until = deadline_after_ms(SWEEP_MS);
+		int64_t now = fl_time_mono_us();
+
+		for (struct conn *conn = server->conns; conn != NULL; conn = conn->next) {
+			if (conn->phase == CONN_IDLE &&
+			    bytes_received(conn->fd) != conn->received_at_idle) {
+				conn->phase = CONN_RECEIVING;
+				conn->receiving_since_us = now;
+			} else if (conn->phase == CONN_RECEIVING &&
+				   now - conn->receiving_since_us > server->request_timeout_us) {
+				conn->phase = CONN_EXPIRED;
+				shutdown(conn->fd, SHUT_RDWR);
+			}
+		}
+		pthread_cond_timedwait(&server->sweeper_wake, &server->conns_lock, &until);
+	}
+	pthread_mutex_unlock(&server->conns_lock);
+	return NULL;
+}
+
+struct framing {
+	unsigned content_lengths;
+	unsigned transfer_encodings;
+	const char *transfer_encoding;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct framing *framing = cls;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		framing->content_lengths++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		framing->transfer_encodings++;
+		framing->transfer_encoding = value;
+	}
+	return MHD_YES;
+}
+
+/*
+ * How long the body is must be said once: libmicrohttpd takes the first of
+ * two Content-Lengths and lets Transfer-Encoding override Content-Length,
+ * where a proxy in front may do otherwise (request smuggling). NULL when
+ * the framing is sound, else the message of a 400.
+ */
+static const char *framing_problem(struct MHD_Connection *connection, bool *ret_not_implemented)
+{
+	struct framing framing = {0};
+
+	*ret_not_implemented = false;
+	MHD_get_connection_values(connection, MHD_HEADER_KIND, count_framing, &framing);
+	if (framing.content_lengths > 1)
+		return "Content-Length is given more than once";
+	if (framing.transfer_encodings > 1)
+		return "Transfer-Encoding is given more than once";
+	if (framing.transfer_encodings == 1 && framing.content_lengths == 1)
+		return "Content-Length and Transfer-Encoding are both given";
+	if (framing.transfer_encodings == 1 &&
+	    strcasecmp(framing.transfer_encoding != NULL ? framing.transfer_encoding : "",
+		       "chunked") != 0) {
+		*ret_not_implemented = true;
+		return "the only Transfer-Encoding accepted is chunked";
+	}
+	return NULL;
 }
 
 /* The first call for a request: set-up and early refusals. */
@@ -679,7 +870,8 @@ static enum MHD_Result start_request(struct fl_http_server *server,
 				     const char *method, void **con_cls)
 {
 	struct fl_http_request *req = request_new(server, connection, url, method);
-	const char *content_length;
+	const char *content_length, *framing;
+	bool not_implemented;
 
 	if (req == NULL)
 		return MHD_NO;
@@ -694,6 +886,12 @@ static enum MHD_Result start_request(struct fl_http_server *server,
 	if (server->require_client_cert && !client_certificate_ok(connection))
 		return refuse(req, MHD_HTTP_FORBIDDEN, "client_certificate_required",
 			      "this server requires a client certificate signed by its CA");
+	conn_enter(server, connection, CONN_RECEIVING);
+	framing = framing_problem(connection, &not_implemented);
+	if (framing != NULL && not_implemented)
+		return refuse(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented", framing);
+	if (framing != NULL)
+		return refuse(req, MHD_HTTP_BAD_REQUEST, "bad_request", framing);
 
 	content_length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
 	if (content_length != NULL) {
@@ -746,6 +944,50 @@ static bool append_body(struct fl_http_request *req, const char *data, size_t si
 	req->body_len += size;
 	req->body[req->body_len] = '\0';
 	return true;
+}
+
+/*
+ * A body without Content-Length (chunked) has just passed the limit.
+ * libmicrohttpd 0.9.75 accepts an answer only before the body or after all
+ * of it, and this body may never end: rather than read it to the end, the
+ * 413 is written to the socket here, where nothing else is being written
+ * (MHD writes nothing while it reads a body), and returning MHD_NO makes
+ * MHD close the connection. Over TLS the bytes would have to go through
+ * the TLS session, so the connection is just closed.
+ */
+static enum MHD_Result refuse_mid_body(struct fl_http_request *req)
+{
+	struct fl_http_server *server = req->server;
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+	char head[192], message[96];
+	json_t *body;
+	char *text = NULL;
+	int head_len;
+
+	if (server->tls_cert != NULL || info == NULL)
+		return MHD_NO;
+	snprintf(message, sizeof(message), "the body is larger than %zu bytes",
+		 server->max_body_bytes);
+	body = json_pack("{s:{s:s, s:s}}", "error", "code", "body_too_large", "message", message);
+	if (body != NULL)
+		text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (text == NULL)
+		return MHD_NO;
+	head_len = snprintf(head, sizeof(head),
+			    "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+			    strlen(text));
+	if (send(info->connect_fd, head, (size_t)head_len, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+		head_len &&
+	    send(info->connect_fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+		(ssize_t)strlen(text))
+		req->sent_status = 413;
+	/* The client sees the end of the answer, not a reset, while it sends. */
+	shutdown(info->connect_fd, SHUT_WR);
+	free(text);
+	return MHD_NO;
 }
 
 /* Sizes a snapshot (first pass) or fills it (second pass). */
@@ -811,6 +1053,7 @@ static enum MHD_Result run_handler(struct fl_http_server *server, struct fl_http
 	enum fl_http_disposition disposition;
 	bool answered;
 
+	conn_enter(server, req->connection, CONN_HANDLING);
 	pthread_mutex_lock(&req->lock);
 	req->state = REQ_IN_HANDLER;
 	pthread_mutex_unlock(&req->lock);
@@ -886,6 +1129,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
 			if (!append_body(req, upload_data, *upload_data_size))
 				return MHD_NO;
 			*upload_data_size = 0;
+			if (req->body_too_large)
+				return refuse_mid_body(req);
 			return MHD_YES;
 		}
 		if (req->body_too_large) {
@@ -911,8 +1156,8 @@ static void request_completed_cb(void *cls, struct MHD_Connection *connection, v
 	struct fl_http_request *req = *con_cls;
 	bool free_request;
 
-	(void)connection;
 	(void)toe;
+	conn_enter(server, connection, CONN_IDLE);
 	if (req == NULL)
 		return;
 	*con_cls = NULL;
@@ -1029,10 +1274,48 @@ static enum fl_status read_pem(const char *path, const char *what, char *error, 
 	return status == FL_ERR_NOMEM ? FL_ERR_NOMEM : FL_ERR_IO;
 }
 
+/*
+ * Makes room for max_connections open sockets: raises the soft limit on
+ * open files up to the hard limit if need be.
+ */
+static enum fl_status fit_open_files(unsigned max_connections, char *error, size_t error_size)
+{
+	struct rlimit limit;
+	rlim_t needed = (rlim_t)max_connections + RESERVED_FILES;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY ||
+	    limit.rlim_cur >= needed)
+		return FL_OK;
+	if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
+		set_error(error, error_size,
+			  "%u connections need %llu open files, and the hard limit on open files "
+			  "is %llu: allow more (ulimit -Hn) or accept fewer connections",
+			  max_connections, (unsigned long long)needed,
+			  (unsigned long long)limit.rlim_max);
+		return FL_ERR_INVALID;
+	}
+	limit.rlim_cur = needed;
+	if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+		set_error(error, error_size, "cannot raise the limit on open files to %llu: %s",
+			  (unsigned long long)needed, strerror(errno));
+		return FL_ERR_IO;
+	}
+	return FL_OK;
+}
+
 static void server_free(struct fl_http_server *server)
 {
 	if (server == NULL)
 		return;
+	if (server->sweeper_started) {
+		pthread_mutex_lock(&server->conns_lock);
+		server->sweeper_quit = true;
+		pthread_cond_signal(&server->sweeper_wake);
+		pthread_mutex_unlock(&server->conns_lock);
+		pthread_join(server->sweeper, NULL);
+	}
+	pthread_cond_destroy(&server->sweeper_wake);
+	pthread_mutex_destroy(&server->conns_lock);
 	pthread_cond_destroy(&server->changed);
 	pthread_mutex_destroy(&server->lock);
 	free(server->tls_cert);
@@ -1055,7 +1338,7 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	pthread_condattr_t cond_attr;
 	const char *listen_text;
 	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
-	unsigned int idle_timeout_s;
+	unsigned int idle_timeout_s, max_connections, max_per_ip;
 	int listen_fd = -1;
 	enum fl_status status;
 
@@ -1080,6 +1363,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	pthread_condattr_init(&cond_attr);
 	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&server->changed, &cond_attr);
+	pthread_mutex_init(&server->conns_lock, NULL);
+	pthread_cond_init(&server->sweeper_wake, &cond_attr);
 	pthread_condattr_destroy(&cond_attr);
 	server->handler = handler;
 	server->ctx = ctx;
@@ -1089,6 +1374,14 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	server->grace_ms = options->grace_ms > 0 ? options->grace_ms : DEFAULT_GRACE_MS;
 	idle_timeout_s =
 	    options->idle_timeout_s > 0 ? options->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;
+	server->request_timeout_us =
+	    (int64_t)(options->request_timeout_s > 0 ? options->request_timeout_s
+						     : DEFAULT_REQUEST_TIMEOUT_S) *
+	    1000000;
+	max_connections =
+	    options->max_connections > 0 ? options->max_connections : DEFAULT_MAX_CONNECTIONS;
+	max_per_ip = options->max_connections_per_ip > 0 ? options->max_connections_per_ip
+							 : DEFAULT_MAX_CONNECTIONS_PER_IP;
 	if (getrandom(&server->id_prefix, sizeof(server->id_prefix), 0) !=
 	    (ssize_t)sizeof(server->id_prefix))
 		server->id_prefix = (uint32_t)getpid() ^ (uint32_t)fl_time_now_us();
@@ -1120,6 +1413,9 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		    MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)options->threads, NULL};
 	extra_options[n_extra] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
+	status = fit_open_files(max_connections, error, error_size);
+	if (status != FL_OK)
+		goto fail;
 	listen_text = options->listen != NULL ? options->listen : DEFAULT_LISTEN;
 	status = open_listener(listen_text, error, error_size, &listen_fd, &server->port);
 	if (status != FL_OK)
@@ -1136,7 +1432,9 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	    flags, 0, NULL, NULL, access_cb, server, MHD_OPTION_LISTEN_SOCKET, listen_fd,
 	    MHD_OPTION_NOTIFY_COMPLETED, request_completed_cb, server, MHD_OPTION_NOTIFY_CONNECTION,
 	    connection_cb, server, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES, MHD_OPTION_ARRAY,
+	    MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	    max_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES,
+	    MHD_OPTION_ARRAY,
 	    extra_options, MHD_OPTION_END);
 	if (server->daemon == NULL) {
 		/* MHD closes the listen socket it was given when it fails
@@ -1151,6 +1449,13 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		}
 		goto fail;
 	}
+	if (pthread_create(&server->sweeper, NULL, sweeper_main, server) != 0) {
+		MHD_stop_daemon(server->daemon);
+		set_error(error, error_size, "cannot start the request deadline thread");
+		status = FL_ERR_IO;
+		goto fail;
+	}
+	server->sweeper_started = true;
 	*ret_server = server;
 	return FL_OK;
 

@@ -190,6 +190,23 @@ struct fl_config *fl_svc_config(const char *program, const struct fl_config_opti
 	return config;
 }
 
+void fl_svc_http_limits(const struct fl_config *config, struct fl_http_options *http)
+{
+	int64_t connections, per_ip, timeout_s;
+
+	if (fl_config_get_int(config, "max-connections", 1, 1000000, &connections) != FL_OK ||
+	    fl_config_get_int(config, "max-connections-per-ip", 1, 1000000, &per_ip) != FL_OK ||
+	    fl_config_get_int(config, "request-timeout", 1, 3600, &timeout_s) != FL_OK) {
+		fl_slog(FL_SLOG_ERROR, "bad --max-connections, --max-connections-per-ip or "
+				       "--request-timeout (whole numbers from 1)",
+			NULL);
+		exit(1);
+	}
+	http->max_connections = (unsigned)connections;
+	http->max_connections_per_ip = (unsigned)per_ip;
+	http->request_timeout_s = (unsigned)timeout_s;
+}
+
 struct fl_auth *fl_svc_auth(const struct fl_config *config)
 {
 	char error[256];

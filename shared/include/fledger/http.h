@@ -67,6 +67,17 @@ struct fl_http_options {
 	unsigned grace_ms;
 	/* Idle keep-alive connections close after this long (0 means 60 s). */
 	unsigned idle_timeout_s;
+	/* Once a request's first byte has arrived, the whole request (head
+	 * and body) must arrive within this long, or the connection is
+	 * closed without an answer (0 means 10 s). */
+	unsigned request_timeout_s;
+	/* Open connections at most (0 means 4096); more wait in the listen
+	 * backlog until one closes. The soft RLIMIT_NOFILE is raised to fit
+	 * them. */
+	unsigned max_connections;
+	/* Open connections from one client address at most (0 means 256);
+	 * more are closed at once. */
+	unsigned max_connections_per_ip;
 	/* Server threads, each with its own epoll and its share of the
 	 * connections (0 means 1). Handlers then run on several threads at
 	 * once. */

@@ -63,6 +63,21 @@ struct fl_config *fl_svc_config(const char *program, const struct fl_config_opti
 				size_t n_options, int argc, char **argv);
 
 /*
+ * The HTTP limits every service takes, for its option table, and their
+ * reading into the server's options (exits 1 on a bad value).
+ */
+/* clang-format off */
+#define FL_SVC_HTTP_LIMIT_OPTIONS \
+	{"max-connections", "FLEDGER_MAX_CONNECTIONS", "4096", \
+	 "open HTTP connections at most; more wait in the listen backlog", false}, \
+	{"max-connections-per-ip", "FLEDGER_MAX_CONNECTIONS_PER_IP", "256", \
+	 "open HTTP connections from one client address at most; more are closed", false}, \
+	{"request-timeout", "FLEDGER_REQUEST_TIMEOUT", "10", \
+	 "seconds from a request's first byte to its last; slower ones are closed", false}
+/* clang-format on */
+void fl_svc_http_limits(const struct fl_config *config, struct fl_http_options *http);
+
+/*
  * The principals of --tokens; NULL with --insecure-no-auth (every request is
  * the development admin, logged loudly). Exits 1 when neither is given or
  * the file is bad.
