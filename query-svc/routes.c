@@ -352,7 +352,8 @@ static enum fl_http_disposition send_answer(struct read_job *job, unsigned statu
 		if (submit_audited(job, status, content_type, body, len) == FL_OK) {
 			disposition = FL_HTTP_DEFERRED;
 		} else {
-			fl_http_add_header(job->req, "Retry-After", "1");
+			if (status != 503) /* added above for a 503 answer */
+				fl_http_add_header(job->req, "Retry-After", "1");
 			fl_http_respond_error(job->req, 503, "audit_unavailable",
 					      "the read could not be recorded in the audit log, so "
 					      "it is not answered",
