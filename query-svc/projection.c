@@ -109,7 +109,7 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 			st = FL_ERR_CORRUPT;
 			break;
 		}
-		st = fl_view_registry_put(p->registry, view, version);
+		st = fl_view_registry_restore(p->registry, view, version);
 		fl_view_unref(view);
 	}
 	mdb_cursor_close(cur);

@@ -1256,6 +1256,80 @@ class RecoveryTest(QueryCase):
         self.check_values(qd, "long")
 
 
+def evolving_view(version):
+    """Version `version` of a view that gains one count window per version (compatible)."""
+    return {
+        "name": "evolving",
+        "entity": "item_id",
+        "features": {"x": "int64"},
+        "windows": [{"name": f"c{k}", "fn": "count", "of": "x", "size": f"{10 * k}m"}
+                    for k in range(1, version + 1)],
+        "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+    }
+
+
+class ViewVersionRestartTest(QueryCase):
+    """Restarts and rebuilds after compatible view changes (versions 1, 2 and 5)."""
+
+    n_query = 2  # the first restarts; the second never does
+    views = ()
+
+    def register(self, version):
+        status, _, body = self.admin.json("POST", "/v1/views", evolving_view(version))
+        self.assertEqual(status, 201, body)
+        self.assertEqual(body["version"], version, body)
+        self.view_defs["evolving"] = evolving_view(version)
+
+    def check_restarted(self, svc, kept, version, context):
+        """svc serves version `version` (its newest window too) and equals kept."""
+        tree = self.env.tree_size()
+        self.env.wait_caught_up(svc, tree, timeout=60)
+        self.env.wait_caught_up(kept, tree, timeout=60)
+        self.assertEqual(self.env.digest(svc), self.env.digest(kept), context)
+        newest = f"c{version}"
+        a = self.read("ranker", "evolving", "item-1", svc=svc, windows=newest)
+        self.assertEqual(set(a["windows"]), {newest}, context)
+        self.check_answer(a, "evolving", "item-1", parse_time_text(a["as_of"]),
+                          context=context)
+        self.assertGreater(a["windows"][newest]["events"], 0, context)
+
+    def test_restart_and_rebuild_after_view_versions(self):
+        qa, qb = self.env.queries
+        t0 = now_us() - MINUTE
+        version = 0
+        for target in (1, 2, 5):
+            while version < target:
+                version += 1
+                self.register(version)
+                self.write([("evolving", "item-1", t0 + version * 1000, {"x": version}),
+                            ("evolving", "item-1", t0 + version * 1000 + 1, {"x": -version})])
+            context = f"after {version} view versions"
+            self.env.wait_caught_up(qa)
+            qa.restart()
+            self.check_restarted(qa, qb, version, f"{context}: restart")
+            qa.restart(hard=True)
+            self.check_restarted(qa, qb, version, f"{context}: kill -9")
+            qa.stop()
+            qa.args.append("--rebuild")
+            try:
+                qa.start()
+            finally:
+                qa.args.remove("--rebuild")
+            self.check_restarted(qa, qb, version, f"{context}: --rebuild")
+
+            # command-svc reloads every version from its log
+            self.env.command.restart()
+            self.producer.close()  # its kept-alive connection ended with command-svc
+            status, body = self.admin.get_json("/v1/views/evolving")
+            self.assertEqual((status, body.get("version")), (200, version), body)
+            status, _, body = self.admin.json("POST", "/v1/views", evolving_view(version))
+            self.assertEqual((status, body.get("version")), (200, version), body)
+        # and versions go on from there, on both services
+        self.register(version + 1)
+        self.write1("evolving", "item-1", t0 + 9000, {"x": 9})
+        self.check_restarted(qa, qb, version + 1, "a version after the restarts")
+
+
 class NatsRestartTest(QueryCase):
 
     def test_catch_up_after_stop_and_nats_restart(self):
