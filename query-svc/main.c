@@ -55,6 +55,13 @@ static const struct fl_config_option options[] = {
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
     {"http-threads", "FLEDGER_HTTP_THREADS", "1",
      "HTTP server threads (reads run on them in parallel)", false},
+    {"read-workers", "FLEDGER_READ_WORKERS", "2",
+     "threads for expensive reads (batches of many ids, long windows), off the HTTP threads",
+     false},
+    {"max-read-cost", "FLEDGER_MAX_READ_COST", "1000000",
+     "cost units one read may spend (one per entity id, one per stored event visited); "
+     "more is 422 read_too_expensive",
+     false},
     {"lag-bound-ms", "FLEDGER_LAG_BOUND_MS", "5000",
      "/readyz fails when applying lags the log by longer than this", false},
     {"rebuild", "FLEDGER_REBUILD", NULL,
@@ -113,15 +120,19 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, lag_bound_ms, http_threads;
+	int64_t max_body, lag_bound_ms, http_threads, read_workers, max_read_cost;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
 		FL_OK ||
-	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK)
-		fatal("bad --max-body, --lag-bound-ms or --http-threads", NULL);
+	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK ||
+	    fl_config_get_int(config, "read-workers", 0, 64, &read_workers) != FL_OK ||
+	    fl_config_get_int(config, "max-read-cost", 1, INT64_MAX, &max_read_cost) != FL_OK)
+		fatal("bad --max-body, --lag-bound-ms, --http-threads, --read-workers or "
+		      "--max-read-cost",
+		      NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
@@ -224,6 +235,8 @@ int main(int argc, char **argv)
 	query.auth = auth;
 	query.signer = signer;
 	query.lag_bound_ms = lag_bound_ms;
+	query.read_workers = (unsigned)read_workers;
+	query.max_read_cost = (uint64_t)max_read_cost;
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 

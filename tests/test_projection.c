@@ -777,3 +777,62 @@ Test(projection, view_versions_survive_a_reopen)
 		fl_log_close(log);
 	}
 }
+
+/* The cost of a read: one unit per entity, one per stored event visited. */
+Test(projection, a_read_over_its_cost_limit_is_422)
+{
+	int64_t now = fl_time_now_us();
+	char dir[300];
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	snprintf(dir, sizeof(dir), "%s/origin", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	append_view_version(log, registry, 1, now); /* e1: 3 events, window c1 */
+	struct fl_projection *p = project(log, "cost", 10);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "w", &view), FL_OK);
+	const struct fl_window *w = fl_view_window(view, "c1");
+	struct fl_read_request req = {
+	    .view = view, .entity_id = "e1", .as_of_us = fl_time_now_us(), .windows = &w,
+	    .n_windows = 1};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+
+	static const struct {
+		uint64_t limit;
+		bool fits;
+	} cases[] = {{0, true}, {4, true}, {3, false}, {1, false}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+		fl_projection_read_limit_cost(read, cases[i].limit);
+		fl_error_clear(&err);
+		enum fl_status st = fl_projection_query(read, &req, &answer, &err);
+		if (cases[i].fits) {
+			cr_assert_eq(st, FL_OK, "limit %" PRIu64, cases[i].limit);
+			cr_assert_eq(fl_projection_read_cost(read), 4, "1 entity + 3 events");
+			fl_read_answer_finish(&answer);
+		} else {
+			cr_assert_eq(st, FL_ERR_INVALID, "limit %" PRIu64, cases[i].limit);
+			cr_assert_eq(err.http_status, 422);
+			cr_assert_str_eq(err.code, "read_too_expensive");
+		}
+		fl_projection_read_end(read);
+	}
+	/* the cost adds up over the queries of one read (a batch) */
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	fl_projection_read_limit_cost(read, 8);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_read_answer_finish(&answer);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_read_answer_finish(&answer);
+	cr_assert_eq(fl_projection_read_cost(read), 8);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_ERR_INVALID);
+	cr_assert_eq(err.http_status, 422);
+	fl_projection_read_end(read);
+	fl_view_unref(view);
+	fl_projection_close(p);
+	fl_view_registry_destroy(registry);
+	fl_log_close(log);
+}
