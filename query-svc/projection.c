@@ -1355,8 +1355,8 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 	bool affordable = spend(read); /* the entity's row */
 	fl_jw_init(&features);
 	fl_jw_init(&windows);
-	enum fl_status st =
-	    affordable ? query_features(read, req, prefix, plen, &features, &served) : FL_ERR_INVALID;
+	enum fl_status st = affordable ? query_features(read, req, prefix, plen, &features, &served)
+				       : FL_ERR_INVALID;
 	if (st == FL_OK)
 		st = query_windows(read, req, prefix, plen, &windows, &served);
 	if (st != FL_OK && read->cost_limit && read->cost > read->cost_limit) {

@@ -1519,8 +1519,8 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 		if (job->kind != READ_ONE)
 			fl_jw_sep(&w);
 		if (st == FL_OK)
-			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us,
-				       answer, &w);
+			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us, answer,
+				       &w);
 		if (!last || last[f] == i)
 			fl_read_answer_finish(answer);
 		if (job->kind != READ_ONE)
@@ -1802,8 +1802,8 @@ static enum fl_http_disposition execute_history(struct read_job *job)
  */
 static enum fl_http_disposition execute(struct read_job *job)
 {
-	if (job->kind != READ_HISTORY && !job->full_budget &&
-	    job->n_entities > INLINE_ROWS_MAX && hand_off(job))
+	if (job->kind != READ_HISTORY && !job->full_budget && job->n_entities > INLINE_ROWS_MAX &&
+	    hand_off(job))
 		return FL_HTTP_DEFERRED;
 	switch (job->kind) {
 	case READ_FEAST:

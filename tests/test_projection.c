@@ -690,9 +690,11 @@ static json_int_t count_now(struct fl_projection *p, const char *window)
 	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "w", &view), FL_OK);
 	const struct fl_window *w = fl_view_window(view, window);
 	cr_assert_not_null(w, "window %s missing from the reopened view", window);
-	struct fl_read_request req = {
-	    .view = view, .entity_id = "e1", .as_of_us = fl_time_now_us(), .windows = &w,
-	    .n_windows = 1};
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e1",
+				      .as_of_us = fl_time_now_us(),
+				      .windows = &w,
+				      .n_windows = 1};
 	struct fl_projection_read *read;
 	struct fl_read_answer answer;
 	struct fl_error err;
@@ -738,7 +740,8 @@ Test(projection, view_versions_survive_a_reopen)
 			     "reopen after %" PRIu64 " versions", n_versions);
 
 		struct fl_view *view;
-		cr_assert_eq(fl_view_registry_get(fl_projection_views(reopened), "w", &view), FL_OK);
+		cr_assert_eq(fl_view_registry_get(fl_projection_views(reopened), "w", &view),
+			     FL_OK);
 		cr_assert_eq(fl_view_version(view), n_versions);
 		cr_assert_eq(fl_view_window_count(view), n_versions);
 		fl_view_unref(view);
@@ -793,9 +796,11 @@ Test(projection, a_read_over_its_cost_limit_is_422)
 	struct fl_view *view;
 	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "w", &view), FL_OK);
 	const struct fl_window *w = fl_view_window(view, "c1");
-	struct fl_read_request req = {
-	    .view = view, .entity_id = "e1", .as_of_us = fl_time_now_us(), .windows = &w,
-	    .n_windows = 1};
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e1",
+				      .as_of_us = fl_time_now_us(),
+				      .windows = &w,
+				      .n_windows = 1};
 	struct fl_projection_read *read;
 	struct fl_read_answer answer;
 	struct fl_error err;
