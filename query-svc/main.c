@@ -55,6 +55,13 @@ static const struct fl_config_option options[] = {
      "reads waiting for their min_seq at most; more get 503", false},
     {"http-threads", "FLEDGER_HTTP_THREADS", "1",
      "HTTP server threads (reads run on them in parallel)", false},
+    {"read-workers", "FLEDGER_READ_WORKERS", "2",
+     "threads for expensive reads (batches of many ids, long windows), off the HTTP threads",
+     false},
+    {"max-read-cost", "FLEDGER_MAX_READ_COST", "1000000",
+     "cost units one read may spend (one per entity id, one per stored event visited); "
+     "more is 422 read_too_expensive",
+     false},
     {"lag-bound-ms", "FLEDGER_LAG_BOUND_MS", "5000",
      "/readyz fails when applying lags the log by longer than this", false},
     {"rebuild", "FLEDGER_REBUILD", NULL,
@@ -113,7 +120,7 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, lag_bound_ms, http_threads, max_parked;
+	int64_t max_body, lag_bound_ms, http_threads, max_parked, read_workers, max_read_cost;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
@@ -121,8 +128,12 @@ int main(int argc, char **argv)
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
 		FL_OK ||
 	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK ||
-	    fl_config_get_int(config, "max-parked-reads", 1, 1000000, &max_parked) != FL_OK)
-		fatal("bad --max-body, --lag-bound-ms, --http-threads or --max-parked-reads", NULL);
+	    fl_config_get_int(config, "max-parked-reads", 1, 1000000, &max_parked) != FL_OK ||
+	    fl_config_get_int(config, "read-workers", 0, 64, &read_workers) != FL_OK ||
+	    fl_config_get_int(config, "max-read-cost", 1, INT64_MAX, &max_read_cost) != FL_OK)
+		fatal("bad --max-body, --lag-bound-ms, --http-threads, --max-parked-reads, "
+		      "--read-workers or --max-read-cost",
+		      NULL);
 
 	/* Signals are taken by sigwait below, in this thread only. */
 	sigset_t signals;
@@ -233,6 +244,8 @@ int main(int argc, char **argv)
 	query.signer = signer;
 	query.lag_bound_ms = lag_bound_ms;
 	query.max_waiting_reads = (size_t)max_parked;
+	query.read_workers = (unsigned)read_workers;
+	query.max_read_cost = (uint64_t)max_read_cost;
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 

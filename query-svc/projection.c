@@ -58,7 +58,15 @@ struct fl_projection_read {
 	struct fl_projection *projection;
 	MDB_txn *txn;
 	uint64_t applied_seq;
+	uint64_t cost;	     /* read cost units spent (see fl_projection_read_limit_cost) */
+	uint64_t cost_limit; /* 0: none */
 };
+
+/* Spends one cost unit; false when that goes over the read's limit. */
+static bool spend(struct fl_projection_read *read)
+{
+	return ++read->cost <= read->cost_limit || read->cost_limit == 0;
+}
 
 static uint64_t sortable_time(int64_t us)
 {
@@ -109,7 +117,7 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 			st = FL_ERR_CORRUPT;
 			break;
 		}
-		st = fl_view_registry_put(p->registry, view, version);
+		st = fl_view_registry_restore(p->registry, view, version);
 		fl_view_unref(view);
 	}
 	mdb_cursor_close(cur);
@@ -847,6 +855,16 @@ enum fl_status fl_projection_read_begin(struct fl_projection *p,
 	return FL_OK;
 }
 
+void fl_projection_read_limit_cost(struct fl_projection_read *read, uint64_t limit)
+{
+	read->cost_limit = limit;
+}
+
+uint64_t fl_projection_read_cost(const struct fl_projection_read *read)
+{
+	return read->cost;
+}
+
 uint64_t fl_projection_read_applied_seq(const struct fl_projection_read *read)
 {
 	return read->applied_seq;
@@ -963,6 +981,10 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_PREV)) {
 		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
 			break;
+		if (!spend(read)) {
+			mdb_cursor_close(cur);
+			return FL_ERR_INVALID;
+		}
 		if (fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
 				   &ret_value->len)) {
 			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
@@ -1164,6 +1186,7 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 	fl_put_be64(start + plen, sortable_time(earliest));
 	fl_put_be64(start + plen + 8, UINT64_MAX);
 	key = (MDB_val){plen + 16, start};
+	bool over_cost = false;
 	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
 	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
 		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
@@ -1171,6 +1194,11 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 		int64_t ts = time_of_sortable((uint8_t *)key.mv_data + plen);
 		if (ts > as_of)
 			break;
+		if (!spend(read)) {
+			rc = MDB_SUCCESS;
+			over_cost = true;
+			break;
+		}
 		if (ts <= earliest)
 			continue;
 		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
@@ -1185,6 +1213,8 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 		}
 	}
 	mdb_cursor_close(cur);
+	if (over_cost)
+		return FL_ERR_INVALID;
 	for (size_t i = 0; i < n; i++)
 		if (accs[i].failed || accs[i].seqs.failed)
 			return FL_ERR_CORRUPT;
@@ -1322,11 +1352,22 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 		return FL_ERR_INVALID;
 
 	struct fl_jw features, windows;
+	bool affordable = spend(read); /* the entity's row */
 	fl_jw_init(&features);
 	fl_jw_init(&windows);
-	enum fl_status st = query_features(read, req, prefix, plen, &features, &served);
+	enum fl_status st = affordable ? query_features(read, req, prefix, plen, &features, &served)
+				       : FL_ERR_INVALID;
 	if (st == FL_OK)
 		st = query_windows(read, req, prefix, plen, &windows, &served);
+	if (st != FL_OK && read->cost_limit && read->cost > read->cost_limit) {
+		fl_error_set(err, 422, "read_too_expensive", NULL,
+			     "the read needs more than %" PRIu64
+			     " cost units (one per entity id, one per stored event "
+			     "visited; the --max-read-cost bound): ask for fewer entity ids, "
+			     "fewer or shorter windows, or split the batch",
+			     read->cost_limit);
+		st = FL_ERR_INVALID;
+	}
 	if (st == FL_OK && (features.failed || windows.failed || served.failed))
 		st = FL_ERR_NOMEM;
 	if (st != FL_OK) {

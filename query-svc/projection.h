@@ -89,11 +89,23 @@ struct fl_read_answer {
  * (all of a batch read should use one fl_projection_read). On FL_OK the
  * caller owns *ret_answer (free with fl_read_answer_finish). FL_ERR_INVALID
  * with err (400 "outside_retention") when as_of or a window reaches before
- * the view's retained history.
+ * the view's retained history, or (422 "read_too_expensive") when the
+ * read's cost limit is spent.
  */
 struct fl_projection_read;
 enum fl_status fl_projection_read_begin(struct fl_projection *projection,
 					struct fl_projection_read **ret_read);
+
+/*
+ * The cost of the queries on one read, in units: one per entity queried and
+ * one per stored history record visited (to compute windows, or a feature
+ * as of a time before its latest value). Over limit (0: no limit, the
+ * default), fl_projection_query stops and answers 422; the read may go on
+ * only with a higher limit. A pre-aggregated record would count as one.
+ */
+void fl_projection_read_limit_cost(struct fl_projection_read *read, uint64_t limit);
+uint64_t fl_projection_read_cost(const struct fl_projection_read *read);
+
 uint64_t fl_projection_read_applied_seq(const struct fl_projection_read *read);
 enum fl_status fl_projection_query(struct fl_projection_read *read,
 				   const struct fl_read_request *req,

@@ -14,6 +14,15 @@
  * enough (fl_query_on_applied wakes it) or with 504 when its wait_ms runs
  * out. The job holds everything parsed, so answering it later needs nothing
  * from the request but the answer itself.
+ *
+ * Reads that turn out expensive leave the HTTP thread the same way: a read
+ * of more than INLINE_ROWS_MAX entity ids, or one that spends INLINE_COST
+ * cost units (see fl_projection_read_limit_cost) on the thread that received
+ * it, is handed (FL_HTTP_DEFERRED) to a small pool of read workers, which
+ * run it again with the whole --max-read-cost bound. So health checks and
+ * cheap reads never queue behind an expensive one; the inline attempt
+ * wastes at most INLINE_COST units. A read over the bound is a 422
+ * read_too_expensive.
  */
 #include "routes.h"
 
@@ -47,6 +56,8 @@
 #define READ_ID_LEN 19	      /* "r-" + 16 hex digits + NUL */
 #define FEAST_NO_TIME "1970-01-01T00:00:00Z"
 #define FEAST_NAME_LEN (2 * FL_NAME_MAX_LEN + 3) /* "<view>__<name>" + NUL */
+#define INLINE_ROWS_MAX 32 /* reads of more entity ids go to a read worker at once */
+#define INLINE_COST 2048   /* cost units a read may spend on an HTTP or the waiter thread */
 
 struct fl_query_state {
 	pthread_mutex_t lock; /* guards the waiting list and the flags below */
@@ -67,6 +78,14 @@ struct fl_query_state {
 
 	_Atomic uint64_t next_read; /* read ids */
 	uint64_t read_id_key;
+
+	/* read workers: expensive reads, off the HTTP threads */
+	pthread_mutex_t work_lock; /* guards the queue and work_quit */
+	pthread_cond_t work_ready;
+	pthread_t *workers;
+	size_t n_workers; /* started; fixed once the server runs */
+	struct read_job *work_head, *work_tail;
+	bool work_quit; /* no new hand-offs; the workers drain the queue and exit */
 };
 
 /* ---- one read, from request to answer ---------------------------------- */
@@ -133,7 +152,9 @@ struct read_job {
 	uint64_t *served;
 	size_t n_served, cap_served;
 
-	struct read_job *next; /* in the waiting list */
+	bool full_budget; /* runs with the whole --max-read-cost (on a read worker) */
+
+	struct read_job *next; /* in the waiting list or the work queue */
 };
 
 static uint64_t mix64(uint64_t x)
@@ -1319,9 +1340,115 @@ static enum fl_http_disposition send_written(struct read_job *job, struct fl_jw 
 	return disposition;
 }
 
+/* ---- the cost of a read, and read workers ------------------------------- */
+
+static enum fl_http_disposition execute(struct read_job *job);
+
+/*
+ * Queues job for a read worker: true when it is queued (it may be answered
+ * and gone at any moment after), false when there are no workers or they
+ * are stopping (the job is still the caller's).
+ */
+static bool hand_off(struct read_job *job)
+{
+	struct fl_query_state *s = job->query->state;
+	pthread_mutex_lock(&s->work_lock);
+	bool queued = s->n_workers > 0 && !s->work_quit;
+	if (queued) {
+		job->next = NULL;
+		if (s->work_tail)
+			s->work_tail->next = job;
+		else
+			s->work_head = job;
+		s->work_tail = job;
+		pthread_cond_signal(&s->work_ready);
+	}
+	pthread_mutex_unlock(&s->work_lock);
+	return queued;
+}
+
+/*
+ * The cost limit of one run of job: the whole bound on a read worker (or
+ * where there are none), else the inline budget (never above the bound).
+ */
+static uint64_t run_cost_limit(const struct read_job *job)
+{
+	uint64_t bound = job->query->max_read_cost;
+	if (job->full_budget || job->query->state->n_workers == 0)
+		return bound;
+	return bound && bound < INLINE_COST ? bound : INLINE_COST;
+}
+
+/* Whether a run that failed with err only spent its inline budget. */
+static bool over_inline_budget(const struct read_job *job, uint64_t limit,
+			       const struct fl_error *err)
+{
+	uint64_t bound = job->query->max_read_cost;
+	return !job->full_budget && strcmp(err->code, "read_too_expensive") == 0 &&
+	       (bound == 0 || limit < bound);
+}
+
+/*
+ * Runs job again on a read worker, or, when there is none, here with the
+ * whole bound. What the first run served is forgotten.
+ */
+static enum fl_http_disposition run_with_full_budget(struct read_job *job)
+{
+	job->n_served = 0;
+	if (hand_off(job))
+		return FL_HTTP_DEFERRED;
+	job->full_budget = true;
+	return execute(job);
+}
+
+struct id_index {
+	const char *id;
+	size_t index;
+};
+
+static int compare_id_index(const void *a, const void *b)
+{
+	const struct id_index *x = a, *y = b;
+	int order = strcmp(x->id, y->id);
+	return order ? order : (x->index > y->index) - (x->index < y->index);
+}
+
+/*
+ * For each of the job's entity ids, the index of its first occurrence
+ * (ret_first) and, at that first index, the index of its last occurrence
+ * (ret_last): a batch that names an id several times computes it once.
+ * FL_ERR_NOMEM.
+ */
+static enum fl_status find_repeats(const struct read_job *job, size_t **ret_first,
+				   size_t **ret_last)
+{
+	size_t n = job->n_entities;
+	struct id_index *sorted = malloc(n * sizeof(*sorted));
+	size_t *first = malloc(n * sizeof(*first)), *last = malloc(n * sizeof(*last));
+	if (!sorted || !first || !last) {
+		free(sorted);
+		free(first);
+		free(last);
+		return FL_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = (struct id_index){job->entity_ids[i], i};
+	qsort(sorted, n, sizeof(*sorted), compare_id_index);
+	for (size_t i = 0; i < n; i++) {
+		bool repeat = i > 0 && strcmp(sorted[i].id, sorted[i - 1].id) == 0;
+		first[sorted[i].index] = repeat ? first[sorted[i - 1].index] : sorted[i].index;
+		last[first[sorted[i].index]] = sorted[i].index; /* ascending within a run */
+	}
+	free(sorted);
+	*ret_first = first;
+	*ret_last = last;
+	return FL_OK;
+}
+
 /*
  * GET /v1/features/... and POST /v1/features:batch. The answer is written
- * as text straight from the read models (this is the hot path).
+ * as text straight from the read models (this is the hot path). Rows keep
+ * the order of the ids asked for; an id named again repeats its row.
  */
 static enum fl_http_disposition execute_rows(struct read_job *job)
 {
@@ -1334,11 +1461,31 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 	struct fl_error err;
 	struct fl_jw w;
 
-	enum fl_status st = fl_projection_read_begin(q->projection, &read);
-	if (st != FL_OK)
+	size_t *first = NULL, *last = NULL;
+	struct fl_read_answer one, *answers = NULL;
+	uint64_t cost_limit = run_cost_limit(job);
+
+	enum fl_status st = FL_OK;
+	if (job->n_entities > 1) {
+		st = find_repeats(job, &first, &last);
+		answers = st == FL_OK ? calloc(job->n_entities, sizeof(*answers)) : NULL;
+		if (st == FL_OK && !answers)
+			st = FL_ERR_NOMEM;
+	}
+	if (st == FL_OK)
+		st = fl_projection_read_begin(q->projection, &read);
+	if (st != FL_OK) {
+		free(first);
+		free(last);
+		free(answers);
 		return send_internal(job, st);
+	}
+	fl_projection_read_limit_cost(read, cost_limit);
 	if (job->proof && (st = proof_begin(q, &reader, &tree_size, &checkpoint)) != FL_OK) {
 		fl_projection_read_end(read);
+		free(first);
+		free(last);
+		free(answers);
 		return send_internal(job, st);
 	}
 	uint64_t applied_seq = fl_projection_read_applied_seq(read);
@@ -1360,28 +1507,39 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 		fl_jw_open(&w, '[');
 	}
 	for (size_t i = 0; st == FL_OK && i < job->n_entities; i++) {
-		struct fl_read_answer answer;
-		request.entity_id = job->entity_ids[i];
-		st = fl_projection_query(read, &request, &answer, &err);
-		if (st != FL_OK)
-			break;
-		for (size_t k = 0; st == FL_OK && k < answer.n_served; k++)
-			st = served_add(job, answer.served_seqs[k]);
+		size_t f = first ? first[i] : i;
+		struct fl_read_answer *answer = answers ? &answers[f] : &one;
+		if (f == i) {
+			request.entity_id = job->entity_ids[i];
+			st = fl_projection_query(read, &request, answer, &err);
+			if (st != FL_OK)
+				break;
+			for (size_t k = 0; st == FL_OK && k < answer->n_served; k++)
+				st = served_add(job, answer->served_seqs[k]);
+		}
 		if (job->kind != READ_ONE)
 			fl_jw_sep(&w);
 		if (st == FL_OK)
-			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us,
-				       &answer, &w);
-		fl_read_answer_finish(&answer);
+			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us, answer,
+				       &w);
+		if (!last || last[f] == i)
+			fl_read_answer_finish(answer);
 		if (job->kind != READ_ONE)
 			fl_jw_close(&w, '}');
 	}
 	fl_projection_read_end(read);
 	if (reader)
 		fl_log_reader_end(reader);
+	for (size_t i = 0; answers && i < job->n_entities; i++)
+		fl_read_answer_finish(&answers[i]); /* those kept for a repeat not reached */
+	free(first);
+	free(last);
+	free(answers);
 	if (st != FL_OK) {
 		fl_jw_free(&w);
 		json_decref(checkpoint);
+		if (st == FL_ERR_INVALID && over_inline_budget(job, cost_limit, &err))
+			return run_with_full_budget(job);
 		if (st == FL_ERR_INVALID && err.http_status)
 			return send_fl_error(job, &err);
 		if (st == FL_ERR_NOT_FOUND && job->proof)
@@ -1485,21 +1643,27 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 	struct fl_projection_read *read;
 	struct fl_error err;
 	char as_of[FL_TIME_TEXT_LEN];
-	size_t n_answers = job->n_entities * job->n_parts, n_done = 0;
+	size_t n_answers = job->n_entities * job->n_parts;
 	struct fl_read_answer *answers = calloc(n_answers, sizeof(*answers));
+	size_t *first = NULL, *last = NULL;
+	uint64_t cost_limit = run_cost_limit(job);
 
-	if (!answers)
-		return send_internal(job, FL_ERR_NOMEM);
-	enum fl_status st = fl_projection_read_begin(q->projection, &read);
+	enum fl_status st = answers ? find_repeats(job, &first, &last) : FL_ERR_NOMEM;
+	if (st == FL_OK)
+		st = fl_projection_read_begin(q->projection, &read);
 	if (st != FL_OK) {
 		free(answers);
+		free(first);
+		free(last);
 		return send_internal(job, st);
 	}
+	fl_projection_read_limit_cost(read, cost_limit);
 	int64_t as_of_us = job->as_of_given ? job->as_of_us : fl_time_now_us();
 	feast_time(as_of_us, as_of);
 	fl_error_clear(&err);
+	/* An id named again is computed once; its cells repeat the first one's. */
 	for (size_t e = 0; st == FL_OK && e < job->n_entities; e++)
-		for (size_t p = 0; st == FL_OK && p < job->n_parts; p++) {
+		for (size_t p = 0; st == FL_OK && first[e] == e && p < job->n_parts; p++) {
 			struct read_part *part = &job->parts[p];
 			struct fl_read_request request = {
 			    .view = part->view,
@@ -1512,8 +1676,6 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 			};
 			st = fl_projection_query(read, &request, &answers[e * job->n_parts + p],
 						 &err);
-			if (st == FL_OK)
-				n_done++;
 		}
 	fl_projection_read_end(read);
 
@@ -1567,7 +1729,7 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 			fl_jw_open(&w, '[');
 			for (size_t e = 0; e < job->n_entities; e++) {
 				fl_jw_sep(&w);
-				write_feast_cell(&w, &answers[e * job->n_parts + col->part],
+				write_feast_cell(&w, &answers[first[e] * job->n_parts + col->part],
 						 col->is_window, name, as_of,
 						 (enum feast_list)list);
 			}
@@ -1575,16 +1737,20 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 		}
 		fl_jw_close(&w, '}');
 	}
-	for (size_t i = 0; i < n_done; i++) {
+	for (size_t i = 0; i < n_answers; i++) {
 		for (size_t k = 0; st == FL_OK && k < answers[i].n_served; k++)
 			st = served_add(job, answers[i].served_seqs[k]);
 	}
-	for (size_t i = 0; i < n_done; i++)
+	for (size_t i = 0; i < n_answers; i++)
 		fl_read_answer_finish(&answers[i]);
 	free(answers);
+	free(first);
+	free(last);
 	free(entity_values);
 	if (st != FL_OK) {
 		fl_jw_free(&w);
+		if (st == FL_ERR_INVALID && over_inline_budget(job, cost_limit, &err))
+			return run_with_full_budget(job);
 		if (st == FL_ERR_INVALID && err.http_status)
 			return send_fl_error(job, &err);
 		return send_internal(job, st);
@@ -1631,9 +1797,15 @@ static enum fl_http_disposition execute_history(struct read_job *job)
 	return disposition;
 }
 
-/* Answers a read whose min_seq (if any) is applied; frees the job. */
+/*
+ * Answers a read whose min_seq (if any) is applied; frees the job. A read
+ * of many entity ids goes to a read worker first.
+ */
 static enum fl_http_disposition execute(struct read_job *job)
 {
+	if (job->kind != READ_HISTORY && !job->full_budget && job->n_entities > INLINE_ROWS_MAX &&
+	    hand_off(job))
+		return FL_HTTP_DEFERRED;
 	switch (job->kind) {
 	case READ_FEAST:
 		return execute_feast(job);
@@ -1644,6 +1816,40 @@ static enum fl_http_disposition execute(struct read_job *job)
 		break;
 	}
 	return execute_rows(job);
+}
+
+static void *worker_main(void *arg)
+{
+	struct fl_query_state *s = arg;
+	pthread_mutex_lock(&s->work_lock);
+	for (;;) {
+		while (!s->work_head && !s->work_quit)
+			pthread_cond_wait(&s->work_ready, &s->work_lock);
+		struct read_job *job = s->work_head;
+		if (!job)
+			break; /* quitting, and the queue is drained */
+		s->work_head = job->next;
+		if (!s->work_head)
+			s->work_tail = NULL;
+		pthread_mutex_unlock(&s->work_lock);
+		job->full_budget = true;
+		execute(job);
+		pthread_mutex_lock(&s->work_lock);
+	}
+	pthread_mutex_unlock(&s->work_lock);
+	return NULL;
+}
+
+/* Answers what is queued, then stops the read workers (later reads run inline). */
+static void stop_workers(struct fl_query_state *s)
+{
+	pthread_mutex_lock(&s->work_lock);
+	bool joined = s->work_quit;
+	s->work_quit = true;
+	pthread_cond_broadcast(&s->work_ready);
+	pthread_mutex_unlock(&s->work_lock);
+	for (size_t i = 0; !joined && i < s->n_workers; i++)
+		pthread_join(s->workers[i], NULL);
 }
 
 static enum fl_http_disposition send_min_seq_timeout(struct read_job *job, uint64_t applied_seq)
@@ -1793,6 +1999,8 @@ enum fl_status fl_query_init(struct fl_query *q)
 	s->read_id_key = key ^ (uint64_t)fl_time_now_us();
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->ready_lock, NULL);
+	pthread_mutex_init(&s->work_lock, NULL);
+	pthread_cond_init(&s->work_ready, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &attr);
@@ -1803,6 +2011,18 @@ enum fl_status fl_query_init(struct fl_query *q)
 		return FL_ERR_IO;
 	}
 	s->thread_started = true;
+	if (q->read_workers) {
+		s->workers = calloc(q->read_workers, sizeof(*s->workers));
+		if (!s->workers) {
+			fl_query_finish(q);
+			return FL_ERR_NOMEM;
+		}
+	}
+	for (; s->n_workers < q->read_workers; s->n_workers++)
+		if (pthread_create(&s->workers[s->n_workers], NULL, worker_main, s) != 0) {
+			fl_query_finish(q);
+			return FL_ERR_IO;
+		}
 	return FL_OK;
 }
 
@@ -1833,6 +2053,7 @@ void fl_query_stop_waiting(struct fl_query *q)
 		else
 			send_shutting_down(job);
 	}
+	stop_workers(s);
 }
 
 void fl_query_finish(struct fl_query *q)
@@ -1844,6 +2065,9 @@ void fl_query_finish(struct fl_query *q)
 	pthread_cond_destroy(&s->wake);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->ready_lock);
+	pthread_cond_destroy(&s->work_ready);
+	pthread_mutex_destroy(&s->work_lock);
+	free(s->workers);
 	free(s);
 	q->state = NULL;
 }

@@ -9,6 +9,8 @@
  * Reads that ask for a min_seq not yet applied are kept (FL_HTTP_DEFERRED)
  * and answered by a waiter thread as soon as the projection reaches it
  * (fl_query_on_applied wakes it) or with 504 when their wait_ms runs out.
+ * Reads of many entity ids, or that turn out expensive, are kept the same
+ * way and answered by read workers, off the HTTP threads.
  */
 
 #include <stdint.h>
@@ -35,6 +37,8 @@ struct fl_query {
 	struct fl_audit *audit;		/* records reads before they are answered */
 	int64_t lag_bound_ms;		/* /readyz: the most the projection may lag */
 	size_t max_waiting_reads;	/* reads parked for min_seq at most; more get 503 */
+	uint64_t max_read_cost;		/* cost units one read may spend (0: no bound) */
+	unsigned read_workers;		/* threads for expensive reads (0: all run inline) */
 	struct fl_metrics *metrics;
 	struct fl_counter *http_requests; /* {route, code} */
 	struct fl_histogram *read_latency;
@@ -45,7 +49,7 @@ struct fl_query {
 };
 
 /*
- * Makes the private state and starts the waiter thread. Call it once the
+ * Makes the private state and starts the waiter thread and the read workers. Call it once the
  * members above are set and before the sync and the HTTP server start.
  * FL_ERR_NOMEM or FL_ERR_IO (no thread).
  */
@@ -54,7 +58,9 @@ enum fl_status fl_query_init(struct fl_query *query);
 /*
  * For shutdown, before the HTTP server is stopped: stops the waiter thread,
  * answers every waiting read (with its answer when its min_seq is applied,
- * else 503 shutting_down) and answers later waits with 503 at once.
+ * else 503 shutting_down) and answers later waits with 503 at once; then
+ * the read workers answer what they hold and stop (later reads run on the
+ * HTTP thread).
  */
 void fl_query_stop_waiting(struct fl_query *query);
 

@@ -1081,8 +1081,12 @@ enum fl_status fl_view_registry_get(struct fl_view_registry *registry, const cha
 	return found ? FL_OK : FL_ERR_NOT_FOUND;
 }
 
-enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl_view *view,
-				    uint64_t version)
+/*
+ * put and restore: a name already present goes to version current + 1; a new
+ * name starts at 1, or, restoring, at any version.
+ */
+static enum fl_status registry_insert(struct fl_view_registry *registry, struct fl_view *view,
+				      uint64_t version, bool restoring)
 {
 	if (registry == NULL || view == NULL || version == 0)
 		return FL_ERR_INVALID;
@@ -1094,7 +1098,7 @@ enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl
 	size_t position = registry_position(registry, view->name, &found);
 	if (found) {
 		struct fl_view *current = registry->views[position];
-		if (current == view || version != current->version + 1) {
+		if (restoring || current == view || version != current->version + 1) {
 			status = FL_ERR_CONFLICT;
 			goto unlock;
 		}
@@ -1103,7 +1107,7 @@ enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl
 		fl_view_unref(current);
 		goto unlock;
 	}
-	if (version != 1) {
+	if (version != 1 && !restoring) {
 		status = FL_ERR_CONFLICT;
 		goto unlock;
 	}
@@ -1126,6 +1130,18 @@ enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl
 unlock:
 	pthread_rwlock_unlock(&registry->lock);
 	return status;
+}
+
+enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl_view *view,
+				    uint64_t version)
+{
+	return registry_insert(registry, view, version, false);
+}
+
+enum fl_status fl_view_registry_restore(struct fl_view_registry *registry, struct fl_view *view,
+					uint64_t version)
+{
+	return registry_insert(registry, view, version, true);
 }
 
 size_t fl_view_registry_count(struct fl_view_registry *registry)

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <lmdb.h>
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -608,5 +609,235 @@ Test(projection, models_left_open_by_an_earlier_boot_are_dropped)
 	cr_assert_eq(seq2, seq);
 	cr_assert_str_eq(digest2, digest);
 	fl_projection_close(p);
+	fl_log_close(log);
+}
+
+/* ---- view versions survive a reopen ------------------------------------ */
+
+/* Appends one body tail to log. */
+static void append_tail(struct fl_log *log, char *tail, size_t len, int64_t now)
+{
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = len, .time_us = now};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+}
+
+/*
+ * Appends version `version` of view "w": feature x and one more count window
+ * per version (a compatible change), then a few events, to log; the view is
+ * put into registry as command-svc does.
+ */
+static void append_view_version(struct fl_log *log, struct fl_view_registry *registry,
+				uint64_t version, int64_t now)
+{
+	char text[2048];
+	int len = snprintf(text, sizeof(text),
+			   "{\"name\":\"w\",\"entity\":\"user_id\",\"max_age\":\"%" PRIu64 "h\","
+			   "\"features\":{\"x\":\"int64\"},\"windows\":[",
+			   version);
+	for (uint64_t i = 1; i <= version; i++)
+		len += snprintf(text + len, sizeof(text) - (size_t)len,
+				"%s{\"name\":\"c%" PRIu64 "\",\"fn\":\"count\",\"of\":\"x\","
+				"\"size\":\"%" PRIu64 "m\"}",
+				i > 1 ? "," : "", i, 10 * i);
+	snprintf(text + len, sizeof(text) - (size_t)len, "]}");
+	json_error_t jerr;
+	json_t *def = json_loads(text, 0, &jerr);
+	cr_assert_not_null(def, "%s", jerr.text);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, version, "admin", now, &tail, &tail_len), FL_OK);
+	append_tail(log, tail, tail_len, now);
+	cr_assert_eq(fl_view_registry_put(registry, view, version), FL_OK);
+	fl_view_unref(view);
+	for (int i = 0; i < 3; i++) {
+		json_t *ev = json_pack("{s:s,s:s,s:{s:I}}", "view", "w", "entity_id", "e1",
+				       "features", "x", (json_int_t)(version * 10 + (uint64_t)i));
+		struct fl_event event;
+		struct fl_error err;
+		cr_assert_eq(fl_event_validate(ev, "", registry, "p", now, &event, &err), FL_OK,
+			     "%s", err.message);
+		json_decref(ev);
+		cr_assert_eq(fl_event_body_tail(&event, &tail, &tail_len), FL_OK);
+		fl_event_finish(&event);
+		append_tail(log, tail, tail_len, now);
+	}
+}
+
+/* Applies log's seqs after p's applied_seq. */
+static void catch_up(struct fl_projection *p, struct fl_log *log)
+{
+	struct fl_log_reader *r;
+	struct fl_log_entry e;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	uint64_t size = fl_log_reader_size(r);
+	for (uint64_t seq = fl_projection_applied_seq(p) + 1; seq <= size; seq++) {
+		cr_assert_eq(fl_log_reader_get(r, seq, &e), FL_OK);
+		cr_assert_eq(fl_projection_apply(p, &e, 1), FL_OK);
+	}
+	fl_log_reader_end(r);
+}
+
+/* The count window named window of entity e1 in p, now. */
+static json_int_t count_now(struct fl_projection *p, const char *window)
+{
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "w", &view), FL_OK);
+	const struct fl_window *w = fl_view_window(view, window);
+	cr_assert_not_null(w, "window %s missing from the reopened view", window);
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e1",
+				      .as_of_us = fl_time_now_us(),
+				      .windows = &w,
+				      .n_windows = 1};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_projection_read_end(read);
+	json_t *windows = parse_part(answer.windows, answer.windows_len);
+	json_int_t count =
+	    json_integer_value(json_object_get(json_object_get(windows, window), "value"));
+	json_decref(windows);
+	fl_read_answer_finish(&answer);
+	fl_view_unref(view);
+	return count;
+}
+
+/*
+ * Models that saw 1, 2 and 5 versions of a view (events between them) open
+ * again with the latest definition, keep applying, and equal a projection
+ * that was never closed; a reset and rebuild gives the same digest.
+ */
+Test(projection, view_versions_survive_a_reopen)
+{
+	static const uint64_t versions[] = {1, 2, 5};
+	for (size_t t = 0; t < sizeof(versions) / sizeof(versions[0]); t++) {
+		uint64_t n_versions = versions[t];
+		int64_t now = fl_time_now_us();
+		char name[32], dir[300];
+		struct fl_log *log;
+		struct fl_view_registry *registry;
+		snprintf(dir, sizeof(dir), "%s/origin%zu", tmpdir, t);
+		cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+		cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+		for (uint64_t v = 1; v <= n_versions; v++)
+			append_view_version(log, registry, v, now);
+
+		snprintf(name, sizeof(name), "kept%zu", t);
+		struct fl_projection *kept = project(log, name, 2);
+		snprintf(name, sizeof(name), "reopened%zu", t);
+		struct fl_projection *reopened = project(log, name, 3);
+		fl_projection_close(reopened);
+		snprintf(dir, sizeof(dir), "%s/%s", tmpdir, name);
+		cr_assert_eq(fl_projection_open(dir, &reopened), FL_OK,
+			     "reopen after %" PRIu64 " versions", n_versions);
+
+		struct fl_view *view;
+		cr_assert_eq(fl_view_registry_get(fl_projection_views(reopened), "w", &view),
+			     FL_OK);
+		cr_assert_eq(fl_view_version(view), n_versions);
+		cr_assert_eq(fl_view_window_count(view), n_versions);
+		fl_view_unref(view);
+		char window[32];
+		snprintf(window, sizeof(window), "c%" PRIu64, n_versions);
+		cr_assert_eq(count_now(reopened, window), (json_int_t)(3 * n_versions));
+
+		uint64_t seq_kept, seq_reopened;
+		char digest_kept[65], digest_reopened[65];
+		cr_assert_eq(fl_projection_digest(kept, &seq_kept, digest_kept), FL_OK);
+		cr_assert_eq(fl_projection_digest(reopened, &seq_reopened, digest_reopened), FL_OK);
+		cr_assert_eq(seq_reopened, seq_kept);
+		cr_assert_str_eq(digest_reopened, digest_kept);
+
+		/* One more version and more events, applied to both. */
+		append_view_version(log, registry, n_versions + 1, now);
+		catch_up(kept, log);
+		catch_up(reopened, log);
+		snprintf(window, sizeof(window), "c%" PRIu64, n_versions + 1);
+		cr_assert_eq(count_now(reopened, window), (json_int_t)(3 * (n_versions + 1)));
+		cr_assert_eq(fl_projection_digest(kept, &seq_kept, digest_kept), FL_OK);
+		cr_assert_eq(fl_projection_digest(reopened, &seq_reopened, digest_reopened), FL_OK);
+		cr_assert_str_eq(digest_reopened, digest_kept);
+
+		/* Closed again, reset (as --rebuild does) and applied anew. */
+		fl_projection_close(reopened);
+		cr_assert_eq(fl_projection_open(dir, &reopened), FL_OK);
+		cr_assert_eq(fl_projection_reset(reopened), FL_OK);
+		catch_up(reopened, log);
+		cr_assert_eq(fl_projection_digest(reopened, &seq_reopened, digest_reopened), FL_OK);
+		cr_assert_str_eq(digest_reopened, digest_kept);
+
+		fl_projection_close(reopened);
+		fl_projection_close(kept);
+		fl_view_registry_destroy(registry);
+		fl_log_close(log);
+	}
+}
+
+/* The cost of a read: one unit per entity, one per stored event visited. */
+Test(projection, a_read_over_its_cost_limit_is_422)
+{
+	int64_t now = fl_time_now_us();
+	char dir[300];
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	snprintf(dir, sizeof(dir), "%s/origin", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	append_view_version(log, registry, 1, now); /* e1: 3 events, window c1 */
+	struct fl_projection *p = project(log, "cost", 10);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "w", &view), FL_OK);
+	const struct fl_window *w = fl_view_window(view, "c1");
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e1",
+				      .as_of_us = fl_time_now_us(),
+				      .windows = &w,
+				      .n_windows = 1};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+
+	static const struct {
+		uint64_t limit;
+		bool fits;
+	} cases[] = {{0, true}, {4, true}, {3, false}, {1, false}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+		fl_projection_read_limit_cost(read, cases[i].limit);
+		fl_error_clear(&err);
+		enum fl_status st = fl_projection_query(read, &req, &answer, &err);
+		if (cases[i].fits) {
+			cr_assert_eq(st, FL_OK, "limit %" PRIu64, cases[i].limit);
+			cr_assert_eq(fl_projection_read_cost(read), 4, "1 entity + 3 events");
+			fl_read_answer_finish(&answer);
+		} else {
+			cr_assert_eq(st, FL_ERR_INVALID, "limit %" PRIu64, cases[i].limit);
+			cr_assert_eq(err.http_status, 422);
+			cr_assert_str_eq(err.code, "read_too_expensive");
+		}
+		fl_projection_read_end(read);
+	}
+	/* the cost adds up over the queries of one read (a batch) */
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	fl_projection_read_limit_cost(read, 8);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_read_answer_finish(&answer);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_read_answer_finish(&answer);
+	cr_assert_eq(fl_projection_read_cost(read), 8);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_ERR_INVALID);
+	cr_assert_eq(err.http_status, 422);
+	fl_projection_read_end(read);
+	fl_view_unref(view);
+	fl_projection_close(p);
+	fl_view_registry_destroy(registry);
 	fl_log_close(log);
 }

@@ -569,6 +569,46 @@ Test(view, registry_versions_and_lookup)
 	fl_view_unref(NULL);
 }
 
+/*
+ * Read models keep only the current version of each view: loading them into
+ * an empty registry starts a name at that version, and later versions follow
+ * it one by one.
+ */
+Test(view, registry_restores_stored_versions)
+{
+	struct fl_view_registry *registry;
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	struct fl_view *v5 = parse_ok(V1 W1 "}");
+	cr_assert_eq(fl_view_registry_restore(registry, v5, 0), FL_ERR_INVALID);
+	cr_assert_eq(fl_view_registry_restore(registry, v5, 5), FL_OK);
+	cr_assert_eq(fl_view_version(v5), 5);
+	struct fl_view *found;
+	cr_assert_eq(fl_view_registry_get(registry, "v", &found), FL_OK);
+	cr_assert_eq(found, v5);
+	cr_assert_eq(fl_view_version(found), 5);
+	fl_view_unref(found);
+	/* A name is restored once; then versions go on from the restored one. */
+	struct fl_view *again = parse_ok(V1 W1 "}");
+	cr_assert_eq(fl_view_registry_restore(registry, again, 7), FL_ERR_CONFLICT);
+	cr_assert_eq(fl_view_version(again), 0);
+	struct fl_view *v6 = parse_ok(V1 "'windows':[]}");
+	cr_assert_eq(fl_view_registry_put(registry, v6, 7), FL_ERR_CONFLICT);
+	cr_assert_eq(fl_view_registry_put(registry, v6, 6), FL_OK);
+	cr_assert_eq(fl_view_registry_get(registry, "v", &found), FL_OK);
+	cr_assert_eq(fl_view_version(found), 6);
+	cr_assert_eq(fl_view_window_count(found), 0);
+	fl_view_unref(found);
+	/* put still starts a new name at 1 */
+	struct fl_view *other = parse_ok("{'name':'w','entity':'e','features':{'x':'int64'}}");
+	cr_assert_eq(fl_view_registry_put(registry, other, 3), FL_ERR_CONFLICT);
+	cr_assert_eq(fl_view_registry_restore(NULL, other, 3), FL_ERR_INVALID);
+	fl_view_unref(other);
+	fl_view_unref(again);
+	fl_view_unref(v6);
+	fl_view_unref(v5);
+	fl_view_registry_destroy(registry);
+}
+
 Test(view, registry_lists_in_name_order)
 {
 	struct fl_view_registry *registry;

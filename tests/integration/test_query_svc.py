@@ -27,6 +27,8 @@ import os
 import pathlib
 import random
 import secrets
+import selectors
+import socket
 import statistics
 import subprocess
 import sys
@@ -1254,6 +1256,246 @@ class RecoveryTest(QueryCase):
         self.assertEqual(self.env.digest(qd), self.env.digest(qa),
                          "a catch-up in steps differs from the live instance")
         self.check_values(qd, "long")
+
+
+# A view with windows whose reads are not audited: an answer is sent as soon
+# as it is computed (an audited one waits for its record's commit).
+COST_VIEW = {
+    "name": "costly",
+    "entity": "item_id",
+    "features": {"x": "int64"},
+    "windows": [{"name": "x_sum_1h", "fn": "sum", "of": "x", "size": "1h"},
+                {"name": "x_count_1h", "fn": "count", "of": "x", "size": "1h"}],
+    "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+    "audit_reads": False,
+}
+
+
+class ReadCostTest(QueryCase):
+    """The bound on one read's cost (--max-read-cost) and repeated ids computed once."""
+
+    views = (COST_VIEW, UA_VIEW)
+    # cost: one unit per entity id and one per stored event a window visits
+    query_args = ("--max-read-cost", "60")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        t0 = now_us() - 10 * MINUTE
+        events = [{"view": "costly", "entity_id": ent, "event_ts": time_text(t0 + i * US),
+                   "features": {"x": i}} for ent in ("c1", "c2", "c3") for i in range(20)]
+        status, _, body = cls.producer.json("POST", "/v1/events", {"events": events})
+        if status != 201:
+            raise AssertionError(f"writing: {status} {body}")
+        for ev, r in zip(events, body["results"]):
+            cls.oracle.add("costly", ev["entity_id"], parse_time_text(ev["event_ts"]),
+                           r["seq"], ev["features"])
+        cls.env.wait_caught_up(cls.env.query)
+
+    def batch(self, ids, **extra):
+        return self.env.qhttp("ranker").json(
+            "POST", "/v1/features:batch", dict({"view": "costly", "entity_ids": ids}, **extra))
+
+    def test_repeated_ids_are_computed_once_in_input_order(self):
+        # c1 costs 21 units: four times would be 84, over the bound of 60
+        status, _, body = self.batch(["c1", "c1", "c1", "c1"])
+        self.assertEqual(status, 200, body)
+        rows = body["rows"]
+        self.assertEqual([r["entity_id"] for r in rows], ["c1"] * 4)
+        self.assertTrue(all(r == rows[0] for r in rows), rows)
+        self.check_answer(rows[0], "costly", "c1", parse_time_text(rows[0]["as_of"]))
+        self.assertEqual(rows[0]["windows"]["x_count_1h"]["value"], 20)
+        # mixed: 2 × 21 = 42; rows in the order asked, repeats repeated
+        ids = ["c2", "c1", "c2", "never", "c1", "c2"]
+        status, _, body = self.batch(ids)
+        self.assertEqual(status, 200, body)
+        self.assertEqual([r["entity_id"] for r in body["rows"]], ids)
+        by_id = {}
+        for ent, row in zip(ids, body["rows"]):
+            self.assertEqual(by_id.setdefault(ent, row), row, ent)
+            self.check_answer(row, "costly", ent, parse_time_text(row["as_of"]),
+                              context=f"row {ent}")
+        # Feast's route too
+        status, _, body = self.env.qhttp("ranker").json("POST", "/get-online-features", {
+            "features": ["costly:x", "costly:x_count_1h"],
+            "entities": {"item_id": ["c1", "c3", "c1", "c3", "c1"]}})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["results"][0]["values"], ["c1", "c3", "c1", "c3", "c1"])
+        self.assertEqual(body["results"][2]["values"], [20] * 5)
+        self.assertEqual(body["results"][1]["values"], [19] * 5)
+
+    def test_a_read_over_the_bound_is_422_and_the_service_serves_on(self):
+        q = self.env.qhttp("ranker")
+        for what, (status, _, body) in (
+                ("batch", self.batch(["c1", "c2", "c3"])),  # 63 units
+                ("feast", q.json("POST", "/get-online-features", {
+                    "features": ["costly:x_sum_1h"],
+                    "entities": {"item_id": ["c1", "c2", "c3"]}}))):
+            self.assertEqual(status, 422, (what, body))
+            self.assertEqual(set(body), {"error"}, body)
+            self.assertEqual(body["error"]["code"], "read_too_expensive", body)
+            self.assertIn("60", body["error"]["message"], body)
+            self.assertIn("--max-read-cost", body["error"]["message"], body)
+        # the same ids without windows cost 3 units
+        status, _, body = self.batch(["c1", "c2", "c3"], windows=[])
+        self.assertEqual(status, 200, body)
+        # a single read of one entity fits; health and other reads go on
+        a = self.read("ranker", "costly", "c3")
+        self.check_answer(a, "costly", "c3", parse_time_text(a["as_of"]))
+        self.assertEqual(self.env.qhttp().get("/healthz").status, 200)
+        status, _, body = self.batch(["c1", "c2"])
+        self.assertEqual(status, 200, body)
+        # a refused read is audited like any other (an audited view)
+        status, _, body = self.env.qhttp("ranker").json("POST", "/v1/features:batch", {
+            "view": "user_activity", "entity_ids": ["c1"]})
+        self.assertEqual(status, 200, body)
+
+
+class SlowReadTest(QueryCase):
+    """Health checks and cheap reads do not wait behind expensive reads."""
+
+    views = (COST_VIEW,)
+    N_ENTITIES = 1000
+    EVENTS_EACH = 12
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        t0 = now_us() - 10 * MINUTE
+        for k in range(cls.EVENTS_EACH):
+            events = [{"view": "costly", "entity_id": f"s{i}",
+                       "event_ts": time_text(t0 + k * US), "features": {"x": k}}
+                      for i in range(cls.N_ENTITIES)]
+            status, _, body = cls.producer.json("POST", "/v1/events", {"events": events})
+            if status != 201:
+                raise AssertionError(f"writing: {status} {body}")
+        cls.env.wait_caught_up(cls.env.query, timeout=120)
+
+    def raw_request(self, method, path, body=None, token=None):
+        """A connected socket that has sent the whole request (Connection: close)."""
+        sock = socket.create_connection(("127.0.0.1", self.env.query.port), timeout=120)
+        data = body if body is not None else b""
+        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+                f"Content-Length: {len(data)}"]
+        if body is not None:
+            head.append("Content-Type: application/json")
+        if token:
+            head.append(f"Authorization: Bearer {self.env.tokens[token]}")
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        return sock
+
+    def test_health_and_cheap_reads_overtake_expensive_batches(self):
+        """
+        Expensive batch reads are sent (whole) first, then /healthz, /readyz and a
+        cheap read: each of those must be answered before the last batch is.
+        """
+        body = json.dumps({"view": "costly",
+                           "entity_ids": [f"s{i}" for i in range(self.N_ENTITIES)]}).encode()
+        n_long = 16
+        pending = {}
+        for i in range(n_long):
+            pending[self.raw_request("POST", "/v1/features:batch", body, "ranker")] = f"batch{i}"
+        for name, path, token in (("healthz", "/healthz", None), ("readyz", "/readyz", None),
+                                  ("cheap", "/v1/features/costly/s1", "ranker")):
+            pending[self.raw_request("GET", path, token=token)] = name
+        answers, order = {}, []
+        with selectors.DefaultSelector() as sel:
+            for sock in pending:
+                sel.register(sock, selectors.EVENT_READ)
+                answers[sock] = b""
+            deadline = time.monotonic() + 180
+            while pending and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1.0):
+                    chunk = key.fileobj.recv(1 << 16)
+                    if chunk:
+                        answers[key.fileobj] += chunk
+                        continue
+                    sel.unregister(key.fileobj)
+                    name = pending.pop(key.fileobj)
+                    order.append((name, answers[key.fileobj]))
+                    key.fileobj.close()
+        self.assertFalse(pending, f"not answered: {sorted(pending.values())}")
+        names = [name for name, _ in order]
+        for name, answer in order:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), (name, answer[:300]))
+        last_long = max(names.index(f"batch{i}") for i in range(n_long))
+        for name in ("healthz", "readyz", "cheap"):
+            self.assertLess(names.index(name), last_long,
+                            f"{name} waited behind every expensive batch: {names}")
+
+
+def evolving_view(version):
+    """Version `version` of a view that gains one count window per version (compatible)."""
+    return {
+        "name": "evolving",
+        "entity": "item_id",
+        "features": {"x": "int64"},
+        "windows": [{"name": f"c{k}", "fn": "count", "of": "x", "size": f"{10 * k}m"}
+                    for k in range(1, version + 1)],
+        "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+    }
+
+
+class ViewVersionRestartTest(QueryCase):
+    """Restarts and rebuilds after compatible view changes (versions 1, 2 and 5)."""
+
+    n_query = 2  # the first restarts; the second never does
+    views = ()
+
+    def register(self, version):
+        status, _, body = self.admin.json("POST", "/v1/views", evolving_view(version))
+        self.assertEqual(status, 201, body)
+        self.assertEqual(body["version"], version, body)
+        self.view_defs["evolving"] = evolving_view(version)
+
+    def check_restarted(self, svc, kept, version, context):
+        """svc serves version `version` (its newest window too) and equals kept."""
+        tree = self.env.tree_size()
+        self.env.wait_caught_up(svc, tree, timeout=60)
+        self.env.wait_caught_up(kept, tree, timeout=60)
+        self.assertEqual(self.env.digest(svc), self.env.digest(kept), context)
+        newest = f"c{version}"
+        a = self.read("ranker", "evolving", "item-1", svc=svc, windows=newest)
+        self.assertEqual(set(a["windows"]), {newest}, context)
+        self.check_answer(a, "evolving", "item-1", parse_time_text(a["as_of"]),
+                          context=context)
+        self.assertGreater(a["windows"][newest]["events"], 0, context)
+
+    def test_restart_and_rebuild_after_view_versions(self):
+        qa, qb = self.env.queries
+        t0 = now_us() - MINUTE
+        version = 0
+        for target in (1, 2, 5):
+            while version < target:
+                version += 1
+                self.register(version)
+                self.write([("evolving", "item-1", t0 + version * 1000, {"x": version}),
+                            ("evolving", "item-1", t0 + version * 1000 + 1, {"x": -version})])
+            context = f"after {version} view versions"
+            self.env.wait_caught_up(qa)
+            qa.restart()
+            self.check_restarted(qa, qb, version, f"{context}: restart")
+            qa.restart(hard=True)
+            self.check_restarted(qa, qb, version, f"{context}: kill -9")
+            qa.stop()
+            qa.args.append("--rebuild")
+            try:
+                qa.start()
+            finally:
+                qa.args.remove("--rebuild")
+            self.check_restarted(qa, qb, version, f"{context}: --rebuild")
+
+            # command-svc reloads every version from its log
+            self.env.command.restart()
+            self.producer.close()  # its kept-alive connection ended with command-svc
+            status, body = self.admin.get_json("/v1/views/evolving")
+            self.assertEqual((status, body.get("version")), (200, version), body)
+            status, _, body = self.admin.json("POST", "/v1/views", evolving_view(version))
+            self.assertEqual((status, body.get("version")), (200, version), body)
+        # and versions go on from there, on both services
+        self.register(version + 1)
+        self.write1("evolving", "item-1", t0 + 9000, {"x": 9})
+        self.check_restarted(qa, qb, version + 1, "a version after the restarts")
 
 
 class NatsRestartTest(QueryCase):

@@ -219,6 +219,16 @@ enum fl_status fl_view_registry_get(struct fl_view_registry *registry, const cha
 enum fl_status fl_view_registry_put(struct fl_view_registry *registry, struct fl_view *view,
 				    uint64_t version);
 
+/*
+ * Adds view, read back from storage that keeps only the current version of
+ * each view (query-svc's read models), as the current version of a name the
+ * registry does not hold yet; version may be any number from 1 (a name
+ * already present is FL_ERR_CONFLICT). Later versions follow with
+ * fl_view_registry_put. Versions and references as for fl_view_registry_put.
+ */
+enum fl_status fl_view_registry_restore(struct fl_view_registry *registry, struct fl_view *view,
+					uint64_t version);
+
 /* Number of views. */
 size_t fl_view_registry_count(struct fl_view_registry *registry);
 
