@@ -632,6 +632,141 @@ class IdempotencyTest(CommandSvcCase):
         self.assertEqual(self.tree_size(), size, "duplicates or conflicts appended")
 
 
+class IdempotencyRaceTest(CommandSvcCase):
+    """
+    §3: requests with the same producer and key that race each other (a
+    retry sent while its original is still in flight, possibly in the same
+    group commit) store exactly one event.
+    """
+
+    THREADS = 32
+    ROUNDS = 20
+
+    def fire(self, bodies):
+        """Sends bodies[i] on connection i, all released at once; returns (status, body)s."""
+        n = len(bodies)
+        conns = [self.env.http("clicks-pipeline", keep_alive=True) for _ in range(n)]
+        for c in conns:  # connect (and authenticate) before the race
+            self.assertEqual(c.get("/healthz").status, 200)
+        barrier = threading.Barrier(n)
+        answers = [None] * n
+
+        def run(i):
+            try:
+                barrier.wait(30)
+                status, _, body = conns[i].json("POST", "/v1/events", bodies[i])
+                answers[i] = (status, body)
+            except Exception as e:  # noqa: BLE001 - reported below
+                answers[i] = (None, repr(e))
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for c in conns:
+            c.close()
+        return answers
+
+    def events_with_key(self, from_seq, key):
+        return [l for l in read_log(self.auditor, from_seq=from_seq)
+                if decode_body(l).get("idempotency_key") == key]
+
+    def test_identical_requests_at_once_store_one_event(self):
+        for rnd in range(self.ROUNDS):
+            size0 = self.tree_size()
+            key = f"race-same-{rnd}"
+            answers = self.fire([event(entity_id=f"r{rnd}", idempotency_key=key)] *
+                                self.THREADS)
+            statuses = sorted(a[0] for a in answers)
+            self.assertEqual(statuses, [200] * (self.THREADS - 1) + [201],
+                             f"round {rnd}: {answers}")
+            results = [a[1]["results"][0] for a in answers]
+            self.assertEqual(len({r["seq"] for r in results}), 1, f"round {rnd}: {results}")
+            self.assertEqual(len({r["leaf_hash"] for r in results}), 1, f"round {rnd}")
+            self.assertEqual(sorted(r["duplicate"] for r in results),
+                             [False] + [True] * (self.THREADS - 1), f"round {rnd}")
+            self.assertEqual([l["seq"] for l in self.events_with_key(size0 + 1, key)],
+                             [results[0]["seq"]], f"round {rnd}: events stored for the key")
+            self.assertEqual(self.tree_size(), size0 + 1, f"round {rnd}")
+            # Once committed, every repeat answers 200 with that seq.
+            again = self.fire([event(entity_id=f"r{rnd}", idempotency_key=key)] * 8)
+            self.assertEqual([a[0] for a in again], [200] * 8, again)
+            self.assertEqual({a[1]["results"][0]["seq"] for a in again}, {results[0]["seq"]})
+            self.assertEqual(self.tree_size(), size0 + 1)
+
+    def test_different_events_with_one_key_at_once(self):
+        for rnd in range(self.ROUNDS):
+            size0 = self.tree_size()
+            key = f"race-diff-{rnd}"
+            a = event(entity_id=f"a{rnd}", idempotency_key=key)
+            b = event(entity_id=f"b{rnd}", idempotency_key=key)
+            bodies = [a if i % 2 == 0 else b for i in range(self.THREADS)]
+            answers = self.fire(bodies)
+            stored = self.events_with_key(size0 + 1, key)
+            self.assertEqual(len(stored), 1, f"round {rnd}: {len(stored)} events for one key")
+            self.assertEqual(self.tree_size(), size0 + 1)
+            winner = decode_body(stored[0])["entity_id"]
+            for sent, (status, body) in zip(bodies, answers):
+                if sent["entity_id"] == winner:
+                    self.assertIn(status, (200, 201), f"round {rnd}: {body}")
+                    self.assertEqual(body["results"][0]["seq"], stored[0]["seq"])
+                    self.assertEqual(body["results"][0]["duplicate"], status == 200)
+                else:
+                    self.assertEqual(status, 409, f"round {rnd}: {body}")
+                    self.assertEqual(body["error"]["code"], "idempotency_conflict")
+            self.assertEqual(sum(1 for s, _ in answers if s == 201), 1, f"round {rnd}")
+
+    def test_batches_sharing_a_key_at_once(self):
+        """Each batch carries the shared key and a key of its own: one event for
+        the shared key, every batch's own event stored once."""
+        size0 = self.tree_size()
+        shared = event(entity_id="shared", idempotency_key="race-batch")
+        bodies = [{"events": [shared, event(entity_id=f"own{i}", idempotency_key=f"own-{i}")]}
+                  for i in range(self.THREADS)]
+        answers = self.fire(bodies)
+        self.assertEqual([a[0] for a in answers], [201] * self.THREADS, answers)
+        seqs = {a[1]["results"][0]["seq"] for a in answers}
+        self.assertEqual(len(seqs), 1, answers)
+        self.assertEqual(sorted(a[1]["results"][0]["duplicate"] for a in answers),
+                         [False] + [True] * (self.THREADS - 1))
+        own = sorted(a[1]["results"][1]["seq"] for a in answers)
+        self.assertEqual(len(set(own)), self.THREADS)
+        self.assertEqual(self.tree_size(), size0 + 1 + self.THREADS)
+        self.assertEqual(len(self.events_with_key(size0 + 1, "race-batch")), 1)
+
+    def test_one_key_twice_in_one_batch(self):
+        """Same event twice: one event, the second result is its duplicate.
+        Different events: 409 for the whole batch, nothing stored."""
+        size0 = self.tree_size()
+        e = event(entity_id="twice", idempotency_key="twice-same")
+        status, _, body = self.post_events({"events": [e, event(entity_id="x1"), e]})
+        self.assertEqual(status, 201, body)
+        r = body["results"]
+        self.assertEqual([x["duplicate"] for x in r], [False, False, True])
+        self.assertEqual(r[2]["seq"], r[0]["seq"])
+        self.assertEqual(r[2]["leaf_hash"], r[0]["leaf_hash"])
+        self.assertEqual(self.tree_size(), size0 + 2)
+        status, h, body = self.post_events({"events": [
+            event(entity_id="x2"), event(entity_id="t1", idempotency_key="twice-diff"),
+            event(entity_id="t2", idempotency_key="twice-diff")]})
+        self.assert_error(status, h, body, 409, "idempotency_conflict",
+                          "events[2].idempotency_key")
+        self.assertEqual(self.tree_size(), size0 + 2)
+
+    def test_retry_after_kill_9_right_after_the_ack(self):
+        for i in range(3):
+            e = event(entity_id=f"k9-{i}", idempotency_key=f"kill9-{i}")
+            status, _, body = self.post_events(e)
+            self.assertEqual(status, 201, body)
+            self.env.svc.kill()  # right after the ack
+            self.env.svc.start()
+            status, _, again = self.post_events(e)
+            self.assertEqual(status, 200, again)
+            self.assertEqual(again["results"], [dict(body["results"][0], duplicate=True)])
+            status, h, other = self.post_events(event(entity_id="other", idempotency_key=f"kill9-{i}"))
+            self.assert_error(status, h, other, 409, "idempotency_conflict", "idempotency_key")
+
+
 # ===========================================================================
 # the bad-input corpus
 # ===========================================================================
