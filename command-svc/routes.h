@@ -23,6 +23,7 @@ struct fl_command {
 	struct fl_counter *http_requests; /* {route, code} */
 	struct fl_gauge *publish_lag;
 	struct fl_gauge *tree_size;
+	int64_t max_future_skew_us; /* --max-future-skew */
 };
 
 enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *req);

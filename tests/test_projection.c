@@ -140,7 +140,8 @@ static struct fl_log *build_log(int64_t base_us)
 					       "event_ts", ts, "features", features);
 			struct fl_event event;
 			struct fl_error err;
-			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us, &event, &err),
+			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us,
+						       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
 				     FL_OK, "%s", err.message);
 			json_decref(ev);
 			size_t len;

@@ -767,6 +767,95 @@ class IdempotencyRaceTest(CommandSvcCase):
             self.assert_error(status, h, other, 409, "idempotency_conflict", "idempotency_key")
 
 
+def utc_stamp(offset_s=0.0):
+    """RFC 3339 UTC time offset_s seconds from now."""
+    t = time.time() + offset_s
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class FutureSkewTest(CommandSvcCase):
+    """§3: event_ts more than --max-future-skew (default 5m) ahead is 400."""
+
+    TEN_YEARS = 10 * 365 * 86400
+
+    def assert_nothing_stored(self, size0, cp0, context):
+        self.assertEqual(self.tree_size(), size0, context)
+        self.assertEqual(self.checkpoint(), cp0, context)
+        self.assertEqual(self.auditor.get(f"/v1/log?from_seq={size0 + 1}").body, b"", context)
+
+    def test_far_future_is_rejected_and_nothing_stored(self):
+        size0, cp0 = self.tree_size(), self.checkpoint()
+        ahead = utc_stamp(self.TEN_YEARS)
+        status, h, body = self.post_events(event(event_ts=ahead, idempotency_key="future-1"))
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "event_ts")
+        self.assertIn(ahead[:19], body["error"]["message"])
+        self.assert_nothing_stored(size0, cp0, "single event")
+        status, h, body = self.post_events({"events": [
+            event(entity_id="ok"), event(event_ts=ahead), event(entity_id="ok2")]})
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "events[1].event_ts")
+        self.assert_nothing_stored(size0, cp0, "batch")
+        push = {"push_source_name": "user_activity", "df": {
+            "user_id": ["p1", "p2", "p3"],
+            "event_timestamp": [utc_stamp(-60), ahead, utc_stamp()],
+            "dwell_ms": [1.0, 2.0, 3.0]}}
+        status, h, body = self.post_events(push, path="/push")
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "df.event_timestamp[1]")
+        self.assert_nothing_stored(size0, cp0, "Feast push")
+        # The key was not taken by the rejected event.
+        status, _, body = self.post_events(event(idempotency_key="future-1"))
+        self.assertEqual(status, 201, body)
+        self.assertFalse(body["results"][0]["duplicate"])
+
+    def test_a_few_minutes_ahead_is_accepted(self):
+        size0 = self.tree_size()
+        status, _, body = self.post_events(event(event_ts=utc_stamp(4 * 60)))
+        self.assertEqual(status, 201, body)
+        status, _, body = self.post_events(
+            {"push_source_name": "user_activity",
+             "df": {"user_id": ["p4"], "event_timestamp": [utc_stamp(4 * 60)],
+                    "dwell_ms": [4.0]}}, path="/push")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.tree_size(), size0 + 2)
+
+
+class FutureSkewFlagTest(CommandSvcCase):
+    """--max-future-skew sets the bound; a bad value stops the start."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = CommandEnv(BINARY, extra_args=["--max-future-skew", "1m"])
+        try:
+            cls.admin = cls.env.http("admin")
+            cls.producer = cls.env.http("clicks-pipeline")
+            cls.auditor = cls.env.http("aud")
+            cls.anon = cls.env.http()
+            status, _, body = cls.admin.json("POST", "/v1/views", VIEW)
+            if status != 201:
+                raise AssertionError(f"registering the §2 view: {status} {body}")
+        except BaseException:
+            cls.env.close()
+            raise
+
+    def test_lower_bound_by_flag(self):
+        size0 = self.tree_size()
+        status, h, body = self.post_events(event(event_ts=utc_stamp(4 * 60)))
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "event_ts")
+        self.assertIn("1m", body["error"]["message"])
+        self.assertEqual(self.tree_size(), size0)
+        status, _, body = self.post_events(event(event_ts=utc_stamp(20)))
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.tree_size(), size0 + 1)
+
+    def test_bad_flag_value_stops_the_start(self):
+        import subprocess
+        for bad in ("5", "0s", "1.5m", "soon"):
+            with self.subTest(bad=bad):
+                proc = subprocess.run([str(BINARY), "--max-future-skew", bad],
+                                      capture_output=True, timeout=30)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertIn(b"max-future-skew", proc.stderr)
+
+
 # ===========================================================================
 # the bad-input corpus
 # ===========================================================================
