@@ -213,8 +213,7 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 						  &err);
 	else
 		st = fl_event_validate_request(body, cmd->registry, fl_principal_name(principal),
-					       now, cmd->max_future_skew_us, &events, &count,
-					       &err);
+					       now, cmd->max_future_skew_us, &events, &count, &err);
 	/* The JSON path of event i, for errors: events[i] in a batch. */
 	bool batch = !feast_push && json_object_get(body, "events") != NULL;
 	json_decref(body);

@@ -567,8 +567,8 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 		path_member(field, path, "event_ts");
 		if ((status = check_event_ts(event_ts, field, &result.event_ts_us, err)) != FL_OK ||
 		    (status = check_future(result.event_ts_us, ingest_us,
-					   max_future_skew_us < 0 ? 0 : max_future_skew_us,
-					   field, err)) != FL_OK)
+					   max_future_skew_us < 0 ? 0 : max_future_skew_us, field,
+					   err)) != FL_OK)
 			goto fail;
 		result.event_ts_given = true;
 	}
@@ -672,9 +672,8 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 		struct fl_event *events = calloc(1, sizeof(*events));
 		if (events == NULL)
 			return nomem(err);
-		enum fl_status status =
-		    fl_event_validate(body, "", registry, producer, ingest_us, max_future_skew_us,
-				      events, err);
+		enum fl_status status = fl_event_validate(body, "", registry, producer, ingest_us,
+							  max_future_skew_us, events, err);
 		if (status != FL_OK) {
 			free(events);
 			return status;

@@ -77,9 +77,8 @@ static enum fl_status validate_at(const char *text, const char *path, int64_t in
 				  struct fl_event *ret_event, struct fl_error *err)
 {
 	json_t *event = load(text);
-	enum fl_status status =
-	    fl_event_validate(event, path, registry, "clicks-pipeline", ingest, SKEW, ret_event,
-			      err);
+	enum fl_status status = fl_event_validate(event, path, registry, "clicks-pipeline", ingest,
+						  SKEW, ret_event, err);
 	json_decref(event);
 	return status;
 }
@@ -490,9 +489,9 @@ Test(event, long_values_rejected)
 		cr_assert_not_null(cases[i].event);
 		struct fl_event event;
 		struct fl_error err;
-		cr_expect_eq(
-		    fl_event_validate(cases[i].event, "", registry, "p", ingest_us, SKEW, &event, &err),
-		    FL_ERR_INVALID, "case %zu", i);
+		cr_expect_eq(fl_event_validate(cases[i].event, "", registry, "p", ingest_us, SKEW,
+					       &event, &err),
+			     FL_ERR_INVALID, "case %zu", i);
 		cr_expect_str_eq(err.code, cases[i].code, "case %zu: %s", i, err.message);
 		cr_expect_str_eq(err.field, cases[i].field, "case %zu", i);
 		json_decref(cases[i].event);
@@ -784,8 +783,8 @@ static enum fl_status request(const char *text, struct fl_event **ret_events, si
 			      struct fl_error *err)
 {
 	json_t *body = load(text);
-	enum fl_status status =
-	    fl_event_validate_request(body, registry, "p", ingest_us, SKEW, ret_events, ret_count, err);
+	enum fl_status status = fl_event_validate_request(body, registry, "p", ingest_us, SKEW,
+							  ret_events, ret_count, err);
 	json_decref(body);
 	return status;
 }
@@ -899,8 +898,8 @@ Test(event, feast_push_converts_rows)
 
 	struct fl_event *validated;
 	size_t count;
-	cr_assert_eq(fl_event_feast_push_validate(push, registry, "pusher", ingest_us, SKEW, &validated,
-						  &count, &err),
+	cr_assert_eq(fl_event_feast_push_validate(push, registry, "pusher", ingest_us, SKEW,
+						  &validated, &count, &err),
 		     FL_OK, "%s %s", err.field, err.message);
 	cr_assert_eq(count, 3);
 	cr_assert_str_eq(validated[0].entity_id, "1");
@@ -978,8 +977,8 @@ Test(event, feast_push_errors_name_feast_paths)
 		size_t count = 0;
 		struct fl_error err;
 		fl_error_clear(&err);
-		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us, SKEW,
-								     &events, &count, &err);
+		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us,
+								     SKEW, &events, &count, &err);
 		cr_expect_eq(status, c->status == 404 ? FL_ERR_NOT_FOUND : FL_ERR_INVALID,
 			     "case %zu (%s) gave %d", i, c->push, status);
 		cr_expect_null(events, "case %zu", i);
@@ -1042,8 +1041,8 @@ Test(event, feast_push_survives_allocation_failures)
 		struct fl_error err;
 		allocations_left = n;
 		json_set_alloc_funcs(failing_malloc, free);
-		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us, SKEW,
-								     &events, &count, &err);
+		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us,
+								     SKEW, &events, &count, &err);
 		json_set_alloc_funcs(malloc, free);
 		if (status == FL_OK) {
 			cr_assert_eq(count, 2);
@@ -1101,8 +1100,8 @@ static enum fl_status validate_skew(const char *text, int64_t ingest, int64_t ma
 	json_t *event = load(text);
 	struct fl_event validated;
 	fl_error_clear(err);
-	enum fl_status status = fl_event_validate(event, "events[2]", registry, "p", ingest,
-						  max_skew, &validated, err);
+	enum fl_status status =
+	    fl_event_validate(event, "events[2]", registry, "p", ingest, max_skew, &validated, err);
 	if (status == FL_OK)
 		fl_event_finish(&validated);
 	json_decref(event);
@@ -1120,13 +1119,13 @@ Test(event, event_ts_too_far_ahead_of_the_ingest_time_is_rejected)
 		int64_t max_skew;
 		bool ok;
 	} cases[] = {
-	    {"2036-11-26T21:00:00Z", five_min, false},	      /* ten years ahead */
-	    {"2026-11-26T21:05:00.000001Z", five_min, false}, /* just over */
-	    {"2026-11-26T21:05:00Z", five_min, true},	      /* exactly the bound */
-	    {"2026-11-26T21:04:00Z", five_min, true},	      /* four minutes ahead */
-	    {"2016-11-26T21:00:00Z", five_min, true},	      /* the past is fine */
+	    {"2036-11-26T21:00:00Z", five_min, false},		    /* ten years ahead */
+	    {"2026-11-26T21:05:00.000001Z", five_min, false},	    /* just over */
+	    {"2026-11-26T21:05:00Z", five_min, true},		    /* exactly the bound */
+	    {"2026-11-26T21:04:00Z", five_min, true},		    /* four minutes ahead */
+	    {"2016-11-26T21:00:00Z", five_min, true},		    /* the past is fine */
 	    {"2026-11-26T21:04:00Z", INT64_C(60) * 1000000, false}, /* a lower bound */
-	    {"2026-11-26T22:00:00+02:00", five_min, true}, /* 20:00Z: zones count */
+	    {"2026-11-26T22:00:00+02:00", five_min, true},	    /* 20:00Z: zones count */
 	    {"2026-11-26T23:00:00+01:00", five_min, false},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

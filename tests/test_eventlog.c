@@ -430,10 +430,10 @@ Test(eventlog, keys_in_flight_in_one_group_commit_count_like_committed_keys)
 	struct fl_log_input g[2] = {keyed(u, "p", "x", dx), keyed(t, "p", "race", d)};
 	struct fl_log_input h[1] = {keyed(u, "p", "x", dx)};
 	struct fl_log_result ra, rb, rc, re, rf[2], rg[2], rh;
-	struct fl_log_batch batches[] = {
-	    {a, 1, &ra, FL_OK, 0}, {b, 1, &rb, FL_OK, 0}, {c, 1, &rc, FL_OK, 0},
-	    {e, 1, &re, FL_OK, 0}, {f, 2, rf, FL_OK, 0},  {g, 2, rg, FL_OK, 0},
-	    {h, 1, &rh, FL_OK, 0}};
+	struct fl_log_batch batches[] = {{a, 1, &ra, FL_OK, 0}, {b, 1, &rb, FL_OK, 0},
+					 {c, 1, &rc, FL_OK, 0}, {e, 1, &re, FL_OK, 0},
+					 {f, 2, rf, FL_OK, 0},	{g, 2, rg, FL_OK, 0},
+					 {h, 1, &rh, FL_OK, 0}};
 	uint64_t size = 0;
 	cr_assert_eq(fl_log_append(log, batches, 7, &size), FL_OK);
 	cr_assert_eq(batches[0].status, FL_OK);

@@ -142,7 +142,8 @@ static struct fl_log *build_log(int64_t base_us)
 			struct fl_event event;
 			struct fl_error err;
 			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us,
-						       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+						       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event,
+						       &err),
 				     FL_OK, "%s", err.message);
 			json_decref(ev);
 			size_t len;
@@ -686,8 +687,8 @@ static enum fl_status read_r(struct fl_projection *p, int64_t as_of, int64_t *re
 	*ret_x = strcmp(json_string_value(json_object_get(fx, "status")), "PRESENT") == 0
 		     ? json_integer_value(json_object_get(fx, "value"))
 		     : -1;
-	*ret_count = json_integer_value(
-	    json_object_get(json_object_get(windows, "x_count_10m"), "value"));
+	*ret_count =
+	    json_integer_value(json_object_get(json_object_get(windows, "x_count_10m"), "value"));
 	json_decref(features);
 	json_decref(windows);
 	fl_read_answer_finish(&answer);
@@ -721,9 +722,8 @@ Test(projection, pruning_and_the_retention_guard_use_the_log_clock)
 	json_decref(def);
 	char *tail;
 	size_t tail_len;
-	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", now - 200 * MIN_US, &tail,
-					     &tail_len),
-		     FL_OK);
+	cr_assert_eq(
+	    fl_event_view_body_tail(view, 1, "admin", now - 200 * MIN_US, &tail, &tail_len), FL_OK);
 	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len};
 	struct fl_log_result res;
 	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
@@ -754,9 +754,9 @@ Test(projection, pruning_and_the_retention_guard_use_the_log_clock)
 	uint64_t seqs[8] = {0};
 	struct fl_projection_read *read;
 	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
-	cr_assert_eq(fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 100, collect_seq,
-					   seqs),
-		     FL_OK);
+	cr_assert_eq(
+	    fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 100, collect_seq, seqs),
+	    FL_OK);
 	fl_projection_read_end(read);
 	cr_assert_eq(seqs[0], 2, "history left: %" PRIu64 " events", seqs[0]);
 	cr_assert_eq(seqs[1], s4);
@@ -828,9 +828,9 @@ Test(projection, pruning_the_only_history_entry)
 	uint64_t seqs[4] = {0};
 	struct fl_projection_read *read;
 	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
-	cr_assert_eq(fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 10, collect_seq,
-					   seqs),
-		     FL_OK);
+	cr_assert_eq(
+	    fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 10, collect_seq, seqs),
+	    FL_OK);
 	fl_projection_read_end(read);
 	cr_assert_eq(seqs[0], 0);
 	int64_t x, count;

@@ -102,8 +102,7 @@ void fl_event_finish(struct fl_event *event);
 enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_registry *registry,
 					 const char *producer, int64_t ingest_us,
 					 int64_t max_future_skew_us, struct fl_event **ret_events,
-					 size_t *ret_count,
-					 struct fl_error *err);
+					 size_t *ret_count, struct fl_error *err);
 
 /* Finishes count events and frees the array. Accepts NULL. */
 void fl_event_array_free(struct fl_event *events, size_t count);
