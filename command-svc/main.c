@@ -42,6 +42,8 @@ static const struct fl_config_option options[] = {
     FL_SVC_HTTP_LIMIT_OPTIONS,
     {"max-map-bytes", "FLEDGER_MAX_MAP_BYTES", "0",
      "cap on the LMDB map (0: bounded by the disk only)", false},
+    {"max-future-skew", "FLEDGER_MAX_FUTURE_SKEW", "5m",
+     "how far ahead of the ingest time an event_ts may be (s, m, h or d)", false},
     {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -102,6 +104,10 @@ int main(int argc, char **argv)
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "max-map-bytes", 0, INT64_MAX, &max_map) != FL_OK)
 		fatal("bad --max-body or --max-map-bytes", NULL);
+	if (fl_config_get_duration(config, "max-future-skew", 1000000, INT64_C(365) * 86400000000,
+				   &cmd.max_future_skew_us) != FL_OK)
+		fatal("bad --max-future-skew: a duration like 30s, 5m, 1h or 1d, at most 365d",
+		      fl_config_get(config, "max-future-skew"));
 
 	/* NATS: every mistake in the servers, credentials or stream settings
 	 * stops the start, before anything is opened. */

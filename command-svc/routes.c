@@ -210,10 +210,11 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 	int64_t now = fl_time_now_us();
 	if (feast_push)
 		st = fl_event_feast_push_validate(body, cmd->registry, fl_principal_name(principal),
-						  now, &events, &count, &err);
+						  now, cmd->max_future_skew_us, &events, &count,
+						  &err);
 	else
 		st = fl_event_validate_request(body, cmd->registry, fl_principal_name(principal),
-					       now, &events, &count, &err);
+					       now, cmd->max_future_skew_us, &events, &count, &err);
 	/* The JSON path of event i, for errors: events[i] in a batch. */
 	bool batch = !feast_push && json_object_get(body, "events") != NULL;
 	json_decref(body);

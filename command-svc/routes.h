@@ -24,6 +24,7 @@ struct fl_command {
 	struct fl_gauge *publish_lag;
 	struct fl_gauge *tree_size;
 	struct fl_gauge *nats_connected;
+	int64_t max_future_skew_us; /* --max-future-skew */
 };
 
 enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *req);

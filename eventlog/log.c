@@ -632,9 +632,14 @@ static bool same_key(const struct fl_log_input *a, const struct fl_log_input *b)
 /*
  * Decides for each input of a batch whether it is new, a duplicate (result
  * filled in, is_dup set) or a conflict (returns FL_ERR_CONFLICT and the index).
+ * The idem table read through txn holds the committed keys and the keys of
+ * the earlier batches of this transaction (claim_keys): a key in flight
+ * counts like a committed one. Its event is one of items, the events of
+ * this transaction so far, whose first seq is log->size + 1.
  */
 static enum fl_status check_batch(struct fl_log *log, MDB_txn *txn, struct fl_log_batch *batch,
-				  bool *is_dup, size_t *ret_conflict)
+				  const struct pending *items, size_t n_items, bool *is_dup,
+				  size_t *ret_conflict)
 {
 	for (size_t i = 0; i < batch->count; i++) {
 		const struct fl_log_input *in = &batch->inputs[i];
@@ -657,10 +662,19 @@ static enum fl_status check_batch(struct fl_log *log, MDB_txn *txn, struct fl_lo
 				return FL_ERR_CONFLICT;
 			}
 			uint64_t seq = fl_get_be64(val.mv_data);
-			struct node_ctx ctx = {txn, log};
-			enum fl_status st = get_node(&ctx, 0, seq - 1, batch->results[i].leaf_hash);
-			if (st != FL_OK)
-				return st;
+			if (seq > log->size) {
+				/* In flight: an event of an earlier batch of this commit. */
+				if (seq - log->size > n_items)
+					return FL_ERR_CORRUPT;
+				memcpy(batch->results[i].leaf_hash,
+				       items[seq - log->size - 1].leaf_hash, FL_HASH_LEN);
+			} else {
+				struct node_ctx ctx = {txn, log};
+				enum fl_status st =
+				    get_node(&ctx, 0, seq - 1, batch->results[i].leaf_hash);
+				if (st != FL_OK)
+					return st;
+			}
 			batch->results[i].seq = seq;
 			batch->results[i].duplicate = true;
 			is_dup[i] = true;
@@ -680,6 +694,30 @@ static enum fl_status check_batch(struct fl_log *log, MDB_txn *txn, struct fl_lo
 			batch->results[i].duplicate = false;
 			break;
 		}
+	}
+	return FL_OK;
+}
+
+/*
+ * Records the keys of a batch's new events in the idem table of txn, as soon
+ * as the batch is accepted, so that the later batches of the same commit
+ * (racing requests with the same key) see them (check_batch).
+ */
+static enum fl_status claim_keys(struct fl_log *log, MDB_txn *txn, const struct pending *items,
+				 size_t n_items)
+{
+	for (size_t i = 0; i < n_items; i++) {
+		const struct pending *p = &items[i];
+		uint8_t ikey[512], ival[8 + FL_HASH_LEN];
+		if (!p->input->idempotency_key)
+			continue;
+		size_t klen = idem_key(p->input, ikey, sizeof(ikey));
+		fl_put_be64(ival, p->seq);
+		memcpy(ival + 8, p->input->digest, FL_HASH_LEN);
+		MDB_val key = {klen, ikey}, val = {sizeof(ival), ival};
+		int rc = mdb_put(txn, log->idem, &key, &val, 0);
+		if (rc != MDB_SUCCESS)
+			return fl_status_of_mdb(rc);
 	}
 	return FL_OK;
 }
@@ -711,17 +749,7 @@ static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
 
-	if (p->input->idempotency_key) {
-		uint8_t ikey[512], ival[8 + FL_HASH_LEN];
-		size_t klen = idem_key(p->input, ikey, sizeof(ikey));
-		fl_put_be64(ival, p->seq);
-		memcpy(ival + 8, p->input->digest, FL_HASH_LEN);
-		key = (MDB_val){klen, ikey};
-		val = (MDB_val){sizeof(ival), ival};
-		rc = mdb_put(txn, log->idem, &key, &val, 0);
-		if (rc != MDB_SUCCESS)
-			return fl_status_of_mdb(rc);
-	}
+	/* The idempotency key went in with claim_keys. */
 	struct node_ctx ctx = {txn, log};
 	return fl_merkle_frontier_append(&log->frontier, p->leaf_hash, put_node, &ctx);
 }
@@ -787,7 +815,8 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 		bool *dup = is_dup + offset;
 		size_t first_item = n_items;
 		offset += batch->count;
-		batch->status = check_batch(log, txn, batch, dup, &batch->conflict_index);
+		batch->status =
+		    check_batch(log, txn, batch, items, n_items, dup, &batch->conflict_index);
 		if (batch->status == FL_ERR_CONFLICT)
 			continue;
 		if (batch->status != FL_OK) {
@@ -811,6 +840,9 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 			memcpy(batch->results[i].leaf_hash, p->leaf_hash, FL_HASH_LEN);
 			batch->results[i].duplicate = false;
 		}
+		st = claim_keys(log, txn, items + first_item, n_items - first_item);
+		if (st != FL_OK)
+			goto out_abort;
 		/* Duplicates of an earlier input of the same batch. */
 		for (size_t i = 0; i < batch->count; i++) {
 			if (!dup[i] || batch->results[i].duplicate)
@@ -823,7 +855,6 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 				}
 			}
 		}
-		(void)first_item;
 	}
 	if (n_items == 0) {
 		/* Nothing new: no commit, no checkpoint. */

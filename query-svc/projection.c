@@ -6,6 +6,7 @@
  *   history  view NUL entity NUL be64 event_ts' | be64 seq -> features (JSON object)
  *   views    name -> be64 version | canonical definition
  *   meta     "applied_seq" -> be64
+ *            "log_clock" -> be64 event_ts' of the greatest ingest_ts applied
  * where event_ts' is the timestamp with its sign bit flipped, so that byte
  * order is time order. Values are the exact JSON text of the stored body,
  * never re-serialised, so that two instances hold byte-identical models.
@@ -45,6 +46,7 @@ struct fl_projection {
 	MDB_dbi latest, history, views, meta;
 	size_t map_size;
 	_Atomic uint64_t applied_seq;
+	int64_t log_clock_us; /* greatest ingest_ts applied (apply thread only) */
 	struct fl_view_registry *registry;
 	pthread_rwlock_t resize_lock;
 	/* apply's scratch (applies run on one thread at a time) */
@@ -60,6 +62,7 @@ struct fl_projection_read {
 	uint64_t applied_seq;
 	uint64_t cost;	     /* read cost units spent (see fl_projection_read_limit_cost) */
 	uint64_t cost_limit; /* 0: none */
+	int64_t log_clock_us; /* "now" for the retention guard */
 };
 
 /* Spends one cost unit; false when that goes over the read's limit. */
@@ -125,11 +128,12 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 }
 
 /*
- * The layout of the read models (2: one latest record per entity). Models
- * stored in another layout are emptied when opened, and the apply thread
- * rebuilds them from the replica log: they are derived state.
+ * The layout of the read models (2: one latest record per entity; 3: and
+ * the log clock). Models stored in another layout are emptied when opened,
+ * and the apply thread rebuilds them from the replica log: they are derived
+ * state.
  */
-#define MODELS_FORMAT 2
+#define MODELS_FORMAT 3
 
 static bool format_is_current(struct fl_projection *p, MDB_txn *txn)
 {
@@ -149,6 +153,29 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	fl_put_be64(buf, MODELS_FORMAT);
 	MDB_val key = {6, "format"}, val = {8, buf};
 	return mdb_put(txn, p->meta, &key, &val, 0);
+}
+
+/*
+ * The log clock: the greatest ingest_ts among the applied feature events,
+ * INT64_MIN before the first. History is pruned by ingest_ts, which
+ * command-svc's clock wrote, so the retention guard of reads takes its "now"
+ * from there too: a skew between the machines' clocks cannot let an as_of
+ * the guard accepts meet pruned history, and replicas agree on it.
+ */
+static enum fl_status read_log_clock(struct fl_projection *p, MDB_txn *txn, int64_t *ret_us)
+{
+	MDB_val key = {9, "log_clock"}, val;
+	int rc = mdb_get(txn, p->meta, &key, &val);
+	if (rc == MDB_NOTFOUND) {
+		*ret_us = INT64_MIN;
+		return FL_OK;
+	}
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	if (val.mv_size != 8)
+		return FL_ERR_CORRUPT;
+	*ret_us = time_of_sortable(val.mv_data);
+	return FL_OK;
 }
 
 static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64_t *ret)
@@ -329,6 +356,8 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	uint64_t applied = 0;
 	st = read_applied(p, txn, &applied);
 	if (st == FL_OK)
+		st = read_log_clock(p, txn, &p->log_clock_us);
+	if (st == FL_OK)
 		st = load_views(p, txn);
 	if (st != FL_OK) {
 		mdb_txn_abort(txn);
@@ -387,6 +416,7 @@ enum fl_status fl_projection_reset(struct fl_projection *p)
 	fl_view_registry_destroy(p->registry);
 	p->registry = fresh;
 	atomic_store(&p->applied_seq, 0);
+	p->log_clock_us = INT64_MIN;
 	return FL_OK;
 }
 
@@ -581,16 +611,24 @@ static bool feature_head_of(const uint8_t *body, size_t len, const struct fl_sto
 	       h->features[0] == '{';
 }
 
-/* Drops the entity's history older than bound (the view's retention). */
+/*
+ * Drops the entity's history older than bound (the view's retention). After
+ * each delete the cursor seeks the prefix again: MDB_GET_CURRENT after
+ * deleting the last key of the database is EINVAL, not MDB_NOTFOUND.
+ */
 static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const uint8_t *prefix,
 				    size_t prefix_len, int64_t bound_us)
 {
 	MDB_cursor *cur;
-	MDB_val key = {prefix_len, (void *)prefix}, val;
+	MDB_val key, val;
 	int rc = mdb_cursor_open(txn, p->history, &cur);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;) {
+	for (;;) {
+		key = (MDB_val){prefix_len, (void *)prefix};
+		rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+		if (rc != MDB_SUCCESS)
+			break;
 		if (key.mv_size != prefix_len + 16 || memcmp(key.mv_data, prefix, prefix_len) != 0)
 			break;
 		if (time_of_sortable((uint8_t *)key.mv_data + prefix_len) >= bound_us)
@@ -598,7 +636,6 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 		rc = mdb_cursor_del(cur, 0);
 		if (rc != MDB_SUCCESS)
 			break;
-		rc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
 	}
 	mdb_cursor_close(cur);
 	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
@@ -714,6 +751,8 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 		st = merge_latest(p, txn, key, plen, entry->seq, h);
 	if (st == FL_OK)
 		st = prune_history(p, txn, key, plen, h->ingest_ts_us - fl_view_retention_us(view));
+	if (st == FL_OK && h->ingest_ts_us > p->log_clock_us)
+		p->log_clock_us = h->ingest_ts_us;
 	fl_view_unref(view);
 	return st;
 }
@@ -781,6 +820,12 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 		MDB_val k = {11, "applied_seq"}, v = {8, buf};
 		st = fl_status_of_mdb(mdb_put(txn, p->meta, &k, &v, 0));
 	}
+	if (st == FL_OK && p->log_clock_us != INT64_MIN) {
+		uint8_t buf[8];
+		fl_put_be64(buf, sortable_time(p->log_clock_us));
+		MDB_val k = {9, "log_clock"}, v = {8, buf};
+		st = fl_status_of_mdb(mdb_put(txn, p->meta, &k, &v, 0));
+	}
 	if (st == FL_OK)
 		st = fl_status_of_mdb(mdb_txn_commit(txn));
 	else
@@ -804,8 +849,10 @@ enum fl_status fl_projection_apply(struct fl_projection *p, const struct fl_log_
 	struct fl_stored_event *views = calloc(n, sizeof(*views));
 	if (!views)
 		return FL_ERR_NOMEM;
+	int64_t log_clock_before = p->log_clock_us;
 	for (;;) {
 		size_t n_views = 0;
+		p->log_clock_us = log_clock_before; /* a failed run moved it */
 		st = apply_once(p, entries, n, views, &n_views);
 		for (size_t i = 0; i < n_views; i++)
 			fl_stored_event_finish(&views[i]);
@@ -828,6 +875,8 @@ enum fl_status fl_projection_apply(struct fl_projection *p, const struct fl_log_
 	free(views);
 	if (st == FL_OK)
 		atomic_store(&p->applied_seq, entries[n - 1].seq);
+	else
+		p->log_clock_us = log_clock_before;
 	return st;
 }
 
@@ -843,7 +892,10 @@ enum fl_status fl_projection_read_begin(struct fl_projection *p,
 	pthread_rwlock_rdlock(&p->resize_lock);
 	int rc = mdb_txn_begin(p->env, NULL, MDB_RDONLY, &read->txn);
 	if (rc == MDB_SUCCESS)
-		rc = read_applied(p, read->txn, &read->applied_seq) == FL_OK ? MDB_SUCCESS : EIO;
+		rc = read_applied(p, read->txn, &read->applied_seq) == FL_OK &&
+			     read_log_clock(p, read->txn, &read->log_clock_us) == FL_OK
+			 ? MDB_SUCCESS
+			 : EIO;
 	if (rc != MDB_SUCCESS) {
 		if (read->txn)
 			mdb_txn_abort(read->txn);
@@ -1327,11 +1379,13 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 {
 	uint8_t prefix[KEY_MAX + 1];
 	struct seq_set served = {0};
-	int64_t now = fl_time_now_us();
 
 	if (!read || !req || !ret_answer || !req->view || !req->entity_id)
 		return FL_ERR_INVALID;
-	int64_t retained_from = now - fl_view_retention_us(req->view);
+	/* "now" is the log's clock (read_log_clock): history is pruned by it. */
+	int64_t retained_from = read->log_clock_us == INT64_MIN
+				    ? INT64_MIN
+				    : read->log_clock_us - fl_view_retention_us(req->view);
 	if (req->as_of_us < retained_from) {
 		fl_error_set(err, 400, "outside_retention", "as_of",
 			     "as_of is older than the view's retained history (%s)",

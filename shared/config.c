@@ -8,6 +8,8 @@
 #include <strings.h>
 #include <sys/types.h>
 
+#include "fledger/util.h"
+
 struct fl_config {
 	const struct fl_config_option *options;
 	size_t n_options;
@@ -282,6 +284,22 @@ enum fl_status fl_config_get_int(const struct fl_config *config, const char *fla
 	if (value[0] == '\0' || *end != '\0' || errno != 0 || parsed < min || parsed > max)
 		return FL_ERR_INVALID;
 	*ret_value = parsed;
+	return FL_OK;
+}
+
+enum fl_status fl_config_get_duration(const struct fl_config *config, const char *flag,
+				      int64_t min_us, int64_t max_us, int64_t *ret_us)
+{
+	const char *value = fl_config_get(config, flag);
+	int64_t us;
+
+	if (ret_us == NULL)
+		return FL_ERR_INVALID;
+	if (value == NULL)
+		return FL_ERR_NOT_FOUND;
+	if (fl_duration_parse(value, &us) != FL_OK || us < min_us || us > max_us)
+		return FL_ERR_INVALID;
+	*ret_us = us;
 	return FL_OK;
 }
 

@@ -484,10 +484,36 @@ static enum fl_status compute_digest(const struct fl_event *event, uint8_t out[F
 	return status;
 }
 
+/*
+ * An event_ts more than max_skew_us ahead of the ingest time would stay the
+ * latest value of its features until the clock catches up: refused.
+ */
+static enum fl_status check_future(int64_t event_ts_us, int64_t ingest_us, int64_t max_skew_us,
+				   const char *field, struct fl_error *err)
+{
+	if (event_ts_us <= ingest_us || event_ts_us - ingest_us <= max_skew_us)
+		return FL_OK;
+	char stamp[FL_TIME_TEXT_LEN], now[FL_TIME_TEXT_LEN];
+	int64_t seconds = max_skew_us / 1000000, count = seconds;
+	char unit = 's';
+	if (seconds > 0 && seconds % 86400 == 0)
+		count = seconds / 86400, unit = 'd';
+	else if (seconds > 0 && seconds % 3600 == 0)
+		count = seconds / 3600, unit = 'h';
+	else if (seconds > 0 && seconds % 60 == 0)
+		count = seconds / 60, unit = 'm';
+	fl_time_format(event_ts_us, stamp);
+	fl_time_format(ingest_us, now);
+	return invalid(err, "event_ts_in_future", field,
+		       "event_ts %s is more than %" PRId64 "%c ahead of the ingest time %s "
+		       "(--max-future-skew): is the producer's clock wrong?",
+		       stamp, count, unit, now);
+}
+
 enum fl_status fl_event_validate(const json_t *event, const char *path,
 				 struct fl_view_registry *registry, const char *producer,
-				 int64_t ingest_us, struct fl_event *ret_event,
-				 struct fl_error *err)
+				 int64_t ingest_us, int64_t max_future_skew_us,
+				 struct fl_event *ret_event, struct fl_error *err)
 {
 	static const char *const members[] = {"view", "entity_id", "event_ts", "features",
 					      "idempotency_key"};
@@ -539,7 +565,10 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 	result.event_ts_us = ingest_us;
 	if (event_ts != NULL) {
 		path_member(field, path, "event_ts");
-		if ((status = check_event_ts(event_ts, field, &result.event_ts_us, err)) != FL_OK)
+		if ((status = check_event_ts(event_ts, field, &result.event_ts_us, err)) != FL_OK ||
+		    (status = check_future(result.event_ts_us, ingest_us,
+					   max_future_skew_us < 0 ? 0 : max_future_skew_us, field,
+					   err)) != FL_OK)
 			goto fail;
 		result.event_ts_given = true;
 	}
@@ -604,8 +633,9 @@ void fl_event_array_free(struct fl_event *events, size_t count)
  */
 static enum fl_status validate_array(const json_t *array, const char *prefix,
 				     struct fl_view_registry *registry, const char *producer,
-				     int64_t ingest_us, struct fl_event **ret_events,
-				     size_t *ret_count, struct fl_error *err)
+				     int64_t ingest_us, int64_t max_future_skew_us,
+				     struct fl_event **ret_events, size_t *ret_count,
+				     struct fl_error *err)
 {
 	size_t count = json_array_size(array);
 	struct fl_event *events = calloc(count, sizeof(*events));
@@ -614,8 +644,9 @@ static enum fl_status validate_array(const json_t *array, const char *prefix,
 	for (size_t i = 0; i < count; i++) {
 		char path[PATH_LEN];
 		fl_error_path_index(path, sizeof(path), prefix, i);
-		enum fl_status status = fl_event_validate(json_array_get(array, i), path, registry,
-							  producer, ingest_us, &events[i], err);
+		enum fl_status status =
+		    fl_event_validate(json_array_get(array, i), path, registry, producer, ingest_us,
+				      max_future_skew_us, &events[i], err);
 		if (status != FL_OK) {
 			fl_event_array_free(events, i);
 			return status;
@@ -628,8 +659,8 @@ static enum fl_status validate_array(const json_t *array, const char *prefix,
 
 enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_registry *registry,
 					 const char *producer, int64_t ingest_us,
-					 struct fl_event **ret_events, size_t *ret_count,
-					 struct fl_error *err)
+					 int64_t max_future_skew_us, struct fl_event **ret_events,
+					 size_t *ret_count, struct fl_error *err)
 {
 	if (ret_events == NULL || ret_count == NULL)
 		return invalid(err, "invalid_value", NULL, "no place for the events");
@@ -641,8 +672,8 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 		struct fl_event *events = calloc(1, sizeof(*events));
 		if (events == NULL)
 			return nomem(err);
-		enum fl_status status =
-		    fl_event_validate(body, "", registry, producer, ingest_us, events, err);
+		enum fl_status status = fl_event_validate(body, "", registry, producer, ingest_us,
+							  max_future_skew_us, events, err);
 		if (status != FL_OK) {
 			free(events);
 			return status;
@@ -672,8 +703,8 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 		return invalid(err, "batch_too_large", "events",
 			       "a batch holds at most %d events; got %zu", FL_EVENT_BATCH_MAX,
 			       json_array_size(batch));
-	return validate_array(batch, "events", registry, producer, ingest_us, ret_events, ret_count,
-			      err);
+	return validate_array(batch, "events", registry, producer, ingest_us, max_future_skew_us,
+			      ret_events, ret_count, err);
 }
 
 /* ---- Stored bodies ----------------------------------------------------- */
@@ -1196,6 +1227,7 @@ static void feast_error_path(struct fl_error *err, const struct fl_view *view, s
 
 enum fl_status fl_event_feast_push_validate(const json_t *push, struct fl_view_registry *registry,
 					    const char *producer, int64_t ingest_us,
+					    int64_t max_future_skew_us,
 					    struct fl_event **ret_events, size_t *ret_count,
 					    struct fl_error *err)
 {
@@ -1218,7 +1250,7 @@ enum fl_status fl_event_feast_push_validate(const json_t *push, struct fl_view_r
 	}
 	for (size_t row = 0; row < rows; row++) {
 		status = fl_event_validate(json_array_get(array, row), "", registry, producer,
-					   ingest_us, &events[row], err);
+					   ingest_us, max_future_skew_us, &events[row], err);
 		if (status != FL_OK) {
 			if (status != FL_ERR_NOMEM)
 				feast_error_path(err, view, row);

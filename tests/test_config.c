@@ -217,6 +217,45 @@ Test(config, integers_are_checked_against_their_range)
 	fl_config_destroy(config);
 }
 
+static enum fl_status parse_skew(const char *value, struct fl_config **ret_config)
+{
+	static const struct fl_config_option skew_options[] = {
+	    {"max-skew", NULL, "5m", "a duration", false},
+	    {"data-dir", NULL, NULL, "not set", false},
+	};
+	char *argv[] = {"svc", "--max-skew", (char *)value, NULL};
+	return fl_config_parse(skew_options, 2, value ? 3 : 1, argv, NULL, 0, ret_config);
+}
+
+Test(config, durations_are_parsed_and_checked_against_their_range)
+{
+	struct fl_config *config;
+	int64_t us = 0;
+
+	clear_env();
+	cr_assert_eq(parse_skew(NULL, &config), FL_OK);
+	cr_assert_eq(fl_config_get_duration(config, "max-skew", 1, INT64_MAX, &us), FL_OK);
+	cr_assert_eq(us, INT64_C(300) * 1000000);
+	cr_assert_eq(fl_config_get_duration(config, "max-skew", 1, 60000000, &us), FL_ERR_INVALID);
+	cr_assert_eq(fl_config_get_duration(config, "data-dir", 1, 10, &us), FL_ERR_NOT_FOUND);
+	fl_config_destroy(config);
+
+	const char *good[][2] = {{"30s", "30"}, {"2h", "7200"}, {"1d", "86400"}};
+	for (size_t i = 0; i < 3; i++) {
+		cr_assert_eq(parse_skew(good[i][0], &config), FL_OK);
+		cr_assert_eq(fl_config_get_duration(config, "max-skew", 1, INT64_MAX, &us), FL_OK);
+		cr_assert_eq(us, atoll(good[i][1]) * 1000000, "%s", good[i][0]);
+		fl_config_destroy(config);
+	}
+	const char *bad[] = {"5", "5x", "m", "0s", "-1m", "1.5h", "5m ", ""};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(parse_skew(bad[i], &config), FL_OK);
+		cr_assert_eq(fl_config_get_duration(config, "max-skew", 1, INT64_MAX, &us),
+			     FL_ERR_INVALID, "%s", bad[i]);
+		fl_config_destroy(config);
+	}
+}
+
 Test(config, destroy_accepts_null)
 {
 	fl_config_destroy(NULL);

@@ -28,6 +28,7 @@ static const char example_view[] =
     " 'audit_reads': true}";
 
 static struct fl_view_registry *registry;
+#define SKEW FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US
 static int64_t ingest_us;
 
 static json_t *load(const char *text)
@@ -76,8 +77,8 @@ static enum fl_status validate_at(const char *text, const char *path, int64_t in
 				  struct fl_event *ret_event, struct fl_error *err)
 {
 	json_t *event = load(text);
-	enum fl_status status =
-	    fl_event_validate(event, path, registry, "clicks-pipeline", ingest, ret_event, err);
+	enum fl_status status = fl_event_validate(event, path, registry, "clicks-pipeline", ingest,
+						  SKEW, ret_event, err);
 	json_decref(event);
 	return status;
 }
@@ -213,7 +214,7 @@ Test(event, stored_doubles_read_back_bit_exact)
 		struct fl_event validated;
 		struct fl_error err;
 		cr_assert_eq(
-		    fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
+		    fl_event_validate(event, "", registry, "p", ingest_us, SKEW, &validated, &err),
 		    FL_OK);
 		char *body = body_of(&validated, 7);
 		struct fl_stored_event stored;
@@ -276,12 +277,12 @@ Test(event, integer_entity_ids_and_defaults)
 Test(event, timestamps_are_stored_in_utc_microseconds)
 {
 	struct fl_event event;
-	validate_ok("{'view':'user_activity','entity_id':'u','event_ts':'2026-11-27T01:30:00."
+	validate_ok("{'view':'user_activity','entity_id':'u','event_ts':'2026-11-26T22:30:00."
 		    "1234567+02:00',"
 		    "'features':{'is_mobile':true}}",
 		    &event);
 	char *body = body_of(&event, 1);
-	cr_assert(strstr(body, "\"event_ts\":\"2026-11-26T23:30:00.123456Z\"") != NULL, "%s", body);
+	cr_assert(strstr(body, "\"event_ts\":\"2026-11-26T20:30:00.123456Z\"") != NULL, "%s", body);
 	free(body);
 	fl_event_finish(&event);
 
@@ -346,7 +347,7 @@ Test(event, string_of_64_kib_accepted)
 				  "features", "last_click", big);
 	struct fl_event validated;
 	struct fl_error err;
-	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
+	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, SKEW, &validated, &err),
 		     FL_OK);
 	fl_event_finish(&validated);
 	json_decref(event);
@@ -488,9 +489,9 @@ Test(event, long_values_rejected)
 		cr_assert_not_null(cases[i].event);
 		struct fl_event event;
 		struct fl_error err;
-		cr_expect_eq(
-		    fl_event_validate(cases[i].event, "", registry, "p", ingest_us, &event, &err),
-		    FL_ERR_INVALID, "case %zu", i);
+		cr_expect_eq(fl_event_validate(cases[i].event, "", registry, "p", ingest_us, SKEW,
+					       &event, &err),
+			     FL_ERR_INVALID, "case %zu", i);
 		cr_expect_str_eq(err.code, cases[i].code, "case %zu: %s", i, err.message);
 		cr_expect_str_eq(err.field, cases[i].field, "case %zu", i);
 		json_decref(cases[i].event);
@@ -501,7 +502,7 @@ Test(event, long_values_rejected)
 				  "u", "features", "is_mobile", 1, "idempotency_key", key);
 	struct fl_event validated;
 	struct fl_error err;
-	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
+	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, SKEW, &validated, &err),
 		     FL_OK);
 	cr_assert_str_eq(validated.idempotency_key, key);
 	fl_event_finish(&validated);
@@ -516,7 +517,7 @@ Test(event, strings_with_nul_are_escaped_and_ids_with_nul_rejected)
 	cr_assert_not_null(event);
 	struct fl_event validated;
 	struct fl_error err;
-	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
+	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, SKEW, &validated, &err),
 		     FL_OK);
 	char *body = body_of(&validated, 1);
 	cr_assert(strstr(body, "\"last_click\":\"a\\u0000b\"") != NULL, "%s", body);
@@ -530,7 +531,7 @@ Test(event, strings_with_nul_are_escaped_and_ids_with_nul_rejected)
 
 	event = json_pack("{s:s, s:s#, s:{s:b}}", "view", "user_activity", "entity_id", "a\0b",
 			  (int)3, "features", "is_mobile", 1);
-	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
+	cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us, SKEW, &validated, &err),
 		     FL_ERR_INVALID);
 	cr_assert_str_eq(err.code, "invalid_entity_id");
 	json_decref(event);
@@ -782,8 +783,8 @@ static enum fl_status request(const char *text, struct fl_event **ret_events, si
 			      struct fl_error *err)
 {
 	json_t *body = load(text);
-	enum fl_status status =
-	    fl_event_validate_request(body, registry, "p", ingest_us, ret_events, ret_count, err);
+	enum fl_status status = fl_event_validate_request(body, registry, "p", ingest_us, SKEW,
+							  ret_events, ret_count, err);
 	json_decref(body);
 	return status;
 }
@@ -845,7 +846,7 @@ Test(event, batch_limit)
 	size_t count;
 	struct fl_error err;
 	cr_assert_eq(
-	    fl_event_validate_request(body, registry, "p", ingest_us, &events, &count, &err),
+	    fl_event_validate_request(body, registry, "p", ingest_us, SKEW, &events, &count, &err),
 	    FL_OK);
 	cr_assert_eq(count, FL_EVENT_BATCH_MAX);
 	cr_assert_str_eq(events[999].entity_id, "999");
@@ -853,7 +854,7 @@ Test(event, batch_limit)
 	json_array_append_new(batch, json_pack("{s:s, s:i, s:{s:b}}", "view", "user_activity",
 					       "entity_id", 1000, "features", "is_mobile", 1));
 	cr_assert_eq(
-	    fl_event_validate_request(body, registry, "p", ingest_us, &events, &count, &err),
+	    fl_event_validate_request(body, registry, "p", ingest_us, SKEW, &events, &count, &err),
 	    FL_ERR_INVALID);
 	cr_assert_str_eq(err.code, "batch_too_large");
 	cr_assert_str_eq(err.field, "events");
@@ -897,8 +898,8 @@ Test(event, feast_push_converts_rows)
 
 	struct fl_event *validated;
 	size_t count;
-	cr_assert_eq(fl_event_feast_push_validate(push, registry, "pusher", ingest_us, &validated,
-						  &count, &err),
+	cr_assert_eq(fl_event_feast_push_validate(push, registry, "pusher", ingest_us, SKEW,
+						  &validated, &count, &err),
 		     FL_OK, "%s %s", err.field, err.message);
 	cr_assert_eq(count, 3);
 	cr_assert_str_eq(validated[0].entity_id, "1");
@@ -977,7 +978,7 @@ Test(event, feast_push_errors_name_feast_paths)
 		struct fl_error err;
 		fl_error_clear(&err);
 		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us,
-								     &events, &count, &err);
+								     SKEW, &events, &count, &err);
 		cr_expect_eq(status, c->status == 404 ? FL_ERR_NOT_FOUND : FL_ERR_INVALID,
 			     "case %zu (%s) gave %d", i, c->push, status);
 		cr_expect_null(events, "case %zu", i);
@@ -1041,7 +1042,7 @@ Test(event, feast_push_survives_allocation_failures)
 		allocations_left = n;
 		json_set_alloc_funcs(failing_malloc, free);
 		enum fl_status status = fl_event_feast_push_validate(push, registry, "p", ingest_us,
-								     &events, &count, &err);
+								     SKEW, &events, &count, &err);
 		json_set_alloc_funcs(malloc, free);
 		if (status == FL_OK) {
 			cr_assert_eq(count, 2);
@@ -1089,4 +1090,85 @@ Test(event, stored_parse_survives_allocation_failures)
 	free(body);
 	free(tail);
 	fl_view_unref(view);
+}
+
+/* ---- event_ts ahead of the ingest time --------------------------------- */
+
+static enum fl_status validate_skew(const char *text, int64_t ingest, int64_t max_skew,
+				    struct fl_error *err)
+{
+	json_t *event = load(text);
+	struct fl_event validated;
+	fl_error_clear(err);
+	enum fl_status status =
+	    fl_event_validate(event, "events[2]", registry, "p", ingest, max_skew, &validated, err);
+	if (status == FL_OK)
+		fl_event_finish(&validated);
+	json_decref(event);
+	return status;
+}
+
+Test(event, event_ts_too_far_ahead_of_the_ingest_time_is_rejected)
+{
+	int64_t ingest = at("2026-11-26T21:00:00Z");
+	int64_t five_min = FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US;
+	struct fl_error err;
+	cr_assert_eq(five_min, INT64_C(300) * 1000000);
+	struct {
+		const char *event_ts;
+		int64_t max_skew;
+		bool ok;
+	} cases[] = {
+	    {"2036-11-26T21:00:00Z", five_min, false},		    /* ten years ahead */
+	    {"2026-11-26T21:05:00.000001Z", five_min, false},	    /* just over */
+	    {"2026-11-26T21:05:00Z", five_min, true},		    /* exactly the bound */
+	    {"2026-11-26T21:04:00Z", five_min, true},		    /* four minutes ahead */
+	    {"2016-11-26T21:00:00Z", five_min, true},		    /* the past is fine */
+	    {"2026-11-26T21:04:00Z", INT64_C(60) * 1000000, false}, /* a lower bound */
+	    {"2026-11-26T22:00:00+02:00", five_min, true},	    /* 20:00Z: zones count */
+	    {"2026-11-26T23:00:00+01:00", five_min, false},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[200];
+		snprintf(text, sizeof(text),
+			 "{'view':'user_activity','entity_id':'u1','event_ts':'%s',"
+			 "'features':{'dwell_ms':1.5}}",
+			 cases[i].event_ts);
+		enum fl_status st = validate_skew(text, ingest, cases[i].max_skew, &err);
+		if (cases[i].ok) {
+			cr_expect_eq(st, FL_OK, "case %zu: %s %s", i, err.code, err.message);
+			continue;
+		}
+		cr_expect_eq(st, FL_ERR_INVALID, "case %zu", i);
+		cr_expect_eq(err.http_status, 400, "case %zu", i);
+		cr_expect_str_eq(err.code, "event_ts_in_future", "case %zu", i);
+		cr_expect_str_eq(err.field, "events[2].event_ts", "case %zu", i);
+		cr_expect(strstr(err.message, cases[i].event_ts) != NULL ||
+			      strstr(err.message, "ahead") != NULL,
+			  "case %zu: %s", i, err.message);
+	}
+	/* Without event_ts the ingest time is used: never ahead. */
+	cr_expect_eq(validate_skew("{'view':'user_activity','entity_id':'u1',"
+				   "'features':{'dwell_ms':1.5}}",
+				   ingest, INT64_C(1), &err),
+		     FL_OK);
+}
+
+Test(event, feast_push_with_a_row_in_the_future_is_rejected_whole)
+{
+	json_t *push = load(PUSH_DF("'user_id':[1,2,3],'event_timestamp':['2026-11-26T21:00:00Z',"
+				    "'2036-11-26T21:00:00Z','2026-11-26T21:01:00Z'],"
+				    "'dwell_ms':[1.0,2.0,3.0]"));
+	struct fl_event *events = NULL;
+	size_t count = 0;
+	struct fl_error err;
+	fl_error_clear(&err);
+	cr_assert_eq(fl_event_feast_push_validate(push, registry, "p", at("2026-11-26T21:00:00Z"),
+						  FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &events,
+						  &count, &err),
+		     FL_ERR_INVALID);
+	cr_assert_null(events);
+	cr_assert_str_eq(err.code, "event_ts_in_future");
+	cr_assert_str_eq(err.field, "df.event_timestamp[1]");
+	json_decref(push);
 }

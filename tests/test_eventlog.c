@@ -396,6 +396,126 @@ Test(eventlog, group_commit_isolates_a_conflicting_batch)
 	fl_log_close(log);
 }
 
+/* One input of a test batch with an idempotency key. */
+static struct fl_log_input keyed(const char *tail, const char *producer, const char *key,
+				 const uint8_t *digest)
+{
+	return (struct fl_log_input){.body_tail = tail,
+				     .body_tail_len = strlen(tail),
+				     .time_us = 1,
+				     .producer = producer,
+				     .idempotency_key = key,
+				     .digest = digest};
+}
+
+/*
+ * Requests that race each other land in one group commit: a key that an
+ * earlier batch of the same commit is about to write counts like a committed
+ * key (one event; the same digest is a duplicate of it, another is a
+ * conflict), and a batch refused for a conflict leaves none of its keys
+ * behind for the batches after it.
+ */
+Test(eventlog, keys_in_flight_in_one_group_commit_count_like_committed_keys)
+{
+	struct fl_log *log = open_log(logdir, 0);
+	uint8_t d[32] = {7}, other[32] = {8}, dx[32] = {9}, dy[32] = {10};
+	const char *t = "\"kind\":\"feature\",\"n\":1", *u = "\"kind\":\"feature\",\"n\":2";
+	struct fl_log_input a[1] = {keyed(t, "p", "race", d)};
+	struct fl_log_input b[1] = {keyed(t, "p", "race", d)};
+	struct fl_log_input c[1] = {keyed(u, "p", "race", other)};
+	struct fl_log_input e[1] = {keyed(t, "q", "race", d)}; /* another producer */
+	/* x is new, y conflicts with "race": the batch is refused whole... */
+	struct fl_log_input f[2] = {keyed(t, "p", "x", dx), keyed(u, "p", "race", dy)};
+	/* ...so x is still unused for the batch after it. */
+	struct fl_log_input g[2] = {keyed(u, "p", "x", dx), keyed(t, "p", "race", d)};
+	struct fl_log_input h[1] = {keyed(u, "p", "x", dx)};
+	struct fl_log_result ra, rb, rc, re, rf[2], rg[2], rh;
+	struct fl_log_batch batches[] = {{a, 1, &ra, FL_OK, 0}, {b, 1, &rb, FL_OK, 0},
+					 {c, 1, &rc, FL_OK, 0}, {e, 1, &re, FL_OK, 0},
+					 {f, 2, rf, FL_OK, 0},	{g, 2, rg, FL_OK, 0},
+					 {h, 1, &rh, FL_OK, 0}};
+	uint64_t size = 0;
+	cr_assert_eq(fl_log_append(log, batches, 7, &size), FL_OK);
+	cr_assert_eq(batches[0].status, FL_OK);
+	cr_assert_eq(ra.seq, 1);
+	cr_assert_not(ra.duplicate);
+	cr_assert_eq(batches[1].status, FL_OK);
+	cr_assert_eq(rb.seq, 1);
+	cr_assert(rb.duplicate);
+	cr_assert_eq(memcmp(rb.leaf_hash, ra.leaf_hash, 32), 0);
+	cr_assert_eq(batches[2].status, FL_ERR_CONFLICT);
+	cr_assert_eq(batches[3].status, FL_OK);
+	cr_assert_eq(re.seq, 2);
+	cr_assert_not(re.duplicate);
+	cr_assert_eq(batches[4].status, FL_ERR_CONFLICT);
+	cr_assert_eq(batches[4].conflict_index, 1);
+	cr_assert_eq(batches[5].status, FL_OK);
+	cr_assert_eq(rg[0].seq, 3);
+	cr_assert_not(rg[0].duplicate);
+	cr_assert_eq(rg[1].seq, 1);
+	cr_assert(rg[1].duplicate);
+	cr_assert_eq(batches[6].status, FL_OK);
+	cr_assert_eq(rh.seq, 3);
+	cr_assert(rh.duplicate);
+	cr_assert_eq(size, 3);
+	cr_assert_eq(fl_log_size(log), 3);
+
+	/* The next group commit sees them as committed keys. */
+	struct fl_log_input a2[1] = {keyed(t, "p", "race", d)};
+	struct fl_log_input c2[1] = {keyed(u, "p", "race", other)};
+	struct fl_log_result ra2, rc2;
+	struct fl_log_batch next[] = {{a2, 1, &ra2, FL_OK, 0}, {c2, 1, &rc2, FL_OK, 0}};
+	cr_assert_eq(fl_log_append(log, next, 2, &size), FL_OK);
+	cr_assert_eq(next[0].status, FL_OK);
+	cr_assert_eq(ra2.seq, 1);
+	cr_assert(ra2.duplicate);
+	cr_assert_eq(next[1].status, FL_ERR_CONFLICT);
+	cr_assert_eq(size, 3);
+
+	struct fl_log_verify_report rep;
+	cr_assert_eq(fl_log_verify(log, 0, 0, &rep), FL_OK, "%s", rep.reason);
+	fl_log_close(log);
+}
+
+/* A key committed just before a kill -9 is a duplicate after the restart. */
+Test(eventlog, a_key_survives_sigkill_right_after_its_commit)
+{
+	uint8_t d[32] = {5};
+	const char *t = "\"kind\":\"feature\",\"n\":1", *u = "\"kind\":\"feature\",\"n\":2";
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct fl_log *log = NULL;
+		struct fl_log_options opts = {.initial_map_bytes = 1 << 20};
+		struct fl_log_input in[1] = {keyed(t, "p", "k", d)};
+		struct fl_log_result r;
+		struct fl_log_batch b = {in, 1, &r, FL_OK, 0};
+		if (fl_log_open(logdir, &opts, signer, &log) != FL_OK ||
+		    fl_log_append(log, &b, 1, NULL) != FL_OK || b.status != FL_OK || r.seq != 1)
+			_exit(3);
+		raise(SIGKILL);
+		_exit(4);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
+
+	struct fl_log *log = open_log(logdir, 0);
+	cr_assert_eq(fl_log_size(log), 1);
+	struct fl_log_input same[1] = {keyed(t, "p", "k", d)};
+	uint8_t other[32] = {6};
+	struct fl_log_input changed[1] = {keyed(u, "p", "k", other)};
+	struct fl_log_result rs, rc;
+	struct fl_log_batch batches[] = {{same, 1, &rs, FL_OK, 0}, {changed, 1, &rc, FL_OK, 0}};
+	cr_assert_eq(fl_log_append(log, batches, 2, NULL), FL_OK);
+	cr_assert_eq(batches[0].status, FL_OK);
+	cr_assert_eq(rs.seq, 1);
+	cr_assert(rs.duplicate);
+	cr_assert_eq(batches[1].status, FL_ERR_CONFLICT);
+	cr_assert_eq(fl_log_size(log), 1);
+	fl_log_close(log);
+}
+
 Test(eventlog, map_grows_by_itself)
 {
 	struct fl_log *log = open_log(logdir, 0); /* starts at 1 MiB */

@@ -137,11 +137,13 @@ static struct fl_log *build_log(int64_t base_us)
 			char ts[FL_TIME_TEXT_LEN], entity[16];
 			fl_time_format(r->ts, ts);
 			snprintf(entity, sizeof(entity), "e%d", r->entity);
-			json_t *ev = json_pack("{s:s,s:s,s:s,s:o}", "view", "v", "entity_id", entity,
-					       "event_ts", ts, "features", features);
+			json_t *ev = json_pack("{s:s,s:s,s:s,s:o}", "view", "v", "entity_id",
+					       entity, "event_ts", ts, "features", features);
 			struct fl_event event;
 			struct fl_error err;
-			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us, &event, &err),
+			cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us,
+						       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event,
+						       &err),
 				     FL_OK, "%s", err.message);
 			json_decref(ev);
 			size_t len;
@@ -220,7 +222,8 @@ static void check_window(const struct fl_window *w, int entity, int64_t as_of, j
 	char f = w->of[0];
 	for (size_t i = 0; i < n_recs; i++) {
 		const struct rec *r = &recs[i];
-		if (r->entity == entity && r->ts > as_of - w->size_us && r->ts <= as_of && has(r, f))
+		if (r->entity == entity && r->ts > as_of - w->size_us && r->ts <= as_of &&
+		    has(r, f))
 			in[n++] = r;
 	}
 	/* order by (ts, seq) */
@@ -231,8 +234,8 @@ static void check_window(const struct fl_window *w, int entity, int64_t as_of, j
 			in[j - 1] = t;
 		}
 	json_t *value = json_object_get(obj, "value");
-	cr_assert_eq(json_integer_value(json_object_get(obj, "events")), (json_int_t)n,
-		     "%s events", w->name);
+	cr_assert_eq(json_integer_value(json_object_get(obj, "events")), (json_int_t)n, "%s events",
+		     w->name);
 	switch (w->fn) {
 	case FL_WINDOW_COUNT:
 		cr_assert_eq(json_integer_value(value), (json_int_t)n, "%s", w->name);
@@ -612,6 +615,235 @@ Test(projection, models_left_open_by_an_earlier_boot_are_dropped)
 	fl_log_close(log);
 }
 
+/* ---- retention -------------------------------------------------------- */
+
+static const char *retained_view_json =
+    "{\"name\":\"r\",\"entity\":\"user_id\",\"retention\":\"1h\","
+    "\"features\":{\"x\":\"int64\"},"
+    "\"windows\":[{\"name\":\"x_count_10m\",\"fn\":\"count\",\"of\":\"x\",\"size\":\"10m\"}]}";
+
+/* Appends one event of view r (entity e) with x, event_ts and ingest time. */
+static uint64_t append_r(struct fl_log *log, struct fl_view_registry *registry, int64_t x,
+			 int64_t event_ts_us, int64_t ingest_us)
+{
+	char ts[FL_TIME_TEXT_LEN];
+	fl_time_format(event_ts_us, ts);
+	json_t *ev = json_pack("{s:s,s:s,s:s,s:{s:I}}", "view", "r", "entity_id", "e", "event_ts",
+			       ts, "features", "x", (json_int_t)x);
+	struct fl_event event;
+	struct fl_error err;
+	cr_assert_eq(fl_event_validate(ev, "", registry, "p", ingest_us,
+				       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+		     FL_OK, "%s", err.message);
+	json_decref(ev);
+	char *tail;
+	size_t len;
+	cr_assert_eq(fl_event_body_tail(&event, &tail, &len), FL_OK);
+	fl_event_finish(&event);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = len, .time_us = ingest_us};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	return res.seq;
+}
+
+static enum fl_status collect_seq(void *ctx, uint64_t seq)
+{
+	uint64_t *seqs = ctx;
+	seqs[++seqs[0]] = seq;
+	return FL_OK;
+}
+
+/*
+ * Reads x and x_count_10m of entity e as of as_of; FL_OK with the value of
+ * x (-1 when NOT_FOUND) and the window's count, or the error's status.
+ */
+static enum fl_status read_r(struct fl_projection *p, int64_t as_of, int64_t *ret_x,
+			     int64_t *ret_count, struct fl_error *err)
+{
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "r", &view), FL_OK);
+	const struct fl_feature *x = fl_view_feature(view, "x");
+	const struct fl_window *w = fl_view_window(view, "x_count_10m");
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e",
+				      .as_of_us = as_of,
+				      .features = &x,
+				      .n_features = 1,
+				      .windows = &w,
+				      .n_windows = 1};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	fl_error_clear(err);
+	enum fl_status st = fl_projection_query(read, &req, &answer, err);
+	fl_projection_read_end(read);
+	fl_view_unref(view);
+	if (st != FL_OK)
+		return st;
+	json_t *features = parse_part(answer.features, answer.features_len);
+	json_t *windows = parse_part(answer.windows, answer.windows_len);
+	json_t *fx = json_object_get(features, "x");
+	*ret_x = strcmp(json_string_value(json_object_get(fx, "status")), "PRESENT") == 0
+		     ? json_integer_value(json_object_get(fx, "value"))
+		     : -1;
+	*ret_count =
+	    json_integer_value(json_object_get(json_object_get(windows, "x_count_10m"), "value"));
+	json_decref(features);
+	json_decref(windows);
+	fl_read_answer_finish(&answer);
+	return FL_OK;
+}
+
+/*
+ * History is pruned by the log's clock (the ingest_ts command-svc wrote), so
+ * the retention guard of reads must use that clock too, not the reader's:
+ * here command-svc's clock runs an hour ahead of this process's. An as_of
+ * older than the retention answers outside_retention (never a value computed
+ * from pruned history), a newer one answers exactly, before and after a
+ * reopen.
+ */
+Test(projection, pruning_and_the_retention_guard_use_the_log_clock)
+{
+	int64_t now = fl_time_now_us();
+	int64_t ahead = now + 60 * MIN_US; /* command-svc's clock */
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+
+	snprintf(dir, sizeof(dir), "%s/origin-r", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(retained_view_json, 0, &jerr);
+	cr_assert_not_null(def, "%s", jerr.text);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(
+	    fl_event_view_body_tail(view, 1, "admin", now - 200 * MIN_US, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+
+	/* Two old events, written when they happened: nothing pruned yet. */
+	uint64_t s1 = append_r(log, registry, 1, now - 180 * MIN_US, now - 180 * MIN_US);
+	uint64_t s2 = append_r(log, registry, 2, now - 90 * MIN_US, now - 90 * MIN_US);
+	struct fl_projection *p = project(log, "retained", 100);
+	int64_t x, count;
+	struct fl_error err;
+	cr_assert_eq(read_r(p, now - 85 * MIN_US, &x, &count, &err), FL_OK, "%s", err.message);
+	cr_assert_eq(x, 2);
+	cr_assert_eq(count, 1);
+	fl_projection_close(p);
+
+	/* Now events ingested an hour ahead of this clock: the history of e
+	 * older than (their ingest_ts - 1h) = now is pruned. */
+	uint64_t s3 = append_r(log, registry, 3, now + 55 * MIN_US, ahead);
+	uint64_t s4 = append_r(log, registry, 4, now + 10 * MIN_US, ahead); /* late */
+	fl_view_registry_destroy(registry);
+	p = project(log, "retained2", 2);
+
+	/* Pruning happened: only the two recent events are left. */
+	uint64_t seqs[8] = {0};
+	struct fl_projection_read *read;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(
+	    fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 100, collect_seq, seqs),
+	    FL_OK);
+	fl_projection_read_end(read);
+	cr_assert_eq(seqs[0], 2, "history left: %" PRIu64 " events", seqs[0]);
+	cr_assert_eq(seqs[1], s4);
+	cr_assert_eq(seqs[2], s3);
+	(void)s1;
+	(void)s2;
+
+	for (int reopen = 0; reopen < 2; reopen++) {
+		/* Inside this process's now - 1h, but before the log's: refused. */
+		cr_assert_eq(read_r(p, now - 30 * MIN_US, &x, &count, &err), FL_ERR_INVALID,
+			     "a read of pruned history answered x=%" PRId64, x);
+		cr_assert_str_eq(err.code, "outside_retention");
+		cr_assert_str_eq(err.field, "as_of");
+		cr_assert_eq(read_r(p, now - 85 * MIN_US, &x, &count, &err), FL_ERR_INVALID);
+		/* A window reaching before the log's now - 1h: refused. */
+		cr_assert_eq(read_r(p, now + 5 * MIN_US, &x, &count, &err), FL_ERR_INVALID);
+		cr_assert_str_eq(err.field, "windows");
+		/* Newer reads answer exactly. */
+		cr_assert_eq(read_r(p, now + 15 * MIN_US, &x, &count, &err), FL_OK, "%s",
+			     err.message);
+		cr_assert_eq(x, 4);
+		cr_assert_eq(count, 1);
+		cr_assert_eq(read_r(p, now + 58 * MIN_US, &x, &count, &err), FL_OK, "%s",
+			     err.message);
+		cr_assert_eq(x, 3);
+		cr_assert_eq(count, 1);
+		cr_assert_eq(read_r(p, now + 50 * MIN_US, &x, &count, &err), FL_OK);
+		cr_assert_eq(x, 4);
+		cr_assert_eq(count, 0);
+		fl_projection_close(p);
+		snprintf(dir, sizeof(dir), "%s/retained2", tmpdir);
+		cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	}
+	fl_projection_close(p);
+	fl_log_close(log);
+}
+
+/* An event older than the retention when it arrives is pruned at once, even
+ * when it is the only key of the history (it stays the latest value). */
+Test(projection, pruning_the_only_history_entry)
+{
+	int64_t now = fl_time_now_us();
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+
+	snprintf(dir, sizeof(dir), "%s/origin-one", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(retained_view_json, 0, &jerr);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", now, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+	uint64_t seq = append_r(log, registry, 7, now - 120 * MIN_US, now);
+	fl_view_registry_destroy(registry);
+
+	struct fl_projection *p = project(log, "one", 10);
+	uint64_t seqs[4] = {0};
+	struct fl_projection_read *read;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(
+	    fl_projection_history(read, "r", "e", INT64_MIN, INT64_MAX, 10, collect_seq, seqs),
+	    FL_OK);
+	fl_projection_read_end(read);
+	cr_assert_eq(seqs[0], 0);
+	int64_t x, count;
+	struct fl_error err;
+	cr_assert_eq(read_r(p, now, &x, &count, &err), FL_OK, "%s", err.message);
+	cr_assert_eq(x, 7);
+	cr_assert_eq(count, 0);
+	(void)seq;
+	fl_projection_close(p);
+	fl_log_close(log);
+}
+
 /* ---- view versions survive a reopen ------------------------------------ */
 
 /* Appends one body tail to log. */
@@ -660,8 +892,9 @@ static void append_view_version(struct fl_log *log, struct fl_view_registry *reg
 				       "features", "x", (json_int_t)(version * 10 + (uint64_t)i));
 		struct fl_event event;
 		struct fl_error err;
-		cr_assert_eq(fl_event_validate(ev, "", registry, "p", now, &event, &err), FL_OK,
-			     "%s", err.message);
+		cr_assert_eq(fl_event_validate(ev, "", registry, "p", now,
+					       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+			     FL_OK, "%s", err.message);
 		json_decref(ev);
 		cr_assert_eq(fl_event_body_tail(&event, &tail, &tail_len), FL_OK);
 		fl_event_finish(&event);

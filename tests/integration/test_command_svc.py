@@ -259,7 +259,7 @@ class HappyPathTest(CommandSvcCase):
 
         batch = [
             event(entity_id="u124", features={"is_mobile": True, "cart_items": -3}),
-            event(entity_id=42, event_ts="2028-02-29T23:30:00.5+02:00",
+            event(entity_id=42, event_ts="2024-02-29T23:30:00.5+02:00",
                   features={"embedding": [0.5, -1, 2, 0, 1e-3, 3.25, 7, -8.5]}),
             event(entity_id="ü-ẞ", event_ts=None, features={"last_click": "héllo ✓"}),
         ]
@@ -321,7 +321,7 @@ class HappyPathTest(CommandSvcCase):
         self.assertEqual(list(first)[:2], ["seq", "kind"])
         self.assertEqual(first["event_ts"], "2026-11-26T21:00:00.123000Z")
         self.assertEqual(json.loads(base64.b64decode(lines[2]["body"]))["event_ts"],
-                         "2028-02-29T21:30:00.500000Z", "offset not converted to UTC")
+                         "2024-02-29T21:30:00.500000Z", "offset not converted to UTC")
         # Without event_ts it is the ingest time.
         b3 = json.loads(base64.b64decode(lines[3]["body"]))
         self.assertEqual(b3["event_ts"], b3["ingest_ts"])
@@ -630,6 +630,230 @@ class IdempotencyTest(CommandSvcCase):
         self.env.svc.restart(hard=True)  # kill -9
         self.check_keys(originals, "after kill -9 restart")
         self.assertEqual(self.tree_size(), size, "duplicates or conflicts appended")
+
+
+class IdempotencyRaceTest(CommandSvcCase):
+    """
+    §3: requests with the same producer and key that race each other (a
+    retry sent while its original is still in flight, possibly in the same
+    group commit) store exactly one event.
+    """
+
+    THREADS = 32
+    ROUNDS = 20
+
+    def fire(self, bodies):
+        """Sends bodies[i] on connection i, all released at once; returns (status, body)s."""
+        n = len(bodies)
+        conns = [self.env.http("clicks-pipeline", keep_alive=True) for _ in range(n)]
+        for c in conns:  # connect (and authenticate) before the race
+            self.assertEqual(c.get("/healthz").status, 200)
+        barrier = threading.Barrier(n)
+        answers = [None] * n
+
+        def run(i):
+            try:
+                barrier.wait(30)
+                status, _, body = conns[i].json("POST", "/v1/events", bodies[i])
+                answers[i] = (status, body)
+            except Exception as e:  # noqa: BLE001 - reported below
+                answers[i] = (None, repr(e))
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for c in conns:
+            c.close()
+        return answers
+
+    def events_with_key(self, from_seq, key):
+        return [l for l in read_log(self.auditor, from_seq=from_seq)
+                if decode_body(l).get("idempotency_key") == key]
+
+    def test_identical_requests_at_once_store_one_event(self):
+        for rnd in range(self.ROUNDS):
+            size0 = self.tree_size()
+            key = f"race-same-{rnd}"
+            answers = self.fire([event(entity_id=f"r{rnd}", idempotency_key=key)] *
+                                self.THREADS)
+            statuses = sorted(a[0] for a in answers)
+            self.assertEqual(statuses, [200] * (self.THREADS - 1) + [201],
+                             f"round {rnd}: {answers}")
+            results = [a[1]["results"][0] for a in answers]
+            self.assertEqual(len({r["seq"] for r in results}), 1, f"round {rnd}: {results}")
+            self.assertEqual(len({r["leaf_hash"] for r in results}), 1, f"round {rnd}")
+            self.assertEqual(sorted(r["duplicate"] for r in results),
+                             [False] + [True] * (self.THREADS - 1), f"round {rnd}")
+            self.assertEqual([l["seq"] for l in self.events_with_key(size0 + 1, key)],
+                             [results[0]["seq"]], f"round {rnd}: events stored for the key")
+            self.assertEqual(self.tree_size(), size0 + 1, f"round {rnd}")
+            # Once committed, every repeat answers 200 with that seq.
+            again = self.fire([event(entity_id=f"r{rnd}", idempotency_key=key)] * 8)
+            self.assertEqual([a[0] for a in again], [200] * 8, again)
+            self.assertEqual({a[1]["results"][0]["seq"] for a in again}, {results[0]["seq"]})
+            self.assertEqual(self.tree_size(), size0 + 1)
+
+    def test_different_events_with_one_key_at_once(self):
+        for rnd in range(self.ROUNDS):
+            size0 = self.tree_size()
+            key = f"race-diff-{rnd}"
+            a = event(entity_id=f"a{rnd}", idempotency_key=key)
+            b = event(entity_id=f"b{rnd}", idempotency_key=key)
+            bodies = [a if i % 2 == 0 else b for i in range(self.THREADS)]
+            answers = self.fire(bodies)
+            stored = self.events_with_key(size0 + 1, key)
+            self.assertEqual(len(stored), 1, f"round {rnd}: {len(stored)} events for one key")
+            self.assertEqual(self.tree_size(), size0 + 1)
+            winner = decode_body(stored[0])["entity_id"]
+            for sent, (status, body) in zip(bodies, answers):
+                if sent["entity_id"] == winner:
+                    self.assertIn(status, (200, 201), f"round {rnd}: {body}")
+                    self.assertEqual(body["results"][0]["seq"], stored[0]["seq"])
+                    self.assertEqual(body["results"][0]["duplicate"], status == 200)
+                else:
+                    self.assertEqual(status, 409, f"round {rnd}: {body}")
+                    self.assertEqual(body["error"]["code"], "idempotency_conflict")
+            self.assertEqual(sum(1 for s, _ in answers if s == 201), 1, f"round {rnd}")
+
+    def test_batches_sharing_a_key_at_once(self):
+        """Each batch carries the shared key and a key of its own: one event for
+        the shared key, every batch's own event stored once."""
+        size0 = self.tree_size()
+        shared = event(entity_id="shared", idempotency_key="race-batch")
+        bodies = [{"events": [shared, event(entity_id=f"own{i}", idempotency_key=f"own-{i}")]}
+                  for i in range(self.THREADS)]
+        answers = self.fire(bodies)
+        self.assertEqual([a[0] for a in answers], [201] * self.THREADS, answers)
+        seqs = {a[1]["results"][0]["seq"] for a in answers}
+        self.assertEqual(len(seqs), 1, answers)
+        self.assertEqual(sorted(a[1]["results"][0]["duplicate"] for a in answers),
+                         [False] + [True] * (self.THREADS - 1))
+        own = sorted(a[1]["results"][1]["seq"] for a in answers)
+        self.assertEqual(len(set(own)), self.THREADS)
+        self.assertEqual(self.tree_size(), size0 + 1 + self.THREADS)
+        self.assertEqual(len(self.events_with_key(size0 + 1, "race-batch")), 1)
+
+    def test_one_key_twice_in_one_batch(self):
+        """Same event twice: one event, the second result is its duplicate.
+        Different events: 409 for the whole batch, nothing stored."""
+        size0 = self.tree_size()
+        e = event(entity_id="twice", idempotency_key="twice-same")
+        status, _, body = self.post_events({"events": [e, event(entity_id="x1"), e]})
+        self.assertEqual(status, 201, body)
+        r = body["results"]
+        self.assertEqual([x["duplicate"] for x in r], [False, False, True])
+        self.assertEqual(r[2]["seq"], r[0]["seq"])
+        self.assertEqual(r[2]["leaf_hash"], r[0]["leaf_hash"])
+        self.assertEqual(self.tree_size(), size0 + 2)
+        status, h, body = self.post_events({"events": [
+            event(entity_id="x2"), event(entity_id="t1", idempotency_key="twice-diff"),
+            event(entity_id="t2", idempotency_key="twice-diff")]})
+        self.assert_error(status, h, body, 409, "idempotency_conflict",
+                          "events[2].idempotency_key")
+        self.assertEqual(self.tree_size(), size0 + 2)
+
+    def test_retry_after_kill_9_right_after_the_ack(self):
+        for i in range(3):
+            e = event(entity_id=f"k9-{i}", idempotency_key=f"kill9-{i}")
+            status, _, body = self.post_events(e)
+            self.assertEqual(status, 201, body)
+            self.env.svc.kill()  # right after the ack
+            self.env.svc.start()
+            status, _, again = self.post_events(e)
+            self.assertEqual(status, 200, again)
+            self.assertEqual(again["results"], [dict(body["results"][0], duplicate=True)])
+            status, h, other = self.post_events(event(entity_id="other", idempotency_key=f"kill9-{i}"))
+            self.assert_error(status, h, other, 409, "idempotency_conflict", "idempotency_key")
+
+
+def utc_stamp(offset_s=0.0):
+    """RFC 3339 UTC time offset_s seconds from now."""
+    t = time.time() + offset_s
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class FutureSkewTest(CommandSvcCase):
+    """§3: event_ts more than --max-future-skew (default 5m) ahead is 400."""
+
+    TEN_YEARS = 10 * 365 * 86400
+
+    def assert_nothing_stored(self, size0, cp0, context):
+        self.assertEqual(self.tree_size(), size0, context)
+        self.assertEqual(self.checkpoint(), cp0, context)
+        self.assertEqual(self.auditor.get(f"/v1/log?from_seq={size0 + 1}").body, b"", context)
+
+    def test_far_future_is_rejected_and_nothing_stored(self):
+        size0, cp0 = self.tree_size(), self.checkpoint()
+        ahead = utc_stamp(self.TEN_YEARS)
+        status, h, body = self.post_events(event(event_ts=ahead, idempotency_key="future-1"))
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "event_ts")
+        self.assertIn(ahead[:19], body["error"]["message"])
+        self.assert_nothing_stored(size0, cp0, "single event")
+        status, h, body = self.post_events({"events": [
+            event(entity_id="ok"), event(event_ts=ahead), event(entity_id="ok2")]})
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "events[1].event_ts")
+        self.assert_nothing_stored(size0, cp0, "batch")
+        push = {"push_source_name": "user_activity", "df": {
+            "user_id": ["p1", "p2", "p3"],
+            "event_timestamp": [utc_stamp(-60), ahead, utc_stamp()],
+            "dwell_ms": [1.0, 2.0, 3.0]}}
+        status, h, body = self.post_events(push, path="/push")
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "df.event_timestamp[1]")
+        self.assert_nothing_stored(size0, cp0, "Feast push")
+        # The key was not taken by the rejected event.
+        status, _, body = self.post_events(event(idempotency_key="future-1"))
+        self.assertEqual(status, 201, body)
+        self.assertFalse(body["results"][0]["duplicate"])
+
+    def test_a_few_minutes_ahead_is_accepted(self):
+        size0 = self.tree_size()
+        status, _, body = self.post_events(event(event_ts=utc_stamp(4 * 60)))
+        self.assertEqual(status, 201, body)
+        status, _, body = self.post_events(
+            {"push_source_name": "user_activity",
+             "df": {"user_id": ["p4"], "event_timestamp": [utc_stamp(4 * 60)],
+                    "dwell_ms": [4.0]}}, path="/push")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.tree_size(), size0 + 2)
+
+
+class FutureSkewFlagTest(CommandSvcCase):
+    """--max-future-skew sets the bound; a bad value stops the start."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = CommandEnv(BINARY, extra_args=["--max-future-skew", "1m"])
+        try:
+            cls.admin = cls.env.http("admin")
+            cls.producer = cls.env.http("clicks-pipeline")
+            cls.auditor = cls.env.http("aud")
+            cls.anon = cls.env.http()
+            status, _, body = cls.admin.json("POST", "/v1/views", VIEW)
+            if status != 201:
+                raise AssertionError(f"registering the §2 view: {status} {body}")
+        except BaseException:
+            cls.env.close()
+            raise
+
+    def test_lower_bound_by_flag(self):
+        size0 = self.tree_size()
+        status, h, body = self.post_events(event(event_ts=utc_stamp(4 * 60)))
+        self.assert_error(status, h, body, 400, "event_ts_in_future", "event_ts")
+        self.assertIn("1m", body["error"]["message"])
+        self.assertEqual(self.tree_size(), size0)
+        status, _, body = self.post_events(event(event_ts=utc_stamp(20)))
+        self.assertEqual(status, 201, body)
+        self.assertEqual(self.tree_size(), size0 + 1)
+
+    def test_bad_flag_value_stops_the_start(self):
+        import subprocess
+        for bad in ("5", "0s", "1.5m", "soon"):
+            with self.subTest(bad=bad):
+                proc = subprocess.run([str(BINARY), "--max-future-skew", bad],
+                                      capture_output=True, timeout=30)
+                self.assertNotEqual(proc.returncode, 0)
+                self.assertIn(b"max-future-skew", proc.stderr)
 
 
 # ===========================================================================

@@ -1010,6 +1010,61 @@ class ReadsTest(QueryCase):
 # crash: every answered read has its record
 # ===========================================================================
 
+SHORT_VIEW = {
+    "name": "short",
+    "entity": "user_id",
+    "features": {"x": "int64"},
+    "windows": [{"name": "x_count_2m", "fn": "count", "of": "x", "size": "2m"}],
+    "retention": "10m",
+    "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+    "audit_reads": False,
+}
+
+
+class RetentionTest(QueryCase):
+    """A view with a short retention: history older than the log's latest
+    ingest_ts minus the retention is pruned, reads reaching there are 400
+    outside_retention, newer reads stay exact."""
+
+    views = (SHORT_VIEW,)
+
+    def test_short_retention_prunes_and_guards(self):
+        t = now_us()
+        old = self.write1("short", "s1", t - 30 * MINUTE, {"x": 1})
+        mid = self.write1("short", "s1", t - 20 * MINUTE, {"x": 2})
+        new = self.write1("short", "s1", t - 3 * MINUTE, {"x": 3})
+        late = self.write1("short", "s1", t - 4 * MINUTE, {"x": 4})
+        a = self.read("ranker", "short", "s1", min_seq=late, wait_ms=10000)
+        self.assertEqual(a["features"]["x"]["value"], 3)
+        # Pruned: only the events within the retention are left in the history.
+        r = self.env.qhttp("aud").get("/v1/history/short/s1")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sorted(l["seq"] for l in parse_ndjson(r.body)), [new, late],
+                         f"history after pruning (written {old}, {mid}, {new}, {late})")
+        # Older than the retention: 400, never an answer from pruned history.
+        for as_of in (t - 25 * MINUTE, t - 15 * MINUTE, t - 11 * MINUTE):
+            err = self.assert_error(self.get("ranker", "short", "s1", as_of=time_text(as_of)),
+                                    400, f"as_of {time_text(as_of)}")
+            self.assertEqual(err["code"], "outside_retention")
+            self.assertEqual(err["field"], "as_of")
+        # A window reaching before the retained history: 400 as well.
+        err = self.assert_error(self.get("ranker", "short", "s1",
+                                         as_of=time_text(t - 9 * MINUTE)), 400, "window")
+        self.assertEqual(err["code"], "outside_retention")
+        self.assertEqual(err["field"], "windows")
+        # Newer reads answer exactly.
+        a = self.read("ranker", "short", "s1", as_of=time_text(t - 3 * MINUTE - US))
+        self.assertEqual(a["features"]["x"]["value"], 4)
+        self.assertEqual(a["features"]["x"]["seq"], late)
+        self.assertEqual(a["windows"]["x_count_2m"]["value"], 1)
+        a = self.read("ranker", "short", "s1", as_of=time_text(t - 7 * MINUTE),
+                      features="x", windows="")
+        self.assertEqual(a["features"]["x"]["status"], "NOT_FOUND")
+        a = self.read("ranker", "short", "s1", as_of=time_text(t))
+        self.assertEqual(a["features"]["x"]["value"], 3)
+        self.assertEqual(a["windows"]["x_count_2m"]["value"], 0)
+
+
 class AuditCrashTest(QueryCase):
 
     def test_kill_9_after_reads(self):

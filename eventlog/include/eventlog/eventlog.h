@@ -106,6 +106,14 @@ struct fl_log_result {
  * An atomic group of inputs: all are appended or none. status is FL_OK, or
  * FL_ERR_CONFLICT when input conflict_index reuses a key with another digest
  * (then nothing of the group is written).
+ *
+ * Idempotency keys (producer, key) are checked against the committed keys
+ * and against the keys of the earlier batches of the same fl_log_append:
+ * one event per key, whatever the interleaving of racing requests. A key
+ * seen with the same digest makes the input a duplicate (result: the
+ * original seq and leaf hash, duplicate true); within one batch, the second
+ * input with a key is a duplicate of the first, or a conflict when the
+ * digests differ. A conflicting batch claims none of its keys.
  */
 struct fl_log_batch {
 	const struct fl_log_input *inputs;

@@ -69,6 +69,14 @@ bool fl_config_get_bool(const struct fl_config *config, const char *flag);
 enum fl_status fl_config_get_int(const struct fl_config *config, const char *flag, int64_t min,
 				 int64_t max, int64_t *ret_value);
 
+/*
+ * The value of a flag as a duration ("30s", "5m", "24h", "7d", as in view
+ * definitions) in microseconds within [min_us, max_us]. FL_ERR_NOT_FOUND when
+ * unset, FL_ERR_INVALID when not a duration or out of range.
+ */
+enum fl_status fl_config_get_duration(const struct fl_config *config, const char *flag,
+				      int64_t min_us, int64_t max_us, int64_t *ret_us);
+
 /* Positional arguments, in order. */
 size_t fl_config_positional_count(const struct fl_config *config);
 const char *fl_config_positional(const struct fl_config *config, size_t index);

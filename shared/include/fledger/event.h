@@ -39,6 +39,8 @@
 #define FL_ENTITY_ID_MAX_LEN 256       /* bytes */
 #define FL_IDEMPOTENCY_KEY_MAX_LEN 128 /* bytes */
 #define FL_EVENT_DIGEST_LEN 32	       /* SHA-256 */
+/* How far event_ts may be ahead of the ingest time unless configured. */
+#define FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US (INT64_C(5) * 60 * 1000000)
 
 /* A validated feature event, ready to be appended. */
 struct fl_event {
@@ -61,6 +63,9 @@ struct fl_event {
  * is a single event); every error's field starts with it
  * ("events[3].features.dwell_ms", "events[3].features.embedding[5]").
  * producer is the authenticated principal and ingest_us the ingest time.
+ * An event_ts more than max_future_skew_us (>= 0) ahead of ingest_us is 400
+ * event_ts_in_future: a producer's broken clock must not pin a feature's
+ * latest value for years (CONTRACT §3).
  *
  * Checks, in this order: the object; "view" (a string naming a registered
  * view, else 404 view_not_found); no unknown member; entity_id; event_ts;
@@ -82,8 +87,8 @@ struct fl_event {
  */
 enum fl_status fl_event_validate(const json_t *event, const char *path,
 				 struct fl_view_registry *registry, const char *producer,
-				 int64_t ingest_us, struct fl_event *ret_event,
-				 struct fl_error *err);
+				 int64_t ingest_us, int64_t max_future_skew_us,
+				 struct fl_event *ret_event, struct fl_error *err);
 
 /* Releases what fl_event_validate put in event. Accepts NULL. */
 void fl_event_finish(struct fl_event *event);
@@ -96,8 +101,8 @@ void fl_event_finish(struct fl_event *event);
  */
 enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_registry *registry,
 					 const char *producer, int64_t ingest_us,
-					 struct fl_event **ret_events, size_t *ret_count,
-					 struct fl_error *err);
+					 int64_t max_future_skew_us, struct fl_event **ret_events,
+					 size_t *ret_count, struct fl_error *err);
 
 /* Finishes count events and frees the array. Accepts NULL. */
 void fl_event_array_free(struct fl_event *events, size_t count);
@@ -190,10 +195,13 @@ enum fl_status fl_event_feast_push_convert(const json_t *push, struct fl_view_re
 /*
  * Converts and validates a push request: on FL_OK *ret_events holds one
  * validated event per row (free with fl_event_array_free). Errors name Feast
- * paths: "df.dwell_ms[3]", "df.embedding[3][5]", "df.user_id[0]".
+ * paths: "df.dwell_ms[3]", "df.embedding[3][5]", "df.user_id[0]"; a row
+ * whose event_timestamp is too far ahead ("df.event_timestamp[3]") rejects
+ * the whole request, like any bad row.
  */
 enum fl_status fl_event_feast_push_validate(const json_t *push, struct fl_view_registry *registry,
 					    const char *producer, int64_t ingest_us,
+					    int64_t max_future_skew_us,
 					    struct fl_event **ret_events, size_t *ret_count,
 					    struct fl_error *err);
 
