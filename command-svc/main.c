@@ -10,11 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lmdb.h>
+#include <nats/nats.h>
+
 #include "committer.h"
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
+#include "fledger/version.h"
 #include "routes.h"
 
 static const struct fl_config_option options[] = {
@@ -38,6 +42,7 @@ static const struct fl_config_option options[] = {
     {"max-map-bytes", "FLEDGER_MAX_MAP_BYTES", "0",
      "cap on the LMDB map (0: bounded by the disk only)", false},
     {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
+    {"version", NULL, NULL, "print the version and the libraries' versions, then exit", true},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -94,6 +99,11 @@ int main(int argc, char **argv)
 	enum fl_status st;
 
 	config = fl_svc_config("command-svc", options, N_OPTIONS, argc, argv);
+	if (fl_config_get_bool(config, "version")) {
+		fl_version_print(stdout, "command-svc", mdb_version(NULL, NULL, NULL), nats_GetVersion());
+		fl_config_destroy(config);
+		return 0;
+	}
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "max-map-bytes", 0, INT64_MAX, &max_map) != FL_OK)
 		fatal("bad --max-body or --max-map-bytes", NULL);
