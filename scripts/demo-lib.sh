@@ -78,7 +78,7 @@ demo_tokens() {
   (
     umask 077
     {
-      echo "# fledger demo tokens: source this file. One token per principal of tokens.json."
+      echo "# fledger tokens: source this file. One token per principal of tokens.json."
       while read -r var name roles purpose; do
         token=${have[$var]:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
         echo "# $var: principal $name, roles $roles: $purpose"
