@@ -596,6 +596,7 @@ static int audit_export(struct fl_cli *cli)
 	printf("exported %zu event lines and %zu read lines from %s to %s into %s\n",
 	       e.events.count, e.reads.count, from_text, to_text, dir);
 	print_report(dir, &report);
+	fflush(stdout); /* the warnings below come after the report */
 	if (e.events.count == 0 && e.reads.count == 0)
 		fl__cli_error("warning: no event-log line and no read record lies in [%s, %s]: the "
 			      "bundle is empty and proves nothing about that range; the event log "

@@ -16,6 +16,7 @@ cd "$root"
 # shellcheck source=scripts/demo-lib.sh
 source scripts/demo-lib.sh
 run=${FLEDGER_RUN_DIR:-$root/.run}
+shown=${run#"$root/"}  # in messages: .run for the default
 nats_port=${FLEDGER_NATS_PORT:-4222}
 command_port=${FLEDGER_COMMAND_PORT:-8080}
 query_port=${FLEDGER_QUERY_PORT:-8081}
@@ -35,13 +36,13 @@ step_log() {
     exit 1
   fi
 }
-demo_step "checking and installing Debian packages (apt-get; full log: $run/setup.log)"
+demo_step "checking and installing Debian packages (apt-get; full log: $shown/setup.log)"
 step_log setup bash scripts/install-deps.sh --runtime
-demo_step "building with meson and ninja (full log: $run/build.log)"
+demo_step "building with meson and ninja (full log: $shown/build.log)"
 [ -f build/build.ninja ] || step_log build meson setup build
 step_log build ninja -C build
 
-demo_step "keys and tokens in $run (tokens.env: one token per principal)"
+demo_step "keys and tokens in $shown (tokens.env: one token per principal)"
 for service in command query; do
   [ -f "$run/$service-key.pem" ] || build/cli/fledger keygen --out "$run/$service-key.pem" >/dev/null
 done
@@ -57,7 +58,7 @@ stop() {
   for i in $(printf '%s\n' "${!pids[@]}" | sort -rn); do  # the last started first
     kill -TERM "${pids[i]}" 2>/dev/null || true; wait "${pids[i]}" 2>/dev/null || true
   done
-  echo "stopped. Data, keys and tokens stay in $run (remove it to start afresh)."
+  echo "stopped. Data, keys and tokens stay in $shown (remove it to start afresh)."
 }
 trap stop INT TERM EXIT
 # started NAME LOG: records the process just started in the background.
@@ -69,14 +70,14 @@ for p in "$nats_port" "$command_port" "$query_port"; do
 done
 
 # The services must not inherit the lock's descriptor (9>&-): the lock is the demo script's.
-demo_step "starting nats-server on :$nats_port (log: $run/nats.log)"
+demo_step "starting nats-server on :$nats_port (log: $shown/nats.log)"
 nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$run/nats" >"$run/nats.log" 2>&1 9>&- & started nats-server "$run/nats.log"
-demo_step "starting command-svc on :$command_port (log: $run/command.log)"
+demo_step "starting command-svc on :$command_port (log: $shown/command.log)"
 build/command-svc/command-svc --listen "127.0.0.1:$command_port" --data-dir "$run/command" \
   --nats "nats://127.0.0.1:$nats_port" --signing-key "$run/command-key.pem" \
   --tokens "$run/tokens.json" 2>"$run/command.log" 9>&- & started command-svc "$run/command.log"
 demo_wait_http "http://127.0.0.1:$command_port/healthz" "${pids[-1]}" command-svc "$run/command.log" || exit 1
-demo_step "starting query-svc on :$query_port (log: $run/query.log)"
+demo_step "starting query-svc on :$query_port (log: $shown/query.log)"
 build/query-svc/query-svc --listen "127.0.0.1:$query_port" --data-dir "$run/query" \
   --nats "nats://127.0.0.1:$nats_port" --signing-key "$run/query-key.pem" \
   --tokens "$run/tokens.json" --command-url "http://127.0.0.1:$command_port" \
@@ -87,7 +88,7 @@ export FLEDGER_COMMAND_URL=http://127.0.0.1:$command_port
 export FLEDGER_QUERY_URL=http://127.0.0.1:$query_port
 demo_step "registering the example views of schemas/views/"
 FLEDGER_TOKEN=$ADMIN_TOKEN build/cli/fledger views apply schemas/views
-demo_step "starting the demo producer (log: $run/demo.log)"
+demo_step "starting the demo producer (log: $shown/demo.log)"
 FLEDGER_TOKEN=$PRODUCER_TOKEN build/cli/fledger demo --users 5000 --rate 200 \
   ${FLEDGER_DEMO_DURATION:+--duration "$FLEDGER_DEMO_DURATION"} 2>"$run/demo.log" 9>&- & started "demo producer" "$run/demo.log"
 sleep 2
@@ -97,8 +98,8 @@ c=http://127.0.0.1:$command_port
 cat <<EOF
 
 fledger is running: nats-server :$nats_port, command-svc :$command_port, query-svc :$query_port.
-The demo producer writes clicks for 5000 users (logs: $run/*.log). Try, in another shell
-(the tokens are also in $run/tokens.env):
+The demo producer writes clicks for 5000 users (logs: $shown/*.log). Try, in another shell
+(the tokens are also in $shown/tokens.env):
 
   curl -s -H "Authorization: Bearer $READER_TOKEN" '$q/v1/features/user_activity/u42'
   curl -s -H "Authorization: Bearer $FRAUD_TOKEN" '$q/v1/features/user_activity/u42?features=cart_items&windows=clicks_5m,dwell_avg_1h'
