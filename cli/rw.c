@@ -45,13 +45,12 @@ static uint64_t last_seq_of(const char *path, const char *url)
 	size_t url_len = strlen(url);
 	if (!in)
 		return 0;
-	while (fgets(line, sizeof(line), in)) {
+	while (seq == 0 && fgets(line, sizeof(line), in)) {
 		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, url, url_len) == 0 && line[url_len] == ' ' &&
-		    !fl__cli_parse_u64(line + url_len + 1, 1, UINT64_MAX, &seq))
-			seq = 0;
-		if (seq)
-			break;
+		if (strncmp(line, url, url_len) != 0 || line[url_len] != ' ')
+			continue; /* another URL's line */
+		if (!fl__cli_parse_u64(line + url_len + 1, 1, UINT64_MAX, &seq))
+			seq = 0; /* a damaged line counts as none */
 	}
 	fclose(in);
 	return seq;
