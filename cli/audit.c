@@ -31,6 +31,8 @@ static const struct fl_config_option export_options[] = {
     {"to", NULL, NULL, "end of the range (RFC 3339, inclusive; default now)", false},
     {"out", NULL, NULL, "directory to write the bundle into (created if missing)", false},
     {"force", NULL, NULL, "replace a bundle already in --out", true},
+    {"require-lines", NULL, NULL,
+     "fail (exit 1) when neither log has a line in the range (else only a warning)", true},
 };
 
 /* What one log contributes to the bundle. */
@@ -480,6 +482,7 @@ static int audit_export(struct fl_cli *cli)
 	char exported_at[FL_TIME_TEXT_LEN], from_text[FL_TIME_TEXT_LEN], to_text[FL_TIME_TEXT_LEN];
 	FILE *out;
 	int rc = FL_CLI_FAIL;
+	bool empty_refused = false;
 	enum fl_status st;
 
 	e.events.base_url = cli->command_url;
@@ -578,12 +581,40 @@ static int audit_export(struct fl_cli *cli)
 			      report.reason);
 		goto out;
 	}
+	/* An empty bundle verifies, and proves nothing about the range: say so. */
+	uint64_t event_log_size = e.events.have_latest ? e.events.latest.tree_size : 0;
+	if (e.events.count == 0 && e.reads.count == 0 &&
+	    fl_config_get_bool(cli->config, "require-lines")) {
+		fl__cli_error(
+		    "no event-log line and no read record lies in [%s, %s] (--require-lines); "
+		    "the event log holds %" PRIu64 " lines in all: check --from and --to "
+		    "(RFC 3339, e.g. --from \"$(date -u -d '1 hour ago' +%%FT%%TZ)\")",
+		    from_text, to_text, event_log_size);
+		empty_refused = true;
+		goto out;
+	}
 	printf("exported %zu event lines and %zu read lines from %s to %s into %s\n",
 	       e.events.count, e.reads.count, from_text, to_text, dir);
 	print_report(dir, &report);
+	fflush(stdout); /* the warnings below come after the report */
+	if (e.events.count == 0 && e.reads.count == 0)
+		fl__cli_error("warning: no event-log line and no read record lies in [%s, %s]: the "
+			      "bundle is empty and proves nothing about that range; the event log "
+			      "holds %" PRIu64 " lines in all: check --from and --to "
+			      "(--require-lines makes this an error)",
+			      from_text, to_text, event_log_size);
+	else if (e.events.count == 0)
+		fl__cli_error(
+		    "warning: no event-log line lies in [%s, %s] (the bundle has only read "
+		    "records)",
+		    from_text, to_text);
+	else if (e.reads.count == 0)
+		fl__cli_error("warning: no read record lies in [%s, %s] (the bundle has only "
+			      "event-log lines)",
+			      from_text, to_text);
 	rc = FL_CLI_OK;
 out:
-	if (rc != FL_CLI_OK)
+	if (rc != FL_CLI_OK && !empty_refused)
 		fl__cli_error("the export to %s is incomplete", dir);
 	free(e.events.seqs);
 	free(e.reads.seqs);
@@ -601,7 +632,9 @@ const struct fl_cli_command fl__cli_audit_export_command = {
 	"first exported line and the latest, with a consistency proof), an inclusion\n"
 	"proof per line, both services' public keys and a README telling a reviewer how\n"
 	"to check it with openssl, base64 and sha256sum (CONTRACT §7). Needs a token\n"
-	"with the role auditor. The bundle is verified before the command succeeds.\n",
+	"with the role auditor. The bundle is verified before the command succeeds.\n"
+	"A range with no line of a log gets a warning (times are UTC); with\n"
+	"--require-lines a range with no line at all fails (exit 1).\n",
     .options = export_options,
     .n_options = sizeof(export_options) / sizeof(export_options[0]),
     .run = audit_export,

@@ -11,7 +11,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include <lmdb.h>
+
 #include "fledger/httpc.h"
+#include "fledger/version.h"
 
 static const struct fl_config_option global_options[] = {
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080", "command-svc base URL", false},
@@ -67,6 +70,8 @@ static void print_usage(FILE *out)
 			global_options[i].default_value ? global_options[i].default_value : "",
 			global_options[i].default_value ? ")" : "");
 	}
+	fprintf(out, "  %-20s %s\n", "--version",
+		"print the version and the libraries' versions, then exit");
 	fprintf(out, "\n`fledger COMMAND --help` describes a command. Exit codes: 0 done, 1 failed "
 		     "or not verified, 2 usage.\n");
 }
@@ -126,15 +131,21 @@ static void print_command_help(const struct fl_cli_command *c)
 	free(usage);
 }
 
-static bool wants_help(int argc, char **argv)
+/* True when flag (or, with alias, that too) comes before any "--". */
+static bool has_flag(int argc, char **argv, const char *flag, const char *alias)
 {
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			return false;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+		if (strcmp(argv[i], flag) == 0 || (alias && strcmp(argv[i], alias) == 0))
 			return true;
 	}
 	return false;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	return has_flag(argc, argv, "--help", "-h");
 }
 
 static int run(const struct fl_cli_command *c, int argc, char **argv, int word1, int word2)
@@ -232,6 +243,11 @@ out:
 int main(int argc, char **argv)
 {
 	int word1 = next_word(argc, argv, 0);
+	if (word1 >= argc && has_flag(argc, argv, "--version", NULL)) {
+		/* The CLI does not link libnats: no line for it. */
+		fl_version_print(stdout, "fledger", mdb_version(NULL, NULL, NULL), NULL);
+		return FL_CLI_OK;
+	}
 	if (word1 >= argc || strcmp(argv[word1], "help") == 0) {
 		bool asked = word1 < argc || wants_help(argc, argv);
 		print_usage(asked ? stdout : stderr);

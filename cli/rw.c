@@ -2,15 +2,104 @@
  * `fledger write` (POST /v1/events on command-svc) and `fledger read`
  * (GET /v1/features/... on query-svc).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "fledger/util.h"
 
 #define BATCH_MAX 1000
+
+/* ---- the last seq written, per command-svc URL ------------------------------ */
+
+/*
+ * `fledger write` remembers the greatest seq it was answered, per
+ * command-svc URL, in $XDG_STATE_HOME/fledger/last-seq (default
+ * ~/.local/state/fledger/last-seq): one "URL SEQ" line per URL.
+ * `fledger read --after-write` reads it back as --min-seq.
+ */
+static char *state_path(void)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	char *path = NULL;
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&path, "%s/fledger/last-seq", xdg) < 0)
+			path = NULL;
+	} else if (home && home[0]) {
+		if (asprintf(&path, "%s/.local/state/fledger/last-seq", home) < 0)
+			path = NULL;
+	}
+	return path;
+}
+
+/* The seq recorded for url, or 0 when there is none. */
+static uint64_t last_seq_of(const char *path, const char *url)
+{
+	FILE *in = fopen(path, "r");
+	char line[4096];
+	uint64_t seq = 0;
+	size_t url_len = strlen(url);
+	if (!in)
+		return 0;
+	while (seq == 0 && fgets(line, sizeof(line), in)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, url, url_len) != 0 || line[url_len] != ' ')
+			continue; /* another URL's line */
+		if (!fl__cli_parse_u64(line + url_len + 1, 1, UINT64_MAX, &seq))
+			seq = 0; /* a damaged line counts as none */
+	}
+	fclose(in);
+	return seq;
+}
+
+/* Records seq for url (the other URLs' lines are kept); false after printing why. */
+static bool save_last_seq(const char *path, const char *url, uint64_t seq)
+{
+	char *dir = strdup(path), *tmp = NULL;
+	char line[4096];
+	bool ok = false;
+	FILE *in = NULL, *out = NULL;
+	size_t url_len = strlen(url);
+
+	if (!dir || asprintf(&tmp, "%s.%ld", path, (long)getpid()) < 0) {
+		tmp = NULL;
+		goto out;
+	}
+	*strrchr(dir, '/') = '\0';
+	int err = fl_make_dirs(dir, 0700);
+	if (err || !(out = fopen(tmp, "w"))) {
+		fl__cli_error("cannot record the last seq in %s: %s", path,
+			      strerror(err ? err : errno));
+		goto out;
+	}
+	fprintf(out, "%s %" PRIu64 "\n", url, seq);
+	if ((in = fopen(path, "r"))) {
+		while (fgets(line, sizeof(line), in))
+			if (!(strncmp(line, url, url_len) == 0 && line[url_len] == ' '))
+				fputs(line, out);
+		fclose(in);
+	}
+	ok = fclose(out) == 0;
+	out = NULL;
+	if (ok && rename(tmp, path) != 0)
+		ok = false;
+	if (!ok) {
+		fl__cli_error("cannot record the last seq in %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+out:
+	if (out) {
+		fclose(out);
+		unlink(tmp);
+	}
+	free(tmp);
+	free(dir);
+	return ok;
+}
 
 /* ---- write --------------------------------------------------------------------- */
 
@@ -24,6 +113,7 @@ static const struct fl_config_option write_options[] = {
 struct writer {
 	struct fl_cli *cli;
 	uint64_t events_written, batches;
+	uint64_t last_seq; /* the greatest seq answered */
 	uint64_t last_progress;
 };
 
@@ -48,6 +138,16 @@ static bool post_events(struct writer *w, const char *body, size_t len, size_t e
 	fwrite(answer, 1, answer_len, stdout);
 	if (!answer_len || answer[answer_len - 1] != '\n')
 		putchar('\n');
+	json_t *doc = json_loadb(answer, answer_len, 0, NULL);
+	size_t i;
+	json_t *result;
+	json_array_foreach(json_object_get(doc, "results"), i, result)
+	{
+		json_int_t seq = json_integer_value(json_object_get(result, "seq"));
+		if (seq > 0 && (uint64_t)seq > w->last_seq)
+			w->last_seq = (uint64_t)seq;
+	}
+	json_decref(doc);
 	free(answer);
 	w->batches++;
 	w->events_written += events;
@@ -193,6 +293,15 @@ static int write_events(struct fl_cli *cli)
 		ok = post_ndjson(&w, text, len); /* several JSON values: one event a line */
 	json_decref(doc);
 	free(text);
+	if (w.last_seq) {
+		char *path = state_path();
+		if (path)
+			save_last_seq(path, cli->command_url, w.last_seq);
+		free(path);
+		fl__cli_progress("read it back with --min-seq %" PRIu64
+				 " (or fledger read VIEW ENTITY --after-write)",
+				 w.last_seq);
+	}
 	if (ok && w.batches > 1)
 		fl__cli_progress("%" PRIu64 " events written in %" PRIu64 " batches",
 				 w.events_written, w.batches);
@@ -206,7 +315,10 @@ const struct fl_cli_command fl__cli_write_command = {
     .description =
 	"Posts events to command-svc (role producer): one JSON event, {\"events\": [...]},\n"
 	"a JSON array, or NDJSON with one event a line, in atomic batches of at most\n"
-	"1000. Prints each batch's answer ({\"results\": [...], \"tree_size\": N}).\n",
+	"1000. Prints each batch's answer ({\"results\": [...], \"tree_size\": N}), and on\n"
+	"stderr the --min-seq that reads it back. That seq is also recorded, per\n"
+	"--command-url, in $XDG_STATE_HOME/fledger/last-seq (default\n"
+	"~/.local/state/fledger/last-seq) for `fledger read --after-write`.\n",
     .options = write_options,
     .n_options = sizeof(write_options) / sizeof(write_options[0]),
     .run = write_events,
@@ -220,6 +332,8 @@ static const struct fl_config_option read_options[] = {
     {"windows", NULL, NULL, "windows to compute, comma-separated (default: all)", false},
     {"as-of", NULL, NULL, "RFC 3339 time of the read (default: now)", false},
     {"min-seq", NULL, NULL, "wait until query-svc has applied this seq (read your writes)", false},
+    {"after-write", NULL, NULL,
+     "--min-seq of the last `fledger write` to --command-url (from its state file)", true},
     {"wait-ms", NULL, NULL, "how long to wait for --min-seq (server default 1000)", false},
     {"proof", NULL, NULL, "add inclusion proofs and the signed checkpoint", true},
 };
@@ -275,6 +389,26 @@ static int read_features(struct fl_cli *cli)
 			goto out;
 		}
 		ok = add_query(&path, params[i][1], value);
+	}
+	if (ok && fl_config_get_bool(cli->config, "after-write")) {
+		if (fl_config_get(cli->config, "min-seq")) {
+			fl__cli_error("--after-write and --min-seq: give one of them");
+			rc = FL_CLI_USAGE;
+			goto out;
+		}
+		char *state = state_path(), seq_text[24];
+		uint64_t seq = state ? last_seq_of(state, cli->command_url) : 0;
+		if (!seq) {
+			fl__cli_error("--after-write: no write to %s recorded in %s (fledger write "
+				      "records it; --command-url must be the one written to)",
+				      cli->command_url,
+				      state ? state : "$XDG_STATE_HOME/fledger/last-seq");
+			free(state);
+			goto out;
+		}
+		free(state);
+		snprintf(seq_text, sizeof(seq_text), "%" PRIu64, seq);
+		ok = add_query(&path, "min_seq", seq_text);
 	}
 	if (ok && fl_config_get_bool(cli->config, "proof"))
 		ok = add_query(&path, "proof", "1");

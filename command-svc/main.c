@@ -10,12 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lmdb.h>
+#include <nats/nats.h>
+
 #include "committer.h"
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
 #include "fledger/natsconn.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
+#include "fledger/version.h"
 #include "routes.h"
 
 static const struct fl_config_option options[] = {
@@ -45,6 +49,7 @@ static const struct fl_config_option options[] = {
     {"max-future-skew", "FLEDGER_MAX_FUTURE_SKEW", "5m",
      "how far ahead of the ingest time an event_ts may be (s, m, h or d)", false},
     {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
+    {"version", NULL, NULL, "print the version and the libraries' versions, then exit", true},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -101,6 +106,11 @@ int main(int argc, char **argv)
 	enum fl_status st;
 
 	config = fl_svc_config("command-svc", options, N_OPTIONS, argc, argv);
+	if (fl_config_get_bool(config, "version")) {
+		fl_version_print(stdout, "command-svc", mdb_version(NULL, NULL, NULL), nats_GetVersion());
+		fl_config_destroy(config);
+		return 0;
+	}
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "max-map-bytes", 0, INT64_MAX, &max_map) != FL_OK)
 		fatal("bad --max-body or --max-map-bytes", NULL);

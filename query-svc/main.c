@@ -12,12 +12,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <lmdb.h>
+#include <nats/nats.h>
+
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
 #include "fledger/httpc.h"
 #include "fledger/slog.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
+#include "fledger/version.h"
 #include "projection.h"
 #include "audit.h"
 #include "routes.h"
@@ -67,6 +71,7 @@ static const struct fl_config_option options[] = {
     {"rebuild", "FLEDGER_REBUILD", NULL,
      "delete the read models and the replica, and rebuild them from command-svc's log", true},
     {"log-level", "FLEDGER_LOG_LEVEL", "info", "debug, info, warn or error", false},
+    {"version", NULL, NULL, "print the version and the libraries' versions, then exit", true},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -124,6 +129,11 @@ int main(int argc, char **argv)
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
+	if (fl_config_get_bool(config, "version")) {
+		fl_version_print(stdout, "query-svc", mdb_version(NULL, NULL, NULL), nats_GetVersion());
+		fl_config_destroy(config);
+		return 0;
+	}
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
 		FL_OK ||

@@ -72,6 +72,7 @@ class Cli:
     def run(self, *args, who=None, stdin=None, env=None, timeout=300):
         """(returncode, stdout text, stderr text); global flags go before the command."""
         e = {k: v for k, v in os.environ.items() if not k.startswith("FLEDGER_")}
+        e["XDG_STATE_HOME"] = str(self.workdir / "state")  # fledger read --after-write
         e.update(env or {})
         cmd = [str(CLI), "--command-url", self.command_url, "--query-url", self.query_url]
         if who:
@@ -214,6 +215,8 @@ class AuditCliTest(unittest.TestCase):
         answer = json.loads(out)
         self.assertEqual(len(answer["results"]), 1)
         seqs = [r["seq"] for r in answer["results"]]
+        # how to read it back, on stderr
+        self.assertIn(f"read it back with --min-seq {seqs[0]}", err)
 
         # NDJSON from a file: 1200 events in two atomic batches (1000 + 200).
         lines = [json.dumps({"view": "user_activity", "entity_id": f"u{i % 7}",
@@ -236,6 +239,9 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         seqs.append(json.loads(out)["results"][0]["seq"])
         type(self).written_seqs = seqs
+        self.assertIn(f"--min-seq {seqs[-1]}", err)
+        state = self.env.tmp.path / "state" / "fledger" / "last-seq"
+        self.assertIn(f"{self.cli.command_url} {seqs[-1]}", state.read_text().splitlines())
 
         # a rejected write: exit 1, the §9 error on stderr, nothing written
         rc, out, err = self.cli.run("write", who="clicks-pipeline",
@@ -247,6 +253,8 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("HTTP 403", err)
         self.assertEqual(readyz(self.env.http())["tree_size"], seqs[-1])
+        # a failed write leaves the last seq as it was
+        self.assertIn(f"{self.cli.command_url} {seqs[-1]}", state.read_text().splitlines())
 
     def test_3_reads(self):
         last_seq = self.written_seqs[-1]
@@ -258,6 +266,21 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(answer["features"]["dwell_ms"]["value"], 99.25)
         self.assertEqual(answer["features"]["dwell_ms"]["seq"], last_seq)
         type(self).cli_read = (out.encode(), answer)
+
+        # --after-write: the last seq this CLI wrote to that command-svc
+        rc, out, err = self.cli.run("read", "user_activity", "u1", "--after-write",
+                                    "--features", "dwell_ms", who="ranker")
+        self.assertEqual(rc, 0, err)
+        answer = json.loads(out)
+        self.assertGreaterEqual(answer["applied_seq"], last_seq)
+        self.assertEqual(answer["features"]["dwell_ms"]["seq"], last_seq)
+        rc, _, err = self.cli.run("read", "user_activity", "u1", "--after-write", "--min-seq", 1,
+                                  who="ranker")
+        self.assertEqual(rc, 2, err)
+        other = Cli(self.env.tmp.path, {}, "http://127.0.0.1:9", self.query.url)
+        rc, _, err = other.run("read", "user_activity", "u1", "--after-write")
+        self.assertEqual(rc, 1, err)
+        self.assertIn("no write to http://127.0.0.1:9 recorded", err)
 
         # a read the CLI reports as denied (403) and one without a token (401)
         rc, _, err = self.cli.run("read", "user_activity", "u1", "--features", "cart_items",
@@ -428,6 +451,27 @@ class AuditCliTest(unittest.TestCase):
         rc, out, err = self.cli.run("log", "verify", "--state", self.env.tmp.path / "rot.json",
                                     who="aud")
         self.assertEqual(rc, 0, out + err)
+
+    def test_8_empty_range(self):
+        """A range that holds nothing: a warning; --require-lines makes it fail."""
+        start, end = iso_now(3600), iso_now(7200)
+        rc, out, err = self.cli.run("audit", "export", "--from", start, "--to", end,
+                                    "--out", self.bundle("empty"), who="aud")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("exported 0 event lines and 0 read lines", out)
+        self.assertIn("warning: no event-log line and no read record lies in", err)
+        rc, out, err = self.cli.run("audit", "export", "--from", start, "--to", end,
+                                    "--out", self.bundle("empty-required"), "--require-lines",
+                                    who="aud")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("no event-log line and no read record lies in", err)
+        self.assertNotIn("OK", out)
+        # a range with lines: no warning, and --require-lines passes
+        rc, out, err = self.cli.run("audit", "export", "--from", self.start_time,
+                                    "--out", self.bundle("full-required"), "--require-lines",
+                                    who="aud")
+        self.assertEqual(rc, 0, out + err)
+        self.assertNotIn("warning", err)
 
 
 class LogVerifyTest(unittest.TestCase):

@@ -290,8 +290,9 @@ class OpsTest(unittest.TestCase):
                      "&wait_ms=10000", F, "ranker")
         assert r.status == 200, r
         cls.call(q, "GET", "/v1/features/user_activity/u123?proof=1", F, "ranker")
+        as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
         cls.call(q, "GET", "/v1/features/transactions/acct-000731?proof=1&as_of="
-                 + urllib.parse.quote("2026-11-26T21:10:00Z"), F, "fraud-model")
+                 + urllib.parse.quote(as_of), F, "fraud-model")
         cls.call(q, "GET", "/v1/features/transactions/acct-000731?features=merchant_id", F,
                  "ranker")  # 403: restricted feature
         cls.call(q, "GET", "/v1/features/user_activity/u123?features=nope", F, "ranker")

@@ -5,6 +5,8 @@
 #   - it has the services nats (JetStream, on a volume), command-svc,
 #     query-svc and prometheus, and Prometheus scrapes both services at the
 #     ports they listen on (`promtool check config` when promtool exists);
+#   - deploy/make-secrets.sh makes every secret compose.yaml mounts, the
+#     tokens of every principal, owned by the services' uid;
 #   - the Dockerfile is multi-stage on Debian 12 and copies every source
 #     directory that meson.build builds.
 # Without docker-compose the test is skipped (exit 77), unless CI is set:
@@ -68,6 +70,33 @@ for secret in command-key.pem query-key.pem tokens.json replicator.token; do
 done
 if grep -E '^\s+- "?[0-9]+:[0-9]+' compose.yaml; then
   fail "a port is published on every interface; publish on 127.0.0.1 (the services speak plain HTTP)"
+fi
+
+echo "== deploy/make-secrets.sh (the secrets compose.yaml mounts)"
+if bash deploy/make-secrets.sh "$tmp/deploy" >"$tmp/secrets.out" 2>&1; then
+  for secret in command-key.pem query-key.pem tokens.json replicator.token; do
+    grep -q "deploy/$secret" <<<"$rendered" || fail "compose.yaml does not mount deploy/$secret"
+    [ -s "$tmp/deploy/$secret" ] || fail "make-secrets.sh did not make $secret"
+    [ "$(id -u)" != 0 ] || [ "$(stat -c %u "$tmp/deploy/$secret")" = 10001 ] ||
+      fail "$secret is not owned by the services' uid 10001"
+  done
+  openssl pkey -in "$tmp/deploy/command-key.pem" -noout 2>/dev/null || fail "command-key.pem is not a key"
+  python3 - "$tmp/deploy" <<'PY' || fail "make-secrets.sh: tokens.json, tokens.env and replicator.token disagree"
+import hashlib, json, sys
+d = sys.argv[1]
+principals = {p["name"]: p for p in json.load(open(f"{d}/tokens.json"))["principals"]}
+tokens = dict(l.split("=", 1) for l in open(f"{d}/tokens.env").read().splitlines()
+              if l and not l.startswith("#"))
+hashes = {hashlib.sha256(t.encode()).hexdigest() for t in tokens.values()}
+assert {p["token_sha256"] for p in principals.values()} == hashes, "tokens.env vs tokens.json"
+repl = open(f"{d}/replicator.token").read()
+assert principals["query-svc"]["roles"] == ["replicator"]
+assert hashlib.sha256(repl.encode()).hexdigest() == principals["query-svc"]["token_sha256"]
+for name in ("admin", "clicks-pipeline", "payments-pipeline", "stats-job", "ranker", "auditor"):
+    assert name in principals, name
+PY
+else
+  fail "deploy/make-secrets.sh failed: $(cat "$tmp/secrets.out")"
 fi
 
 echo "== the cluster overlay (compose.cluster.yaml)"
