@@ -981,6 +981,11 @@ struct number {
 	double d;
 };
 
+/*
+ * Reads the text of a stored number. A subnormal double (1e-320) is a valid
+ * stored value: strtod sets ERANGE for it but returns it exactly, so only an
+ * ERANGE with an infinite result (which validation never stores) fails.
+ */
 static bool parse_number(const struct raw_value *value, struct number *ret)
 {
 	char text[64];
@@ -997,6 +1002,8 @@ static bool parse_number(const struct raw_value *value, struct number *ret)
 		ret->d = (double)i;
 	} else {
 		ret->d = strtod(text, &end);
+		if (errno == ERANGE && isfinite(ret->d))
+			errno = 0; /* underflow: the subnormal (or zero) read is the value */
 	}
 	return end != text && *end == '\0' && errno == 0;
 }
