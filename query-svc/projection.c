@@ -619,7 +619,8 @@ static enum fl_status event_members(struct fl_projection *p, const struct featur
 	}
 	if (more < 0)
 		return FL_ERR_CORRUPT;
-	qsort(p->members, n, sizeof(*p->members), member_cmp);
+	if (n > 1) /* members is NULL until the first one */
+		qsort(p->members, n, sizeof(*p->members), member_cmp);
 	for (size_t i = 1; i < n; i++)
 		if (member_cmp(&p->members[i - 1], &p->members[i]) == 0)
 			return FL_ERR_CORRUPT; /* a feature twice in one body */

@@ -314,7 +314,8 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	char *copy = malloc(len ? len : 1);
 	enum fl_status st = copy ? FL_OK : FL_ERR_NOMEM;
 	if (st == FL_OK) {
-		memcpy(copy, body, len);
+		if (len > 0) /* body may be NULL when empty */
+			memcpy(copy, body, len);
 		st = fl_audit_submit(job->query->audit, job->req, &rec, status, content_type, copy,
 				     len);
 		if (st != FL_OK)

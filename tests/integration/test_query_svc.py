@@ -221,6 +221,11 @@ class QueryCase(unittest.TestCase):
         cls.producer.close()
         cls.env.close()
 
+    def tearDown(self):
+        # A sanitizer report (UBSan "runtime error:", ASan, ...) in a
+        # service's stderr fails the test that caused it, not only the class.
+        self.env.assert_no_sanitizer_reports()
+
     # -- writing --
     def write(self, events, who=None):
         """Posts one batch (a list of (view, entity, ts µs, features)); returns the seqs."""
@@ -1204,6 +1209,143 @@ class ProofAclTest(QueryCase):
                 and x["view"] == "transactions"]
         self.assertEqual(len(hits), 1, hits)
         self.assertEqual(hits[0]["served_seqs"], [])
+
+
+# ===========================================================================
+# edge values: subnormal doubles, views without windows, URLs and ids
+# ===========================================================================
+
+# A view with no windows at all (its windows array may be empty or absent).
+NOWIN_VIEW = {
+    "name": "nowin",
+    "entity": "user_id",
+    "features": {"score": "double"},
+    "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+}
+
+
+class EdgeValuesTest(QueryCase):
+
+    views = (UA_VIEW, STATS_VIEW, NOWIN_VIEW)
+
+    def test_subnormal_doubles_are_served(self):
+        """A subnormal double is a value like any other: no read of it is a 500."""
+        t = now_us() - MINUTE
+        tiny = 1e-320
+        seqs = self.write([("stats", "sub-1", t - 2 * US, {"price": tiny, "qty": 1}),
+                           ("stats", "sub-1", t - US, {"price": -5e-324}),
+                           ("stats", "sub-1", t, {"price": tiny}),
+                           ("stats", "plain", t, {"price": 2.5}),
+                           ("user_activity", "sub-u", t, {"dwell_ms": tiny}),
+                           ("nowin", "sub-n", t, {"score": 2.2250738585072009e-308})])
+        a = self.read("ranker", "stats", "sub-1", min_seq=seqs[-1])
+        self.assertEqual(a["features"]["price"]["value"], tiny)
+        self.assertEqual(a["features"]["price"]["seq"], seqs[2])
+        self.check_answer(a, "stats", "sub-1", parse_time_text(a["as_of"]), context="sub-1")
+        w = a["windows"]
+        self.assertEqual(w["n_price"]["value"], 3)
+        self.assertEqual(w["price_min"]["value"], -5e-324)
+        self.assertEqual(w["price_max"]["value"], tiny)
+        self.assertEqual(w["price_sum"]["value"], tiny + -5e-324 + tiny)
+        self.assertIsInstance(w["price_std"]["value"], float)
+        a = self.read("ranker", "user_activity", "sub-u", proof=1)
+        self.assertEqual(a["features"]["dwell_ms"]["value"], tiny)
+        self.assertEqual(a["windows"]["dwell_avg_1h"]["value"], tiny)
+        a = self.read("ranker", "nowin", "sub-n")
+        self.assertEqual(a["features"]["score"]["value"], 2.2250738585072009e-308)
+        # one such id among 1000 fails neither a batch nor a Feast read
+        ids = [f"none-{i}" for i in range(997)] + ["sub-1", "plain", "sub-1"]
+        q = self.env.qhttp("ranker")
+        status, _, body = q.json("POST", "/v1/features:batch", {"view": "stats", "entity_ids": ids})
+        self.assertEqual(status, 200, str(body)[:300])
+        self.assertEqual(body["rows"][997]["features"]["price"]["value"], tiny)
+        self.assertEqual(body["rows"][997]["windows"]["price_min"]["value"], -5e-324)
+        self.assertEqual(body["rows"][998]["features"]["price"]["value"], 2.5)
+        status, _, body = q.json("POST", "/get-online-features", {
+            "features": ["stats:price", "stats:price_sum", "stats:price_min"],
+            "entities": {"item_id": ids}})
+        self.assertEqual(status, 200, str(body)[:300])
+        self.assertEqual(body["results"][1]["values"][997:], [tiny, 2.5, tiny])
+        self.assertEqual(body["results"][3]["values"][997], -5e-324)
+
+    def test_overflowing_doubles_are_refused_at_write(self):
+        r = self.producer.request(
+            "POST", "/v1/events",
+            b'{"view":"stats","entity_id":"big","features":{"price":1e400}}',
+            headers={"Content-Type": "application/json"})
+        self.assert_error(r, 400, "1e400")
+        # the largest doubles are accepted; their sum over a window is null, not an error
+        t = now_us() - MINUTE
+        seq = self.write([("stats", "big", t - US, {"price": 1.7976931348623157e308}),
+                          ("stats", "big", t, {"price": 1.7976931348623157e308})])[-1]
+        a = self.read("ranker", "stats", "big", min_seq=seq, windows="price_sum,price_max")
+        self.assertIsNone(a["windows"]["price_sum"]["value"])
+        self.assertEqual(a["windows"]["price_max"]["value"], 1.7976931348623157e308)
+
+    def test_unknown_window_of_a_view_without_windows(self):
+        """A 400 (and, in a UBSan build, no report: see tearDown)."""
+        self.caught_up()  # the view is applied
+        for params in ({"windows": "zz"}, {"windows": "score"}, {"windows": "zz,yy"}):
+            with self.subTest(params=params):
+                err = self.assert_error(self.get("ranker", "nowin", "u1", **params), 400)
+                self.assertEqual(err["code"], "unknown_window")
+        a = self.read("ranker", "nowin", "u1")
+        self.assertEqual(a["windows"], {})
+        q = self.env.qhttp("ranker")
+        status, _, body = q.json("POST", "/v1/features:batch",
+                                 {"view": "nowin", "entity_ids": ["u1"], "windows": ["zz"]})
+        self.assertEqual(status, 400, body)
+        status, _, body = q.json("POST", "/get-online-features",
+                                 {"features": ["nowin:zz"], "entities": {"user_id": ["u1"]}})
+        self.assertEqual(status, 400, body)
+        self.assertTrue(self.env.query.running())
+
+    def test_encoded_nul_in_a_url_is_400(self):
+        """%00 would cut a path segment short; it is refused, never read as the prefix."""
+        ranker = self.env.qhttp("ranker")
+        for path in ("/v1/features/user_activity/u%00x", "/v1/features/user_activity%00/u1",
+                     "/v1/features/user_activity/u1?features=dwell_ms%00cart_items",
+                     "/v1/views/user_activity%00"):
+            with self.subTest(path=path):
+                err = self.assert_error(ranker.get(path), 400, path)
+                self.assertEqual(err["code"], "invalid_url")
+        for path in ("/v1/views/user_activity%00", "/v1/views/rt%00x"):
+            with self.subTest(path=path, svc="command-svc"):
+                err = self.assert_error(self.admin.get(path), 400, path)
+                self.assertEqual(err["code"], "invalid_url")
+        self.assertEqual(self.admin.get("/v1/views/user_activity").status, 200)
+
+    def test_c1_controls_in_entity_ids(self):
+        """Refused at write (§3: no control characters); U+00A0 is fine."""
+        for ent in ("a\u0085b", "\u0080", "x\u009f"):
+            with self.subTest(ent=repr(ent)):
+                status, _, body = self.producer.json("POST", "/v1/events", {
+                    "view": "nowin", "entity_id": ent, "features": {"score": 1.0}})
+                self.assertEqual(status, 400, body)
+                self.assertEqual(body["error"]["code"], "invalid_entity_id")
+                self.assertEqual(body["error"]["field"], "entity_id")
+        seq = self.write1("nowin", "a\u00a0b", now_us(), {"score": 3.0})
+        a = self.read("ranker", "nowin", "a\u00a0b", min_seq=seq)
+        self.assertEqual(a["features"]["score"]["value"], 3.0)
+
+
+class SanitizerCheckTest(unittest.TestCase):
+    """The harness fails a test on a sanitizer report in a service's stderr."""
+
+    def test_runtime_error_in_stderr_fails(self):
+        tmp = harness.TempDir()
+        try:
+            svc = harness.Service(QUERY_BINARY, tmp.path, "query-x", [])
+            svc.stderr_path.write_text('{"level":"info","msg":"serving"}\n')
+            svc.assert_no_sanitizer_reports()
+            with svc.stderr_path.open("a") as f:
+                f.write("../shared/view.c:390:9: runtime error: null pointer passed as "
+                        "argument 2, which is declared to never be null\n")
+            with self.assertRaises(AssertionError) as raised:
+                svc.assert_no_sanitizer_reports()
+            self.assertIn("runtime error:", str(raised.exception))
+        finally:
+            tmp.close()
 
 
 class AuditCrashTest(QueryCase):
