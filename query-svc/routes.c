@@ -1204,7 +1204,8 @@ static enum fl_status line_readable(const struct read_job *job, const struct fl_
  */
 static enum fl_status proof_object(const struct read_job *job, const struct fl_view *view,
 				   struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size,
-				   const char *served_name, json_t **ret_proof, struct fl_error *err)
+				   const char *served_name, json_t **ret_proof,
+				   struct fl_error *err)
 {
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
@@ -1303,11 +1304,11 @@ static enum fl_status write_features_with_proofs(const struct read_job *job,
 		char served_name[FL_NAME_MAX_LEN + 1];
 		snprintf(served_name, sizeof(served_name), "%.*s", (int)m.key_len, m.key);
 		json_t *proof = NULL;
-		enum fl_status st = end != digits && *end == '\0'
-					? proof_object(job, job->parts[0].view, reader,
-						       (uint64_t)seq, tree_size, served_name,
-						       &proof, err)
-					: FL_ERR_CORRUPT;
+		enum fl_status st =
+		    end != digits && *end == '\0'
+			? proof_object(job, job->parts[0].view, reader, (uint64_t)seq, tree_size,
+				       served_name, &proof, err)
+			: FL_ERR_CORRUPT;
 		char *text = st == FL_OK ? json_dumps(proof, JSON_COMPACT) : NULL;
 		json_decref(proof);
 		if (st == FL_OK && !text)

@@ -1162,8 +1162,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	    MHD_OPTION_NOTIFY_COMPLETED, request_completed_cb, server, MHD_OPTION_NOTIFY_CONNECTION,
 	    connection_cb, server, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES,
-	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL, MHD_OPTION_ARRAY,
-	    extra_options, MHD_OPTION_END);
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL, MHD_OPTION_ARRAY, extra_options,
+	    MHD_OPTION_END);
 	if (server->daemon == NULL) {
 		/* MHD closes the listen socket it was given when it fails
 		 * (measured with 0.9.75), so it is not closed here. */

@@ -240,8 +240,8 @@ Test(event, subnormal_doubles_stored_exactly)
 		struct fl_event validated;
 		struct fl_error err;
 		cr_assert_eq(
-		    fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err),
-		    FL_OK, "%.17g: %s", values[i], err.message);
+		    fl_event_validate(event, "", registry, "p", ingest_us, &validated, &err), FL_OK,
+		    "%.17g: %s", values[i], err.message);
 		char *body = body_of(&validated, 7);
 		struct fl_stored_event stored;
 		cr_assert_eq(fl_stored_event_parse(body, strlen(body), &stored), FL_OK, "%s", body);
@@ -314,8 +314,7 @@ Test(event, c1_neighbours_and_leap_seconds_accepted)
 		    "'features':{'is_mobile':true}}",
 		    &event);
 	char *body = body_of(&event, 1);
-	cr_assert(strstr(body, "\"event_ts\":\"2016-12-31T23:59:59.999999Z\"") != NULL, "%s",
-		  body);
+	cr_assert(strstr(body, "\"event_ts\":\"2016-12-31T23:59:59.999999Z\"") != NULL, "%s", body);
 	free(body);
 	fl_event_finish(&event);
 }
@@ -326,10 +325,11 @@ Test(event, c1_neighbours_and_leap_seconds_accepted)
  */
 Test(event, stored_entity_ids_with_c1_controls_still_parse)
 {
-	const char *body = "{\"seq\":1,\"kind\":\"feature\",\"view\":\"user_activity\","
-			   "\"entity_id\":\"a\xc2\x85z\",\"event_ts\":\"2026-11-26T21:00:00.000000Z\","
-			   "\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\",\"producer\":\"p\","
-			   "\"features\":{\"is_mobile\":true}}";
+	const char *body =
+	    "{\"seq\":1,\"kind\":\"feature\",\"view\":\"user_activity\","
+	    "\"entity_id\":\"a\xc2\x85z\",\"event_ts\":\"2026-11-26T21:00:00.000000Z\","
+	    "\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\",\"producer\":\"p\","
+	    "\"features\":{\"is_mobile\":true}}";
 	struct fl_stored_event stored;
 	cr_assert_eq(fl_stored_event_parse(body, strlen(body), &stored), FL_OK);
 	cr_assert_str_eq(stored.entity_id, "a\xc2\x85z");

@@ -730,9 +730,9 @@ Test(projection, subnormal_doubles_are_read_exactly)
 	cr_assert_eq(window_value(windows, "d_avg_30m"), sum / 4);
 	cr_assert_eq(window_value(windows, "d_min_2m"), -4.9406564584124654e-324);
 	cr_assert(window_value(windows, "d_std_30m") >= 0);
-	cr_assert_eq(json_integer_value(json_object_get(json_object_get(windows, "d_sum_15m"),
-							 "events")),
-		     4);
+	cr_assert_eq(
+	    json_integer_value(json_object_get(json_object_get(windows, "d_sum_15m"), "events")),
+	    4);
 	json_decref(features);
 	json_decref(windows);
 	fl_projection_close(p);

@@ -69,8 +69,8 @@ struct fl_event {
  * string at most 64 KiB, bool, vector[N] exactly N finite numbers that
  * round to a finite float32: |x| < FLT_MAX + 2^103, about 3.4028235e38). An
  * idempotency_key given as null counts as absent; an event_ts of null is 400
- * invalid_type. An entity_id may hold no C0 or C1 control nor DEL. Write permission (the view's ACL) is the caller's to check, with
- * ret_event->view.
+ * invalid_type. An entity_id may hold no C0 or C1 control nor DEL. Write
+ * permission (the view's ACL) is the caller's to check, with ret_event->view.
  *
  * digest is SHA-256 over a canonical form of the content as the client sent
  * it: view name, entity id, event_ts (only when given, as UTC µs) and the
