@@ -664,7 +664,8 @@ static enum fl_status event_members(struct fl_projection *p, const struct featur
 	}
 	if (more < 0)
 		return FL_ERR_CORRUPT;
-	qsort(p->members, n, sizeof(*p->members), member_cmp);
+	if (n > 1) /* members is NULL until the first one */
+		qsort(p->members, n, sizeof(*p->members), member_cmp);
 	for (size_t i = 1; i < n; i++)
 		if (member_cmp(&p->members[i - 1], &p->members[i]) == 0)
 			return FL_ERR_CORRUPT; /* a feature twice in one body */
@@ -1055,6 +1056,11 @@ struct number {
 	double d;
 };
 
+/*
+ * Reads the text of a stored number. A subnormal double (1e-320) is a valid
+ * stored value: strtod sets ERANGE for it but returns it exactly, so only an
+ * ERANGE with an infinite result (which validation never stores) fails.
+ */
 static bool parse_number(const struct raw_value *value, struct number *ret)
 {
 	char text[64];
@@ -1071,6 +1077,8 @@ static bool parse_number(const struct raw_value *value, struct number *ret)
 		ret->d = (double)i;
 	} else {
 		ret->d = strtod(text, &end);
+		if (errno == ERANGE && isfinite(ret->d))
+			errno = 0; /* underflow: the subnormal (or zero) read is the value */
 	}
 	return end != text && *end == '\0' && errno == 0;
 }

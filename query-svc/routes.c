@@ -335,7 +335,8 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	char *copy = malloc(len ? len : 1);
 	enum fl_status st = copy ? FL_OK : FL_ERR_NOMEM;
 	if (st == FL_OK) {
-		memcpy(copy, body, len);
+		if (len > 0) /* body may be NULL when empty */
+			memcpy(copy, body, len);
 		st = fl_audit_submit(job->query->audit, job->req, &rec, status, content_type, copy,
 				     len);
 		if (st != FL_OK)
@@ -1177,37 +1178,75 @@ static json_t *hash_list(uint8_t hashes[][FL_HASH_LEN], size_t count)
 	return list;
 }
 
-/* The log line of seq from the replica, as a JSON object (a new reference). */
-static enum fl_status line_object(struct fl_log_reader *reader, uint64_t seq, json_t **ret_line)
+/*
+ * Whether the principal may read every feature of the stored event entry:
+ * its line carries them all (CONTRACT §6). Otherwise err is the 403
+ * proof_forbidden naming the first feature it may not read, served_name
+ * being the feature whose proof it is. A feature the view does not know
+ * (never expected: features are never removed) counts as unreadable, and a
+ * body that does not parse as a feature event is FL_ERR_CORRUPT.
+ */
+static enum fl_status line_readable(const struct read_job *job, const struct fl_view *view,
+				    const struct fl_log_entry *entry, const char *served_name,
+				    struct fl_error *err)
 {
-	struct fl_log_entry entry;
-	char *line;
-	size_t len;
-	enum fl_status st = fl_log_reader_get(reader, seq, &entry);
-	if (st != FL_OK || (st = fl_log_entry_line(&entry, &line, &len)) != FL_OK)
+	struct fl_stored_event event;
+	enum fl_status st = fl_stored_event_parse(entry->body, entry->body_len, &event);
+	if (st != FL_OK)
 		return st;
-	*ret_line = json_loadb(line, len, 0, NULL);
-	free(line);
-	return *ret_line ? FL_OK : FL_ERR_NOMEM;
+	if (event.kind != FL_BODY_FEATURE) {
+		fl_stored_event_finish(&event);
+		return FL_ERR_CORRUPT;
+	}
+	const char *name;
+	const json_t *value;
+	json_object_foreach((json_t *)event.features, name, value)
+	{
+		const struct fl_feature *f = fl_view_feature(view, name);
+		if (f && feature_readable(job->principal, f))
+			continue;
+		fl_error_set(err, 403, "proof_forbidden", "proof",
+			     "%s may not read feature %s, which the signed line of seq %" PRIu64
+			     " (the proof of %s) carries: a proof is served only when every "
+			     "feature of its event may be read",
+			     fl_principal_name(job->principal), name, entry->seq, served_name);
+		fl_stored_event_finish(&event);
+		return FL_ERR_DENIED;
+	}
+	fl_stored_event_finish(&event);
+	return FL_OK;
 }
 
 /*
  * The "proof" of the value of seq (CONTRACT §6): the event's log line and its
  * inclusion proof in the tree of checkpoint tree_size (strings and integers
- * only). FL_ERR_NOT_FOUND when the checkpoint does not cover seq.
+ * only). FL_ERR_NOT_FOUND when the checkpoint does not cover seq;
+ * FL_ERR_DENIED (err filled) when the principal may not read every feature
+ * of the event (see line_readable).
  */
-static enum fl_status proof_object(struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size,
-				   json_t **ret_proof)
+static enum fl_status proof_object(const struct read_job *job, const struct fl_view *view,
+				   struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size,
+				   const char *served_name, json_t **ret_proof,
+				   struct fl_error *err)
 {
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
-	json_t *line = NULL;
+	struct fl_log_entry entry;
+	char *text;
+	size_t len;
 
 	if (seq == 0 || seq > tree_size)
 		return FL_ERR_NOT_FOUND;
-	enum fl_status st = line_object(reader, seq, &line);
+	enum fl_status st = fl_log_reader_get(reader, seq, &entry);
 	if (st == FL_OK)
-		st = fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count);
+		st = line_readable(job, view, &entry, served_name, err);
+	if (st != FL_OK || (st = fl_log_entry_line(&entry, &text, &len)) != FL_OK)
+		return st;
+	json_t *line = json_loadb(text, len, 0, NULL);
+	free(text);
+	if (!line)
+		return FL_ERR_NOMEM;
+	st = fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count);
 	if (st != FL_OK) {
 		json_decref(line);
 		return st;
@@ -1258,9 +1297,10 @@ static enum fl_status proof_begin(struct fl_query *q, struct fl_log_reader **ret
  * bytes of their signed events; a proof goes before its object's closing
  * brace.
  */
-static enum fl_status write_features_with_proofs(struct fl_log_reader *reader, uint64_t tree_size,
+static enum fl_status write_features_with_proofs(const struct read_job *job,
+						 struct fl_log_reader *reader, uint64_t tree_size,
 						 const struct fl_read_answer *answer,
-						 struct fl_jw *w)
+						 struct fl_jw *w, struct fl_error *err)
 {
 	struct fl_json_member m;
 	size_t pos = 0;
@@ -1283,10 +1323,14 @@ static enum fl_status write_features_with_proofs(struct fl_log_reader *reader, u
 			return FL_ERR_CORRUPT;
 		snprintf(digits, sizeof(digits), "%.*s", (int)seq_len, seq_text);
 		unsigned long long seq = strtoull(digits, &end, 10);
+		char served_name[FL_NAME_MAX_LEN + 1];
+		snprintf(served_name, sizeof(served_name), "%.*s", (int)m.key_len, m.key);
 		json_t *proof = NULL;
-		enum fl_status st = end != digits && *end == '\0'
-					? proof_object(reader, (uint64_t)seq, tree_size, &proof)
-					: FL_ERR_CORRUPT;
+		enum fl_status st =
+		    end != digits && *end == '\0'
+			? proof_object(job, job->parts[0].view, reader, (uint64_t)seq, tree_size,
+				       served_name, &proof, err)
+			: FL_ERR_CORRUPT;
 		char *text = st == FL_OK ? json_dumps(proof, JSON_COMPACT) : NULL;
 		json_decref(proof);
 		if (st == FL_OK && !text)
@@ -1306,7 +1350,8 @@ static enum fl_status write_features_with_proofs(struct fl_log_reader *reader, u
 /* One row: {"view","entity_id","as_of","features","windows"} (open at the end). */
 static enum fl_status write_row(struct read_job *job, struct fl_log_reader *reader,
 				uint64_t tree_size, const char *entity_id, int64_t as_of_us,
-				const struct fl_read_answer *answer, struct fl_jw *w)
+				const struct fl_read_answer *answer, struct fl_jw *w,
+				struct fl_error *err)
 {
 	fl_jw_open(w, '{');
 	fl_jw_key(w, "view");
@@ -1317,7 +1362,8 @@ static enum fl_status write_row(struct read_job *job, struct fl_log_reader *read
 	fl_jw_time(w, as_of_us);
 	fl_jw_key(w, "features");
 	if (reader) {
-		enum fl_status st = write_features_with_proofs(reader, tree_size, answer, w);
+		enum fl_status st =
+		    write_features_with_proofs(job, reader, tree_size, answer, w, err);
 		if (st != FL_OK)
 			return st;
 	} else {
@@ -1521,7 +1567,7 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 			fl_jw_sep(&w);
 		if (st == FL_OK)
 			st = write_row(job, reader, tree_size, job->entity_ids[i], as_of_us, answer,
-				       &w);
+				       &w, &err);
 		if (!last || last[f] == i)
 			fl_read_answer_finish(answer);
 		if (job->kind != READ_ONE)
@@ -1542,6 +1588,10 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 			return run_with_full_budget(job);
 		if (st == FL_ERR_INVALID && err.http_status)
 			return send_fl_error(job, &err);
+		if (st == FL_ERR_DENIED && err.http_status) {
+			job->n_served = 0; /* refused: nothing was served */
+			return send_fl_error(job, &err);
+		}
 		if (st == FL_ERR_NOT_FOUND && job->proof)
 			return send_error(job, 503, "proof_unavailable",
 					  "the replica holds no checkpoint covering a served value "

@@ -240,6 +240,20 @@ static bool no_controls(const char *bytes, size_t len)
 	return true;
 }
 
+/*
+ * True when text holds no C1 control (U+0080..U+009F, UTF-8 C2 80..C2 9F).
+ * Checked on writes only: stored bodies written before C1 controls were
+ * refused must still parse.
+ */
+static bool no_c1_controls(const char *text, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++)
+		if ((unsigned char)text[i] == 0xc2 && (unsigned char)text[i + 1] >= 0x80 &&
+		    (unsigned char)text[i + 1] <= 0x9f)
+			return false;
+	return true;
+}
+
 /* The member key of object, or NULL when absent or null. */
 static const json_t *optional_member(const json_t *object, const char *key)
 {
@@ -303,7 +317,8 @@ static enum fl_status check_event_ts(const json_t *value, const char *field, int
 {
 	if (!json_is_string(value))
 		return invalid(err, "invalid_type", field,
-			       "\"event_ts\" must be an RFC 3339 timestamp string");
+			       "\"event_ts\" must be an RFC 3339 timestamp string (leave it out "
+			       "for the ingest time)");
 	if (strlen(json_string_value(value)) != json_string_length(value) ||
 	    !parse_timestamp(json_string_value(value), ret_us))
 		return invalid(err, "invalid_timestamp", field,
@@ -559,8 +574,15 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 	status = check_entity_id(json_object_get(event, "entity_id"), field, result.entity_id, err);
 	if (status != FL_OK)
 		goto fail;
+	if (!no_c1_controls(result.entity_id, strlen(result.entity_id))) {
+		status = invalid(err, "invalid_entity_id", field,
+				 "\"entity_id\" must not contain control characters (U+0080 to "
+				 "U+009F are C1 controls)");
+		goto fail;
+	}
 
-	const json_t *event_ts = optional_member(event, "event_ts");
+	/* An event_ts of null is refused: leave it out for the ingest time. */
+	const json_t *event_ts = json_object_get(event, "event_ts");
 	result.ingest_ts_us = ingest_us;
 	result.event_ts_us = ingest_us;
 	if (event_ts != NULL) {

@@ -864,6 +864,28 @@ static const char *framing_problem(struct MHD_Connection *connection, bool *ret_
 	return NULL;
 }
 
+/*
+ * The connection value (of a kind no client can send here: there is no post
+ * processor) that marks a URL in which an encoded NUL was decoded.
+ */
+#define URL_NUL_MARK "fledger-url-nul"
+
+/*
+ * Percent-decodes a URL part (the path, a query key or value) as MHD does,
+ * and marks the request when it decodes a NUL (%00): C strings would end
+ * there ("/v1/views/rt%00x" read as "/v1/views/rt"), so start_request
+ * refuses it with 400.
+ */
+static size_t unescape_cb(void *cls, struct MHD_Connection *connection, char *text)
+{
+	size_t len = MHD_http_unescape(text);
+
+	(void)cls;
+	if (strlen(text) != len)
+		MHD_set_connection_value(connection, MHD_POSTDATA_KIND, URL_NUL_MARK, "1");
+	return len;
+}
+
 /* The first call for a request: set-up and early refusals. */
 static enum MHD_Result start_request(struct fl_http_server *server,
 				     struct MHD_Connection *connection, const char *url,
@@ -892,6 +914,9 @@ static enum MHD_Result start_request(struct fl_http_server *server,
 		return refuse(req, MHD_HTTP_NOT_IMPLEMENTED, "not_implemented", framing);
 	if (framing != NULL)
 		return refuse(req, MHD_HTTP_BAD_REQUEST, "bad_request", framing);
+	if (MHD_lookup_connection_value(connection, MHD_POSTDATA_KIND, URL_NUL_MARK) != NULL)
+		return refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_url",
+			      "the URL holds an encoded NUL (%00)");
 
 	content_length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
 	if (content_length != NULL) {
@@ -1434,8 +1459,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	    connection_cb, server, MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
 	    MHD_OPTION_CONNECTION_LIMIT, max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 	    max_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY_BYTES,
-	    MHD_OPTION_ARRAY,
-	    extra_options, MHD_OPTION_END);
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, NULL, MHD_OPTION_ARRAY, extra_options,
+	    MHD_OPTION_END);
 	if (server->daemon == NULL) {
 		/* MHD closes the listen socket it was given when it fails
 		 * (measured with 0.9.75), so it is not closed here. */

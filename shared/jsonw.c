@@ -53,7 +53,8 @@ void fl_jw_raw(struct fl_jw *w, const char *text, size_t len)
 {
 	if (!reserve(w, len))
 		return;
-	memcpy(w->buf + w->len, text, len);
+	if (len > 0) /* text may be NULL when empty */
+		memcpy(w->buf + w->len, text, len);
 	w->len += len;
 	w->buf[w->len] = '\0';
 }

@@ -258,8 +258,11 @@ static bool parse_digits(const char *text, int count, int *ret_value)
  * microseconds since the epoch, UTC. The separator is 'T' or 't'; ZONE is
  * 'Z', 'z' or "+HH:MM"/"-HH:MM" (required). The fraction has one or more
  * digits; digits beyond the sixth are truncated. Month lengths and leap
- * years are checked; a leap second (:60) is rejected, since POSIX time has no
- * place for it. Nothing may follow the zone. FL_ERR_INVALID for anything
+ * years are checked. A leap second (second 60, allowed only where the time is
+ * 23:59 in UTC, RFC 3339 §5.7) is read as the last microsecond of 23:59:59
+ * UTC, whatever its fraction: POSIX time has no place for it, and that keeps
+ * it after every time of the second before and before the next day. Nothing
+ * may follow the zone. FL_ERR_INVALID for anything
  * else; ret_us is written only on success.
  */
 enum fl_status fl_time_parse(const char *text, int64_t *ret_us)
@@ -277,7 +280,7 @@ enum fl_status fl_time_parse(const char *text, int64_t *ret_us)
 	p += 19;
 
 	if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||
-	    minute > 59 || second > 59)
+	    minute > 59 || second > 60)
 		return FL_ERR_INVALID;
 
 	int64_t fraction_us = 0;
@@ -313,6 +316,13 @@ enum fl_status fl_time_parse(const char *text, int64_t *ret_us)
 
 	int64_t days = days_from_civil(year, (unsigned)month, (unsigned)day);
 	int64_t seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
+	if (second == 60) {
+		/* seconds is now the start of the next UTC minute: it must be a day's */
+		if (seconds % 86400 != 0)
+			return FL_ERR_INVALID;
+		*ret_us = seconds * US_PER_SEC - 1;
+		return FL_OK;
+	}
 	*ret_us = seconds * US_PER_SEC + fraction_us;
 	return FL_OK;
 }

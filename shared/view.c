@@ -374,8 +374,8 @@ static void view_free(struct fl_view *view)
 static struct fl_feature *find_feature(const struct fl_view *view, const char *name)
 {
 	struct fl_feature key;
-	if (name == NULL || strlen(name) > FL_NAME_MAX_LEN)
-		return NULL;
+	if (name == NULL || strlen(name) > FL_NAME_MAX_LEN || view->n_features == 0)
+		return NULL; /* bsearch needs an array, even of no elements */
 	strcpy(key.name, name);
 	return bsearch(&key, view->features, view->n_features, sizeof(*view->features),
 		       compare_features);
@@ -384,8 +384,8 @@ static struct fl_feature *find_feature(const struct fl_view *view, const char *n
 static struct fl_window *find_window(const struct fl_view *view, const char *name)
 {
 	struct fl_window key;
-	if (name == NULL || strlen(name) > FL_NAME_MAX_LEN)
-		return NULL;
+	if (name == NULL || strlen(name) > FL_NAME_MAX_LEN || view->n_windows == 0)
+		return NULL; /* a view without windows may have no array */
 	strcpy(key.name, name);
 	return bsearch(&key, view->windows, view->n_windows, sizeof(*view->windows),
 		       compare_windows);
@@ -441,7 +441,8 @@ static enum fl_status parse_features(const json_t *features, struct fl_view *vie
 		view->n_features++;
 	}
 	/* JSON object keys are unique, so there are no duplicates to find. */
-	qsort(view->features, view->n_features, sizeof(*view->features), compare_features);
+	if (view->n_features > 1)
+		qsort(view->features, view->n_features, sizeof(*view->features), compare_features);
 	for (size_t i = 0; i < view->n_features; i++)
 		view->features[i].index = i;
 	return FL_OK;
@@ -583,7 +584,8 @@ static enum fl_status parse_windows(const json_t *windows, struct fl_view *view,
 		}
 		view->n_windows++;
 	}
-	qsort(view->windows, view->n_windows, sizeof(*view->windows), compare_windows);
+	if (view->n_windows > 1)
+		qsort(view->windows, view->n_windows, sizeof(*view->windows), compare_windows);
 	for (size_t i = 0; i < view->n_windows; i++) {
 		view->windows[i].index = i;
 		view->windows[i].of_index = find_feature(view, view->windows[i].of)->index;

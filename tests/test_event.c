@@ -230,6 +230,35 @@ Test(event, stored_doubles_read_back_bit_exact)
 	}
 }
 
+/* Subnormal doubles are stored exactly as written, and read back bit-exact. */
+Test(event, subnormal_doubles_stored_exactly)
+{
+	static const double values[] = {1e-320, -4.9406564584124654e-324, 2.2250738585072009e-308,
+					1.5e-315};
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		json_t *event = json_pack("{s:s, s:s, s:{s:f}}", "view", "user_activity",
+					  "entity_id", "u1", "features", "dwell_ms", values[i]);
+		struct fl_event validated;
+		struct fl_error err;
+		cr_assert_eq(fl_event_validate(event, "", registry, "p", ingest_us,
+					       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &validated,
+					       &err),
+			     FL_OK, "%.17g: %s", values[i], err.message);
+		char *body = body_of(&validated, 7);
+		struct fl_stored_event stored;
+		cr_assert_eq(fl_stored_event_parse(body, strlen(body), &stored), FL_OK, "%s", body);
+		double back = json_real_value(json_object_get(stored.features, "dwell_ms"));
+		cr_assert_eq(memcmp(&back, &values[i], sizeof(back)), 0, "%s", body);
+		/* the stored text reads back to the same double with strtod */
+		const char *text = strstr(body, "\"dwell_ms\":") + 11;
+		cr_assert_eq(strtod(text, NULL), values[i], "%s", body);
+		fl_stored_event_finish(&stored);
+		free(body);
+		fl_event_finish(&validated);
+		json_decref(event);
+	}
+}
+
 Test(event, vectors_are_float32)
 {
 	char *features =
@@ -266,12 +295,47 @@ Test(event, integer_entity_ids_and_defaults)
 	fl_event_finish(&event);
 
 	validate_ok("{'view':'user_activity','entity_id':-42,'features':{'is_mobile':true},"
-		    "'event_ts':null,'idempotency_key':null}",
+		    "'idempotency_key':null}",
 		    &event);
 	cr_assert_str_eq(event.entity_id, "-42");
 	cr_assert_not(event.event_ts_given);
 	cr_assert_not(event.has_idempotency_key);
 	fl_event_finish(&event);
+}
+
+/* Characters just outside the C1 range, and a leap second, are accepted. */
+Test(event, c1_neighbours_and_leap_seconds_accepted)
+{
+	struct fl_event event;
+	validate_ok("{'view':'user_activity','entity_id':'\\u007e\\u00a0\\u00ff',"
+		    "'features':{'is_mobile':true}}",
+		    &event);
+	cr_assert_str_eq(event.entity_id, "~\xc2\xa0\xc3\xbf");
+	fl_event_finish(&event);
+	validate_ok("{'view':'user_activity','entity_id':'u','event_ts':'2016-12-31T23:59:60.5Z',"
+		    "'features':{'is_mobile':true}}",
+		    &event);
+	char *body = body_of(&event, 1);
+	cr_assert(strstr(body, "\"event_ts\":\"2016-12-31T23:59:59.999999Z\"") != NULL, "%s", body);
+	free(body);
+	fl_event_finish(&event);
+}
+
+/*
+ * A stored body is read back whatever the write rules of its day were: an
+ * entity id with a C1 control, written before they were refused, still parses.
+ */
+Test(event, stored_entity_ids_with_c1_controls_still_parse)
+{
+	const char *body =
+	    "{\"seq\":1,\"kind\":\"feature\",\"view\":\"user_activity\","
+	    "\"entity_id\":\"a\xc2\x85z\",\"event_ts\":\"2026-11-26T21:00:00.000000Z\","
+	    "\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\",\"producer\":\"p\","
+	    "\"features\":{\"is_mobile\":true}}";
+	struct fl_stored_event stored;
+	cr_assert_eq(fl_stored_event_parse(body, strlen(body), &stored), FL_OK);
+	cr_assert_str_eq(stored.entity_id, "a\xc2\x85z");
+	fl_stored_event_finish(&stored);
 }
 
 Test(event, timestamps_are_stored_in_utc_microseconds)
@@ -384,6 +448,16 @@ static const struct bad_event bad_events[] = {
      "invalid_entity_id", "events[3].entity_id"},
     {"{'view':'user_activity','entity_id':'a\\u007fb','features':{'is_mobile':true}}", 400,
      "invalid_entity_id", "events[3].entity_id"},
+    /* C1 controls (U+0080..U+009F) are control characters too */
+    {"{'view':'user_activity','entity_id':'a\\u0085b','features':{'is_mobile':true}}", 400,
+     "invalid_entity_id", "events[3].entity_id"},
+    {"{'view':'user_activity','entity_id':'\\u0080','features':{'is_mobile':true}}", 400,
+     "invalid_entity_id", "events[3].entity_id"},
+    {"{'view':'user_activity','entity_id':'ab\\u009f','features':{'is_mobile':true}}", 400,
+     "invalid_entity_id", "events[3].entity_id"},
+    /* event_ts given as null is refused, not taken as absent */
+    {EV("'event_ts':null,'features':{'is_mobile':true}"), 400, "invalid_type",
+     "events[3].event_ts"},
     {"{'view':'user_activity','entity_id':1.5,'features':{'is_mobile':true}}", 400, "invalid_type",
      "events[3].entity_id"},
     {"{'view':'user_activity','entity_id':true,'features':{'is_mobile':true}}", 400, "invalid_type",

@@ -1270,3 +1270,28 @@ Test(http, connections_are_capped_and_wait_for_a_free_place)
 	for (int i = 1; i < 4; i++)
 		close(held[i]);
 }
+
+/*
+ * An encoded NUL (%00) would cut the path or a query value short
+ * ("/hello%00x" read as "/hello"): such a request is 400, and the handler
+ * never sees it. Other escapes still decode, and the connection stays usable.
+ */
+Test(http, encoded_nul_in_the_url_is_400)
+{
+	start_with((struct fl_http_options){0});
+	static const char *const urls[] = {"/hello%00", "/hello%00x", "/hel%00lo",
+					   "/hello?from_seq=4%002", "/hello?x%00=1"};
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+		char *out = run("curl -s -w '|%%{http_code}' '" URL "%s'", fx.port, urls[i]);
+		cr_assert(strstr(out, "|400") != NULL, "%s: %s", urls[i], out);
+		cr_assert(strstr(out, "\"code\":\"invalid_url\"") != NULL, "%s: %s", urls[i], out);
+		free(out);
+	}
+	char *out = run("curl -s -w '|%%{http_code}' '" URL "/hell%%6F?from_seq=4%%252' "
+			"'" URL "/hello%%00' '" URL "/hello'",
+			fx.port, fx.port, fx.port);
+	cr_assert(strncmp(out, "{", 1) == 0 && strstr(out, "\"from_seq\":\"4%2\"") != NULL, "%s",
+		  out);
+	cr_assert(strstr(out, "|200") != NULL && strstr(out, "|400") != NULL, "%s", out);
+	free(out);
+}

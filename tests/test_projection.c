@@ -1074,3 +1074,152 @@ Test(projection, a_read_over_its_cost_limit_is_422)
 	fl_view_registry_destroy(registry);
 	fl_log_close(log);
 }
+
+/*
+ * An origin log holding the view of view_json and one event per text of
+ * features (JSON objects), all for entity "e0", one second apart, the last
+ * one a minute before base_us.
+ */
+static struct fl_log *log_of_events(int64_t base_us, const char *const *features, size_t n)
+{
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+
+	snprintf(dir, sizeof(dir), "%s/origin", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(view_json, 0, &jerr);
+	cr_assert_not_null(def, "%s", jerr.text);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", base_us, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len, .time_us = base_us};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+	for (size_t i = 0; i < n; i++) {
+		json_t *f = json_loads(features[i], 0, &jerr);
+		cr_assert_not_null(f, "%s: %s", features[i], jerr.text);
+		char ts[FL_TIME_TEXT_LEN];
+		fl_time_format(base_us - MIN_US - (int64_t)(n - i) * 1000000, ts);
+		json_t *ev = json_pack("{s:s,s:s,s:s,s:o}", "view", "v", "entity_id", "e0",
+				       "event_ts", ts, "features", f);
+		struct fl_event event;
+		struct fl_error err;
+		cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us,
+					       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+			     FL_OK, "%s: %s", features[i], err.message);
+		json_decref(ev);
+		cr_assert_eq(fl_event_body_tail(&event, &tail, &tail_len), FL_OK);
+		fl_event_finish(&event);
+		in = (struct fl_log_input){
+		    .body_tail = tail, .body_tail_len = tail_len, .time_us = base_us};
+		batch = (struct fl_log_batch){&in, 1, &res, FL_OK, 0};
+		cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+		free(tail);
+	}
+	fl_view_registry_destroy(registry);
+	return log;
+}
+
+/* Reads every feature and window of "e0" at as_of; the test frees the parts. */
+static void read_all(struct fl_projection *p, int64_t as_of, json_t **ret_features,
+		     json_t **ret_windows)
+{
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "v", &view), FL_OK);
+	const struct fl_feature *features[3];
+	const struct fl_window *windows[16];
+	size_t n_windows = fl_view_window_count(view);
+	for (size_t i = 0; i < 3; i++)
+		features[i] = fl_view_feature_at(view, i);
+	for (size_t i = 0; i < n_windows; i++)
+		windows[i] = fl_view_window_at(view, i);
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e0",
+				      .as_of_us = as_of,
+				      .features = features,
+				      .n_features = 3,
+				      .windows = windows,
+				      .n_windows = n_windows,
+				      .with_window_seqs = true};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK, "%s", err.message);
+	fl_projection_read_end(read);
+	*ret_features = parse_part(answer.features, answer.features_len);
+	*ret_windows = parse_part(answer.windows, answer.windows_len);
+	fl_read_answer_finish(&answer);
+	fl_view_unref(view);
+}
+
+static double window_value(json_t *windows, const char *name)
+{
+	json_t *v = json_object_get(json_object_get(windows, name), "value");
+	cr_assert(json_is_number(v), "%s: not a number", name);
+	return json_number_value(v);
+}
+
+/*
+ * Subnormal doubles (strtod reports ERANGE for them) are values like any
+ * other: the latest value and every window over them are read, exactly.
+ */
+Test(projection, subnormal_doubles_are_read_exactly)
+{
+	static const char *const events[] = {
+	    "{\"d\":1e-320}",
+	    "{\"d\":-4.9406564584124654e-324, \"x\":1}",
+	    "{\"d\":2.2250738585072009e-308}", /* the largest subnormal */
+	    "{\"d\":1e-320}",
+	};
+	int64_t base = fl_time_now_us();
+	struct fl_log *log = log_of_events(base, events, 4);
+	struct fl_projection *p = project(log, "p", 10);
+	json_t *features, *windows;
+	read_all(p, base, &features, &windows);
+	json_t *d = json_object_get(features, "d");
+	cr_assert_str_eq(json_string_value(json_object_get(d, "status")), "PRESENT");
+	cr_assert_eq(json_real_value(json_object_get(d, "value")), 1e-320);
+	double sum = 1e-320 + -4.9406564584124654e-324 + 2.2250738585072009e-308 + 1e-320;
+	cr_assert_eq(window_value(windows, "d_sum_15m"), sum);
+	cr_assert_eq(window_value(windows, "d_avg_30m"), sum / 4);
+	cr_assert_eq(window_value(windows, "d_min_2m"), -4.9406564584124654e-324);
+	cr_assert(window_value(windows, "d_std_30m") >= 0);
+	cr_assert_eq(
+	    json_integer_value(json_object_get(json_object_get(windows, "d_sum_15m"), "events")),
+	    4);
+	json_decref(features);
+	json_decref(windows);
+	fl_projection_close(p);
+	fl_log_close(log);
+}
+
+/* Sums beyond the double range are null, never an error. */
+Test(projection, overflowing_window_sums_are_null_not_errors)
+{
+	static const char *const events[] = {
+	    "{\"d\":1.7976931348623157e308}",
+	    "{\"d\":1.7976931348623157e308}",
+	};
+	int64_t base = fl_time_now_us();
+	struct fl_log *log = log_of_events(base, events, 2);
+	struct fl_projection *p = project(log, "p", 10);
+	json_t *features, *windows;
+	read_all(p, base, &features, &windows);
+	cr_assert(json_is_null(json_object_get(json_object_get(windows, "d_sum_15m"), "value")));
+	cr_assert_eq(window_value(windows, "d_min_2m"), 1.7976931348623157e308);
+	json_decref(features);
+	json_decref(windows);
+	fl_projection_close(p);
+	fl_log_close(log);
+}

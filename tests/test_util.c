@@ -277,12 +277,32 @@ Test(time, checks_calendar)
 	    "2026-06-31T00:00:00Z", "2026-09-31T00:00:00Z", "2026-11-31T00:00:00Z",
 	    "2026-01-32T00:00:00Z", "2026-00-10T00:00:00Z", "2026-13-10T00:00:00Z",
 	    "2026-01-00T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:60:00Z",
-	    "2026-01-01T00:00:60Z", "2016-12-31T23:59:60Z",
+	    "2026-01-01T00:00:60Z", "2016-12-31T22:59:60Z", "2016-12-31T23:58:60Z",
+	    "2016-12-31T23:59:61Z", "2017-01-01T00:59:60Z",
 	};
 	int64_t us = 7;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(fl_time_parse(bad[i], &us), FL_ERR_INVALID, "accepted \"%s\"", bad[i]);
 	cr_assert_eq(us, 7, "ret_us written on failure");
+}
+
+/*
+ * A leap second (second 60 of 23:59 UTC, RFC 3339 §5.7) is accepted and read
+ * as the last microsecond of 23:59:59: POSIX time has no place for it, and
+ * this keeps it after every time of that second and before the next day.
+ */
+Test(time, leap_second_is_the_last_microsecond_of_the_minute)
+{
+	int64_t last = parse_ok("2016-12-31T23:59:59.999999Z");
+	cr_assert_eq(parse_ok("2016-12-31T23:59:60Z"), last);
+	cr_assert_eq(parse_ok("2016-12-31T23:59:60.5Z"), last);
+	cr_assert_eq(parse_ok("2016-12-31T23:59:60.999999999Z"), last);
+	cr_assert_eq(parse_ok("2015-06-30T23:59:60Z"), parse_ok("2015-06-30T23:59:59.999999Z"));
+	/* with an offset: the same instant, 23:59:60 in UTC */
+	cr_assert_eq(parse_ok("2017-01-01T00:59:60+01:00"), last);
+	cr_assert_eq(parse_ok("2016-12-31T18:29:60-05:30"), last);
+	cr_assert_lt(parse_ok("2016-12-31T23:59:59.5Z"), last);
+	cr_assert_lt(last, parse_ok("2017-01-01T00:00:00Z"));
 }
 
 Test(time, rejects_bad_syntax)

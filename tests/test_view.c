@@ -198,6 +198,22 @@ Test(view, defaults_and_nulls)
 	fl_view_unref(view);
 }
 
+/*
+ * Names looked up in a view without windows, or in an empty ACL: no match,
+ * and no bsearch over a NULL array (undefined behaviour that UBSan reports).
+ */
+Test(view, lookups_in_empty_lists)
+{
+	struct fl_view *view = parse_ok("{'name':'v','entity':'e','features':{'x':'int64'}}");
+	cr_assert_eq(fl_view_window_count(view), 0);
+	cr_assert_null(fl_view_window(view, "zz"));
+	cr_assert_null(fl_view_window(view, "x"));
+	cr_assert_null(fl_view_feature(view, "zz"));
+	cr_assert_not_null(fl_view_feature(view, "x"));
+	cr_assert_not(fl_acl_contains(fl_view_read_acl(view), "zz"));
+	fl_view_unref(view);
+}
+
 Test(view, duration_spelling_is_identical_but_kept)
 {
 	struct fl_view *a = parse_ok("{'name':'v','entity':'e','features':{'x':'int64'},"

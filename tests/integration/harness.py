@@ -365,6 +365,9 @@ class Service:
     def start(self):
         assert not self.running(), f"{self.name} already running"
         env = dict(os.environ)
+        # In a UBSan build, the first report stops the service, so that the
+        # test that caused it fails there (scripts/test.sh sets the same).
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         if self.env:
             env.update(self.env)
         err = open(self.stderr_path, "ab")
@@ -393,7 +396,10 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout=30.0, check=True):
-        """SIGTERM and wait; returns the exit code (asserted 0 when check)."""
+        """
+        SIGTERM and wait; returns the exit code. With check, asserts exit
+        code 0 and no sanitizer report in the service's stderr.
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -407,6 +413,8 @@ class Service:
         if check and rc != 0:
             raise AssertionError(f"{self.name} exited with {rc} after SIGTERM (expected 0):\n"
                                  f"{self.stderr_tail()}")
+        if check:
+            self.assert_no_sanitizer_reports()
         return rc
 
     def kill(self):
@@ -437,6 +445,13 @@ class Service:
         except OSError:
             return []
         return [l for l in text.splitlines() if any(m in l for m in self.SANITIZER_MARKS)]
+
+    def assert_no_sanitizer_reports(self):
+        """Raises AssertionError naming the reports when a sanitizer reported anything."""
+        reports = self.sanitizer_reports()
+        if reports:
+            raise AssertionError(f"{self.name}: sanitizer reports {reports[:5]}\n"
+                                 f"{self.stderr_tail(60)}")
 
     def stderr_records(self):
         """The structured log lines (JSON objects) written so far."""
@@ -1197,6 +1212,11 @@ class QueryEnv:
         if status != 200:
             raise AssertionError(f"GET /v1/projection/digest on {svc.name}: {status} {body}")
         return body
+
+    def assert_no_sanitizer_reports(self):
+        """Raises AssertionError when any service so far has a sanitizer report."""
+        for svc in self.queries + self.retired + [self.command]:
+            svc.assert_no_sanitizer_reports()
 
     def close(self, check=True):
         """Tears down; raises AssertionError when a sanitizer reported anything."""

@@ -969,6 +969,13 @@ BAD_INPUTS = [
      400, "invalid_entity_id", "entity_id"),
     ("DEL in entity id", "POST", "/v1/events", P, JSON, jbytes(event(entity_id="a\x7fb")), 400,
      "invalid_entity_id", "entity_id"),
+    ("C1 control U+0085 in entity id", "POST", "/v1/events", P, JSON,
+     jbytes(event(entity_id="a\u0085b")), 400, "invalid_entity_id", "entity_id"),
+    ("C1 control U+009F in entity id", "POST", "/v1/events", P, JSON,
+     jbytes(event(entity_id="\u009f")), 400, "invalid_entity_id", "entity_id"),
+    ("event_ts null", "POST", "/v1/events", P, JSON,
+     b'{"view":"user_activity","entity_id":"u1","event_ts":null,"features":{"dwell_ms":1.0}}',
+     400, "invalid_type", "event_ts"),
     ("entity id a double", "POST", "/v1/events", P, JSON, jbytes(event(entity_id=1.5)), 400,
      "invalid_type", "entity_id"),
     ("entity id a bool", "POST", "/v1/events", P, JSON, jbytes(event(entity_id=True)), 400,
@@ -1181,6 +1188,30 @@ class BadInputTest(CommandSvcCase):
                 self.assertEqual(client.get("/healthz").status, 200, f"{name}: not serving")
         self.assertEqual(self.checkpoint(), cp0)
         self.assertEqual(len(read_log(self.auditor)), size0)
+
+    def test_leap_second_and_push_without_to(self):
+        """
+        A leap second (RFC 3339 allows 23:59:60 UTC) is accepted and stored as
+        the last microsecond of 23:59:59; a Feast push without "to" is
+        "online" (the default, as Feast's).
+        """
+        for given, stored in (("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999Z"),
+                              ("2016-12-31T23:59:60.25Z", "2016-12-31T23:59:59.999999Z"),
+                              ("2017-01-01T00:59:60+01:00", "2016-12-31T23:59:59.999999Z")):
+            with self.subTest(given=given):
+                status, _, body = self.post_events(event(event_ts=given, entity_id="leap"))
+                self.assertEqual(status, 201, body)
+                seq = body["results"][0]["seq"]
+                line = [l for l in read_log(self.auditor) if l["seq"] == seq][0]
+                self.assertEqual(decode_body(line)["event_ts"], stored)
+        status, _, body = self.post_events(event(event_ts="2016-12-31T22:59:60Z"))
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["error"]["code"], "invalid_timestamp")
+        push = json.loads(_push())
+        del push["to"]
+        status, _, body = self.post_events(push, path="/push")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(len(body["results"]), 2)
 
     def test_error_field_paths(self):
         """

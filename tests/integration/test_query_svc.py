@@ -223,6 +223,11 @@ class QueryCase(unittest.TestCase):
         cls.producer.close()
         cls.env.close()
 
+    def tearDown(self):
+        # A sanitizer report (UBSan "runtime error:", ASan, ...) in a
+        # service's stderr fails the test that caused it, not only the class.
+        self.env.assert_no_sanitizer_reports()
+
     # -- writing --
     def write(self, events, who=None):
         """Posts one batch (a list of (view, entity, ts µs, features)); returns the seqs."""
@@ -1063,6 +1068,341 @@ class RetentionTest(QueryCase):
         a = self.read("ranker", "short", "s1", as_of=time_text(t))
         self.assertEqual(a["features"]["x"]["value"], 3)
         self.assertEqual(a["windows"]["x_count_2m"]["value"], 0)
+
+
+# ===========================================================================
+# proofs and per-feature ACLs: a proof's line carries its whole event
+# ===========================================================================
+
+# The example views of schemas/views: one restricted feature (user_activity,
+# audited), two (transactions, audited), none (item_stats, not audited); and
+# restricted features on a view whose reads are not audited.
+TXN_VIEW = json.loads((harness.REPO_ROOT / "schemas" / "views" / "transactions.json").read_text())
+ITEM_VIEW = json.loads((harness.REPO_ROOT / "schemas" / "views" / "item_stats.json").read_text())
+TXN_QUIET_VIEW = dict(TXN_VIEW, name="transactions_quiet", audit_reads=False)
+
+
+class ProofAclTest(QueryCase):
+    """
+    A proof returns its event's whole signed line, so it is served only to a
+    caller who may read every feature of that event (CONTRACT §6); otherwise
+    403 proof_forbidden naming the feature, on every route that returns lines.
+    """
+
+    views = (UA_VIEW, TXN_VIEW, ITEM_VIEW, TXN_QUIET_VIEW)
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            self = cls("run")
+            t = now_us() - 10 * MINUTE
+            w = lambda *ev: self.write([ev], who=cls.admin)[0]  # noqa: E731
+            cls.seqs = {
+                # dwell_ms shares its event with the restricted cart_items
+                "ua_mixed": w("user_activity", "p-mixed", t,
+                              {"dwell_ms": 5.5, "cart_items": 7, "last_click": "m"}),
+                "ua_click": w("user_activity", "p-mixed", t + US, {"last_click": "n"}),
+                "ua_clean": w("user_activity", "p-clean", t, {"dwell_ms": 1.5, "last_click": "c"}),
+                "txn_mixed": w("transactions", "a-mixed", t,
+                               {"amount": 10.5, "currency": "EUR", "merchant_id": "m-1"}),
+                "txn_emb": w("transactions", "a-mixed", t + US,
+                             {"card_present": True, "device_embedding": [0.5] * 16}),
+                "txn_clean": w("transactions", "a-clean", t, {"amount": 2.5, "currency": "USD"}),
+                "item": w("item_stats", "i-1", t, {"views": 3, "price": 9.5, "category": "x"}),
+                "quiet_mixed": w("transactions_quiet", "a-mixed", t,
+                                 {"amount": 4.5, "merchant_id": "m-2"}),
+                "quiet_clean": w("transactions_quiet", "a-clean", t, {"amount": 1.5}),
+            }
+            cls.env.wait_caught_up(cls.env.query)
+        except BaseException:
+            cls.env.close(check=False)
+            raise
+
+    def assert_proof_forbidden(self, r, feature, context):
+        err = self.assert_error(r, 403, context)
+        self.assertEqual(err["code"], "proof_forbidden", f"{context}: {err}")
+        self.assertIn(feature, err["message"], f"{context}: the feature is not named: {err}")
+        self.assertNotIn(b'"line"', r.body, context)
+        self.assertNotIn(b"leaf_hash", r.body, context)
+
+    def assert_proofs_readable(self, answer, who_may, context):
+        """Every proof line of an answer carries only features in who_may."""
+        rows = answer.get("rows", [answer])
+        n = 0
+        for row in rows:
+            for name, obj in row["features"].items():
+                if obj.get("status") == "NOT_FOUND":
+                    continue
+                self.assertIn("proof", obj, f"{context}: {name} without a proof")
+                ev = decode_body(obj["proof"]["line"])
+                self.assertLessEqual(set(ev["features"]), who_may, f"{context}: {name} {ev}")
+                n += 1
+        self.assertGreater(n, 0, f"{context}: no proof at all")
+
+    def batch(self, who, body):
+        status, _, answer = self.env.qhttp(who).json("POST", "/v1/features:batch", body)
+        return status, answer
+
+    def test_single_get(self):
+        ua_all = set(UA_VIEW["features"])
+        ua_ranker = ua_all - {"cart_items"}
+        txn_all = set(TXN_VIEW["features"])
+        txn_ranker = txn_all - {"merchant_id", "device_embedding"}
+        cases = [
+            # (view, entity, params, restricted feature the proof would leak)
+            ("user_activity", "p-mixed", {"features": "dwell_ms"}, "cart_items"),
+            ("user_activity", "p-mixed", {}, "cart_items"),
+            ("transactions", "a-mixed", {"features": "amount"}, "merchant_id"),
+            ("transactions", "a-mixed", {"features": "currency"}, "merchant_id"),
+            ("transactions", "a-mixed", {"features": "card_present"}, "device_embedding"),
+            ("transactions", "a-mixed", {}, None),  # either restricted feature
+            ("transactions_quiet", "a-mixed", {"features": "amount"}, "merchant_id"),
+        ]
+        for view, ent, params, leaked in cases:
+            with self.subTest(view=view, params=params):
+                # without a proof the read is allowed, and shows no restricted value
+                a = self.read("ranker", view, ent, **params)
+                self.assertNotIn("cart_items", a["features"])
+                self.assertNotIn("merchant_id", a["features"])
+                r = self.get("ranker", view, ent, proof=1, **params)
+                if leaked:
+                    self.assert_proof_forbidden(r, leaked, f"{view} {params}")
+                else:
+                    err = self.assert_error(r, 403, f"{view} {params}")
+                    self.assertEqual(err["code"], "proof_forbidden")
+                    self.assertTrue("merchant_id" in err["message"]
+                                    or "device_embedding" in err["message"], err)
+                # a caller who may read every feature gets the same proof
+                a = self.read("fraud-analyst", view, ent, proof=1, **params)
+                self.assert_proofs_readable(a, txn_all | ua_all, f"fraud {view} {params}")
+        # events that carry only readable features: the proof is served
+        for view, ent, params, may in (
+                ("user_activity", "p-clean", {}, ua_ranker),
+                ("user_activity", "p-mixed", {"features": "last_click"}, ua_ranker),
+                ("transactions", "a-clean", {}, txn_ranker),
+                ("transactions_quiet", "a-clean", {}, txn_ranker),
+                ("item_stats", "i-1", {}, set(ITEM_VIEW["features"]))):
+            with self.subTest(view=view, params=params, allowed=True):
+                a = self.read("ranker", view, ent, proof=1, **params)
+                self.assert_proofs_readable(a, may, f"{view} {params}")
+        # the restricted feature's own value is still 403 forbidden, as before
+        err = self.assert_error(self.get("ranker", "user_activity", "p-mixed", proof=1,
+                                         features="cart_items"), 403)
+        self.assertEqual(err["code"], "forbidden")
+
+    def test_batch(self):
+        for view, ids, features, leaked in (
+                ("user_activity", ["p-clean", "p-mixed"], ["dwell_ms"], "cart_items"),
+                ("user_activity", ["p-mixed"], None, "cart_items"),
+                ("transactions", ["a-clean", "a-mixed"], ["amount"], "merchant_id"),
+                ("transactions_quiet", ["a-mixed"], ["amount"], "merchant_id")):
+            with self.subTest(view=view, ids=ids):
+                body = {"view": view, "entity_ids": ids, "proof": True}
+                if features is not None:
+                    body["features"] = features
+                status, answer = self.batch("ranker", body)
+                self.assertEqual(status, 403, answer)
+                self.assertEqual(answer["error"]["code"], "proof_forbidden", answer)
+                self.assertIn(leaked, answer["error"]["message"])
+                self.assertNotIn("rows", answer)
+                status, answer = self.batch("ranker", dict(body, proof=False))
+                self.assertEqual(status, 200, answer)
+                status, answer = self.batch("fraud-analyst", body)
+                self.assertEqual(status, 200, answer)
+                self.assert_proofs_readable(answer, set(UA_VIEW["features"])
+                                            | set(TXN_VIEW["features"]), view)
+        for view, ids in (("user_activity", ["p-clean", "u-never"]),
+                          ("transactions", ["a-clean"]), ("item_stats", ["i-1", "i-none"])):
+            with self.subTest(view=view, ids=ids, allowed=True):
+                status, answer = self.batch("ranker", {"view": view, "entity_ids": ids,
+                                                       "proof": True})
+                self.assertEqual(status, 200, answer)
+                self.assert_proofs_readable(answer, set(self.view_defs[view]["features"])
+                                            - {"cart_items", "merchant_id",
+                                               "device_embedding"}, view)
+
+    def test_feast_and_history_return_no_lines_to_readers(self):
+        # The Feast route has no proofs: a "proof" member is ignored like any
+        # other member Feast's server does not know, and no line is returned.
+        q = self.env.qhttp("ranker")
+        r = q.request("POST", "/get-online-features",
+                      json.dumps({"features": ["user_activity:dwell_ms"],
+                                  "entities": {"user_id": ["p-mixed"]}, "proof": True}),
+                      headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertNotIn(b"line", r.body)
+        self.assertNotIn(b"cart_items", r.body)
+        self.assertEqual(r.json()["results"][1]["values"], [5.5], r.json())
+        # History (whole lines) is for auditors and admins only, never readers,
+        # whatever their feature rights.
+        for who in ("ranker", "fraud-analyst"):
+            for view, ent in (("user_activity", "p-mixed"), ("transactions", "a-mixed"),
+                              ("transactions_quiet", "a-mixed"), ("item_stats", "i-1")):
+                with self.subTest(who=who, view=view):
+                    self.assert_error(self.env.qhttp(who).get(f"/v1/history/{view}/{ent}"), 403)
+
+    def test_denials_are_recorded(self):
+        """A denied proof is recorded like any 403, on audited and unaudited views alike."""
+        r = self.env.qhttp("aud").get("/v1/audit/reads")
+        self.assertEqual(r.status, 200, r)
+        before = len(parse_ndjson(r.body))
+        r1 = self.get("ranker", "user_activity", "p-mixed", proof=1, features="dwell_ms")
+        r2 = self.get("ranker", "transactions_quiet", "a-mixed", proof=1, features="amount")
+        status, b3 = self.batch("ranker", {"view": "transactions", "entity_ids": ["a-mixed"],
+                                           "features": ["amount"], "proof": True})
+        self.assertEqual((r1.status, r2.status, status), (403, 403, 403), b3)
+        r = self.env.qhttp("aud").get("/v1/audit/reads")
+        self.assertEqual(r.status, 200, r)
+        records = [decode_body(l) for l in parse_ndjson(r.body)][before:]
+        for resp, view in ((r1, "user_activity"), (r2, "transactions_quiet")):
+            with self.subTest(view=view):
+                hits = [x for x in records if x["answer_sha256"] == sha256_hex(resp.body)
+                        and x["principal"] == "ranker" and x["status"] == 403]
+                self.assertEqual(len(hits), 1, hits)
+                self.assertEqual(hits[0]["view"], view)
+                self.assertEqual(hits[0]["served_seqs"], [], "a denied read served nothing")
+        hits = [x for x in records if x["route"] == "/v1/features:batch" and x["status"] == 403
+                and x["view"] == "transactions"]
+        self.assertEqual(len(hits), 1, hits)
+        self.assertEqual(hits[0]["served_seqs"], [])
+
+
+# ===========================================================================
+# edge values: subnormal doubles, views without windows, URLs and ids
+# ===========================================================================
+
+# A view with no windows at all (its windows array may be empty or absent).
+NOWIN_VIEW = {
+    "name": "nowin",
+    "entity": "user_id",
+    "features": {"score": "double"},
+    "acl": {"write": ["clicks-pipeline"], "read": ["role:inference"]},
+}
+
+
+class EdgeValuesTest(QueryCase):
+
+    views = (UA_VIEW, STATS_VIEW, NOWIN_VIEW)
+
+    def test_subnormal_doubles_are_served(self):
+        """A subnormal double is a value like any other: no read of it is a 500."""
+        t = now_us() - MINUTE
+        tiny = 1e-320
+        seqs = self.write([("stats", "sub-1", t - 2 * US, {"price": tiny, "qty": 1}),
+                           ("stats", "sub-1", t - US, {"price": -5e-324}),
+                           ("stats", "sub-1", t, {"price": tiny}),
+                           ("stats", "plain", t, {"price": 2.5}),
+                           ("user_activity", "sub-u", t, {"dwell_ms": tiny}),
+                           ("nowin", "sub-n", t, {"score": 2.2250738585072009e-308})])
+        a = self.read("ranker", "stats", "sub-1", min_seq=seqs[-1])
+        self.assertEqual(a["features"]["price"]["value"], tiny)
+        self.assertEqual(a["features"]["price"]["seq"], seqs[2])
+        self.check_answer(a, "stats", "sub-1", parse_time_text(a["as_of"]), context="sub-1")
+        w = a["windows"]
+        self.assertEqual(w["n_price"]["value"], 3)
+        self.assertEqual(w["price_min"]["value"], -5e-324)
+        self.assertEqual(w["price_max"]["value"], tiny)
+        self.assertEqual(w["price_sum"]["value"], tiny + -5e-324 + tiny)
+        self.assertIsInstance(w["price_std"]["value"], float)
+        a = self.read("ranker", "user_activity", "sub-u", proof=1)
+        self.assertEqual(a["features"]["dwell_ms"]["value"], tiny)
+        self.assertEqual(a["windows"]["dwell_avg_1h"]["value"], tiny)
+        a = self.read("ranker", "nowin", "sub-n")
+        self.assertEqual(a["features"]["score"]["value"], 2.2250738585072009e-308)
+        # one such id among 1000 fails neither a batch nor a Feast read
+        ids = [f"none-{i}" for i in range(997)] + ["sub-1", "plain", "sub-1"]
+        q = self.env.qhttp("ranker")
+        status, _, body = q.json("POST", "/v1/features:batch", {"view": "stats", "entity_ids": ids})
+        self.assertEqual(status, 200, str(body)[:300])
+        self.assertEqual(body["rows"][997]["features"]["price"]["value"], tiny)
+        self.assertEqual(body["rows"][997]["windows"]["price_min"]["value"], -5e-324)
+        self.assertEqual(body["rows"][998]["features"]["price"]["value"], 2.5)
+        status, _, body = q.json("POST", "/get-online-features", {
+            "features": ["stats:price", "stats:price_sum", "stats:price_min"],
+            "entities": {"item_id": ids}})
+        self.assertEqual(status, 200, str(body)[:300])
+        self.assertEqual(body["results"][1]["values"][997:], [tiny, 2.5, tiny])
+        self.assertEqual(body["results"][3]["values"][997], -5e-324)
+
+    def test_overflowing_doubles_are_refused_at_write(self):
+        r = self.producer.request(
+            "POST", "/v1/events",
+            b'{"view":"stats","entity_id":"big","features":{"price":1e400}}',
+            headers={"Content-Type": "application/json"})
+        self.assert_error(r, 400, "1e400")
+        # the largest doubles are accepted; their sum over a window is null, not an error
+        t = now_us() - MINUTE
+        seq = self.write([("stats", "big", t - US, {"price": 1.7976931348623157e308}),
+                          ("stats", "big", t, {"price": 1.7976931348623157e308})])[-1]
+        a = self.read("ranker", "stats", "big", min_seq=seq, windows="price_sum,price_max")
+        self.assertIsNone(a["windows"]["price_sum"]["value"])
+        self.assertEqual(a["windows"]["price_max"]["value"], 1.7976931348623157e308)
+
+    def test_unknown_window_of_a_view_without_windows(self):
+        """A 400 (and, in a UBSan build, no report: see tearDown)."""
+        self.caught_up()  # the view is applied
+        for params in ({"windows": "zz"}, {"windows": "score"}, {"windows": "zz,yy"}):
+            with self.subTest(params=params):
+                err = self.assert_error(self.get("ranker", "nowin", "u1", **params), 400)
+                self.assertEqual(err["code"], "unknown_window")
+        a = self.read("ranker", "nowin", "u1")
+        self.assertEqual(a["windows"], {})
+        q = self.env.qhttp("ranker")
+        status, _, body = q.json("POST", "/v1/features:batch",
+                                 {"view": "nowin", "entity_ids": ["u1"], "windows": ["zz"]})
+        self.assertEqual(status, 400, body)
+        status, _, body = q.json("POST", "/get-online-features",
+                                 {"features": ["nowin:zz"], "entities": {"user_id": ["u1"]}})
+        self.assertEqual(status, 400, body)
+        self.assertTrue(self.env.query.running())
+
+    def test_encoded_nul_in_a_url_is_400(self):
+        """%00 would cut a path segment short; it is refused, never read as the prefix."""
+        ranker = self.env.qhttp("ranker")
+        for path in ("/v1/features/user_activity/u%00x", "/v1/features/user_activity%00/u1",
+                     "/v1/features/user_activity/u1?features=dwell_ms%00cart_items",
+                     "/v1/views/user_activity%00"):
+            with self.subTest(path=path):
+                err = self.assert_error(ranker.get(path), 400, path)
+                self.assertEqual(err["code"], "invalid_url")
+        for path in ("/v1/views/user_activity%00", "/v1/views/rt%00x"):
+            with self.subTest(path=path, svc="command-svc"):
+                err = self.assert_error(self.admin.get(path), 400, path)
+                self.assertEqual(err["code"], "invalid_url")
+        self.assertEqual(self.admin.get("/v1/views/user_activity").status, 200)
+
+    def test_c1_controls_in_entity_ids(self):
+        """Refused at write (§3: no control characters); U+00A0 is fine."""
+        for ent in ("a\u0085b", "\u0080", "x\u009f"):
+            with self.subTest(ent=repr(ent)):
+                status, _, body = self.producer.json("POST", "/v1/events", {
+                    "view": "nowin", "entity_id": ent, "features": {"score": 1.0}})
+                self.assertEqual(status, 400, body)
+                self.assertEqual(body["error"]["code"], "invalid_entity_id")
+                self.assertEqual(body["error"]["field"], "entity_id")
+        seq = self.write1("nowin", "a\u00a0b", now_us(), {"score": 3.0})
+        a = self.read("ranker", "nowin", "a\u00a0b", min_seq=seq)
+        self.assertEqual(a["features"]["score"]["value"], 3.0)
+
+
+class SanitizerCheckTest(unittest.TestCase):
+    """The harness fails a test on a sanitizer report in a service's stderr."""
+
+    def test_runtime_error_in_stderr_fails(self):
+        tmp = harness.TempDir()
+        try:
+            svc = harness.Service(QUERY_BINARY, tmp.path, "query-x", [])
+            svc.stderr_path.write_text('{"level":"info","msg":"serving"}\n')
+            svc.assert_no_sanitizer_reports()
+            with svc.stderr_path.open("a") as f:
+                f.write("../shared/view.c:390:9: runtime error: null pointer passed as "
+                        "argument 2, which is declared to never be null\n")
+            with self.assertRaises(AssertionError) as raised:
+                svc.assert_no_sanitizer_reports()
+            self.assertIn("runtime error:", str(raised.exception))
+        finally:
+            tmp.close()
 
 
 class AuditCrashTest(QueryCase):

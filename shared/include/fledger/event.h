@@ -72,9 +72,10 @@ struct fl_event {
  * idempotency_key; features (non-empty, every key a feature of the view,
  * every value of its type: int64 a JSON integer, double a finite number,
  * string at most 64 KiB, bool, vector[N] exactly N finite numbers that
- * round to a finite float32: |x| < FLT_MAX + 2^103, about 3.4028235e38). Optional members given as
- * null count as absent. Write permission (the view's ACL) is the caller's to check, with
- * ret_event->view.
+ * round to a finite float32: |x| < FLT_MAX + 2^103, about 3.4028235e38). An
+ * idempotency_key given as null counts as absent; an event_ts of null is 400
+ * invalid_type. An entity_id may hold no C0 or C1 control nor DEL. Write
+ * permission (the view's ACL) is the caller's to check, with ret_event->view.
  *
  * digest is SHA-256 over a canonical form of the content as the client sent
  * it: view name, entity id, event_ts (only when given, as UTC µs) and the
