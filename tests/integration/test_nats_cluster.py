@@ -13,7 +13,8 @@ loopback, and the NATS settings an operator gives:
   --nats-duplicate-window), applied at creation and warned about when an
   existing stream differs.
 - NATS authentication: user + password file, token file, nkey seed file,
-  each against a nats-server that requires it; a wrong secret keeps the
+  each against a nats-server that requires it, and a .creds file against
+  one in operator mode (JWTs made here with openssl); a wrong secret keeps the
   service from publishing, and bad settings (a broken URL in the list, an
   unreadable or malformed credentials file, two kinds at once) stop the
   start with a message naming them.
@@ -22,6 +23,7 @@ The scenario itself is `run_faults`, also used by bench/run-nats-bench.sh to
 print the stall and catch-up times with R1 and with R3.
 """
 import base64
+import hashlib
 import json
 import os
 import struct
@@ -556,12 +558,13 @@ class AuthTest(unittest.TestCase):
         self.tmp.close()
         self.assertEqual(reports, [])
 
-    def start_nats(self, authorization):
+    def start_nats(self, authorization, extra=""):
         self.nats_port = harness.free_port()
         conf = self.dir / "nats.conf"
         conf.write_text(f'listen: 127.0.0.1:{self.nats_port}\n'
-                        f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n'
-                        f'authorization {{ {authorization} }}\n')
+                        f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n' +
+                        (f'authorization {{ {authorization} }}\n' if authorization else '') +
+                        extra)
         log = open(self.dir / "nats.log", "ab")
         self.nats = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -673,6 +676,91 @@ class AuthTest(unittest.TestCase):
                     self.assertIn("bad NATS settings", err)
                     self.assertIn(named, err)
                     self.assertFalse((self.dir / "never").exists(), "opened before checking")
+
+
+# ---------------------------------------------------------------------------
+# operator mode: JWTs and a .creds file, made here with openssl
+# ---------------------------------------------------------------------------
+
+NKEY_PREFIX = {"S": 18 << 3, "O": 14 << 3, "A": 0, "U": 20 << 3}
+
+
+def make_nkey(workdir, kind, name):
+    """An nkey of kind O (operator), A (account) or U (user): its PEM, seed and public key."""
+    pem = Path(workdir) / f"{name}.pem"
+    harness.make_signing_key(pem)
+    der = subprocess.run(["openssl", "pkey", "-in", str(pem), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    pub = harness.raw_public_key(harness.public_pem_of(pem))
+    t = NKEY_PREFIX[kind]
+    seed = bytes([NKEY_PREFIX["S"] | (t >> 5), (t & 31) << 3]) + der[-32:]
+    seed += struct.pack("<H", crc16(seed))
+    public = bytes([t]) + pub
+    public += struct.pack("<H", crc16(public))
+    return {"pem": pem, "seed": b32(seed), "pub": b32(public)}
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(issuer, subject, name, nats, workdir):
+    """A NATS JWT (alg ed25519-nkey) about subject, signed by issuer's key."""
+    claims = {"iat": int(time.time()), "iss": issuer["pub"], "name": name, "sub": subject,
+              "nats": nats}
+    claims["jti"] = b32(hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest())
+    signed = (b64url(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode()) + "." +
+              b64url(json.dumps(claims).encode()))
+    msg = Path(workdir) / "jwt-msg"
+    msg.write_bytes(signed.encode())
+    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(issuer["pem"]),
+                          "-rawin", "-in", str(msg)], check=True, capture_output=True).stdout
+    return f"{signed}.{b64url(sig)}"
+
+
+ACCOUNT_LIMITS = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                  "wildcards": True, "conn": -1, "leaf": -1}
+
+
+def operator_mode(workdir):
+    """(nats-server configuration text, a good .creds text, a .creds text of an unknown account)."""
+    op = make_nkey(workdir, "O", "operator")
+    sys_account = make_nkey(workdir, "A", "sys")
+    account = make_nkey(workdir, "A", "account")
+    stranger = make_nkey(workdir, "A", "stranger")
+    user = make_nkey(workdir, "U", "user")
+    op_jwt = make_jwt(op, op["pub"], "O", {"type": "operator", "version": 2}, workdir)
+    sys_jwt = make_jwt(op, sys_account["pub"], "SYS", {
+        "limits": ACCOUNT_LIMITS, "type": "account", "version": 2}, workdir)
+    js_limits = dict(ACCOUNT_LIMITS, mem_storage=-1, disk_storage=-1, streams=-1, consumer=-1)
+    acc_jwt = make_jwt(op, account["pub"], "A", {
+        "limits": js_limits, "type": "account", "version": 2}, workdir)
+    user_claims = {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user",
+                   "version": 2}
+
+    def creds(issuer):
+        jwt = make_jwt(issuer, user["pub"], "U", user_claims, workdir)
+        return (f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
+                f"-----BEGIN USER NKEY SEED-----\n{user['seed']}\n------END USER NKEY SEED------\n")
+
+    conf = (f'operator: "{op_jwt}"\nsystem_account: {sys_account["pub"]}\nresolver: MEMORY\n'
+            f'resolver_preload: {{ {account["pub"]}: "{acc_jwt}", '
+            f'{sys_account["pub"]}: "{sys_jwt}" }}\n')
+    return conf, creds(account), creds(stranger)
+
+
+class CredsTest(AuthTest):
+    def test_creds_file(self):
+        conf, good, bad = operator_mode(self.dir)
+        self.start_nats(None, extra=conf)
+        (self.dir / "user.creds").write_text(good)
+        (self.dir / "stranger.creds").write_text(bad)
+        self.publishes_and_consumes(["--nats-creds", str(self.dir / "user.creds")],
+                                    ["--nats-creds", str(self.dir / "stranger.creds")])
+
+    # the cases of AuthTest run once, there
+    test_user_and_password_file = test_token_file = test_nkey_seed_file = None
+    test_bad_settings_stop_the_start = None
 
 
 if __name__ == "__main__":
