@@ -25,7 +25,7 @@
 
 struct fl_publisher {
 	struct fl_publisher_config config;
-	struct fl_nats_watch watch;
+	struct fl_nats_watch *watch; /* from the pool: outlives the publisher */
 	struct fl_log *log;
 	int64_t stream_max_age_us; /* what the stream was last set up with */
 	bool stream_checked;	   /* its settings were compared once (warn once) */
@@ -233,11 +233,11 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 	natsOptions *opts = NULL;
 	jsOptions jo;
 	/* Every server of the list, for this connection and its reconnects. */
-	natsStatus s = fl_nats_options_create(&pub->config.nats, &pub->watch, RETRY_MS, &opts);
+	natsStatus s = fl_nats_options_create(&pub->config.nats, pub->watch, RETRY_MS, &opts);
 	if (s == NATS_OK) {
 		s = natsConnection_Connect(&pub->nc, opts);
 		if (s == NATS_OK)
-			fl_nats_watch_connected(&pub->watch, pub->nc);
+			fl_nats_watch_connected(pub->watch, pub->nc);
 	}
 	natsOptions_Destroy(opts);
 	if (s == NATS_NOT_YET_CONNECTED) {
@@ -425,9 +425,11 @@ enum fl_status fl_publisher_create(const struct fl_publisher_config *config,
 		return FL_ERR_NOMEM;
 	pub->config = *config; /* the strings are the configuration's, alive as long */
 	pub->log = config->log;
-	pub->watch.who = "publisher";
-	pub->watch.on_connected = on_reconnected;
-	pub->watch.ctx = pub;
+	pub->watch = fl_nats_watch_get("publisher", on_reconnected, pub);
+	if (!pub->watch) {
+		free(pub);
+		return FL_ERR_NOMEM;
+	}
 	atomic_store(&pub->published, published);
 	pthread_mutex_init(&pub->lock, NULL);
 	pthread_cond_init(&pub->wake, NULL);
@@ -469,6 +471,7 @@ void fl_publisher_destroy(struct fl_publisher *pub, int drain_ms)
 	pthread_cond_signal(&pub->wake);
 	pthread_mutex_unlock(&pub->lock);
 	pthread_join(pub->thread, NULL);
+	fl_nats_watch_retire(pub->watch);
 	pthread_cond_destroy(&pub->wake);
 	pthread_mutex_destroy(&pub->lock);
 	free(pub);

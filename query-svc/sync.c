@@ -127,7 +127,7 @@ struct fl_sync {
 	char *consumer, *command_url, *command_token;
 	const char *nats_url;	     /* NULL: no NATS; the list, for logs */
 	struct fl_nats_settings nats; /* strings owned by the caller's configuration */
-	struct fl_nats_watch nats_watch;
+	struct fl_nats_watch *nats_watch; /* from the pool: outlives the sync */
 	int64_t next_consumer_check_us;
 	struct fl_log *replica;
 	struct fl_projection *projection;
@@ -522,12 +522,12 @@ static void nats_connect(struct fl_sync *sync)
 	natsOptions *opts = NULL;
 	/* Every server of the list, for this connection and its reconnects;
 	 * it connects in the background when none answers yet. */
-	natsStatus s = fl_nats_options_create(&sync->nats, &sync->nats_watch, 250, &opts);
+	natsStatus s = fl_nats_options_create(&sync->nats, sync->nats_watch, 250, &opts);
 
 	if (s == NATS_OK) {
 		s = natsConnection_Connect(&sync->nc, opts);
 		if (s == NATS_OK)
-			fl_nats_watch_connected(&sync->nats_watch, sync->nc);
+			fl_nats_watch_connected(sync->nats_watch, sync->nc);
 		if (s == NATS_NOT_YET_CONNECTED)
 			s = NATS_OK;
 	}
@@ -1341,9 +1341,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->lag = config->lag;
 	sync->nats = config->nats;
 	sync->nats_url = config->nats.urls && config->nats.urls[0] ? config->nats.urls : NULL;
-	sync->nats_watch.who = "consumer";
-	sync->nats_watch.on_connected = on_nats_connected;
-	sync->nats_watch.ctx = sync;
+	sync->nats_watch = fl_nats_watch_get("consumer", on_nats_connected, sync);
 	sync->consumer = config->consumer ? strdup(config->consumer) : NULL;
 	sync->command_url = strdup(config->command_url);
 	sync->command_token = config->command_token ? strdup(config->command_token) : NULL;
@@ -1353,7 +1351,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	pthread_mutex_init(&sync->warn_lock, NULL);
 	pthread_cond_init(&sync->wake, NULL);
 	pthread_cond_init(&sync->apply_wake, NULL);
-	if ((config->consumer && !sync->consumer) ||
+	if (!sync->nats_watch || (config->consumer && !sync->consumer) ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {
 		st = FL_ERR_NOMEM;
@@ -1388,6 +1386,7 @@ fail:
 		pthread_mutex_unlock(&sync->lock);
 		pthread_join(sync->apply_thread, NULL);
 	}
+	fl_nats_watch_retire(sync->nats_watch);
 	pthread_cond_destroy(&sync->wake);
 	pthread_cond_destroy(&sync->apply_wake);
 	pthread_mutex_destroy(&sync->warn_lock);
@@ -1431,6 +1430,7 @@ void fl_sync_destroy(struct fl_sync *sync)
 	pthread_mutex_unlock(&sync->lock);
 	pthread_join(sync->thread, NULL);
 	pthread_join(sync->apply_thread, NULL);
+	fl_nats_watch_retire(sync->nats_watch);
 	for (size_t i = 0; i < PENDING_CAP; i++)
 		line_free(sync->pending[i]);
 	pthread_cond_destroy(&sync->wake);

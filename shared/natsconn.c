@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -391,6 +392,54 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 
 /* ---- events ---------------------------------------------------------------- */
 
+struct fl_nats_watch {
+	const char *who;
+	pthread_mutex_t lock; /* guards on_connected and ctx against retire */
+	fl_nats_connected_fn on_connected;
+	void *ctx;
+	_Atomic int64_t last_error_us; /* rate limit of asynchronous error lines */
+	_Atomic int suppressed;
+};
+
+#define WATCH_POOL 16
+static struct fl_nats_watch watch_pool[WATCH_POOL];
+static size_t watches_used;
+static pthread_mutex_t watch_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct fl_nats_watch *fl_nats_watch_get(const char *who, fl_nats_connected_fn on_connected,
+					void *ctx)
+{
+	struct fl_nats_watch *w = NULL;
+	pthread_mutex_lock(&watch_pool_lock);
+	if (watches_used < WATCH_POOL) {
+		w = &watch_pool[watches_used++];
+		w->who = who ? who : "nats";
+		pthread_mutex_init(&w->lock, NULL);
+		w->on_connected = on_connected;
+		w->ctx = ctx;
+	}
+	pthread_mutex_unlock(&watch_pool_lock);
+	return w;
+}
+
+void fl_nats_watch_retire(struct fl_nats_watch *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->on_connected = NULL;
+	w->ctx = NULL;
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void call_connected(struct fl_nats_watch *w, natsConnection *nc)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->on_connected)
+		w->on_connected(nc, w->ctx);
+	pthread_mutex_unlock(&w->lock);
+}
+
 static void server_of(natsConnection *nc, char *buf, size_t cap)
 {
 	if (natsConnection_GetConnectedUrl(nc, buf, cap) != NATS_OK || !buf[0])
@@ -402,7 +451,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	struct fl_nats_watch *w = closure;
 	const char *why = NULL;
 	natsConnection_GetLastError(nc, &why);
-	fl_slog(FL_SLOG_WARN, "NATS disconnected", "component", w->who ? w->who : "nats", "error",
+	fl_slog(FL_SLOG_WARN, "NATS disconnected", "component", w->who, "error",
 		why && why[0] ? why : "connection lost", NULL);
 }
 
@@ -411,16 +460,15 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	struct fl_nats_watch *w = closure;
 	char url[256];
 	server_of(nc, url, sizeof(url));
-	fl_slog(FL_SLOG_INFO, "NATS reconnected", "component", w->who ? w->who : "nats", "server", url, NULL);
-	if (w->on_connected)
-		w->on_connected(nc, w->ctx);
+	fl_slog(FL_SLOG_INFO, "NATS reconnected", "component", w->who, "server", url, NULL);
+	call_connected(w, nc);
 }
 
 void fl_nats_watch_connected(struct fl_nats_watch *w, natsConnection *nc)
 {
 	char url[256];
 	server_of(nc, url, sizeof(url));
-	fl_slog(FL_SLOG_INFO, "NATS connected", "component", w->who ? w->who : "nats", "server",
+	fl_slog(FL_SLOG_INFO, "NATS connected", "component", w->who, "server",
 		url, NULL);
 }
 
@@ -429,15 +477,14 @@ static void on_connected(natsConnection *nc, void *closure)
 {
 	struct fl_nats_watch *w = closure;
 	fl_nats_watch_connected(w, nc);
-	if (w->on_connected)
-		w->on_connected(nc, w->ctx);
+	call_connected(w, nc);
 }
 
 static void on_closed(natsConnection *nc, void *closure)
 {
 	struct fl_nats_watch *w = closure;
 	(void)nc;
-	fl_slog(FL_SLOG_INFO, "NATS connection closed", "component", w->who ? w->who : "nats", NULL);
+	fl_slog(FL_SLOG_INFO, "NATS connection closed", "component", w->who, NULL);
 }
 
 /* Asynchronous errors (slow consumer, permissions, heartbeats): at most one
@@ -454,7 +501,7 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 	char url[256], more[16];
 	server_of(nc, url, sizeof(url));
 	snprintf(more, sizeof(more), "%d", atomic_exchange(&w->suppressed, 0));
-	fl_slog(FL_SLOG_WARN, "NATS error", "component", w->who ? w->who : "nats", "server", url, "error",
+	fl_slog(FL_SLOG_WARN, "NATS error", "component", w->who, "server", url, "error",
 		natsStatus_GetText(err), "suppressed", more, NULL);
 }
 

@@ -19,7 +19,6 @@
  *   logged as a structured line naming `who` and the server.
  */
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,18 +48,29 @@ struct fl_nats_settings {
 typedef void (*fl_nats_connected_fn)(natsConnection *nc, void *ctx);
 
 /*
- * What a connection's callbacks log and call: the caller fills in the first
- * three fields and keeps the struct alive as long as any connection made
- * with it (embed it in the object that owns the connections).
+ * What a connection's callbacks log and call. cnats runs a connection's
+ * callbacks on its own thread, and may still run its disconnected and
+ * closed callbacks after natsConnection_Destroy has returned, so a watch is
+ * never freed: it comes from a small static pool (fl_nats_watch_get) and is
+ * retired when its owner goes (fl_nats_watch_retire), after which late
+ * callbacks only log.
  */
-struct fl_nats_watch {
-	const char *who;		   /* "publisher", "consumer": logged as component */
-	fl_nats_connected_fn on_connected; /* after each (re)connect; may be NULL */
-	void *ctx;
-	/* private: rate limit of asynchronous error lines */
-	_Atomic int64_t last_error_us;
-	_Atomic int suppressed;
-};
+struct fl_nats_watch;
+
+/*
+ * A watch logging as component `who` (a string literal: "publisher",
+ * "consumer") that calls on_connected(nc, ctx) after each (re)connect (may
+ * be NULL). NULL when the pool (16 watches) is used up.
+ */
+struct fl_nats_watch *fl_nats_watch_get(const char *who, fl_nats_connected_fn on_connected,
+					void *ctx);
+
+/*
+ * No more calls of on_connected, once this returns (one in progress is
+ * waited for). Call it before freeing ctx, without holding a lock that
+ * on_connected takes. Accepts NULL.
+ */
+void fl_nats_watch_retire(struct fl_nats_watch *watch);
 
 /*
  * The flags both services share (after their own --nats, whose default and
