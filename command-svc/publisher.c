@@ -159,7 +159,7 @@ static natsStatus ensure_stream(struct fl_publisher *pub)
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
 	jsStreamConfig cfg;
-	const char *subjects[] = {FL_SUBJECT_PREFIX ">"};
+	const char *subjects[] = {FL_SUBJECTS};
 	int64_t max_age_us = wanted_max_age_us(pub);
 	natsStatus s = js_GetStreamInfo(&si, pub->js, FL_STREAM_NAME, NULL, &jerr);
 
@@ -331,11 +331,7 @@ static bool should_stop(struct fl_publisher *pub, uint64_t size)
 
 static void wait_ms(struct fl_publisher *pub, int ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)ms * 1000000L;
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
+	struct timespec ts = fl_deadline_after_us((int64_t)ms * 1000);
 	pthread_mutex_lock(&pub->lock);
 	pthread_cond_timedwait(&pub->wake, &pub->lock, &ts);
 	pthread_mutex_unlock(&pub->lock);
@@ -432,7 +428,7 @@ enum fl_status fl_publisher_create(const struct fl_publisher_config *config,
 	}
 	atomic_store(&pub->published, published);
 	pthread_mutex_init(&pub->lock, NULL);
-	pthread_cond_init(&pub->wake, NULL);
+	fl_cond_init_monotonic(&pub->wake);
 	if (pthread_create(&pub->thread, NULL, run, pub) != 0) {
 		pthread_cond_destroy(&pub->wake);
 		pthread_mutex_destroy(&pub->lock);

@@ -19,8 +19,6 @@
 #include "fledger/status.h"
 #include "fledger/view.h"
 
-#define FL_STREAM_NAME "FLEDGER_EVENTS"
-#define FL_SUBJECT_PREFIX "fledger.events."
 
 struct fl_publisher;
 

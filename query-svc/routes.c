@@ -2039,7 +2039,6 @@ static void *waiter_main(void *arg)
 enum fl_status fl_query_init(struct fl_query *q)
 {
 	struct fl_query_state *s = calloc(1, sizeof(*s));
-	pthread_condattr_t attr;
 	uint64_t key = 0;
 
 	if (!s)
@@ -2051,10 +2050,7 @@ enum fl_status fl_query_init(struct fl_query *q)
 	pthread_mutex_init(&s->ready_lock, NULL);
 	pthread_mutex_init(&s->work_lock, NULL);
 	pthread_cond_init(&s->work_ready, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->wake, &attr);
-	pthread_condattr_destroy(&attr);
+	fl_cond_init_monotonic(&s->wake);
 	q->state = s;
 	if (pthread_create(&s->thread, NULL, waiter_main, q) != 0) {
 		fl_query_finish(q);

@@ -58,8 +58,6 @@
 #include "fledger/slog.h"
 #include "fledger/util.h"
 
-#define STREAM_NAME "FLEDGER_EVENTS"
-#define SUBJECTS "fledger.events.>"
 #define PENDING_CAP 131072   /* NATS lines held ahead of the replica (a power of 2) */
 #define CATCHUP_EVENTS 10000 /* events per fl_log_replicate while catching up */
 #define LOG_LIMIT 10000	     /* lines per GET /v1/log (command-svc's maximum) */
@@ -252,7 +250,7 @@ static void set_nats_connected(struct fl_sync *sync, bool connected)
 	sync->status.nats_connected = connected;
 	pthread_mutex_unlock(&sync->lock);
 	if (changed && connected)
-		fl_slog(FL_SLOG_INFO, "consuming NATS", "stream", STREAM_NAME, "consumer",
+		fl_slog(FL_SLOG_INFO, "consuming NATS", "stream", FL_STREAM_NAME, "consumer",
 			sync->consumer, "nats_url", sync->nats_url, NULL);
 	else if (changed && !quiet)
 		fl_slog(FL_SLOG_WARN, "NATS unavailable; polling command-svc", "nats_url",
@@ -550,7 +548,7 @@ static void nats_subscribe(struct fl_sync *sync)
 	jsOptions_Init(&jo);
 	jo.Wait = 2000;
 	jsSubOptions_Init(&so);
-	so.Stream = STREAM_NAME;
+	so.Stream = FL_STREAM_NAME;
 	so.ManualAck = true;
 	so.Config.Durable = sync->consumer;
 	/* A new durable starts at the stream's end: whatever came before is in
@@ -560,13 +558,13 @@ static void nats_subscribe(struct fl_sync *sync)
 	 * keeps its place. */
 	so.Config.DeliverPolicy = js_DeliverNew;
 	so.Config.AckPolicy = js_AckExplicit;
-	natsStatus s = js_SubscribeSync(&sync->sub, sync->js, SUBJECTS, &jo, &so, &jerr);
+	natsStatus s = js_SubscribeSync(&sync->sub, sync->js, FL_SUBJECTS, &jo, &so, &jerr);
 	if (s != NATS_OK) {
 		sync->sub = NULL;
 		/* The stream may not exist yet (command-svc creates it): retry. */
 		warn(sync, WARN_SUBSCRIBE,
 		     "cannot consume %s as %s yet (%s, JetStream error %d); polling command-svc",
-		     STREAM_NAME, sync->consumer, natsStatus_GetText(s), (int)jerr);
+		     FL_STREAM_NAME, sync->consumer, natsStatus_GetText(s), (int)jerr);
 		return;
 	}
 	atomic_store(&sync->nats_reconnected, false);
@@ -663,11 +661,7 @@ static void wait_for_news(struct fl_sync *sync)
 			nats_teardown(sync);
 			continue;
 		}
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		int64_t ns = until.tv_nsec + (left_ms % 1000) * 1000000LL;
-		until.tv_sec += (time_t)(left_ms / 1000 + ns / 1000000000LL);
-		until.tv_nsec = (long)(ns % 1000000000LL);
+		struct timespec until = fl_deadline_after_us((int64_t)left_ms * 1000);
 		pthread_mutex_lock(&sync->lock);
 		if (!stopping(sync) && !atomic_load(&sync->poked))
 			pthread_cond_timedwait(&sync->wake, &sync->lock, &until);
@@ -1261,11 +1255,7 @@ static void *apply_main(void *opaque)
 		bool done = apply_replica(sync);
 		pthread_mutex_lock(&sync->lock);
 		if (!done && !stopping(sync)) {
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_nsec += (long)APPLY_RETRY_MS * 1000000L;
-			until.tv_sec += until.tv_nsec / 1000000000L;
-			until.tv_nsec %= 1000000000L;
+			struct timespec until = fl_deadline_after_us(APPLY_RETRY_MS * 1000LL);
 			pthread_cond_timedwait(&sync->apply_wake, &sync->lock, &until);
 		}
 	}
@@ -1349,8 +1339,8 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->apply_buf = calloc(APPLY_RUN, sizeof(*sync->apply_buf));
 	pthread_mutex_init(&sync->lock, NULL);
 	pthread_mutex_init(&sync->warn_lock, NULL);
-	pthread_cond_init(&sync->wake, NULL);
-	pthread_cond_init(&sync->apply_wake, NULL);
+	fl_cond_init_monotonic(&sync->wake);
+	fl_cond_init_monotonic(&sync->apply_wake);
 	if (!sync->nats_watch || (config->consumer && !sync->consumer) ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {

@@ -221,16 +221,7 @@ static void set_error(char *error, size_t error_size, const char *format, ...)
 
 static struct timespec deadline_after_ms(unsigned ms)
 {
-	struct timespec deadline;
-
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
-	return deadline;
+	return fl_deadline_after_us((int64_t)ms * 1000);
 }
 
 /* ---- responses ---- */
@@ -1360,7 +1351,6 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	struct fl_http_server *server;
 	struct MHD_OptionItem extra_options[5]; /* TLS, threads, the end */
 	size_t n_extra = 0;
-	pthread_condattr_t cond_attr;
 	const char *listen_text;
 	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
 	unsigned int idle_timeout_s, max_connections, max_per_ip;
@@ -1385,12 +1375,9 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		return FL_ERR_NOMEM;
 	}
 	pthread_mutex_init(&server->lock, NULL);
-	pthread_condattr_init(&cond_attr);
-	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&server->changed, &cond_attr);
+	fl_cond_init_monotonic(&server->changed);
 	pthread_mutex_init(&server->conns_lock, NULL);
-	pthread_cond_init(&server->sweeper_wake, &cond_attr);
-	pthread_condattr_destroy(&cond_attr);
+	fl_cond_init_monotonic(&server->sweeper_wake);
 	server->handler = handler;
 	server->ctx = ctx;
 	server->on_complete = options->on_complete;

@@ -556,3 +556,28 @@ int fl_make_dirs(const char *dir, unsigned mode)
 			return 0;
 	}
 }
+
+int fl_cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int err = pthread_condattr_init(&attr);
+	if (err)
+		return err;
+	err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (!err)
+		err = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return err;
+}
+
+struct timespec fl_deadline_after_us(int64_t us)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (us < 0)
+		us = 0;
+	int64_t ns = deadline.tv_nsec + (us % 1000000) * 1000;
+	deadline.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+	deadline.tv_nsec = (long)(ns % 1000000000);
+	return deadline;
+}

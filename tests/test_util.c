@@ -590,3 +590,28 @@ Test(dirs, make_dirs_creates_parents_with_mode, .init = make_temp_dir, .fini = r
 	cr_assert_eq(fl_make_dirs(path, 0700), ENOTDIR);
 	cr_assert_eq(fl_make_dirs("", 0700), EINVAL);
 }
+
+/* Timed waits run on the monotonic clock: a deadline 50 ms ahead passes
+ * after about 50 ms of it, and a condition variable set up for it times out
+ * there. */
+Test(util, monotonic_deadlines)
+{
+	pthread_cond_t cond;
+	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	cr_assert_eq(fl_cond_init_monotonic(&cond), 0);
+	int64_t start = fl_time_mono_us();
+	struct timespec until = fl_deadline_after_us(50000);
+	pthread_mutex_lock(&lock);
+	int rc;
+	do
+		rc = pthread_cond_timedwait(&cond, &lock, &until);
+	while (rc == 0);
+	pthread_mutex_unlock(&lock);
+	int64_t waited = fl_time_mono_us() - start;
+	cr_assert_eq(rc, ETIMEDOUT);
+	cr_assert_geq(waited, 50000, "woke after %lld us", (long long)waited);
+	cr_assert_lt(until.tv_nsec, 1000000000L);
+	struct timespec now = fl_deadline_after_us(-5);
+	cr_assert_geq(now.tv_sec, until.tv_sec - 1);
+	pthread_cond_destroy(&cond);
+}

@@ -28,6 +28,12 @@
 #include "fledger/config.h"
 #include "fledger/status.h"
 
+/* The JetStream stream and its subjects (CONTRACT §5): command-svc publishes
+ * fledger.events.<view> and fledger.events._keys, query-svc consumes all. */
+#define FL_STREAM_NAME "FLEDGER_EVENTS"
+#define FL_SUBJECT_PREFIX "fledger.events."
+#define FL_SUBJECTS FL_SUBJECT_PREFIX ">"
+
 struct fl_nats_tls {
 	const char *ca_file;   /* PEM CA that signed the server's certificate */
 	const char *cert_file; /* PEM client certificate (mutual TLS), with key_file */

@@ -3,7 +3,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "fledger/status.h"
 
@@ -48,6 +50,15 @@ int64_t fl_time_now_us(void);
 
 /* Monotonic time in microseconds, for measuring durations. */
 int64_t fl_time_mono_us(void);
+
+/*
+ * Timed waits use CLOCK_MONOTONIC, so that a step of the wall clock neither
+ * stretches nor cuts them: fl_cond_init_monotonic sets up such a condition
+ * variable (0 or an errno), fl_deadline_after_us gives the absolute time to
+ * pass to pthread_cond_timedwait.
+ */
+int fl_cond_init_monotonic(pthread_cond_t *cond);
+struct timespec fl_deadline_after_us(int64_t us);
 
 /* Parses "30s", "5m", "24h", "7d" into microseconds. */
 enum fl_status fl_duration_parse(const char *text, int64_t *ret_us);
