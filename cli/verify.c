@@ -309,7 +309,8 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 			fail(v, name, r.line_no, "%s", why);
 		else if (v->checkpoints[log] == 0 || line.seq > v->last[log].tree_size)
 			fail(v, name, r.line_no,
-			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64 ")",
+			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64
+			     ")",
 			     line.seq, v->checkpoints[log] ? v->last[log].tree_size : 0);
 		else if (time_us >= v->from_us && time_us <= v->to_us)
 			fail(v, name, r.line_no,
@@ -343,11 +344,15 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 	}
 	reader_close(&r);
 	if (log == FL_BUNDLE_LOG_EVENTS) {
-		v->report->event_before = v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
-		v->report->event_after = v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
+		v->report->event_before =
+		    v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
+		v->report->event_after =
+		    v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
 	} else {
-		v->report->read_before = v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
-		v->report->read_after = v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
+		v->report->read_before =
+		    v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
+		v->report->read_after =
+		    v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
 	}
 	return st == FL_ERR_NOT_FOUND ? FL_OK : st;
 }
@@ -516,7 +521,8 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 			fail(v, name, r.line_no, "%s", why);
 		else if (line.seq <= previous_seq && *count == 0)
 			fail(v, name, r.line_no,
-			     "seq %" PRIu64 " is not after seq %" PRIu64 ", the line before the range "
+			     "seq %" PRIu64 " is not after seq %" PRIu64
+			     ", the line before the range "
 			     "(%s)",
 			     line.seq, previous_seq, bounds_name);
 		else if (line.seq <= previous_seq)
@@ -572,8 +578,9 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 	}
 	if (after && after->seq != previous_seq + 1) {
 		fail_gap(v, name, 0, previous_seq, after->seq,
-			 previous_seq ? ", the line after the range"
-				      : ", the line after the range, and there is no line before it");
+			 previous_seq
+			     ? ", the line after the range"
+			     : ", the line after the range, and there is no line before it");
 		return FL_ERR_CORRUPT;
 	}
 	if (after)

@@ -90,9 +90,8 @@ static void write_line(struct fl_log_reader *reader, uint64_t seq, FILE *out)
  * in range (the times grow with seq here), the boundary lines, the
  * checkpoints and one proof per line, boundary lines included.
  */
-static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t from_us,
-		       int64_t to_us, FILE *lines, FILE *boundaries, FILE *checkpoints,
-		       FILE *inclusion)
+static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t from_us, int64_t to_us,
+		       FILE *lines, FILE *boundaries, FILE *checkpoints, FILE *inclusion)
 {
 	struct fl_log_reader *reader;
 	struct fl_checkpoint first, last;
@@ -133,8 +132,8 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t fro
 		cr_assert_eq(fl_log_reader_consistency_proof(reader, first.tree_size,
 							     last.tree_size, hashes, &count),
 			     FL_OK);
-		cr_assert_eq(fl_bundle_checkpoint_line(
-				 &last, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
+		cr_assert_eq(fl_bundle_checkpoint_line(&last, (const uint8_t(*)[FL_HASH_LEN])hashes,
+						       count, &line),
 			     FL_OK);
 		fprintf(checkpoints, "%s\n", line);
 		free(line);
@@ -229,8 +228,8 @@ static void setup(void)
 	for (int c = 0; c < EVENT_COMMITS; c++) {
 		append_events(event_log, c, false);
 		if (c == 2)
-			cr_assert_eq(fl_log_rotate_key(event_log, event_key2, T0 + 5 * SEC + SEC / 2,
-						       &rotated),
+			cr_assert_eq(fl_log_rotate_key(event_log, event_key2,
+						       T0 + 5 * SEC + SEC / 2, &rotated),
 				     FL_OK);
 	}
 	for (int c = 0; c < READ_COMMITS; c++)
@@ -350,10 +349,13 @@ static void assert_accepted(void)
 	cr_assert_eq(st, FL_OK, "verify failed: %s: %s", report.item, report.reason);
 }
 
-static const char *const ndjson_files[] = {
-    FL_BUNDLE_EVENTS,	       FL_BUNDLE_READS,		  FL_BUNDLE_EVENT_CHECKPOINTS,
-    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_EVENT_BOUNDARIES, FL_BUNDLE_READ_BOUNDARIES,
-    FL_BUNDLE_INCLUSION};
+static const char *const ndjson_files[] = {FL_BUNDLE_EVENTS,
+					   FL_BUNDLE_READS,
+					   FL_BUNDLE_EVENT_CHECKPOINTS,
+					   FL_BUNDLE_READ_CHECKPOINTS,
+					   FL_BUNDLE_EVENT_BOUNDARIES,
+					   FL_BUNDLE_READ_BOUNDARIES,
+					   FL_BUNDLE_INCLUSION};
 #define N_NDJSON (sizeof(ndjson_files) / sizeof(ndjson_files[0]))
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -394,7 +396,7 @@ Test(bundle, a_genuine_bundle_verifies)
 Test(bundle, any_changed_byte_is_found)
 {
 	static const char *const files[] = {
-	    FL_BUNDLE_EVENTS,	       FL_BUNDLE_READS,		  FL_BUNDLE_EVENT_CHECKPOINTS,
+	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,	  FL_BUNDLE_EVENT_CHECKPOINTS,
 	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION,	  FL_BUNDLE_KEYS,
 	    FL_BUNDLE_EVENT_BOUNDARIES, FL_BUNDLE_READ_BOUNDARIES};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -493,8 +495,8 @@ static void replace_checkpoint(enum fl_bundle_log which, const struct fl_checkpo
 
 	if (index == 1 && older->tree_size > first->tree_size) {
 		struct fl_log_reader *reader;
-		cr_assert_eq(fl_log_reader_begin(which == FL_BUNDLE_LOG_EVENTS ? event_log : read_log,
-						 &reader),
+		cr_assert_eq(fl_log_reader_begin(
+				 which == FL_BUNDLE_LOG_EVENTS ? event_log : read_log, &reader),
 			     FL_OK);
 		cr_assert_eq(fl_log_reader_consistency_proof(reader, first->tree_size,
 							     older->tree_size, hashes, &count),
@@ -576,10 +578,15 @@ Test(bundle, read_lines_are_not_event_lines)
 
 Test(bundle, missing_files_and_extra_proofs_are_found)
 {
-	static const char *const files[] = {
-	    FL_BUNDLE_EVENTS,	       FL_BUNDLE_READS,		  FL_BUNDLE_EVENT_CHECKPOINTS,
-	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION,	  FL_BUNDLE_KEYS,
-	    FL_BUNDLE_RANGE,	       FL_BUNDLE_EVENT_BOUNDARIES, FL_BUNDLE_READ_BOUNDARIES};
+	static const char *const files[] = {FL_BUNDLE_EVENTS,
+					    FL_BUNDLE_READS,
+					    FL_BUNDLE_EVENT_CHECKPOINTS,
+					    FL_BUNDLE_READ_CHECKPOINTS,
+					    FL_BUNDLE_INCLUSION,
+					    FL_BUNDLE_KEYS,
+					    FL_BUNDLE_RANGE,
+					    FL_BUNDLE_EVENT_BOUNDARIES,
+					    FL_BUNDLE_READ_BOUNDARIES};
 	char path[400], moved[420];
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", bundle, files[i]);
@@ -649,8 +656,8 @@ static const struct {
     {"the start of the logs", T0 - 10 * SEC, T0 + 2 * SEC + SEC / 2, 3, 0, 4, 3, 0, 4},
     {"the end of the event log", T0 + 9 * SEC + SEC / 2, T0 + 100 * SEC, 2, 11, 0, 0, 8, 0},
     {"both logs whole", T0 - 10 * SEC, T0 + 100 * SEC, 13, 0, 0, 8, 0, 0},
-    {"an empty range between two lines", T0 + 2 * SEC + SEC / 5, T0 + 2 * SEC + SEC / 2, 0,
-     3, 4, 0, 3, 4},
+    {"an empty range between two lines", T0 + 2 * SEC + SEC / 5, T0 + 2 * SEC + SEC / 2, 0, 3, 4, 0,
+     3, 4},
     {"an empty range before the logs", T0 - 10 * SEC, T0 - SEC, 0, 0, 1, 0, 0, 1},
     {"an empty range after the logs", T0 + 50 * SEC, T0 + 100 * SEC, 0, 13, 0, 0, 8, 0},
 };
@@ -725,7 +732,8 @@ Test(bundle, every_hidden_line_is_found)
 				cr_assert_neq(proof, SIZE_MAX, "no proof of seq %" PRIu64, seq);
 
 				store_edited(files[f].file, &lines, i, SIZE_MAX);
-				snprintf(what, sizeof(what), "%s: %s line %zu (seq %" PRIu64 ") removed",
+				snprintf(what, sizeof(what),
+					 "%s: %s line %zu (seq %" PRIu64 ") removed",
 					 ranges[r].name, files[f].file, i + 1, seq);
 				assert_rejected(NULL, what);
 
