@@ -3,8 +3,18 @@
  * services; `fledger audit verify` checks one offline (bundle.h).
  *
  * Export takes each log's latest checkpoint as the end of the bundle: event
- * lines are fetched up to its tree size; read lines are fetched first and
- * the read log's checkpoint after them, so it covers every one of them.
+ * lines are fetched up to its tree size; read lines are found first (by
+ * time) and the read log's checkpoint after them, so it covers every one of
+ * them.
+ *
+ * Each log contributes a run of lines contiguous in seq, from the first line
+ * in the range to the last, and the boundary lines around it: the line just
+ * before the run, whose time is before --from, and the line just after it,
+ * whose time is after --to. Times follow seq only roughly (a request's time
+ * is taken before its seq is given), so the run is widened from the lines in
+ * range until its neighbours lie outside the range on their side; a line
+ * inside the run may then lie just outside the range. With no line in range
+ * the run is empty and the two boundary lines are neighbours.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,12 +50,16 @@ struct exported_log {
 	enum fl_bundle_log log;
 	const char *base_url;
 	const char *route_prefix; /* "/v1/log" or "/v1/audit" */
-	uint64_t *seqs;		  /* exported seqs, ascending */
-	size_t count, cap;
+	const char *lines_route;  /* lines by seq: "/v1/log" or "/v1/audit/log" */
 	bool have_latest;
 	struct fl_checkpoint first, latest;
 	uint8_t consistency[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t consistency_count;
+	/* the exported run of seqs; run_first > run_last when it is empty */
+	uint64_t run_first, run_last;
+	/* lines in range found before the run is settled (0: none) */
+	uint64_t first_in, last_in;
+	uint64_t anchor; /* with no line in range: a line after the range, 0: none */
 };
 
 struct exporter {
@@ -64,20 +78,14 @@ static char *path_in(const char *dir, const char *name)
 	return path;
 }
 
-static bool add_seq(struct exported_log *l, uint64_t seq)
+static uint64_t tree_size(const struct exported_log *l)
 {
-	if (l->count == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 1024;
-		uint64_t *grown = realloc(l->seqs, cap * sizeof(*grown));
-		if (!grown) {
-			fl__cli_error("out of memory");
-			return false;
-		}
-		l->seqs = grown;
-		l->cap = cap;
-	}
-	l->seqs[l->count++] = seq;
-	return true;
+	return l->have_latest ? l->latest.tree_size : 0;
+}
+
+static uint64_t run_count(const struct exported_log *l)
+{
+	return l->run_first <= l->run_last ? l->run_last - l->run_first + 1 : 0;
 }
 
 /* GETs a text answer that must be 200; false after printing why. */
@@ -136,78 +144,65 @@ static bool get_proof(struct exporter *e, struct exported_log *l, const char *qu
 	return ok;
 }
 
-/*
- * The time member (ingest_ts or ts) of a line's body, in µs. false when the
- * line or its body cannot be read, or has no such member.
- */
-static bool line_time(const char *line, size_t len, const char *member, uint64_t *ret_seq,
+/* The seq and the time (ingest_ts or ts) of a log line; false when unreadable. */
+static bool line_time(enum fl_bundle_log log, const char *line, size_t len, uint64_t *ret_seq,
 		      int64_t *ret_us)
 {
 	struct fl_bundle_line parsed;
 	if (fl_bundle_line_parse(line, len, NULL, 0, &parsed) != FL_OK)
 		return false;
-	json_t *body = json_loadb((const char *)parsed.body, parsed.body_len, 0, NULL);
-	const char *ts = json_string_value(json_object_get(body, member));
-	bool ok = ts && fl_time_parse(ts, ret_us) == FL_OK;
+	bool ok = fl_bundle_line_time(&parsed, log, NULL, 0, ret_us);
 	*ret_seq = parsed.seq;
-	json_decref(body);
 	fl_bundle_line_finish(&parsed);
 	return ok;
 }
 
-/*
- * events.ndjson: walks the event log from seq 1 to the latest checkpoint's
- * size and keeps the lines whose ingest_ts is in range, as they came.
- */
-static bool export_events(struct exporter *e, FILE *out)
-{
-	struct exported_log *l = &e->events;
-	uint64_t size = l->latest.tree_size;
+/* Called for each line of walk_lines, in seq order; false stops the walk. */
+typedef bool (*line_fn)(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t time_us,
+			const char *text, size_t len, void *ctx);
 
-	for (uint64_t from = 1; from <= size;) {
-		char path[96], *body;
+/*
+ * Fetches the lines first..last of the log by seq (GET /v1/log or
+ * /v1/audit/log, in pages) and hands each to fn. false after printing why.
+ */
+static bool walk_lines(struct exporter *e, struct exported_log *l, uint64_t first, uint64_t last,
+		       line_fn fn, void *ctx)
+{
+	for (uint64_t from = first; from <= last;) {
+		char path[128], *body;
 		size_t len;
-		uint64_t limit = size - from + 1 < LOG_PAGE ? size - from + 1 : LOG_PAGE, got = 0;
-		snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%" PRIu64, from,
-			 limit);
+		uint64_t limit = last - from + 1 < LOG_PAGE ? last - from + 1 : LOG_PAGE, got = 0;
+		snprintf(path, sizeof(path), "%s?from_seq=%" PRIu64 "&limit=%" PRIu64,
+			 l->lines_route, from, limit);
 		if (!get_text(e, l->base_url, path, &body, &len))
 			return false;
-		for (char *line = body, *end = body + len; line < end && from + got <= size;) {
+		for (char *line = body, *end = body + len; line < end && from + got <= last;) {
 			char *nl = memchr(line, '\n', (size_t)(end - line));
 			size_t line_len = (size_t)((nl ? nl : end) - line);
 			uint64_t seq;
-			int64_t ts;
+			int64_t time_us;
 			if (line_len) {
-				if (!line_time(line, line_len, "ingest_ts", &seq, &ts) ||
+				if (!line_time(l->log, line, line_len, &seq, &time_us) ||
 				    seq != from + got) {
-					fl__cli_error("GET %s: line %" PRIu64
-						      " is not a log line with "
-						      "an ingest_ts",
-						      path, from + got);
+					fl__cli_error("GET %s%s: line %" PRIu64
+						      " is not a log line with its time",
+						      l->base_url, path, from + got);
 					free(body);
 					return false;
 				}
-				if (ts >= e->from_us && ts <= e->to_us) {
-					if (!add_seq(l, seq) ||
-					    fwrite(line, 1, line_len, out) != line_len ||
-					    fputc('\n', out) == EOF) {
-						free(body);
-						return false;
-					}
+				if (!fn(e, l, seq, time_us, line, line_len, ctx)) {
+					free(body);
+					return false;
 				}
 				got++;
-				if ((from + got - 1) % PROGRESS_EVERY == 0)
-					fl__cli_progress("event log: %" PRIu64 " of %" PRIu64
-							 " lines scanned, %zu in range",
-							 from + got - 1, size, l->count);
 			}
 			line = nl ? nl + 1 : end;
 		}
 		free(body);
 		if (got == 0) {
-			fl__cli_error("the event log ends at seq %" PRIu64
+			fl__cli_error("the %s log ends at seq %" PRIu64
 				      ", before its checkpoint's tree size %" PRIu64,
-				      from - 1, size);
+				      fl_bundle_log_name(l->log), from - 1, tree_size(l));
 			return false;
 		}
 		from += got;
@@ -215,30 +210,130 @@ static bool export_events(struct exporter *e, FILE *out)
 	return true;
 }
 
-struct read_line {
-	uint64_t seq;
-	char *text;
-	size_t len;
-};
-
-static int by_seq(const void *a, const void *b)
+/* Notes where the lines in range are (a walk over the whole event log). */
+static bool note_in_range(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t time_us,
+			  const char *text, size_t len, void *ctx)
 {
-	const struct read_line *x = a, *y = b;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
+	(void)text;
+	(void)len;
+	(void)ctx;
+	if (time_us >= e->from_us && time_us <= e->to_us) {
+		if (!l->first_in)
+			l->first_in = seq;
+		l->last_in = seq;
+	} else if (time_us > e->to_us && !l->anchor) {
+		l->anchor = seq;
+	}
+	if (seq % PROGRESS_EVERY == 0)
+		fl__cli_progress("event log: %" PRIu64 " of %" PRIu64 " lines scanned", seq,
+				 tree_size(l));
+	return true;
+}
+
+static bool keep_time(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t time_us,
+		      const char *text, size_t len, void *ctx)
+{
+	(void)e;
+	(void)l;
+	(void)seq;
+	(void)text;
+	(void)len;
+	*(int64_t *)ctx = time_us;
+	return true;
+}
+
+static bool time_at(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t *ret_us)
+{
+	return walk_lines(e, l, seq, seq, keep_time, ret_us);
 }
 
 /*
- * reads.ndjson: the read-log lines whose ts is in range (GET
- * /v1/audit/reads, in pages by time), in seq order.
+ * Settles the run of the log from the lines in range (first_in..last_in)
+ * or, with none, from an anchor line after the range: widened until the
+ * line before it lies before the range and the line after it after the
+ * range (see the head of this file).
  */
-static bool export_reads(struct exporter *e, FILE *out)
+static bool settle_run(struct exporter *e, struct exported_log *l)
 {
-	struct exported_log *l = &e->reads;
-	struct read_line *lines = NULL;
-	size_t count = 0, cap = 0;
-	int64_t page_from = e->from_us;
-	bool ok = true;
+	uint64_t size = tree_size(l);
+	int64_t time_us = 0;
 
+	if (!l->first_in) {
+		/* no line in range: the after line is the first of those after it */
+		uint64_t after = l->anchor && l->anchor <= size ? l->anchor : size + 1;
+		while (after > 1) {
+			if (!time_at(e, l, after - 1, &time_us))
+				return false;
+			if (time_us <= e->to_us)
+				break;
+			after--;
+		}
+		l->run_first = after;
+		l->run_last = after - 1;
+		if (after == 1 || time_us < e->from_us)
+			return true;
+		l->first_in = l->last_in = after - 1; /* in range after all: it came late */
+	}
+	l->run_first = l->first_in;
+	l->run_last = l->last_in;
+	while (l->run_first > 1) {
+		if (!time_at(e, l, l->run_first - 1, &time_us))
+			return false;
+		if (time_us < e->from_us)
+			break;
+		l->run_first--;
+	}
+	while (l->run_last < size) {
+		if (!time_at(e, l, l->run_last + 1, &time_us))
+			return false;
+		if (time_us > e->to_us)
+			break;
+		l->run_last++;
+	}
+	return true;
+}
+
+static bool write_line(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t time_us,
+		       const char *text, size_t len, void *ctx)
+{
+	(void)e;
+	(void)time_us;
+	if (fwrite(text, 1, len, ctx) != len || fputc('\n', ctx) == EOF) {
+		fl__cli_error("cannot write the %s lines: %s", fl_bundle_log_name(l->log),
+			      strerror(errno));
+		return false;
+	}
+	if (seq % PROGRESS_EVERY == 0)
+		fl__cli_progress("%s log: seq %" PRIu64 " exported", fl_bundle_log_name(l->log),
+				 seq);
+	return true;
+}
+
+/* events.ndjson or reads.ndjson: the run. */
+static bool export_run(struct exporter *e, struct exported_log *l, FILE *out)
+{
+	return run_count(l) == 0 || walk_lines(e, l, l->run_first, l->run_last, write_line, out);
+}
+
+/* The boundary file: the line before the run and the line after it, where they exist. */
+static bool export_boundaries(struct exporter *e, struct exported_log *l, FILE *out)
+{
+	if (!l->have_latest)
+		return true;
+	if (l->run_first > 1 &&
+	    !walk_lines(e, l, l->run_first - 1, l->run_first - 1, write_line, out))
+		return false;
+	return l->run_last >= tree_size(l) ||
+	       walk_lines(e, l, l->run_last + 1, l->run_last + 1, write_line, out);
+}
+
+/*
+ * The read log's lines in range, by time (GET /v1/audit/reads, in pages):
+ * where they are, and with none, the first line after the range.
+ */
+static bool find_reads(struct exporter *e, struct exported_log *l)
+{
+	int64_t page_from = e->from_us;
 	for (;;) {
 		char from_text[FL_TIME_TEXT_LEN], to_text[FL_TIME_TEXT_LEN], path[160], *body;
 		size_t len, in_page = 0;
@@ -247,69 +342,60 @@ static bool export_reads(struct exporter *e, FILE *out)
 		fl_time_format(e->to_us, to_text);
 		snprintf(path, sizeof(path), "/v1/audit/reads?from=%s&to=%s&limit=%d", from_text,
 			 to_text, READS_PAGE);
-		if (!get_text(e, l->base_url, path, &body, &len)) {
-			ok = false;
-			break;
-		}
-		for (char *line = body, *end = body + len; ok && line < end;) {
+		if (!get_text(e, l->base_url, path, &body, &len))
+			return false;
+		for (char *line = body, *end = body + len; line < end;) {
 			char *nl = memchr(line, '\n', (size_t)(end - line));
 			size_t line_len = (size_t)((nl ? nl : end) - line);
-			struct read_line r = {.len = line_len};
-			int64_t ts;
+			uint64_t seq;
 			if (line_len) {
 				in_page++;
-				if (!line_time(line, line_len, "ts", &r.seq, &ts)) {
+				if (!line_time(l->log, line, line_len, &seq, &last_ts)) {
 					fl__cli_error(
 					    "GET %s: a line is not a read-log line with a ts",
 					    path);
-					ok = false;
-					break;
+					free(body);
+					return false;
 				}
-				last_ts = ts;
-				if (count == cap) {
-					cap = cap ? 2 * cap : 1024;
-					struct read_line *grown =
-					    realloc(lines, cap * sizeof(*grown));
-					if (!grown) {
-						ok = false;
-						break;
-					}
-					lines = grown;
-				}
-				if (!(r.text = malloc(line_len))) {
-					ok = false;
-					break;
-				}
-				memcpy(r.text, line, line_len);
-				lines[count++] = r;
+				if (!l->first_in || seq < l->first_in)
+					l->first_in = seq;
+				if (seq > l->last_in)
+					l->last_in = seq;
 			}
 			line = nl ? nl + 1 : end;
 		}
 		free(body);
-		if (!ok || in_page < READS_PAGE)
+		if (in_page < READS_PAGE)
 			break;
 		if (last_ts == page_from) {
 			fl__cli_error(
 			    "more than %d reads share the time %s: cannot page through them",
 			    READS_PAGE, from_text);
-			ok = false;
-			break;
+			return false;
 		}
-		page_from = last_ts; /* the lines at last_ts come again: duplicates go below */
-		fl__cli_progress("read log: %zu lines so far", count);
+		page_from = last_ts; /* the lines at last_ts come again */
+		fl__cli_progress("read log: lines in range up to %s", from_text);
 	}
-	if (ok && count)
-		qsort(lines, count, sizeof(*lines), by_seq);
-	for (size_t i = 0; ok && i < count; i++) {
-		if (i > 0 && lines[i].seq == lines[i - 1].seq)
-			continue;
-		ok = add_seq(l, lines[i].seq) &&
-		     fwrite(lines[i].text, 1, lines[i].len, out) == lines[i].len &&
-		     fputc('\n', out) != EOF;
-	}
-	for (size_t i = 0; i < count; i++)
-		free(lines[i].text);
-	free(lines);
+	if (l->first_in)
+		return true;
+	/* None in range: the earliest line after it, where to look around. */
+	char from_text[FL_TIME_TEXT_LEN], path[160], *body;
+	size_t len;
+	uint64_t seq;
+	int64_t time_us;
+	fl_time_format(e->to_us + 1, from_text);
+	snprintf(path, sizeof(path),
+		 "/v1/audit/reads?from=%s&to=9999-12-31T23:59:59.999999Z&limit=1", from_text);
+	if (!get_text(e, l->base_url, path, &body, &len))
+		return false;
+	char *nl = memchr(body, '\n', len);
+	size_t line_len = nl ? (size_t)(nl - body) : len;
+	bool ok = line_len == 0 || line_time(l->log, body, line_len, &seq, &time_us);
+	if (line_len && ok)
+		l->anchor = seq;
+	if (!ok)
+		fl__cli_error("GET %s: not a read-log line with a ts", path);
+	free(body);
 	return ok;
 }
 
@@ -324,14 +410,14 @@ static bool export_checkpoints(struct exporter *e, struct exported_log *l, FILE 
 	if (!l->have_latest)
 		return true; /* an empty log: no checkpoint at all */
 	l->first = l->latest;
-	if (l->count) {
-		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, l->seqs[0]);
+	if (run_count(l)) {
+		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, l->run_first);
 		if (get_checkpoint(e, l, query, &l->first) != FL_OK)
 			return false;
 		if (l->first.tree_size > l->latest.tree_size) {
 			fl__cli_error("the checkpoint covering seq %" PRIu64 " is newer than the "
 				      "latest one",
-				      l->seqs[0]);
+				      l->run_first);
 			return false;
 		}
 	}
@@ -355,18 +441,24 @@ static bool export_checkpoints(struct exporter *e, struct exported_log *l, FILE 
 	return ok;
 }
 
-/* inclusion.ndjson: a proof for each exported line against the latest checkpoint. */
+/*
+ * inclusion.ndjson: a proof against the latest checkpoint for each line of
+ * the run and each boundary line, in seq order.
+ */
 static bool export_inclusion(struct exporter *e, struct exported_log *l, FILE *out)
 {
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
 	char query[96], *line;
-	for (size_t i = 0; i < l->count; i++) {
-		snprintf(query, sizeof(query), "inclusion?seq=%" PRIu64 "&tree_size=%" PRIu64,
-			 l->seqs[i], l->latest.tree_size);
+	uint64_t size = tree_size(l);
+	uint64_t first = l->run_first > 1 ? l->run_first - 1 : 1;
+	uint64_t last = l->run_last < size ? l->run_last + 1 : size;
+	for (uint64_t seq = first; seq <= last; seq++) {
+		snprintf(query, sizeof(query), "inclusion?seq=%" PRIu64 "&tree_size=%" PRIu64, seq,
+			 size);
 		if (!get_proof(e, l, query, hashes, &count))
 			return false;
-		if (fl_bundle_inclusion_line(l->log, l->seqs[i], l->latest.tree_size,
+		if (fl_bundle_inclusion_line(l->log, seq, size,
 					     (const uint8_t(*)[FL_HASH_LEN])hashes, count,
 					     &line) != FL_OK)
 			return false;
@@ -374,11 +466,28 @@ static bool export_inclusion(struct exporter *e, struct exported_log *l, FILE *o
 		free(line);
 		if (!ok)
 			return false;
-		if ((i + 1) % 10000 == 0)
-			fl__cli_progress("%s: %zu of %zu inclusion proofs",
-					 fl_bundle_log_name(l->log), i + 1, l->count);
+		if ((seq - first + 1) % 10000 == 0)
+			fl__cli_progress("%s: %" PRIu64 " of %" PRIu64 " inclusion proofs",
+					 fl_bundle_log_name(l->log), seq - first + 1,
+					 last - first + 1);
 	}
 	return true;
+}
+
+/* range.json */
+static bool export_range(struct exporter *e)
+{
+	char *text, *path;
+	size_t len;
+	if (fl_bundle_range_json(e->from_us, e->to_us, &text, &len) != FL_OK)
+		return false;
+	path = path_in(e->dir, FL_BUNDLE_RANGE);
+	bool ok = path && fl_bundle_write_file(path, text, len, 0644) == FL_OK;
+	if (!ok)
+		fl__cli_error("cannot write %s/%s", e->dir, FL_BUNDLE_RANGE);
+	free(path);
+	free(text);
+	return ok;
 }
 
 /* The union of both services' public keys, as keys.json. */
@@ -455,12 +564,36 @@ static void progress_line(void *ctx, const char *file, uint64_t lines)
 	fl__cli_progress("%s: %" PRIu64 " lines verified", file, lines);
 }
 
+/* "seq 3" or "none (the log starts there)" */
+static const char *boundary_text(uint64_t seq, const char *none, char *buf, size_t len)
+{
+	if (!seq)
+		return none;
+	snprintf(buf, len, "seq %" PRIu64, seq);
+	return buf;
+}
+
 static void print_report(const char *dir, const struct fl_bundle_report *report)
 {
+	char before[32], after[32];
 	printf("OK: the bundle in %s verifies\n", dir);
+	printf("  range.json                %s to %s\n", report->from, report->to);
 	printf("  keys.json                 %zu keys\n", report->keys);
-	printf("  events.ndjson             %" PRIu64 " lines\n", report->event_lines);
-	printf("  reads.ndjson              %" PRIu64 " lines\n", report->read_lines);
+	printf("  events.ndjson             %" PRIu64 " lines, complete: line before the range %s, "
+	       "after it %s\n",
+	       report->event_lines,
+	       boundary_text(report->event_before, "none (the log starts there)", before,
+			     sizeof(before)),
+	       boundary_text(report->event_after,
+			     "none (the end of the log at its last checkpoint)", after,
+			     sizeof(after)));
+	printf("  reads.ndjson              %" PRIu64 " lines, complete: line before the range %s, "
+	       "after it %s\n",
+	       report->read_lines,
+	       boundary_text(report->read_before, "none (the log starts there)", before,
+			     sizeof(before)),
+	       boundary_text(report->read_after, "none (the end of the log at its last checkpoint)",
+			     after, sizeof(after)));
 	printf("  event-checkpoints.ndjson  %" PRIu64 " checkpoints, last tree size %" PRIu64 "\n",
 	       report->event_checkpoints, report->event_tree_size);
 	printf("  read-checkpoints.ndjson   %" PRIu64 " checkpoints, last tree size %" PRIu64 "\n",
@@ -476,8 +609,12 @@ static int audit_export(struct fl_cli *cli)
 	struct exporter e = {
 	    .cli = cli,
 	    .dir = dir,
-	    .events = {.log = FL_BUNDLE_LOG_EVENTS, .route_prefix = "/v1/log"},
-	    .reads = {.log = FL_BUNDLE_LOG_READS, .route_prefix = "/v1/audit"},
+	    .events = {.log = FL_BUNDLE_LOG_EVENTS,
+		       .route_prefix = "/v1/log",
+		       .lines_route = "/v1/log"},
+	    .reads = {.log = FL_BUNDLE_LOG_READS,
+		      .route_prefix = "/v1/audit",
+		      .lines_route = "/v1/audit/log"},
 	};
 	char exported_at[FL_TIME_TEXT_LEN], from_text[FL_TIME_TEXT_LEN], to_text[FL_TIME_TEXT_LEN];
 	FILE *out;
@@ -517,24 +654,28 @@ static int audit_export(struct fl_cli *cli)
 	if (st != FL_OK && st != FL_ERR_NOT_FOUND)
 		goto out;
 	e.events.have_latest = st == FL_OK;
-	if (!(out = start_file(&e, FL_BUNDLE_EVENTS)) ||
-	    !finish_file(&e, FL_BUNDLE_EVENTS, out,
-			 !e.events.have_latest || export_events(&e, out)))
+	if (!walk_lines(&e, &e.events, 1, tree_size(&e.events), note_in_range, NULL) ||
+	    !settle_run(&e, &e.events))
 		goto out;
-	fl__cli_progress("events: %zu lines in range of %" PRIu64, e.events.count,
-			 e.events.have_latest ? e.events.latest.tree_size : 0);
+	if (!(out = start_file(&e, FL_BUNDLE_EVENTS)) ||
+	    !finish_file(&e, FL_BUNDLE_EVENTS, out, export_run(&e, &e.events, out)) ||
+	    !(out = start_file(&e, FL_BUNDLE_EVENT_BOUNDARIES)) ||
+	    !finish_file(&e, FL_BUNDLE_EVENT_BOUNDARIES, out,
+			 export_boundaries(&e, &e.events, out)))
+		goto out;
+	fl__cli_progress("events: %" PRIu64 " lines in range of %" PRIu64, run_count(&e.events),
+			 tree_size(&e.events));
 
-	/* The read log: its lines, then a checkpoint that covers all of them. */
-	if (!(out = start_file(&e, FL_BUNDLE_READS)) ||
-	    !finish_file(&e, FL_BUNDLE_READS, out, export_reads(&e, out)))
+	/* The read log: its lines in range, then a checkpoint that covers them. */
+	if (!find_reads(&e, &e.reads))
 		goto out;
 	for (int attempt = 0;; attempt++) {
 		st = get_checkpoint(&e, &e.reads, "", &e.reads.latest);
 		if (st != FL_OK && st != FL_ERR_NOT_FOUND)
 			goto out;
 		e.reads.have_latest = st == FL_OK;
-		uint64_t last = e.reads.count ? e.reads.seqs[e.reads.count - 1] : 0;
-		if (last == 0 || (e.reads.have_latest && e.reads.latest.tree_size >= last))
+		uint64_t last = e.reads.first_in ? e.reads.last_in : e.reads.anchor;
+		if (last == 0 || tree_size(&e.reads) >= last)
 			break;
 		if (attempt == 20) {
 			fl__cli_error("the read log's checkpoint does not reach its seq %" PRIu64,
@@ -543,7 +684,14 @@ static int audit_export(struct fl_cli *cli)
 		}
 		nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
 	}
-	fl__cli_progress("reads: %zu lines in range", e.reads.count);
+	if (!settle_run(&e, &e.reads))
+		goto out;
+	if (!(out = start_file(&e, FL_BUNDLE_READS)) ||
+	    !finish_file(&e, FL_BUNDLE_READS, out, export_run(&e, &e.reads, out)) ||
+	    !(out = start_file(&e, FL_BUNDLE_READ_BOUNDARIES)) ||
+	    !finish_file(&e, FL_BUNDLE_READ_BOUNDARIES, out, export_boundaries(&e, &e.reads, out)))
+		goto out;
+	fl__cli_progress("reads: %" PRIu64 " lines in range", run_count(&e.reads));
 
 	if (!(out = start_file(&e, FL_BUNDLE_EVENT_CHECKPOINTS)) ||
 	    !finish_file(&e, FL_BUNDLE_EVENT_CHECKPOINTS, out,
@@ -558,16 +706,21 @@ static int audit_export(struct fl_cli *cli)
 			 export_inclusion(&e, &e.events, out) &&
 			     export_inclusion(&e, &e.reads, out)))
 		goto out;
+	if (!export_range(&e))
+		goto out;
 	struct fl_bundle_info info = {
 	    .from = from_text,
 	    .to = to_text,
 	    .exported_at = exported_at,
 	    .command_url = cli->command_url,
 	    .query_url = cli->query_url,
-	    .event_lines = e.events.count,
-	    .read_lines = e.reads.count,
-	    .event_tree_size = e.events.have_latest ? e.events.latest.tree_size : 0,
-	    .read_tree_size = e.reads.have_latest ? e.reads.latest.tree_size : 0,
+	    .event_lines = run_count(&e.events),
+	    .read_lines = run_count(&e.reads),
+	    .event_tree_size = tree_size(&e.events),
+	    .read_tree_size = tree_size(&e.reads),
+	    .event_boundaries =
+		(e.events.run_first > 1) + (e.events.run_last < tree_size(&e.events)),
+	    .read_boundaries = (e.reads.run_first > 1) + (e.reads.run_last < tree_size(&e.reads)),
 	};
 	if (fl_bundle_write_readme(dir, &info) != FL_OK) {
 		fl__cli_error("cannot write %s/%s", dir, FL_BUNDLE_README);
@@ -581,34 +734,35 @@ static int audit_export(struct fl_cli *cli)
 			      report.reason);
 		goto out;
 	}
-	/* An empty bundle verifies, and proves nothing about the range: say so. */
-	uint64_t event_log_size = e.events.have_latest ? e.events.latest.tree_size : 0;
-	if (e.events.count == 0 && e.reads.count == 0 &&
+	/* A range with no line is proven empty; still say so, it may be a typo. */
+	uint64_t event_lines = run_count(&e.events), read_lines = run_count(&e.reads);
+	if (event_lines == 0 && read_lines == 0 &&
 	    fl_config_get_bool(cli->config, "require-lines")) {
 		fl__cli_error(
 		    "no event-log line and no read record lies in [%s, %s] (--require-lines); "
 		    "the event log holds %" PRIu64 " lines in all: check --from and --to "
 		    "(RFC 3339, e.g. --from \"$(date -u -d '1 hour ago' +%%FT%%TZ)\")",
-		    from_text, to_text, event_log_size);
+		    from_text, to_text, tree_size(&e.events));
 		empty_refused = true;
 		goto out;
 	}
-	printf("exported %zu event lines and %zu read lines from %s to %s into %s\n",
-	       e.events.count, e.reads.count, from_text, to_text, dir);
+	printf("exported %" PRIu64 " event lines and %" PRIu64
+	       " read lines from %s to %s into %s\n",
+	       event_lines, read_lines, from_text, to_text, dir);
 	print_report(dir, &report);
 	fflush(stdout); /* the warnings below come after the report */
-	if (e.events.count == 0 && e.reads.count == 0)
-		fl__cli_error("warning: no event-log line and no read record lies in [%s, %s]: the "
-			      "bundle is empty and proves nothing about that range; the event log "
+	if (event_lines == 0 && read_lines == 0)
+		fl__cli_error("warning: no event-log line and no read record lies in [%s, %s] (the "
+			      "bundle proves it with the lines around the range); the event log "
 			      "holds %" PRIu64 " lines in all: check --from and --to "
 			      "(--require-lines makes this an error)",
-			      from_text, to_text, event_log_size);
-	else if (e.events.count == 0)
+			      from_text, to_text, tree_size(&e.events));
+	else if (event_lines == 0)
 		fl__cli_error(
 		    "warning: no event-log line lies in [%s, %s] (the bundle has only read "
 		    "records)",
 		    from_text, to_text);
-	else if (e.reads.count == 0)
+	else if (read_lines == 0)
 		fl__cli_error("warning: no read record lies in [%s, %s] (the bundle has only "
 			      "event-log lines)",
 			      from_text, to_text);
@@ -616,8 +770,6 @@ static int audit_export(struct fl_cli *cli)
 out:
 	if (rc != FL_CLI_OK && !empty_refused)
 		fl__cli_error("the export to %s is incomplete", dir);
-	free(e.events.seqs);
-	free(e.reads.seqs);
 	return rc;
 }
 
@@ -628,13 +780,15 @@ const struct fl_cli_command fl__cli_audit_export_command = {
     .summary = "write a self-contained, verifiable audit bundle",
     .description =
 	"Writes into --out the event-log lines whose ingest_ts and the read-audit lines\n"
-	"whose ts lie in [--from, --to], each log's checkpoints (the oldest covering the\n"
-	"first exported line and the latest, with a consistency proof), an inclusion\n"
-	"proof per line, both services' public keys and a README telling a reviewer how\n"
-	"to check it with openssl, base64 and sha256sum (CONTRACT §7). Needs a token\n"
-	"with the role auditor. The bundle is verified before the command succeeds.\n"
-	"A range with no line of a log gets a warning (times are UTC); with\n"
-	"--require-lines a range with no line at all fails (exit 1).\n",
+	"whose ts lie in [--from, --to], contiguous in seq, the lines just before and\n"
+	"just after them (which prove that none was left out), each log's checkpoints\n"
+	"(the oldest covering the first exported line and the latest, with a\n"
+	"consistency proof), an inclusion proof per line, both services' public keys\n"
+	"and a README telling a reviewer how to check it with openssl, base64 and\n"
+	"sha256sum (CONTRACT §7). Needs a token with the role auditor. The bundle is\n"
+	"verified before the command succeeds. A range with no line of a log gets a\n"
+	"warning (times are UTC); with --require-lines a range with no line at all\n"
+	"fails (exit 1).\n",
     .options = export_options,
     .n_options = sizeof(export_options) / sizeof(export_options[0]),
     .run = audit_export,
@@ -668,11 +822,14 @@ const struct fl_cli_command fl__cli_audit_verify_command = {
     .args_usage = "DIR",
     .summary = "check an audit bundle offline",
     .description = "Checks, without any network, every line's leaf hash, {\"seq\":N, prefix and\n"
-		   "signature, the seq order, every checkpoint's signature (prefix\n"
-		   "fledger-checkpoint-v1 or fledger-read-checkpoint-v1), the consistency proofs\n"
-		   "between checkpoints, and one inclusion proof per line against the last\n"
-		   "checkpoint of its log. Names the first bad item (file:line) and why, and\n"
-		   "exits 1; prints a summary and exits 0 when everything holds.\n",
+		   "signature, every checkpoint's signature (prefix fledger-checkpoint-v1 or\n"
+		   "fledger-read-checkpoint-v1), the consistency proofs between checkpoints,\n"
+		   "one inclusion proof per line against the last checkpoint of its log, and\n"
+		   "completeness: in each log the seqs run without a gap from the line before\n"
+		   "the range (its time before range.json's from; or seq 1) to the line after\n"
+		   "it (its time after to; or the last checkpoint's tree size). Names the first\n"
+		   "bad item (file:line) and why, and exits 1; prints a summary and exits 0\n"
+		   "when everything holds.\n",
     .min_args = 1,
     .max_args = 1,
     .run = audit_verify,

@@ -387,6 +387,77 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
 	return true;
 }
 
+/* True, with its µs, when text is a time in exactly the form fl_time_format prints. */
+static bool fixed_time(const char *text, int64_t *ret_us)
+{
+	char again[FL_TIME_TEXT_LEN];
+	int64_t us;
+	if (!text || fl_time_parse(text, &us) != FL_OK)
+		return false;
+	fl_time_format(us, again);
+	if (strcmp(again, text) != 0)
+		return false;
+	*ret_us = us;
+	return true;
+}
+
+bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+			 size_t why_len, int64_t *ret_us)
+{
+	const char *member = log == FL_BUNDLE_LOG_READS ? "ts" : "ingest_ts";
+	json_t *body = json_loadb((const char *)line->body, line->body_len, 0, NULL);
+	const char *text = json_string_value(json_object_get(body, member));
+	int64_t us;
+	bool ok = fixed_time(text, &us);
+	if (ok)
+		*ret_us = us;
+	else
+		say(why, why_len,
+		    "seq %" PRIu64 ": the body has no %s time like 2027-01-15T08:00:00.000000Z",
+		    line->seq, member);
+	json_decref(body);
+	return ok;
+}
+
+enum fl_status fl_bundle_range_json(int64_t from_us, int64_t to_us, char **ret_text,
+				    size_t *ret_len)
+{
+	char from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
+	if (!ret_text || !ret_len || from_us > to_us)
+		return FL_ERR_INVALID;
+	fl_time_format(from_us, from);
+	fl_time_format(to_us, to);
+	size_t cap = 2 * FL_TIME_TEXT_LEN + 32;
+	char *text = malloc(cap);
+	if (!text)
+		return FL_ERR_NOMEM;
+	*ret_len = (size_t)snprintf(text, cap, "{\"from\":\"%s\",\"to\":\"%s\"}\n", from, to);
+	*ret_text = text;
+	return FL_OK;
+}
+
+bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int64_t *ret_from_us,
+			       int64_t *ret_to_us)
+{
+	int64_t from, to;
+	if (!json_is_object(doc) || json_object_size(doc) != 2) {
+		say(why, why_len, "not an object of exactly from and to");
+		return false;
+	}
+	if (!fixed_time(json_string_value(json_object_get(doc, "from")), &from) ||
+	    !fixed_time(json_string_value(json_object_get(doc, "to")), &to)) {
+		say(why, why_len, "from and to must be times like 2027-01-15T08:00:00.000000Z");
+		return false;
+	}
+	if (from > to) {
+		say(why, why_len, "from is after to");
+		return false;
+	}
+	*ret_from_us = from;
+	*ret_to_us = to;
+	return true;
+}
+
 /* ---- checkpoints and proofs ------------------------------------------------- */
 
 bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len,
@@ -562,17 +633,25 @@ static const char readme_checks[] =
     "| file | content |\n"
     "|---|---|\n"
     "| `events.ndjson` | lines of the event log (command-svc) whose `ingest_ts` is in range, "
-    "view and key events included, ascending `seq` |\n"
-    "| `reads.ndjson` | lines of the read-audit log (query-svc) whose `ts` is in range, "
-    "ascending `seq` |\n"
+    "view and key events included, ascending and contiguous in `seq` (a line whose time "
+    "lies just outside the range can sit among them where two requests' times and seqs "
+    "crossed) |\n"
+    "| `reads.ndjson` | lines of the read-audit log (query-svc) whose `ts` is in range, the "
+    "same way |\n"
     "| `event-checkpoints.ndjson` | signed checkpoints of the event log: the oldest one that "
     "covers the first exported line, then the latest at export time; each carries "
     "`\"consistency\"`, the RFC 9162 consistency proof from the line before (`[]` on the "
     "first line) |\n"
     "| `read-checkpoints.ndjson` | the same for the read-audit log |\n"
-    "| `inclusion.ndjson` | one RFC 9162 inclusion proof per exported line, against the "
-    "**last** checkpoint of its log: `{\"log\":\"events\"\\|\"reads\",\"seq\":N,"
-    "\"tree_size\":M,\"hashes\":[...]}` (events first, then reads) |\n"
+    "| `range.json` | the exported range, `{\"from\":\"...\",\"to\":\"...\"}` |\n"
+    "| `event-boundaries.ndjson` | the event-log line just before the range and the one just "
+    "after it, where they exist: they prove that no line of the range was left out (step 5) "
+    "|\n"
+    "| `read-boundaries.ndjson` | the same for the read-audit log |\n"
+    "| `inclusion.ndjson` | one RFC 9162 inclusion proof per exported and boundary line, "
+    "against the **last** checkpoint of its log: `{\"log\":\"events\"\\|\"reads\",\"seq\":N,"
+    "\"tree_size\":M,\"hashes\":[...]}` (events first, then reads, each in ascending "
+    "`seq`) |\n"
     "| `keys.json` | every public key of both services (`{\"keys\":[...]}`, one key a line) "
     "|\n"
     "\n"
@@ -589,8 +668,9 @@ static const char readme_checks[] =
     "\n"
     "    fledger audit verify .\n"
     "\n"
-    "checks every hash, signature, consistency and inclusion proof offline and names the\n"
-    "first bad item. The keys in `keys.json` come with the bundle: compare their ids\n"
+    "checks every hash, signature, consistency and inclusion proof, and that no line of\n"
+    "the range was left out (step 5), offline, and names the first bad item. The keys\n"
+    "in `keys.json` come with the bundle: compare their ids\n"
     "with the ones you know from elsewhere (the services' `/v1/keys`, a published\n"
     "list) before you trust anything they sign.\n"
     "\n"
@@ -683,6 +763,62 @@ static const char readme_checks[] =
     "line before (nothing was removed or rewritten): RFC 9162 §2.1.4.2 over its\n"
     "`consistency` hashes. `fledger audit verify` checks it; by hand it is the same kind\n"
     "of fold as step 3, with both roots carried along.\n"
+    "\n"
+    "### 5. Completeness: no line of the range was left out\n"
+    "\n"
+    "`range.json` holds the exported range. For each log the bundle holds, besides the\n"
+    "lines of the range, its boundary lines (`event-boundaries.ndjson`,\n"
+    "`read-boundaries.ndjson`): the last line before the range (its time, `ingest_ts`\n"
+    "for events and `ts` for reads, is before `from`) and the first line after it (its\n"
+    "time is after `to`). Check each boundary line with steps 1 and 3 like any line\n"
+    "(`line=$(sed -n 1p event-boundaries.ndjson)`, then its second line). Then the\n"
+    "seqs from the line before to the line after must all be there, once; without a\n"
+    "line before, the first seq must be 1; without a line after, the last seq must be\n"
+    "the tree size of the last checkpoint (the range reaches the end of the log as that\n"
+    "checkpoint saw it; lines appended later are not covered).\n"
+    "\n"
+    "```sh\n"
+    "ts_of() {  # ts_of MEMBER <<< \"$line\": the time MEMBER (ingest_ts, ts) of the body\n"
+    "  field body | base64 -d | grep -o \"\\\"$1\\\":\\\"[^\\\"]*\\\"\" | head -n 1 | cut -d'\"' "
+    "-f4\n"
+    "}\n"
+    "complete() {  # complete events|reads\n"
+    "  case $1 in events) p=event m=ingest_ts ;; *) p=read m=ts ;; esac\n"
+    "  from=$(field from < range.json); to=$(field to < range.json)\n"
+    "  size=$(tail -n 1 $p-checkpoints.ndjson | field tree_size)\n"
+    "  seqs=$(cat $p-boundaries.ndjson $1.ndjson | sed 's/^{\"seq\":\\([0-9]*\\),.*/\\1/' | sort "
+    "-n)\n"
+    "  if [ -z \"$seqs\" ]; then\n"
+    "    if [ -z \"$size\" ]; then echo \"OK $1: the log is empty\"; else\n"
+    "      echo \"BAD $1: no line at all, but the log has $size\"; fi\n"
+    "    return\n"
+    "  fi\n"
+    "  first=$(head -n 1 <<< \"$seqs\"); last=$(tail -n 1 <<< \"$seqs\")\n"
+    "  if [ \"$seqs\" != \"$(seq \"$first\" \"$last\")\" ]; then\n"
+    "    echo \"BAD $1: a seq between $first and $last is missing or repeated\"; return\n"
+    "  fi\n"
+    "  before=none; after=none\n"
+    "  while read -r b; do\n"
+    "    t=$(ts_of $m <<< \"$b\"); s=$(field seq <<< \"$b\")\n"
+    "    if [[ $t < $from ]]; then before=$s; elif [[ $t > $to ]]; then after=$s; else\n"
+    "      echo \"BAD $1: the boundary line seq $s ($t) lies in the range\"; return; fi\n"
+    "  done < $p-boundaries.ndjson\n"
+    "  if [ $before = none ] && [ \"$first\" != 1 ]; then\n"
+    "    echo \"BAD $1: no line before the range, and the first seq is $first, not 1\"; return; "
+    "fi\n"
+    "  if [ $before != none ] && [ \"$before\" != \"$first\" ]; then\n"
+    "    echo \"BAD $1: the line before the range, seq $before, is not the first\"; return; fi\n"
+    "  if [ $after = none ] && [ \"$last\" != \"$size\" ]; then\n"
+    "    echo \"BAD $1: no line after the range, and the last seq $last < tree size $size\"; "
+    "return; fi\n"
+    "  if [ $after != none ] && [ \"$after\" != \"$last\" ]; then\n"
+    "    echo \"BAD $1: the line after the range, seq $after, is not the last\"; return; fi\n"
+    "  echo \"OK $1: seqs $first to $last, none missing (before the range: $before, after it: "
+    "$after)\"\n"
+    "}\n"
+    "complete events\n"
+    "complete reads\n"
+    "```\n"
     "\n"
     "Clean up with `rm -f body.bin leaf.bin sig.bin key.pem checkpoint.txt checkpoint.sig`.\n";
 

@@ -9,12 +9,24 @@
  *   reads.ndjson             read-log lines, ascending seq
  *   event-checkpoints.ndjson checkpoints of the event log, each with
  *   read-checkpoints.ndjson  "consistency": [hex...] from the one before it
+ *   range.json               {"from","to"}: the exported time range
+ *   event-boundaries.ndjson  the event-log line just before the range and
+ *   read-boundaries.ndjson   the one just after it, where they exist (the
+ *                            same line format), ascending seq
  *   inclusion.ndjson         {"log","seq","tree_size","hashes"}: one per
- *                            exported line against the last checkpoint of
- *                            its log, events first, then reads, each in the
- *                            order of its lines file
+ *                            exported and boundary line against the last
+ *                            checkpoint of its log, events first, then
+ *                            reads, each in ascending seq (line before,
+ *                            the lines of the range, line after)
  *   keys.json                {"keys": [...]} of both services, one key a line
  *   README.md                how to check it by hand (not itself checked)
+ *
+ * Completeness: within each log the exported lines are contiguous in seq;
+ * the line before the range has a time (ingest_ts, or ts for reads) before
+ * "from" and the line after it a time after "to". Without a line before, the
+ * run starts at seq 1; without a line after, it ends at the last
+ * checkpoint's tree size. A line inside the run may lie outside the range
+ * (two requests whose times and seqs crossed at its edge).
  *
  * The same line and checkpoint checks serve `fledger log verify`, which
  * walks the live log.
@@ -34,6 +46,9 @@
 #define FL_BUNDLE_EVENT_CHECKPOINTS "event-checkpoints.ndjson"
 #define FL_BUNDLE_READ_CHECKPOINTS "read-checkpoints.ndjson"
 #define FL_BUNDLE_INCLUSION "inclusion.ndjson"
+#define FL_BUNDLE_RANGE "range.json"
+#define FL_BUNDLE_EVENT_BOUNDARIES "event-boundaries.ndjson"
+#define FL_BUNDLE_READ_BOUNDARIES "read-boundaries.ndjson"
 #define FL_BUNDLE_KEYS "keys.json"
 #define FL_BUNDLE_README "README.md"
 
@@ -118,6 +133,30 @@ void fl_bundle_line_finish(struct fl_bundle_line *line); /* accepts NULL */
 bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bundle_keys *keys,
 			  char *why, size_t why_len);
 
+/*
+ * The time of a line's body in µs: its "ingest_ts" in the event log, its
+ * "ts" in the read log (CONTRACT §4, §7), a top-level member. false with the
+ * reason in why when the body is not a JSON object with that member as a
+ * time in the fixed form of fl_time_format (the services write no other).
+ */
+bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+			 size_t why_len, int64_t *ret_us);
+
+/*
+ * range.json: {"from":"<RFC 3339>","to":"<RFC 3339>"} with both times in
+ * the fixed form of fl_time_format (so that they compare as text with the
+ * times of the bodies). A new malloc'd NUL-terminated text with a newline.
+ */
+enum fl_status fl_bundle_range_json(int64_t from_us, int64_t to_us, char **ret_text,
+				    size_t *ret_len);
+
+/*
+ * Reads a range.json document: exactly "from" and "to", each a time in the
+ * fixed form of fl_time_format, from <= to. false with the reason in why.
+ */
+bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int64_t *ret_from_us,
+			       int64_t *ret_to_us);
+
 /* ---- checkpoints -------------------------------------------------------- */
 
 /*
@@ -171,6 +210,7 @@ struct fl_bundle_info {
 	const char *query_url;	 /* may be NULL */
 	uint64_t event_lines, read_lines;
 	uint64_t event_tree_size, read_tree_size; /* last checkpoints, 0: none */
+	uint64_t event_boundaries, read_boundaries; /* 0, 1 or 2 each */
 };
 
 /* Writes dir/README.md: the bundle's files and how to check them by hand. */
@@ -188,7 +228,10 @@ enum fl_status fl_bundle_write_file(const char *path, const char *data, size_t l
 /* ---- verification --------------------------------------------------------- */
 
 struct fl_bundle_report {
+	char from[32], to[32]; /* the range of range.json, as written there */
 	uint64_t event_lines, read_lines;
+	/* the seq of each log's line before and after the range, 0: none */
+	uint64_t event_before, event_after, read_before, read_after;
 	uint64_t event_checkpoints, read_checkpoints;
 	uint64_t inclusion_proofs;
 	size_t keys;
@@ -208,8 +251,11 @@ typedef void (*fl_bundle_progress_fn)(void *ctx, const char *file, uint64_t line
  * fl_bundle_line_check; seqs ascending without duplicates and at most the
  * last checkpoint's size; event bodies of kind feature, view or key, read
  * bodies of kind read; the first line covered by the first checkpoint);
- * and inclusion.ndjson (exactly one proof per line, in the lines' order,
- * each against the last checkpoint of its log).
+ * range.json and the boundary files (each boundary line checked as a line,
+ * its time before "from" or after "to"); the completeness of each log (see
+ * the head of this file: "seq 17 is missing between 16 and 18"); and
+ * inclusion.ndjson (exactly one proof per exported and boundary line, in
+ * ascending seq per log, each against the last checkpoint of its log).
  *
  * FL_OK when everything holds; FL_ERR_CORRUPT when something does not (a
  * missing or unreadable file too), with the first bad item and why in

@@ -4,7 +4,10 @@
  * The checkpoint files are read first (each is small); then the two lines
  * files are walked in step with inclusion.ndjson, which holds one proof per
  * line in the same order, so that memory stays constant however large the
- * bundle is.
+ * bundle is. The boundary lines (at most two per log) are read before the
+ * lines; each log's proofs come in ascending seq: the line before the range,
+ * the lines of the range, the line after it. Completeness is checked on the
+ * way: each seq must be the one after the seq before it.
  */
 #include "bundle.h"
 
@@ -39,7 +42,14 @@ struct verify {
 	struct fl_checkpoint first[2], last[2]; /* per log: valid when count > 0 */
 	uint64_t checkpoints[2];
 	struct reader inclusion;
+	int64_t from_us, to_us; /* range.json */
+	/* per log: the line before the range [0] and after it [1], if any */
+	struct fl_bundle_line boundary[2][2];
+	bool has_boundary[2][2];
+	uint64_t boundary_line_no[2][2];
 };
+
+enum { BEFORE, AFTER };
 
 static void fail(struct verify *v, const char *file, uint64_t line_no, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
@@ -235,6 +245,118 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 	return st;
 }
 
+/* ---- range.json and the boundary lines ---------------------------------------- */
+
+static enum fl_status check_range(struct verify *v)
+{
+	char *path = path_in(v->dir, FL_BUNDLE_RANGE), why[200];
+	json_error_t error;
+	if (!path)
+		return FL_ERR_NOMEM;
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &error);
+	free(path);
+	if (!doc) {
+		fail(v, FL_BUNDLE_RANGE, 0, "not valid JSON: %s", error.text);
+		return FL_ERR_CORRUPT;
+	}
+	bool ok = fl_bundle_range_from_json(doc, why, sizeof(why), &v->from_us, &v->to_us);
+	if (ok) {
+		snprintf(v->report->from, sizeof(v->report->from), "%s",
+			 json_string_value(json_object_get(doc, "from")));
+		snprintf(v->report->to, sizeof(v->report->to), "%s",
+			 json_string_value(json_object_get(doc, "to")));
+	} else {
+		fail(v, FL_BUNDLE_RANGE, 0, "%s", why);
+	}
+	json_decref(doc);
+	return ok ? FL_OK : FL_ERR_CORRUPT;
+}
+
+static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+		       size_t why_len);
+
+/*
+ * The boundary file of a log: at most one line before the range (its time
+ * before "from") and one after it (its time after "to"), in that order, each
+ * a good line of the log within its last checkpoint.
+ */
+static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
+{
+	const char *name =
+	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_BOUNDARIES : FL_BUNDLE_READ_BOUNDARIES;
+	const char *member = log == FL_BUNDLE_LOG_EVENTS ? "ingest_ts" : "ts";
+	struct reader r = {0};
+	char why[240], from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
+	enum fl_status st = reader_open(v, name, &r);
+
+	fl_time_format(v->from_us, from);
+	fl_time_format(v->to_us, to);
+	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
+		struct fl_bundle_line line;
+		int64_t time_us;
+		st = fl_bundle_line_parse(r.text, r.len, why, sizeof(why), &line);
+		if (st == FL_ERR_INVALID) {
+			fail(v, name, r.line_no, "%s", why);
+			st = FL_ERR_CORRUPT;
+		}
+		if (st != FL_OK)
+			break;
+		int side = -1;
+		st = FL_ERR_CORRUPT;
+		if (!fl_bundle_line_check(&line, v->keys, why, sizeof(why)) ||
+		    !check_kind(&line, log, why, sizeof(why)) ||
+		    !fl_bundle_line_time(&line, log, why, sizeof(why), &time_us))
+			fail(v, name, r.line_no, "%s", why);
+		else if (v->checkpoints[log] == 0 || line.seq > v->last[log].tree_size)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64
+			     ")",
+			     line.seq, v->checkpoints[log] ? v->last[log].tree_size : 0);
+		else if (time_us >= v->from_us && time_us <= v->to_us)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 ": its %s lies in the range [%s, %s]: a line of the "
+			     "range is not a boundary line",
+			     line.seq, member, from, to);
+		else if ((side = time_us < v->from_us ? BEFORE : AFTER) == BEFORE &&
+			 (v->has_boundary[log][BEFORE] || v->has_boundary[log][AFTER]))
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 ": a second line before the range, or one after the "
+			     "line after it",
+			     line.seq);
+		else if (side == AFTER && v->has_boundary[log][AFTER])
+			fail(v, name, r.line_no, "seq %" PRIu64 ": a second line after the range",
+			     line.seq);
+		else if (side == AFTER && v->has_boundary[log][BEFORE] &&
+			 line.seq <= v->boundary[log][BEFORE].seq)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 ", the line after the range, is not after seq %" PRIu64
+			     ", the line before it",
+			     line.seq, v->boundary[log][BEFORE].seq);
+		else
+			st = FL_OK;
+		if (st != FL_OK) {
+			fl_bundle_line_finish(&line);
+			break;
+		}
+		v->boundary[log][side] = line;
+		v->has_boundary[log][side] = true;
+		v->boundary_line_no[log][side] = r.line_no;
+	}
+	reader_close(&r);
+	if (log == FL_BUNDLE_LOG_EVENTS) {
+		v->report->event_before =
+		    v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
+		v->report->event_after =
+		    v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
+	} else {
+		v->report->read_before =
+		    v->has_boundary[log][BEFORE] ? v->boundary[log][BEFORE].seq : 0;
+		v->report->read_after =
+		    v->has_boundary[log][AFTER] ? v->boundary[log][AFTER].seq : 0;
+	}
+	return st == FL_ERR_NOT_FOUND ? FL_OK : st;
+}
+
 /* ---- lines and their inclusion proofs --------------------------------------- */
 
 /* The kind of a body, checked against the log it is in. */
@@ -332,18 +454,58 @@ static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
 	return st;
 }
 
+/*
+ * Records that the seqs between previous (0: the log's start) and next are
+ * missing: "seq 17 is missing between 16 and 18".
+ */
+static void fail_gap(struct verify *v, const char *file, uint64_t line_no, uint64_t previous,
+		     uint64_t next, const char *context)
+{
+	if (previous == 0 && next == 2)
+		fail(v, file, line_no, "seq 1 is missing before seq 2%s", context);
+	else if (previous == 0)
+		fail(v, file, line_no, "seqs 1 to %" PRIu64 " are missing before seq %" PRIu64 "%s",
+		     next - 1, next, context);
+	else if (next == previous + 2)
+		fail(v, file, line_no,
+		     "seq %" PRIu64 " is missing between %" PRIu64 " and %" PRIu64 "%s",
+		     previous + 1, previous, next, context);
+	else
+		fail(v, file, line_no,
+		     "seqs %" PRIu64 " to %" PRIu64 " are missing between %" PRIu64 " and %" PRIu64
+		     "%s",
+		     previous + 1, next - 1, previous, next, context);
+}
+
+/*
+ * The lines of one log with their proofs, between its boundary lines: every
+ * seq from the line before the range (or seq 1) to the line after it (or
+ * the last checkpoint's tree size) must be there, once, in order.
+ */
 static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 {
 	const char *name = log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENTS : FL_BUNDLE_READS;
 	const char *cp_name =
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
+	const char *bounds_name =
+	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_BOUNDARIES : FL_BUNDLE_READ_BOUNDARIES;
+	const struct fl_bundle_line *before =
+	    v->has_boundary[log][BEFORE] ? &v->boundary[log][BEFORE] : NULL;
+	const struct fl_bundle_line *after =
+	    v->has_boundary[log][AFTER] ? &v->boundary[log][AFTER] : NULL;
 	uint64_t *count =
 	    log == FL_BUNDLE_LOG_EVENTS ? &v->report->event_lines : &v->report->read_lines;
-	uint64_t previous_seq = 0;
+	uint64_t previous_seq = 0; /* the seq the next line must follow; 0: none yet */
 	struct reader r = {0};
 	char why[240];
-	enum fl_status st = reader_open(v, name, &r);
+	enum fl_status st = FL_OK;
 
+	if (before) {
+		st = check_inclusion(v, log, before, bounds_name, v->boundary_line_no[log][BEFORE]);
+		previous_seq = before->seq;
+	}
+	if (st == FL_OK)
+		st = reader_open(v, name, &r);
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
 		struct fl_bundle_line line;
 		st = fl_bundle_line_parse(r.text, r.len, why, sizeof(why), &line);
@@ -357,11 +519,25 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 		if (!fl_bundle_line_check(&line, v->keys, why, sizeof(why)) ||
 		    !check_kind(&line, log, why, sizeof(why)))
 			fail(v, name, r.line_no, "%s", why);
+		else if (line.seq <= previous_seq && *count == 0)
+			fail(v, name, r.line_no,
+			     "seq %" PRIu64 " is not after seq %" PRIu64
+			     ", the line before the range "
+			     "(%s)",
+			     line.seq, previous_seq, bounds_name);
 		else if (line.seq <= previous_seq)
 			fail(v, name, r.line_no,
 			     "seq %" PRIu64 " after seq %" PRIu64
 			     ": lines must be in ascending seq order without duplicates",
 			     line.seq, previous_seq);
+		else if (line.seq != previous_seq + 1 && *count == 0 && !before)
+			fail(v, name, r.line_no,
+			     "the first exported line is seq %" PRIu64 " and %s has no line before "
+			     "the range: the line before the range is missing (or seq 1 would be "
+			     "the first)",
+			     line.seq, bounds_name);
+		else if (line.seq != previous_seq + 1)
+			fail_gap(v, name, r.line_no, previous_seq, line.seq, "");
 		else if (v->checkpoints[log] == 0)
 			fail(v, name, r.line_no,
 			     "seq %" PRIu64 " is not covered by any checkpoint: %s is empty",
@@ -371,7 +547,7 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64
 			     ")",
 			     line.seq, v->last[log].tree_size);
-		else if (previous_seq == 0 && line.seq > v->first[log].tree_size)
+		else if (*count == 0 && line.seq > v->first[log].tree_size)
 			fail(v, name, r.line_no,
 			     "the first exported line, seq %" PRIu64
 			     ", is not covered by the first "
@@ -387,7 +563,36 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 		tick(v, name, *count);
 	}
 	reader_close(&r);
-	return st == FL_ERR_NOT_FOUND ? FL_OK : st;
+	if (st != FL_ERR_NOT_FOUND)
+		return st;
+
+	/* The end: the line after the range, or the end of the log. */
+	uint64_t size = v->checkpoints[log] ? v->last[log].tree_size : 0;
+	uint64_t after_line_no = after ? v->boundary_line_no[log][AFTER] : 0;
+	if (after && after->seq <= previous_seq) {
+		fail(v, bounds_name, after_line_no,
+		     "seq %" PRIu64 ", the line after the range, is not after the last exported "
+		     "seq %" PRIu64,
+		     after->seq, previous_seq);
+		return FL_ERR_CORRUPT;
+	}
+	if (after && after->seq != previous_seq + 1) {
+		fail_gap(v, name, 0, previous_seq, after->seq,
+			 previous_seq
+			     ? ", the line after the range"
+			     : ", the line after the range, and there is no line before it");
+		return FL_ERR_CORRUPT;
+	}
+	if (after)
+		return check_inclusion(v, log, after, bounds_name, after_line_no);
+	if (previous_seq != size) {
+		fail(v, name, 0,
+		     "the line after the range is missing: last exported seq %" PRIu64
+		     " < tree size %" PRIu64 " and no boundary line in %s",
+		     previous_seq, size, bounds_name);
+		return FL_ERR_CORRUPT;
+	}
+	return FL_OK;
 }
 
 enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress, void *ctx,
@@ -403,6 +608,9 @@ enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress,
 	if ((st = check_keys(&v)) != FL_OK ||
 	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
 	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_READS)) != FL_OK ||
+	    (st = check_range(&v)) != FL_OK ||
+	    (st = check_boundaries(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
+	    (st = check_boundaries(&v, FL_BUNDLE_LOG_READS)) != FL_OK ||
 	    (st = reader_open(&v, FL_BUNDLE_INCLUSION, &v.inclusion)) != FL_OK)
 		goto out;
 	if ((st = check_lines(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
@@ -411,12 +619,17 @@ enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress,
 	st = reader_next(&v, &v.inclusion);
 	if (st == FL_OK) {
 		fail(&v, FL_BUNDLE_INCLUSION, v.inclusion.line_no,
-		     "a proof without an exported line (every line's proof came before it)");
+		     "a proof without an exported or boundary line (every line's proof came "
+		     "before it)");
 		st = FL_ERR_CORRUPT;
 	} else if (st == FL_ERR_NOT_FOUND) {
 		st = FL_OK;
 	}
 out:
+	for (int log = 0; log < 2; log++)
+		for (int side = BEFORE; side <= AFTER; side++)
+			if (v.has_boundary[log][side])
+				fl_bundle_line_finish(&v.boundary[log][side]);
 	reader_close(&v.inclusion);
 	fl_bundle_keys_destroy(v.keys);
 	if (st == FL_ERR_NOMEM && !ret_report->item[0])

@@ -2348,15 +2348,16 @@ static const char *view_entity_rest(const char *path, const char *prefix)
 
 /*
  * The read audit log, served as command-svc serves the event log:
- * /v1/audit/reads?from&to, /v1/audit/checkpoint, /v1/audit/proof/... (role
- * auditor) and /v1/audit/keys (no token: public keys are public).
+ * /v1/audit/reads?from&to, /v1/audit/log?from_seq&limit (lines by seq, as
+ * /v1/log), /v1/audit/checkpoint, /v1/audit/proof/... (role auditor) and
+ * /v1/audit/keys (no token: public keys are public).
  */
 static enum fl_http_disposition handle_audit_log(struct fl_query *q, struct fl_http_request *req,
 						 const char *path)
 {
-	static const char *const routes[] = {"/v1/audit/reads", "/v1/audit/checkpoint",
-					     "/v1/audit/keys", "/v1/audit/proof/inclusion",
-					     "/v1/audit/proof/consistency"};
+	static const char *const routes[] = {
+	    "/v1/audit/reads",		 "/v1/audit/checkpoint",	"/v1/audit/keys",
+	    "/v1/audit/proof/inclusion", "/v1/audit/proof/consistency", "/v1/audit/log"};
 	const char *route = NULL;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (strcmp(path, routes[i]) == 0)
@@ -2379,6 +2380,8 @@ static enum fl_http_disposition handle_audit_log(struct fl_query *q, struct fl_h
 		return FL_HTTP_DONE;
 	if (strcmp(route, "/v1/audit/reads") == 0)
 		return fl_logroutes_lines_by_time(q->audit_log, req);
+	if (strcmp(route, "/v1/audit/log") == 0)
+		return fl_logroutes_lines(q->audit_log, req);
 	if (strcmp(route, "/v1/audit/checkpoint") == 0)
 		return fl_logroutes_checkpoint(q->audit_log, req);
 	return fl_logroutes_proof(q->audit_log, req,

@@ -22,11 +22,23 @@
 
 #define EVENT_COMMITS 6 /* of 2 events each; the key changes after the third */
 #define READ_COMMITS 4	/* of 2 reads each */
-#define EVENTS_FROM 4	/* the first exported event seq */
-#define READS_FROM 3
+#define T0 INT64_C(1800000000000000)
+#define SEC INT64_C(1000000)
+/*
+ * Times: event seqs 1-6 at T0 + 0..5 s, the key event (seq 7) at T0 + 5.5 s,
+ * seqs 8-13 at T0 + 6..11 s; read seqs 1-8 at T0 + 0..7 s. The default range,
+ * [T0 + 3 s, T0 + 8.5 s], exports event seqs 4-10 between the boundary lines
+ * 3 and 11, and read seqs 4-8 after the boundary line 3 (the end of the log).
+ */
+#define RANGE_FROM (T0 + 3 * SEC)
+#define RANGE_TO (T0 + 8 * SEC + SEC / 2)
+#define EVENTS_FROM 4 /* the first exported event seq */
+#define EVENTS_TO 10
+#define READS_FROM 4
 
 static char tmpdir[256], bundle[300];
 static struct fl_signer *event_key, *event_key2, *read_key;
+static struct fl_log *event_log, *read_log;
 
 /* Every checkpoint line of each log, kept to replace one with an older one. */
 static struct fl_checkpoint event_cps[16], read_cps[16];
@@ -39,7 +51,7 @@ static void append_events(struct fl_log *log, int commit, bool reads)
 	struct fl_log_result results[2];
 	char tails[2][300], ts[FL_TIME_TEXT_LEN];
 	for (int i = 0; i < 2; i++) {
-		int64_t t = 1800000000000000 + (int64_t)(commit * 2 + i) * 1000000;
+		int64_t t = T0 + (int64_t)(commit * 2 + i) * SEC;
 		fl_time_format(t, ts);
 		int n =
 		    reads
@@ -62,9 +74,24 @@ static void append_events(struct fl_log *log, int commit, bool reads)
 	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
 }
 
-/* Writes one log's part of the bundle: lines from first_seq, checkpoints, proofs. */
-static void export_log(struct fl_log *log, enum fl_bundle_log which, uint64_t first_seq,
-		       FILE *lines, FILE *checkpoints, FILE *inclusion)
+static void write_line(struct fl_log_reader *reader, uint64_t seq, FILE *out)
+{
+	struct fl_log_entry entry;
+	char *line;
+	cr_assert_eq(fl_log_reader_get(reader, seq, &entry), FL_OK);
+	cr_assert_eq(fl_log_entry_line(&entry, &line, NULL), FL_OK);
+	fprintf(out, "%s\n", line);
+	free(line);
+}
+
+/*
+ * Writes one log's part of the bundle for the range [from_us, to_us] as
+ * `fledger audit export` does: the run of lines from the first to the last
+ * in range (the times grow with seq here), the boundary lines, the
+ * checkpoints and one proof per line, boundary lines included.
+ */
+static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t from_us, int64_t to_us,
+		       FILE *lines, FILE *boundaries, FILE *checkpoints, FILE *inclusion)
 {
 	struct fl_log_reader *reader;
 	struct fl_checkpoint first, last;
@@ -73,17 +100,27 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, uint64_t fi
 	char *line;
 
 	cr_assert_eq(fl_log_reader_begin(log, &reader), FL_OK);
-	uint64_t size = fl_log_reader_size(reader);
-	for (uint64_t seq = first_seq; seq <= size; seq++) {
+	uint64_t size = fl_log_reader_size(reader), run_first = size + 1, run_last = size;
+	for (uint64_t seq = size; seq >= 1; seq--) {
 		struct fl_log_entry entry;
 		cr_assert_eq(fl_log_reader_get(reader, seq, &entry), FL_OK);
-		cr_assert_eq(fl_log_entry_line(&entry, &line, NULL), FL_OK);
-		fprintf(lines, "%s\n", line);
-		free(line);
+		if (entry.time_us >= from_us)
+			run_first = seq;
+		if (entry.time_us > to_us)
+			run_last = seq - 1;
 	}
-	cr_assert_eq(fl_log_reader_checkpoint_covering(reader, first_seq, &first), FL_OK);
+	/* now run_first - 1 is the line before (0: none), run_last + 1 the one after */
+	for (uint64_t seq = run_first; seq <= run_last; seq++)
+		write_line(reader, seq, lines);
+	if (run_first > 1)
+		write_line(reader, run_first - 1, boundaries);
+	if (run_last < size)
+		write_line(reader, run_last + 1, boundaries);
+
 	cr_assert_eq(fl_log_reader_checkpoint(reader, 0, &last), FL_OK);
-	cr_assert_lt(first.tree_size, last.tree_size);
+	first = last;
+	if (run_first <= run_last)
+		cr_assert_eq(fl_log_reader_checkpoint_covering(reader, run_first, &first), FL_OK);
 	if (which == FL_BUNDLE_LOG_EVENTS)
 		first_event_cp = first;
 	else
@@ -91,15 +128,19 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, uint64_t fi
 	cr_assert_eq(fl_bundle_checkpoint_line(&first, NULL, 0, &line), FL_OK);
 	fprintf(checkpoints, "%s\n", line);
 	free(line);
-	cr_assert_eq(fl_log_reader_consistency_proof(reader, first.tree_size, last.tree_size,
-						     hashes, &count),
-		     FL_OK);
-	cr_assert_eq(
-	    fl_bundle_checkpoint_line(&last, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
-	    FL_OK);
-	fprintf(checkpoints, "%s\n", line);
-	free(line);
-	for (uint64_t seq = first_seq; seq <= size; seq++) {
+	if (first.tree_size != last.tree_size) {
+		cr_assert_eq(fl_log_reader_consistency_proof(reader, first.tree_size,
+							     last.tree_size, hashes, &count),
+			     FL_OK);
+		cr_assert_eq(fl_bundle_checkpoint_line(&last, (const uint8_t(*)[FL_HASH_LEN])hashes,
+						       count, &line),
+			     FL_OK);
+		fprintf(checkpoints, "%s\n", line);
+		free(line);
+	}
+	uint64_t proofs_from = run_first > 1 ? run_first - 1 : 1;
+	uint64_t proofs_to = run_last < size ? run_last + 1 : size;
+	for (uint64_t seq = proofs_from; seq <= proofs_to; seq++) {
 		cr_assert_eq(fl_log_reader_inclusion_proof(reader, seq, size, hashes, &count),
 			     FL_OK);
 		cr_assert_eq(fl_bundle_inclusion_line(which, seq, size,
@@ -112,6 +153,7 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, uint64_t fi
 	/* every checkpoint, for the "older checkpoint" tampering */
 	struct fl_checkpoint *all = which == FL_BUNDLE_LOG_EVENTS ? event_cps : read_cps;
 	size_t *n_all = which == FL_BUNDLE_LOG_EVENTS ? &n_event_cps : &n_read_cps;
+	*n_all = 0;
 	for (uint64_t s = 1; s <= size && *n_all < 16; s++)
 		if (fl_log_reader_checkpoint(reader, s, &all[*n_all]) == FL_OK)
 			(*n_all)++;
@@ -134,10 +176,39 @@ static void add_key(json_t *list, const struct fl_signer *key)
 					"ed25519", "public_key_pem", fl_signer_public_pem(key)));
 }
 
+/* (Re)writes the bundle's lines, boundaries, checkpoints, proofs and range. */
+static void build_bundle(int64_t from_us, int64_t to_us)
+{
+	FILE *event_lines = open_in(FL_BUNDLE_EVENTS, "w"),
+	     *read_lines = open_in(FL_BUNDLE_READS, "w");
+	FILE *event_boundaries = open_in(FL_BUNDLE_EVENT_BOUNDARIES, "w"),
+	     *read_boundaries = open_in(FL_BUNDLE_READ_BOUNDARIES, "w");
+	FILE *event_checkpoints = open_in(FL_BUNDLE_EVENT_CHECKPOINTS, "w");
+	FILE *read_checkpoints = open_in(FL_BUNDLE_READ_CHECKPOINTS, "w");
+	FILE *inclusion = open_in(FL_BUNDLE_INCLUSION, "w");
+	export_log(event_log, FL_BUNDLE_LOG_EVENTS, from_us, to_us, event_lines, event_boundaries,
+		   event_checkpoints, inclusion);
+	export_log(read_log, FL_BUNDLE_LOG_READS, from_us, to_us, read_lines, read_boundaries,
+		   read_checkpoints, inclusion);
+	fclose(event_lines);
+	fclose(read_lines);
+	fclose(event_boundaries);
+	fclose(read_boundaries);
+	fclose(event_checkpoints);
+	fclose(read_checkpoints);
+	fclose(inclusion);
+
+	char *text, path[400];
+	size_t len;
+	cr_assert_eq(fl_bundle_range_json(from_us, to_us, &text, &len), FL_OK);
+	snprintf(path, sizeof(path), "%s/%s", bundle, FL_BUNDLE_RANGE);
+	cr_assert_eq(fl_bundle_write_file(path, text, len, 0644), FL_OK);
+	free(text);
+}
+
 static void setup(void)
 {
 	char dir[400];
-	struct fl_log *events, *reads;
 	struct fl_log_result rotated;
 
 	snprintf(tmpdir, sizeof(tmpdir), "%s/fl-bundle-XXXXXX",
@@ -150,35 +221,20 @@ static void setup(void)
 	cr_assert_eq(fl_signer_generate(&read_key), FL_OK);
 
 	snprintf(dir, sizeof(dir), "%s/events", tmpdir);
-	cr_assert_eq(fl_log_open(dir, NULL, event_key, &events), FL_OK);
+	cr_assert_eq(fl_log_open(dir, NULL, event_key, &event_log), FL_OK);
 	struct fl_log_options read_options = {.checkpoint_prefix = FL_READ_CHECKPOINT_PREFIX};
 	snprintf(dir, sizeof(dir), "%s/reads", tmpdir);
-	cr_assert_eq(fl_log_open(dir, &read_options, read_key, &reads), FL_OK);
+	cr_assert_eq(fl_log_open(dir, &read_options, read_key, &read_log), FL_OK);
 	for (int c = 0; c < EVENT_COMMITS; c++) {
-		append_events(events, c, false);
+		append_events(event_log, c, false);
 		if (c == 2)
-			cr_assert_eq(
-			    fl_log_rotate_key(events, event_key2, 1800000000000000, &rotated),
-			    FL_OK);
+			cr_assert_eq(fl_log_rotate_key(event_log, event_key2,
+						       T0 + 5 * SEC + SEC / 2, &rotated),
+				     FL_OK);
 	}
 	for (int c = 0; c < READ_COMMITS; c++)
-		append_events(reads, c, true);
-
-	FILE *event_lines = open_in(FL_BUNDLE_EVENTS, "w"),
-	     *read_lines = open_in(FL_BUNDLE_READS, "w");
-	FILE *event_checkpoints = open_in(FL_BUNDLE_EVENT_CHECKPOINTS, "w");
-	FILE *read_checkpoints = open_in(FL_BUNDLE_READ_CHECKPOINTS, "w");
-	FILE *inclusion = open_in(FL_BUNDLE_INCLUSION, "w");
-	export_log(events, FL_BUNDLE_LOG_EVENTS, EVENTS_FROM, event_lines, event_checkpoints,
-		   inclusion);
-	export_log(reads, FL_BUNDLE_LOG_READS, READS_FROM, read_lines, read_checkpoints, inclusion);
-	fclose(event_lines);
-	fclose(read_lines);
-	fclose(event_checkpoints);
-	fclose(read_checkpoints);
-	fclose(inclusion);
-	fl_log_close(events);
-	fl_log_close(reads);
+		append_events(read_log, c, true);
+	build_bundle(RANGE_FROM, RANGE_TO);
 
 	/* keys.json as export writes it: the union of both services' lists */
 	json_t *command_keys = json_array(), *query_keys = json_array();
@@ -215,6 +271,9 @@ static void teardown(void)
 	fl_signer_destroy(event_key2);
 	fl_signer_destroy(read_key);
 	n_event_cps = n_read_cps = 0;
+	fl_log_close(event_log);
+	fl_log_close(read_log);
+	event_log = read_log = NULL;
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	cr_assert_eq(system(cmd), 0);
 }
@@ -290,8 +349,12 @@ static void assert_accepted(void)
 	cr_assert_eq(st, FL_OK, "verify failed: %s: %s", report.item, report.reason);
 }
 
-static const char *const ndjson_files[] = {FL_BUNDLE_EVENTS, FL_BUNDLE_READS,
-					   FL_BUNDLE_EVENT_CHECKPOINTS, FL_BUNDLE_READ_CHECKPOINTS,
+static const char *const ndjson_files[] = {FL_BUNDLE_EVENTS,
+					   FL_BUNDLE_READS,
+					   FL_BUNDLE_EVENT_CHECKPOINTS,
+					   FL_BUNDLE_READ_CHECKPOINTS,
+					   FL_BUNDLE_EVENT_BOUNDARIES,
+					   FL_BUNDLE_READ_BOUNDARIES,
 					   FL_BUNDLE_INCLUSION};
 #define N_NDJSON (sizeof(ndjson_files) / sizeof(ndjson_files[0]))
 
@@ -302,30 +365,40 @@ Test(bundle, a_genuine_bundle_verifies)
 	struct fl_bundle_report report;
 	enum fl_status st = fl_bundle_verify(bundle, NULL, NULL, &report);
 	cr_assert_eq(st, FL_OK, "%s: %s", report.item, report.reason);
-	/* 12 feature events and one key event; lines from seq 4 */
-	cr_assert_eq(report.event_lines, 2 * EVENT_COMMITS + 1 - (EVENTS_FROM - 1));
+	/* 12 feature events and one key event; lines 4-10 between 3 and 11 */
+	cr_assert_eq(report.event_lines, EVENTS_TO - EVENTS_FROM + 1);
+	cr_assert_eq(report.event_before, EVENTS_FROM - 1);
+	cr_assert_eq(report.event_after, EVENTS_TO + 1);
+	/* reads 4-8 after 3, up to the end of the log */
 	cr_assert_eq(report.read_lines, 2 * READ_COMMITS - (READS_FROM - 1));
+	cr_assert_eq(report.read_before, READS_FROM - 1);
+	cr_assert_eq(report.read_after, 0);
 	cr_assert_eq(report.event_tree_size, 2 * EVENT_COMMITS + 1);
 	cr_assert_eq(report.read_tree_size, 2 * READ_COMMITS);
 	cr_assert_eq(report.event_checkpoints, 2);
 	cr_assert_eq(report.read_checkpoints, 2);
-	cr_assert_eq(report.inclusion_proofs, report.event_lines + report.read_lines);
+	cr_assert_eq(report.inclusion_proofs, report.event_lines + 2 + report.read_lines + 1);
 	cr_assert_eq(report.keys, 3);
+	cr_assert_str_eq(report.from, "2027-01-15T08:00:03.000000Z");
+	cr_assert_str_eq(report.to, "2027-01-15T08:00:08.500000Z");
 	cr_assert_str_empty(report.item);
 
-	/* the README tells how to check by hand */
+	/* the README tells how to check by hand, completeness included */
 	struct file readme = load(FL_BUNDLE_README);
 	cr_assert_not_null(strstr(readme.text, "openssl pkeyutl -verify -pubin"));
 	cr_assert_not_null(strstr(readme.text, "fledger-read-checkpoint-v1"));
 	cr_assert_not_null(strstr(readme.text, "sha256sum"));
+	cr_assert_not_null(strstr(readme.text, FL_BUNDLE_EVENT_BOUNDARIES));
+	cr_assert_not_null(strstr(readme.text, FL_BUNDLE_RANGE));
 	free(readme.text);
 }
 
 Test(bundle, any_changed_byte_is_found)
 {
 	static const char *const files[] = {
-	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,     FL_BUNDLE_EVENT_CHECKPOINTS,
-	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION, FL_BUNDLE_KEYS};
+	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,	  FL_BUNDLE_EVENT_CHECKPOINTS,
+	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION,	  FL_BUNDLE_KEYS,
+	    FL_BUNDLE_EVENT_BOUNDARIES, FL_BUNDLE_READ_BOUNDARIES};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		struct file f = load(files[i]);
 		/* a spread of positions, the first and the last byte included */
@@ -350,7 +423,7 @@ Test(bundle, a_deleted_line_is_found)
 	for (size_t i = 0; i < N_NDJSON; i++) {
 		struct file f = load(ndjson_files[i]);
 		size_t starts[256], n = line_starts(&f, starts, 256);
-		cr_assert_gt(n, 1);
+		cr_assert_geq(n, 1);
 		for (size_t line = 0; line < n; line++) {
 			char what[160];
 			snprintf(what, sizeof(what), "%s without line %zu", ndjson_files[i],
@@ -381,8 +454,10 @@ Test(bundle, swapped_lines_are_found)
 			assert_rejected(NULL, what);
 		}
 		/* the first and the last */
-		store_edited(ndjson_files[i], &f, 0, n - 1);
-		assert_rejected(NULL, "first and last lines swapped");
+		if (n > 1) {
+			store_edited(ndjson_files[i], &f, 0, n - 1);
+			assert_rejected(NULL, "first and last lines swapped");
+		}
 		store(ndjson_files[i], f.text, f.len);
 		free(f.text);
 	}
@@ -416,27 +491,17 @@ static void replace_checkpoint(enum fl_bundle_log which, const struct fl_checkpo
 	size_t count = 0;
 	struct file f = load(name);
 	size_t starts[16], n = line_starts(&f, starts, 16);
-	char *line, what[200], dir[400];
+	char *line, what[200];
 
 	if (index == 1 && older->tree_size > first->tree_size) {
-		struct fl_log *log;
 		struct fl_log_reader *reader;
-		snprintf(dir, sizeof(dir), "%s/%s", tmpdir,
-			 which == FL_BUNDLE_LOG_EVENTS ? "events" : "reads");
-		/* opened with its current key: a read-only open (NULL signer) reads
-		 * an empty tree (eventlog/log.c open_dbis aborts the read-only
-		 * transaction that opened the databases, which closes them) */
-		struct fl_log_options options = {.checkpoint_prefix = fl_bundle_log_prefix(which)};
-		cr_assert_eq(fl_log_open(dir, &options,
-					 which == FL_BUNDLE_LOG_EVENTS ? event_key2 : read_key,
-					 &log),
+		cr_assert_eq(fl_log_reader_begin(
+				 which == FL_BUNDLE_LOG_EVENTS ? event_log : read_log, &reader),
 			     FL_OK);
-		cr_assert_eq(fl_log_reader_begin(log, &reader), FL_OK);
 		cr_assert_eq(fl_log_reader_consistency_proof(reader, first->tree_size,
 							     older->tree_size, hashes, &count),
 			     FL_OK);
 		fl_log_reader_end(reader);
-		fl_log_close(log);
 	}
 	cr_assert_eq(
 	    fl_bundle_checkpoint_line(older, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
@@ -465,12 +530,12 @@ Test(bundle, an_older_checkpoint_is_found)
 		replace_checkpoint(FL_BUNDLE_LOG_EVENTS, &event_cps[i], 1,
 				   event_cps[i].tree_size < first_event_cp.tree_size
 				       ? FL_BUNDLE_EVENT_CHECKPOINTS ":2"
-				       : FL_BUNDLE_INCLUSION ":1");
+				       : NULL);
 	for (size_t i = 0; i + 1 < n_read_cps; i++)
 		replace_checkpoint(FL_BUNDLE_LOG_READS, &read_cps[i], 1,
 				   read_cps[i].tree_size < first_read_cp.tree_size
 				       ? FL_BUNDLE_READ_CHECKPOINTS ":2"
-				       : FL_BUNDLE_INCLUSION);
+				       : NULL);
 	/* The first replaced by one older than it (it no longer covers line 1). */
 	replace_checkpoint(FL_BUNDLE_LOG_EVENTS, &event_cps[0], 0,
 			   FL_BUNDLE_EVENT_CHECKPOINTS ":2");
@@ -481,7 +546,7 @@ Test(bundle, an_older_checkpoint_is_found)
 	char *line;
 	cr_assert_eq(fl_bundle_checkpoint_line(&event_cps[n_event_cps - 2], NULL, 0, &line), FL_OK);
 	store(FL_BUNDLE_EVENT_CHECKPOINTS, line, strlen(line));
-	assert_rejected(FL_BUNDLE_INCLUSION ":1", "a single older event checkpoint");
+	assert_rejected(NULL, "a single older event checkpoint");
 	free(line);
 }
 
@@ -513,9 +578,15 @@ Test(bundle, read_lines_are_not_event_lines)
 
 Test(bundle, missing_files_and_extra_proofs_are_found)
 {
-	static const char *const files[] = {
-	    FL_BUNDLE_EVENTS,		FL_BUNDLE_READS,     FL_BUNDLE_EVENT_CHECKPOINTS,
-	    FL_BUNDLE_READ_CHECKPOINTS, FL_BUNDLE_INCLUSION, FL_BUNDLE_KEYS};
+	static const char *const files[] = {FL_BUNDLE_EVENTS,
+					    FL_BUNDLE_READS,
+					    FL_BUNDLE_EVENT_CHECKPOINTS,
+					    FL_BUNDLE_READ_CHECKPOINTS,
+					    FL_BUNDLE_INCLUSION,
+					    FL_BUNDLE_KEYS,
+					    FL_BUNDLE_RANGE,
+					    FL_BUNDLE_EVENT_BOUNDARIES,
+					    FL_BUNDLE_READ_BOUNDARIES};
 	char path[400], moved[420];
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", bundle, files[i]);
@@ -570,4 +641,228 @@ Test(bundle, key_ids_must_match_their_keys)
 	cr_assert_eq(fl_bundle_keys_parse(doc, why, sizeof(why), &keys), FL_ERR_INVALID);
 	cr_assert_not_null(strstr(why, "id"), "%s", why);
 	json_decref(doc);
+}
+
+/* ---- completeness ------------------------------------------------------------ */
+
+/* Ranges at the start, in the middle and at the end of the logs, and empty ones. */
+static const struct {
+	const char *name;
+	int64_t from, to;
+	/* expected: event lines, before, after; read lines, before, after (0: none) */
+	uint64_t events, event_before, event_after, reads, read_before, read_after;
+} ranges[] = {
+    {"the default range", RANGE_FROM, RANGE_TO, 7, 3, 11, 5, 3, 0},
+    {"the start of the logs", T0 - 10 * SEC, T0 + 2 * SEC + SEC / 2, 3, 0, 4, 3, 0, 4},
+    {"the end of the event log", T0 + 9 * SEC + SEC / 2, T0 + 100 * SEC, 2, 11, 0, 0, 8, 0},
+    {"both logs whole", T0 - 10 * SEC, T0 + 100 * SEC, 13, 0, 0, 8, 0, 0},
+    {"an empty range between two lines", T0 + 2 * SEC + SEC / 5, T0 + 2 * SEC + SEC / 2, 0, 3, 4, 0,
+     3, 4},
+    {"an empty range before the logs", T0 - 10 * SEC, T0 - SEC, 0, 0, 1, 0, 0, 1},
+    {"an empty range after the logs", T0 + 50 * SEC, T0 + 100 * SEC, 0, 13, 0, 0, 8, 0},
+};
+#define N_RANGES (sizeof(ranges) / sizeof(ranges[0]))
+
+/* The seq of an NDJSON log line ({"seq":N,...}). */
+static uint64_t seq_of(const char *line)
+{
+	uint64_t seq = 0;
+	cr_assert_eq(sscanf(line, "{\"seq\":%" SCNu64 ",", &seq), 1, "%.40s", line);
+	return seq;
+}
+
+/* The index of the line of inclusion.ndjson that proves seq of log, or SIZE_MAX. */
+static size_t proof_index(const struct file *inclusion, enum fl_bundle_log log, uint64_t seq)
+{
+	char head[96];
+	size_t starts[256], n = line_starts(inclusion, starts, 256);
+	int len = snprintf(head, sizeof(head), "{\"log\":\"%s\",\"seq\":%" PRIu64 ",",
+			   fl_bundle_log_name(log), seq);
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(inclusion->text + starts[i], head, (size_t)len) == 0)
+			return i;
+	return SIZE_MAX;
+}
+
+Test(bundle, complete_bundles_verify)
+{
+	for (size_t i = 0; i < N_RANGES; i++) {
+		struct fl_bundle_report report;
+		build_bundle(ranges[i].from, ranges[i].to);
+		enum fl_status st = fl_bundle_verify(bundle, NULL, NULL, &report);
+		cr_assert_eq(st, FL_OK, "%s: %s: %s", ranges[i].name, report.item, report.reason);
+		cr_assert_eq(report.event_lines, ranges[i].events, "%s", ranges[i].name);
+		cr_assert_eq(report.event_before, ranges[i].event_before, "%s", ranges[i].name);
+		cr_assert_eq(report.event_after, ranges[i].event_after, "%s", ranges[i].name);
+		cr_assert_eq(report.read_lines, ranges[i].reads, "%s", ranges[i].name);
+		cr_assert_eq(report.read_before, ranges[i].read_before, "%s", ranges[i].name);
+		cr_assert_eq(report.read_after, ranges[i].read_after, "%s", ranges[i].name);
+		cr_assert_eq(report.inclusion_proofs,
+			     report.event_lines + report.read_lines + !!report.event_before +
+				 !!report.event_after + !!report.read_before + !!report.read_after,
+			     "%s", ranges[i].name);
+	}
+}
+
+/*
+ * Every single line of either log, in the range or a boundary line, at the
+ * start, in the middle and at the end, for every range: removed alone or
+ * together with its inclusion proof, the bundle must not verify.
+ */
+Test(bundle, every_hidden_line_is_found)
+{
+	static const struct {
+		enum fl_bundle_log log;
+		const char *file;
+	} files[] = {{FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS},
+		     {FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENT_BOUNDARIES},
+		     {FL_BUNDLE_LOG_READS, FL_BUNDLE_READS},
+		     {FL_BUNDLE_LOG_READS, FL_BUNDLE_READ_BOUNDARIES}};
+	size_t removals = 0;
+	for (size_t r = 0; r < N_RANGES; r++) {
+		build_bundle(ranges[r].from, ranges[r].to);
+		struct file inclusion = load(FL_BUNDLE_INCLUSION);
+		for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+			struct file lines = load(files[f].file);
+			size_t starts[256], n = line_starts(&lines, starts, 256);
+			for (size_t i = 0; i < n; i++) {
+				uint64_t seq = seq_of(lines.text + starts[i]);
+				size_t proof = proof_index(&inclusion, files[f].log, seq);
+				char what[200];
+				cr_assert_neq(proof, SIZE_MAX, "no proof of seq %" PRIu64, seq);
+
+				store_edited(files[f].file, &lines, i, SIZE_MAX);
+				snprintf(what, sizeof(what),
+					 "%s: %s line %zu (seq %" PRIu64 ") removed",
+					 ranges[r].name, files[f].file, i + 1, seq);
+				assert_rejected(NULL, what);
+
+				store_edited(FL_BUNDLE_INCLUSION, &inclusion, proof, SIZE_MAX);
+				snprintf(what, sizeof(what),
+					 "%s: %s line %zu (seq %" PRIu64 ") removed with its proof",
+					 ranges[r].name, files[f].file, i + 1, seq);
+				assert_rejected(NULL, what);
+				store(FL_BUNDLE_INCLUSION, inclusion.text, inclusion.len);
+				removals++;
+			}
+			store(files[f].file, lines.text, lines.len);
+			free(lines.text);
+		}
+		free(inclusion.text);
+		assert_accepted();
+	}
+	cr_assert_gt(removals, 50);
+}
+
+/* Removes the line of file with seq, and its proof. */
+static void hide(enum fl_bundle_log log, const char *file, uint64_t seq)
+{
+	struct file lines = load(file), inclusion = load(FL_BUNDLE_INCLUSION);
+	size_t starts[256], n = line_starts(&lines, starts, 256), index = SIZE_MAX;
+	for (size_t i = 0; i < n; i++)
+		if (seq_of(lines.text + starts[i]) == seq)
+			index = i;
+	cr_assert_neq(index, SIZE_MAX, "%s has no seq %" PRIu64, file, seq);
+	store_edited(file, &lines, index, SIZE_MAX);
+	store_edited(FL_BUNDLE_INCLUSION, &inclusion, proof_index(&inclusion, log, seq), SIZE_MAX);
+	free(lines.text);
+	free(inclusion.text);
+}
+
+static void assert_reason(const char *item, const char *reason, const char *what)
+{
+	struct fl_bundle_report report;
+	cr_assert_eq(fl_bundle_verify(bundle, NULL, NULL, &report), FL_ERR_CORRUPT,
+		     "%s: verify passed", what);
+	cr_assert_str_eq(report.item, item, "%s: %s: %s", what, report.item, report.reason);
+	cr_assert_not_null(strstr(report.reason, reason), "%s: %s: %s", what, report.item,
+			   report.reason);
+}
+
+Test(bundle, hidden_lines_are_named)
+{
+	/* a line in the middle */
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS, 7);
+	assert_reason(FL_BUNDLE_EVENTS ":4", "seq 7 is missing between 6 and 8", "events seq 7");
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_READS, FL_BUNDLE_READS, 6);
+	assert_reason(FL_BUNDLE_READS ":3", "seq 6 is missing between 5 and 7", "reads seq 6");
+	/* the first line of the range: the line before it is there */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS, EVENTS_FROM);
+	assert_reason(FL_BUNDLE_EVENTS ":1", "seq 4 is missing between 3 and 5", "the first line");
+	/* the last line of the range: the line after it is there */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS, EVENTS_TO);
+	assert_reason(FL_BUNDLE_EVENTS, "seq 10 is missing between 9 and 11", "the last line");
+	/* the last line and the line after it: the log goes on */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS, EVENTS_TO);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENT_BOUNDARIES, EVENTS_TO + 1);
+	assert_reason(FL_BUNDLE_EVENTS,
+		      "the line after the range is missing: last exported seq 9 < tree size 13",
+		      "the last line and the line after");
+	/* the line at the end of the read log */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_READS, FL_BUNDLE_READS, 8);
+	assert_reason(FL_BUNDLE_READS,
+		      "the line after the range is missing: last exported seq 7 < tree size 8",
+		      "the end of the read log");
+	/* the first line and the line before it */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENTS, EVENTS_FROM);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENT_BOUNDARIES, EVENTS_FROM - 1);
+	assert_reason(FL_BUNDLE_EVENTS ":1", "the line before the range is missing",
+		      "the first line and the line before");
+	/* seq 1 at the start of the log */
+	build_bundle(T0 - 10 * SEC, T0 + 2 * SEC + SEC / 2);
+	hide(FL_BUNDLE_LOG_READS, FL_BUNDLE_READS, 1);
+	assert_reason(FL_BUNDLE_READS ":1", "the first exported line is seq 2", "read seq 1");
+	/* an empty range: either boundary line */
+	build_bundle(T0 + 2 * SEC + SEC / 5, T0 + 2 * SEC + SEC / 2);
+	hide(FL_BUNDLE_LOG_EVENTS, FL_BUNDLE_EVENT_BOUNDARIES, 4);
+	assert_reason(FL_BUNDLE_EVENTS, "last exported seq 3 < tree size 13",
+		      "the line after an empty range");
+	build_bundle(T0 + 2 * SEC + SEC / 5, T0 + 2 * SEC + SEC / 2);
+	hide(FL_BUNDLE_LOG_READS, FL_BUNDLE_READ_BOUNDARIES, 3);
+	assert_reason(FL_BUNDLE_READS, "seqs 1 to 3 are missing before seq 4",
+		      "the line before an empty range");
+}
+
+Test(bundle, boundary_lines_must_lie_outside_the_range)
+{
+	/* the range widened so that the line before (seq 3, T0 + 2 s) lies in it */
+	char *text, path[400];
+	size_t len;
+	cr_assert_eq(fl_bundle_range_json(T0 + 2 * SEC, RANGE_TO, &text, &len), FL_OK);
+	snprintf(path, sizeof(path), "%s/%s", bundle, FL_BUNDLE_RANGE);
+	cr_assert_eq(fl_bundle_write_file(path, text, len, 0644), FL_OK);
+	free(text);
+	assert_reason(FL_BUNDLE_EVENT_BOUNDARIES ":1", "lies in the range", "a wider range");
+
+	/* a line of the range given as the line after it (its proof in place) */
+	build_bundle(RANGE_FROM, RANGE_TO);
+	struct file bounds = load(FL_BUNDLE_EVENT_BOUNDARIES), lines = load(FL_BUNDLE_EVENTS);
+	size_t starts[16], n = line_starts(&lines, starts, 16), b_starts[4];
+	cr_assert_eq(line_starts(&bounds, b_starts, 4), 2);
+	cr_assert_eq(seq_of(lines.text + starts[n - 1]), EVENTS_TO);
+	FILE *out = open_in(FL_BUNDLE_EVENT_BOUNDARIES, "w");
+	fwrite(bounds.text, 1, b_starts[1], out);
+	fwrite(lines.text + starts[n - 1], 1, lines.len - starts[n - 1], out);
+	fclose(out);
+	store(FL_BUNDLE_EVENTS, lines.text, starts[n - 1]);
+	assert_reason(FL_BUNDLE_EVENT_BOUNDARIES ":2", "seq 10: its ingest_ts lies in the range",
+		      "the last line as the line after");
+	free(lines.text);
+	free(bounds.text);
+
+	/* range.json must hold exactly from and to, in the fixed time form */
+	static const char *const bad[] = {
+	    "{\"from\":\"2027-01-15T08:00:03Z\",\"to\":\"2027-01-15T08:00:08.500000Z\"}",
+	    "{\"from\":\"2027-01-15T08:00:09.000000Z\",\"to\":\"2027-01-15T08:00:08.500000Z\"}",
+	    "{\"from\":\"2027-01-15T08:00:03.000000Z\"}", "[]", "{"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		store(FL_BUNDLE_RANGE, bad[i], strlen(bad[i]));
+		assert_rejected(FL_BUNDLE_RANGE, bad[i]);
+	}
 }

@@ -8,6 +8,9 @@ Integration tests of the fledger CLI against real services (CONTRACT §4, §7,
 - `fledger audit export` and `fledger audit verify`; the read records in the
   bundle against the exact answers received; the bundle's README commands
   run with bash, openssl, base64 and sha256sum only; a tampered copy fails;
+- completeness: ranges at the start, in the middle and at the end of the
+  logs, and empty ones; every single line removed, with or without its
+  proof, fails `fledger audit verify` and the README's by-hand check;
 - `fledger keys rotate` and a bundle spanning two keys;
 - `fledger log verify` with a state file, and a rolled-back (rewritten) log
   that it must refuse.
@@ -320,9 +323,20 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(json.loads(base64.b64decode(events[0]["body"]))["kind"], "view")
         self.assertTrue(set(self.written_seqs) <= set(seqs))
 
+        # the range starts before the logs and ends now: no boundary line,
+        # and each log's lines run from seq 1 to the last checkpoint
+        reads = parse_ndjson((out / "reads.ndjson").read_bytes())
+        self.assertEqual((out / "event-boundaries.ndjson").read_bytes(), b"")
+        self.assertEqual((out / "read-boundaries.ndjson").read_bytes(), b"")
+        self.assertEqual(reads[0]["seq"], 1)
+        self.assertEqual([r["seq"] for r in reads], list(range(1, len(reads) + 1)))
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        self.assertIn("line before the range none (the log starts there)", stdout)
+        self.assertEqual(json.loads((out / "range.json").read_text())["from"],
+                         self.start_time)
+
         # inclusion: one per line, against the last checkpoint of each log
         inclusion = parse_ndjson((out / "inclusion.ndjson").read_bytes())
-        reads = parse_ndjson((out / "reads.ndjson").read_bytes())
         self.assertEqual(len(inclusion), len(events) + len(reads))
         last_event_cp = parse_ndjson((out / "event-checkpoints.ndjson").read_bytes())[-1]
         self.assertEqual({p["tree_size"] for p in inclusion if p["log"] == "events"},
@@ -381,6 +395,10 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(out.count("Signature Verified Successfully"), 2, out + err)
         self.assertIn("OK seq 3 is in the tree of size", out)
         self.assertIn("fledger-checkpoint-v1\n", out)
+        # step 5, completeness: both logs from seq 1, no boundary line
+        self.assertRegex(out, r"OK events: seqs 1 to \d+, none missing \(before the range: "
+                              r"none, after it: none\)")
+        self.assertRegex(out, r"OK reads: seqs 1 to \d+, none missing")
 
         # a read line (the 2nd) and the read-audit checkpoint, with its own prefix
         read_script = script
@@ -466,12 +484,167 @@ class AuditCliTest(unittest.TestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertIn("no event-log line and no read record lies in", err)
         self.assertNotIn("OK", out)
+        # the empty range after the logs: proven by each log's last line
+        empty = self.bundle("empty")
+        for log, lines_name, bounds_name, cps_name in (
+                ("events", "events.ndjson", "event-boundaries.ndjson", "event-checkpoints.ndjson"),
+                ("reads", "reads.ndjson", "read-boundaries.ndjson", "read-checkpoints.ndjson")):
+            self.assertEqual((empty / lines_name).read_bytes(), b"", log)
+            bounds = parse_ndjson((empty / bounds_name).read_bytes())
+            size = parse_ndjson((empty / cps_name).read_bytes())[-1]["tree_size"]
+            self.assertEqual([b["seq"] for b in bounds], [size], log)
+        rc, out, err = run_bash(readme_script(empty), empty)
+        self.assertRegex(out, r"OK events: seqs (\d+) to \1, none missing \(before the range: "
+                              r"\1, after it: none\)", out + err)
+        self.assertRegex(out, r"OK reads: seqs (\d+) to \1, none missing", out + err)
         # a range with lines: no warning, and --require-lines passes
         rc, out, err = self.cli.run("audit", "export", "--from", self.start_time,
                                     "--out", self.bundle("full-required"), "--require-lines",
                                     who="aud")
         self.assertEqual(rc, 0, out + err)
         self.assertNotIn("warning", err)
+
+    def verify_fails(self, bundle, what):
+        rc, out, err = self.cli.run("audit", "verify", bundle)
+        self.assertEqual(rc, 1, f"{what}: verify passed:\n{out}{err}")
+        self.assertIn("FAILED: ", err, what)
+        return err
+
+    def test_9_completeness(self):
+        """A range in the middle of both logs: boundary lines; no line can be hidden."""
+        ranker = self.query.http(self.env.tokens["ranker"])
+
+        def activity(tag, n):
+            for i in range(n):  # one request each: times and seqs in step
+                rc, _, err = self.cli.run(
+                    "write", who="clicks-pipeline",
+                    stdin=json.dumps({"view": "user_activity", "entity_id": f"c-{tag}",
+                                      "features": {"dwell_ms": float(i)}}))
+                self.assertEqual(rc, 0, err)
+                r = ranker.get("/v1/features/user_activity/u1?features=dwell_ms")
+                self.assertEqual(r.status, 200, r)
+
+        activity("before", 2)
+        time.sleep(0.3)
+        gap = iso_now()
+        time.sleep(0.3)
+        start = iso_now()
+        activity("in", 4)
+        end = iso_now()
+        time.sleep(0.3)
+        activity("after", 2)
+
+        middle = self.bundle("middle")
+        rc, out, err = self.cli.run("audit", "export", "--from", start, "--to", end,
+                                    "--out", middle, who="aud")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("exported 4 event lines and 4 read lines", out)
+        # the read log by seq, for the lines around a range: role auditor
+        r = self.query.http(self.env.tokens["aud"]).get("/v1/audit/log?from_seq=2&limit=2")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([l["seq"] for l in parse_ndjson(r.body)], [2, 3])
+        self.assertEqual(ranker.get("/v1/audit/log").status, 403)
+        self.assertEqual(self.query.http().get("/v1/audit/log").status, 401)
+        for bad in ("limit=0", "limit=10001", "from_seq=0", "from_seq=x"):
+            r = self.query.http(self.env.tokens["aud"]).get(f"/v1/audit/log?{bad}")
+            self.assertEqual(r.status, 400, bad)
+
+        names = {"events": ("events.ndjson", "event-boundaries.ndjson"),
+                 "reads": ("reads.ndjson", "read-boundaries.ndjson")}
+        for log, (lines_name, bounds_name) in names.items():
+            seqs = [l["seq"] for l in parse_ndjson((middle / lines_name).read_bytes())]
+            bounds = [l["seq"] for l in parse_ndjson((middle / bounds_name).read_bytes())]
+            self.assertEqual(seqs, list(range(seqs[0], seqs[0] + 4)), log)
+            self.assertEqual(bounds, [seqs[0] - 1, seqs[-1] + 1], log)
+        inclusion = parse_ndjson((middle / "inclusion.ndjson").read_bytes())
+        self.assertEqual(len(inclusion), 12)
+        rc, out, err = self.cli.run("audit", "verify", middle)
+        self.assertEqual(rc, 0, out + err)
+        self.assertRegex(out, r"events\.ndjson +4 lines, complete: line before the range seq "
+                              r"\d+, after it seq \d+")
+
+        # every single line, in the range or a boundary line, removed alone
+        # or together with its proof
+        cases = 0
+        for log, files in names.items():
+            for name in files:
+                lines = (middle / name).read_text().splitlines(True)
+                for i, line in enumerate(lines):
+                    seq = json.loads(line)["seq"]
+                    for with_proof in (False, True):
+                        copy = self.bundle(f"hidden-{name}-{i}-{with_proof}")
+                        shutil.copytree(middle, copy)
+                        (copy / name).write_text("".join(lines[:i] + lines[i + 1:]))
+                        if with_proof:
+                            proofs = (copy / "inclusion.ndjson").read_text().splitlines(True)
+                            kept = [p for p in proofs
+                                    if not p.startswith(f'{{"log":"{log}","seq":{seq},')]
+                            self.assertEqual(len(kept), len(proofs) - 1)
+                            (copy / "inclusion.ndjson").write_text("".join(kept))
+                        err = self.verify_fails(copy, f"{name} seq {seq} removed, proof "
+                                                      f"removed: {with_proof}")
+                        if with_proof and name in ("events.ndjson", "reads.ndjson"):
+                            self.assertIn(f"seq {seq} is missing between {seq - 1} and "
+                                          f"{seq + 1}", err)
+                        cases += 1
+        self.assertEqual(cases, 2 * (4 + 2 + 4 + 2))
+
+        # the last event line and the line after it, both with their proofs
+        copy = self.bundle("hidden-end")
+        shutil.copytree(middle, copy)
+        last = json.loads((copy / "events.ndjson").read_text().splitlines()[-1])["seq"]
+        size = parse_ndjson((copy / "event-checkpoints.ndjson").read_bytes())[-1]["tree_size"]
+        for name in ("events.ndjson", "event-boundaries.ndjson"):
+            lines = (copy / name).read_text().splitlines(True)
+            (copy / name).write_text("".join(lines[:-1]))
+        proofs = (copy / "inclusion.ndjson").read_text().splitlines(True)
+        (copy / "inclusion.ndjson").write_text("".join(
+            p for p in proofs if not re.match(rf'{{"log":"events","seq":({last}|{last + 1}),', p)))
+        err = self.verify_fails(copy, "the last line and the line after it")
+        self.assertIn(f"the line after the range is missing: last exported seq {last - 1} < "
+                      f"tree size {size}", err)
+
+        # by hand (README): steps 1-3 on the line after the range, step 5 on
+        # the bundle and on a copy without a line of the range and its proof
+        script = readme_script(middle)
+        after = json.loads((middle / "event-boundaries.ndjson").read_text().splitlines()[1])
+        rc, out, err = run_bash("set -e\n" + script.replace("sed -n 1p events.ndjson",
+                                                            "sed -n 2p event-boundaries.ndjson"),
+                                middle)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn(f"OK seq {after['seq']} is in the tree of size", out)
+        self.assertRegex(out, r"OK events: seqs \d+ to \d+, none missing \(before the range: "
+                              r"\d+, after it: \d+\)")
+        self.assertRegex(out, r"OK reads: seqs \d+ to \d+, none missing")
+        for name, log in (("events.ndjson", "events"), ("reads.ndjson", "reads")):
+            copy = self.bundle(f"by-hand-hidden-{log}")
+            shutil.copytree(middle, copy)
+            lines = (copy / name).read_text().splitlines(True)
+            (copy / name).write_text("".join(lines[:1] + lines[2:]))
+            rc, out, err = run_bash(script, copy)
+            self.assertIn(f"BAD {log}: a seq between", out, out + err)
+            self.assertNotIn(f"OK {log}:", out)
+
+        # an empty range in the quiet gap: the two lines around it prove it
+        empty = self.bundle("empty-gap")
+        rc, out, err = self.cli.run("audit", "export", "--from", gap, "--to", gap,
+                                    "--out", empty, who="aud")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("exported 0 event lines and 0 read lines", out)
+        for log, (lines_name, bounds_name) in names.items():
+            self.assertEqual((empty / lines_name).read_bytes(), b"", log)
+            bounds = [l["seq"] for l in parse_ndjson((empty / bounds_name).read_bytes())]
+            self.assertEqual(len(bounds), 2, log)
+            self.assertEqual(bounds[1], bounds[0] + 1, log)
+            lines = (empty / bounds_name).read_text().splitlines(True)
+            for i in range(2):
+                copy = self.bundle(f"empty-gap-{log}-{i}")
+                shutil.copytree(empty, copy)
+                (copy / bounds_name).write_text("".join(lines[:i] + lines[i + 1:]))
+                self.verify_fails(copy, f"{bounds_name} line {i + 1} removed")
+        rc, out, err = run_bash(readme_script(empty), empty)
+        self.assertRegex(out, r"OK events: seqs (\d+) to \d+, none missing \(before the range: "
+                              r"\1, after it: \d+\)", out + err)
 
 
 class LogVerifyTest(unittest.TestCase):

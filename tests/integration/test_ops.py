@@ -323,6 +323,9 @@ class OpsTest(unittest.TestCase):
         cls.call(q, "GET", "/v1/audit/reads?from=2000-01-01T00:00:00Z", "/v1/audit/reads", "aud")
         cls.call(q, "GET", "/v1/audit/reads?from=x", "/v1/audit/reads", "aud")
         cls.call(q, "GET", "/v1/audit/reads", "/v1/audit/reads", "ranker")
+        cls.call(q, "GET", "/v1/audit/log?from_seq=1&limit=2", "/v1/audit/log", "aud")
+        cls.call(q, "GET", "/v1/audit/log?limit=0", "/v1/audit/log", "aud")
+        cls.call(q, "GET", "/v1/audit/log", "/v1/audit/log", "ranker")
         poll(lambda: q.http().get("/v1/audit/checkpoint", token=cls.tokens["aud"]).status == 200)
         cls.call(q, "GET", "/v1/audit/checkpoint", "/v1/audit/checkpoint", "aud")
         cls.call(q, "GET", "/v1/audit/checkpoint?tree_size=999999", "/v1/audit/checkpoint",
