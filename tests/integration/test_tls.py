@@ -468,4 +468,4 @@ class TestQueryMutualTls(TlsTestBase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()
