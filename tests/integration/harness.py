@@ -1244,6 +1244,7 @@ def main():
     """unittest.main, except that a run with skipped tests exits 77, which
     meson reports as SKIP (and scripts/test.sh as a failure): a check that
     did not run has not passed."""
+    import unittest
     prog = unittest.main(module="__main__", exit=False)
     result = prog.result
     if not result.wasSuccessful():
