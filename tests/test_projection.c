@@ -1309,3 +1309,74 @@ Test(projection, digest_tells_states_of_equal_applied_seq_apart)
 	cr_assert_str_neq(digests[0], digests[3], "the latest value differs");
 	cr_assert_str_neq(digests[2], digests[3]);
 }
+
+/*
+ * Torn models: the garbage matters (LMDB refuses torn models the boot
+ * record does not flag, so they are never read as valid), models left open
+ * by an earlier boot are dropped, and so are models with a missing or
+ * unreadable boot record (nobody can tell how they were left).
+ */
+Test(projection, torn_models_are_refused_or_dropped_never_read)
+{
+	FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
+	char boot[64] = "", dir[300], path[320];
+	if (!b || !fgets(boot, sizeof(boot), b))
+		cr_skip_test("this system gives no boot id");
+	fclose(b);
+	boot[strcspn(boot, "\n")] = '\0';
+
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "torn", 500);
+	uint64_t seq = fl_projection_applied_seq(p);
+	cr_assert_gt(seq, 0);
+	fl_projection_close(p);
+	snprintf(dir, sizeof(dir), "%s/torn", tmpdir);
+	snprintf(path, sizeof(path), "%s/boot", dir);
+
+	/* Torn, but the record says closed, or open in this boot: refused. */
+	tear(dir);
+	set_boot(dir, "an-earlier-boot", "closed");
+	p = NULL;
+	cr_assert_neq(fl_projection_open(dir, &p), FL_OK, "torn models opened");
+	set_boot(dir, boot, "open");
+	cr_assert_neq(fl_projection_open(dir, &p), FL_OK, "torn models opened");
+	/* Torn, left open by an earlier boot: dropped, empty, rebuilt. */
+	set_boot(dir, "an-earlier-boot", "open");
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+
+	/* Whole models without a boot record: cannot tell, dropped. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	cr_assert_eq(remove(path), 0);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0, "models without a boot record were kept");
+	fl_projection_close(p);
+	/* Torn without a boot record: dropped too. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	tear(dir);
+	cr_assert_eq(remove(path), 0);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+	/* An unreadable boot record is no record. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	FILE *f = fopen(path, "w");
+	cr_assert(f);
+	fputs("\x5a\x5a\x5a", f);
+	fclose(f);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+	/* A clean close keeps them. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), seq);
+	fl_projection_close(p);
+	fl_log_close(log);
+}
