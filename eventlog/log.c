@@ -1364,6 +1364,21 @@ enum fl_status fl_log_reader_root(struct fl_log_reader *reader, uint64_t tree_si
 	return fl_merkle_root(get_node, &ctx, tree_size, ret_root);
 }
 
+enum fl_status fl_log_reader_root_equals(struct fl_log_reader *reader, uint64_t tree_size,
+					 const uint8_t root[FL_HASH_LEN], bool *ret_same)
+{
+	uint8_t have[FL_HASH_LEN];
+	if (!ret_same)
+		return FL_ERR_INVALID;
+	*ret_same = false;
+	if (!root)
+		return FL_ERR_INVALID;
+	enum fl_status st = fl_log_reader_root(reader, tree_size, have);
+	if (st == FL_OK)
+		*ret_same = memcmp(have, root, FL_HASH_LEN) == 0;
+	return st;
+}
+
 enum fl_status fl_log_reader_inclusion_proof(struct fl_log_reader *reader, uint64_t seq,
 					     uint64_t tree_size,
 					     uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)

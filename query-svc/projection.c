@@ -215,17 +215,27 @@ static void read_boot_id(char out[64])
 	fclose(f);
 }
 
+/*
+ * Whether the models in dir may be torn: left open by an earlier boot, or
+ * present with no readable record of how they were left (cannot tell).
+ */
 static bool left_open_by_another_boot(const char *dir, const char *boot_id)
 {
 	char path[4096], line[160], file_boot[64], state[16];
 	snprintf(path, sizeof(path), "%s/%s", dir, BOOT_FILE);
 	FILE *f = fopen(path, "r");
-	if (!f)
-		return false; /* new, or from a version that did not record it */
-	bool found =
-	    fgets(line, sizeof(line), f) && sscanf(line, "%63s %15s", file_boot, state) == 2;
-	fclose(f);
-	return found && strcmp(state, "open") == 0 && strcmp(file_boot, boot_id) != 0;
+	bool found = false;
+	if (f) {
+		found = fgets(line, sizeof(line), f) &&
+			sscanf(line, "%63s %15s", file_boot, state) == 2;
+		fclose(f);
+	}
+	if (!found) {
+		/* New models are fine; existing ones without a record are suspect. */
+		snprintf(path, sizeof(path), "%s/data.mdb", dir);
+		return access(path, F_OK) == 0;
+	}
+	return strcmp(state, "open") == 0 && strcmp(file_boot, boot_id) != 0;
 }
 
 /* Replaces dir's boot file with "<boot id> <state>", synced. */
@@ -287,8 +297,9 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 		if ((st = drop_torn_models(dir)) != FL_OK)
 			goto err_free;
 		fl_slog(FL_SLOG_WARN,
-			"read models left open when the machine went down were dropped; they are "
-			"rebuilt from the replica log",
+			"read models that may be torn (left open when the machine went down, or "
+			"without a record of how they were left) were dropped; they are rebuilt "
+			"from the replica log",
 			"dir", dir, NULL);
 	}
 	p->dir = strdup(dir);

@@ -1103,21 +1103,31 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 	return st;
 }
 
-/* True when the replica's root at size equals root (a fork check). */
-static bool replica_root_is(struct fl_sync *sync, uint64_t size, const uint8_t root[FL_HASH_LEN])
+/*
+ * The fork check: compares the replica's root at size with root. FL_OK with
+ * *ret_same set, or the read error: then nobody can tell whether the log
+ * forked, and the caller must not go on as if it had not.
+ */
+static enum fl_status replica_root_is(struct fl_sync *sync, uint64_t size,
+				      const uint8_t root[FL_HASH_LEN], bool *ret_same)
 {
-	if (!sync->have_root || sync->root_size != size) {
-		struct fl_log_reader *reader;
-		if (fl_log_reader_begin(sync->replica, &reader) != FL_OK)
-			return true; /* cannot tell now: no evidence of a fork */
-		enum fl_status st = fl_log_reader_root(reader, size, sync->root);
-		fl_log_reader_end(reader);
-		if (st != FL_OK)
-			return true;
+	*ret_same = false;
+	if (sync->have_root && sync->root_size == size) {
+		*ret_same = memcmp(sync->root, root, FL_HASH_LEN) == 0;
+		return FL_OK;
+	}
+	struct fl_log_reader *reader;
+	enum fl_status st = fl_log_reader_begin(sync->replica, &reader);
+	if (st != FL_OK)
+		return st;
+	st = fl_log_reader_root_equals(reader, size, root, ret_same);
+	fl_log_reader_end(reader);
+	if (st == FL_OK && *ret_same) {
+		memcpy(sync->root, root, FL_HASH_LEN);
 		sync->root_size = size;
 		sync->have_root = true;
 	}
-	return memcmp(sync->root, root, FL_HASH_LEN) == 0;
+	return st;
 }
 
 /*
@@ -1148,11 +1158,21 @@ static bool sync_step(struct fl_sync *sync)
 		return false;
 	}
 	if (latest.tree_size == size) {
-		if (size > 0 && !replica_root_is(sync, size, latest.root_hash))
+		bool same = true;
+		enum fl_status rst =
+		    size > 0 ? replica_root_is(sync, size, latest.root_hash, &same) : FL_OK;
+		if (rst != FL_OK) {
+			/* Cannot tell whether the log forked: say so, retry next round. */
+			warn(sync, WARN_LOCAL,
+			     "cannot read this replica's root at tree size %" PRIu64
+			     " to compare it with command-svc's signed root: %s",
+			     size, fl_status_str(rst));
+		} else if (!same) {
 			halt(sync,
 			     "command-svc's signed root at tree size %" PRIu64
 			     " differs from this replica's: the log forked",
 			     size);
+		}
 		return false;
 	}
 	target = latest;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: a normal build and an ASan/UBSan build, each through
-# `meson test`. Usage: scripts/test.sh [extra meson test args]
+# `meson test`. A skipped test counts as a failure: a check that did not run
+# has not passed. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,5 +40,9 @@ read -r ok2 bad2 skip2 < <(count build-asan)
 echo
 echo "normal build: $ok1 passed, $bad1 failed, $skip1 skipped"
 echo "asan build: $ok2 passed, $bad2 failed, $skip2 skipped"
-echo "suites: $((ok1 + ok2)) passed, $((bad1 + bad2)) failed"
+echo "suites: $((ok1 + ok2)) passed, $((bad1 + bad2)) failed, $((skip1 + skip2)) skipped"
+if [ $((skip1 + skip2)) -gt 0 ]; then
+  echo "FAIL: skipped tests did not run and count as failures" >&2
+  status=1
+fi
 exit $status

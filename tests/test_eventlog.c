@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "eventlog/eventlog.h"
 #include "fledger/util.h"
 
@@ -895,5 +897,74 @@ Test(eventlog, a_read_only_open_sees_the_whole_log)
 	/* It cannot write. */
 	cr_assert_eq(append_batch(reader_log, NULL, NULL, 6, 1, res), FL_ERR_INVALID);
 	fl_log_close(reader_log);
+	fl_log_close(log);
+}
+
+/* Deletes the stored Merkle node (level, index) behind the log's back. */
+static void delete_node(const char *dir, unsigned level, uint64_t index)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t keybuf[9];
+	cr_assert_eq(mdb_env_create(&env), MDB_SUCCESS);
+	cr_assert_eq(mdb_env_set_maxdbs(env, 16), MDB_SUCCESS);
+	cr_assert_eq(mdb_env_set_mapsize(env, 1 << 20), MDB_SUCCESS);
+	cr_assert_eq(mdb_env_open(env, dir, MDB_NOTLS, 0600), MDB_SUCCESS);
+	cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), MDB_SUCCESS);
+	cr_assert_eq(mdb_dbi_open(txn, "nodes", 0, &dbi), MDB_SUCCESS);
+	keybuf[0] = (uint8_t)level;
+	fl_put_be64(keybuf + 1, index);
+	MDB_val key = {sizeof(keybuf), keybuf};
+	cr_assert_eq(mdb_del(txn, dbi, &key, NULL), MDB_SUCCESS);
+	cr_assert_eq(mdb_txn_commit(txn), MDB_SUCCESS);
+	mdb_env_close(env);
+}
+
+/*
+ * The fork check: a root that cannot be read is "cannot tell", never "same"
+ * (query-svc's sync thread would otherwise take a forked log for its own).
+ */
+Test(eventlog, root_check_that_cannot_read_never_says_same)
+{
+	struct fl_log *log = open_log(logdir, 0);
+	struct fl_log_result res[5];
+	cr_assert_eq(append_batch(log, NULL, NULL, 1, 5, res), FL_OK);
+	struct fl_log_reader *r;
+	uint8_t root2[FL_HASH_LEN], root5[FL_HASH_LEN], other[FL_HASH_LEN];
+	bool same = true;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	cr_assert_eq(fl_log_reader_root(r, 2, root2), FL_OK);
+	cr_assert_eq(fl_log_reader_root(r, 5, root5), FL_OK);
+	memcpy(other, root2, FL_HASH_LEN);
+	other[7] ^= 0x20;
+	cr_assert_eq(fl_log_reader_root_equals(r, 2, root2, &same), FL_OK);
+	cr_assert(same);
+	cr_assert_eq(fl_log_reader_root_equals(r, 5, root5, &same), FL_OK);
+	cr_assert(same);
+	cr_assert_eq(fl_log_reader_root_equals(r, 2, other, &same), FL_OK);
+	cr_assert_not(same, "a different root must read as a fork");
+	same = true;
+	/* Beyond the snapshot: not readable. */
+	cr_assert_neq(fl_log_reader_root_equals(r, 6, root5, &same), FL_OK);
+	cr_assert_not(same);
+	same = true;
+	cr_assert_neq(fl_log_reader_root_equals(NULL, 2, root2, &same), FL_OK);
+	cr_assert_not(same);
+	fl_log_reader_end(r);
+	fl_log_close(log);
+
+	/* A damaged replica: the node holding the root at size 2 is gone. */
+	delete_node(logdir, 1, 0);
+	log = open_log(logdir, 0);
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	same = true;
+	enum fl_status st = fl_log_reader_root_equals(r, 2, root2, &same);
+	cr_assert_neq(st, FL_OK, "a missing node must be a read error");
+	cr_assert_not(same, "an unreadable root must not read as the same root");
+	/* What can still be read still compares. */
+	cr_assert_eq(fl_log_reader_root_equals(r, 5, root5, &same), FL_OK);
+	cr_assert(same);
+	fl_log_reader_end(r);
 	fl_log_close(log);
 }

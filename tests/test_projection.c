@@ -1223,3 +1223,160 @@ Test(projection, overflowing_window_sums_are_null_not_errors)
 	fl_projection_close(p);
 	fl_log_close(log);
 }
+
+/*
+ * A log in tmpdir/name with the view and events (entity e1, event_ts base
+ * minus minutes_ago[i] minutes, feature x = xs[i]).
+ */
+static struct fl_log *small_log(const char *name, int64_t base_us, const int *minutes_ago,
+				const int64_t *xs, size_t n)
+{
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+
+	snprintf(dir, sizeof(dir), "%s/%s", tmpdir, name);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(view_json, 0, &jerr);
+	cr_assert_not_null(def, "%s", jerr.text);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", base_us, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len, .time_us = base_us};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+	for (size_t i = 0; i < n; i++) {
+		char ts[FL_TIME_TEXT_LEN];
+		fl_time_format(base_us - minutes_ago[i] * MIN_US, ts);
+		json_t *ev = json_pack("{s:s,s:s,s:s,s:{s:I}}", "view", "v", "entity_id", "e1",
+				       "event_ts", ts, "features", "x", (json_int_t)xs[i]);
+		struct fl_event event;
+		struct fl_error err;
+		cr_assert_eq(fl_event_validate(ev, "", registry, "p", base_us,
+					       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+			     FL_OK, "%s", err.message);
+		json_decref(ev);
+		cr_assert_eq(fl_event_body_tail(&event, &tail, &tail_len), FL_OK);
+		fl_event_finish(&event);
+		in = (struct fl_log_input){
+		    .body_tail = tail, .body_tail_len = tail_len, .time_us = base_us};
+		batch = (struct fl_log_batch){&in, 1, &res, FL_OK, 0};
+		cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+		free(tail);
+	}
+	fl_view_registry_destroy(registry);
+	return log;
+}
+
+/*
+ * The digest covers the read models, not only applied_seq: logs of the same
+ * length whose projections differ give different digests, whether the
+ * difference is in the latest values or only in the history (an older
+ * event that does not change the latest value).
+ */
+Test(projection, digest_tells_states_of_equal_applied_seq_apart)
+{
+	int64_t base = fl_time_now_us() - 10 * MIN_US;
+	const int ago[] = {1, 3};
+	const int64_t xs[] = {10, 20}, history_only[] = {10, 21}, latest_too[] = {11, 20};
+	struct fl_log *logs[4] = {
+	    small_log("log-a", base, ago, xs, 2),
+	    small_log("log-b", base, ago, xs, 2),
+	    small_log("log-history", base, ago, history_only, 2),
+	    small_log("log-latest", base, ago, latest_too, 2),
+	};
+	const char *names[4] = {"p-a", "p-b", "p-history", "p-latest"};
+	char digests[4][65];
+	uint64_t seqs[4];
+	for (size_t i = 0; i < 4; i++) {
+		struct fl_projection *p = project(logs[i], names[i], 1 + i);
+		cr_assert_eq(fl_projection_digest(p, &seqs[i], digests[i]), FL_OK);
+		fl_projection_close(p);
+		fl_log_close(logs[i]);
+		cr_assert_eq(seqs[i], 3);
+	}
+	cr_assert_str_eq(digests[0], digests[1], "the same events, another instance");
+	cr_assert_str_neq(digests[0], digests[2], "an older value differs: the history differs");
+	cr_assert_str_neq(digests[0], digests[3], "the latest value differs");
+	cr_assert_str_neq(digests[2], digests[3]);
+}
+
+/*
+ * Torn models: the garbage matters (LMDB refuses torn models the boot
+ * record does not flag, so they are never read as valid), models left open
+ * by an earlier boot are dropped, and so are models with a missing or
+ * unreadable boot record (nobody can tell how they were left).
+ */
+Test(projection, torn_models_are_refused_or_dropped_never_read)
+{
+	FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
+	char boot[64] = "", dir[300], path[320];
+	if (!b || !fgets(boot, sizeof(boot), b))
+		cr_skip_test("this system gives no boot id");
+	fclose(b);
+	boot[strcspn(boot, "\n")] = '\0';
+
+	int64_t base = fl_time_now_us() - 60 * MIN_US;
+	struct fl_log *log = build_log(base);
+	struct fl_projection *p = project(log, "torn", 500);
+	uint64_t seq = fl_projection_applied_seq(p);
+	cr_assert_gt(seq, 0);
+	fl_projection_close(p);
+	snprintf(dir, sizeof(dir), "%s/torn", tmpdir);
+	snprintf(path, sizeof(path), "%s/boot", dir);
+
+	/* Torn, but the record says closed, or open in this boot: refused. */
+	tear(dir);
+	set_boot(dir, "an-earlier-boot", "closed");
+	p = NULL;
+	cr_assert_neq(fl_projection_open(dir, &p), FL_OK, "torn models opened");
+	set_boot(dir, boot, "open");
+	cr_assert_neq(fl_projection_open(dir, &p), FL_OK, "torn models opened");
+	/* Torn, left open by an earlier boot: dropped, empty, rebuilt. */
+	set_boot(dir, "an-earlier-boot", "open");
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+
+	/* Whole models without a boot record: cannot tell, dropped. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	cr_assert_eq(remove(path), 0);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0, "models without a boot record were kept");
+	fl_projection_close(p);
+	/* Torn without a boot record: dropped too. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	tear(dir);
+	cr_assert_eq(remove(path), 0);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+	/* An unreadable boot record is no record. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	FILE *f = fopen(path, "w");
+	cr_assert(f);
+	fputs("\x5a\x5a\x5a", f);
+	fclose(f);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), 0);
+	fl_projection_close(p);
+	/* A clean close keeps them. */
+	p = project(log, "torn", 500);
+	fl_projection_close(p);
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert_eq(fl_projection_applied_seq(p), seq);
+	fl_projection_close(p);
+	fl_log_close(log);
+}

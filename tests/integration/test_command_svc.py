@@ -864,6 +864,12 @@ def _deep(n, obj=True):
     return (b'{"a":' * n + b"1" + b"}" * n) if obj else (b"[" * n + b"]" * n)
 
 
+def _event_with_depth(n, obj=True):
+    """A valid event plus a field "x" that brings the nesting to n levels."""
+    return (b'{"view":"user_activity","entity_id":"u1","features":{"dwell_ms":1},"x":' +
+            _deep(n - 1, obj) + b"}")
+
+
 PUSH = {
     "push_source_name": "user_activity",
     "df": {"user_id": ["u1", "u2"],
@@ -932,6 +938,14 @@ BAD_INPUTS = [
      "too_deep", None),
     ("object nesting depth 100", "POST", "/v1/events", P, JSON, _deep(100), 400, "too_deep",
      None),
+    # the limit is 32 levels: 32 pass the depth check (and then meet the
+    # event checks: an unknown field), 33 do not
+    ("nesting depth 32 (the limit)", "POST", "/v1/events", P, JSON,
+     _event_with_depth(32), 400, "unknown_field", "x"),
+    ("nesting depth 33", "POST", "/v1/events", P, JSON, _event_with_depth(33), 400, "too_deep",
+     None),
+    ("array nesting depth 33", "POST", "/v1/events", P, JSON,
+     _event_with_depth(33, obj=False), 400, "too_deep", None),
     ("2 MiB body", "POST", "/v1/events", P, JSON, b" " * (2 * 1024 * 1024), 413,
      "body_too_large", None),
     # event shape

@@ -8,7 +8,6 @@ its writes pile up in the publish backlog.
 import os
 import subprocess
 import sys
-import time
 import unittest
 from pathlib import Path
 
@@ -35,9 +34,25 @@ def make_pki(d):
     (Path(d) / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    # A client certificate for services that must present one (verify: true).
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=fledger-service", cwd=d)
+    (Path(d) / "client.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.cnf",
+            cwd=d)
 
 
-class NatsTlsTest(unittest.TestCase):
+def nats_failures(svc):
+    """The publisher's logged NATS connection failures."""
+    return [r for r in svc.stderr_records()
+            if r.get("component") == "publisher" and r.get("level") in ("warn", "error")
+            and "NATS" in r.get("msg", "")]
+
+
+class NatsTlsBase(unittest.TestCase):
+    verify = False  # nats-server requires client certificates
+
     def setUp(self):
         self.tmp = harness.TempDir()
         self.dir = self.tmp.path
@@ -48,7 +63,8 @@ class NatsTlsTest(unittest.TestCase):
             f'listen: 127.0.0.1:{self.nats_port}\n'
             f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n'
             f'tls {{ cert_file: "{self.dir / "server.pem"}", key_file: "{self.dir / "server.key"}",'
-            f' ca_file: "{self.dir / "ca.pem"}" }}\n')
+            f' ca_file: "{self.dir / "ca.pem"}"'
+            f'{", verify: true" if self.verify else ""} }}\n')
         log = open(self.dir / "nats.log", "ab")
         self.nats = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -76,6 +92,9 @@ class NatsTlsTest(unittest.TestCase):
         self.services.append(svc)
         return svc.start()
 
+
+
+class NatsTlsTest(NatsTlsBase):
     def test_publish_and_consume_over_tls(self):
         command = self.command_svc("command", ["--nats-ca", str(self.dir / "ca.pem")])
         query = harness.Service(QUERY_SVC, self.dir, "query", [
@@ -113,8 +132,47 @@ class NatsTlsTest(unittest.TestCase):
         admin = command.http(self.tokens["admin"])
         self.assertEqual(admin.request("POST", "/v1/views", VIEW.encode(),
                                        {"Content-Type": "application/json"}).status, 201)
-        time.sleep(1.5)
+        # Wait until the publisher has tried and failed (it logs the failure).
+        self.assertTrue(harness.poll(lambda: nats_failures(command), timeout=20),
+                        command.stderr_tail(20))
         ready = command.http().get_json("/readyz")[1]
+        self.assertFalse(ready["nats_connected"], ready)
+        self.assertEqual(ready["publish_backlog"], 1, ready)
+
+
+class NatsClientCertTest(NatsTlsBase):
+    """A nats-server with verify: true accepts only clients with a certificate
+    its CA signed: --nats-cert/--nats-key."""
+
+    verify = True
+
+    def test_client_certificate_is_required_and_used(self):
+        cert = ["--nats-ca", str(self.dir / "ca.pem"), "--nats-cert", str(self.dir / "client.pem"),
+                "--nats-key", str(self.dir / "client.key")]
+        bare = self.command_svc("command-bare", ["--nats-ca", str(self.dir / "ca.pem")])
+        command = self.command_svc("command-cert", cert)
+        query = harness.Service(QUERY_SVC, self.dir, "query", [
+            "--data-dir", str(self.dir / "query-data"), "--nats", f"tls://127.0.0.1:{self.nats_port}",
+            *cert, "--signing-key", str(self.dir / "query.pem"),
+            "--tokens", str(self.dir / "tokens.json"), "--command-url", command.url,
+            "--command-token-file", str(self.dir / "repl.token"), "--consumer", "tls-cert"])
+        self.services.append(query)
+        query.start()
+        for svc in (bare, command):
+            admin = svc.http(self.tokens["admin"])
+            self.assertEqual(admin.request("POST", "/v1/views", VIEW.encode(),
+                                           {"Content-Type": "application/json"}).status, 201)
+        # With its certificate, command-svc publishes: the backlog drains.
+        def drained():
+            ready = command.http().get_json("/readyz")[1]
+            return ready["publish_backlog"] == 0 and ready["nats_connected"]
+        self.assertTrue(harness.poll(drained, timeout=20), command.http().get_json("/readyz"))
+        self.assertTrue(harness.poll(lambda: query.http().get_json("/readyz")[1].get(
+            "nats_connected"), timeout=20), query.http().get_json("/readyz")[1])
+        # Without one, the server refuses it: the failure is logged, nothing is published.
+        self.assertTrue(harness.poll(lambda: nats_failures(bare), timeout=20),
+                        bare.stderr_tail(20))
+        ready = bare.http().get_json("/readyz")[1]
         self.assertFalse(ready["nats_connected"], ready)
         self.assertEqual(ready["publish_backlog"], 1, ready)
 

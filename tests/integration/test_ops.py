@@ -450,5 +450,56 @@ class OpsTest(unittest.TestCase):
         self.assertEqual(result["checked"], len(self.cases))
 
 
+
+class TokensRequiredTest(unittest.TestCase):
+    """Both services refuse to start without --tokens, unless
+    --insecure-no-auth says so; with it, a request without a token passes."""
+
+    def setUp(self):
+        self.tmp = TempDir(prefix="fledger-tokens-")
+        self.key = make_signing_key(self.tmp / "key.pem")
+        self.services = []
+
+    def tearDown(self):
+        for svc in self.services:
+            if svc.running():
+                svc.kill()
+        self.tmp.close()
+
+    def args(self, binary, name):
+        args = ["--data-dir", str(self.tmp / f"{name}-data"),
+                "--nats", f"nats://127.0.0.1:{harness.free_port()}",
+                "--signing-key", str(self.key)]
+        if binary == QUERY_SVC:
+            args += ["--command-url", f"http://127.0.0.1:{harness.free_port()}"]
+        return args
+
+    def test_tokens_required_unless_insecure_no_auth(self):
+        for binary in (COMMAND_SVC, QUERY_SVC):
+            with self.subTest(binary.name):
+                r = subprocess.run([str(binary), "--listen", f"127.0.0.1:{harness.free_port()}",
+                                    *self.args(binary, binary.name)],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertNotEqual(r.returncode, 0, r.stderr)
+                self.assertIn("--tokens is required", r.stderr)
+                svc = Service(binary, self.tmp.path, f"{binary.name}-open",
+                              self.args(binary, f"{binary.name}-open") + ["--insecure-no-auth"])
+                self.services.append(svc)
+                svc.start()
+                records = svc.stderr_records()
+                self.assertTrue(any("INSECURE" in r.get("msg", "") for r in records), records)
+                # A route that needs a token with --tokens answers without one.
+                route = "/v1/views" if binary == COMMAND_SVC else "/v1/features/v/e"
+                r = svc.http().get(route, token=None)
+                self.assertNotEqual(r.status, 401, r)
+                make_tokens(self.tmp / "tokens.json")
+                guarded = Service(binary, self.tmp.path, f"{binary.name}-guarded",
+                                  self.args(binary, f"{binary.name}-guarded") +
+                                  ["--tokens", str(self.tmp / "tokens.json")])
+                self.services.append(guarded)
+                guarded.start()
+                self.assertEqual(guarded.http().get(route, token=None).status, 401)
+
+
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

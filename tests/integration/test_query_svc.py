@@ -44,7 +44,7 @@ import harness  # noqa: E402
 from harness import (  # noqa: E402
     QueryEnv, Verifier, collect_stream, decode_body, free_port, key_id_of, leaf_hash,
     merkle_root, parse_ndjson, parse_time_text, poll, public_pem_of, read_log, readyz,
-    time_text, verify_inclusion, verify_read_checkpoint)
+    checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint)
 
 COMMAND_BINARY = Path(os.environ.get("FLEDGER_COMMAND_SVC")
                       or harness.REPO_ROOT / "build" / "command-svc" / "command-svc")
@@ -1986,8 +1986,7 @@ class LogRewritingProxy:
                     status, ctype = resp.status, resp.getheader("Content-Type", "")
                 finally:
                     conn.close()
-                if urllib.parse.urlsplit(self.path).path == "/v1/log" and status == 200:
-                    body = proxy.rewrite(body)
+                body = proxy.filter(self.path, status, body)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -2005,6 +2004,12 @@ class LogRewritingProxy:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
+
+    def filter(self, path, status, body):
+        """The body passed on for an upstream answer to GET path."""
+        if urllib.parse.urlsplit(path).path == "/v1/log" and status == 200:
+            return self.rewrite(body)
+        return body
 
     def rewrite(self, body):
         out = []
@@ -2128,6 +2133,125 @@ class TamperTest(QueryCase):
         # the honest instance serves the genuine value
         a = self.read("ranker", ua, "u-halt", min_seq=target + 1, features="dwell_ms")
         self.assertEqual(a["features"]["dwell_ms"]["value"], 12.5)
+
+
+
+class CheckpointProxy(LogRewritingProxy):
+    """
+    Passes everything through, except that while self.latest is set, an
+    answer to GET /v1/log/checkpoint (the latest checkpoint) is replaced by
+    self.latest(genuine checkpoint dict) -> dict.
+    """
+
+    def __init__(self, upstream_port):
+        super().__init__(upstream_port, None, None, None)
+        self.latest = None
+        self.served = 0
+
+    def filter(self, path, status, body):
+        parts = urllib.parse.urlsplit(path)
+        latest = self.latest
+        if parts.path == "/v1/log/checkpoint" and not parts.query and status == 200 and latest:
+            self.served += 1
+            return json.dumps(latest(json.loads(body))).encode()
+        return body
+
+
+class SyncHaltTest(QueryCase):
+    """
+    Signed evidence of a lying command-svc halts the sync thread: a checkpoint
+    with a bad signature, a signed log shorter than the replica (reset), a
+    signed root at the replica's size that differs from its own (fork).
+    """
+
+    def start_behind(self, proxy, name):
+        closed = free_port()  # NATS out of the picture: everything via the proxy
+        return self.env.add_query(name=name, nats_url=f"nats://127.0.0.1:{closed}",
+                                  command_url=proxy.url)
+
+    def assert_halts(self, svc, proxy, reason):
+        def halted():
+            status, body = self.env.query_state(svc)
+            return status == 503 and "halted" in json.dumps(body)
+
+        poll(halted, timeout=20)
+        status, body = self.env.query_state(svc)
+        message = (body or {}).get("error", {}).get("message", "")
+        self.assertEqual(status, 503, body)
+        self.assertIn(reason, message, body)
+        self.assertGreater(proxy.served, 0, "the proxy never served its checkpoint")
+        # Still halted once the proxy is honest again: no retry into a lying log.
+        proxy.latest = None
+        served = proxy.served
+        self.write1("user_activity", "u-after-halt", now_us() - US, {"dwell_ms": 1.0})
+        tree = self.env.tree_size()
+        self.env.wait_caught_up(self.env.query, tree)
+        status, body = self.env.query_state(svc)
+        self.assertEqual(status, 503, f"resumed after a halt: {body}")
+        self.assertIn(reason, (body or {}).get("error", {}).get("message", ""), body)
+        self.assertEqual(proxy.served, served)
+
+    def caught_up_through(self, proxy, name):
+        self.write1("user_activity", f"u-{name}", now_us() - US, {"dwell_ms": 2.0})
+        svc = self.start_behind(proxy, name)
+        self.env.wait_caught_up(svc, self.env.tree_size())
+        return svc
+
+    def test_bad_checkpoint_signature_halts(self):
+        proxy = CheckpointProxy(self.env.command.port)
+
+        def bad_sig(cp):
+            sig = bytearray(base64.b64decode(cp["sig"]))
+            sig[5] ^= 0x10
+            return dict(cp, sig=base64.b64encode(bytes(sig)).decode())
+
+        try:
+            self.write1("user_activity", "u-badsig", now_us() - US, {"dwell_ms": 3.0})
+            proxy.latest = bad_sig
+            svc = self.start_behind(proxy, "query-badsig")
+            self.assert_halts(svc, proxy, "bad signature")
+        finally:
+            proxy.close()
+
+    def test_shrunk_log_halts(self):
+        proxy = CheckpointProxy(self.env.command.port)
+        try:
+            self.write1("user_activity", "u-shrunk", now_us() - US, {"dwell_ms": 4.0})
+            older = json.loads(self.cmd_auditor.get("/v1/log/checkpoint").body)
+            svc = self.caught_up_through(proxy, "query-shrunk")
+            self.assertGreater(self.env.tree_size(), older["tree_size"])
+            proxy.latest = lambda cp: older  # genuine and signed, but shorter
+            self.assert_halts(svc, proxy, "reset or forked")
+        finally:
+            proxy.close()
+
+    def test_forked_log_halts(self):
+        proxy = CheckpointProxy(self.env.command.port)
+        key_id = key_id_of(public_pem_of(self.env.key_path))
+
+        def forked(cp):
+            # Same size, another root, properly signed by command-svc's key.
+            fork = dict(cp, root_hash=hashlib.sha256(b"fork" + cp["root_hash"].encode()).hexdigest())
+            self.assertEqual(fork["key_id"], key_id)
+            msg = self.env.tmp / "fork-checkpoint-msg"
+            msg.write_bytes(checkpoint_message(fork))
+            sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(self.env.key_path),
+                                  "-rawin", "-in", str(msg)], check=True,
+                                 capture_output=True).stdout
+            fork["sig"] = base64.b64encode(sig).decode()
+            return fork
+
+        try:
+            svc = self.caught_up_through(proxy, "query-forked")
+            genuine = json.loads(self.cmd_auditor.get("/v1/log/checkpoint").body)
+            signed_fork = forked(genuine)
+            keys = {key_id: public_pem_of(self.env.key_path)}
+            self.assertEqual(Verifier(keys, self.env.tmp.path).check_checkpoint(signed_fork), [],
+                             "the forged checkpoint is not validly signed")
+            proxy.latest = lambda cp: signed_fork
+            self.assert_halts(svc, proxy, "the log forked")
+        finally:
+            proxy.close()
 
 
 if __name__ == "__main__":

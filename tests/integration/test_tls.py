@@ -378,16 +378,28 @@ class TestClientsOverMutualTls(TlsTestBase):
         self.assertTrue(self.query.http().get_json("/readyz")[1]["command_reachable"])
 
     def test_query_svc_without_a_certificate_is_refused(self):
+        # There is something to replicate, and a query-svc with the
+        # certificate gets it (see the test above).
+        status, _, body = self.command.http(self.tokens["clicks-pipeline"]).json(
+            "POST", "/v1/events", {"view": "user_activity", "entity_id": "bare-user",
+                                   "features": {"dwell_ms": 1.5}})
+        self.assertEqual(status, 201, body)
         bare = self.query_svc("query-without-cert")
         bare.start()
         try:
-            deadline = time.monotonic() + 15
+            # Wait until it has tried: its first outcome with command-svc is logged.
+            def outcome():
+                return [r for r in bare.stderr_records()
+                        if r.get("msg") in ("command-svc reachable", "command-svc unreachable")]
+
+            harness.poll(outcome, timeout=15)
+            first = outcome()[0]
+            self.assertEqual(first["msg"], "command-svc unreachable", bare.stderr_tail(20))
+            self.assertIn("403", first.get("error", ""), first)  # refused by command-svc
             ready = bare.http().get_json("/readyz")[1]
-            while "command_reachable" not in ready and time.monotonic() < deadline:
-                time.sleep(0.2)
-                ready = bare.http().get_json("/readyz")[1]
             self.assertFalse(ready["command_reachable"], ready)
             self.assertEqual(ready["applied_seq"], 0, ready)
+            self.assertEqual(ready["checkpoint_size"], 0, ready)
         finally:
             bare.stop(check=False)
 
@@ -468,4 +480,4 @@ class TestQueryMutualTls(TlsTestBase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -191,6 +191,14 @@ enum fl_status fl_log_reader_checkpoint_covering(struct fl_log_reader *reader, u
 /* Merkle root and proofs over the snapshot (sizes must be <= its size). */
 enum fl_status fl_log_reader_root(struct fl_log_reader *reader, uint64_t tree_size,
 				  uint8_t ret_root[FL_HASH_LEN]);
+/*
+ * Compares the snapshot's root at tree_size with root (a fork check).
+ * FL_OK when the root could be read, with *ret_same telling whether they are
+ * equal. Any other status means the root could not be read: the caller cannot
+ * tell whether the log forked, and *ret_same is false (never "same").
+ */
+enum fl_status fl_log_reader_root_equals(struct fl_log_reader *reader, uint64_t tree_size,
+					 const uint8_t root[FL_HASH_LEN], bool *ret_same);
 enum fl_status fl_log_reader_inclusion_proof(struct fl_log_reader *reader, uint64_t seq,
 					     uint64_t tree_size,
 					     uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
