@@ -313,7 +313,7 @@ def run_faults(env, cluster, replicas, report=None, single_node_drains=True):
 
     # 1. the node the publisher uses
     with BacklogMonitor(env.command) as mon:
-        url = harness.poll(lambda: publisher_server(env), timeout=10)
+        url = harness.poll(lambda: publisher_server(env), timeout=30)
         victim = next(n for n in cluster.nodes if node_url(n) == url)
         leader, _ = cluster.stream_leader()
         if replicas > 1 and leader == victim.name:
@@ -409,7 +409,7 @@ class ClusterTest(unittest.TestCase):
         try:
             # The stream was created with three replicas.
             leader, info = harness.poll(lambda: (lambda r: r if r[0] else None)(
-                cluster.stream_leader()), timeout=15)
+                cluster.stream_leader()), timeout=30)
             self.assertEqual(info["config"]["num_replicas"], 3)
             self.assertEqual(len(info["cluster"].get("replicas", [])), 2)
             results = run_faults(env, cluster, 3)
@@ -453,7 +453,7 @@ class StreamSettingsTest(unittest.TestCase):
         try:
             with env.nats.client() as c:
                 info = harness.poll(lambda: (lambda i: i if "config" in i else None)(
-                    c.stream_info()), timeout=10)
+                    c.stream_info()), timeout=30)
             self.assertEqual(info["config"]["max_age"], 2 * 86400 * 10**9)
             self.assertEqual(info["config"]["duplicate_window"], 5 * 60 * 10**9)
             self.assertEqual(info["config"]["num_replicas"], 1)
@@ -467,7 +467,7 @@ class StreamSettingsTest(unittest.TestCase):
                 recs = [r for r in env.svc.stderr_records()
                         if r.get("msg", "").startswith("the NATS stream differs")]
                 return {r.get("setting") for r in recs} >= {"max_age", "duplicate_window"}
-            self.assertTrue(harness.poll(warned, timeout=10), env.svc.stderr_tail())
+            self.assertTrue(harness.poll(warned, timeout=30), env.svc.stderr_tail())
             with env.nats.client() as c:
                 self.assertEqual(c.stream_info()["config"]["max_age"], 2 * 86400 * 10**9)
         finally:
@@ -478,14 +478,14 @@ class StreamSettingsTest(unittest.TestCase):
         try:
             with env.nats.client() as c:
                 info = harness.poll(lambda: (lambda i: i if "config" in i else None)(
-                    c.stream_info()), timeout=10)
+                    c.stream_info()), timeout=30)
             self.assertEqual(info["config"]["max_age"], 30 * 86400 * 10**9)
             view = dict(VIEW, name="long_kept", retention="90d")
             status, _, body = env.http("admin").json("POST", "/v1/views", view)
             self.assertEqual(status, 201, body)
             with env.nats.client() as c:
                 raised = harness.poll(lambda: c.stream_info()["config"]["max_age"]
-                                      == 90 * 86400 * 10**9, timeout=15)
+                                      == 90 * 86400 * 10**9, timeout=30)
             self.assertTrue(raised, env.svc.stderr_tail())
         finally:
             env.close()
@@ -599,7 +599,7 @@ class AuthTest(unittest.TestCase):
         self.assertEqual(status, 201, body)
         self.assertTrue(harness.poll(
             lambda: harness.readyz(command.http())["publish_backlog"] == 0
-            and harness.readyz(command.http())["nats_connected"], timeout=15),
+            and harness.readyz(command.http())["nats_connected"], timeout=30),
             command.stderr_tail())
         query = self.query_svc("query", command, good)
         self.assertTrue(harness.poll(
