@@ -43,7 +43,7 @@ struct fl_projection {
 	char *dir;
 	char boot_id[64]; /* "" where the system gives none */
 	MDB_env *env;
-	MDB_dbi latest, history, views, meta;
+	MDB_dbi latest, history, views, meta, tiles;
 	size_t map_size;
 	_Atomic uint64_t applied_seq;
 	int64_t log_clock_us; /* greatest ingest_ts applied (apply thread only) */
@@ -54,6 +54,10 @@ struct fl_projection {
 	size_t record_cap;
 	struct fl_json_member *members;
 	size_t members_cap;
+	struct fl_json_member *build_members; /* a tile build's scratch */
+	size_t build_members_cap;
+	uint8_t *tile_record;
+	size_t tile_record_cap;
 };
 
 struct fl_projection_read {
@@ -129,11 +133,11 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 
 /*
  * The layout of the read models (2: one latest record per entity; 3: and
- * the log clock). Models stored in another layout are emptied when opened,
+ * the log clock; 4: and the window tiles). Models stored in another layout are emptied when opened,
  * and the apply thread rebuilds them from the replica log: they are derived
  * state.
  */
-#define MODELS_FORMAT 3
+#define MODELS_FORMAT 4
 
 static bool format_is_current(struct fl_projection *p, MDB_txn *txn)
 {
@@ -148,7 +152,8 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	uint8_t buf[8];
 	int rc;
 	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
-	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)))
+	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)) ||
+	    (rc = mdb_drop(txn, p->tiles, 0)))
 		return rc;
 	fl_put_be64(buf, MODELS_FORMAT);
 	MDB_val key = {6, "format"}, val = {8, buf};
@@ -344,7 +349,8 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	if ((rc = mdb_dbi_open(txn, "latest", MDB_CREATE, &p->latest)) ||
 	    (rc = mdb_dbi_open(txn, "history", MDB_CREATE, &p->history)) ||
 	    (rc = mdb_dbi_open(txn, "views", MDB_CREATE, &p->views)) ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta))) {
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta)) ||
+	    (rc = mdb_dbi_open(txn, "tiles", MDB_CREATE, &p->tiles))) {
 		mdb_txn_abort(txn);
 		st = fl_status_of_mdb(rc);
 		goto err_env;
@@ -406,6 +412,8 @@ void fl_projection_close(struct fl_projection *p)
 	pthread_rwlock_destroy(&p->resize_lock);
 	free(p->record);
 	free(p->members);
+	free(p->build_members);
+	free(p->tile_record);
 	free(p);
 }
 
@@ -439,6 +447,330 @@ uint64_t fl_projection_applied_seq(const struct fl_projection *p)
 struct fl_view_registry *fl_projection_views(struct fl_projection *p)
 {
 	return p->registry;
+}
+
+/* A stored value's JSON text; it points into the read's LMDB snapshot. */
+struct raw_value {
+	const char *text;
+	size_t len;
+};
+
+/* A number of a stored value: an integer when its text is one. */
+struct number {
+	bool is_int;
+	int64_t i;
+	double d;
+};
+
+/*
+ * Reads the text of a stored number. A subnormal double (1e-320) is a valid
+ * stored value: strtod sets ERANGE for it but returns it exactly, so only an
+ * ERANGE with an infinite result (which validation never stores) fails.
+ */
+static bool parse_number(const struct raw_value *value, struct number *ret)
+{
+	char text[64];
+	if (value->len == 0 || value->len >= sizeof(text))
+		return false;
+	memcpy(text, value->text, value->len);
+	text[value->len] = '\0';
+	char *end;
+	errno = 0;
+	ret->is_int = strpbrk(text, ".eE") == NULL;
+	if (ret->is_int) {
+		long long i = strtoll(text, &end, 10);
+		ret->i = (int64_t)i;
+		ret->d = (double)i;
+	} else {
+		ret->d = strtod(text, &end);
+		if (errno == ERANGE && isfinite(ret->d))
+			errno = 0; /* underflow: the subnormal (or zero) read is the value */
+	}
+	return end != text && *end == '\0' && errno == 0;
+}
+
+static bool number_less(const struct number *a, const struct number *b)
+{
+	if (a->is_int && b->is_int)
+		return a->i < b->i;
+	return a->d < b->d;
+}
+
+/* ---- partials --------------------------------------------------------- */
+
+/*
+ * A partial: what the window functions need from a set of values of one
+ * feature, mergeable with another set's partial in any order.
+ *   count     values (not null) in the set
+ *   isum      exact sum of an int64 feature (int128: 2^64 values of 2^63
+ *             cannot overflow it; a sum outside int64 is served as a double,
+ *             as before partials existed)
+ *   dsum, dcomp  sum of a double feature, Neumaier-compensated: merges add
+ *             the other's pair with TwoSum, so the error stays about one
+ *             rounding of the exact sum, whatever the grouping
+ *   mean, m2  Welford's running mean and sum of squared deviations, merged
+ *             with Chan et al.'s parallel formula (population stddev)
+ *   min, max  the extreme value and the (event_ts, seq) of its event; of
+ *             equal values the oldest event (event_ts, then seq) wins, as in
+ *             a scan in time order
+ */
+struct extreme {
+	bool set;
+	struct number number;
+	int64_t ts;
+	uint64_t seq;
+	struct raw_value text; /* NULL when it came from a stored tile */
+};
+
+struct partial {
+	uint64_t count;
+	bool numeric, integer, invalid; /* invalid: a numeric feature's value was no number */
+	__int128 isum;
+	double dsum, dcomp;
+	double mean, m2;
+	struct extreme min, max;
+};
+
+static void neumaier_add(double *sum, double *comp, double x)
+{
+	double t = *sum + x;
+	if (fabs(*sum) >= fabs(x))
+		*comp += (*sum - t) + x;
+	else
+		*comp += (x - t) + *sum;
+	*sum = t;
+}
+
+static bool number_equal(const struct number *a, const struct number *b)
+{
+	return !number_less(a, b) && !number_less(b, a);
+}
+
+static bool event_before(int64_t ts, uint64_t seq, int64_t ts2, uint64_t seq2)
+{
+	return ts < ts2 || (ts == ts2 && seq < seq2);
+}
+
+/* Whether candidate replaces the current extreme (min when want_min). */
+static bool extreme_wins(const struct extreme *cand, const struct extreme *cur, bool want_min)
+{
+	if (!cand->set)
+		return false;
+	if (!cur->set)
+		return true;
+	if (want_min ? number_less(&cand->number, &cur->number)
+		     : number_less(&cur->number, &cand->number))
+		return true;
+	return number_equal(&cand->number, &cur->number) &&
+	       event_before(cand->ts, cand->seq, cur->ts, cur->seq);
+}
+
+/* Adds one value (text, of the event (ts, seq)) to a partial. */
+static void partial_add(struct partial *pt, const struct raw_value *value, int64_t ts,
+			uint64_t seq)
+{
+	pt->count++;
+	if (!pt->numeric)
+		return;
+	struct number number;
+	if (!parse_number(value, &number)) {
+		pt->invalid = true;
+		return;
+	}
+	if (pt->integer && number.is_int)
+		pt->isum += number.i;
+	else
+		neumaier_add(&pt->dsum, &pt->dcomp, number.d);
+	double delta = number.d - pt->mean;
+	pt->mean += delta / (double)pt->count;
+	pt->m2 += delta * (number.d - pt->mean);
+	struct extreme e = {true, number, ts, seq, *value};
+	if (extreme_wins(&e, &pt->min, true))
+		pt->min = e;
+	if (extreme_wins(&e, &pt->max, false))
+		pt->max = e;
+}
+
+/* Merges partial b into a (the same feature). */
+static void partial_merge(struct partial *a, const struct partial *b)
+{
+	if (!b->count)
+		return;
+	a->invalid = a->invalid || b->invalid;
+	if (a->numeric) {
+		a->isum += b->isum;
+		neumaier_add(&a->dsum, &a->dcomp, b->dsum);
+		neumaier_add(&a->dsum, &a->dcomp, b->dcomp);
+		double n = (double)a->count + (double)b->count;
+		double delta = b->mean - a->mean;
+		a->m2 = a->m2 + b->m2 + delta * delta * ((double)a->count * (double)b->count / n);
+		a->mean = a->count ? a->mean + delta * ((double)b->count / n) : b->mean;
+		if (extreme_wins(&b->min, &a->min, true))
+			a->min = b->min;
+		if (extreme_wins(&b->max, &a->max, false))
+			a->max = b->max;
+	}
+	a->count += b->count;
+}
+
+/* The compensated double sum; an overflow stays infinite (served as null). */
+static double partial_dsum(const struct partial *pt)
+{
+	return isfinite(pt->dsum) ? pt->dsum + pt->dcomp : pt->dsum;
+}
+
+/*
+ * Tiles: for each entity and level k (0..TILE_LEVELS-1), the partials of
+ * every feature over the events whose event_ts lies in one aligned span of
+ * 2^(20 + 3k) µs (about 1 s, 8.4 s, 67 s, 9 min, 72 min, 9.5 h, 3.2 days,
+ * 25 days). A tile is stored once its span holds TILE_MIN_EVENTS events of
+ * the entity, so an entity with few events costs no tiles; a stored tile
+ * always equals the partials of exactly the history events in its span
+ * (apply adds each new event to the tiles it falls in; pruning an event
+ * drops the tiles that held it, and the next event landing there rebuilds
+ * them from history).
+ *
+ *   tiles  view NUL entity NUL level be64 span start' -> per feature, in
+ *          name order: [1 name length][name][1 flags][8 count] and, when
+ *          numeric, [16 isum][8 dsum][8 dcomp][8 mean][8 m2][min][max] with
+ *          min and max as [1 is_int][8 value][8 event_ts'][8 seq]
+ *
+ * Span arithmetic works on sortable times (event_ts'), where the aligned
+ * start of a span is the time with its low bits cleared.
+ */
+#define TILE_LEVELS 8
+#define TILE_MIN_EVENTS 4
+#define TILE_FLAG_NUMERIC 1
+#define TILE_FLAG_INTEGER 2
+#define TILE_FLAG_INVALID 4
+#define TILE_EXTREME_LEN (1 + 8 + 8 + 8)
+#define TILE_NUMERIC_LEN (16 + 8 * 4 + 2 * TILE_EXTREME_LEN)
+
+static uint64_t tile_width(int level)
+{
+	return UINT64_C(1) << (20 + 3 * level);
+}
+
+static void put_double(uint8_t *out, double d)
+{
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	fl_put_be64(out, bits);
+}
+
+static double get_double(const uint8_t *in)
+{
+	uint64_t bits = fl_get_be64(in);
+	double d;
+	memcpy(&d, &bits, 8);
+	return d;
+}
+
+static void put_extreme(uint8_t *out, const struct extreme *e)
+{
+	out[0] = e->number.is_int;
+	if (e->number.is_int)
+		fl_put_be64(out + 1, (uint64_t)e->number.i);
+	else
+		put_double(out + 1, e->number.d);
+	fl_put_be64(out + 9, sortable_time(e->ts));
+	fl_put_be64(out + 17, e->seq);
+}
+
+static void get_extreme(const uint8_t *in, bool set, struct extreme *e)
+{
+	*e = (struct extreme){.set = set};
+	e->number.is_int = in[0] != 0;
+	if (e->number.is_int) {
+		e->number.i = (int64_t)fl_get_be64(in + 1);
+		e->number.d = (double)e->number.i;
+	} else {
+		e->number.d = get_double(in + 1);
+	}
+	e->ts = time_of_sortable(in + 9);
+	e->seq = fl_get_be64(in + 17);
+}
+
+/* One feature's entry of a tile record. */
+struct tile_entry {
+	const char *name;
+	size_t name_len;
+	struct partial partial;
+};
+
+/* The entry at *pos, advancing it. False at the end or when malformed. */
+static bool tile_next(const uint8_t *rec, size_t len, size_t *pos, struct tile_entry *e)
+{
+	size_t at = *pos;
+	if (at >= len || len - at < 2)
+		return false;
+	size_t nl = rec[at];
+	if (len - at < 1 + nl + 1 + 8)
+		return false;
+	e->name = (const char *)rec + at + 1;
+	e->name_len = nl;
+	uint8_t flags = rec[at + 1 + nl];
+	struct partial *pt = &e->partial;
+	*pt = (struct partial){0};
+	pt->count = fl_get_be64(rec + at + 2 + nl);
+	pt->numeric = flags & TILE_FLAG_NUMERIC;
+	pt->integer = flags & TILE_FLAG_INTEGER;
+	pt->invalid = flags & TILE_FLAG_INVALID;
+	at += 1 + nl + 1 + 8;
+	if (pt->numeric) {
+		if (len - at < TILE_NUMERIC_LEN)
+			return false;
+		const uint8_t *q = rec + at;
+		pt->isum = (__int128)(((unsigned __int128)fl_get_be64(q) << 64) | fl_get_be64(q + 8));
+		pt->dsum = get_double(q + 16);
+		pt->dcomp = get_double(q + 24);
+		pt->mean = get_double(q + 32);
+		pt->m2 = get_double(q + 40);
+		get_extreme(q + 48, pt->count > 0, &pt->min);
+		get_extreme(q + 48 + TILE_EXTREME_LEN, pt->count > 0, &pt->max);
+		at += TILE_NUMERIC_LEN;
+	}
+	*pos = at;
+	return true;
+}
+
+static size_t tile_entry_len(size_t name_len, bool numeric)
+{
+	return 1 + name_len + 1 + 8 + (numeric ? TILE_NUMERIC_LEN : 0);
+}
+
+static size_t put_tile_entry(uint8_t *out, const char *name, size_t nl, const struct partial *pt)
+{
+	out[0] = (uint8_t)nl;
+	memcpy(out + 1, name, nl);
+	out[1 + nl] = (uint8_t)((pt->numeric ? TILE_FLAG_NUMERIC : 0) |
+				(pt->integer ? TILE_FLAG_INTEGER : 0) |
+				(pt->invalid ? TILE_FLAG_INVALID : 0));
+	fl_put_be64(out + 2 + nl, pt->count);
+	if (pt->numeric) {
+		uint8_t *q = out + 1 + nl + 1 + 8;
+		unsigned __int128 isum = (unsigned __int128)pt->isum;
+		fl_put_be64(q, (uint64_t)(isum >> 64));
+		fl_put_be64(q + 8, (uint64_t)isum);
+		put_double(q + 16, pt->dsum);
+		put_double(q + 24, pt->dcomp);
+		put_double(q + 32, pt->mean);
+		put_double(q + 40, pt->m2);
+		put_extreme(q + 48, &pt->min);
+		put_extreme(q + 48 + TILE_EXTREME_LEN, &pt->max);
+	}
+	return tile_entry_len(nl, pt->numeric);
+}
+
+/* The key of a tile: prefix (view NUL entity NUL), level, span start'. */
+static size_t tile_key(uint8_t *out, const uint8_t *prefix, size_t plen, int level,
+		       uint64_t start)
+{
+	if (out != prefix)
+		memcpy(out, prefix, plen);
+	out[plen] = (uint8_t)level;
+	fl_put_be64(out + plen + 1, start);
+	return plen + 9;
 }
 
 /* ---- apply ------------------------------------------------------------ */
@@ -622,6 +954,251 @@ static bool feature_head_of(const uint8_t *body, size_t len, const struct fl_sto
 	       h->features[0] == '{';
 }
 
+/* The features object's members, sorted by name, in *members (grown as needed). */
+static enum fl_status event_members(const char *features, size_t features_len,
+				    struct fl_json_member **members, size_t *members_cap,
+				    size_t *ret_n)
+{
+	size_t pos = 0, n = 0;
+	struct fl_json_member m;
+	int more;
+	while ((more = fl_json_next_member(features, features_len, &pos, &m)) == 1) {
+		if (m.key_len == 0 || m.key_len > FL_NAME_MAX_LEN ||
+		    memchr(m.key, '\\', m.key_len) || m.value_len > UINT32_MAX)
+			return FL_ERR_CORRUPT;
+		if (n == *members_cap) {
+			size_t cap = *members_cap ? 2 * *members_cap : 32;
+			struct fl_json_member *grown = realloc(*members, cap * sizeof(*grown));
+			if (!grown)
+				return FL_ERR_NOMEM;
+			*members = grown;
+			*members_cap = cap;
+		}
+		(*members)[n++] = m;
+	}
+	if (more < 0)
+		return FL_ERR_CORRUPT;
+	if (n > 1) /* members is NULL until the first one */
+		qsort(*members, n, sizeof(**members), member_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (member_cmp(&(*members)[i - 1], &(*members)[i]) == 0)
+			return FL_ERR_CORRUPT; /* a feature twice in one body */
+	*ret_n = n;
+	return FL_OK;
+}
+
+/* Room for n bytes in the tile scratch record. */
+static bool tile_record_reserve(struct fl_projection *p, size_t n)
+{
+	if (n <= p->tile_record_cap)
+		return true;
+	size_t cap = p->tile_record_cap ? p->tile_record_cap : 4096;
+	while (cap < n)
+		cap *= 2;
+	uint8_t *grown = realloc(p->tile_record, cap);
+	if (!grown)
+		return false;
+	p->tile_record = grown;
+	p->tile_record_cap = cap;
+	return true;
+}
+
+/* An empty partial for a feature of the view (numeric: int64 or double). */
+static struct partial partial_for(const struct fl_view *view, const char *name, size_t nl)
+{
+	char buf[FL_NAME_MAX_LEN + 1];
+	struct partial pt = {0};
+	if (nl > FL_NAME_MAX_LEN)
+		return pt;
+	memcpy(buf, name, nl);
+	buf[nl] = '\0';
+	const struct fl_feature *f = fl_view_feature(view, buf);
+	pt.numeric = f && (f->type == FL_FEATURE_INT64 || f->type == FL_FEATURE_DOUBLE);
+	pt.integer = f && f->type == FL_FEATURE_INT64;
+	return pt;
+}
+
+static bool value_is_null(const struct fl_json_member *m)
+{
+	return m->value_len == 4 && memcmp(m->value, "null", 4) == 0;
+}
+
+/*
+ * The tile record old (old_len bytes; none when old is NULL) with one more
+ * event, whose features are members[0..n) in name order, written into
+ * p->tile_record; its length in *ret_len.
+ */
+static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_view *view,
+				     const uint8_t *old, size_t old_len,
+				     const struct fl_json_member *members, size_t n, int64_t ts,
+				     uint64_t seq, size_t *ret_len)
+{
+	size_t bound = old_len, pos = 0, out = 0, i = 0;
+	for (size_t j = 0; j < n; j++)
+		bound += tile_entry_len(members[j].key_len, true);
+	if (!tile_record_reserve(p, bound))
+		return FL_ERR_NOMEM;
+	struct tile_entry e;
+	bool have_old = tile_next(old, old_len, &pos, &e);
+	while (have_old || i < n) {
+		const struct fl_json_member *m = i < n ? &members[i] : NULL;
+		int c = !have_old ? 1 : !m ? -1 : name_cmp(e.name, e.name_len, m->key, m->key_len);
+		if (c > 0 && value_is_null(m)) { /* a null is no value: no entry */
+			i++;
+			continue;
+		}
+		struct partial pt = c <= 0 ? e.partial : partial_for(view, m->key, m->key_len);
+		if (c >= 0 && !value_is_null(m))
+			partial_add(&pt, &(struct raw_value){m->value, m->value_len}, ts, seq);
+		out += c <= 0 ? put_tile_entry(p->tile_record + out, e.name, e.name_len, &pt)
+			      : put_tile_entry(p->tile_record + out, m->key, m->key_len, &pt);
+		if (c <= 0)
+			have_old = tile_next(old, old_len, &pos, &e);
+		if (c >= 0)
+			i++;
+	}
+	if (pos != old_len)
+		return FL_ERR_CORRUPT;
+	*ret_len = out;
+	return FL_OK;
+}
+
+/*
+ * Builds the tile of level at start from the entity's history: every event
+ * in its span, in key order. Writes nothing when the span holds fewer than
+ * TILE_MIN_EVENTS events (*ret_stored false).
+ */
+static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const struct fl_view *view,
+				 const uint8_t *prefix, size_t plen, int level, uint64_t start,
+				 bool *ret_stored)
+{
+	uint8_t key[KEY_MAX + 1];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t width = tile_width(level), events = 0;
+	enum fl_status st = FL_OK;
+	*ret_stored = false;
+	int rc = mdb_cursor_open(txn, p->history, &cur);
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	/* count first: most spans of a quiet entity stop here */
+	memcpy(key, prefix, plen);
+	fl_put_be64(key + plen, start);
+	fl_put_be64(key + plen + 8, 0);
+	k = (MDB_val){plen + 16, key};
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	     rc == MDB_SUCCESS && events < TILE_MIN_EVENTS;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != plen + 16 || memcmp(k.mv_data, prefix, plen) != 0 ||
+		    fl_get_be64((uint8_t *)k.mv_data + plen) - start >= width)
+			break;
+		events++;
+	}
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+		mdb_cursor_close(cur);
+		return fl_status_of_mdb(rc);
+	}
+	if (events < TILE_MIN_EVENTS) {
+		mdb_cursor_close(cur);
+		return FL_OK;
+	}
+	/* the record grows in p->record's twin: build into a private buffer */
+	uint8_t *acc = NULL;
+	size_t acc_len = 0;
+	k = (MDB_val){plen + 16, key};
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && st == FL_OK;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != plen + 16 || memcmp(k.mv_data, prefix, plen) != 0 ||
+		    fl_get_be64((uint8_t *)k.mv_data + plen) - start >= width)
+			break;
+		size_t n;
+		st = event_members(v.mv_data, v.mv_size, &p->build_members, &p->build_members_cap,
+				   &n);
+		size_t len = 0;
+		if (st == FL_OK)
+			st = tile_add_event(p, view, acc, acc_len, p->build_members, n,
+					    time_of_sortable((uint8_t *)k.mv_data + plen),
+					    fl_get_be64((uint8_t *)k.mv_data + plen + 8), &len);
+		if (st == FL_OK) {
+			uint8_t *grown = realloc(acc, len ? len : 1);
+			if (!grown) {
+				st = FL_ERR_NOMEM;
+				break;
+			}
+			acc = grown;
+			memcpy(acc, p->tile_record, len);
+			acc_len = len;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (st == FL_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		st = fl_status_of_mdb(rc);
+	if (st == FL_OK) {
+		size_t klen = tile_key(key, prefix, plen, level, start);
+		k = (MDB_val){klen, key};
+		v = (MDB_val){acc_len, acc};
+		st = fl_status_of_mdb(mdb_put(txn, p->tiles, &k, &v, 0));
+		*ret_stored = st == FL_OK;
+	}
+	free(acc);
+	return st;
+}
+
+/*
+ * Adds the event (already in history; its features members[0..n)) to the
+ * entity's tiles, coarsest level first. A tile that is not stored is built
+ * from history when its span now holds TILE_MIN_EVENTS events; when it
+ * holds fewer, so do the finer spans inside it, and the walk stops.
+ */
+static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
+				   const struct fl_view *view, const uint8_t *prefix, size_t plen,
+				   int64_t ts, uint64_t seq, size_t n)
+{
+	uint8_t key[KEY_MAX + 1];
+	uint64_t when = sortable_time(ts);
+	enum fl_status st = FL_OK;
+	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
+		uint64_t start = when & ~(tile_width(level) - 1);
+		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
+		int rc = mdb_get(txn, p->tiles, &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			bool stored;
+			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
+			if (st == FL_OK && !stored)
+				break;
+			continue;
+		}
+		if (rc != MDB_SUCCESS)
+			return fl_status_of_mdb(rc);
+		size_t len;
+		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, n, ts, seq, &len);
+		if (st == FL_OK) {
+			v = (MDB_val){len, p->tile_record};
+			st = fl_status_of_mdb(mdb_put(txn, p->tiles, &k, &v, 0));
+		}
+	}
+	return st;
+}
+
+/* Drops the entity's tiles (every level) whose span holds event_ts ts. */
+static enum fl_status drop_tiles_at(struct fl_projection *p, MDB_txn *txn, const uint8_t *prefix,
+				    size_t plen, int64_t ts, uint64_t dropped[TILE_LEVELS])
+{
+	uint8_t key[KEY_MAX + 1];
+	uint64_t when = sortable_time(ts);
+	for (int level = 0; level < TILE_LEVELS; level++) {
+		uint64_t start = when & ~(tile_width(level) - 1);
+		if (dropped[level] == start + 1)
+			continue; /* done for an earlier event of this prune */
+		dropped[level] = start + 1;
+		MDB_val k = {tile_key(key, prefix, plen, level, start), key};
+		int rc = mdb_del(txn, p->tiles, &k, NULL);
+		if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+			return fl_status_of_mdb(rc);
+	}
+	return FL_OK;
+}
+
 /*
  * Drops the entity's history older than bound (the view's retention). After
  * each delete the cursor seeks the prefix again: MDB_GET_CURRENT after
@@ -632,6 +1209,8 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 {
 	MDB_cursor *cur;
 	MDB_val key, val;
+	uint64_t dropped[TILE_LEVELS] = {0};
+	enum fl_status st = FL_OK;
 	int rc = mdb_cursor_open(txn, p->history, &cur);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
@@ -642,56 +1221,26 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 			break;
 		if (key.mv_size != prefix_len + 16 || memcmp(key.mv_data, prefix, prefix_len) != 0)
 			break;
-		if (time_of_sortable((uint8_t *)key.mv_data + prefix_len) >= bound_us)
+		int64_t ts = time_of_sortable((uint8_t *)key.mv_data + prefix_len);
+		if (ts >= bound_us)
 			break;
 		rc = mdb_cursor_del(cur, 0);
 		if (rc != MDB_SUCCESS)
 			break;
+		/* a tile that held the event no longer equals its span's events */
+		if ((st = drop_tiles_at(p, txn, prefix, prefix_len, ts, dropped)) != FL_OK)
+			break;
 	}
 	mdb_cursor_close(cur);
+	if (st != FL_OK)
+		return st;
 	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
-}
-
-/* The event's features, sorted by name, in p->members. */
-static enum fl_status event_members(struct fl_projection *p, const struct feature_head *h,
-				    size_t *ret_n)
-{
-	size_t pos = 0, n = 0;
-	struct fl_json_member m;
-	int more;
-	while ((more = fl_json_next_member(h->features, h->features_len, &pos, &m)) == 1) {
-		if (m.key_len == 0 || m.key_len > FL_NAME_MAX_LEN ||
-		    memchr(m.key, '\\', m.key_len) || m.value_len > UINT32_MAX)
-			return FL_ERR_CORRUPT;
-		if (n == p->members_cap) {
-			size_t cap = p->members_cap ? 2 * p->members_cap : 32;
-			struct fl_json_member *grown = realloc(p->members, cap * sizeof(*grown));
-			if (!grown)
-				return FL_ERR_NOMEM;
-			p->members = grown;
-			p->members_cap = cap;
-		}
-		p->members[n++] = m;
-	}
-	if (more < 0)
-		return FL_ERR_CORRUPT;
-	if (n > 1) /* members is NULL until the first one */
-		qsort(p->members, n, sizeof(*p->members), member_cmp);
-	for (size_t i = 1; i < n; i++)
-		if (member_cmp(&p->members[i - 1], &p->members[i]) == 0)
-			return FL_ERR_CORRUPT; /* a feature twice in one body */
-	*ret_n = n;
-	return FL_OK;
 }
 
 /* Merges one event into the latest record under key[0..plen). */
 static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const uint8_t *key,
-				   size_t plen, uint64_t seq, const struct feature_head *h)
+				   size_t plen, uint64_t seq, const struct feature_head *h, size_t n)
 {
-	size_t n;
-	enum fl_status st = event_members(p, h, &n);
-	if (st != FL_OK)
-		return st;
 	MDB_val k = {plen, (void *)key}, v = {0, NULL};
 	int rc = mdb_get(txn, p->latest, &k, &v);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
@@ -757,10 +1306,16 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
 	st = fl_status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
 
+	size_t n = 0;
+	if (st == FL_OK)
+		st = event_members(h->features, h->features_len, &p->members, &p->members_cap, &n);
 	/* latest: the entity's record, merged feature by feature (newest
 	 * (event_ts, seq) wins: a late event never overwrites a newer value) */
 	if (st == FL_OK)
-		st = merge_latest(p, txn, key, plen, entry->seq, h);
+		st = merge_latest(p, txn, key, plen, entry->seq, h, n);
+	/* the window tiles the event falls in, in the same transaction */
+	if (st == FL_OK)
+		st = update_tiles(p, txn, view, key, plen, h->event_ts_us, entry->seq, n);
 	if (st == FL_OK)
 		st = prune_history(p, txn, key, plen, h->ingest_ts_us - fl_view_retention_us(view));
 	if (st == FL_OK && h->ingest_ts_us > p->log_clock_us)
@@ -992,12 +1547,6 @@ static void seq_finish(struct seq_set *set)
 	set->count = out;
 }
 
-/* A stored value's JSON text; it points into the read's LMDB snapshot. */
-struct raw_value {
-	const char *text;
-	size_t len;
-};
-
 /* "name":{"value":…,"status":…[,"event_ts":…,"seq":…]} */
 static void write_feature(struct fl_jw *w, const char *name, const struct raw_value *value,
 			  const char *status, int64_t event_ts, uint64_t seq)
@@ -1060,236 +1609,404 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 	return FL_OK;
 }
 
-/* A number of a stored value: an integer when its text is one. */
-struct number {
-	bool is_int;
-	int64_t i;
-	double d;
-};
-
 /*
- * Reads the text of a stored number. A subnormal double (1e-320) is a valid
- * stored value: strtod sets ERANGE for it but returns it exactly, so only an
- * ERANGE with an infinite result (which validation never stores) fails.
+ * Windows. A window (as_of - size, as_of] is the sortable half-open span
+ * [lo, hi). When it holds at most RAW_FIRST events of the entity they are
+ * read one by one, as before tiles existed. Otherwise the span is cut into
+ * whole tiles, coarsest first (walk_span): at each level, the whole tiles
+ * inside what is left, and the two ragged ends go one level down; below
+ * the finest level come the raw events of the ends. A tile that is not
+ * stored (its span held too few events) is read one level down as well.
+ * So a window of an entity with n events in it visits O(log n) records
+ * (at most 7 tiles a level on each side) plus the events of the ragged ends
+ * (under about 1 s each), and last / last_n read the newest events backwards.
  */
-static bool parse_number(const struct raw_value *value, struct number *ret)
-{
-	char text[64];
-	if (value->len == 0 || value->len >= sizeof(text))
-		return false;
-	memcpy(text, value->text, value->len);
-	text[value->len] = '\0';
-	char *end;
-	errno = 0;
-	ret->is_int = strpbrk(text, ".eE") == NULL;
-	if (ret->is_int) {
-		long long i = strtoll(text, &end, 10);
-		ret->i = (int64_t)i;
-		ret->d = (double)i;
-	} else {
-		ret->d = strtod(text, &end);
-		if (errno == ERANGE && isfinite(ret->d))
-			errno = 0; /* underflow: the subnormal (or zero) read is the value */
-	}
-	return end != text && *end == '\0' && errno == 0;
-}
-
-static bool number_less(const struct number *a, const struct number *b)
-{
-	if (a->is_int && b->is_int)
-		return a->i < b->i;
-	return a->d < b->d;
-}
+#define RAW_FIRST 32
 
 /* Accumulator of one window. */
 struct window_acc {
 	const struct fl_window *window;
 	bool integer; /* over an int64 feature */
+	bool numeric; /* over an int64 or double feature */
 	int64_t from_us; /* exclusive */
-	uint64_t events;
-	__int128 isum;
-	double dsum;
-	struct raw_value extreme; /* min / max */
-	struct number extreme_number;
-	double *values; /* stddev */
-	size_t n_values, cap_values;
-	struct raw_value *recent; /* last / last_n: a ring of the newest values */
-	size_t keep;
+	struct partial part;
+	struct raw_value *recent; /* last / last_n: a ring, then the newest first */
+	size_t keep, n_recent;
+	uint64_t pushed; /* values put in the ring */
 	struct seq_set seqs;
 	bool failed;
 };
 
-/* Adds one event's value (events come oldest first). */
-static void acc_add(struct window_acc *acc, const struct raw_value *value, uint64_t seq)
+/* The windows of one read that share a span, and what walks it. */
+struct window_walk {
+	struct fl_projection_read *read;
+	const uint8_t *prefix;
+	size_t plen;
+	struct window_acc **accs;
+	size_t n;
+	MDB_cursor *history;
+	MDB_cursor *levels[TILE_LEVELS];
+	bool over_cost;
+	bool rings;	/* feed last / last_n rings and seqs (the raw-first pass) */
+	bool seqs_only; /* collect seqs, nothing else */
+};
+
+static bool is_last(const struct window_acc *acc)
 {
-	struct number number = {0};
-	switch (acc->window->fn) {
-	case FL_WINDOW_SUM:
-	case FL_WINDOW_AVG:
-	case FL_WINDOW_MIN:
-	case FL_WINDOW_MAX:
-	case FL_WINDOW_STDDEV:
-		if (!parse_number(value, &number)) {
-			acc->failed = true; /* validation admits numbers only */
-			return;
+	return acc->window->fn == FL_WINDOW_LAST || acc->window->fn == FL_WINDOW_LAST_N;
+}
+
+static void acc_reset(struct window_acc *acc)
+{
+	acc->part = (struct partial){.numeric = acc->numeric, .integer = acc->integer};
+	acc->pushed = 0;
+	acc->n_recent = 0;
+	acc->seqs.count = 0;
+}
+
+/* Feeds one stored event (its features object) to the accumulators. */
+static void walk_event(struct window_walk *ww, const MDB_val *key, const MDB_val *val)
+{
+	int64_t ts = time_of_sortable((uint8_t *)key->mv_data + ww->plen);
+	uint64_t seq = fl_get_be64((uint8_t *)key->mv_data + ww->plen + 8);
+	for (size_t i = 0; i < ww->n; i++) {
+		struct window_acc *acc = ww->accs[i];
+		struct raw_value value;
+		if (!fl_json_member(val->mv_data, val->mv_size, acc->window->of, &value.text,
+				    &value.len) ||
+		    (value.len == 4 && memcmp(value.text, "null", 4) == 0))
+			continue;
+		if (ww->seqs_only) {
+			seq_add(&acc->seqs, seq);
+			continue;
 		}
-		break;
-	default:
-		break;
+		partial_add(&acc->part, &value, ts, seq);
+		if (!ww->rings)
+			continue;
+		if (is_last(acc))
+			acc->recent[acc->pushed++ % acc->keep] = value;
+		seq_add(&acc->seqs, seq);
 	}
-	switch (acc->window->fn) {
-	case FL_WINDOW_COUNT:
-		break;
-	case FL_WINDOW_SUM:
-	case FL_WINDOW_AVG:
-		if (number.is_int && acc->integer)
-			acc->isum += number.i;
-		else
-			acc->dsum += number.d;
-		break;
-	case FL_WINDOW_MIN:
-	case FL_WINDOW_MAX: {
-		bool min = acc->window->fn == FL_WINDOW_MIN;
-		if (!acc->extreme.text || (min ? number_less(&number, &acc->extreme_number)
-					       : number_less(&acc->extreme_number, &number))) {
-			acc->extreme = *value;
-			acc->extreme_number = number;
+}
+
+/*
+ * Feeds the raw events in [a, b) (sortable times). With limit, stops after
+ * limit events and says so in *ret_complete.
+ */
+static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t limit,
+		    bool *ret_complete)
+{
+	uint8_t start[KEY_MAX + 1];
+	MDB_val key, val;
+	uint64_t seen = 0;
+	memcpy(start, ww->prefix, ww->plen);
+	fl_put_be64(start + ww->plen, a);
+	fl_put_be64(start + ww->plen + 8, 0);
+	key = (MDB_val){ww->plen + 16, start};
+	int rc = mdb_cursor_get(ww->history, &key, &val, MDB_SET_RANGE);
+	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(ww->history, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != ww->plen + 16 || memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
+		    fl_get_be64((uint8_t *)key.mv_data + ww->plen) >= b)
+			break;
+		if (limit && seen == limit) {
+			*ret_complete = false;
+			return MDB_SUCCESS;
 		}
-		break;
+		seen++;
+		if (!spend(ww->read)) {
+			ww->over_cost = true;
+			return MDB_SUCCESS;
+		}
+		walk_event(ww, &key, &val);
 	}
-	case FL_WINDOW_LAST:
-	case FL_WINDOW_LAST_N:
-		acc->recent[acc->events % acc->keep] = *value;
-		break;
-	case FL_WINDOW_STDDEV:
-		if (acc->n_values == acc->cap_values) {
-			size_t cap = acc->cap_values ? 2 * acc->cap_values : 64;
-			double *grown = realloc(acc->values, cap * sizeof(double));
-			if (!grown) {
-				acc->failed = true;
-				return;
+	if (ret_complete)
+		*ret_complete = true;
+	return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+/* Merges a tile record's partials of each window's feature. */
+static void walk_tile(struct window_walk *ww, const MDB_val *val)
+{
+	for (size_t i = 0; i < ww->n; i++) {
+		struct window_acc *acc = ww->accs[i];
+		struct tile_entry e;
+		size_t pos = 0, of_len = strlen(acc->window->of);
+		while (tile_next(val->mv_data, val->mv_size, &pos, &e)) {
+			if (e.name_len == of_len && memcmp(e.name, acc->window->of, of_len) == 0) {
+				partial_merge(&acc->part, &e.partial);
+				break;
 			}
-			acc->values = grown;
-			acc->cap_values = cap;
 		}
-		acc->values[acc->n_values++] = number.d;
-		break;
 	}
-	acc->events++;
-	seq_add(&acc->seqs, seq);
+}
+
+static int walk_span(struct window_walk *ww, int level, uint64_t a, uint64_t b);
+
+/* The whole tiles of level in [a, b) (aligned), and what they lack below. */
+static int walk_tiles(struct window_walk *ww, int level, uint64_t a, uint64_t b)
+{
+	uint8_t start[KEY_MAX + 1];
+	MDB_val key, val;
+	uint64_t width = tile_width(level), pos = a;
+	int rc = MDB_SUCCESS;
+	if (!ww->levels[level] &&
+	    (rc = mdb_cursor_open(ww->read->txn, ww->read->projection->tiles,
+				  &ww->levels[level])) != MDB_SUCCESS)
+		return rc;
+	key = (MDB_val){tile_key(start, ww->prefix, ww->plen, level, a), start};
+	for (rc = mdb_cursor_get(ww->levels[level], &key, &val, MDB_SET_RANGE);
+	     rc == MDB_SUCCESS && !ww->over_cost;
+	     rc = mdb_cursor_get(ww->levels[level], &key, &val, MDB_NEXT)) {
+		const uint8_t *k = key.mv_data;
+		if (key.mv_size != ww->plen + 9 || memcmp(k, ww->prefix, ww->plen) != 0 ||
+		    k[ww->plen] != level)
+			break;
+		uint64_t s = fl_get_be64(k + ww->plen + 1);
+		if (s >= b)
+			break;
+		if (s > pos && (rc = walk_span(ww, level - 1, pos, s)) != MDB_SUCCESS)
+			return rc; /* the deeper walk used other cursors: this one stays put */
+		if (!spend(ww->read)) {
+			ww->over_cost = true;
+			return MDB_SUCCESS;
+		}
+		walk_tile(ww, &val);
+		pos = s + width;
+	}
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return rc;
+	return pos < b && !ww->over_cost ? walk_span(ww, level - 1, pos, b) : MDB_SUCCESS;
+}
+
+/* Everything in [a, b) from tiles of level and finer, and raw events. */
+static int walk_span(struct window_walk *ww, int level, uint64_t a, uint64_t b)
+{
+	if (a >= b || ww->over_cost)
+		return MDB_SUCCESS;
+	if (level < 0)
+		return walk_raw(ww, a, b, 0, NULL);
+	uint64_t width = tile_width(level);
+	uint64_t first = a > UINT64_MAX - (width - 1) ? b : (a + width - 1) & ~(width - 1);
+	uint64_t end = b & ~(width - 1);
+	if (first >= end)
+		return walk_span(ww, level - 1, a, b);
+	int rc = walk_span(ww, level - 1, a, first);
+	if (rc == MDB_SUCCESS)
+		rc = walk_tiles(ww, level, first, end);
+	if (rc == MDB_SUCCESS)
+		rc = walk_span(ww, level - 1, end, b);
+	return rc;
+}
+
+/* last / last_n after a tiled walk: the newest values, backwards from as_of. */
+static int walk_newest(struct window_walk *ww, int64_t as_of, int64_t from)
+{
+	uint8_t start[KEY_MAX + 1];
+	MDB_val key, val;
+	size_t wanted = 0;
+	for (size_t i = 0; i < ww->n; i++)
+		if (is_last(ww->accs[i]))
+			wanted++;
+	if (!wanted)
+		return MDB_SUCCESS;
+	memcpy(start, ww->prefix, ww->plen);
+	fl_put_be64(start + ww->plen, sortable_time(as_of));
+	fl_put_be64(start + ww->plen + 8, UINT64_MAX);
+	key = (MDB_val){ww->plen + 16, start};
+	int rc = mdb_cursor_get(ww->history, &key, &val, MDB_SET_RANGE);
+	rc = rc == MDB_SUCCESS ? mdb_cursor_get(ww->history, &key, &val, MDB_PREV)
+			       : mdb_cursor_get(ww->history, &key, &val, MDB_LAST);
+	for (; rc == MDB_SUCCESS && wanted; rc = mdb_cursor_get(ww->history, &key, &val, MDB_PREV)) {
+		if (key.mv_size != ww->plen + 16 || memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
+		    time_of_sortable((uint8_t *)key.mv_data + ww->plen) <= from)
+			break;
+		if (!spend(ww->read)) {
+			ww->over_cost = true;
+			return MDB_SUCCESS;
+		}
+		for (size_t i = 0; i < ww->n; i++) {
+			struct window_acc *acc = ww->accs[i];
+			struct raw_value value;
+			if (!is_last(acc) || acc->n_recent == acc->keep ||
+			    !fl_json_member(val.mv_data, val.mv_size, acc->window->of, &value.text,
+					    &value.len) ||
+			    (value.len == 4 && memcmp(value.text, "null", 4) == 0))
+				continue;
+			acc->recent[acc->n_recent++] = value;
+			if (acc->n_recent == acc->keep)
+				wanted--;
+		}
+	}
+	return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+/* The ring of the raw pass, turned newest first. */
+static bool ring_to_newest(struct window_acc *acc)
+{
+	size_t held = acc->pushed < acc->keep ? (size_t)acc->pushed : acc->keep;
+	struct raw_value *newest = calloc(acc->keep, sizeof(*newest));
+	if (!newest)
+		return false;
+	for (size_t k = 0; k < held; k++)
+		newest[k] = acc->recent[(acc->pushed - 1 - k) % acc->keep];
+	free(acc->recent);
+	acc->recent = newest;
+	acc->n_recent = held;
+	return true;
+}
+
+/* The text of an extreme a tile gave (it keeps only its event's key). */
+static enum fl_status extreme_text(struct window_walk *ww, const struct window_acc *acc,
+				   struct extreme *e)
+{
+	uint8_t k[KEY_MAX + 1];
+	MDB_val key, val;
+	if (!e->set || e->text.text)
+		return FL_OK;
+	memcpy(k, ww->prefix, ww->plen);
+	fl_put_be64(k + ww->plen, sortable_time(e->ts));
+	fl_put_be64(k + ww->plen + 8, e->seq);
+	key = (MDB_val){ww->plen + 16, k};
+	if (!spend(ww->read)) {
+		ww->over_cost = true;
+		return FL_ERR_INVALID;
+	}
+	int rc = mdb_get(ww->read->txn, ww->read->projection->history, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : fl_status_of_mdb(rc);
+	return fl_json_member(val.mv_data, val.mv_size, acc->window->of, &e->text.text,
+			      &e->text.len)
+		   ? FL_OK
+		   : FL_ERR_CORRUPT;
+}
+
+/*
+ * Computes the windows accs[0..n) (all over the same span) into their
+ * accumulators; with seqs, also the seqs of those covering at most
+ * MAX_WINDOW_SEQS events.
+ */
+static enum fl_status compute_windows(struct fl_projection_read *read, const uint8_t *prefix,
+				      size_t plen, int64_t as_of, struct window_acc **accs,
+				      size_t n, bool seqs)
+{
+	struct window_walk ww = {.read = read, .prefix = prefix, .plen = plen, .accs = accs, .n = n};
+	int64_t from = accs[0]->from_us;
+	uint64_t lo = sortable_time(from) + 1, hi = sortable_time(as_of) + 1;
+	enum fl_status st = FL_OK;
+	bool complete = false;
+	int rc = mdb_cursor_open(read->txn, read->projection->history, &ww.history);
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	ww.rings = true;
+	rc = walk_raw(&ww, lo, hi, RAW_FIRST, &complete);
+	ww.rings = false;
+	if (rc == MDB_SUCCESS && !complete && !ww.over_cost) {
+		for (size_t i = 0; i < n; i++)
+			acc_reset(accs[i]);
+		rc = walk_span(&ww, TILE_LEVELS - 1, lo, hi);
+		if (rc == MDB_SUCCESS && !ww.over_cost)
+			rc = walk_newest(&ww, as_of, from);
+		if (rc == MDB_SUCCESS && seqs && !ww.over_cost) {
+			/* the seqs of the windows of at most MAX_WINDOW_SEQS events */
+			struct window_acc *listed[n];
+			size_t n_listed = 0;
+			for (size_t i = 0; i < n; i++)
+				if (accs[i]->part.count <= MAX_WINDOW_SEQS)
+					listed[n_listed++] = accs[i];
+			if (n_listed) {
+				ww.accs = listed;
+				ww.n = n_listed;
+				ww.seqs_only = true;
+				rc = walk_raw(&ww, lo, hi, 0, NULL);
+				ww.seqs_only = false;
+				ww.accs = accs;
+				ww.n = n;
+			}
+		}
+	} else if (rc == MDB_SUCCESS && complete) {
+		for (size_t i = 0; i < n && st == FL_OK; i++)
+			if (is_last(accs[i]) && !ring_to_newest(accs[i]))
+				st = FL_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < n && st == FL_OK && rc == MDB_SUCCESS && !ww.over_cost; i++) {
+		if (accs[i]->window->fn == FL_WINDOW_MIN)
+			st = extreme_text(&ww, accs[i], &accs[i]->part.min);
+		else if (accs[i]->window->fn == FL_WINDOW_MAX)
+			st = extreme_text(&ww, accs[i], &accs[i]->part.max);
+	}
+	mdb_cursor_close(ww.history);
+	for (int level = 0; level < TILE_LEVELS; level++)
+		if (ww.levels[level])
+			mdb_cursor_close(ww.levels[level]);
+	if (ww.over_cost)
+		return FL_ERR_INVALID;
+	if (st != FL_OK)
+		return st;
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	for (size_t i = 0; i < n; i++) {
+		enum fl_window_fn fn = accs[i]->window->fn;
+		bool numeric_fn = fn == FL_WINDOW_SUM || fn == FL_WINDOW_AVG || fn == FL_WINDOW_MIN ||
+				  fn == FL_WINDOW_MAX || fn == FL_WINDOW_STDDEV;
+		if ((numeric_fn && (accs[i]->part.invalid || !accs[i]->numeric)) ||
+		    accs[i]->seqs.failed)
+			return FL_ERR_CORRUPT;
+	}
+	return FL_OK;
 }
 
 static void write_acc_value(struct fl_jw *w, const struct window_acc *acc)
 {
+	const struct partial *pt = &acc->part;
 	switch (acc->window->fn) {
 	case FL_WINDOW_COUNT:
-		fl_jw_u64(w, acc->events);
+		fl_jw_u64(w, pt->count);
 		return;
 	case FL_WINDOW_SUM:
 		if (!acc->integer)
-			fl_jw_double(w, acc->dsum);
-		else if (acc->isum > INT64_MAX || acc->isum < INT64_MIN)
-			fl_jw_double(w, (double)acc->isum);
+			fl_jw_double(w, partial_dsum(pt));
+		else if (pt->isum > INT64_MAX || pt->isum < INT64_MIN)
+			fl_jw_double(w, (double)pt->isum);
 		else
-			fl_jw_i64(w, (int64_t)acc->isum);
+			fl_jw_i64(w, (int64_t)pt->isum);
 		return;
 	case FL_WINDOW_AVG:
-		if (!acc->events)
+		if (!pt->count)
 			break;
-		fl_jw_double(w,
-			     (acc->integer ? (double)acc->isum : acc->dsum) / (double)acc->events);
+		fl_jw_double(w, (acc->integer ? (double)pt->isum : partial_dsum(pt)) /
+				    (double)pt->count);
 		return;
 	case FL_WINDOW_MIN:
-	case FL_WINDOW_MAX:
-		if (!acc->extreme.text)
+	case FL_WINDOW_MAX: {
+		const struct extreme *e = acc->window->fn == FL_WINDOW_MIN ? &pt->min : &pt->max;
+		if (!e->set)
 			break;
-		fl_jw_raw(w, acc->extreme.text, acc->extreme.len);
+		fl_jw_raw(w, e->text.text, e->text.len);
 		return;
+	}
 	case FL_WINDOW_LAST:
 	case FL_WINDOW_LAST_N: {
-		if (!acc->events)
+		if (!acc->n_recent)
 			break;
-		size_t held = acc->events < acc->keep ? (size_t)acc->events : acc->keep;
-		if (acc->window->fn == FL_WINDOW_LAST_N)
-			fl_jw_open(w, '[');
-		for (size_t k = 0; k < held; k++) { /* newest first */
-			const struct raw_value *v = &acc->recent[(acc->events - 1 - k) % acc->keep];
-			if (acc->window->fn == FL_WINDOW_LAST_N)
-				fl_jw_sep(w);
-			fl_jw_raw(w, v->text, v->len);
+		if (acc->window->fn == FL_WINDOW_LAST) {
+			fl_jw_raw(w, acc->recent[0].text, acc->recent[0].len);
+			return;
 		}
-		if (acc->window->fn == FL_WINDOW_LAST_N)
-			fl_jw_close(w, ']');
+		fl_jw_open(w, '[');
+		for (size_t k = 0; k < acc->n_recent; k++) { /* newest first */
+			fl_jw_sep(w);
+			fl_jw_raw(w, acc->recent[k].text, acc->recent[k].len);
+		}
+		fl_jw_close(w, ']');
 		return;
 	}
-	case FL_WINDOW_STDDEV: {
-		if (!acc->n_values)
+	case FL_WINDOW_STDDEV:
+		if (!pt->count)
 			break;
-		double mean = 0, var = 0;
-		for (size_t i = 0; i < acc->n_values; i++)
-			mean += acc->values[i];
-		mean /= (double)acc->n_values;
-		for (size_t i = 0; i < acc->n_values; i++)
-			var += (acc->values[i] - mean) * (acc->values[i] - mean);
-		fl_jw_double(w, sqrt(var / (double)acc->n_values));
+		fl_jw_double(w, sqrt(pt->m2 / (double)pt->count));
 		return;
-	}
 	}
 	fl_jw_raw(w, "null", 4);
-}
-
-/* Feeds every history event in (earliest, as_of] to the accumulators. */
-static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_t *prefix,
-				   size_t plen, int64_t as_of, struct window_acc *accs, size_t n)
-{
-	int64_t earliest = as_of;
-	for (size_t i = 0; i < n; i++)
-		if (accs[i].from_us < earliest)
-			earliest = accs[i].from_us;
-	MDB_cursor *cur;
-	uint8_t start[KEY_MAX + 1];
-	MDB_val key, val;
-	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
-	if (rc != MDB_SUCCESS)
-		return fl_status_of_mdb(rc);
-	memcpy(start, prefix, plen);
-	/* the first event after earliest: (earliest, UINT64_MAX) is excluded */
-	fl_put_be64(start + plen, sortable_time(earliest));
-	fl_put_be64(start + plen + 8, UINT64_MAX);
-	key = (MDB_val){plen + 16, start};
-	bool over_cost = false;
-	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
-			break;
-		int64_t ts = time_of_sortable((uint8_t *)key.mv_data + plen);
-		if (ts > as_of)
-			break;
-		if (!spend(read)) {
-			rc = MDB_SUCCESS;
-			over_cost = true;
-			break;
-		}
-		if (ts <= earliest)
-			continue;
-		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
-		for (size_t i = 0; i < n; i++) {
-			struct raw_value value;
-			if (ts <= accs[i].from_us)
-				continue;
-			if (fl_json_member(val.mv_data, val.mv_size, accs[i].window->of,
-					   &value.text, &value.len) &&
-			    !(value.len == 4 && memcmp(value.text, "null", 4) == 0))
-				acc_add(&accs[i], &value, seq);
-		}
-	}
-	mdb_cursor_close(cur);
-	if (over_cost)
-		return FL_ERR_INVALID;
-	for (size_t i = 0; i < n; i++)
-		if (accs[i].failed || accs[i].seqs.failed)
-			return FL_ERR_CORRUPT;
-	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
 }
 
 /* The "features" object of a read. */
@@ -1338,28 +2055,46 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 				    size_t plen, struct fl_jw *w, struct seq_set *served)
 {
 	enum fl_status st = FL_OK;
-	struct window_acc *accs = calloc(req->n_windows ? req->n_windows : 1, sizeof(*accs));
-	if (!accs)
-		return FL_ERR_NOMEM;
-	for (size_t i = 0; st == FL_OK && i < req->n_windows; i++) {
+	size_t n = req->n_windows;
+	struct window_acc *accs = calloc(n ? n : 1, sizeof(*accs));
+	struct window_acc **group = calloc(n ? n : 1, sizeof(*group));
+	bool *done = calloc(n ? n : 1, sizeof(*done));
+	if (!accs || !group || !done)
+		st = FL_ERR_NOMEM;
+	for (size_t i = 0; st == FL_OK && i < n; i++) {
 		const struct fl_window *win = req->windows[i];
 		const struct fl_feature *of = fl_view_feature(req->view, win->of);
 		accs[i].window = win;
 		accs[i].integer = of && of->type == FL_FEATURE_INT64;
+		accs[i].numeric = of && (of->type == FL_FEATURE_INT64 || of->type == FL_FEATURE_DOUBLE);
 		accs[i].from_us = req->as_of_us - win->size_us;
 		accs[i].keep = win->fn == FL_WINDOW_LAST_N && win->n > 1 ? win->n : 1;
+		acc_reset(&accs[i]);
 		if (win->fn == FL_WINDOW_LAST || win->fn == FL_WINDOW_LAST_N) {
 			accs[i].recent = calloc(accs[i].keep, sizeof(*accs[i].recent));
 			if (!accs[i].recent)
 				st = FL_ERR_NOMEM;
 		}
 	}
-	if (st == FL_OK && req->n_windows)
-		st = scan_windows(read, prefix, plen, req->as_of_us, accs, req->n_windows);
+	/* windows of one size share their span: one walk serves them all */
+	for (size_t i = 0; st == FL_OK && i < n; i++) {
+		size_t in_group = 0;
+		if (done[i])
+			continue;
+		for (size_t j = i; j < n; j++) {
+			if (!done[j] && accs[j].from_us == accs[i].from_us) {
+				group[in_group++] = &accs[j];
+				done[j] = true;
+			}
+		}
+		st = compute_windows(read, prefix, plen, req->as_of_us, group, in_group,
+				     req->with_window_seqs);
+	}
 	fl_jw_open(w, '{');
-	for (size_t i = 0; i < req->n_windows; i++) {
+	for (size_t i = 0; accs && i < n; i++) {
 		struct window_acc *acc = &accs[i];
 		if (st == FL_OK) {
+			bool listed = req->with_window_seqs && acc->part.count <= MAX_WINDOW_SEQS;
 			fl_jw_key(w, acc->window->name);
 			fl_jw_open(w, '{');
 			fl_jw_key(w, "value");
@@ -1369,8 +2104,8 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 			fl_jw_key(w, "to");
 			fl_jw_time(w, req->as_of_us);
 			fl_jw_key(w, "events");
-			fl_jw_u64(w, acc->events);
-			if (req->with_window_seqs && acc->seqs.count <= MAX_WINDOW_SEQS) {
+			fl_jw_u64(w, acc->part.count);
+			if (listed) {
 				fl_jw_key(w, "seqs");
 				fl_jw_open(w, '[');
 				for (size_t j = 0; j < acc->seqs.count; j++) {
@@ -1378,17 +2113,19 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 					fl_jw_u64(w, acc->seqs.seqs[j]);
 				}
 				fl_jw_close(w, ']');
+				/* the seqs an answer lists are the ones it served */
+				for (size_t j = 0; j < acc->seqs.count; j++)
+					seq_add(served, acc->seqs.seqs[j]);
 			}
 			fl_jw_close(w, '}');
-			for (size_t j = 0; j < acc->seqs.count; j++)
-				seq_add(served, acc->seqs.seqs[j]);
 		}
-		free(acc->values);
 		free(acc->recent);
 		free(acc->seqs.seqs);
 	}
 	fl_jw_close(w, '}');
 	free(accs);
+	free(group);
+	free(done);
 	return st;
 }
 
@@ -1539,6 +2276,8 @@ enum fl_status fl_projection_digest(struct fl_projection *p, uint64_t *ret_appli
 		st = digest_db(read->txn, p->latest, "latest", md);
 	if (st == FL_OK)
 		st = digest_db(read->txn, p->history, "history", md);
+	if (st == FL_OK)
+		st = digest_db(read->txn, p->tiles, "tiles", md);
 	if (st == FL_OK && !EVP_DigestFinal_ex(md, hash, &hash_len))
 		st = FL_ERR_CRYPTO;
 	EVP_MD_CTX_free(md);

@@ -9,13 +9,16 @@
  *            by event_ts then seq: a late event never overwrites a newer one)
  *   history  view, entity, event_ts, seq -> the event's features (for as_of
  *            reads and windows, bounded by the view's retention)
+ *   tiles    view, entity, level, span start -> partials of every feature
+ *            over the events in that span (for windows in O(log n))
  *   views    name -> version and canonical definition
  *   meta     applied_seq
  *
  * Events are applied in order, each run in one transaction together with
  * the new applied_seq, so a crash never applies an event twice or half.
- * Reads compute windows exactly from history: every event of the entity
- * whose event_ts lies in (as_of - size, as_of], whatever order it came in.
+ * Reads compute windows exactly over every event of the entity whose
+ * event_ts lies in (as_of - size, as_of], whatever order it came in: from
+ * tiles and the raw events at the window's two ends.
  */
 
 #include <stdbool.h>
@@ -80,7 +83,7 @@ struct fl_read_answer {
 	size_t features_len;
 	char *windows; /* {"name": {"value", "from", "to", "events"[, "seqs"]}, ...} */
 	size_t windows_len;
-	uint64_t *served_seqs; /* every seq a value came from, ascending, no repeats */
+	uint64_t *served_seqs; /* feature seqs and listed window seqs, ascending, no repeats */
 	size_t n_served;
 };
 
