@@ -5,6 +5,8 @@
  *   latest   view NUL entity NUL feature -> be64 event_ts' | be64 seq | value (JSON)
  *   history  view NUL entity NUL be64 event_ts' | be64 seq -> features (JSON object)
  *   views    name -> be64 version | canonical definition
+ *   ingest   be64 seq -> be64 ingest_ts' of every feature event in history
+ *            (for reads "as known" at a time: fl_read_request.known_at_us)
  *   meta     "applied_seq" -> be64
  *            "log_clock" -> be64 event_ts' of the greatest ingest_ts applied
  * where event_ts' is the timestamp with its sign bit flipped, so that byte
@@ -43,7 +45,7 @@ struct fl_projection {
 	char *dir;
 	char boot_id[64]; /* "" where the system gives none */
 	MDB_env *env;
-	MDB_dbi latest, history, views, meta;
+	MDB_dbi latest, history, views, meta, ingest;
 	size_t map_size;
 	_Atomic uint64_t applied_seq;
 	int64_t log_clock_us; /* greatest ingest_ts applied (apply thread only) */
@@ -133,7 +135,7 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
  * and the apply thread rebuilds them from the replica log: they are derived
  * state.
  */
-#define MODELS_FORMAT 3
+#define MODELS_FORMAT 4
 
 static bool format_is_current(struct fl_projection *p, MDB_txn *txn)
 {
@@ -148,7 +150,8 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	uint8_t buf[8];
 	int rc;
 	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
-	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)))
+	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)) ||
+	    (rc = mdb_drop(txn, p->ingest, 0)))
 		return rc;
 	fl_put_be64(buf, MODELS_FORMAT);
 	MDB_val key = {6, "format"}, val = {8, buf};
@@ -333,7 +336,8 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	if ((rc = mdb_dbi_open(txn, "latest", MDB_CREATE, &p->latest)) ||
 	    (rc = mdb_dbi_open(txn, "history", MDB_CREATE, &p->history)) ||
 	    (rc = mdb_dbi_open(txn, "views", MDB_CREATE, &p->views)) ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta))) {
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta)) ||
+	    (rc = mdb_dbi_open(txn, "ingest", MDB_CREATE, &p->ingest))) {
 		mdb_txn_abort(txn);
 		st = fl_status_of_mdb(rc);
 		goto err_env;
@@ -633,6 +637,12 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 			break;
 		if (time_of_sortable((uint8_t *)key.mv_data + prefix_len) >= bound_us)
 			break;
+		uint8_t seq_key[8];
+		memcpy(seq_key, (uint8_t *)key.mv_data + prefix_len + 8, 8);
+		MDB_val ingest_key = {8, seq_key};
+		rc = mdb_del(txn, p->ingest, &ingest_key, NULL);
+		if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+			break;
 		rc = mdb_cursor_del(cur, 0);
 		if (rc != MDB_SUCCESS)
 			break;
@@ -745,6 +755,12 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	fl_put_be64(key + plen + 8, entry->seq);
 	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
 	st = fl_status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
+	if (st == FL_OK) { /* when the event became known, for as_known reads */
+		uint8_t ingest_ts[8];
+		fl_put_be64(ingest_ts, sortable_time(h->ingest_ts_us));
+		MDB_val ik = {8, key + plen + 8}, iv = {8, ingest_ts};
+		st = fl_status_of_mdb(mdb_put(txn, p->ingest, &ik, &iv, 0));
+	}
 
 	/* latest: the entity's record, merged feature by feature (newest
 	 * (event_ts, seq) wins: a late event never overwrites a newer value) */
@@ -1010,12 +1026,31 @@ static void write_feature(struct fl_jw *w, const char *name, const struct raw_va
 }
 
 /*
- * The newest event at or before as_of carrying feature name, by scanning
- * the entity's history backwards; value->text stays NULL when there is none.
+ * Whether the event seq counts for a read: every applied event does, unless
+ * the read is "as known" at known_at_us (CONTRACT §6, point_in_time
+ * "as_known"), when only those ingested at or before it do. The one place
+ * that filter lives; an event without an ingest record does not count.
+ */
+static bool known(struct fl_projection_read *read, int64_t known_at_us, uint64_t seq)
+{
+	if (!known_at_us)
+		return true;
+	uint8_t seq_key[8];
+	fl_put_be64(seq_key, seq);
+	MDB_val key = {8, seq_key}, val;
+	return mdb_get(read->txn, read->projection->ingest, &key, &val) == MDB_SUCCESS &&
+	       val.mv_size == 8 && time_of_sortable(val.mv_data) <= known_at_us;
+}
+
+/*
+ * The newest event at or before as_of carrying feature name (and known at
+ * known_at_us, see known()), by scanning the entity's history backwards;
+ * value->text stays NULL when there is none.
  */
 static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_t *prefix,
 				   size_t plen, const char *name, int64_t as_of,
-				   struct raw_value *ret_value, int64_t *ret_ts, uint64_t *ret_seq)
+				   int64_t known_at_us, struct raw_value *ret_value,
+				   int64_t *ret_ts, uint64_t *ret_seq)
 {
 	MDB_cursor *cur;
 	uint8_t start[KEY_MAX + 1];
@@ -1038,7 +1073,8 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 			mdb_cursor_close(cur);
 			return FL_ERR_INVALID;
 		}
-		if (fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
+		if (known(read, known_at_us, fl_get_be64((uint8_t *)key.mv_data + plen + 8)) &&
+		    fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
 				   &ret_value->len)) {
 			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
 			*ret_seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
@@ -1229,7 +1265,8 @@ static void write_acc_value(struct fl_jw *w, const struct window_acc *acc)
 
 /* Feeds every history event in (earliest, as_of] to the accumulators. */
 static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_t *prefix,
-				   size_t plen, int64_t as_of, struct window_acc *accs, size_t n)
+				   size_t plen, int64_t as_of, int64_t known_at_us,
+				   struct window_acc *accs, size_t n)
 {
 	int64_t earliest = as_of;
 	for (size_t i = 0; i < n; i++)
@@ -1262,6 +1299,8 @@ static enum fl_status scan_windows(struct fl_projection_read *read, const uint8_
 		if (ts <= earliest)
 			continue;
 		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
+		if (!known(read, known_at_us, seq))
+			continue;
 		for (size_t i = 0; i < n; i++) {
 			struct raw_value value;
 			if (ts <= accs[i].from_us)
@@ -1304,11 +1343,11 @@ static enum fl_status query_features(struct fl_projection_read *read,
 		if (latest_find(record.mv_data, record.mv_size, name, strlen(name), &e)) {
 			ts = e.ts;
 			seq = e.seq;
-			if (ts <= req->as_of_us)
+			if (ts <= req->as_of_us && known(read, req->known_at_us, seq))
 				value = (struct raw_value){e.value, e.value_len};
-			else /* newer than as_of: find what was current then */
-				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
-						  &ts, &seq);
+			else /* newer than as_of (or not known then): what was current */
+				st = scan_feature(read, prefix, plen, name, req->as_of_us,
+						  req->known_at_us, &value, &ts, &seq);
 		}
 		const char *status = !value.text				 ? "NOT_FOUND"
 				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
@@ -1344,7 +1383,8 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 		}
 	}
 	if (st == FL_OK && req->n_windows)
-		st = scan_windows(read, prefix, plen, req->as_of_us, accs, req->n_windows);
+		st = scan_windows(read, prefix, plen, req->as_of_us, req->known_at_us, accs,
+				  req->n_windows);
 	fl_jw_open(w, '{');
 	for (size_t i = 0; i < req->n_windows; i++) {
 		struct window_acc *acc = &accs[i];
