@@ -184,8 +184,8 @@ static json_t *names_of(const struct export_job *job, bool windows)
 	json_t *list = json_array();
 	size_t n = windows ? job->n_windows : job->n_features;
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(list, json_string(windows ? job->windows[i]->name
-								: job->features[i]->name));
+		json_array_append_new(
+		    list, json_string(windows ? job->windows[i]->name : job->features[i]->name));
 	return list;
 }
 
@@ -294,9 +294,9 @@ static bool take_names(struct export_job *job, const json_t *list, bool windows,
 			if (!w && !f) {
 				*ret_status = 400;
 				*ret_code = windows ? "unknown_window" : "unknown_feature";
-				snprintf(message, message_size, "view %s has no %s called \"%.64s\"",
-					 fl_view_name(job->view), windows ? "window" : "feature",
-					 name);
+				snprintf(
+				    message, message_size, "view %s has no %s called \"%.64s\"",
+				    fl_view_name(job->view), windows ? "window" : "feature", name);
 				return false;
 			}
 		} else if (windows) {
@@ -394,8 +394,8 @@ static bool parse_head(struct export_job *job, char *message, size_t message_siz
 		*ret_field = NULL;
 		ok = take_names(job, json_object_get(head, "features"), false, message,
 				message_size, ret_status, ret_code) &&
-		     take_names(job, json_object_get(head, "windows"), true, message,
-				message_size, ret_status, ret_code);
+		     take_names(job, json_object_get(head, "windows"), true, message, message_size,
+				ret_status, ret_code);
 		if (!ok && *ret_status == 400)
 			*ret_field = "line 1";
 	}
@@ -428,8 +428,7 @@ static bool parse_row(const char *line, size_t len, struct row *row, char *messa
 		ok = true;
 	} else if (!json_is_string(id)) {
 		snprintf(message, message_size, "entity_id is a string or an integer");
-	} else if (json_string_length(id) == 0 ||
-		   json_string_length(id) > FL_ENTITY_ID_MAX_LEN) {
+	} else if (json_string_length(id) == 0 || json_string_length(id) > FL_ENTITY_ID_MAX_LEN) {
 		snprintf(message, message_size, "entity_id must be 1 to %d bytes",
 			 FL_ENTITY_ID_MAX_LEN);
 	} else {
@@ -650,8 +649,8 @@ static void run_export(struct export_job *job)
 	reader_finish(&r);
 	if (got != 0) {
 		snprintf(message, sizeof(message),
-			 "line %" PRIu64 " is longer than %u bytes (or could not be read)", bad_line,
-			 LINE_MAX_BYTES);
+			 "line %" PRIu64 " is longer than %u bytes (or could not be read)",
+			 bad_line, LINE_MAX_BYTES);
 		snprintf(field, sizeof(field), "line %" PRIu64, bad_line);
 		answer_error(job, 400, "invalid_row", message, field, bad_line);
 		return;
@@ -662,10 +661,10 @@ static void run_export(struct export_job *job)
 	a.buf = malloc(WRITE_BUF_BYTES);
 	a.md = EVP_MD_CTX_new();
 	struct fl_projection_read *read = NULL;
-	enum fl_status st = a.fd >= 0 && a.buf && a.md &&
-				    EVP_DigestInit_ex(a.md, EVP_sha256(), NULL) == 1
-				? fl_projection_read_begin(q->projection, &read)
-				: FL_ERR_IO;
+	enum fl_status st =
+	    a.fd >= 0 && a.buf && a.md && EVP_DigestInit_ex(a.md, EVP_sha256(), NULL) == 1
+		? fl_projection_read_begin(q->projection, &read)
+		: FL_ERR_IO;
 	uint64_t applied_seq = read ? fl_projection_read_applied_seq(read) : 0;
 	if (st == FL_OK && job->csv) {
 		answer_put(&a, "entity_id,ts", 12);
@@ -721,7 +720,8 @@ static void run_export(struct export_job *job)
 					csv_values(&a, answer.windows, answer.windows_len,
 						   job->n_windows);
 				} else {
-					for (size_t i = 0; i < job->n_features + job->n_windows; i++)
+					for (size_t i = 0; i < job->n_features + job->n_windows;
+					     i++)
 						answer_put(&a, ",", 1);
 				}
 				answer_put(&a, "\n", 1);
