@@ -154,14 +154,11 @@ static json_t *copy_or_empty(const json_t *array)
 
 /* The record's body tail: the members after "seq" (CONTRACT §7). */
 static char *record_tail(const struct fl_audit_record *rec, int64_t ts_us, unsigned status,
-			 const char *body, size_t len, size_t *ret_len)
+			 const uint8_t digest[32], size_t *ret_len)
 {
-	uint8_t digest[32];
 	char digest_hex[65], ts[FL_TIME_TEXT_LEN];
 
-	if (!fl_sha256(body, len, digest))
-		return NULL;
-	fl_hex_encode(digest, sizeof(digest), digest_hex);
+	fl_hex_encode(digest, 32, digest_hex);
 	fl_time_format(ts_us, ts);
 	json_t *seqs = json_array();
 	for (size_t i = 0; i < rec->n_served; i++)
@@ -174,10 +171,17 @@ static char *record_tail(const struct fl_audit_record *rec, int64_t ts_us, unsig
 			    rec->principal ? json_string(rec->principal) : json_null());
 	json_object_set_new(obj, "route", json_string(rec->route));
 	json_object_set_new(obj, "view", rec->view ? json_string(rec->view) : json_null());
-	json_object_set_new(obj, "entity_ids", copy_or_empty(rec->entity_ids));
+	if (rec->request_sha256) {
+		json_object_set_new(obj, "rows", json_integer((json_int_t)rec->rows));
+		json_object_set_new(obj, "request_sha256", json_string(rec->request_sha256));
+	} else {
+		json_object_set_new(obj, "entity_ids", copy_or_empty(rec->entity_ids));
+	}
 	json_object_set_new(obj, "features", copy_or_empty(rec->features));
 	json_object_set_new(obj, "windows", copy_or_empty(rec->windows));
 	json_object_set_new(obj, "served_seqs", seqs);
+	if (rec->request_sha256)
+		json_object_set_new(obj, "applied_seq", json_integer((json_int_t)rec->applied_seq));
 	json_object_set_new(obj, "answer_sha256", json_string(digest_hex));
 	json_object_set_new(obj, "status", json_integer(status));
 	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -203,7 +207,10 @@ enum fl_status fl_audit_submit(struct fl_audit *audit, struct fl_http_request *r
 	p->ts_us = fl_time_now_us();
 	p->status = status;
 	p->content_type = strdup(content_type);
-	p->tail = record_tail(rec, p->ts_us, status, body, len, &p->tail_len);
+	uint8_t digest[32];
+	p->tail = fl_sha256(body, len, digest)
+		      ? record_tail(rec, p->ts_us, status, digest, &p->tail_len)
+		      : NULL;
 	if (!p->content_type || !p->tail) {
 		free(p->content_type);
 		free(p->tail);
@@ -239,5 +246,27 @@ enum fl_status fl_audit_submit_error(struct fl_audit *audit, struct fl_http_requ
 	    fl_audit_submit(audit, req, rec, status, "application/json", body, strlen(body));
 	if (st != FL_OK)
 		free(body);
+	return st;
+}
+
+enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit_record *rec,
+				   unsigned status, const uint8_t answer_sha256[32])
+{
+	int64_t ts_us = fl_time_now_us();
+	size_t tail_len;
+	char *tail = record_tail(rec, ts_us, status, answer_sha256, &tail_len);
+	if (!tail)
+		return FL_ERR_NOMEM;
+	struct fl_log_input input = {.body_tail = tail, .body_tail_len = tail_len, .time_us = ts_us};
+	struct fl_log_result result;
+	struct fl_log_batch batch = {&input, 1, &result, FL_OK, 0};
+	int64_t start = fl_time_mono_us();
+	enum fl_status st = fl_log_append(audit->log, &batch, 1, NULL);
+	if (st == FL_OK && batch.status != FL_OK)
+		st = batch.status;
+	if (st == FL_OK && audit->commit_latency)
+		fl_histogram_observe(audit->commit_latency,
+				     (double)(fl_time_mono_us() - start) / 1e6);
+	free(tail);
 	return st;
 }

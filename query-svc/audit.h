@@ -39,6 +39,12 @@ struct fl_audit_record {
 	const json_t *windows;      /* array of names, or NULL */
 	const uint64_t *served_seqs;
 	size_t n_served;
+	/* A training-data export (CONTRACT §7): when request_sha256 is set
+	 * (hex), the record holds "rows" and "request_sha256" instead of
+	 * "entity_ids", and "applied_seq". */
+	const char *request_sha256;
+	uint64_t rows;
+	uint64_t applied_seq;
 };
 
 /*
@@ -49,6 +55,15 @@ struct fl_audit_record {
 enum fl_status fl_audit_submit(struct fl_audit *audit, struct fl_http_request *req,
 			       const struct fl_audit_record *rec, unsigned status,
 			       const char *content_type, char *body, size_t len);
+
+/*
+ * Records rec with status and the answer's SHA-256 (answer_sha256), on the
+ * calling thread, and returns once the record is durable (FL_OK), so that
+ * the caller may then send an answer it streams from elsewhere. Safe from
+ * any thread (the log serialises appends).
+ */
+enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit_record *rec,
+				   unsigned status, const uint8_t answer_sha256[32]);
 
 /* As fl_audit_submit, for a §9 error answer (401, 403, 400, 404...). */
 enum fl_status fl_audit_submit_error(struct fl_audit *audit, struct fl_http_request *req,

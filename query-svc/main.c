@@ -25,6 +25,7 @@
 #include "projection.h"
 #include "audit.h"
 #include "routes.h"
+#include "historical.h"
 #include "sync.h"
 
 static const struct fl_config_option options[] = {
@@ -54,6 +55,13 @@ static const struct fl_config_option options[] = {
     {"tls-key", "FLEDGER_TLS_KEY", NULL, "PEM private key of --tls-cert", false},
     {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
+    {"max-historical-body", "FLEDGER_MAX_HISTORICAL_BODY", "268435456",
+     "largest body of POST /v1/features:historical in bytes (spooled to disk, not memory)",
+     false},
+    {"spool-dir", "FLEDGER_SPOOL_DIR", NULL,
+     "directory for the unlinked temporary files of training-data exports (default $TMPDIR "
+     "or /tmp)",
+     false},
     FL_SVC_HTTP_LIMIT_OPTIONS,
     {"max-parked-reads", "FLEDGER_MAX_PARKED_READS", "1024",
      "reads waiting for their min_seq at most; more get 503", false},
@@ -125,7 +133,7 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, lag_bound_ms, http_threads, max_parked, read_workers, max_read_cost;
+	int64_t max_body, max_historical_body, lag_bound_ms, http_threads, max_parked, read_workers, max_read_cost;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
@@ -135,13 +143,15 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (fl_config_get_int(config, "max-body", 1024, INT64_C(1) << 30, &max_body) != FL_OK ||
+	    fl_config_get_int(config, "max-historical-body", 1024, INT64_C(1) << 40,
+			      &max_historical_body) != FL_OK ||
 	    fl_config_get_int(config, "lag-bound-ms", 0, INT64_C(86400000), &lag_bound_ms) !=
 		FL_OK ||
 	    fl_config_get_int(config, "http-threads", 1, 64, &http_threads) != FL_OK ||
 	    fl_config_get_int(config, "max-parked-reads", 1, 1000000, &max_parked) != FL_OK ||
 	    fl_config_get_int(config, "read-workers", 0, 64, &read_workers) != FL_OK ||
 	    fl_config_get_int(config, "max-read-cost", 1, INT64_MAX, &max_read_cost) != FL_OK)
-		fatal("bad --max-body, --lag-bound-ms, --http-threads, --max-parked-reads, "
+		fatal("bad --max-body, --max-historical-body, --lag-bound-ms, --http-threads, --max-parked-reads, "
 		      "--read-workers or --max-read-cost",
 		      NULL);
 
@@ -256,6 +266,9 @@ int main(int argc, char **argv)
 	query.max_waiting_reads = (size_t)max_parked;
 	query.read_workers = (unsigned)read_workers;
 	query.max_read_cost = (uint64_t)max_read_cost;
+	query.spool_dir = fl_config_get(config, "spool-dir");
+	if (query.spool_dir && !query.spool_dir[0])
+		query.spool_dir = NULL;
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 
@@ -286,6 +299,9 @@ int main(int argc, char **argv)
 	    .tls_client_ca_file = fl_config_get(config, "tls-client-ca"),
 	    .threads = (unsigned)http_threads,
 	    .on_complete = fl_query_on_complete,
+	    .spool_body = fl_query_historical_spools,
+	    .max_spool_body_bytes = (size_t)max_historical_body,
+	    .spool_dir = query.spool_dir,
 	};
 	fl_svc_http_limits(config, &http);
 	struct fl_http_server *server;

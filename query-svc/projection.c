@@ -5,6 +5,8 @@
  *   latest   view NUL entity NUL feature -> be64 event_ts' | be64 seq | value (JSON)
  *   history  view NUL entity NUL be64 event_ts' | be64 seq -> features (JSON object)
  *   views    name -> be64 version | canonical definition
+ *   ingest   be64 seq -> be64 ingest_ts' of every feature event in history
+ *            (for reads "as known" at a time: fl_read_request.known_at_us)
  *   meta     "applied_seq" -> be64
  *            "log_clock" -> be64 event_ts' of the greatest ingest_ts applied
  * where event_ts' is the timestamp with its sign bit flipped, so that byte
@@ -43,7 +45,7 @@ struct fl_projection {
 	char *dir;
 	char boot_id[64]; /* "" where the system gives none */
 	MDB_env *env;
-	MDB_dbi latest, history, views, meta, tiles;
+	MDB_dbi latest, history, views, meta, tiles, ingest;
 	size_t map_size;
 	_Atomic uint64_t applied_seq;
 	int64_t log_clock_us; /* greatest ingest_ts applied (apply thread only) */
@@ -133,11 +135,13 @@ static enum fl_status load_views(struct fl_projection *p, MDB_txn *txn)
 
 /*
  * The layout of the read models (2: one latest record per entity; 3: and
- * the log clock; 4: and the window tiles). Models stored in another layout are emptied when opened,
+ * the log clock; 4: and the window tiles; 5: and each event's ingest time,
+ * for reads as known at a moment). Models stored in another layout are
+ * emptied when opened,
  * and the apply thread rebuilds them from the replica log: they are derived
  * state.
  */
-#define MODELS_FORMAT 4
+#define MODELS_FORMAT 5
 
 static bool format_is_current(struct fl_projection *p, MDB_txn *txn)
 {
@@ -153,7 +157,8 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	int rc;
 	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
 	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)) ||
-	    (rc = mdb_drop(txn, p->tiles, 0)))
+	    (rc = mdb_drop(txn, p->tiles, 0)) ||
+	    (rc = mdb_drop(txn, p->ingest, 0)))
 		return rc;
 	fl_put_be64(buf, MODELS_FORMAT);
 	MDB_val key = {6, "format"}, val = {8, buf};
@@ -350,7 +355,8 @@ enum fl_status fl_projection_open(const char *dir, struct fl_projection **ret_pr
 	    (rc = mdb_dbi_open(txn, "history", MDB_CREATE, &p->history)) ||
 	    (rc = mdb_dbi_open(txn, "views", MDB_CREATE, &p->views)) ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &p->meta)) ||
-	    (rc = mdb_dbi_open(txn, "tiles", MDB_CREATE, &p->tiles))) {
+	    (rc = mdb_dbi_open(txn, "tiles", MDB_CREATE, &p->tiles)) ||
+	    (rc = mdb_dbi_open(txn, "ingest", MDB_CREATE, &p->ingest))) {
 		mdb_txn_abort(txn);
 		st = fl_status_of_mdb(rc);
 		goto err_env;
@@ -1224,6 +1230,12 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 		int64_t ts = time_of_sortable((uint8_t *)key.mv_data + prefix_len);
 		if (ts >= bound_us)
 			break;
+		uint8_t seq_key[8];
+		memcpy(seq_key, (uint8_t *)key.mv_data + prefix_len + 8, 8);
+		MDB_val ingest_key = {8, seq_key};
+		rc = mdb_del(txn, p->ingest, &ingest_key, NULL);
+		if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+			break;
 		rc = mdb_cursor_del(cur, 0);
 		if (rc != MDB_SUCCESS)
 			break;
@@ -1305,6 +1317,12 @@ static enum fl_status apply_feature(struct fl_projection *p, MDB_txn *txn,
 	fl_put_be64(key + plen + 8, entry->seq);
 	MDB_val k = {plen + 16, key}, v = {h->features_len, (void *)h->features};
 	st = fl_status_of_mdb(mdb_put(txn, p->history, &k, &v, 0));
+	if (st == FL_OK) { /* when the event became known, for as_known reads */
+		uint8_t ingest_ts[8];
+		fl_put_be64(ingest_ts, sortable_time(h->ingest_ts_us));
+		MDB_val ik = {8, key + plen + 8}, iv = {8, ingest_ts};
+		st = fl_status_of_mdb(mdb_put(txn, p->ingest, &ik, &iv, 0));
+	}
 
 	size_t n = 0;
 	if (st == FL_OK)
@@ -1570,12 +1588,31 @@ static void write_feature(struct fl_jw *w, const char *name, const struct raw_va
 }
 
 /*
- * The newest event at or before as_of carrying feature name, by scanning
- * the entity's history backwards; value->text stays NULL when there is none.
+ * Whether the event seq counts for a read: every applied event does, unless
+ * the read is "as known" at known_at_us (CONTRACT §6, point_in_time
+ * "as_known"), when only those ingested at or before it do. The one place
+ * that filter lives; an event without an ingest record does not count.
+ */
+static bool known(struct fl_projection_read *read, int64_t known_at_us, uint64_t seq)
+{
+	if (!known_at_us)
+		return true;
+	uint8_t seq_key[8];
+	fl_put_be64(seq_key, seq);
+	MDB_val key = {8, seq_key}, val;
+	return mdb_get(read->txn, read->projection->ingest, &key, &val) == MDB_SUCCESS &&
+	       val.mv_size == 8 && time_of_sortable(val.mv_data) <= known_at_us;
+}
+
+/*
+ * The newest event at or before as_of carrying feature name (and known at
+ * known_at_us, see known()), by scanning the entity's history backwards;
+ * value->text stays NULL when there is none.
  */
 static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_t *prefix,
 				   size_t plen, const char *name, int64_t as_of,
-				   struct raw_value *ret_value, int64_t *ret_ts, uint64_t *ret_seq)
+				   int64_t known_at_us, struct raw_value *ret_value,
+				   int64_t *ret_ts, uint64_t *ret_seq)
 {
 	MDB_cursor *cur;
 	uint8_t start[KEY_MAX + 1];
@@ -1598,7 +1635,8 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 			mdb_cursor_close(cur);
 			return FL_ERR_INVALID;
 		}
-		if (fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
+		if (known(read, known_at_us, fl_get_be64((uint8_t *)key.mv_data + plen + 8)) &&
+		    fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
 				   &ret_value->len)) {
 			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
 			*ret_seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
@@ -1649,6 +1687,7 @@ struct window_walk {
 	bool over_cost;
 	bool rings;	/* feed last / last_n rings and seqs (the raw-first pass) */
 	bool seqs_only; /* collect seqs, nothing else */
+	int64_t known_at_us; /* "as known" then (0: every event); raw events only */
 };
 
 static bool is_last(const struct window_acc *acc)
@@ -1717,6 +1756,10 @@ static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t lim
 			ww->over_cost = true;
 			return MDB_SUCCESS;
 		}
+		if (ww->known_at_us &&
+		    !known(ww->read, ww->known_at_us,
+			   fl_get_be64((uint8_t *)key.mv_data + ww->plen + 8)))
+			continue;
 		walk_event(ww, &key, &val);
 	}
 	if (ret_complete)
@@ -1886,10 +1929,15 @@ static enum fl_status extreme_text(struct window_walk *ww, const struct window_a
  * MAX_WINDOW_SEQS events.
  */
 static enum fl_status compute_windows(struct fl_projection_read *read, const uint8_t *prefix,
-				      size_t plen, int64_t as_of, struct window_acc **accs,
-				      size_t n, bool seqs)
+				      size_t plen, int64_t as_of, int64_t known_at_us,
+				      struct window_acc **accs, size_t n, bool seqs)
 {
-	struct window_walk ww = {.read = read, .prefix = prefix, .plen = plen, .accs = accs, .n = n};
+	struct window_walk ww = {.read = read,
+				 .prefix = prefix,
+				 .plen = plen,
+				 .accs = accs,
+				 .n = n,
+				 .known_at_us = known_at_us};
 	int64_t from = accs[0]->from_us;
 	uint64_t lo = sortable_time(from) + 1, hi = sortable_time(as_of) + 1;
 	enum fl_status st = FL_OK;
@@ -1898,7 +1946,9 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
 	ww.rings = true;
-	rc = walk_raw(&ww, lo, hi, RAW_FIRST, &complete);
+	/* As known at a moment, tiles (which hold every applied event) do not
+	 * apply: the window is walked event by event, each checked. */
+	rc = walk_raw(&ww, lo, hi, known_at_us ? 0 : RAW_FIRST, &complete);
 	ww.rings = false;
 	if (rc == MDB_SUCCESS && !complete && !ww.over_cost) {
 		for (size_t i = 0; i < n; i++)
@@ -2032,11 +2082,11 @@ static enum fl_status query_features(struct fl_projection_read *read,
 		if (latest_find(record.mv_data, record.mv_size, name, strlen(name), &e)) {
 			ts = e.ts;
 			seq = e.seq;
-			if (ts <= req->as_of_us)
+			if (ts <= req->as_of_us && known(read, req->known_at_us, seq))
 				value = (struct raw_value){e.value, e.value_len};
-			else /* newer than as_of: find what was current then */
-				st = scan_feature(read, prefix, plen, name, req->as_of_us, &value,
-						  &ts, &seq);
+			else /* newer than as_of (or not known then): what was current */
+				st = scan_feature(read, prefix, plen, name, req->as_of_us,
+						  req->known_at_us, &value, &ts, &seq);
 		}
 		const char *status = !value.text				 ? "NOT_FOUND"
 				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
@@ -2087,8 +2137,8 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 				done[j] = true;
 			}
 		}
-		st = compute_windows(read, prefix, plen, req->as_of_us, group, in_group,
-				     req->with_window_seqs);
+		st = compute_windows(read, prefix, plen, req->as_of_us, req->known_at_us, group,
+				     in_group, req->with_window_seqs);
 	}
 	fl_jw_open(w, '{');
 	for (size_t i = 0; accs && i < n; i++) {

@@ -74,6 +74,10 @@ struct fl_read_request {
 	const struct fl_window **windows;      /* which windows, in answer order */
 	size_t n_windows;
 	bool with_window_seqs;                 /* add "seqs" to windows (<= 1000 events) */
+	/* 0: every applied event counts. Else only events ingested at or
+	 * before it (ingest_ts <= known_at_us), for values and windows alike:
+	 * the read an online read at that moment could have served. */
+	int64_t known_at_us;
 };
 
 /* What one read served. */

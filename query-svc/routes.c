@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "historical.h"
 #include "fledger/event.h"
 #include "fledger/jsonw.h"
 #include "fledger/logroutes.h"
@@ -2074,6 +2075,7 @@ enum fl_status fl_query_init(struct fl_query *q)
 
 void fl_query_stop_waiting(struct fl_query *q)
 {
+	fl_query_historical_stop();
 	struct fl_query_state *s = q->state;
 	if (!s)
 		return;
@@ -2416,6 +2418,22 @@ enum fl_http_disposition fl_query_handle(void *ctx, struct fl_http_request *req)
 	if (strncmp(path, "/v1/audit/", 10) == 0)
 		return handle_audit_log(q, req, path);
 
+	if (strcmp(path, "/v1/features:historical") == 0) {
+		fl_http_set_user(req, "/v1/features:historical");
+		if (!method_is(req, "POST")) {
+			fl_http_respond_error(req, 405, "method_not_allowed",
+					      "this route does not take that method", NULL);
+			return FL_HTTP_DONE;
+		}
+		struct read_job *job = job_create(q, req, NULL, READ_BATCH); /* for its read id */
+		if (!job) {
+			fl_http_respond_error(req, 500, "internal_error", "out of memory", NULL);
+			return FL_HTTP_DONE;
+		}
+		enum fl_http_disposition disposition = fl_query_historical(q, req, job->read_id);
+		job_destroy(job);
+		return disposition;
+	}
 	if (strcmp(path, "/v1/features:batch") == 0) {
 		route = "/v1/features:batch";
 		kind = READ_BATCH;

@@ -39,6 +39,7 @@ struct fl_query {
 	size_t max_waiting_reads;	/* reads parked for min_seq at most; more get 503 */
 	uint64_t max_read_cost;		/* cost units one read may spend (0: no bound) */
 	unsigned read_workers;		/* threads for expensive reads (0: all run inline) */
+	const char *spool_dir;		/* training-data answers are spooled here (NULL: $TMPDIR) */
 	struct fl_metrics *metrics;
 	struct fl_counter *http_requests; /* {route, code} */
 	struct fl_histogram *read_latency;

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -63,6 +64,8 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:8080"
 #define DEFAULT_MAX_BODY_BYTES ((size_t)1 << 20)
+#define DEFAULT_MAX_SPOOL_BODY_BYTES ((size_t)256 << 20)
+#define STREAM_BLOCK_BYTES (64u * 1024u)
 #define DEFAULT_GRACE_MS 10000u
 #define DEFAULT_IDLE_TIMEOUT_S 60u
 #define DEFAULT_REQUEST_TIMEOUT_S 10u
@@ -99,6 +102,9 @@ struct fl_http_server {
 	fl_http_complete_fn on_complete;
 	void *ctx;
 	size_t max_body_bytes;
+	fl_http_spool_fn spool_body;
+	size_t max_spool_body_bytes;
+	char *spool_dir;
 	unsigned grace_ms;
 	uint16_t port;
 	bool require_client_cert;
@@ -139,6 +145,8 @@ struct fl_http_request {
 	size_t body_cap;
 	size_t content_length; /* as announced; 0 when unknown */
 	bool body_too_large;
+	int spool_fd;	     /* the spooled body (spool_body routes), else -1 */
+	uint64_t spool_len;
 	unsigned sent_status; /* server thread only */
 	struct extra_header *headers;
 
@@ -306,6 +314,8 @@ static void request_free(struct fl_http_request *req)
 	if (req->response != NULL)
 		MHD_destroy_response(req->response);
 	pthread_mutex_destroy(&req->lock);
+	if (req->spool_fd >= 0)
+		close(req->spool_fd);
 	free(req->snapshot);
 	free(req->body);
 	free(req);
@@ -328,6 +338,7 @@ static struct fl_http_request *request_new(struct fl_http_server *server,
 	}
 	req->server = server;
 	req->connection = connection;
+	req->spool_fd = -1;
 	req->start_us = fl_time_mono_us();
 	req->state = REQ_READING;
 	memcpy(req->storage, method, method_len + 1);
@@ -501,6 +512,67 @@ enum fl_status fl_http_respond(struct fl_http_request *req, unsigned status,
 	response = MHD_create_response_from_buffer(len, (void *)(body != NULL ? body : ""),
 						   MHD_RESPMEM_MUST_COPY);
 	return finish_response(req, status, response, content_type);
+}
+
+struct stream {
+	fl_http_stream_fn read;
+	void *ctx;
+	void (*free_ctx)(void *ctx);
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream *stream = cls;
+	ssize_t n = stream->read(stream->ctx, pos, buf, max);
+
+	if (n > 0)
+		return n;
+	return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+	struct stream *stream = cls;
+
+	if (stream->free_ctx != NULL)
+		stream->free_ctx(stream->ctx);
+	free(stream);
+}
+
+enum fl_status fl_http_respond_stream(struct fl_http_request *req, unsigned status,
+				      const char *content_type, uint64_t size,
+				      fl_http_stream_fn read, void *ctx, void (*free_ctx)(void *ctx))
+{
+	struct MHD_Response *response = NULL;
+	struct stream *stream;
+
+	if (req == NULL || !valid_status(status) || read == NULL) {
+		if (free_ctx != NULL)
+			free_ctx(ctx);
+		return FL_ERR_INVALID;
+	}
+	stream = malloc(sizeof(*stream));
+	if (stream != NULL) {
+		*stream = (struct stream){read, ctx, free_ctx};
+		response = MHD_create_response_from_callback(
+		    size == UINT64_MAX ? MHD_SIZE_UNKNOWN : size, STREAM_BLOCK_BYTES, stream_read,
+		    stream, stream_free);
+		if (response == NULL)
+			free(stream);
+	}
+	if (response == NULL && free_ctx != NULL)
+		free_ctx(ctx);
+	/* From here the response owns the stream: destroying it frees ctx. */
+	return finish_response(req, status, response, content_type);
+}
+
+int fl_http_body_fd(const struct fl_http_request *req, uint64_t *ret_len)
+{
+	if (req == NULL || req->spool_fd < 0)
+		return -1;
+	if (ret_len != NULL)
+		*ret_len = req->spool_len;
+	return req->spool_fd;
 }
 
 enum fl_status fl_http_respond_json(struct fl_http_request *req, unsigned status, json_t *body)
@@ -877,6 +949,33 @@ static size_t unescape_cb(void *cls, struct MHD_Connection *connection, char *te
 	return len;
 }
 
+/* The body limit of req: its route's, when its body is spooled. */
+static size_t body_limit(const struct fl_http_request *req)
+{
+	return req->spool_fd >= 0 ? req->server->max_spool_body_bytes : req->server->max_body_bytes;
+}
+
+/* An unlinked temporary file for a spooled body; -1 when none can be made. */
+static int open_spool(const struct fl_http_server *server)
+{
+	const char *dir = server->spool_dir;
+	char path[4096];
+	int fd;
+
+	if (dir == NULL)
+		dir = getenv("TMPDIR") != NULL && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR))
+		return fd;
+	/* A file system without O_TMPFILE: make a file and unlink it at once. */
+	if (snprintf(path, sizeof(path), "%s/fledger-body-XXXXXX", dir) >= (int)sizeof(path))
+		return -1;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
 /* The first call for a request: set-up and early refusals. */
 static enum MHD_Result start_request(struct fl_http_server *server,
 				     struct MHD_Connection *connection, const char *url,
@@ -909,16 +1008,22 @@ static enum MHD_Result start_request(struct fl_http_server *server,
 		return refuse(req, MHD_HTTP_BAD_REQUEST, "invalid_url",
 			      "the URL holds an encoded NUL (%00)");
 
+	if (server->spool_body != NULL && server->spool_body(server->ctx, method, req->path)) {
+		req->spool_fd = open_spool(server);
+		if (req->spool_fd < 0)
+			return refuse(req, MHD_HTTP_SERVICE_UNAVAILABLE, "spool_unavailable",
+				      "no temporary file for the request body could be made");
+	}
 	content_length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
 	if (content_length != NULL) {
 		/* MHD has refused a malformed Content-Length already. */
 		unsigned long long announced = strtoull(content_length, NULL, 10);
 
-		if (announced > server->max_body_bytes) {
+		if (announced > body_limit(req)) {
 			char message[96];
 
 			snprintf(message, sizeof(message), "the body is larger than %zu bytes",
-				 server->max_body_bytes);
+				 body_limit(req));
 			return refuse(req, 413, "body_too_large", message);
 		}
 		req->content_length = (size_t)announced;
@@ -929,10 +1034,27 @@ static enum MHD_Result start_request(struct fl_http_server *server,
 /* Appends a piece of body, or notes that the body is too large. */
 static bool append_body(struct fl_http_request *req, const char *data, size_t size)
 {
-	size_t limit = req->server->max_body_bytes;
+	size_t limit = body_limit(req);
 
 	if (req->body_too_large)
 		return true;
+	if (req->spool_fd >= 0) {
+		if (size > limit - req->spool_len) {
+			req->body_too_large = true;
+			return true;
+		}
+		for (size_t done = 0; done < size;) {
+			ssize_t n = write(req->spool_fd, data + done, size - done);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return false; /* a full disk: the connection is closed */
+			done += (size_t)n;
+		}
+		req->spool_len += size;
+		return true;
+	}
 	if (size > limit - req->body_len) {
 		/* A chunked body went over the limit: stop keeping it. */
 		req->body_too_large = true;
@@ -983,8 +1105,7 @@ static enum MHD_Result refuse_mid_body(struct fl_http_request *req)
 
 	if (server->tls_cert != NULL || info == NULL)
 		return MHD_NO;
-	snprintf(message, sizeof(message), "the body is larger than %zu bytes",
-		 server->max_body_bytes);
+	snprintf(message, sizeof(message), "the body is larger than %zu bytes", body_limit(req));
 	body = json_pack("{s:{s:s, s:s}}", "error", "code", "body_too_large", "message", message);
 	if (body != NULL)
 		text = json_dumps(body, JSON_COMPACT);
@@ -1153,7 +1274,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *connection, c
 			char message[96];
 
 			snprintf(message, sizeof(message), "the body is larger than %zu bytes",
-				 server->max_body_bytes);
+				 body_limit(req));
 			return refuse(req, 413, "body_too_large", message);
 		}
 		return run_handler(server, req);
@@ -1341,6 +1462,7 @@ static void server_free(struct fl_http_server *server)
 		free(server->tls_key);
 	}
 	free(server->tls_client_ca);
+	free(server->spool_dir);
 	free(server);
 }
 
@@ -1383,6 +1505,15 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	server->on_complete = options->on_complete;
 	server->max_body_bytes =
 	    options->max_body_bytes > 0 ? options->max_body_bytes : DEFAULT_MAX_BODY_BYTES;
+	server->spool_body = options->spool_body;
+	server->max_spool_body_bytes = options->max_spool_body_bytes > 0
+					   ? options->max_spool_body_bytes
+					   : DEFAULT_MAX_SPOOL_BODY_BYTES;
+	if (options->spool_dir != NULL && (server->spool_dir = strdup(options->spool_dir)) == NULL) {
+		set_error(error, error_size, "out of memory");
+		server_free(server);
+		return FL_ERR_NOMEM;
+	}
 	server->grace_ms = options->grace_ms > 0 ? options->grace_ms : DEFAULT_GRACE_MS;
 	idle_timeout_s =
 	    options->idle_timeout_s > 0 ? options->idle_timeout_s : DEFAULT_IDLE_TIMEOUT_S;

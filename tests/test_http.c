@@ -45,6 +45,8 @@ struct fixture {
 	_Atomic unsigned completed;
 	_Atomic unsigned last_completed_status;
 	_Atomic int64_t last_duration_us;
+	_Atomic uint64_t streamed;
+	_Atomic bool stream_freed;
 };
 
 static struct fixture fx;
@@ -111,6 +113,39 @@ static void *answer_early(void *arg)
 
 	fl_http_respond(req, 202, "text/plain", "early", 5);
 	return NULL;
+}
+
+static ssize_t read_fd(void *ctx, uint64_t pos, char *buf, size_t max)
+{
+	return pread(*(int *)ctx, buf, max, (off_t)pos);
+}
+
+static void close_fd(void *ctx)
+{
+	close(*(int *)ctx);
+	free(ctx);
+}
+
+/* An answer without end, counting what it produced. */
+static ssize_t endless(void *ctx, uint64_t pos, char *buf, size_t max)
+{
+	(void)ctx;
+	(void)pos;
+	memset(buf, 'x', max);
+	atomic_fetch_add(&fx.streamed, max);
+	return (ssize_t)max;
+}
+
+static void endless_done(void *ctx)
+{
+	cr_assert_eq(ctx, &fx);
+	atomic_store(&fx.stream_freed, true);
+}
+
+static bool spool_route(void *ctx, const char *method, const char *path)
+{
+	cr_assert_eq(ctx, &fx);
+	return strcmp(method, "POST") == 0 && strcmp(path, "/spool") == 0;
 }
 
 static enum fl_http_disposition handler(void *ctx, struct fl_http_request *req)
@@ -186,6 +221,24 @@ static enum fl_http_disposition handler(void *ctx, struct fl_http_request *req)
 	}
 	if (strcmp(path, "/forget") == 0)
 		return FL_HTTP_DONE;
+	if (strcmp(path, "/spool") == 0) {
+		/* The spooled body, streamed back from a copy of its file. */
+		uint64_t len = 0;
+		int fd = fl_http_body_fd(req, &len);
+
+		cr_assert_geq(fd, 0);
+		int *copy = malloc(sizeof(*copy));
+		*copy = dup(fd);
+		fl_http_respond_stream(req, 200, "application/octet-stream", len, read_fd, copy,
+				       close_fd);
+		return FL_HTTP_DONE;
+	}
+	if (strcmp(path, "/endless") == 0) {
+		cr_assert_eq(fl_http_body_fd(req, NULL), -1); /* not a spooled route */
+		fl_http_respond_stream(req, 200, "text/plain", UINT64_MAX, endless, &fx,
+				       endless_done);
+		return FL_HTTP_DONE;
+	}
 	fl_http_respond_error(req, 404, "not_found", "no such route", NULL);
 	return FL_HTTP_DONE;
 }
@@ -1294,4 +1347,60 @@ Test(http, encoded_nul_in_the_url_is_400)
 		  out);
 	cr_assert(strstr(out, "|200") != NULL && strstr(out, "|400") != NULL, "%s", out);
 	free(out);
+}
+
+Test(http, an_opted_in_route_spools_a_large_body_and_streams_an_answer)
+{
+	char *out;
+
+	start_with((struct fl_http_options){
+	    .spool_body = spool_route, .max_spool_body_bytes = 4 << 20, .spool_dir = tmp_dir});
+	out = run("head -c 3000000 /dev/urandom > %s/big && "
+		  "curl -s --data-binary @%s/big " URL "/spool | cmp - %s/big && echo same && "
+		  "curl -s -H 'Transfer-Encoding: chunked' --data-binary @%s/big " URL
+		  "/spool | cmp - %s/big && echo same",
+		  tmp_dir, tmp_dir, fx.port, tmp_dir, tmp_dir, fx.port, tmp_dir);
+	cr_assert_str_eq(out, "same\nsame\n");
+	free(out);
+	/* the spool file was unlinked at once: only "big" is in the directory */
+	out = run("ls %s", tmp_dir);
+	cr_assert_str_eq(out, "big\n");
+	free(out);
+	/* the larger limit is the opted-in route's only, and exact */
+	out = run("head -c 4194305 /dev/zero > %s/over && "
+		  "curl -s -o /dev/null -w '%%{http_code} ' --data-binary @%s/over " URL "/spool && "
+		  "curl -s -o /dev/null -w '%%{http_code} ' -H 'Transfer-Encoding: chunked' "
+		  "--data-binary @%s/over " URL "/spool && "
+		  "curl -s -o /dev/null -w '%%{http_code}' --data-binary @%s/big " URL "/echo",
+		  tmp_dir, tmp_dir, fx.port, tmp_dir, fx.port, tmp_dir, fx.port);
+	cr_assert_str_eq(out, "413 413 413");
+	free(out);
+}
+
+Test(http, a_streamed_answer_waits_for_the_client_and_is_freed_when_it_leaves)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr = {.sin_family = AF_INET};
+	char request[] = "GET /endless HTTP/1.1\r\nHost: x\r\n\r\n", buf[4096];
+	int rcvbuf = 4096;
+
+	start_with((struct fl_http_options){0});
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	addr.sin_port = htons(fx.port);
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	cr_assert_eq(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
+	cr_assert_gt(recv(fd, buf, sizeof(buf), 0), 0);
+	/* A client that reads no more: the server produces only what the
+	 * socket buffers take, not an endless answer into memory. */
+	sleep_ms(500);
+	uint64_t produced = atomic_load(&fx.streamed);
+	sleep_ms(500);
+	cr_assert_eq(atomic_load(&fx.streamed), produced);
+	cr_assert_lt(produced, (uint64_t)16 << 20);
+	cr_assert(!atomic_load(&fx.stream_freed));
+	close(fd);
+	for (int i = 0; i < 100 && !atomic_load(&fx.stream_freed); i++)
+		sleep_ms(20);
+	cr_assert(atomic_load(&fx.stream_freed), "the stream is freed when the client leaves");
 }

@@ -1782,3 +1782,123 @@ Test(projection, tiles_are_the_same_whatever_the_runs)
 	fl_projection_close(b);
 	fl_log_close(log);
 }
+
+/* Appends one event of view "v" for entity e1 with x, ingested at ingest_us. */
+static uint64_t append_known(struct fl_log *log, struct fl_view_registry *registry,
+			     int64_t event_us, int64_t ingest_us, int x)
+{
+	char ts[FL_TIME_TEXT_LEN];
+	fl_time_format(event_us, ts);
+	json_t *ev = json_pack("{s:s,s:s,s:s,s:{s:i}}", "view", "v", "entity_id", "e1",
+			       "event_ts", ts, "features", "x", x);
+	struct fl_event event;
+	struct fl_error err;
+	cr_assert_eq(fl_event_validate(ev, "", registry, "p", ingest_us,
+				       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+		     FL_OK, "%s", err.message);
+	json_decref(ev);
+	char *tail;
+	size_t len;
+	cr_assert_eq(fl_event_body_tail(&event, &tail, &len), FL_OK);
+	fl_event_finish(&event);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = len, .time_us = ingest_us};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	return res.seq;
+}
+
+/* x's seq and the two windows (count, sum) of e1 read as of as_of, known at known_at. */
+static void read_known(struct fl_projection *p, int64_t as_of, int64_t known_at,
+		       json_int_t *ret_seq, json_int_t *ret_count, json_int_t *ret_sum)
+{
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "v", &view), FL_OK);
+	const struct fl_feature *x = fl_view_feature(view, "x");
+	const struct fl_window *windows[2] = {fl_view_window(view, "x_count_5m"),
+					      fl_view_window(view, "x_sum_10m")};
+	struct fl_read_request req = {.view = view,
+				      .entity_id = "e1",
+				      .as_of_us = as_of,
+				      .features = &x,
+				      .n_features = 1,
+				      .windows = windows,
+				      .n_windows = 2,
+				      .known_at_us = known_at};
+	struct fl_projection_read *read;
+	struct fl_read_answer answer;
+	struct fl_error err;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	cr_assert_eq(fl_projection_query(read, &req, &answer, &err), FL_OK);
+	fl_projection_read_end(read);
+	json_t *f = parse_part(answer.features, answer.features_len);
+	json_t *w = parse_part(answer.windows, answer.windows_len);
+	*ret_seq = json_integer_value(json_object_get(json_object_get(f, "x"), "seq"));
+	*ret_count = json_integer_value(json_object_get(json_object_get(w, "x_count_5m"), "value"));
+	*ret_sum = json_integer_value(json_object_get(json_object_get(w, "x_sum_10m"), "value"));
+	json_decref(f);
+	json_decref(w);
+	fl_read_answer_finish(&answer);
+	fl_view_unref(view);
+}
+
+Test(projection, as_known_reads_skip_events_ingested_later)
+{
+	int64_t t = fl_time_now_us() - 60 * MIN_US, s = 1000000;
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+	snprintf(dir, sizeof(dir), "%s/origin", tmpdir);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(view_json, 0, &jerr);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	int64_t start = t - 10 * MIN_US;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", start, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len, .time_us = start};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+
+	uint64_t a = append_known(log, registry, t - 100 * s, t - 100 * s, 1);
+	uint64_t c = append_known(log, registry, t + 10 * s, t + 10 * s, 4);
+	uint64_t b = append_known(log, registry, t - 50 * s, t + 100 * s, 2); /* late */
+	fl_view_registry_destroy(registry);
+	struct fl_projection *p = project(log, "p", 10);
+	json_int_t seq, count, sum;
+
+	/* every applied event: the late one is the value as of t */
+	read_known(p, t, 0, &seq, &count, &sum);
+	cr_assert_eq(seq, (json_int_t)b);
+	cr_assert_eq(count, 2);
+	cr_assert_eq(sum, 3);
+	/* as known at t: the late event was not there yet */
+	read_known(p, t, t, &seq, &count, &sum);
+	cr_assert_eq(seq, (json_int_t)a);
+	cr_assert_eq(count, 1);
+	cr_assert_eq(sum, 1);
+	/* at t + 20 s: c is known, b is not */
+	read_known(p, t + 20 * s, t + 20 * s, &seq, &count, &sum);
+	cr_assert_eq(seq, (json_int_t)c);
+	cr_assert_eq(count, 2);
+	cr_assert_eq(sum, 5);
+	/* at t + 100 s everything is known: the same as the plain read */
+	json_int_t seq0, count0, sum0;
+	read_known(p, t + 100 * s, t + 100 * s, &seq, &count, &sum);
+	read_known(p, t + 100 * s, 0, &seq0, &count0, &sum0);
+	cr_assert_eq(seq, seq0);
+	cr_assert_eq(count, count0);
+	cr_assert_eq(sum, sum0);
+	cr_assert_eq(count, 3);
+	fl_projection_close(p);
+	fl_log_close(log);
+}

@@ -97,9 +97,12 @@ for (const c of cases) {
   if (!media) { problems.push(`${what}: content type ${type} not documented`); continue; }
   checked++;
   if (type === 'application/x-ndjson') {
+    // a line schema of the operation's own (an object schema), else LogLine
+    const check = media.schema && media.schema.type === 'object'
+      ? ajv.compile(strip(media.schema)) : line;
     for (const text of c.body.split('\n').filter(l => l !== '')) {
-      if (!line(JSON.parse(text)))
-        problems.push(`${what}: line ${text.slice(0, 80)}: ${ajv.errorsText(line.errors)}`);
+      if (!check(JSON.parse(text)))
+        problems.push(`${what}: line ${text.slice(0, 80)}: ${ajv.errorsText(check.errors)}`);
     }
     continue;
   }
@@ -306,6 +309,16 @@ class OpsTest(unittest.TestCase):
                                               "entity_ids": ["sku-1001", 42], "proof": True})
         cls.call(q, "POST", B, B, "ranker", {"view": "item_stats", "entity_ids": []})
         cls.call(q, "POST", B, B, "ranker", "[]", "text/plain")
+        T = "/v1/features:historical"
+        nd = "application/x-ndjson"
+        head = json.dumps({"view": "user_activity", "features": ["dwell_ms"],
+                           "windows": ["clicks_5m"], "point_in_time": "as_known"})
+        row = json.dumps({"entity_id": "ops-user-1", "ts": as_of})
+        r = cls.call(q, "POST", T, T, "ranker", f"{head}\n{row}\n", nd)
+        assert r.status == 200, r
+        cls.call(q, "POST", T, T, "ranker", f"{head}\n{row}\n{{}}\n", nd)  # 400, line 3
+        cls.call(q, "POST", T, T, "ranker", head, JSON)  # 415
+        cls.call(q, "POST", T, T, "aud", f"{head}\n", nd)  # 403
         G = "/get-online-features"
         cls.call(q, "POST", G, G, "ranker", {
             "features": ["user_activity:dwell_ms", "user_activity:clicks_5m"],

@@ -1,8 +1,10 @@
 #ifndef FLEDGER_HTTP_H
 #define FLEDGER_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -50,6 +52,13 @@ typedef enum fl_http_disposition (*fl_http_handler_fn)(void *ctx, struct fl_http
 typedef void (*fl_http_complete_fn)(void *ctx, struct fl_http_request *req, unsigned status,
 				    int64_t duration_us);
 
+/*
+ * Says whether a request's body is spooled to a file rather than kept in
+ * memory (see fl_http_options.spool_body). Called on the server thread when
+ * the request's head is in.
+ */
+typedef bool (*fl_http_spool_fn)(void *ctx, const char *method, const char *path);
+
 struct fl_http_options {
 	/* "HOST:PORT" ("127.0.0.1:8080", "[::1]:0"); port 0 picks a free
 	 * port, see fl_http_server_port(). NULL means "127.0.0.1:8080". */
@@ -83,6 +92,14 @@ struct fl_http_options {
 	 * once. */
 	unsigned threads;
 	fl_http_complete_fn on_complete; /* may be NULL */
+	/* Routes that opt in (spool_body(ctx, method, path) true; NULL for
+	 * none) get their body written, as it arrives, to an unlinked
+	 * temporary file in spool_dir (NULL: $TMPDIR, else /tmp) instead of
+	 * memory, up to max_spool_body_bytes (0 means 256 MiB; larger bodies
+	 * get a 413). The handler reads it with fl_http_body_fd(). */
+	fl_http_spool_fn spool_body;
+	size_t max_spool_body_bytes;
+	const char *spool_dir;
 };
 
 /*
@@ -134,6 +151,14 @@ const char *fl_http_header(const struct fl_http_request *req, const char *name);
  */
 const char *fl_http_body(const struct fl_http_request *req, size_t *ret_len);
 
+/*
+ * The spooled body of a request whose route opted in (see
+ * fl_http_options.spool_body): a readable file descriptor (read it with
+ * pread; the request owns it and closes it when it is freed), and its
+ * length in *ret_len. -1 for a request whose body is in memory.
+ */
+int fl_http_body_fd(const struct fl_http_request *req, uint64_t *ret_len);
+
 /* A string naming this request uniquely in this process, for logs. */
 const char *fl_http_request_id(const struct fl_http_request *req);
 
@@ -163,6 +188,27 @@ enum fl_status fl_http_add_header(struct fl_http_request *req, const char *name,
  */
 enum fl_status fl_http_respond(struct fl_http_request *req, unsigned status,
 			       const char *content_type, const void *body, size_t len);
+
+/*
+ * Produces the bytes of a streamed answer from offset pos: writes at most
+ * max bytes into buf and returns how many (> 0), 0 at the end of the
+ * answer, or -1 on an error (the connection is then closed, so the client
+ * sees a truncated answer, never a complete-looking one). Called on the
+ * server thread, only when the connection can take more bytes: a slow
+ * client is never buffered for.
+ */
+typedef ssize_t (*fl_http_stream_fn)(void *ctx, uint64_t pos, char *buf, size_t max);
+
+/*
+ * Answers req with status and a body produced by read(ctx, ...) as the
+ * client takes it (chunked when size is UINT64_MAX, else with that
+ * Content-Length). free_ctx(ctx) (may be NULL) runs exactly once, when the
+ * answer is over, sent or abandoned (the client went away), or at once when
+ * this call fails. From any thread; returns as fl_http_respond.
+ */
+enum fl_status fl_http_respond_stream(struct fl_http_request *req, unsigned status,
+				      const char *content_type, uint64_t size,
+				      fl_http_stream_fn read, void *ctx, void (*free_ctx)(void *ctx));
 
 /*
  * Answers with body dumped as compact JSON (application/json). Steals the

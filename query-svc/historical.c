@@ -1,0 +1,922 @@
+/*
+ * Training data: point-in-time joins (CONTRACT §6, POST /v1/features:historical).
+ *
+ * The request is NDJSON: a head line naming the view, features, windows and
+ * point_in_time, then one row {"entity_id", "ts"} a line, any number of
+ * them. Each answer line is an online read of its row at as_of = ts,
+ * computed by fl_projection_query as every online read is; "as_known" also
+ * sets known_at_us = ts, so a row sees only events already ingested at ts.
+ *
+ * Memory stays flat whatever the number of rows:
+ *
+ *   1. The HTTP layer spools the body to an unlinked temporary file as it
+ *      arrives (the route opts in: fl_query_historical_spools), up to
+ *      --max-historical-body. The HTTP thread reads only the head line:
+ *      authentication, role, view and feature ACLs, then hands the request
+ *      to a thread of its own (at most MAX_RUNNING at once; more get 503).
+ *   2. That thread checks every row (a bad one is a 400 naming its line,
+ *      before any answer: the whole body is at hand, so every request is
+ *      "small enough to be checked first"), hashing the body as it goes.
+ *   3. It computes the answer row by row from one snapshot of the read
+ *      models into a second unlinked temporary file, hashing it.
+ *   4. It records the read (CONTRACT §7: rows, request_sha256,
+ *      answer_sha256, applied_seq) and waits until the record is durable,
+ *      so the record names exactly the bytes about to be sent.
+ *   5. It answers with a stream read from the answer file as the client
+ *      takes it (Content-Length known, the read id in X-Read-Id). A slow
+ *      client holds a file descriptor, no memory and no snapshot; a client
+ *      that goes away frees it.
+ *
+ * The error line form of §6 ({"error": …, "line": N} ending a stream) is
+ * therefore never needed: no row is answered before every row is checked.
+ */
+#include "historical.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "audit.h"
+#include "fledger/event.h"
+#include "fledger/jsonw.h"
+#include "fledger/slog.h"
+#include "fledger/svc.h"
+#include "fledger/util.h"
+#include "fledger/view.h"
+
+#define ROUTE "/v1/features:historical"
+#define LINE_MAX_BYTES (64u * 1024u) /* a head or row line at most */
+#define READ_BUF_BYTES (256u * 1024u)
+#define WRITE_BUF_BYTES (256u * 1024u)
+#define MAX_RUNNING 2 /* exports computed at once; more get 503 */
+
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t running_changed = PTHREAD_COND_INITIALIZER;
+static unsigned running;
+static bool stopping;
+
+struct export_job {
+	struct fl_query *query;
+	struct fl_http_request *req;
+	const struct fl_principal *principal;
+	char read_id[20];
+	struct fl_view *view; /* a reference */
+	const struct fl_feature **features;
+	size_t n_features;
+	const struct fl_window **windows;
+	size_t n_windows;
+	bool as_known;
+	bool csv;
+	int body_fd; /* the request's (borrowed) */
+	uint64_t body_len;
+	uint64_t rows_from; /* offset of the first row line */
+};
+
+/* Lines of a file read through a buffer; a line is NUL-terminated in place. */
+struct line_reader {
+	int fd;
+	uint64_t offset, end; /* file offset of buf[0], and the file's length */
+	char *buf;
+	size_t start, len; /* the unread bytes: buf[start, len) */
+	uint64_t line_no;
+	EVP_MD_CTX *md; /* hashes every byte read, when set */
+};
+
+/*
+ * The next line (without its '\n') in *ret_line, its length in *ret_len: 1,
+ * 0 at the end, -1 for a line longer than LINE_MAX_BYTES or a read error.
+ */
+static int next_line(struct line_reader *r, char **ret_line, size_t *ret_len)
+{
+	for (;;) {
+		char *nl = memchr(r->buf + r->start, '\n', r->len - r->start);
+		uint64_t file_pos = r->offset + r->len;
+		if (nl || (file_pos >= r->end && r->start < r->len)) {
+			char *line = r->buf + r->start;
+			size_t n = nl ? (size_t)(nl - line) : r->len - r->start;
+			if (n > LINE_MAX_BYTES)
+				return -1;
+			line[n] = '\0'; /* the buffer has a spare byte for the last line */
+			r->start += n + (nl ? 1 : 0);
+			r->line_no++;
+			if (n && line[n - 1] == '\r')
+				line[--n] = '\0';
+			*ret_line = line;
+			*ret_len = n;
+			return 1;
+		}
+		if (file_pos >= r->end)
+			return 0;
+		if (r->len - r->start > LINE_MAX_BYTES)
+			return -1;
+		memmove(r->buf, r->buf + r->start, r->len - r->start);
+		r->offset += r->start;
+		r->len -= r->start;
+		r->start = 0;
+		ssize_t got = pread(r->fd, r->buf + r->len, READ_BUF_BYTES - r->len,
+				    (off_t)(r->offset + r->len));
+		if (got <= 0)
+			return -1;
+		if (r->md && EVP_DigestUpdate(r->md, r->buf + r->len, (size_t)got) != 1)
+			return -1;
+		r->len += (size_t)got;
+	}
+}
+
+static bool reader_init(struct line_reader *r, int fd, uint64_t from, uint64_t end, bool hash)
+{
+	*r = (struct line_reader){.fd = fd, .offset = from, .end = end};
+	r->buf = malloc(READ_BUF_BYTES + 1);
+	if (hash && r->buf) {
+		r->md = EVP_MD_CTX_new();
+		if (!r->md || EVP_DigestInit_ex(r->md, EVP_sha256(), NULL) != 1) {
+			EVP_MD_CTX_free(r->md);
+			r->md = NULL;
+			free(r->buf);
+			r->buf = NULL;
+		}
+	}
+	return r->buf != NULL;
+}
+
+static void reader_finish(struct line_reader *r)
+{
+	free(r->buf);
+	EVP_MD_CTX_free(r->md);
+}
+
+bool fl_query_historical_spools(void *ctx, const char *method, const char *path)
+{
+	(void)ctx;
+	return strcmp(method, "POST") == 0 && strcmp(path, ROUTE) == 0;
+}
+
+void fl_query_historical_stop(void)
+{
+	pthread_mutex_lock(&running_lock);
+	stopping = true;
+	while (running > 0)
+		pthread_cond_wait(&running_changed, &running_lock);
+	pthread_mutex_unlock(&running_lock);
+}
+
+static void job_free(struct export_job *job)
+{
+	if (!job)
+		return;
+	fl_view_unref(job->view);
+	free(job->features);
+	free(job->windows);
+	free(job);
+}
+
+/* A JSON array of the names asked for, for the audit record. */
+static json_t *names_of(const struct export_job *job, bool windows)
+{
+	json_t *list = json_array();
+	size_t n = windows ? job->n_windows : job->n_features;
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(
+		    list, json_string(windows ? job->windows[i]->name : job->features[i]->name));
+	return list;
+}
+
+static bool audited(const struct export_job *job, unsigned status)
+{
+	return job->query->audit &&
+	       (status == 401 || status == 403 || !job->view || fl_view_audit_reads(job->view));
+}
+
+/*
+ * Answers an error (CONTRACT §9), recorded in the read audit first when the
+ * read is audited; line > 0 adds "line" to the body. Frees the job.
+ */
+static enum fl_http_disposition answer_error(struct export_job *job, unsigned status,
+					     const char *code, const char *message,
+					     const char *field, uint64_t line)
+{
+	json_t *error = json_pack("{s:s,s:s}", "code", code, "message", message);
+	if (field)
+		json_object_set_new(error, "field", json_string(field));
+	json_t *obj = json_pack("{s:o}", "error", error);
+	if (line)
+		json_object_set_new(obj, "line", json_integer((json_int_t)line));
+	char *body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(obj);
+	enum fl_http_disposition disposition = FL_HTTP_DONE;
+	if (status == 401)
+		fl_http_add_header(job->req, "WWW-Authenticate", "Bearer");
+	if (status == 503)
+		fl_http_add_header(job->req, "Retry-After", "1");
+	if (body && audited(job, status)) {
+		json_t *features = names_of(job, false), *windows = names_of(job, true);
+		struct fl_audit_record rec = {
+		    .read_id = job->read_id,
+		    .principal = job->principal ? fl_principal_name(job->principal) : NULL,
+		    .route = ROUTE,
+		    .view = job->view ? fl_view_name(job->view) : NULL,
+		    .features = features,
+		    .windows = windows,
+		};
+		if (fl_audit_submit(job->query->audit, job->req, &rec, status, "application/json",
+				    body, strlen(body)) == FL_OK) {
+			body = NULL; /* the audit thread owns and sends it */
+			disposition = FL_HTTP_DEFERRED;
+		} else {
+			fl_http_respond_error(job->req, 503, "audit_unavailable",
+					      "the read could not be recorded in the audit log, so "
+					      "it is not answered",
+					      NULL);
+		}
+		json_decref(features);
+		json_decref(windows);
+	} else if (body) {
+		fl_http_respond(job->req, status, "application/json", body, strlen(body));
+	} else {
+		fl_http_respond_error(job->req, 500, "internal_error", "out of memory", NULL);
+	}
+	free(body);
+	job_free(job);
+	return disposition;
+}
+
+/* ---- the head line ------------------------------------------------------ */
+
+/* Adds the features (or windows) named in list, or every readable one when absent. */
+static bool take_names(struct export_job *job, const json_t *list, bool windows, char *message,
+		       size_t message_size, unsigned *ret_status, const char **ret_code)
+{
+	const struct fl_principal *p = job->principal;
+	size_t total = windows ? fl_view_window_count(job->view) : fl_view_feature_count(job->view);
+	const void **out = calloc(total ? total : 1, sizeof(void *));
+	size_t n = 0;
+	if (!out) {
+		*ret_status = 500;
+		*ret_code = "internal_error";
+		snprintf(message, message_size, "out of memory");
+		return false;
+	}
+	if (windows)
+		job->windows = (const struct fl_window **)out;
+	else
+		job->features = (const struct fl_feature **)out;
+	if (list && !json_is_array(list)) {
+		*ret_status = 400;
+		*ret_code = "invalid_type";
+		snprintf(message, message_size, "line 1: %s is a list of names",
+			 windows ? "windows" : "features");
+		return false;
+	}
+	for (size_t i = 0; i < (list ? json_array_size(list) : total); i++) {
+		const struct fl_feature *f = NULL;
+		const struct fl_window *w = NULL;
+		if (list) {
+			const char *name = json_string_value(json_array_get(list, i));
+			if (!name) {
+				*ret_status = 400;
+				*ret_code = "invalid_type";
+				snprintf(message, message_size, "line 1: %s[%zu] is not a string",
+					 windows ? "windows" : "features", i);
+				return false;
+			}
+			if (windows)
+				w = fl_view_window(job->view, name);
+			else
+				f = fl_view_feature(job->view, name);
+			if (!w && !f) {
+				*ret_status = 400;
+				*ret_code = windows ? "unknown_window" : "unknown_feature";
+				snprintf(
+				    message, message_size, "view %s has no %s called \"%.64s\"",
+				    fl_view_name(job->view), windows ? "window" : "feature", name);
+				return false;
+			}
+		} else if (windows) {
+			w = fl_view_window_at(job->view, i);
+		} else {
+			f = fl_view_feature_at(job->view, i);
+		}
+		const struct fl_feature *guarded =
+		    w ? fl_view_feature_at(job->view, w->of_index) : f;
+		bool readable = !guarded->read_restricted ||
+				fl_acl_allows(p, (const char *const *)guarded->read_acl.entries,
+					      guarded->read_acl.count);
+		if (!readable && !list)
+			continue; /* by default, what the caller may read */
+		if (!readable) {
+			*ret_status = 403;
+			*ret_code = "forbidden";
+			snprintf(message, message_size, "%s may not read %s %s",
+				 fl_principal_name(p), w ? "window" : "feature",
+				 w ? w->name : f->name);
+			return false;
+		}
+		const void *item = w ? (const void *)w : (const void *)f;
+		size_t k = 0;
+		while (k < n && out[k] != item)
+			k++;
+		if (k == n)
+			out[n++] = item;
+	}
+	if (windows)
+		job->n_windows = n;
+	else
+		job->n_features = n;
+	return true;
+}
+
+/* Reads and checks the head line. On failure, fills the error to answer. */
+static bool parse_head(struct export_job *job, char *message, size_t message_size,
+		       unsigned *ret_status, const char **ret_code, const char **ret_field)
+{
+	struct line_reader r;
+	char *line;
+	size_t len;
+	*ret_status = 400;
+	*ret_field = "line 1";
+	if (!reader_init(&r, job->body_fd, 0, job->body_len, false)) {
+		*ret_status = 500;
+		*ret_code = "internal_error";
+		snprintf(message, message_size, "out of memory");
+		return false;
+	}
+	int got = next_line(&r, &line, &len);
+	job->rows_from = r.offset + r.start;
+	json_error_t jerr;
+	json_t *head = got == 1 ? json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+	reader_finish(&r);
+	if (!head || !json_is_object(head)) {
+		*ret_code = "invalid_json";
+		snprintf(message, message_size,
+			 got == 1 ? "line 1 is not a JSON object: the head "
+				    "{\"view\", \"features\", \"windows\", \"point_in_time\"}"
+				  : "the body has no head line");
+		json_decref(head);
+		return false;
+	}
+	const char *view_name = json_string_value(json_object_get(head, "view"));
+	const char *pit = json_string_value(json_object_get(head, "point_in_time"));
+	const json_t *pit_value = json_object_get(head, "point_in_time");
+	bool ok = false;
+	*ret_code = "invalid_field";
+	if (!view_name) {
+		*ret_field = "view";
+		snprintf(message, message_size, "line 1: view (a string) is required");
+	} else if (pit_value && (!pit || (strcmp(pit, "event_time") && strcmp(pit, "as_known")))) {
+		*ret_field = "point_in_time";
+		snprintf(message, message_size,
+			 "line 1: point_in_time is \"event_time\" (the default) or \"as_known\"");
+	} else if (strlen(view_name) > FL_NAME_MAX_LEN ||
+		   fl_view_registry_get(fl_projection_views(job->query->projection), view_name,
+					&job->view) != FL_OK) {
+		*ret_status = 404;
+		*ret_code = "view_not_found";
+		*ret_field = "view";
+		snprintf(message, message_size, "no view is called \"%.64s\"", view_name);
+	} else if (!fl_acl_allows(job->principal,
+				  (const char *const *)fl_view_read_acl(job->view)->entries,
+				  fl_view_read_acl(job->view)->count)) {
+		*ret_status = 403;
+		*ret_code = "forbidden";
+		*ret_field = "view";
+		snprintf(message, message_size, "%s may not read view %s",
+			 fl_principal_name(job->principal), view_name);
+	} else {
+		job->as_known = pit && strcmp(pit, "as_known") == 0;
+		*ret_field = NULL;
+		ok = take_names(job, json_object_get(head, "features"), false, message,
+				message_size, ret_status, ret_code) &&
+		     take_names(job, json_object_get(head, "windows"), true, message, message_size,
+				ret_status, ret_code);
+		if (!ok && *ret_status == 400)
+			*ret_field = "line 1";
+	}
+	json_decref(head);
+	return ok;
+}
+
+/* ---- rows ---------------------------------------------------------------- */
+
+struct row {
+	char entity_id[FL_ENTITY_ID_MAX_LEN + 1];
+	int64_t ts_us;
+	char ts_text[64];
+};
+
+/* Parses one row line; false with message naming what is wrong. */
+static bool parse_row(const char *line, size_t len, struct row *row, char *message,
+		      size_t message_size)
+{
+	json_error_t jerr;
+	json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	bool ok = false;
+	const json_t *id = json_object_get(obj, "entity_id"), *ts = json_object_get(obj, "ts");
+	if (!json_is_object(obj)) {
+		snprintf(message, message_size,
+			 "not a JSON object {\"entity_id\": \"…\", \"ts\": \"<RFC 3339>\"}");
+	} else if (json_is_integer(id)) {
+		snprintf(row->entity_id, sizeof(row->entity_id), "%lld",
+			 (long long)json_integer_value(id));
+		ok = true;
+	} else if (!json_is_string(id)) {
+		snprintf(message, message_size, "entity_id is a string or an integer");
+	} else if (json_string_length(id) == 0 || json_string_length(id) > FL_ENTITY_ID_MAX_LEN) {
+		snprintf(message, message_size, "entity_id must be 1 to %d bytes",
+			 FL_ENTITY_ID_MAX_LEN);
+	} else {
+		const char *text = json_string_value(id);
+		ok = true;
+		for (size_t i = 0; ok && i < json_string_length(id); i++)
+			if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {
+				snprintf(message, message_size,
+					 "entity_id contains a control character (or NUL)");
+				ok = false;
+			}
+		if (ok)
+			memcpy(row->entity_id, text, json_string_length(id) + 1);
+	}
+	if (ok) {
+		const char *text = json_string_value(ts);
+		ok = text && strlen(text) < sizeof(row->ts_text) &&
+		     fl_time_parse(text, &row->ts_us) == FL_OK && row->ts_us != 0;
+		if (!ok)
+			snprintf(message, message_size,
+				 "ts must be an RFC 3339 timestamp with a zone "
+				 "(2026-11-26T21:00:00Z)");
+		else
+			fl_time_format(row->ts_us, row->ts_text);
+	}
+	json_decref(obj);
+	return ok;
+}
+
+/* ---- the answer file ---------------------------------------------------- */
+
+struct answer_file {
+	int fd;
+	uint64_t len;
+	struct fl_jw line; /* the line being built */
+	char *buf;
+	size_t used;
+	EVP_MD_CTX *md;
+	bool failed;
+};
+
+static void answer_put(struct answer_file *a, const char *bytes, size_t n)
+{
+	if (a->failed)
+		return;
+	if (EVP_DigestUpdate(a->md, bytes, n) != 1) {
+		a->failed = true;
+		return;
+	}
+	a->len += n;
+	while (n > 0) {
+		size_t room = WRITE_BUF_BYTES - a->used, take = n < room ? n : room;
+		memcpy(a->buf + a->used, bytes, take);
+		a->used += take;
+		bytes += take;
+		n -= take;
+		if (a->used == WRITE_BUF_BYTES) {
+			for (size_t done = 0; done < a->used;) {
+				ssize_t w = write(a->fd, a->buf + done, a->used - done);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0) {
+					a->failed = true;
+					return;
+				}
+				done += (size_t)w;
+			}
+			a->used = 0;
+		}
+	}
+}
+
+static void answer_flush(struct answer_file *a)
+{
+	if (a->failed)
+		return;
+	for (size_t done = 0; done < a->used;) {
+		ssize_t w = write(a->fd, a->buf + done, a->used - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			a->failed = true;
+			return;
+		}
+		done += (size_t)w;
+	}
+	a->used = 0;
+}
+
+/* A CSV cell: quoted when it holds a comma, quote, CR or LF. */
+static void csv_cell(struct answer_file *a, const char *text, size_t n)
+{
+	bool quote = false;
+	for (size_t i = 0; i < n && !quote; i++)
+		quote = text[i] == ',' || text[i] == '"' || text[i] == '\n' || text[i] == '\r';
+	if (!quote) {
+		answer_put(a, text, n);
+		return;
+	}
+	answer_put(a, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (text[i] == '"')
+			answer_put(a, "\"", 1);
+		answer_put(a, text + i, 1);
+	}
+	answer_put(a, "\"", 1);
+}
+
+/*
+ * The CSV cells of one part of a read ({"name": {"value": …}, …}), in the
+ * order asked for: a string value as its text, null as an empty cell,
+ * anything else as its JSON text.
+ */
+static void csv_values(struct answer_file *a, const char *json, size_t len, size_t n)
+{
+	json_t *obj = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+	const char *key;
+	json_t *cell;
+	size_t written = 0;
+	json_object_foreach(obj, key, cell)
+	{
+		json_t *value = json_object_get(cell, "value");
+		answer_put(a, ",", 1);
+		written++;
+		if (json_is_string(value)) {
+			csv_cell(a, json_string_value(value), json_string_length(value));
+		} else if (value && !json_is_null(value)) {
+			char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+			if (text)
+				csv_cell(a, text, strlen(text));
+			else
+				a->failed = true;
+			free(text);
+		}
+	}
+	if (!obj)
+		a->failed = true;
+	for (; written < n; written++)
+		answer_put(a, ",", 1);
+	json_decref(obj);
+}
+
+static ssize_t stream_answer(void *ctx, uint64_t pos, char *buf, size_t max)
+{
+	int fd = *(int *)ctx;
+	ssize_t n;
+	do
+		n = pread(fd, buf, max, (off_t)pos);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static void close_answer(void *ctx)
+{
+	close(*(int *)ctx);
+	free(ctx);
+}
+
+/* An unlinked temporary file next to where the spooled bodies go. */
+static int answer_tmpfile(const char *dir)
+{
+	if (!dir)
+		dir = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/fledger-answer-XXXXXX", dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static bool is_stopping(void)
+{
+	pthread_mutex_lock(&running_lock);
+	bool s = stopping;
+	pthread_mutex_unlock(&running_lock);
+	return s;
+}
+
+/* Steps 2 to 5 of the top comment, on the job's own thread. */
+static void run_export(struct export_job *job)
+{
+	struct fl_query *q = job->query;
+	struct line_reader r;
+	char *line, message[256], field[32];
+	size_t len;
+	struct row row;
+	uint64_t rows = 0;
+	int got;
+
+	/* 2: every row checked, the body hashed */
+	if (!reader_init(&r, job->body_fd, 0, job->body_len, true)) {
+		answer_error(job, 500, "internal_error", "out of memory", NULL, 0);
+		return;
+	}
+	while ((got = next_line(&r, &line, &len)) == 1) {
+		if (r.line_no == 1 || len == 0)
+			continue; /* the head, checked already; blank lines are ignored */
+		char why[160];
+		if (!parse_row(line, len, &row, why, sizeof(why))) {
+			snprintf(message, sizeof(message), "line %" PRIu64 ": %s", r.line_no, why);
+			snprintf(field, sizeof(field), "line %" PRIu64, r.line_no);
+			uint64_t line_no = r.line_no;
+			reader_finish(&r);
+			answer_error(job, 400, "invalid_row", message, field, line_no);
+			return;
+		}
+		rows++;
+	}
+	uint8_t request_digest[32];
+	unsigned digest_len = 0;
+	if (got == 0)
+		EVP_DigestFinal_ex(r.md, request_digest, &digest_len);
+	uint64_t bad_line = r.line_no + 1;
+	reader_finish(&r);
+	if (got != 0) {
+		snprintf(message, sizeof(message),
+			 "line %" PRIu64 " is longer than %u bytes (or could not be read)",
+			 bad_line, LINE_MAX_BYTES);
+		snprintf(field, sizeof(field), "line %" PRIu64, bad_line);
+		answer_error(job, 400, "invalid_row", message, field, bad_line);
+		return;
+	}
+
+	/* 3: the answer, into a file of its own */
+	struct answer_file a = {.fd = answer_tmpfile(q->spool_dir)};
+	a.buf = malloc(WRITE_BUF_BYTES);
+	a.md = EVP_MD_CTX_new();
+	struct fl_projection_read *read = NULL;
+	enum fl_status st =
+	    a.fd >= 0 && a.buf && a.md && EVP_DigestInit_ex(a.md, EVP_sha256(), NULL) == 1
+		? fl_projection_read_begin(q->projection, &read)
+		: FL_ERR_IO;
+	uint64_t applied_seq = read ? fl_projection_read_applied_seq(read) : 0;
+	if (st == FL_OK && job->csv) {
+		answer_put(&a, "entity_id,ts", 12);
+		for (size_t i = 0; i < job->n_features; i++) {
+			answer_put(&a, ",", 1);
+			csv_cell(&a, job->features[i]->name, strlen(job->features[i]->name));
+		}
+		for (size_t i = 0; i < job->n_windows; i++) {
+			answer_put(&a, ",", 1);
+			csv_cell(&a, job->windows[i]->name, strlen(job->windows[i]->name));
+		}
+		answer_put(&a, "\n", 1);
+	}
+	if (st == FL_OK && !reader_init(&r, job->body_fd, 0, job->body_len, false))
+		st = FL_ERR_NOMEM;
+	else if (st == FL_OK) {
+		struct fl_read_request request = {
+		    .view = job->view,
+		    .features = job->features,
+		    .n_features = job->n_features,
+		    .windows = job->windows,
+		    .n_windows = job->n_windows,
+		};
+		while (st == FL_OK && !a.failed && (got = next_line(&r, &line, &len)) == 1) {
+			if (r.line_no == 1 || len == 0)
+				continue;
+			if ((r.line_no & 4095) == 0 && is_stopping()) {
+				st = FL_ERR_UNAVAILABLE;
+				break;
+			}
+			if (!parse_row(line, len, &row, message, sizeof(message))) {
+				st = FL_ERR_CORRUPT; /* the file changed under us */
+				break;
+			}
+			struct fl_read_answer answer;
+			struct fl_error err;
+			fl_error_clear(&err);
+			request.entity_id = row.entity_id;
+			request.as_of_us = row.ts_us;
+			request.known_at_us = job->as_known ? row.ts_us : 0;
+			enum fl_status rst = fl_projection_query(read, &request, &answer, &err);
+			if (rst != FL_OK && !(rst == FL_ERR_INVALID && err.http_status)) {
+				st = rst;
+				break;
+			}
+			if (job->csv) {
+				csv_cell(&a, row.entity_id, strlen(row.entity_id));
+				answer_put(&a, ",", 1);
+				answer_put(&a, row.ts_text, strlen(row.ts_text));
+				if (rst == FL_OK) {
+					csv_values(&a, answer.features, answer.features_len,
+						   job->n_features);
+					csv_values(&a, answer.windows, answer.windows_len,
+						   job->n_windows);
+				} else {
+					for (size_t i = 0; i < job->n_features + job->n_windows;
+					     i++)
+						answer_put(&a, ",", 1);
+				}
+				answer_put(&a, "\n", 1);
+			} else {
+				struct fl_jw *w = &a.line;
+				fl_jw_init(w);
+				fl_jw_open(w, '{');
+				fl_jw_key(w, "entity_id");
+				fl_jw_str(w, row.entity_id);
+				fl_jw_key(w, "ts");
+				fl_jw_str(w, row.ts_text);
+				if (rst == FL_OK) {
+					fl_jw_key(w, "features");
+					fl_jw_raw(w, answer.features, answer.features_len);
+					fl_jw_key(w, "windows");
+					fl_jw_raw(w, answer.windows, answer.windows_len);
+				} else { /* the error the online read would give */
+					fl_jw_key(w, "error");
+					fl_jw_open(w, '{');
+					fl_jw_key(w, "code");
+					fl_jw_str(w, err.code);
+					fl_jw_key(w, "message");
+					fl_jw_str(w, err.message);
+					if (err.field[0]) {
+						fl_jw_key(w, "field");
+						fl_jw_str(w, err.field);
+					}
+					fl_jw_close(w, '}');
+				}
+				fl_jw_close(w, '}');
+				size_t n;
+				char *text = fl_jw_take(w, &n);
+				if (!text)
+					st = FL_ERR_NOMEM;
+				else {
+					answer_put(&a, text, n);
+					answer_put(&a, "\n", 1);
+				}
+				free(text);
+			}
+			if (rst == FL_OK)
+				fl_read_answer_finish(&answer);
+		}
+		if (st == FL_OK && got != 0)
+			st = FL_ERR_IO;
+		reader_finish(&r);
+	}
+	fl_projection_read_end(read);
+	answer_flush(&a);
+	uint8_t answer_digest[32];
+	if (st == FL_OK && (a.failed || EVP_DigestFinal_ex(a.md, answer_digest, &digest_len) != 1))
+		st = FL_ERR_IO;
+	free(a.buf);
+	EVP_MD_CTX_free(a.md);
+	if (st != FL_OK) {
+		if (a.fd >= 0)
+			close(a.fd);
+		if (st == FL_ERR_UNAVAILABLE)
+			answer_error(job, 503, "shutting_down", "the server is shutting down", NULL,
+				     0);
+		else
+			answer_error(job, 500, "internal_error", fl_status_str(st), NULL, 0);
+		return;
+	}
+
+	/* 4: the record, durable before the first byte is sent */
+	if (audited(job, 200)) {
+		char request_hex[65];
+		fl_hex_encode(request_digest, 32, request_hex);
+		json_t *features = names_of(job, false), *windows = names_of(job, true);
+		struct fl_audit_record rec = {
+		    .read_id = job->read_id,
+		    .principal = fl_principal_name(job->principal),
+		    .route = ROUTE,
+		    .view = fl_view_name(job->view),
+		    .features = features,
+		    .windows = windows,
+		    .request_sha256 = request_hex,
+		    .rows = rows,
+		    .applied_seq = applied_seq,
+		};
+		st = fl_audit_record_now(q->audit, &rec, 200, answer_digest);
+		json_decref(features);
+		json_decref(windows);
+		if (st != FL_OK) {
+			close(a.fd);
+			fl_http_add_header(job->req, "Retry-After", "1");
+			fl_http_respond_error(job->req, 503, "audit_unavailable",
+					      "the read could not be recorded in the audit log, so "
+					      "it is not answered",
+					      NULL);
+			job_free(job);
+			return;
+		}
+	}
+
+	/* 5: the answer, streamed from its file */
+	char number[24];
+	fl_http_add_header(job->req, "X-Read-Id", job->read_id);
+	snprintf(number, sizeof(number), "%" PRIu64, applied_seq);
+	fl_http_add_header(job->req, "X-Applied-Seq", number);
+	snprintf(number, sizeof(number), "%" PRIu64, rows);
+	fl_http_add_header(job->req, "X-Rows", number);
+	int *fd = malloc(sizeof(*fd));
+	if (!fd) {
+		close(a.fd);
+		fl_http_respond_error(job->req, 500, "internal_error", "out of memory", NULL);
+	} else {
+		*fd = a.fd;
+		fl_http_respond_stream(job->req, 200,
+				       job->csv ? "text/csv" : "application/x-ndjson", a.len,
+				       stream_answer, fd, close_answer);
+	}
+	job_free(job);
+}
+
+static void *export_main(void *arg)
+{
+	run_export(arg);
+	pthread_mutex_lock(&running_lock);
+	running--;
+	pthread_cond_broadcast(&running_changed);
+	pthread_mutex_unlock(&running_lock);
+	return NULL;
+}
+
+enum fl_http_disposition fl_query_historical(struct fl_query *q, struct fl_http_request *req,
+					     const char *read_id)
+{
+	struct export_job *job = calloc(1, sizeof(*job));
+	char message[256];
+	unsigned status;
+	const char *code, *field;
+
+	if (!job) {
+		fl_http_respond_error(req, 500, "internal_error", "out of memory", NULL);
+		return FL_HTTP_DONE;
+	}
+	job->query = q;
+	job->req = req;
+	snprintf(job->read_id, sizeof(job->read_id), "%s", read_id);
+	if (!q->auth) {
+		job->principal = fl_svc_dev_principal();
+	} else {
+		const char *header = fl_http_header(req, "Authorization");
+		if (fl_auth_lookup(q->auth, header, &job->principal) != FL_OK)
+			return answer_error(job, 401, header ? "unknown_token" : "missing_token",
+					    header ? "the bearer token is not known"
+						   : "an Authorization: Bearer <token> header is "
+						     "required",
+					    NULL, 0);
+	}
+	if (!fl_principal_has_role(job->principal, "admin") &&
+	    !fl_principal_has_role(job->principal, "reader"))
+		return answer_error(job, 403, "forbidden", "this route needs the role reader", NULL,
+				    0);
+	const char *type = fl_http_header(req, "Content-Type");
+	if (!type || strncasecmp(type, "application/x-ndjson", 20) != 0 ||
+	    (type[20] && type[20] != ';' && type[20] != ' '))
+		return answer_error(job, 415, "unsupported_media_type",
+				    "the body must be application/x-ndjson: a head line, then one "
+				    "row a line",
+				    NULL, 0);
+	job->body_fd = fl_http_body_fd(req, &job->body_len);
+	if (job->body_fd < 0)
+		return answer_error(job, 500, "internal_error", "the body was not spooled", NULL,
+				    0);
+	if (!parse_head(job, message, sizeof(message), &status, &code, &field))
+		return answer_error(job, status, code, message, field,
+				    status == 400 && field && strcmp(field, "line 1") == 0 ? 1 : 0);
+	const char *accept = fl_http_header(req, "Accept");
+	job->csv = accept && strstr(accept, "text/csv") != NULL;
+
+	pthread_mutex_lock(&running_lock);
+	bool busy = stopping || running >= MAX_RUNNING;
+	if (!busy)
+		running++;
+	pthread_mutex_unlock(&running_lock);
+	if (busy)
+		return answer_error(job, 503, stopping ? "shutting_down" : "busy",
+				    stopping ? "the server is shutting down"
+					     : "too many training-data exports are running; retry",
+				    NULL, 0);
+	pthread_t thread;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(&thread, &attr, export_main, job);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		pthread_mutex_lock(&running_lock);
+		running--;
+		pthread_cond_broadcast(&running_changed);
+		pthread_mutex_unlock(&running_lock);
+		return answer_error(job, 503, "busy", "no thread for the export; retry", NULL, 0);
+	}
+	return FL_HTTP_DEFERRED;
+}
