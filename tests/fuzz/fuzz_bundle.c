@@ -35,7 +35,9 @@ static void check_checkpoint(const json_t *doc)
 	char why[256], *line;
 	if (!fl_bundle_checkpoint_from_json(doc, why, sizeof(why), &cp))
 		return;
+	int64_t us;
 	FUZZ_CHECK(cp.tree_size >= 1 && strlen(cp.timestamp) < sizeof(cp.timestamp));
+	FUZZ_CHECK(fl_time_parse(cp.timestamp, &us) == FL_OK);
 	FUZZ_CHECK(fl_bundle_checkpoint_line(&cp, NULL, 0, &line) == FL_OK);
 	json_t *reread = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
 	FUZZ_CHECK(reread != NULL);

@@ -55,9 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t count = 0;
 	struct fl_error err;
 	fl_error_clear(&err);
-	enum fl_status st = fl_event_validate_request(body, registry, "clicks-pipeline",
-						      FUZZ_INGEST_US, FUZZ_SKEW_US, &events,
-						      &count, &err);
+	enum fl_status st = fl_event_validate_request(
+	    body, registry, "clicks-pipeline", FUZZ_INGEST_US, FUZZ_SKEW_US, &events, &count, &err);
 	if (st == FL_OK) {
 		FUZZ_CHECK(count >= 1 && count <= FL_EVENT_BATCH_MAX);
 		for (size_t i = 0; i < count; i++)

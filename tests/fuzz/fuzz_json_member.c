@@ -1,11 +1,11 @@
 /*
  * The member scanner of stored JSON (fl_json_next_member, fl_json_member):
  * query-svc reads log lines and stored bodies with it instead of a parser.
- * Whenever jansson reads the text as an object with unique keys, the
- * scanner must give the same members in the same order (keys compared when
- * they hold no escape), each raw value
- * reading as the same JSON value (for text without NUL bytes). The scanner may accept more than jansson
- * (it does not check inside nested values), but must never read past len.
+ * Whenever jansson reads the text (without NUL bytes) as an object with
+ * unique keys, the scanner must give the same members in the same order
+ * (keys compared when they hold no escape), each raw value reading as the
+ * same JSON value. The scanner may accept more than jansson (it does not
+ * check inside nested values), but must never read past len.
  */
 #include "fuzz.h"
 
@@ -39,9 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* jansson 2.14 skips NUL bytes between tokens ({"a":1\0} reads as
 	 * {"a":1}); the scanner refuses them, which is the safer side. */
-	json_t *root = memchr(text, '\0', size)
-			   ? NULL
-			   : json_loadb(text, size, JSON_REJECT_DUPLICATES, NULL);
+	json_t *root =
+	    memchr(text, '\0', size) ? NULL : json_loadb(text, size, JSON_REJECT_DUPLICATES, NULL);
 	if (json_is_object(root)) {
 		const char *key;
 		FUZZ_CHECK(more == 0 && n == json_object_size(root));
@@ -50,8 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		while (fl_json_next_member(text, size, &pos, &m) == 1) {
 			key = json_object_iter_key(iter);
 			bool escaped = memchr(m.key, '\\', m.key_len) != NULL;
-			FUZZ_CHECK(escaped ||
-				   (m.key_len == strlen(key) && memcmp(m.key, key, m.key_len) == 0));
+			FUZZ_CHECK(escaped || (m.key_len == strlen(key) &&
+					       memcmp(m.key, key, m.key_len) == 0));
 			json_t *scanned = json_loadb(m.value, m.value_len, JSON_DECODE_ANY, NULL);
 			FUZZ_CHECK(scanned != NULL);
 			FUZZ_CHECK(json_equal(scanned, json_object_iter_value(iter)));

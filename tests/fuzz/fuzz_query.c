@@ -47,8 +47,10 @@ static void check_names(const char *text, bool windows, const struct fl_principa
 	fl_error_clear(&err);
 	FUZZ_CHECK(add_part(job, "user_activity", NULL, &index, &err));
 	if (names_from_text(job, &job->parts[index], text, windows, &err)) {
-		FUZZ_CHECK(job->parts[index].n_features <= fl_view_feature_count(job->parts[index].view));
-		FUZZ_CHECK(job->parts[index].n_windows <= fl_view_window_count(job->parts[index].view));
+		FUZZ_CHECK(job->parts[index].n_features <=
+			   fl_view_feature_count(job->parts[index].view));
+		FUZZ_CHECK(job->parts[index].n_windows <=
+			   fl_view_window_count(job->parts[index].view));
 	} else {
 		fuzz_check_error(&err);
 	}

@@ -66,7 +66,8 @@ static void check_parsed(const struct read_job *job)
 {
 	FUZZ_CHECK(job->n_parts >= 1 && job->n_entities >= 1);
 	for (size_t i = 0; i < job->n_entities; i++)
-		FUZZ_CHECK(entity_id_ok(job->entity_ids[i], strlen(job->entity_ids[i]), NULL, NULL));
+		FUZZ_CHECK(
+		    entity_id_ok(job->entity_ids[i], strlen(job->entity_ids[i]), NULL, NULL));
 	for (size_t i = 0; i < job->n_parts; i++) {
 		const struct read_part *part = &job->parts[i];
 		FUZZ_CHECK(part->n_features <= fl_view_feature_count(part->view));

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    fl_bundle_line_parse(text, size, why, sizeof(why), &strict) == FL_OK) {
 		FUZZ_CHECK(st == FL_OK);
 		FUZZ_CHECK(line->seq == strict.seq && line->body_len == strict.body_len);
-		FUZZ_CHECK(strict.body_len == 0 || memcmp(line->body, strict.body, strict.body_len) == 0);
+		FUZZ_CHECK(strict.body_len == 0 ||
+			   memcmp(line->body, strict.body, strict.body_len) == 0);
 		FUZZ_CHECK(memcmp(line->leaf_hash, strict.leaf_hash, FL_HASH_LEN) == 0);
 		FUZZ_CHECK(memcmp(line->sig, strict.sig, FL_SIG_LEN) == 0);
 		FUZZ_CHECK(strcmp(line->key_id, strict.key_id) == 0);
@@ -50,7 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct fl_checkpoint cp;
 	if (checkpoint_parse(text, size, &cp)) {
+		int64_t us;
 		FUZZ_CHECK(strlen(cp.timestamp) == sizeof(cp.timestamp) - 1);
+		FUZZ_CHECK(fl_time_parse(cp.timestamp, &us) == FL_OK);
 		FUZZ_CHECK(strlen(cp.key_id) == 2 * FL_KEY_ID_LEN);
 	}
 	free(text);
