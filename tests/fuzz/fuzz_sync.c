@@ -4,7 +4,8 @@
  * and NATS messages with the member scanner, line_consistent, and
  * checkpoint_parse (GET /v1/log/checkpoint). The input is one line or one
  * checkpoint. A line the audit bundle's strict reader accepts (and that has
- * no JSON escapes, which the log never writes) must read the same here.
+ * no JSON escapes and no NUL bytes, which the log never writes) must read
+ * the same here.
  */
 #include "../../query-svc/sync.c"
 
@@ -36,7 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct fl_bundle_line strict;
 	char why[256];
-	if (!memchr(text, '\\', size) &&
+	/* jansson skips a NUL byte between tokens ({"seq":1\0,...} reads), the
+	 * scanner refuses it: only inputs without NULs are compared. */
+	if (!memchr(text, '\\', size) && !memchr(text, '\0', size) &&
 	    fl_bundle_line_parse(text, size, why, sizeof(why), &strict) == FL_OK) {
 		FUZZ_CHECK(st == FL_OK);
 		FUZZ_CHECK(line->seq == strict.seq && line->body_len == strict.body_len);
