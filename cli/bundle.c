@@ -480,7 +480,8 @@ bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len
 	    !(timestamp = string_member(obj, "timestamp", why, why_len)) ||
 	    !key_id_member(obj, cp.key_id, why, why_len) || !sig_member(obj, cp.sig, why, why_len))
 		return false;
-	if (!timestamp[0] || strlen(timestamp) >= sizeof(cp.timestamp) || strchr(timestamp, '\n')) {
+	int64_t us;
+	if (strlen(timestamp) >= sizeof(cp.timestamp) || fl_time_parse(timestamp, &us) != FL_OK) {
 		say(why, why_len, "timestamp is not an RFC 3339 timestamp");
 		return false;
 	}

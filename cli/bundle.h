@@ -161,7 +161,7 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 
 /*
  * Reads the members tree_size (>= 1), root_hash (64 lowercase hex),
- * timestamp (at most 27 characters), key_id and sig of a checkpoint
+ * timestamp (RFC 3339, at most 27 characters), key_id and sig of a checkpoint
  * object; other members are not looked at. false with the reason in why.
  */
 bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len,

@@ -616,16 +616,11 @@ static bool query_u64(struct fl_http_request *req, const char *name, uint64_t de
 		*ret_value = default_value;
 		return true;
 	}
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
-	    v > max) {
+	if (!fl_svc_parse_u64(text, min, max, ret_value)) {
 		fl_error_set(err, 400, "invalid_parameter", name,
 			     "%s must be an integer from %" PRIu64 " to %" PRIu64, name, min, max);
 		return false;
 	}
-	*ret_value = v;
 	return true;
 }
 

@@ -784,6 +784,7 @@ static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint 
 	size_t sig_b64_len, sig_len = 0;
 	uint8_t *sig = NULL, key_raw[FL_KEY_ID_LEN];
 	json_int_t tree_size;
+	int64_t ts_us;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
 	bool ok = root &&
 		  json_unpack(root, "{s:I,s:s,s:s,s:s,s:s%}", "tree_size", &tree_size, "root_hash",
@@ -792,6 +793,7 @@ static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint 
 		  tree_size >= 0 && strlen(root_hex) == 2 * FL_HASH_LEN &&
 		  fl_hex_decode(root_hex, cp.root_hash, FL_HASH_LEN) == FL_OK &&
 		  strlen(timestamp) == sizeof(cp.timestamp) - 1 &&
+		  fl_time_parse(timestamp, &ts_us) == FL_OK &&
 		  strlen(key_id) == 2 * FL_KEY_ID_LEN &&
 		  fl_hex_decode(key_id, key_raw, FL_KEY_ID_LEN) == FL_OK &&
 		  fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len) == FL_OK &&

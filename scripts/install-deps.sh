@@ -13,8 +13,9 @@ packages=(
 # Operations tests: docker-compose (compose.yaml), promtool (package
 # prometheus), Node.js and npm (tests/tooling). A Node.js already installed
 # is kept: NodeSource's nodejs bundles npm and conflicts with Debian's npm.
+# The fuzzers (scripts/fuzz.sh): clang-15 and its libFuzzer.
 if [ "$runtime_only" = 0 ]; then
-  packages+=(docker-compose prometheus)
+  packages+=(docker-compose prometheus clang-15 libfuzzer-15-dev)
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
 fi

@@ -40,7 +40,10 @@ read -r ok2 bad2 skip2 < <(count build-asan)
 echo
 echo "normal build: $ok1 passed, $bad1 failed, $skip1 skipped"
 echo "asan build: $ok2 passed, $bad2 failed, $skip2 skipped"
-echo "suites: $((ok1 + ok2)) passed, $((bad1 + bad2)) failed, $((skip1 + skip2)) skipped"
+summary="suites: $((ok1 + ok2)) passed, $((bad1 + bad2 + skip1 + skip2)) failed, $((skip1 + skip2)) skipped"
+echo "$summary"
+# .ci/run repeats it as its last line, after the fuzzers.
+echo "$summary" >build/suites-summary.txt
 if [ $((skip1 + skip2)) -gt 0 ]; then
   echo "FAIL: skipped tests did not run and count as failures" >&2
   status=1

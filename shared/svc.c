@@ -151,16 +151,23 @@ bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t de
 		*ret_value = default_value;
 		return true;
 	}
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
-	    v > max) {
+	if (!fl_svc_parse_u64(text, min, max, ret_value)) {
 		snprintf(message, sizeof(message),
 			 "%s must be an integer from %" PRIu64 " to %" PRIu64, name, min, max);
 		fl_http_respond_error(req, 400, "invalid_parameter", message, name);
 		return false;
 	}
+	return true;
+}
+
+bool fl_svc_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *ret_value)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
+	    v > max)
+		return false;
 	*ret_value = v;
 	return true;
 }

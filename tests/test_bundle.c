@@ -866,3 +866,31 @@ Test(bundle, boundary_lines_must_lie_outside_the_range)
 		assert_rejected(FL_BUNDLE_RANGE, bad[i]);
 	}
 }
+
+/*
+ * A checkpoint's timestamp is read back only as RFC 3339: the bundle's
+ * checkpoint files are written from what was read (fl_checkpoint_json puts
+ * it between quotes as it is), so a quote or a control character from a
+ * service must not get there. Found by tests/fuzz/fuzz_bundle.
+ */
+Test(bundle, checkpoint_timestamps_are_rfc3339)
+{
+	static const char *const bad[] = {"2026-12-0\"21:2[5:36.654796Z", "2026-11-26T21:00:00\\Z",
+					  "2026-11-26T21:00:00\tZ", "yesterday"};
+	static const char *const good[] = {"2026-12-06T21:25:36.654796Z", "2026-12-06T21:25:36Z"};
+	char root[2 * FL_HASH_LEN + 1], sig[FL_SIG_LEN * 2];
+	uint8_t zero[FL_SIG_LEN] = {0};
+	fl_hex_encode(zero, FL_HASH_LEN, root);
+	fl_base64_encode(zero, FL_SIG_LEN, sig);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) + sizeof(good) / sizeof(good[0]); i++) {
+		bool is_good = i >= sizeof(bad) / sizeof(bad[0]);
+		const char *ts = is_good ? good[i - sizeof(bad) / sizeof(bad[0])] : bad[i];
+		json_t *cp = json_pack("{s:i,s:s,s:s,s:s,s:s}", "tree_size", 8, "root_hash", root,
+				       "timestamp", ts, "key_id", "60cfa7636e775cdd", "sig", sig);
+		struct fl_checkpoint parsed;
+		char why[200] = "";
+		cr_expect_eq(fl_bundle_checkpoint_from_json(cp, why, sizeof(why), &parsed), is_good,
+			     "%s: %s", ts, why);
+		json_decref(cp);
+	}
+}

@@ -47,6 +47,12 @@ json_t *fl_svc_json_body(struct fl_http_request *req);
 bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t default_value,
 		      uint64_t min, uint64_t max, uint64_t *ret_value);
 
+/*
+ * The value of a query parameter's text: decimal digits only (no sign, no
+ * spaces), in [min, max]. false for anything else; *ret_value untouched.
+ */
+bool fl_svc_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *ret_value);
+
 /* The principal of the insecure development mode: name "dev", role admin. */
 const struct fl_principal *fl_svc_dev_principal(void);
 
