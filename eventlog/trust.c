@@ -211,10 +211,11 @@ enum fl_status fl_trust_save_file(const struct fl_trust *trust, const char *path
 	return st;
 }
 
-/* Moves announced keys whose event is at or below tree_size into the trusted set. */
-static enum fl_status promote(struct fl_trust *trust, uint64_t tree_size, bool *ret_new_key)
+enum fl_status fl_trust_promote(struct fl_trust *trust, uint64_t tree_size, bool *ret_new_key)
 {
 	size_t kept = 0;
+	if (!trust)
+		return FL_ERR_INVALID;
 	enum fl_status st = FL_OK;
 	for (size_t i = 0; i < trust->n_announced; i++) {
 		struct trust_key *key = &trust->announced[i];
@@ -286,8 +287,9 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 	return push(&trust->announced, &trust->n_announced, pub, entry->seq);
 }
 
-enum fl_status fl_trust_checkpoint(struct fl_trust *trust, const struct fl_checkpoint *checkpoint,
-				   char *why, size_t why_len, bool *ret_new_key)
+enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
+				   const struct fl_checkpoint *checkpoint, char *why,
+				   size_t why_len)
 {
 	if (!trust || !checkpoint)
 		return FL_ERR_INVALID;
@@ -307,7 +309,7 @@ enum fl_status fl_trust_checkpoint(struct fl_trust *trust, const struct fl_check
 		    checkpoint->tree_size, checkpoint->key_id);
 		return FL_ERR_CORRUPT;
 	}
-	return promote(trust, checkpoint->tree_size, ret_new_key);
+	return FL_OK;
 }
 
 void fl_trust_drop_announced(struct fl_trust *trust)

@@ -16,8 +16,8 @@
  * else lists that key (command-svc's GET /v1/keys included).
  *
  * The caller walks a log in seq order: fl_trust_line for each line, then
- * fl_trust_checkpoint for a checkpoint whose root it has matched against
- * those lines. Keys announced by key events that no trusted signature has
+ * fl_trust_checkpoint for the checkpoint that covers them and, once it has
+ * matched that checkpoint's root against the lines, fl_trust_promote. Keys announced by key events that no trusted signature has
  * vouched for yet are held as "announced"; a line signed by an announced
  * key is accepted provisionally, since the checkpoint that must follow (and
  * must be signed by a trusted key) covers it. fl_trust_drop_announced
@@ -81,16 +81,23 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 			     size_t why_len, bool *ret_new_key);
 
 /*
- * Checks a checkpoint of the log (prefix FL_CHECKPOINT_PREFIX) whose root
- * the caller has matched against the lines it covers: it must be signed by
- * a trusted key. Then every announced key whose event lies in its tree
- * becomes trusted. FL_ERR_DENIED when the key is not trusted (an announced
- * key is not enough), FL_ERR_CORRUPT when the signature does not verify,
- * each with a sentence naming the key in why; FL_ERR_NOMEM. ret_new_key
- * (may be NULL) is set true when a key became trusted.
+ * Checks a checkpoint of the log (prefix FL_CHECKPOINT_PREFIX): it must be
+ * signed by a trusted key (an announced key is not enough). FL_ERR_DENIED
+ * when the key is not trusted, FL_ERR_CORRUPT when the signature does not
+ * verify, each with a sentence naming the key in why.
  */
-enum fl_status fl_trust_checkpoint(struct fl_trust *trust, const struct fl_checkpoint *checkpoint,
-				   char *why, size_t why_len, bool *ret_new_key);
+enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
+				   const struct fl_checkpoint *checkpoint, char *why,
+				   size_t why_len);
+
+/*
+ * Trusts every announced key whose event lies in a tree of tree_size,
+ * once the caller has checked a checkpoint of that size with
+ * fl_trust_checkpoint and matched its root against the lines.
+ * FL_ERR_NOMEM. ret_new_key (may be NULL) is set true when a key became
+ * trusted.
+ */
+enum fl_status fl_trust_promote(struct fl_trust *trust, uint64_t tree_size, bool *ret_new_key);
 
 /* Forgets the announced keys that no trusted signature vouched for. */
 void fl_trust_drop_announced(struct fl_trust *trust);
