@@ -253,9 +253,7 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 		}
 		if (!signer) {
 			say(why, why_len,
-			    "line %" PRIu64 " is signed by key %s, which is not trusted (it was "
-			    "not given as trusted, pinned, or introduced by a key event a trusted "
-			    "key signed)",
+			    "line %" PRIu64 " is signed by key %s, which is not trusted",
 			    entry->seq, entry->key_id);
 			return FL_ERR_DENIED;
 		}
@@ -297,8 +295,7 @@ enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
 	if (!pub) {
 		say(why, why_len,
 		    "the checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
-		    "trusted (it was not given as trusted, pinned, or introduced by a key event "
-		    "a trusted key signed)",
+		    "trusted",
 		    checkpoint->tree_size, checkpoint->key_id);
 		return FL_ERR_DENIED;
 	}

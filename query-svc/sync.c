@@ -5,33 +5,45 @@
  *      events are committed by then), waits for news: a NATS message about
  *      a seq the replica lacks (then takes every message already queued), a
  *      poke, or poll_ms without either;
- *   2. fetches command-svc's latest checkpoint and verifies its signature;
+ *   2. fetches command-svc's latest checkpoint and verifies its signature
+ *      with a trusted key (or notes that a key not trusted yet signed it);
  *   3. replicates up to it: the lines NATS delivered are held in a window
- *      keyed by seq, missing seqs are fetched from GET /v1/log, and the run
- *      goes to fl_log_replicate, which accepts it only if it hashes to the
- *      checkpoint's root. A large catch-up goes in steps of about
- *      CATCHUP_EVENTS, each ending at an intermediate checkpoint
- *      (GET /v1/log/checkpoint?covering_seq=...), without waiting between;
+ *      keyed by seq, missing seqs are fetched from GET /v1/log, every line's
+ *      signature and every key event is checked against the trusted keys,
+ *      then the checkpoint's key, and the run goes to fl_log_replicate,
+ *      which accepts it only if it hashes to the checkpoint's root. A large
+ *      catch-up goes in steps of about CATCHUP_EVENTS, each ending at an
+ *      intermediate checkpoint (GET /v1/log/checkpoint?covering_seq=...),
+ *      without waiting between;
  *   4. wakes the apply thread, which applies the newly verified events to
  *      the projection while this thread goes on with the next round.
  *
- * Trust: NATS is only a transport. A line from NATS that is malformed, whose
- * leaf hash does not match its body, or that disagrees with another copy of
- * the same seq, is dropped (and acknowledged: redelivering it adds nothing);
- * the seq is then fetched from command-svc. A run holding NATS lines that
- * does not match the signed checkpoint is retried with lines from the log
- * only. What halts is signed evidence of a problem: log lines from
- * command-svc that do not hash to its signed checkpoint, a checkpoint whose
- * signature fails, a signed checkpoint that is shorter than the replica or
- * has another root at the replica's size (a reset or forked log), or a
- * verified event the projection cannot apply. Then nothing more is
- * replicated or applied until a restart, and the reason is kept for /readyz.
- * Unsigned trouble (command-svc unreachable, 401, a 404 where a checkpoint
- * should be, a key id /v1/keys does not list yet) is retried every round.
+ * Trust in keys (CONTRACT §4 key trust, eventlog/trust.h): the trusted set
+ * is --trust-key plus the keys pinned in <data-dir>/trusted-keys; when both
+ * are empty, the key that signed the log's first line is trusted on first
+ * use (its public key read from /v1/keys), pinned, and logged as a warning.
+ * A key becomes trusted only through a key event that a trusted key vouches
+ * for (the event's line signature, or a checkpoint covering it), and is then
+ * pinned and recorded in the replica. GET /v1/keys is never a source of
+ * trust: a line or checkpoint signed by a key outside the trusted set halts,
+ * naming the key, whatever /v1/keys lists. Line signatures are verified one
+ * by one (about 0.1 ms each, on this thread).
  *
- * Entry signatures are stored as received and are not verified one by one
- * (Ed25519 verify costs ~0.1 ms, half a core at 5000 events/s): the signed
- * checkpoint already covers every leaf hash, hence every body.
+ * Trust in data: NATS is only a transport. A line from NATS that is
+ * malformed, whose leaf hash does not match its body, or that disagrees
+ * with another copy of the same seq, is dropped (and acknowledged:
+ * redelivering it adds nothing); the seq is then fetched from command-svc.
+ * A run holding NATS lines that does not match the signed checkpoint, or
+ * whose signatures fail, is retried with lines from the log only. What
+ * halts is signed evidence of a problem: log lines from command-svc that do
+ * not hash to its signed checkpoint or whose signature fails, a line or
+ * checkpoint under a key that is not trusted, a checkpoint whose signature
+ * fails, a signed checkpoint that is shorter than the replica or has
+ * another root at the replica's size (a reset or forked log), or a verified
+ * event the projection cannot apply. Then nothing more is replicated or
+ * applied until a restart, and the reason is kept for /readyz. Unsigned
+ * trouble (command-svc unreachable, 401, a 404 where a checkpoint should
+ * be, /v1/keys not listing the first line's key yet) is retried every round.
  *
  * Everything below runs on the sync thread except apply_main and what it
  * calls (the apply thread), fl_sync_poke, fl_sync_status, the lifetime

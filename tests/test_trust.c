@@ -55,8 +55,9 @@ static void append(struct fl_log *log, int count)
 	uint8_t digest[FL_HASH_LEN] = {0};
 	cr_assert_leq(count, 8);
 	for (int i = 0; i < count; i++) {
-		int len = snprintf(tails[i], sizeof(tails[i]),
-				   "\"kind\":\"feature\",\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\"");
+		int len =
+		    snprintf(tails[i], sizeof(tails[i]),
+			     "\"kind\":\"feature\",\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\"");
 		in[i] = (struct fl_log_input){.body_tail = tails[i],
 					      .body_tail_len = (size_t)len,
 					      .time_us = fl_time_now_us(),
@@ -201,7 +202,8 @@ static void key_event_body(uint64_t seq, const struct fl_signer *next, const cha
 	}
 	pem[n] = '\0';
 	snprintf(out, cap,
-		 "{\"seq\":%" PRIu64 ",\"kind\":\"key\",\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\","
+		 "{\"seq\":%" PRIu64
+		 ",\"kind\":\"key\",\"ingest_ts\":\"2026-11-26T21:00:00.000000Z\","
 		 "\"key_id\":\"%s\",\"alg\":\"ed25519\",\"public_key_pem\":\"%s\","
 		 "\"previous_key_id\":\"%s\"}",
 		 seq, fl_signer_key_id(next), pem, previous);
@@ -223,8 +225,8 @@ Test(trust, an_unsigned_key_event_needs_a_checkpoint_by_a_trusted_key)
 	char body[1024], why[300] = "";
 	uint8_t leaf[FL_HASH_LEN], sig[FL_SIG_LEN];
 	key_event_body(7, key_b, fl_signer_key_id(key_a), body, sizeof(body));
-	struct fl_log_entry e = {.seq = 7, .body = (uint8_t *)body, .body_len = strlen(body),
-				 .leaf_hash = leaf};
+	struct fl_log_entry e = {
+	    .seq = 7, .body = (uint8_t *)body, .body_len = strlen(body), .leaf_hash = leaf};
 	fl_merkle_leaf_hash(e.body, e.body_len, leaf);
 
 	/* Covered by a checkpoint of the old, trusted key: the new key is trusted. */
@@ -233,8 +235,11 @@ Test(trust, an_unsigned_key_event_needs_a_checkpoint_by_a_trusted_key)
 	cr_assert_eq(fl_trust_line(trust, &e, why, sizeof(why), &new_key), FL_OK, "%s", why);
 	cr_assert_not(new_key);
 	/* A line of the announced key is accepted provisionally ... */
-	struct fl_log_entry next = {.seq = 8, .body = (uint8_t *)"{\"seq\":8,\"kind\":\"x\"}",
-				    .body_len = 20, .leaf_hash = leaf, .sig = sig};
+	struct fl_log_entry next = {.seq = 8,
+				    .body = (uint8_t *)"{\"seq\":8,\"kind\":\"x\"}",
+				    .body_len = 20,
+				    .leaf_hash = leaf,
+				    .sig = sig};
 	fl_merkle_leaf_hash(next.body, next.body_len, leaf);
 	cr_assert_eq(fl_signer_sign(key_b, leaf, FL_HASH_LEN, sig), FL_OK);
 	snprintf(next.key_id, sizeof(next.key_id), "%s", fl_signer_key_id(key_b));
@@ -270,8 +275,11 @@ Test(trust, a_line_with_a_bad_signature_or_a_malformed_key_event_is_corrupt)
 	char body[1024], why[300] = "";
 	uint8_t leaf[FL_HASH_LEN], sig[FL_SIG_LEN];
 	key_event_body(3, key_b, fl_signer_key_id(key_a), body, sizeof(body));
-	struct fl_log_entry e = {.seq = 3, .body = (uint8_t *)body, .body_len = strlen(body),
-				 .leaf_hash = leaf, .sig = sig};
+	struct fl_log_entry e = {.seq = 3,
+				 .body = (uint8_t *)body,
+				 .body_len = strlen(body),
+				 .leaf_hash = leaf,
+				 .sig = sig};
 	snprintf(e.key_id, sizeof(e.key_id), "%s", fl_signer_key_id(key_a));
 	fl_merkle_leaf_hash(e.body, e.body_len, leaf);
 	cr_assert_eq(fl_signer_sign(key_a, leaf, FL_HASH_LEN, sig), FL_OK);

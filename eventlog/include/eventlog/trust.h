@@ -17,11 +17,11 @@
  *
  * The caller walks a log in seq order: fl_trust_line for each line, then
  * fl_trust_checkpoint for the checkpoint that covers them and, once it has
- * matched that checkpoint's root against the lines, fl_trust_promote. Keys announced by key events that no trusted signature has
- * vouched for yet are held as "announced"; a line signed by an announced
- * key is accepted provisionally, since the checkpoint that must follow (and
- * must be signed by a trusted key) covers it. fl_trust_drop_announced
- * forgets them when the caller gives up on a run of lines.
+ * matched that checkpoint's root against the lines, fl_trust_promote. Keys announced by key events
+ * that no trusted signature has vouched for yet are held as "announced"; a line signed by an
+ * announced key is accepted provisionally, since the checkpoint that must follow (and must be
+ * signed by a trusted key) covers it. fl_trust_drop_announced forgets them when the caller gives up
+ * on a run of lines.
  *
  * Not thread-safe: one owner at a time.
  */
