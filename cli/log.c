@@ -163,8 +163,7 @@ struct walk {
  * --trust-key), the key of this first line is trusted on first use (from
  * /v1/keys), and the output says so. false with the reason in why.
  */
-static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *why,
-		       size_t why_len)
+static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *why, size_t why_len)
 {
 	uint8_t leaf[FL_HASH_LEN], pub[FL_PUBKEY_LEN];
 	char prefix[40];

@@ -831,8 +831,8 @@ static bool trust_first_key(struct fl_sync *sync)
 		     "list (yet)",
 		     first->key_id);
 	if (st == FL_OK && !fl_sig_verify(pub, first->leaf_hash, FL_HASH_LEN, first->sig)) {
-		warn(sync, WARN_UNKNOWN_KEY, "the first line's signature does not verify under key %s",
-		     first->key_id);
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "the first line's signature does not verify under key %s", first->key_id);
 		st = FL_ERR_CORRUPT;
 	}
 	if (st == FL_OK)
@@ -1447,13 +1447,15 @@ static enum fl_status trust_replica_keys(struct fl_sync *sync, struct fl_log_rea
 		st = fl_log_reader_get(reader, seq, &entry);
 		if (st != FL_OK)
 			return st;
-		if (fl_log_key_event_parse(entry.body, entry.body_len, pub, why) == FL_ERR_NOT_FOUND)
+		if (fl_log_key_event_parse(entry.body, entry.body_len, pub, why) ==
+		    FL_ERR_NOT_FOUND)
 			continue;
 		st = fl_trust_line(sync->trust, &entry, why, sizeof(why), NULL);
 		if (st != FL_OK) {
 			/* Not trusted: the next checkpoint from command-svc will say so. */
-			fl_slog(FL_SLOG_WARN, "a key event of the replica introduces no trusted key",
-				"detail", why, NULL);
+			fl_slog(FL_SLOG_WARN,
+				"a key event of the replica introduces no trusted key", "detail",
+				why, NULL);
 			break;
 		}
 	}
@@ -1497,9 +1499,8 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	pthread_mutex_init(&sync->warn_lock, NULL);
 	pthread_cond_init(&sync->wake, NULL);
 	pthread_cond_init(&sync->apply_wake, NULL);
-	if ((config->consumer && !sync->consumer) || !sync->pin_path ||
-	    !sync->command_url || (config->command_token && !sync->command_token) ||
-	    !sync->pending || !sync->apply_buf) {
+	if ((config->consumer && !sync->consumer) || !sync->pin_path || !sync->command_url ||
+	    (config->command_token && !sync->command_token) || !sync->pending || !sync->apply_buf) {
 		st = FL_ERR_NOMEM;
 		goto fail;
 	}

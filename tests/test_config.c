@@ -269,8 +269,8 @@ Test(config, repeatable_flag_lists_every_value_and_splits_the_environment)
 
 	clear_env();
 	/* Every occurrence, in order, each split at the separators. */
-	cr_assert_eq(parse(NULL, 0, &config, "prog", "--data-dir", "a.pem", "--data-dir=b.pem,c.pem",
-			   "--data-dir", "d.pem", NULL),
+	cr_assert_eq(parse(NULL, 0, &config, "prog", "--data-dir", "a.pem",
+			   "--data-dir=b.pem,c.pem", "--data-dir", "d.pem", NULL),
 		     FL_OK);
 	cr_assert_str_eq(fl_config_get(config, "data-dir"), "d.pem"); /* the last one */
 	cr_assert_eq(fl_config_get_list(config, "data-dir", ",:", &values, &count), FL_OK);

@@ -739,8 +739,7 @@ Test(eventlog, new_key_writes_right_after_a_rotation_and_the_key_event_parses)
 	cr_assert_eq(fl_log_reader_get(r, 1, &e), FL_OK);
 	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len, pub, previous), FL_ERR_NOT_FOUND);
 	cr_assert_eq(fl_log_reader_get(r, rot.seq, &e), FL_OK);
-	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len - 2, pub, previous),
-		     FL_ERR_INVALID);
+	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len - 2, pub, previous), FL_ERR_INVALID);
 	fl_log_reader_end(r);
 	cr_assert_eq(append_batch(reopened, NULL, NULL, 5, 1, res), FL_OK);
 	struct fl_log_verify_report rep;
