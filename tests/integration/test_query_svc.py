@@ -1634,6 +1634,8 @@ class RecoveryTest(QueryCase):
             self.assertIn("another process uses this --data-dir", r.stderr, svc.name)
             self.assertTrue(svc.running(), svc.name)
         self.assertEqual(self.env.qhttp("ranker", qa).get("/healthz").status, 200)
+        # qa may still be rebuilding (an earlier test left it with --rebuild)
+        self.env.wait_caught_up(qa, timeout=120)
         seq = self.write1("user_activity", "one-dir", now_us() - 5 * US, {"dwell_ms": 1.5})
         self.read("ranker", "user_activity", "one-dir", svc=qa, min_seq=seq, features="dwell_ms")
 
