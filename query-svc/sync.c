@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eventlog/merkle.h"
 #include "fledger/httpc.h"
@@ -82,6 +83,8 @@
 #define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
 #define HTTP_TIMEOUT_MS 5000
 #define WARN_EVERY_US (10 * 1000000LL)
+#define SIG_THREADS 8	      /* threads checking line signatures, at most */
+#define SIG_PARALLEL_MIN 256 /* lines in a run before they are shared out */
 
 /* One log line held in memory (CONTRACT §4). */
 struct line {
@@ -1082,6 +1085,57 @@ static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, st
 	}
 }
 
+/* A slice of a run whose line signatures a thread checks (see presign_check). */
+struct sig_slice {
+	const struct fl_trust *trust; /* read only while the slices run */
+	const struct fl_log_entry *entries;
+	bool *verified;
+	size_t from, to;
+};
+
+static void *sig_slice_main(void *opaque)
+{
+	struct sig_slice *slice = opaque;
+	for (size_t i = slice->from; i < slice->to; i++) {
+		const struct fl_log_entry *e = &slice->entries[i];
+		const uint8_t *pub = fl_trust_find(slice->trust, e->key_id);
+		slice->verified[i] = pub && fl_sig_verify(pub, e->leaf_hash, FL_HASH_LEN, e->sig);
+	}
+	return NULL;
+}
+
+/*
+ * Checks the signatures of a run's lines by keys trusted before it, on up to
+ * SIG_THREADS cores (one Ed25519 verify costs about 0.1 ms: a catch-up's
+ * dominant cost). verified[i] true: line i's signature holds under a trusted
+ * key. A line left false is checked again, in order, by fl_trust_line, which
+ * also knows the keys the run's key events introduce and names the failure.
+ */
+static void presign_check(const struct fl_trust *trust, const struct fl_log_entry *entries,
+			  size_t n, bool *verified)
+{
+	struct sig_slice slices[SIG_THREADS];
+	pthread_t threads[SIG_THREADS];
+	bool started[SIG_THREADS] = {false};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t parts = n < SIG_PARALLEL_MIN ? 1 : cpus < 1 ? 1 : (size_t)cpus;
+
+	if (parts > SIG_THREADS)
+		parts = SIG_THREADS;
+	for (size_t p = 0; p < parts; p++)
+		slices[p] = (struct sig_slice){trust, entries, verified, n * p / parts,
+					       n * (p + 1) / parts};
+	for (size_t p = 1; p < parts; p++)
+		started[p] = pthread_create(&threads[p], NULL, sig_slice_main, &slices[p]) == 0;
+	sig_slice_main(&slices[0]);
+	for (size_t p = 1; p < parts; p++) {
+		if (started[p])
+			pthread_join(threads[p], NULL);
+		else
+			sig_slice_main(&slices[p]);
+	}
+}
+
 /*
  * Checks run, n lines ending at checkpoint, against the trusted keys (each
  * line's signature, key events, the checkpoint's key), then fl_log_replicate;
@@ -1106,13 +1160,25 @@ static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, siz
 		memcpy(entries[i].key_id, run[i]->key_id, sizeof(entries[i].key_id));
 		entries[i].time_us = run[i]->time_us;
 	}
+	bool *verified = calloc(n ? n : 1, sizeof(*verified));
+	if (!verified) {
+		free(entries);
+		return FL_ERR_NOMEM;
+	}
+	presign_check(sync->trust, entries, n, verified);
 	enum fl_status st = FL_OK;
+	uint8_t pub[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN];
 	for (size_t i = 0; st == FL_OK && i < n; i++) {
+		if (verified[i] && fl_log_key_event_parse(entries[i].body, entries[i].body_len, pub,
+							  previous) == FL_ERR_NOT_FOUND)
+			continue; /* a signed line that is not a key event: nothing to learn */
 		st = fl_trust_line(sync->trust, &entries[i], ret_report->reason,
 				   sizeof(ret_report->reason), NULL);
 		if (st != FL_OK)
 			ret_report->bad_seq = entries[i].seq;
 	}
+	free(verified);
 	if (st == FL_OK) {
 		st = fl_trust_checkpoint(sync->trust, checkpoint, ret_report->reason,
 					 sizeof(ret_report->reason));
