@@ -83,7 +83,7 @@
 #define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
 #define HTTP_TIMEOUT_MS 5000
 #define WARN_EVERY_US (10 * 1000000LL)
-#define SIG_THREADS 8	      /* threads checking line signatures, at most */
+#define SIG_THREADS 8	     /* threads checking line signatures, at most */
 #define SIG_PARALLEL_MIN 256 /* lines in a run before they are shared out */
 
 /* One log line held in memory (CONTRACT §4). */
