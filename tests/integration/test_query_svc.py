@@ -2289,6 +2289,29 @@ class KeyTrustTest(KeyTrustCase):
         self.assertIn(b"not-a-key.pem", proc.stderr)
         env.retire(svc)
 
+    def test_a_replica_without_a_pin_file_pins_its_own_first_key(self):
+        env = self.env
+        svc = env.add_query(name="query-unpinned")
+        self.seed("u-unpinned", 6.5)
+        env.wait_caught_up(svc)
+        pin = env.tmp / "query-unpinned-data" / "trusted-keys"
+        key_a = key_id_of(public_pem_of(env.key_path))
+        svc.stop()
+        # a damaged pin file stops the start, naming it
+        pin.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+        proc = subprocess.run(svc.command(), capture_output=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(b"pinned keys", proc.stderr)
+        self.assertIn(b"trusted-keys", proc.stderr)
+        # none at all (a replica from before keys were pinned): its first key
+        pin.unlink()
+        svc.start()
+        seq = self.seed("u-unpinned", 7.5)
+        env.wait_caught_up(svc, seq)
+        self.assertEqual(pinned_key_ids(pin.parent), [key_a])
+        self.assertIn(key_a, [r.get("key_id") for r in svc.stderr_records()
+                              if "first key of the replica" in r.get("msg", "")])
+
     def test_forged_rotation_under_the_new_key_is_refused(self):
         env = self.env
         self.seed("u-forge", 8.5)
