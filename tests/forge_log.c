@@ -1,5 +1,5 @@
 /*
- * Test helper: forges a key rotation the way an impostor holding only a new
+ * A test tool: forges a key rotation the way an impostor holding only a new
  * key could. It copies a real log (every line and its latest checkpoint,
  * through the replica API) and appends a "key" event that names the new key
  * with the real key as the previous one, signed (line and checkpoint) by the
