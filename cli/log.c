@@ -4,6 +4,11 @@
  * leaf hash and signature, seqs gap-free from 1, the recomputed Merkle root
  * against the signed latest checkpoint, and, against the checkpoint this
  * tool verified last time (the state file), that the log only grew.
+ *
+ * Keys: it trusts the --trust-key keys, or else the key of the first line
+ * (trust on first use, said in its output), and then only keys that key
+ * events introduce with a trusted signature (eventlog/trust.h); a line or
+ * checkpoint signed by any other key fails, even if /v1/keys lists it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,6 +19,7 @@
 #include "bundle.h"
 #include "cli.h"
 #include "eventlog/merkle.h"
+#include "eventlog/trust.h"
 #include "fledger/util.h"
 
 #define PAGE 10000
@@ -22,6 +28,10 @@
 static const struct fl_config_option log_verify_options[] = {
     {"state", "FLEDGER_LOG_STATE", NULL,
      "the last verified checkpoint (default ~/.fledger/log-state.json)", false},
+    {"trust-key", "FLEDGER_TRUST_KEY", NULL,
+     "PEM public key of command-svc to trust (repeatable; the variable is a list split at , "
+     "or :); without it, the key of the first line is trusted on first use",
+     false},
 };
 
 /* The state file's path: --state, $FLEDGER_LOG_STATE, or ~/.fledger/log-state.json. */
@@ -139,12 +149,62 @@ static bool fetch_consistency(struct fl_cli *cli, uint64_t first, uint64_t secon
 
 struct walk {
 	struct fl_cli *cli;
-	const struct fl_bundle_keys *keys;
+	const struct fl_bundle_keys *keys; /* /v1/keys: only for trust on first use */
+	struct fl_trust *trust;
 	struct fl_merkle_frontier frontier;
 	uint64_t old_size; /* the state's tree size, 0: none */
 	uint8_t old_root[FL_HASH_LEN];
 	bool have_old_root;
 };
+
+/*
+ * Checks one line: its leaf hash and {"seq":N, prefix, then its signature and
+ * any key event against the trusted keys. Without trusted keys (no
+ * --trust-key), the key of this first line is trusted on first use (from
+ * /v1/keys), and the output says so. false with the reason in why.
+ */
+static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *why, size_t why_len)
+{
+	uint8_t leaf[FL_HASH_LEN], pub[FL_PUBKEY_LEN];
+	char prefix[40];
+	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
+	if (memcmp(leaf, line->leaf_hash, FL_HASH_LEN) != 0) {
+		snprintf(why, why_len, "leaf_hash is not SHA-256(0x00 || body)");
+		return false;
+	}
+	int n = snprintf(prefix, sizeof(prefix), "{\"seq\":%" PRIu64 ",", line->seq);
+	if (line->body_len < (size_t)n || memcmp(line->body, prefix, (size_t)n) != 0) {
+		snprintf(why, why_len, "the body does not start with %s", prefix);
+		return false;
+	}
+	if (fl_trust_count(w->trust) == 0) {
+		if (!fl_bundle_keys_find(w->keys, line->key_id, pub)) {
+			snprintf(why, why_len, "key %s of the first line is not in /v1/keys",
+				 line->key_id);
+			return false;
+		}
+		if (fl_trust_add(w->trust, pub) != FL_OK) {
+			snprintf(why, why_len, "out of memory");
+			return false;
+		}
+		printf("TOFU: no --trust-key given: trusting key %s, which signed the first line, "
+		       "on first use; check it out of band\n",
+		       line->key_id);
+	}
+	struct fl_log_entry entry = {.seq = line->seq,
+				     .body = line->body,
+				     .body_len = line->body_len,
+				     .leaf_hash = line->leaf_hash,
+				     .sig = line->sig};
+	memcpy(entry.key_id, line->key_id, sizeof(entry.key_id));
+	bool new_key = false;
+	if (fl_trust_line(w->trust, &entry, why, why_len, &new_key) != FL_OK)
+		return false;
+	if (new_key)
+		printf("trusting key %s from the key event at seq %" PRIu64 "\n",
+		       fl_trust_key_id(w->trust, fl_trust_count(w->trust) - 1), line->seq);
+	return true;
+}
 
 /*
  * Fetches lines 1..size page by page, checking each and growing the tree.
@@ -193,7 +253,7 @@ static bool walk_log(struct walk *w, uint64_t size)
 					 parsed.seq, seq);
 				ok = false;
 			} else if (ok) {
-				ok = fl_bundle_line_check(&parsed, w->keys, why, sizeof(why));
+				ok = check_line(w, &parsed, why, sizeof(why));
 			}
 			if (ok)
 				fl_merkle_frontier_append(&w->frontier, parsed.leaf_hash, NULL,
@@ -227,6 +287,30 @@ static bool walk_log(struct walk *w, uint64_t size)
 	return true;
 }
 
+/* The --trust-key keys (none: trust on first use). false after printing why. */
+static bool load_trust(struct fl_cli *cli, struct fl_trust **ret_trust)
+{
+	char **files = NULL;
+	size_t n_files = 0;
+	enum fl_status st = fl_trust_create(ret_trust);
+	if (st == FL_OK)
+		st = fl_config_get_list(cli->config, "trust-key", ",:", &files, &n_files);
+	if (st != FL_OK) {
+		fl__cli_error("%s", fl_status_str(st));
+		return false;
+	}
+	for (size_t i = 0; st == FL_OK && i < n_files; i++) {
+		st = fl_trust_load_file(*ret_trust, files[i]);
+		if (st != FL_OK)
+			fl__cli_error("--trust-key %s: %s", files[i],
+				      st == FL_ERR_INVALID ? "not a file of PEM Ed25519 public keys"
+				      : st == FL_ERR_NOT_FOUND ? "no such file"
+							       : fl_status_str(st));
+	}
+	fl_config_list_free(files);
+	return st == FL_OK;
+}
+
 static int log_verify(struct fl_cli *cli)
 {
 	struct fl_checkpoint latest, old;
@@ -255,20 +339,11 @@ static int log_verify(struct fl_cli *cli)
 		goto out;
 	}
 	w.keys = keys;
+	if (!load_trust(cli, &w.trust))
+		goto out;
 	if (!fetch_checkpoint(cli, "", &latest))
 		goto out;
-	if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &latest, keys, why, sizeof(why))) {
-		fl__cli_error("FAILED: the latest checkpoint: %s", why);
-		goto out;
-	}
 	if (have_old) {
-		if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &old, keys, why,
-						sizeof(why))) {
-			fl__cli_error("FAILED: the checkpoint verified before (%s): %s; the log's "
-				      "keys changed",
-				      path, why);
-			goto out;
-		}
 		if (latest.tree_size < old.tree_size) {
 			fl__cli_error("FAILED: the log shrank: its latest checkpoint has tree size "
 				      "%" PRIu64 ", but tree size %" PRIu64
@@ -293,11 +368,20 @@ static int log_verify(struct fl_cli *cli)
 	fl_merkle_frontier_init(&w.frontier);
 	if (!walk_log(&w, latest.tree_size))
 		goto out;
+	/* The keys are known now: the checkpoints must be signed by trusted ones. */
+	if (fl_trust_checkpoint(w.trust, &latest, why, sizeof(why)) != FL_OK) {
+		fl__cli_error("FAILED: the latest checkpoint: %s", why);
+		goto out;
+	}
 	fl_merkle_frontier_root(&w.frontier, root);
 	if (memcmp(root, latest.root_hash, FL_HASH_LEN) != 0) {
 		fl__cli_error("FAILED: the root of the %" PRIu64
 			      " lines is not the root_hash of the signed checkpoint",
 			      latest.tree_size);
+		goto out;
+	}
+	if (have_old && fl_trust_checkpoint(w.trust, &old, why, sizeof(why)) != FL_OK) {
+		fl__cli_error("FAILED: the checkpoint verified before (%s): %s", path, why);
 		goto out;
 	}
 	if (have_old && (!w.have_old_root || memcmp(w.old_root, old.root_hash, FL_HASH_LEN) != 0)) {
@@ -322,6 +406,7 @@ static int log_verify(struct fl_cli *cli)
 		printf("first verification: state saved to %s\n", path);
 	rc = FL_CLI_OK;
 out:
+	fl_trust_destroy(w.trust);
 	fl_bundle_keys_destroy(keys);
 	free(path);
 	return rc;
@@ -339,7 +424,13 @@ const struct fl_cli_command fl__cli_log_verify_command = {
 	"without gaps, and that the recomputed root is the checkpoint's. With a saved\n"
 	"checkpoint from an earlier run (--state), checks that the log did not shrink\n"
 	"and that a consistency proof from the old tree to the new one verifies; the\n"
-	"new checkpoint is saved only when everything holds.\n",
+	"new checkpoint is saved only when everything holds.\n"
+	"\n"
+	"Keys: the --trust-key keys are trusted; without any, the key that signed the\n"
+	"first line is (trust on first use, said in the output). Another key is trusted\n"
+	"only when a key event introduces it with the line signature of a trusted key\n"
+	"or under a checkpoint a trusted key signed. A line or checkpoint signed by any\n"
+	"other key fails, naming the key, even when /v1/keys lists it.\n",
     .options = log_verify_options,
     .n_options = sizeof(log_verify_options) / sizeof(log_verify_options[0]),
     .run = log_verify,

@@ -362,9 +362,11 @@ static void cache_commit(struct fl_log *log)
 }
 
 /*
- * The key of the latest checkpoint is the log's current key; a writer must
- * open with it (a change of key goes through fl_log_rotate_key, signed by the
- * old key). FL_ERR_CONFLICT otherwise.
+ * The key of the latest checkpoint is the log's current key, unless the
+ * latest event is a key event that this checkpoint covers: then the key it
+ * introduced is. A writer must open with the current key (a change of key
+ * goes through fl_log_rotate_key, signed by the old key). FL_ERR_CONFLICT
+ * otherwise.
  */
 static enum fl_status check_current_key(struct fl_log *log, MDB_txn *txn, uint64_t size)
 {
@@ -377,10 +379,22 @@ static enum fl_status check_current_key(struct fl_log *log, MDB_txn *txn, uint64
 		return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : fl_status_of_mdb(rc);
 	if (val.mv_size != CHECKPOINT_VALUE_LEN)
 		return FL_ERR_CORRUPT;
-	if (memcmp((uint8_t *)val.mv_data + FL_HASH_LEN + 27, log->signer_key_raw,
-		   FL_KEY_ID_LEN) != 0)
-		return FL_ERR_CONFLICT;
-	return FL_OK;
+	/* The latest commit may be a rotation: its checkpoint is signed by the
+	 * old key, and the key its event introduced is the current one. */
+	char current[FL_KEY_ID_HEX_LEN], signer_id[FL_KEY_ID_HEX_LEN], previous[FL_KEY_ID_HEX_LEN];
+	uint8_t pub[FL_PUBKEY_LEN];
+	key_id_hex((uint8_t *)val.mv_data + FL_HASH_LEN + 27, current);
+	key_id_hex(log->signer_key_raw, signer_id);
+	rc = mdb_get(txn, log->events, &key, &val);
+	if (rc != MDB_SUCCESS)
+		return rc == MDB_NOTFOUND ? FL_ERR_CORRUPT : fl_status_of_mdb(rc);
+	if (val.mv_size <= EVENT_HEADER_LEN)
+		return FL_ERR_CORRUPT;
+	if (fl_log_key_event_parse((uint8_t *)val.mv_data + EVENT_HEADER_LEN,
+				   val.mv_size - EVENT_HEADER_LEN, pub, previous) == FL_OK &&
+	    strcmp(previous, current) == 0)
+		fl_key_id_of(pub, current);
+	return strcmp(current, signer_id) == 0 ? FL_OK : FL_ERR_CONFLICT;
 }
 
 static enum fl_status open_dbis(struct fl_log *log, bool create)
@@ -945,6 +959,82 @@ static size_t json_escape_pem(const char *pem, char *out, size_t cap)
 	return n;
 }
 
+/* Takes literal from *p (within end); false when the text differs. */
+static bool take_literal(const char **p, const char *end, const char *literal)
+{
+	size_t n = strlen(literal);
+	if ((size_t)(end - *p) < n || memcmp(*p, literal, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* Takes a key id of 16 lowercase hex digits and its closing quote. */
+static bool take_key_id(const char **p, const char *end, char out[FL_KEY_ID_HEX_LEN])
+{
+	if (end - *p < 2 * FL_KEY_ID_LEN + 1 || (*p)[2 * FL_KEY_ID_LEN] != '"')
+		return false;
+	for (int i = 0; i < 2 * FL_KEY_ID_LEN; i++) {
+		char c = (*p)[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+		out[i] = c;
+	}
+	out[2 * FL_KEY_ID_LEN] = '\0';
+	*p += 2 * FL_KEY_ID_LEN + 1;
+	return true;
+}
+
+enum fl_status fl_log_key_event_parse(const uint8_t *body, size_t len,
+				      uint8_t ret_pub[FL_PUBKEY_LEN],
+				      char ret_previous_key_id[FL_KEY_ID_HEX_LEN])
+{
+	const char *p = (const char *)body, *end = p + len;
+	char key_id[FL_KEY_ID_HEX_LEN], previous[FL_KEY_ID_HEX_LEN], actual[FL_KEY_ID_HEX_LEN];
+	char pem[400];
+	size_t pem_len = 0;
+	uint8_t pub[FL_PUBKEY_LEN];
+
+	if (!body || !ret_pub || !ret_previous_key_id || !take_literal(&p, end, "{\"seq\":"))
+		return FL_ERR_NOT_FOUND;
+	while (p < end && *p >= '0' && *p <= '9')
+		p++;
+	if (!take_literal(&p, end, ",\"kind\":\"key\","))
+		return FL_ERR_NOT_FOUND;
+	/* A key event from here on: anything amiss is a malformed one. */
+	if (!take_literal(&p, end, "\"ingest_ts\":\"") || end - p < FL_TIME_TEXT_LEN ||
+	    p[FL_TIME_TEXT_LEN - 1] != '"')
+		return FL_ERR_INVALID;
+	p += FL_TIME_TEXT_LEN;
+	if (!take_literal(&p, end, ",\"key_id\":\"") || !take_key_id(&p, end, key_id) ||
+	    !take_literal(&p, end, ",\"alg\":\"ed25519\",\"public_key_pem\":\""))
+		return FL_ERR_INVALID;
+	/* The PEM text, with its newlines escaped as \n (json_escape_pem). */
+	for (; p < end && *p != '"'; p++) {
+		char c = *p;
+		if (c == '\\') {
+			if (p + 1 >= end || p[1] != 'n')
+				return FL_ERR_INVALID;
+			c = '\n';
+			p++;
+		}
+		if (pem_len + 1 >= sizeof(pem))
+			return FL_ERR_INVALID;
+		pem[pem_len++] = c;
+	}
+	pem[pem_len] = '\0';
+	if (!take_literal(&p, end, "\",\"previous_key_id\":\"") ||
+	    !take_key_id(&p, end, previous) || !take_literal(&p, end, "}") || p != end ||
+	    fl_pubkey_from_pem(pem, pem_len, pub) != FL_OK)
+		return FL_ERR_INVALID;
+	fl_key_id_of(pub, actual);
+	if (strcmp(actual, key_id) != 0 || strcmp(previous, key_id) == 0)
+		return FL_ERR_INVALID;
+	memcpy(ret_pub, pub, FL_PUBKEY_LEN);
+	memcpy(ret_previous_key_id, previous, FL_KEY_ID_HEX_LEN);
+	return FL_OK;
+}
+
 enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new_signer,
 				 int64_t time_us, struct fl_log_result *ret_result)
 {
@@ -990,8 +1080,11 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 			st = store_event(log, txn, &p, log->signer_key_raw);
 		if (st == FL_OK)
 			st = add_key(log, txn, new_signer);
+		/* The old key signs the checkpoint that covers the key event: a
+		 * verifier that trusts only the old key learns the new one from
+		 * it (CONTRACT §4, key trust). */
 		if (st == FL_OK)
-			st = store_checkpoint(log, txn, new_signer);
+			st = store_checkpoint(log, txn, old);
 		if (st == FL_OK) {
 			rc = mdb_txn_commit(txn);
 			st = fl_status_of_mdb(rc);

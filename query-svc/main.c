@@ -47,6 +47,10 @@ static const struct fl_config_option options[] = {
     {"command-key", "FLEDGER_COMMAND_KEY", NULL, "PEM private key of --command-cert", false},
     {"command-url", "FLEDGER_COMMAND_URL", "http://127.0.0.1:8080",
      "command-svc, for checkpoints, keys and filling gaps", false},
+    {"trust-key", "FLEDGER_TRUST_KEY", NULL,
+     "PEM public key of command-svc to trust (repeatable; the variable is a list split at , "
+     "or :); without it, the first key seen is pinned in <data-dir>/trusted-keys",
+     false},
     {"command-token-file", "FLEDGER_COMMAND_TOKEN_FILE", NULL,
      "file holding the token (role replicator) presented to command-svc", false},
     {"consumer", "FLEDGER_CONSUMER", "query-1", "durable NATS consumer name (one per instance)",
@@ -196,6 +200,35 @@ int main(int argc, char **argv)
 		(int)sizeof(projection_dir) ||
 	    snprintf(audit_dir, sizeof(audit_dir), "%s/audit", data_dir) >= (int)sizeof(audit_dir))
 		fatal("--data-dir is too long", NULL);
+	/* The keys of command-svc to trust: --trust-key, and the ones pinned
+	 * before (trust on first use, or learnt from key events). */
+	char pin_path[4096], **trust_files = NULL;
+	size_t n_trust_files = 0;
+	struct fl_trust *trust = NULL;
+	if (snprintf(pin_path, sizeof(pin_path), "%s/trusted-keys", data_dir) >=
+	    (int)sizeof(pin_path))
+		fatal("--data-dir is too long", NULL);
+	if (fl_trust_create(&trust) != FL_OK ||
+	    fl_config_get_list(config, "trust-key", ",:", &trust_files, &n_trust_files) != FL_OK)
+		fatal("out of memory", NULL);
+	for (size_t i = 0; i < n_trust_files; i++) {
+		st = fl_trust_load_file(trust, trust_files[i]);
+		if (st != FL_OK) {
+			snprintf(why, sizeof(why), "%s: %s", trust_files[i],
+				 st == FL_ERR_INVALID ? "not a file of PEM Ed25519 public keys"
+						      : fl_status_str(st));
+			fatal("cannot use --trust-key", why);
+		}
+	}
+	fl_config_list_free(trust_files);
+	st = fl_trust_load_file(trust, pin_path);
+	if (st != FL_OK && st != FL_ERR_NOT_FOUND)
+		fatal("cannot read the pinned keys (delete the file to trust on first use again)",
+		      pin_path);
+	for (size_t i = 0; i < fl_trust_count(trust); i++)
+		fl_slog(FL_SLOG_INFO, "trusting command-svc key", "key_id",
+			fl_trust_key_id(trust, i), NULL);
+
 	bool rebuild = fl_config_get_bool(config, "rebuild");
 	if (rebuild && (err = remove_tree(log_dir)) != 0)
 		fatal("--rebuild: cannot delete the replica log", strerror(err));
@@ -284,6 +317,8 @@ int main(int argc, char **argv)
 	    .on_applied = fl_query_on_applied,
 	    .on_applied_ctx = &query,
 	    .lag = projection_lag,
+	    .trust = trust,
+	    .trust_pin_path = pin_path,
 	};
 	sync_config.nats = nats_settings;
 	struct fl_sync *sync;
@@ -340,6 +375,7 @@ int main(int argc, char **argv)
 	fl_query_finish(&query);
 	fl_projection_close(query.projection);
 	fl_log_close(query.replica);
+	fl_trust_destroy(trust);
 	fl_log_close(query.audit_log);
 	fl_metrics_destroy(query.metrics);
 	fl_auth_destroy(auth);

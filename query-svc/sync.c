@@ -5,33 +5,45 @@
  *      events are committed by then), waits for news: a NATS message about
  *      a seq the replica lacks (then takes every message already queued), a
  *      poke, or poll_ms without either;
- *   2. fetches command-svc's latest checkpoint and verifies its signature;
+ *   2. fetches command-svc's latest checkpoint and verifies its signature
+ *      with a trusted key (or notes that a key not trusted yet signed it);
  *   3. replicates up to it: the lines NATS delivered are held in a window
- *      keyed by seq, missing seqs are fetched from GET /v1/log, and the run
- *      goes to fl_log_replicate, which accepts it only if it hashes to the
- *      checkpoint's root. A large catch-up goes in steps of about
- *      CATCHUP_EVENTS, each ending at an intermediate checkpoint
- *      (GET /v1/log/checkpoint?covering_seq=...), without waiting between;
+ *      keyed by seq, missing seqs are fetched from GET /v1/log, every line's
+ *      signature and every key event is checked against the trusted keys,
+ *      then the checkpoint's key, and the run goes to fl_log_replicate,
+ *      which accepts it only if it hashes to the checkpoint's root. A large
+ *      catch-up goes in steps of about CATCHUP_EVENTS, each ending at an
+ *      intermediate checkpoint (GET /v1/log/checkpoint?covering_seq=...),
+ *      without waiting between;
  *   4. wakes the apply thread, which applies the newly verified events to
  *      the projection while this thread goes on with the next round.
  *
- * Trust: NATS is only a transport. A line from NATS that is malformed, whose
- * leaf hash does not match its body, or that disagrees with another copy of
- * the same seq, is dropped (and acknowledged: redelivering it adds nothing);
- * the seq is then fetched from command-svc. A run holding NATS lines that
- * does not match the signed checkpoint is retried with lines from the log
- * only. What halts is signed evidence of a problem: log lines from
- * command-svc that do not hash to its signed checkpoint, a checkpoint whose
- * signature fails, a signed checkpoint that is shorter than the replica or
- * has another root at the replica's size (a reset or forked log), or a
- * verified event the projection cannot apply. Then nothing more is
- * replicated or applied until a restart, and the reason is kept for /readyz.
- * Unsigned trouble (command-svc unreachable, 401, a 404 where a checkpoint
- * should be, a key id /v1/keys does not list yet) is retried every round.
+ * Trust in keys (CONTRACT §4 key trust, eventlog/trust.h): the trusted set
+ * is --trust-key plus the keys pinned in <data-dir>/trusted-keys; when both
+ * are empty, the key that signed the log's first line is trusted on first
+ * use (its public key read from /v1/keys), pinned, and logged as a warning.
+ * A key becomes trusted only through a key event that a trusted key vouches
+ * for (the event's line signature, or a checkpoint covering it), and is then
+ * pinned and recorded in the replica. GET /v1/keys is never a source of
+ * trust: a line or checkpoint signed by a key outside the trusted set halts,
+ * naming the key, whatever /v1/keys lists. Line signatures are verified one
+ * by one (about 0.1 ms each, on this thread).
  *
- * Entry signatures are stored as received and are not verified one by one
- * (Ed25519 verify costs ~0.1 ms, half a core at 5000 events/s): the signed
- * checkpoint already covers every leaf hash, hence every body.
+ * Trust in data: NATS is only a transport. A line from NATS that is
+ * malformed, whose leaf hash does not match its body, or that disagrees
+ * with another copy of the same seq, is dropped (and acknowledged:
+ * redelivering it adds nothing); the seq is then fetched from command-svc.
+ * A run holding NATS lines that does not match the signed checkpoint, or
+ * whose signatures fail, is retried with lines from the log only. What
+ * halts is signed evidence of a problem: log lines from command-svc that do
+ * not hash to its signed checkpoint or whose signature fails, a line or
+ * checkpoint under a key that is not trusted, a checkpoint whose signature
+ * fails, a signed checkpoint that is shorter than the replica or has
+ * another root at the replica's size (a reset or forked log), or a verified
+ * event the projection cannot apply. Then nothing more is replicated or
+ * applied until a restart, and the reason is kept for /readyz. Unsigned
+ * trouble (command-svc unreachable, 401, a 404 where a checkpoint should
+ * be, /v1/keys not listing the first line's key yet) is retried every round.
  *
  * Everything below runs on the sync thread except apply_main and what it
  * calls (the apply thread), fl_sync_poke, fl_sync_status, the lifetime
@@ -51,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eventlog/merkle.h"
 #include "fledger/httpc.h"
@@ -68,6 +81,8 @@
 #define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
 #define HTTP_TIMEOUT_MS 5000
 #define WARN_EVERY_US (10 * 1000000LL)
+#define SIG_THREADS 8	     /* threads checking line signatures, at most */
+#define SIG_PARALLEL_MIN 256 /* lines in a run before they are shared out */
 
 /* One log line held in memory (CONTRACT §4). */
 struct line {
@@ -94,11 +109,6 @@ struct prefetch {
 	size_t limit;
 	struct line **lines; /* seqs from_seq, from_seq + 1, ... */
 	size_t n_lines;
-};
-
-struct known_key {
-	char key_id[FL_KEY_ID_HEX_LEN];
-	uint8_t pub[FL_PUBKEY_LEN];
 };
 
 /* Warnings that could repeat every round are logged at most every 10 s. */
@@ -152,8 +162,9 @@ struct fl_sync {
 	natsSubscription *sub;
 	int64_t next_connect_us, next_subscribe_us;
 	struct line **pending; /* PENDING_CAP slots, slot = seq % PENDING_CAP */
-	struct known_key *keys;
-	size_t n_keys;
+	struct fl_trust *trust; /* borrowed; this thread's after fl_sync_create */
+	char *pin_path;
+	size_t pinned_count; /* trusted keys the pin file holds */
 	int64_t keys_fetched_us;
 	uint64_t root_size; /* the replica's root at root_size, for fork checks */
 	uint8_t root[FL_HASH_LEN];
@@ -704,8 +715,14 @@ static enum fl_status command_get(struct fl_sync *sync, const char *path, bool w
 						: FL_ERR_UNAVAILABLE;
 }
 
-/* Fetches command-svc's public keys and records the new ones in the replica. */
-static enum fl_status fetch_keys(struct fl_sync *sync)
+/*
+ * The public key command-svc's GET /v1/keys lists under key_id (its PEM
+ * must have that id). Used only to trust on first use: a key listed there
+ * is not trusted for being listed. FL_ERR_NOT_FOUND when it is not listed;
+ * other errors mean "not now" (at most one fetch per RETRY_MS).
+ */
+static enum fl_status listed_key(struct fl_sync *sync, const char *key_id,
+				 uint8_t ret_pub[FL_PUBKEY_LEN])
 {
 	char *body;
 	size_t len, i;
@@ -720,15 +737,16 @@ static enum fl_status fetch_keys(struct fl_sync *sync)
 		return st;
 	root = json_loadb(body, len, 0, NULL);
 	free(body);
+	st = FL_ERR_NOT_FOUND;
 	json_array_foreach(json_object_get(root, "keys"), i, item)
 	{
-		const char *key_id = json_string_value(json_object_get(item, "key_id"));
+		const char *listed_id = json_string_value(json_object_get(item, "key_id"));
 		const char *pem = json_string_value(json_object_get(item, "public_key_pem"));
 		char actual_id[FL_KEY_ID_HEX_LEN];
 		uint8_t pub[FL_PUBKEY_LEN];
-		bool known = false;
 
-		if (!key_id || !pem || fl_pubkey_from_pem(pem, strlen(pem), pub) != FL_OK)
+		if (!listed_id || strcmp(listed_id, key_id) != 0 || !pem ||
+		    fl_pubkey_from_pem(pem, strlen(pem), pub) != FL_OK)
 			continue;
 		fl_key_id_of(pub, actual_id);
 		if (strcmp(actual_id, key_id) != 0) {
@@ -736,45 +754,96 @@ static enum fl_status fetch_keys(struct fl_sync *sync)
 			     "command-svc lists key %.20s under a wrong key id", key_id);
 			continue;
 		}
-		for (size_t k = 0; k < sync->n_keys && !known; k++)
-			known = strcmp(sync->keys[k].key_id, actual_id) == 0;
-		if (known)
-			continue;
-		struct known_key *grown = realloc(sync->keys, (sync->n_keys + 1) * sizeof(*grown));
-		if (!grown || fl_log_replica_add_key(sync->replica, pub) != FL_OK) {
-			sync->keys = grown ? grown : sync->keys;
-			st = FL_ERR_IO;
-			break;
-		}
-		sync->keys = grown;
-		memcpy(grown[sync->n_keys].key_id, actual_id, sizeof(actual_id));
-		memcpy(grown[sync->n_keys].pub, pub, FL_PUBKEY_LEN);
-		sync->n_keys++;
-		fl_slog(FL_SLOG_INFO, "command-svc key recorded", "key_id", actual_id, NULL);
+		memcpy(ret_pub, pub, FL_PUBKEY_LEN);
+		st = FL_OK;
+		break;
 	}
 	json_decref(root);
 	return st;
 }
 
-static const uint8_t *find_key(const struct fl_sync *sync, const char *key_id)
+/*
+ * Records the keys trusted since the last call: in the replica (whose key
+ * table lists the trusted keys) and in the pin file, so that the next start
+ * trusts them. A failure is retried after the next replicated run.
+ */
+static void pin_keys(struct fl_sync *sync, const char *how)
 {
-	for (size_t i = 0; i < sync->n_keys; i++)
-		if (strcmp(sync->keys[i].key_id, key_id) == 0)
-			return sync->keys[i].pub;
-	return NULL;
+	size_t count = fl_trust_count(sync->trust);
+	if (count == sync->pinned_count)
+		return;
+	for (size_t i = sync->pinned_count; i < count; i++) {
+		const char *key_id = fl_trust_key_id(sync->trust, i);
+		fl_slog(FL_SLOG_INFO, "trusting a new command-svc key", "key_id", key_id, "how",
+			how, NULL);
+	}
+	for (size_t i = 0; i < count; i++) {
+		const char *key_id = fl_trust_key_id(sync->trust, i);
+		if (fl_log_replica_add_key(sync->replica, fl_trust_find(sync->trust, key_id)) !=
+		    FL_OK)
+			warn(sync, WARN_LOCAL, "cannot record key %s in the replica", key_id);
+	}
+	enum fl_status st = fl_trust_save_file(sync->trust, sync->pin_path);
+	if (st != FL_OK) {
+		warn(sync, WARN_LOCAL, "cannot write the pinned keys to %s: %s", sync->pin_path,
+		     fl_status_str(st));
+		return;
+	}
+	sync->pinned_count = count;
 }
 
-static enum fl_status remember_key(void *ctx, const char *key_id, const uint8_t pub[FL_PUBKEY_LEN])
+/*
+ * Trust on first use, for an empty replica without trusted keys: pins the
+ * key that signed the log's first line (from it, key events lead to every
+ * later key), with a warning naming it. True when a key is trusted now.
+ */
+static bool trust_first_key(struct fl_sync *sync)
 {
-	struct fl_sync *sync = ctx;
-	struct known_key *grown = realloc(sync->keys, (sync->n_keys + 1) * sizeof(*grown));
-	if (!grown)
-		return FL_ERR_NOMEM;
-	sync->keys = grown;
-	snprintf(grown[sync->n_keys].key_id, FL_KEY_ID_HEX_LEN, "%s", key_id);
-	memcpy(grown[sync->n_keys].pub, pub, FL_PUBKEY_LEN);
-	sync->n_keys++;
-	return FL_OK;
+	char *body;
+	size_t len;
+	struct line *first = NULL;
+	uint8_t pub[FL_PUBKEY_LEN];
+
+	if (fl_trust_count(sync->trust) > 0)
+		return true;
+	enum fl_status st = command_get(sync, "/v1/log?from_seq=1&limit=1", true, &body, &len);
+	if (st != FL_OK)
+		return false;
+	char *newline = memchr(body, '\n', len);
+	if (len > 0)
+		st = line_parse(body, newline ? (size_t)(newline - body) : len, &first);
+	free(body);
+	if (len == 0)
+		return false; /* an empty log: nothing to trust yet */
+	if (st != FL_OK || first->seq != 1 || !line_consistent(first)) {
+		warn(sync, WARN_LOG_ANSWER,
+		     "command-svc answered GET /v1/log?from_seq=1 with no first line");
+		line_free(first);
+		return false;
+	}
+	st = listed_key(sync, first->key_id, pub);
+	if (st == FL_ERR_NOT_FOUND)
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "the first line is signed by key %s, which command-svc's /v1/keys does not "
+		     "list (yet)",
+		     first->key_id);
+	if (st == FL_OK && !fl_sig_verify(pub, first->leaf_hash, FL_HASH_LEN, first->sig)) {
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "the first line's signature does not verify under key %s", first->key_id);
+		st = FL_ERR_CORRUPT;
+	}
+	if (st == FL_OK)
+		st = fl_trust_add(sync->trust, pub);
+	if (st == FL_OK)
+		fl_slog(FL_SLOG_WARN,
+			"no --trust-key: trusting command-svc's first key on first use; check it "
+			"out of band",
+			"key_id", first->key_id, "pinned_in", sync->pin_path, NULL);
+	line_free(first);
+	if (st != FL_OK)
+		return false;
+	pin_keys(sync, "trust on first use");
+	return true;
 }
 
 static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint *ret_checkpoint)
@@ -812,9 +881,11 @@ static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint 
 
 /*
  * Fetches a checkpoint (query "" for the latest) and verifies its signature.
- * FL_OK with *ret_checkpoint verified; FL_ERR_NOT_FOUND when there is none
- * (empty log); FL_ERR_CORRUPT after halting on a bad signature; other errors
- * mean "not now".
+ * FL_OK with *ret_checkpoint verified; FL_ERR_DENIED with *ret_checkpoint
+ * unverified when a key that is not trusted (yet) signed it: a key event
+ * in the lines it covers may introduce the key (replicate_run decides);
+ * FL_ERR_NOT_FOUND when there is none (empty log); FL_ERR_CORRUPT after
+ * halting on a bad signature; other errors mean "not now".
  */
 static enum fl_status fetch_checkpoint(struct fl_sync *sync, const char *query,
 				       struct fl_checkpoint *ret_checkpoint)
@@ -833,24 +904,14 @@ static enum fl_status fetch_checkpoint(struct fl_sync *sync, const char *query,
 		warn(sync, WARN_LOG_ANSWER, "command-svc answered GET %s with no checkpoint", path);
 		return FL_ERR_UNAVAILABLE;
 	}
-	const uint8_t *pub = find_key(sync, cp.key_id);
-	if (!pub && fetch_keys(sync) == FL_OK)
-		pub = find_key(sync, cp.key_id);
-	if (!pub) {
-		warn(sync, WARN_UNKNOWN_KEY,
-		     "checkpoint of tree size %" PRIu64 " is signed by key %s, which command-svc's "
-		     "/v1/keys does not list (yet)",
-		     cp.tree_size, cp.key_id);
-		return FL_ERR_UNAVAILABLE;
-	}
-	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &cp, pub)) {
-		halt(sync,
-		     "checkpoint of tree size %" PRIu64 " from command-svc has a bad signature",
-		     cp.tree_size);
+	char why[200];
+	*ret_checkpoint = cp;
+	st = fl_trust_checkpoint(sync->trust, &cp, why, sizeof(why));
+	if (st == FL_ERR_CORRUPT) {
+		halt(sync, "bad signature: %s", why);
 		return FL_ERR_CORRUPT;
 	}
-	*ret_checkpoint = cp;
-	return FL_OK;
+	return st;
 }
 
 static void *prefetch_main(void *opaque)
@@ -1020,10 +1081,68 @@ static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, st
 	}
 }
 
-/* fl_log_replicate over run, n lines ending at checkpoint. */
+/* A slice of a run whose line signatures a thread checks (see presign_check). */
+struct sig_slice {
+	const struct fl_trust *trust; /* read only while the slices run */
+	const struct fl_log_entry *entries;
+	bool *verified;
+	size_t from, to;
+};
+
+static void *sig_slice_main(void *opaque)
+{
+	struct sig_slice *slice = opaque;
+	for (size_t i = slice->from; i < slice->to; i++) {
+		const struct fl_log_entry *e = &slice->entries[i];
+		const uint8_t *pub = fl_trust_find(slice->trust, e->key_id);
+		slice->verified[i] = pub && fl_sig_verify(pub, e->leaf_hash, FL_HASH_LEN, e->sig);
+	}
+	return NULL;
+}
+
+/*
+ * Checks the signatures of a run's lines by keys trusted before it, on up to
+ * SIG_THREADS cores (one Ed25519 verify costs about 0.1 ms: a catch-up's
+ * dominant cost). verified[i] true: line i's signature holds under a trusted
+ * key. A line left false is checked again, in order, by fl_trust_line, which
+ * also knows the keys the run's key events introduce and names the failure.
+ */
+static void presign_check(const struct fl_trust *trust, const struct fl_log_entry *entries,
+			  size_t n, bool *verified)
+{
+	struct sig_slice slices[SIG_THREADS];
+	pthread_t threads[SIG_THREADS];
+	bool started[SIG_THREADS] = {false};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t parts = n < SIG_PARALLEL_MIN ? 1 : cpus < 1 ? 1 : (size_t)cpus;
+
+	if (parts > SIG_THREADS)
+		parts = SIG_THREADS;
+	for (size_t p = 0; p < parts; p++)
+		slices[p] = (struct sig_slice){trust, entries, verified, n * p / parts,
+					       n * (p + 1) / parts};
+	for (size_t p = 1; p < parts; p++)
+		started[p] = pthread_create(&threads[p], NULL, sig_slice_main, &slices[p]) == 0;
+	sig_slice_main(&slices[0]);
+	for (size_t p = 1; p < parts; p++) {
+		if (started[p])
+			pthread_join(threads[p], NULL);
+		else
+			sig_slice_main(&slices[p]);
+	}
+}
+
+/*
+ * Checks run, n lines ending at checkpoint, against the trusted keys (each
+ * line's signature, key events, the checkpoint's key), then fl_log_replicate;
+ * keys its key events introduced are trusted once it is stored.
+ * FL_ERR_DENIED (a key that is not trusted) or FL_ERR_CORRUPT with the
+ * reason in the report (*ret_trust_failed true when a signature or key
+ * event failed, not the root); other errors from fl_log_replicate.
+ */
 static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, size_t n,
 				    const struct fl_checkpoint *checkpoint,
-				    struct fl_log_verify_report *ret_report)
+				    struct fl_log_verify_report *ret_report, bool *ret_trust_failed)
 {
 	struct fl_log_entry *entries = calloc(n ? n : 1, sizeof(*entries));
 	if (!entries)
@@ -1037,8 +1156,41 @@ static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, siz
 		memcpy(entries[i].key_id, run[i]->key_id, sizeof(entries[i].key_id));
 		entries[i].time_us = run[i]->time_us;
 	}
-	enum fl_status st = fl_log_replicate(sync->replica, entries, n, checkpoint, ret_report);
+	bool *verified = calloc(n ? n : 1, sizeof(*verified));
+	if (!verified) {
+		free(entries);
+		return FL_ERR_NOMEM;
+	}
+	presign_check(sync->trust, entries, n, verified);
+	enum fl_status st = FL_OK;
+	uint8_t pub[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN];
+	for (size_t i = 0; st == FL_OK && i < n; i++) {
+		if (verified[i] && fl_log_key_event_parse(entries[i].body, entries[i].body_len, pub,
+							  previous) == FL_ERR_NOT_FOUND)
+			continue; /* a signed line that is not a key event: nothing to learn */
+		st = fl_trust_line(sync->trust, &entries[i], ret_report->reason,
+				   sizeof(ret_report->reason), NULL);
+		if (st != FL_OK)
+			ret_report->bad_seq = entries[i].seq;
+	}
+	free(verified);
+	if (st == FL_OK) {
+		st = fl_trust_checkpoint(sync->trust, checkpoint, ret_report->reason,
+					 sizeof(ret_report->reason));
+		if (st != FL_OK)
+			ret_report->bad_checkpoint = checkpoint->tree_size;
+	}
+	*ret_trust_failed = st != FL_OK;
+	if (st == FL_OK)
+		st = fl_log_replicate(sync->replica, entries, n, checkpoint, ret_report);
+	if (st == FL_OK)
+		st = fl_trust_promote(sync->trust, checkpoint->tree_size, NULL);
+	else
+		fl_trust_drop_announced(sync->trust);
 	free(entries);
+	if (st == FL_OK)
+		pin_keys(sync, "a key event covered by a trusted signature");
 	return st;
 }
 
@@ -1050,6 +1202,7 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 	struct fl_log_verify_report report = {0};
 	struct line **run = calloc(n, sizeof(*run));
 	size_t from_nats = 0;
+	bool trust_failed = false;
 	enum fl_status st;
 
 	if (!run)
@@ -1058,8 +1211,8 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 		run[i] = pending_take(sync, replica_size + 1 + i);
 	st = fill_from_log(sync, replica_size + 1, run, n);
 	if (st == FL_OK)
-		st = replicate_run(sync, run, n, checkpoint, &report);
-	for (size_t i = 0; st == FL_ERR_CORRUPT && i < n; i++) {
+		st = replicate_run(sync, run, n, checkpoint, &report, &trust_failed);
+	for (size_t i = 0; (st == FL_ERR_CORRUPT || st == FL_ERR_DENIED) && i < n; i++) {
 		if (run[i]->from_nats) {
 			line_free(run[i]);
 			run[i] = NULL;
@@ -1075,9 +1228,13 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 		     from_nats, replica_size + 1, checkpoint->tree_size, report.reason);
 		st = fill_from_log(sync, replica_size + 1, run, n);
 		if (st == FL_OK)
-			st = replicate_run(sync, run, n, checkpoint, &report);
+			st = replicate_run(sync, run, n, checkpoint, &report, &trust_failed);
 	}
-	if (st == FL_ERR_CORRUPT) {
+	if (st == FL_ERR_DENIED) {
+		halt(sync, "untrusted key: %s", report.reason);
+	} else if (st == FL_ERR_CORRUPT && trust_failed) {
+		halt(sync, "command-svc's log: %s", report.reason);
+	} else if (st == FL_ERR_CORRUPT) {
 		halt(sync,
 		     "command-svc's log does not match its signed checkpoint of tree size %" PRIu64
 		     " at seq %" PRIu64 ": %s",
@@ -1142,16 +1299,26 @@ static bool sync_step(struct fl_sync *sync)
 	struct fl_checkpoint latest, target;
 	uint64_t size = sync->status.replica_size; /* written by this thread only */
 
+	if (!trust_first_key(sync))
+		return false;
 	enum fl_status st = fetch_checkpoint(sync, "", &latest);
 	if (st == FL_ERR_NOT_FOUND && size > 0)
 		warn(sync, WARN_LOG_ANSWER,
 		     "command-svc has no checkpoint, but this replica holds %" PRIu64 " events",
 		     size);
-	if (st != FL_OK)
+	if (st != FL_OK && st != FL_ERR_DENIED)
 		return false;
 	pthread_mutex_lock(&sync->lock);
 	sync->status.checkpoint_size = latest.tree_size;
 	pthread_mutex_unlock(&sync->lock);
+	if (st == FL_ERR_DENIED && latest.tree_size <= size) {
+		/* No line left that could introduce the key. */
+		halt(sync,
+		     "untrusted key: command-svc's checkpoint of tree size %" PRIu64
+		     " is signed by key %s, which is not trusted",
+		     latest.tree_size, latest.key_id);
+		return false;
+	}
 	if (latest.tree_size < size) {
 		halt(sync,
 		     "command-svc's signed log has %" PRIu64 " events, fewer than the %" PRIu64
@@ -1181,7 +1348,8 @@ static bool sync_step(struct fl_sync *sync)
 	if (latest.tree_size - size > CATCHUP_EVENTS) {
 		char query[64];
 		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, size + CATCHUP_EVENTS);
-		if (fetch_checkpoint(sync, query, &target) != FL_OK)
+		st = fetch_checkpoint(sync, query, &target);
+		if (st != FL_OK && st != FL_ERR_DENIED)
 			return false;
 		if (target.tree_size <= size || target.tree_size > latest.tree_size)
 			target = latest; /* an odd answer: take the whole way at once */
@@ -1330,6 +1498,48 @@ static bool consumer_name_ok(const char *name)
 	return true;
 }
 
+/*
+ * Trust on first use for a replica that already holds events but has no
+ * trusted keys: trusts the key of its first line, and every key a key
+ * event it holds introduces with that event's line signed by a trusted key
+ * (the replica's lines were checked against signed checkpoints when they
+ * came). Logs a warning naming the first key.
+ */
+static enum fl_status trust_replica_keys(struct fl_sync *sync, struct fl_log_reader *reader)
+{
+	struct fl_log_entry entry;
+	uint8_t pub[FL_PUBKEY_LEN];
+	char why[200];
+	enum fl_status st = fl_log_reader_get(reader, 1, &entry);
+	if (st == FL_OK)
+		st = fl_log_reader_key(reader, entry.key_id, pub);
+	if (st == FL_OK)
+		st = fl_trust_add(sync->trust, pub);
+	if (st != FL_OK)
+		return st;
+	fl_slog(FL_SLOG_WARN,
+		"no --trust-key: trusting the first key of the replica on first use; check it "
+		"out of band",
+		"key_id", entry.key_id, "pinned_in", sync->pin_path, NULL);
+	for (uint64_t seq = 1; seq <= sync->status.replica_size; seq++) {
+		st = fl_log_reader_get(reader, seq, &entry);
+		if (st != FL_OK)
+			return st;
+		if (fl_log_key_event_parse(entry.body, entry.body_len, pub, why) ==
+		    FL_ERR_NOT_FOUND)
+			continue;
+		st = fl_trust_line(sync->trust, &entry, why, sizeof(why), NULL);
+		if (st != FL_OK) {
+			/* Not trusted: the next checkpoint from command-svc will say so. */
+			fl_slog(FL_SLOG_WARN,
+				"a key event of the replica introduces no trusted key", "detail",
+				why, NULL);
+			break;
+		}
+	}
+	return fl_trust_promote(sync->trust, sync->status.replica_size, NULL);
+}
+
 enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_sync **ret_sync)
 {
 	struct fl_sync *sync;
@@ -1337,7 +1547,7 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	enum fl_status st;
 
 	if (!config || !ret_sync || !config->replica || !config->projection ||
-	    !config->command_url ||
+	    !config->command_url || !config->trust || !config->trust_pin_path ||
 	    (strncmp(config->command_url, "http://", 7) != 0 &&
 	     strncmp(config->command_url, "https://", 8) != 0) ||
 	    (config->nats.urls && config->nats.urls[0] && !consumer_name_ok(config->consumer)))
@@ -1351,6 +1561,8 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->on_applied = config->on_applied;
 	sync->on_applied_ctx = config->on_applied_ctx;
 	sync->lag = config->lag;
+	sync->trust = config->trust;
+	sync->pin_path = config->trust_pin_path ? strdup(config->trust_pin_path) : NULL;
 	sync->nats = config->nats;
 	sync->nats_url = config->nats.urls && config->nats.urls[0] ? config->nats.urls : NULL;
 	sync->nats_watch = fl_nats_watch_get("consumer", on_nats_connected, sync);
@@ -1363,21 +1575,25 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	pthread_mutex_init(&sync->warn_lock, NULL);
 	fl_cond_init_monotonic(&sync->wake);
 	fl_cond_init_monotonic(&sync->apply_wake);
-	if (!sync->nats_watch || (config->consumer && !sync->consumer) ||
+	if (!sync->nats_watch || (config->consumer && !sync->consumer) || !sync->pin_path ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {
 		st = FL_ERR_NOMEM;
 		goto fail;
 	}
-	/* The keys this replica already trusts, and its verified size. */
+	/* The replica's verified size; without trusted keys, a replica that
+	 * holds events (kept from before keys were pinned) pins its own. */
 	st = fl_log_reader_begin(sync->replica, &reader);
 	if (st != FL_OK)
 		goto fail;
-	st = fl_log_reader_keys(reader, remember_key, sync);
 	sync->status.replica_size = fl_log_reader_size(reader);
+	sync->pinned_count = fl_trust_count(sync->trust);
+	if (sync->pinned_count == 0 && sync->status.replica_size > 0)
+		st = trust_replica_keys(sync, reader);
 	fl_log_reader_end(reader);
 	if (st != FL_OK)
 		goto fail;
+	pin_keys(sync, "trust on first use (the replica's first key and its key events)");
 	if (pthread_create(&sync->apply_thread, NULL, apply_main, sync) != 0) {
 		st = FL_ERR_NOMEM;
 		goto fail;
@@ -1405,7 +1621,7 @@ fail:
 	pthread_mutex_destroy(&sync->lock);
 	free(sync->apply_buf);
 	free(sync->pending);
-	free(sync->keys);
+	free(sync->pin_path);
 	free(sync->command_token);
 	free(sync->command_url);
 	free(sync->consumer);
@@ -1451,7 +1667,7 @@ void fl_sync_destroy(struct fl_sync *sync)
 	pthread_mutex_destroy(&sync->lock);
 	free(sync->apply_buf);
 	free(sync->pending);
-	free(sync->keys);
+	free(sync->pin_path);
 	free(sync->command_token);
 	free(sync->command_url);
 	free(sync->consumer);

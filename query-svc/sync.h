@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "eventlog/eventlog.h"
+#include "eventlog/trust.h"
 #include "fledger/metrics.h"
 #include "fledger/natsconn.h"
 #include "fledger/status.h"
@@ -45,6 +46,11 @@ struct fl_sync_config {
 	void *on_applied_ctx;
 	/* fledger_projection_lag_seconds: ingest_ts -> applied. May be NULL. */
 	struct fl_histogram *lag;
+	/* The keys of command-svc trusted at start (borrowed, used by the sync
+	 * thread only until fl_sync_destroy; empty: trust on first use). Keys
+	 * learnt later are added to it and written to trust_pin_path. */
+	struct fl_trust *trust;
+	const char *trust_pin_path;
 };
 
 struct fl_sync_status {

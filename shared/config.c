@@ -14,6 +14,7 @@ struct fl_config {
 	const struct fl_config_option *options;
 	size_t n_options;
 	char **values; /* one per option, malloc'd, NULL when unset */
+	char ***given; /* per option, its command-line values in order (NULL-terminated) */
 	bool wants_help;
 	char **positional;
 	size_t n_positional;
@@ -125,6 +126,27 @@ static enum fl_status apply_defaults_and_env(struct fl_config *config, char *err
 	return FL_OK;
 }
 
+/* Appends the value just set for option index to its command-line values. */
+static enum fl_status remember_given(struct fl_config *config, size_t index, char *error,
+				     size_t error_size)
+{
+	size_t n = 0;
+	char **list = config->given[index], *copy = strdup(config->values[index]);
+
+	while (list && list[n])
+		n++;
+	char **grown = copy ? realloc(list, (n + 2) * sizeof(*grown)) : NULL;
+	if (!grown) {
+		free(copy);
+		set_error(error, error_size, "out of memory");
+		return FL_ERR_NOMEM;
+	}
+	grown[n] = copy;
+	grown[n + 1] = NULL;
+	config->given[index] = grown;
+	return FL_OK;
+}
+
 static enum fl_status parse_args(struct fl_config *config, int argc, char *const *argv, char *error,
 				 size_t error_size)
 {
@@ -175,6 +197,8 @@ static enum fl_status parse_args(struct fl_config *config, int argc, char *const
 			return FL_ERR_INVALID;
 		}
 		status = set_value(config, (size_t)index, value, "the value", error, error_size);
+		if (status == FL_OK)
+			status = remember_given(config, (size_t)index, error, error_size);
 		if (status != FL_OK)
 			return status;
 	}
@@ -207,8 +231,9 @@ enum fl_status fl_config_parse(const struct fl_config_option *options, size_t n_
 	config->options = options;
 	config->n_options = n_options;
 	config->values = calloc(n_options > 0 ? n_options : 1, sizeof(config->values[0]));
+	config->given = calloc(n_options > 0 ? n_options : 1, sizeof(config->given[0]));
 	config->positional = calloc(argc > 0 ? (size_t)argc : 1, sizeof(config->positional[0]));
-	if (config->values == NULL || config->positional == NULL)
+	if (config->values == NULL || config->given == NULL || config->positional == NULL)
 		goto fail_nomem;
 
 	status = apply_defaults_and_env(config, error, error_size);
@@ -236,10 +261,15 @@ void fl_config_destroy(struct fl_config *config)
 		for (size_t i = 0; i < config->n_options; i++)
 			free(config->values[i]);
 	}
+	if (config->given != NULL) {
+		for (size_t i = 0; i < config->n_options; i++)
+			fl_config_list_free(config->given[i]);
+	}
 	if (config->positional != NULL) {
 		for (size_t i = 0; i < config->n_positional; i++)
 			free(config->positional[i]);
 	}
+	free(config->given);
 	free(config->values);
 	free(config->positional);
 	free(config);
@@ -258,6 +288,71 @@ const char *fl_config_get(const struct fl_config *config, const char *flag)
 		return NULL;
 	index = find_option(config->options, config->n_options, flag, strlen(flag));
 	return index < 0 ? NULL : config->values[index];
+}
+
+void fl_config_list_free(char **values)
+{
+	if (values == NULL)
+		return;
+	for (size_t i = 0; values[i] != NULL; i++)
+		free(values[i]);
+	free(values);
+}
+
+/* Appends the non-empty pieces of text, split at separators, to *list. */
+static enum fl_status split_into(const char *text, const char *separators, char ***list,
+				 size_t *count)
+{
+	const char *seps = separators != NULL ? separators : "";
+
+	for (const char *p = text;;) {
+		size_t len = strcspn(p, seps);
+		if (len > 0) {
+			char **grown = realloc(*list, (*count + 2) * sizeof(*grown));
+			if (grown == NULL)
+				return FL_ERR_NOMEM;
+			*list = grown;
+			grown[*count] = strndup(p, len);
+			grown[*count + 1] = NULL;
+			if (grown[*count] == NULL)
+				return FL_ERR_NOMEM;
+			(*count)++;
+		}
+		if (p[len] == '\0')
+			return FL_OK;
+		p += len + 1;
+	}
+}
+
+enum fl_status fl_config_get_list(const struct fl_config *config, const char *flag,
+				  const char *separators, char ***ret_values, size_t *ret_count)
+{
+	ssize_t index;
+	char **list = NULL;
+	size_t count = 0;
+	enum fl_status status = FL_OK;
+
+	if (config == NULL || flag == NULL || ret_values == NULL || ret_count == NULL)
+		return FL_ERR_INVALID;
+	index = find_option(config->options, config->n_options, flag, strlen(flag));
+	if (index < 0)
+		return FL_ERR_INVALID;
+	list = calloc(1, sizeof(*list));
+	if (list == NULL)
+		return FL_ERR_NOMEM;
+	if (config->given[index] != NULL) {
+		for (size_t i = 0; status == FL_OK && config->given[index][i] != NULL; i++)
+			status = split_into(config->given[index][i], separators, &list, &count);
+	} else if (config->values[index] != NULL) {
+		status = split_into(config->values[index], separators, &list, &count);
+	}
+	if (status != FL_OK) {
+		fl_config_list_free(list);
+		return status;
+	}
+	*ret_values = list;
+	*ret_count = count;
+	return FL_OK;
 }
 
 bool fl_config_get_bool(const struct fl_config *config, const char *flag)

@@ -275,3 +275,55 @@ Test(config, destroy_accepts_null)
 	cr_assert(WIFEXITED(status), "the child died of signal %d", WTERMSIG(status));
 	cr_assert_eq(WEXITSTATUS(status), 42, "the child exited %d", WEXITSTATUS(status));
 }
+
+Test(config, repeatable_flag_lists_every_value_and_splits_the_environment)
+{
+	struct fl_config *config;
+	char **values;
+	size_t count;
+
+	clear_env();
+	/* Every occurrence, in order, each split at the separators. */
+	cr_assert_eq(parse(NULL, 0, &config, "prog", "--data-dir", "a.pem",
+			   "--data-dir=b.pem,c.pem", "--data-dir", "d.pem", NULL),
+		     FL_OK);
+	cr_assert_str_eq(fl_config_get(config, "data-dir"), "d.pem"); /* the last one */
+	cr_assert_eq(fl_config_get_list(config, "data-dir", ",:", &values, &count), FL_OK);
+	cr_assert_eq(count, 4);
+	cr_assert_str_eq(values[0], "a.pem");
+	cr_assert_str_eq(values[1], "b.pem");
+	cr_assert_str_eq(values[2], "c.pem");
+	cr_assert_str_eq(values[3], "d.pem");
+	cr_assert_null(values[4]);
+	fl_config_list_free(values);
+	cr_assert_eq(fl_config_get_list(config, "no-such-flag", ",", &values, &count),
+		     FL_ERR_INVALID);
+	fl_config_destroy(config);
+
+	/* Not on the command line: the environment, split at , and :, empty pieces skipped. */
+	setenv("FLEDGER_DATA_DIR", "x.pem:y.pem,,z.pem:", 1);
+	cr_assert_eq(parse(NULL, 0, &config, "prog", NULL), FL_OK);
+	cr_assert_eq(fl_config_get_list(config, "data-dir", ",:", &values, &count), FL_OK);
+	cr_assert_eq(count, 3);
+	cr_assert_str_eq(values[0], "x.pem");
+	cr_assert_str_eq(values[2], "z.pem");
+	fl_config_list_free(values);
+	fl_config_destroy(config);
+
+	/* The command line replaces the environment entirely. */
+	cr_assert_eq(parse(NULL, 0, &config, "prog", "--data-dir", "w.pem", NULL), FL_OK);
+	cr_assert_eq(fl_config_get_list(config, "data-dir", ",:", &values, &count), FL_OK);
+	cr_assert_eq(count, 1);
+	cr_assert_str_eq(values[0], "w.pem");
+	fl_config_list_free(values);
+	fl_config_destroy(config);
+	clear_env();
+
+	/* Unset: an empty list. */
+	cr_assert_eq(parse(NULL, 0, &config, "prog", NULL), FL_OK);
+	cr_assert_eq(fl_config_get_list(config, "data-dir", ",:", &values, &count), FL_OK);
+	cr_assert_eq(count, 0);
+	cr_assert_null(values[0]);
+	fl_config_list_free(values);
+	fl_config_destroy(config);
+}

@@ -686,7 +686,10 @@ Test(eventlog, key_rotation_keeps_old_events_verifiable)
 	cr_assert_eq(fl_log_reader_get(r, 7, &e), FL_OK);
 	cr_assert_str_eq(e.key_id, fl_signer_key_id(next));
 	struct fl_checkpoint cp;
+	/* The old key signs the checkpoint that covers the key event. */
 	cr_assert_eq(fl_log_reader_checkpoint(r, 6, &cp), FL_OK);
+	cr_assert_str_eq(cp.key_id, fl_signer_key_id(signer));
+	cr_assert_eq(fl_log_reader_checkpoint(r, 8, &cp), FL_OK);
 	cr_assert_str_eq(cp.key_id, fl_signer_key_id(next));
 	uint8_t pub[FL_PUBKEY_LEN];
 	cr_assert_eq(fl_log_reader_key(r, fl_signer_key_id(signer), pub), FL_OK);
@@ -701,6 +704,48 @@ Test(eventlog, key_rotation_keeps_old_events_verifiable)
 	struct fl_log *reopened = NULL;
 	cr_assert_eq(fl_log_open(logdir, NULL, signer, &reopened), FL_ERR_CONFLICT);
 	cr_assert_eq(fl_log_open(logdir, NULL, next, &reopened), FL_OK);
+	fl_log_close(reopened);
+	fl_signer_destroy(next);
+}
+
+Test(eventlog, new_key_writes_right_after_a_rotation_and_the_key_event_parses)
+{
+	struct fl_log *log = open_log(logdir, 0);
+	struct fl_log_result res[3], rot;
+	struct fl_signer *next;
+	cr_assert_eq(append_batch(log, NULL, NULL, 1, 3, res), FL_OK);
+	cr_assert_eq(fl_signer_generate(&next), FL_OK);
+	cr_assert_eq(fl_log_rotate_key(log, next, fl_time_now_us(), &rot), FL_OK);
+	fl_log_close(log);
+
+	/* The latest checkpoint is the old key's, yet the new key is current. */
+	struct fl_log *reopened = NULL;
+	cr_assert_eq(fl_log_open(logdir, NULL, signer, &reopened), FL_ERR_CONFLICT);
+	struct fl_signer *other;
+	cr_assert_eq(fl_signer_generate(&other), FL_OK);
+	cr_assert_eq(fl_log_open(logdir, NULL, other, &reopened), FL_ERR_CONFLICT);
+	fl_signer_destroy(other);
+	cr_assert_eq(fl_log_open(logdir, NULL, next, &reopened), FL_OK);
+
+	struct fl_log_reader *r;
+	struct fl_log_entry e;
+	uint8_t pub[FL_PUBKEY_LEN], expect[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN];
+	cr_assert_eq(fl_log_reader_begin(reopened, &r), FL_OK);
+	cr_assert_eq(fl_log_reader_get(r, rot.seq, &e), FL_OK);
+	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len, pub, previous), FL_OK);
+	fl_signer_public_key(next, expect);
+	cr_assert_arr_eq(pub, expect, FL_PUBKEY_LEN);
+	cr_assert_str_eq(previous, fl_signer_key_id(signer));
+	/* Not a key event; a key event cut short. */
+	cr_assert_eq(fl_log_reader_get(r, 1, &e), FL_OK);
+	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len, pub, previous), FL_ERR_NOT_FOUND);
+	cr_assert_eq(fl_log_reader_get(r, rot.seq, &e), FL_OK);
+	cr_assert_eq(fl_log_key_event_parse(e.body, e.body_len - 2, pub, previous), FL_ERR_INVALID);
+	fl_log_reader_end(r);
+	cr_assert_eq(append_batch(reopened, NULL, NULL, 5, 1, res), FL_OK);
+	struct fl_log_verify_report rep;
+	cr_assert_eq(fl_log_verify(reopened, 0, 0, &rep), FL_OK, "%s", rep.reason);
 	fl_log_close(reopened);
 	fl_signer_destroy(next);
 }

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ COMMAND_SVC = Path(os.environ.get("FLEDGER_COMMAND_SVC") or BUILD / "command-svc
 QUERY_SVC = Path(os.environ.get("FLEDGER_QUERY_SVC") or BUILD / "query-svc" / "query-svc")
 CLI = Path(os.environ.get("FLEDGER_CLI") or BUILD / "cli" / "fledger")
 VIEW_FILE = harness.REPO_ROOT / "schemas" / "views" / "user_activity.json"
+FORGE_LOG = Path(os.environ.get("FLEDGER_FORGE_LOG") or BUILD / "tests" / "forge_log")
 
 
 def setUpModule():
@@ -770,6 +772,110 @@ class LogVerifyTest(unittest.TestCase):
         self.assertEqual(rc, 0, out + err)
         m = re.search(r"(\d+) events written", out)
         self.assertTrue(m and int(m.group(1)) >= 50, out)
+
+
+class LogVerifyTrustTest(unittest.TestCase):
+    """`fledger log verify` key trust: --trust-key, trust on first use, rotations real and forged."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = CommandEnv(COMMAND_SVC)
+        try:
+            cls.cli = Cli(cls.env.tmp.path, cls.env.tokens, cls.env.svc.url)
+            status, _, body = cls.env.http("admin").json("POST", "/v1/views",
+                                                         json.loads(VIEW_FILE.read_text()))
+            assert status == 201, body
+        except BaseException:
+            cls.env.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def write(self, n, tag, cli=None):
+        lines = "\n".join(json.dumps({"view": "user_activity", "entity_id": f"{tag}{i}",
+                                      "features": {"dwell_ms": float(i)}}) for i in range(n))
+        rc, out, err = (cli or self.cli).run("write", who="clicks-pipeline", stdin=lines)
+        self.assertEqual(rc, 0, err)
+        return json.loads(out.splitlines()[-1])["tree_size"]
+
+    def verify(self, *args, cli=None):
+        state = self.env.tmp.path / f"state-{time.monotonic_ns()}.json"
+        return (cli or self.cli).run("log", "verify", "--state", state, *args, who="aud")
+
+    def pub_file(self, private_key, name):
+        path = self.env.tmp.path / name
+        path.write_text(public_pem_of(private_key))
+        return path
+
+    def test_trust_on_first_use_flags_and_rotations(self):
+        env = self.env
+        self.write(5, "a")
+        key_a = key_id_of(public_pem_of(env.key_path))
+        pub_a = self.pub_file(env.key_path, "a.pub.pem")
+        other = harness.make_signing_key(env.tmp.path / "other.pem")
+        pub_other = self.pub_file(other, "other.pub.pem")
+
+        rc, out, err = self.verify()
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn(f"TOFU: no --trust-key given: trusting key {key_a}", out)
+        rc, out, err = self.verify("--trust-key", pub_a)
+        self.assertEqual(rc, 0, out + err)
+        self.assertNotIn("TOFU", out)
+        # a key /v1/keys lists but that is not trusted
+        rc, out, err = self.verify("--trust-key", pub_other)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn(f"line 1 is signed by key {key_a}, which is not trusted", err)
+        self.assertNotIn("OK", out)
+        rc, out, err = self.verify("--trust-key", self.env.tmp.path / "absent.pem")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("absent.pem: no such file", err)
+
+        # a legitimate rotation (SIGHUP with a new key file)
+        size0 = readyz(env.http())["tree_size"]
+        os.replace(harness.make_signing_key(env.tmp.path / "next.pem"), env.key_path)
+        key_b = key_id_of(public_pem_of(env.key_path))
+        env.svc.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(poll(lambda: readyz(env.http())["tree_size"] == size0 + 1, 10))
+        self.write(3, "b")
+        for args in ([], ["--trust-key", pub_a], ["--trust-key", f"{pub_other},{pub_a}"]):
+            rc, out, err = self.verify(*args)
+            self.assertEqual(rc, 0, f"{args}: {out} {err}")
+            self.assertIn(f"trusting key {key_b} from the key event at seq {size0 + 1}", out)
+            self.assertIn(f"by key {key_b}", out)
+        # trusting only the new key, the old key's lines fail
+        rc, out, err = self.verify("--trust-key", self.pub_file(env.key_path, "b.pub.pem"))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn(f"signed by key {key_a}, which is not trusted", err)
+
+        # a rotation forged under a third key: a copy of the log with a key
+        # event signed (line and checkpoint) by that key only
+        forger_key = harness.make_signing_key(env.tmp.path / "forger.pem")
+        key_f = key_id_of(public_pem_of(forger_key))
+        forged_dir = env.tmp.path / "forged-data"
+        proc = subprocess.run([str(FORGE_LOG), str(env.data_dir), str(forged_dir),
+                               str(forger_key)], capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        key_seq = int(proc.stdout)
+        forger = harness.Service(COMMAND_SVC, env.tmp.path, "forger", [
+            "--data-dir", str(forged_dir), "--nats", f"nats://127.0.0.1:{harness.free_port()}",
+            "--signing-key", str(forger_key), "--tokens", str(env.tokens_path)])
+        forger.start()
+        try:
+            forged_cli = Cli(env.tmp.path, env.tokens, forger.url)
+            self.write(2, "f", cli=forged_cli)
+            keys = {k["key_id"] for k in forger.http().get_json("/v1/keys")[1]["keys"]}
+            self.assertIn(key_f, keys)
+            for args in ([], ["--trust-key", pub_a]):
+                rc, out, err = self.verify(*args, cli=forged_cli)
+                self.assertEqual(rc, 1, f"{args}: {out} {err}")
+                self.assertIn(f"line {key_seq} is signed by key {key_f}, which is not trusted",
+                              err)
+                self.assertNotIn("OK", out)
+        finally:
+            forger.stop(check=False)
+            forger.assert_no_sanitizer_reports()
 
 
 if __name__ == "__main__":

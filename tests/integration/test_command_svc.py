@@ -1647,6 +1647,11 @@ class KeyRotationTest(CommandSvcCase):
         new_pem = public_pem_of(env.key_path)
         env.svc.proc.send_signal(signal.SIGHUP)
         self.assertTrue(poll(lambda: self.tree_size() == size0 + 1, 10), "no key event appended")
+        # The old key signs the checkpoint that covers the key event (CONTRACT §4 key trust).
+        rotation_cp = self.auditor.get_json(f"/v1/log/checkpoint?tree_size={size0 + 1}")[1]
+        self.assertEqual(rotation_cp["key_id"], key_id_of(old_pem), rotation_cp)
+        # A restart right after the rotation opens the log with the new key.
+        env.svc.restart()
         status, _, body = self.post_events(event(entity_id="after-rotation"))
         self.assertEqual(status, 201, body)
 

@@ -28,6 +28,7 @@ import pathlib
 import random
 import secrets
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -43,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import (  # noqa: E402
     QueryEnv, Verifier, collect_stream, decode_body, free_port, key_id_of, leaf_hash,
-    merkle_root, parse_ndjson, parse_time_text, poll, public_pem_of, read_log, readyz,
-    checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint)
+    make_signing_key, merkle_root, parse_ndjson, parse_time_text, poll, public_pem_of, read_log,
+    readyz, checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint)
 
 COMMAND_BINARY = Path(os.environ.get("FLEDGER_COMMAND_SVC")
                       or harness.REPO_ROOT / "build" / "command-svc" / "command-svc")
@@ -2255,6 +2256,260 @@ class SyncHaltTest(QueryCase):
             self.assert_halts(svc, proxy, "the log forked")
         finally:
             proxy.close()
+
+
+# ===========================================================================
+# key trust (CONTRACT §4): trust on first use, --trust-key, impostors,
+# a legitimate rotation and a rotation forged under the new key
+# ===========================================================================
+
+FORGE_LOG = Path(os.environ.get("FLEDGER_FORGE_LOG")
+                 or harness.REPO_ROOT / "build" / "tests" / "forge_log")
+
+
+def public_key_file(private_key_path, path):
+    """Writes the PEM public key of a private key file; returns path."""
+    Path(path).write_text(public_pem_of(private_key_path))
+    return Path(path)
+
+
+def pinned_key_ids(data_dir):
+    """Key ids in a query-svc data directory's pin file, in order."""
+    text = (Path(data_dir) / "trusted-keys").read_text()
+    blocks = text.split("-----END PUBLIC KEY-----")
+    return [key_id_of(b.strip() + "\n-----END PUBLIC KEY-----\n") for b in blocks if b.strip()]
+
+
+class KeyTrustCase(QueryCase):
+
+    def start_command(self, name, data_dir, key_path):
+        """Another command-svc (an impostor) on its own data dir, without NATS."""
+        svc = harness.Service(COMMAND_BINARY, self.env.tmp.path, name, [
+            "--data-dir", str(data_dir),
+            "--nats", f"nats://127.0.0.1:{free_port()}",
+            "--signing-key", str(key_path),
+            "--tokens", str(self.env.tokens_path),
+        ])
+        svc.start()
+        self.addCleanup(lambda: svc.stop(check=False) if svc.running() else None)
+        self.addCleanup(lambda: svc.assert_no_sanitizer_reports())
+        return svc
+
+    def repoint(self, svc, command_url):
+        """Restarts query-svc svc against another command-svc, without NATS."""
+        svc.stop()
+        args = list(svc.args)
+        args[args.index("--command-url") + 1] = command_url
+        args[args.index("--nats") + 1] = f"nats://127.0.0.1:{free_port()}"
+        svc.args = args
+        svc.start()
+
+    def wait_halted(self, svc, *words):
+        """Waits for /readyz 503 "halted" naming every word; returns the message."""
+        last = [None]
+
+        def halted():
+            status, body = self.env.query_state(svc)
+            last[0] = (status, body)
+            message = (body or {}).get("error", {}).get("message", "")
+            return status == 503 and "halted" in message and all(w in message for w in words)
+
+        self.assertTrue(poll(halted, timeout=20), f"not halted naming {words}: {last[0]}\n"
+                        f"{svc.stderr_tail(20)}")
+        return last[0][1]["error"]["message"]
+
+    def seed(self, entity, value):
+        """Writes one event and waits until the first query-svc has it."""
+        seq = self.write1("user_activity", entity, now_us() - US, {"dwell_ms": value})
+        self.read("ranker", "user_activity", entity, min_seq=seq, wait_ms=10000)
+        return seq
+
+
+class KeyTrustTest(KeyTrustCase):
+
+    def test_first_key_is_pinned_with_a_warning_and_an_impostor_is_refused(self):
+        env = self.env
+        svc = env.add_query(name="query-tofu")
+        self.seed("u-tofu", 4.5)
+        env.wait_caught_up(svc)
+        key_a = key_id_of(public_pem_of(env.key_path))
+        data_dir = env.tmp / "query-tofu-data"
+        self.assertEqual(pinned_key_ids(data_dir), [key_a])
+        warnings = [r for r in svc.stderr_records()
+                    if r.get("level") == "warn" and "first use" in r.get("msg", "")]
+        self.assertEqual([w.get("key_id") for w in warnings], [key_a], svc.stderr_tail(20))
+
+        # An impostor: a fresh log under a new key, longer than the real one;
+        # its /v1/keys lists its own key.
+        impostor_key = make_signing_key(env.tmp / "impostor.pem")
+        key_b = key_id_of(public_pem_of(impostor_key))
+        impostor = self.start_command("impostor", env.tmp / "impostor-data", impostor_key)
+        admin = env.http("admin", impostor)
+        self.assertEqual(admin.json("POST", "/v1/views", UA_VIEW)[0], 201)
+        producer = env.http("clicks-pipeline", impostor)
+        events = [{"view": "user_activity", "entity_id": "u-tofu",
+                   "event_ts": time_text(now_us() - US), "features": {"dwell_ms": 666.5}}
+                  for _ in range(env.tree_size() + 3)]
+        self.assertEqual(producer.json("POST", "/v1/events", {"events": events})[0], 201)
+        listed = [k["key_id"] for k in env.http(None, impostor).get_json("/v1/keys")[1]["keys"]]
+        self.assertEqual(listed, [key_b])
+
+        self.repoint(svc, impostor.url)
+        message = self.wait_halted(svc, "untrusted key", key_b)
+        self.assertNotIn(key_a, message)
+        # it stays up and keeps serving what it had
+        a = self.read("ranker", "user_activity", "u-tofu", svc=svc, features="dwell_ms")
+        self.assertEqual(a["features"]["dwell_ms"]["value"], 4.5)
+        self.assertEqual(pinned_key_ids(data_dir), [key_a], "the impostor's key was pinned")
+        time.sleep(1.2)
+        self.assertEqual(env.query_state(svc)[0], 503)
+
+        # pointed back at the real command-svc after a restart, the pin holds
+        self.repoint(svc, env.command.url)
+        env.wait_caught_up(svc)
+
+    def test_an_impostor_shorter_than_the_replica_is_refused_by_key(self):
+        env = self.env
+        svc = env.add_query(name="query-short")
+        self.seed("u-short", 1.5)
+        self.seed("u-short", 2.5)
+        env.wait_caught_up(svc)
+        impostor_key = make_signing_key(env.tmp / "impostor-short.pem")
+        key_b = key_id_of(public_pem_of(impostor_key))
+        impostor = self.start_command("impostor-short", env.tmp / "impostor-short-data",
+                                      impostor_key)
+        self.assertEqual(env.http("admin", impostor).json("POST", "/v1/views", UA_VIEW)[0], 201)
+        self.repoint(svc, impostor.url)
+        self.wait_halted(svc, "untrusted key", key_b, "checkpoint of tree size 1 ")
+
+    def test_trust_key_flag_refuses_the_real_log_under_another_key(self):
+        env = self.env
+        self.seed("u-flag", 3.5)
+        other = make_signing_key(env.tmp / "other.pem")
+        other_pub = public_key_file(other, env.tmp / "other.pub.pem")
+        svc = env.add_query(name="query-flag", extra_args=["--trust-key", str(other_pub)])
+        key_a = key_id_of(public_pem_of(env.key_path))
+        self.wait_halted(svc, "untrusted key", key_a)
+        self.assertFalse((env.tmp / "query-flag-data" / "trusted-keys").exists())
+        r = self.get("ranker", "user_activity", "u-flag", svc=svc, features="dwell_ms")
+        self.assertNotIn(b"3.5", r.body, r)
+
+        # The real key, given twice as a flag and once through the list in
+        # the environment variable: all are trusted.
+        real_pub = public_key_file(env.key_path, env.tmp / "real.pub.pem")
+        ok = env.add_query(name="query-flag-ok", extra_args=[
+            "--trust-key", str(other_pub), "--trust-key", str(real_pub)])
+        env.wait_caught_up(ok)
+        self.assertFalse((env.tmp / "query-flag-ok-data" / "trusted-keys").exists())
+
+    def test_bad_trust_key_file_stops_the_start(self):
+        env = self.env
+        bad = env.tmp / "not-a-key.pem"
+        bad.write_text("hello\n")
+        svc = env.add_query(name="query-badkey", extra_args=["--trust-key", str(bad)],
+                            start=False)
+        proc = subprocess.run(svc.command(), capture_output=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(b"--trust-key", proc.stderr)
+        self.assertIn(b"not-a-key.pem", proc.stderr)
+        env.retire(svc)
+
+    def test_a_replica_without_a_pin_file_pins_its_own_first_key(self):
+        env = self.env
+        svc = env.add_query(name="query-unpinned")
+        self.seed("u-unpinned", 6.5)
+        env.wait_caught_up(svc)
+        pin = env.tmp / "query-unpinned-data" / "trusted-keys"
+        key_a = key_id_of(public_pem_of(env.key_path))
+        svc.stop()
+        # a damaged pin file stops the start, naming it
+        pin.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+        proc = subprocess.run(svc.command(), capture_output=True, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(b"pinned keys", proc.stderr)
+        self.assertIn(b"trusted-keys", proc.stderr)
+        # none at all (a replica from before keys were pinned): its first key
+        pin.unlink()
+        svc.start()
+        seq = self.seed("u-unpinned", 7.5)
+        env.wait_caught_up(svc, seq)
+        self.assertEqual(pinned_key_ids(pin.parent), [key_a])
+        self.assertIn(key_a, [r.get("key_id") for r in svc.stderr_records()
+                              if "first key of the replica" in r.get("msg", "")])
+
+    def test_forged_rotation_under_the_new_key_is_refused(self):
+        env = self.env
+        self.seed("u-forge", 8.5)
+        real_pub = public_key_file(env.key_path, env.tmp / "real-forge.pub.pem")
+        svc = env.add_query(name="query-forge", extra_args=["--trust-key", str(real_pub)])
+        env.wait_caught_up(svc)
+        # The forger copies the real log and appends a key event for its own
+        # key, signed (line and checkpoint) by that key only.
+        new_key = make_signing_key(env.tmp / "forger.pem")
+        key_b = key_id_of(public_pem_of(new_key))
+        forged_dir = env.tmp / "forged-data"
+        proc = subprocess.run([str(FORGE_LOG), str(env.tmp / "command-data"), str(forged_dir),
+                               str(new_key)], capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        key_seq = int(proc.stdout)
+        impostor = self.start_command("forger", forged_dir, new_key)
+        producer = env.http("clicks-pipeline", impostor)
+        self.assertEqual(producer.json("POST", "/v1/events", {"events": [
+            {"view": "user_activity", "entity_id": "u-forge", "event_ts": time_text(now_us()),
+             "features": {"dwell_ms": 666.5}}]})[0], 201)
+        listed = {k["key_id"] for k in env.http(None, impostor).get_json("/v1/keys")[1]["keys"]}
+        self.assertEqual(listed, {key_id_of(public_pem_of(env.key_path)), key_b})
+
+        self.repoint(svc, impostor.url)
+        message = self.wait_halted(svc, "untrusted key", key_b, f"line {key_seq} ")
+        a = self.read("ranker", "user_activity", "u-forge", svc=svc, features="dwell_ms")
+        self.assertEqual(a["features"]["dwell_ms"]["value"], 8.5, message)
+
+
+class RotationTrustTest(KeyTrustCase):
+
+    def test_a_rotation_by_sighup_is_followed_and_the_new_key_pinned(self):
+        env = self.env
+        key_a = key_id_of(public_pem_of(env.key_path))
+        real_pub = public_key_file(env.key_path, env.tmp / "a.pub.pem")
+        self.seed("u-rot", 1.5)
+        tofu = env.query
+        env.wait_caught_up(tofu)
+        data_dir = env.tmp / "query-1-data"
+        self.assertEqual(pinned_key_ids(data_dir), [key_a])
+
+        size0 = env.tree_size()
+        new_key = make_signing_key(env.tmp / "next.pem")
+        os.replace(new_key, env.key_path)
+        key_b = key_id_of(public_pem_of(env.key_path))
+        env.command.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(poll(lambda: env.tree_size() == size0 + 1, 10), "no key event")
+        # the old key signed the checkpoint covering the key event
+        status, cp = self.cmd_auditor.get_json(f"/v1/log/checkpoint?tree_size={size0 + 1}")
+        self.assertEqual((status, cp["key_id"]), (200, key_a), cp)
+        seq = self.seed("u-rot", 2.5)
+        self.assertEqual(self.cmd_auditor.get_json("/v1/log/checkpoint")[1]["key_id"], key_b)
+        env.wait_caught_up(tofu, seq)
+        self.assertEqual(pinned_key_ids(data_dir), [key_a, key_b])
+        self.assertIn(key_b, [r.get("key_id") for r in tofu.stderr_records()
+                              if r.get("msg") == "trusting a new command-svc key"])
+
+        # after a restart the pinned keys are the trusted set
+        tofu.restart()
+        seq = self.seed("u-rot", 3.5)
+        env.wait_caught_up(tofu, seq)
+        # fresh replicas through the rotation: trusting the old key by flag
+        # (given in the environment variable, a list), or on first use
+        fresh = env.add_query(name="query-fresh-flag", start=False)
+        fresh.env = {"FLEDGER_TRUST_KEY": f"{env.tmp / 'none.pem'}:{real_pub}"}
+        (env.tmp / "none.pem").write_text(public_pem_of(make_signing_key(env.tmp / "x.pem")))
+        fresh.start()
+        env.wait_caught_up(fresh, seq)
+        self.assertEqual(pinned_key_ids(env.tmp / "query-fresh-flag-data")[-1], key_b)
+        first = env.add_query(name="query-fresh-tofu")
+        env.wait_caught_up(first, seq)
+        self.assertEqual(pinned_key_ids(env.tmp / "query-fresh-tofu-data"), [key_a, key_b])
+        self.assertEqual(env.digest(first), env.digest(tofu))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,9 @@ enum fl_status fl_log_append(struct fl_log *log, struct fl_log_batch *batches, s
 
 /*
  * Changes the signing key: appends a "key" event carrying new_signer's public
- * key, signed by the current key, then signs everything after it (its own
- * checkpoint included) with new_signer (borrowed, must outlive the log).
+ * key in a commit of its own, whose line and checkpoint the current key
+ * signs (so that a verifier trusting the old key learns the new one), then
+ * signs everything after it with new_signer (borrowed, must outlive the log).
  * time_us is the event's ingest time. A no-op returning FL_OK when the key is
  * already the current one.
  */
@@ -234,6 +235,18 @@ enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn
  */
 enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line,
 				 size_t *ret_len);
+
+/*
+ * Reads a "key" event body as fl_log_rotate_key writes it (docs/log-format.md):
+ * {"seq":N,"kind":"key","ingest_ts":...,"key_id":"<new>","alg":"ed25519",
+ * "public_key_pem":"...","previous_key_id":"<old>"}. FL_OK with the new raw
+ * public key (whose id must be key_id) and the previous key id;
+ * FL_ERR_NOT_FOUND when the body is not a key event; FL_ERR_INVALID when it
+ * is one but malformed.
+ */
+enum fl_status fl_log_key_event_parse(const uint8_t *body, size_t len,
+				      uint8_t ret_pub[FL_PUBKEY_LEN],
+				      char ret_previous_key_id[FL_KEY_ID_HEX_LEN]);
 
 /* The text a checkpoint signature covers: prefix\nsize\nroot\ntimestamp\n. */
 size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint,

@@ -20,7 +20,9 @@
  * and reads a value by flag name. A value comes from, in order of
  * precedence: the command line (`--listen 0.0.0.0:80` or
  * `--listen=0.0.0.0:80`), the environment variable (an empty variable counts
- * as unset), the default. A flag given twice keeps the last value. A boolean
+ * as unset), the default. A flag given twice keeps the last value for
+ * fl_config_get; fl_config_get_list reads every occurrence (a repeatable
+ * flag such as --trust-key). A boolean
  * flag takes no separate value (`--verbose`, or `--verbose=false`); boolean
  * text is true/false, yes/no, on/off or 1/0. Arguments that are not flags,
  * and every argument after `--`, are positional (the CLI's commands).
@@ -58,6 +60,21 @@ bool fl_config_wants_help(const struct fl_config *config);
  * flag is not in the table.
  */
 const char *fl_config_get(const struct fl_config *config, const char *flag);
+
+/*
+ * Every value of a repeatable flag: each occurrence on the command line, in
+ * order, or, when the flag is not given, its environment variable (else its
+ * default); each value is split at any of the characters in separators
+ * (e.g. ",:"; NULL or "" splits nothing) and empty pieces are skipped.
+ * *ret_values is a new NULL-terminated array of *ret_count new strings,
+ * freed with fl_config_list_free (an unset flag gives an empty array).
+ * FL_ERR_INVALID for a flag not in the table; FL_ERR_NOMEM.
+ */
+enum fl_status fl_config_get_list(const struct fl_config *config, const char *flag,
+				  const char *separators, char ***ret_values, size_t *ret_count);
+
+/* Frees an array from fl_config_get_list. Accepts NULL. */
+void fl_config_list_free(char **values);
 
 /* The value of a boolean flag; false when unset or unknown. */
 bool fl_config_get_bool(const struct fl_config *config, const char *flag);
