@@ -32,7 +32,11 @@ if [ ! -f "$dir/build.ninja" ]; then
 	CC=$CC meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
 		>/dev/null
 fi
-ninja -C "$dir" fuzzers >/dev/null
+ninja -C "$dir" fuzzers >"$dir/fuzzers-build.log" 2>&1 || {
+	tail -40 "$dir/fuzzers-build.log" >&2
+	echo "FAIL: the fuzzers do not build (full log: $dir/fuzzers-build.log)" >&2
+	exit 1
+}
 
 if [ "$#" -gt 0 ]; then
 	harnesses=("$@")
