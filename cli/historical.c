@@ -32,8 +32,7 @@ static const struct fl_config_option historical_options[] = {
     {"view", NULL, NULL, "the view to read", false},
     {"features", NULL, NULL, "features to read, comma-separated (default: all you may read)",
      false},
-    {"windows", NULL, NULL, "windows to read, comma-separated (default: all you may read)",
-     false},
+    {"windows", NULL, NULL, "windows to read, comma-separated (default: all you may read)", false},
     {"rows", NULL, NULL,
      "the rows: a CSV file with the header entity_id,ts, or NDJSON {\"entity_id\",\"ts\"} "
      "lines (- for stdin)",
@@ -96,7 +95,8 @@ static int on_body(void *ctx, const char *data, size_t len)
 {
 	struct download *d = ctx;
 	if (!d->ok) {
-		size_t keep = ERROR_BODY_MAX - d->error_len < len ? ERROR_BODY_MAX - d->error_len : len;
+		size_t keep =
+		    ERROR_BODY_MAX - d->error_len < len ? ERROR_BODY_MAX - d->error_len : len;
 		memcpy(d->error_body + d->error_len, data, keep);
 		d->error_len += keep;
 		return 0;
@@ -214,9 +214,10 @@ static bool build_body(FILE *rows_file, const char *rows_name, const char *head,
 						ts_col = i;
 				}
 				if (entity_col < 0 || ts_col < 0) {
-					fl__cli_error("%s line 1: a CSV rows file starts with the "
-						      "header entity_id,ts (NDJSON rows start with {)",
-						      rows_name);
+					fl__cli_error(
+					    "%s line 1: a CSV rows file starts with the "
+					    "header entity_id,ts (NDJSON rows start with {)",
+					    rows_name);
 					goto done;
 				}
 				continue; /* the header is request line 1: the head */
@@ -269,9 +270,9 @@ static char *head_line(struct fl_cli *cli, const char *view)
 {
 	const char *features = fl_config_get(cli->config, "features");
 	const char *windows = fl_config_get(cli->config, "windows");
-	json_t *head = json_pack("{s:s, s:s}", "view", view, "point_in_time",
-				 fl_config_get_bool(cli->config, "as-known") ? "as_known"
-									   : "event_time");
+	json_t *head =
+	    json_pack("{s:s, s:s}", "view", view, "point_in_time",
+		      fl_config_get_bool(cli->config, "as-known") ? "as_known" : "event_time");
 	char *text = NULL;
 	if (!head)
 		return NULL;

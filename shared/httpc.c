@@ -605,7 +605,8 @@ struct body_state {
 static bool deliver(struct body_state *b, const char *data, size_t len)
 {
 	b->received += len;
-	return len == 0 || !b->stream->on_body || b->stream->on_body(b->stream->ctx, data, len) == 0;
+	return len == 0 || !b->stream->on_body ||
+	       b->stream->on_body(b->stream->ctx, data, len) == 0;
 }
 
 /*
@@ -723,8 +724,8 @@ enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
 	    strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen(method) || !base_url ||
 	    !path_and_query || path_and_query[0] != '/' || !printable(path_and_query, 0x21) ||
 	    (bearer_token && (!bearer_token[0] || !printable(bearer_token, 0x20))) ||
-	    (content_type && (!content_type[0] || strlen(content_type) > 200 ||
-			      !printable(content_type, 0x20))) ||
+	    (content_type &&
+	     (!content_type[0] || strlen(content_type) > 200 || !printable(content_type, 0x20))) ||
 	    !stream || (stream->body_len && !stream->body_file) || !ret_status ||
 	    (stream->accept && (!stream->accept[0] || strlen(stream->accept) > 200 ||
 				!printable(stream->accept, 0x20))) ||
@@ -742,15 +743,15 @@ enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
 	if (content_type || stream->body_len || strcmp(method, "GET") != 0)
 		snprintf(length_line, sizeof(length_line), "Content-Length: %llu\r\n",
 			 (unsigned long long)stream->body_len);
-	int n_head = snprintf(
-	    head, head_cap,
-	    "%s %.*s%s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: fledger\r\nAccept: %s\r\n"
-	    "Connection: close\r\n%s%s%s%s%s%s%s\r\n",
-	    method, (int)u.prefix_len, u.prefix, path_and_query, (int)u.authority_len, u.authority,
-	    stream->accept ? stream->accept : "*/*",
-	    bearer_token ? "Authorization: Bearer " : "", bearer_token ? bearer_token : "",
-	    bearer_token ? "\r\n" : "", content_type ? "Content-Type: " : "",
-	    content_type ? content_type : "", content_type ? "\r\n" : "", length_line);
+	int n_head =
+	    snprintf(head, head_cap,
+		     "%s %.*s%s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: fledger\r\nAccept: %s\r\n"
+		     "Connection: close\r\n%s%s%s%s%s%s%s\r\n",
+		     method, (int)u.prefix_len, u.prefix, path_and_query, (int)u.authority_len,
+		     u.authority, stream->accept ? stream->accept : "*/*",
+		     bearer_token ? "Authorization: Bearer " : "", bearer_token ? bearer_token : "",
+		     bearer_token ? "\r\n" : "", content_type ? "Content-Type: " : "",
+		     content_type ? content_type : "", content_type ? "\r\n" : "", length_line);
 	if (n_head < 0 || (size_t)n_head >= head_cap) {
 		st = FL_ERR_INVALID;
 		goto free_buffers;
@@ -770,8 +771,9 @@ enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
 	enum fl_status send_st = send_all(&c, head, (size_t)n_head, timeout_ms);
 	uint64_t sent = 0, reported = 0;
 	while (send_st == FL_OK && sent < stream->body_len) {
-		size_t want = stream->body_len - sent < STREAM_BUF ? (size_t)(stream->body_len - sent)
-								    : STREAM_BUF;
+		size_t want = stream->body_len - sent < STREAM_BUF
+				  ? (size_t)(stream->body_len - sent)
+				  : STREAM_BUF;
 		size_t got = fread(buf, 1, want, stream->body_file);
 		if (got == 0) {
 			st = FL_ERR_IO; /* the file ended or failed early */
@@ -779,7 +781,8 @@ enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
 		}
 		send_st = send_all(&c, buf, got, timeout_ms);
 		sent += got;
-		if (stream->on_sent && (sent - reported >= STREAM_BUF || sent == stream->body_len)) {
+		if (stream->on_sent &&
+		    (sent - reported >= STREAM_BUF || sent == stream->body_len)) {
 			stream->on_sent(stream->ctx, sent);
 			reported = sent;
 		}
