@@ -8,7 +8,7 @@ packages=(
   build-essential pkg-config meson ninja-build
   libnats-dev liblmdb-dev lmdb-utils libmicrohttpd-dev libjansson-dev libssl-dev
   libgnutls28-dev libcriterion-dev
-  nats-server openssl curl ca-certificates python3
+  nats-server openssl curl ca-certificates python3 python3-pandas
 )
 # Operations tests: docker-compose (compose.yaml), promtool (package
 # prometheus), Node.js and npm (tests/tooling). A Node.js already installed

@@ -536,3 +536,320 @@ enum fl_status fl_httpc_request(const char *method, const char *base_url,
 	return exchange(method, base_url, path_and_query, bearer_token, content_type, body,
 			body_len, timeout_ms, ret_status, ret_body, ret_len);
 }
+
+/* ---- streaming (fl_httpc_request_stream) ----------------------------------- */
+
+#define STREAM_BUF (64 * 1024)
+
+/* The parts of a base URL (see fl_httpc_get); false when it is malformed. */
+struct url_parts {
+	bool https;
+	char host[256], port[8];
+	const char *authority; /* "host:port", authority_len bytes */
+	size_t authority_len;
+	const char *prefix; /* path prefix without trailing '/', prefix_len bytes */
+	size_t prefix_len;
+};
+
+static bool split_url(const char *base_url, struct url_parts *u)
+{
+	u->https = strncasecmp(base_url, "https://", 8) == 0;
+	if ((!u->https && strncasecmp(base_url, "http://", 7) != 0) || !printable(base_url, 0x21))
+		return false;
+	snprintf(u->port, sizeof(u->port), "%s", u->https ? "443" : "80");
+	const char *authority = base_url + (u->https ? 8 : 7),
+		   *prefix = authority + strcspn(authority, "/?#@");
+	const char *host_from = authority, *host_to = prefix, *port_from = NULL;
+	if (*authority == '[') {
+		host_from = authority + 1;
+		host_to = memchr(host_from, ']', (size_t)(prefix - host_from));
+		if (!host_to || (host_to + 1 < prefix && host_to[1] != ':'))
+			return false;
+		port_from = host_to + 1 < prefix ? host_to + 2 : NULL;
+	} else if ((port_from = memchr(authority, ':', (size_t)(prefix - authority)))) {
+		host_to = port_from++;
+	}
+	size_t prefix_len = strlen(prefix);
+	while (prefix_len && prefix[prefix_len - 1] == '/')
+		prefix_len--;
+	if (host_to == host_from || host_to - host_from >= (long)sizeof(u->host) ||
+	    (*prefix && *prefix != '/') ||
+	    (port_from && (prefix - port_from < 1 || prefix - port_from > 5 ||
+			   strspn(port_from, "0123456789") < (size_t)(prefix - port_from))))
+		return false;
+	snprintf(u->host, sizeof(u->host), "%.*s", (int)(host_to - host_from), host_from);
+	if (port_from)
+		snprintf(u->port, sizeof(u->port), "%.*s", (int)(prefix - port_from), port_from);
+	u->authority = authority;
+	u->authority_len = (size_t)(prefix - authority);
+	u->prefix = prefix;
+	u->prefix_len = prefix_len;
+	return atoi(u->port) >= 1 && atoi(u->port) <= 65535;
+}
+
+/* Where a streamed answer's body stands. */
+struct body_state {
+	const struct fl_httpc_stream *stream;
+	bool chunked;
+	long long length; /* -1: until the connection ends */
+	uint64_t received;
+	bool done;
+	/* chunked: */
+	enum { CHUNK_SIZE, CHUNK_DATA, CHUNK_DATA_END, CHUNK_TRAILER } chunk;
+	uint64_t chunk_left;
+	char line[256];
+	size_t line_len;
+};
+
+/* Passes data to on_body; false when it asked to stop. */
+static bool deliver(struct body_state *b, const char *data, size_t len)
+{
+	b->received += len;
+	return len == 0 || !b->stream->on_body ||
+	       b->stream->on_body(b->stream->ctx, data, len) == 0;
+}
+
+/*
+ * Takes len more bytes of the answer's body: decodes chunks, stops at
+ * Content-Length. FL_ERR_UNAVAILABLE for a malformed chunked body, FL_ERR_IO
+ * when on_body asked to stop.
+ */
+static enum fl_status feed_body(struct body_state *b, const char *data, size_t len)
+{
+	if (!b->chunked) {
+		if (b->length >= 0 && (uint64_t)len > (uint64_t)b->length - b->received)
+			len = (size_t)((uint64_t)b->length - b->received);
+		if (!deliver(b, data, len))
+			return FL_ERR_IO;
+		b->done = b->length >= 0 && b->received == (uint64_t)b->length;
+		return FL_OK;
+	}
+	size_t at = 0;
+	while (at < len && !b->done) {
+		if (b->chunk == CHUNK_DATA) {
+			size_t n = len - at < b->chunk_left ? len - at : (size_t)b->chunk_left;
+			if (!deliver(b, data + at, n))
+				return FL_ERR_IO;
+			at += n;
+			b->chunk_left -= n;
+			if (b->chunk_left == 0) {
+				b->chunk = CHUNK_DATA_END;
+				b->line_len = 0;
+			}
+			continue;
+		}
+		/* a line: the size line, the CRLF after data, or a trailer line */
+		char c = data[at++];
+		if (b->line_len >= sizeof(b->line) - 1)
+			return FL_ERR_UNAVAILABLE;
+		b->line[b->line_len++] = c;
+		if (c != '\n')
+			continue;
+		b->line[b->line_len] = '\0';
+		if (b->line_len < 2 || b->line[b->line_len - 2] != '\r')
+			return FL_ERR_UNAVAILABLE;
+		bool empty = b->line_len == 2;
+		b->line_len = 0;
+		if (b->chunk == CHUNK_DATA_END) {
+			if (!empty)
+				return FL_ERR_UNAVAILABLE;
+			b->chunk = CHUNK_SIZE;
+		} else if (b->chunk == CHUNK_TRAILER) {
+			b->done = empty;
+		} else {
+			char *end;
+			if (!isxdigit((unsigned char)b->line[0]))
+				return FL_ERR_UNAVAILABLE;
+			errno = 0;
+			unsigned long long size = strtoull(b->line, &end, 16);
+			if (errno || (*end != '\r' && *end != ';'))
+				return FL_ERR_UNAVAILABLE;
+			b->chunk_left = size;
+			b->chunk = size ? CHUNK_DATA : CHUNK_TRAILER;
+		}
+	}
+	return FL_OK;
+}
+
+/* Sends all of data, each wait bounded by timeout_ms. */
+static enum fl_status send_all(struct conn *c, const char *data, size_t len, int timeout_ms)
+{
+	enum fl_status st = FL_OK;
+	size_t sent = 0;
+	while (sent < len) {
+		ssize_t n = conn_send(c, data + sent, len - sent,
+				      fl_time_mono_us() + (int64_t)timeout_ms * 1000, &st);
+		if (n < 0)
+			return st;
+		sent += (size_t)n;
+	}
+	return FL_OK;
+}
+
+bool fl_httpc_head_value(const char *head, const char *name, char *buf, size_t buf_cap)
+{
+	size_t name_len = strlen(name);
+	if (!head || !buf || !buf_cap)
+		return false;
+	for (const char *line = strstr(head, "\r\n"); line; line = strstr(line + 2, "\r\n")) {
+		const char *field = line + 2;
+		if (strncasecmp(field, name, name_len) != 0 || field[name_len] != ':')
+			continue;
+		const char *value = field + name_len + 1;
+		value += strspn(value, " \t");
+		size_t len = strcspn(value, "\r\n");
+		while (len && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+			len--;
+		snprintf(buf, buf_cap, "%.*s", (int)len, value);
+		return true;
+	}
+	return false;
+}
+
+enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
+				       const char *path_and_query, const char *bearer_token,
+				       const char *content_type,
+				       const struct fl_httpc_stream *stream, int timeout_ms,
+				       unsigned *ret_status)
+{
+	struct url_parts u;
+	struct conn c = {-1, NULL};
+	struct body_state b = {.stream = stream, .length = -1};
+	char *head = NULL, *buf = NULL;
+	size_t head_len = 0;
+	unsigned status = 0;
+	enum fl_status st;
+
+	if (!method || !method[0] || strlen(method) > 16 ||
+	    strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen(method) || !base_url ||
+	    !path_and_query || path_and_query[0] != '/' || !printable(path_and_query, 0x21) ||
+	    (bearer_token && (!bearer_token[0] || !printable(bearer_token, 0x20))) ||
+	    (content_type &&
+	     (!content_type[0] || strlen(content_type) > 200 || !printable(content_type, 0x20))) ||
+	    !stream || (stream->body_len && !stream->body_file) || !ret_status ||
+	    (stream->accept && (!stream->accept[0] || strlen(stream->accept) > 200 ||
+				!printable(stream->accept, 0x20))) ||
+	    timeout_ms <= 0 || !split_url(base_url, &u))
+		return FL_ERR_INVALID;
+	size_t head_cap = strlen(path_and_query) + u.prefix_len + u.authority_len +
+			  (bearer_token ? strlen(bearer_token) : 0) + strlen(method) +
+			  (content_type ? strlen(content_type) : 0) + 512;
+	if (!(head = malloc(head_cap > HEADER_MAX + 1 ? head_cap : HEADER_MAX + 1)) ||
+	    !(buf = malloc(STREAM_BUF))) {
+		st = FL_ERR_NOMEM;
+		goto free_buffers;
+	}
+	char length_line[48] = "";
+	if (content_type || stream->body_len || strcmp(method, "GET") != 0)
+		snprintf(length_line, sizeof(length_line), "Content-Length: %llu\r\n",
+			 (unsigned long long)stream->body_len);
+	int n_head =
+	    snprintf(head, head_cap,
+		     "%s %.*s%s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: fledger\r\nAccept: %s\r\n"
+		     "Connection: close\r\n%s%s%s%s%s%s%s\r\n",
+		     method, (int)u.prefix_len, u.prefix, path_and_query, (int)u.authority_len,
+		     u.authority, stream->accept ? stream->accept : "*/*",
+		     bearer_token ? "Authorization: Bearer " : "", bearer_token ? bearer_token : "",
+		     bearer_token ? "\r\n" : "", content_type ? "Content-Type: " : "",
+		     content_type ? content_type : "", content_type ? "\r\n" : "", length_line);
+	if (n_head < 0 || (size_t)n_head >= head_cap) {
+		st = FL_ERR_INVALID;
+		goto free_buffers;
+	}
+
+	st = dial(u.host, u.port, fl_time_mono_us() + (int64_t)timeout_ms * 1000, &c.fd);
+	if (st == FL_OK && u.https)
+		st = tls_start(&c, u.host, fl_time_mono_us() + (int64_t)timeout_ms * 1000);
+	if (st != FL_OK)
+		goto close_conn;
+
+	/*
+	 * The request. A server may answer early (an error) and close while the
+	 * body is still going out: a failed send then falls through to reading
+	 * whatever answer there is.
+	 */
+	enum fl_status send_st = send_all(&c, head, (size_t)n_head, timeout_ms);
+	uint64_t sent = 0, reported = 0;
+	while (send_st == FL_OK && sent < stream->body_len) {
+		size_t want = stream->body_len - sent < STREAM_BUF
+				  ? (size_t)(stream->body_len - sent)
+				  : STREAM_BUF;
+		size_t got = fread(buf, 1, want, stream->body_file);
+		if (got == 0) {
+			st = FL_ERR_IO; /* the file ended or failed early */
+			goto close_conn;
+		}
+		send_st = send_all(&c, buf, got, timeout_ms);
+		sent += got;
+		if (stream->on_sent &&
+		    (sent - reported >= STREAM_BUF || sent == stream->body_len)) {
+			stream->on_sent(stream->ctx, sent);
+			reported = sent;
+		}
+	}
+	if (send_st == FL_ERR_TIMEOUT) {
+		st = FL_ERR_TIMEOUT;
+		goto close_conn;
+	}
+
+	/* The answer: the head into head[], then the body piece by piece. */
+	bool have_head = false;
+	for (;;) {
+		char *into = have_head ? buf : head + head_len;
+		size_t cap = have_head ? STREAM_BUF : HEADER_MAX - head_len;
+		if (!have_head && cap == 0) {
+			st = FL_ERR_UNAVAILABLE;
+			break;
+		}
+		ssize_t n =
+		    conn_recv(&c, into, cap, fl_time_mono_us() + (int64_t)timeout_ms * 1000, &st);
+		if (n == -2)
+			continue;
+		if (n < 0)
+			break;
+		if (n == 0) { /* the connection ended */
+			if (!have_head || b.chunked || (b.length >= 0 && !b.done))
+				st = FL_ERR_UNAVAILABLE;
+			break;
+		}
+		if (have_head) {
+			st = feed_body(&b, buf, (size_t)n);
+		} else {
+			head_len += (size_t)n;
+			head[head_len] = '\0';
+			char *end = memmem(head, head_len, "\r\n\r\n", 4);
+			if (!end)
+				continue;
+			have_head = true;
+			size_t rest_at = (size_t)(end + 4 - head), rest = head_len - rest_at;
+			memcpy(buf, head + rest_at, rest);
+			*end = '\0'; /* the head alone, as parse_head takes it */
+			if (!parse_head(head, &status, &b.length, &b.chunked)) {
+				st = FL_ERR_UNAVAILABLE;
+				break;
+			}
+			if (stream->on_head && stream->on_head(stream->ctx, status, head) != 0) {
+				st = FL_ERR_IO;
+				break;
+			}
+			b.done = !b.chunked && b.length == 0;
+			if (rest)
+				st = feed_body(&b, buf, rest);
+		}
+		if (st != FL_OK || b.done)
+			break;
+	}
+close_conn:
+	if (c.ssl) {
+		ERR_clear_error();
+		SSL_free(c.ssl);
+	}
+	if (c.fd >= 0)
+		close(c.fd);
+free_buffers:
+	free(buf);
+	free(head);
+	if (st == FL_OK)
+		*ret_status = status;
+	return st;
+}

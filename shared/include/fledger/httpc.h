@@ -1,7 +1,10 @@
 #ifndef FLEDGER_HTTPC_H
 #define FLEDGER_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "fledger/status.h"
 
@@ -73,5 +76,70 @@ enum fl_status fl_httpc_request(const char *method, const char *base_url,
 				const char *content_type, const char *body, size_t body_len,
 				int timeout_ms, unsigned *ret_status, char **ret_body,
 				size_t *ret_len);
+
+/* ---- streaming ---------------------------------------------------------- */
+
+/*
+ * What a streamed exchange sends and where its answer goes
+ * (fl_httpc_request_stream). Nothing of the body is held in memory beyond
+ * one buffer of a few tens of KiB, in either direction.
+ */
+struct fl_httpc_stream {
+	/*
+	 * The request body: exactly body_len bytes read from body_file from
+	 * its current position (body_file may be NULL when body_len is 0).
+	 * The file is the caller's; it is only read.
+	 */
+	FILE *body_file;
+	uint64_t body_len;
+	/* Sent as Accept (may be NULL: any type); printable ASCII, at most 200 bytes. */
+	const char *accept;
+	/*
+	 * Called (may be NULL) as the body is sent, with the bytes sent so far,
+	 * at most every 64 KiB.
+	 */
+	void (*on_sent)(void *ctx, uint64_t sent);
+	/*
+	 * Called once when the answer's head has arrived, with its status and
+	 * its head ("HTTP/1.1 200 OK\r\nName: value", the status line and the
+	 * headers without the CRLF after the last one; valid during the call
+	 * only). A nonzero return stops the
+	 * exchange with FL_ERR_IO.
+	 */
+	int (*on_head)(void *ctx, unsigned status, const char *head);
+	/*
+	 * Called with each piece of the answer's body as it arrives (chunked
+	 * transfer coding already removed), in order. A nonzero return stops
+	 * the exchange with FL_ERR_IO.
+	 */
+	int (*on_body)(void *ctx, const char *data, size_t len);
+	void *ctx;
+};
+
+/*
+ * As fl_httpc_request, but the request body comes from stream->body_file and
+ * the answer goes to stream->on_head and stream->on_body as it arrives, so
+ * that neither is held in memory, whatever its size (no FL_HTTPC_MAX_BODY).
+ * timeout_ms bounds the connection and each wait for the server (to accept
+ * more of the body, or to send more of the answer), not the whole exchange:
+ * a long transfer that keeps moving is never cut.
+ *
+ * FL_OK when the whole answer arrived (*ret_status its status). Errors: as
+ * fl_httpc_request, plus FL_ERR_IO (body_file ended or failed before
+ * body_len bytes, or a callback asked to stop); on an error
+ * the callbacks may already have seen part of the answer.
+ */
+enum fl_status fl_httpc_request_stream(const char *method, const char *base_url,
+				       const char *path_and_query, const char *bearer_token,
+				       const char *content_type,
+				       const struct fl_httpc_stream *stream, int timeout_ms,
+				       unsigned *ret_status);
+
+/*
+ * The value of header name (case-insensitive) in a head as given to
+ * on_head, copied into buf (NUL-terminated, cut to buf_cap - 1 bytes);
+ * false when the head has no such header.
+ */
+bool fl_httpc_head_value(const char *head, const char *name, char *buf, size_t buf_cap);
 
 #endif

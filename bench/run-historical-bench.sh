@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Training data: the point-in-time join route against pandas merge_asof.
+#   bash bench/run-historical-bench.sh [--rows N] [build]
+# (N = 100000 by default; --rows 1000000 for the large run.)
+# Writes N events (5 double features, N/10 entities, event_ts spread over
+# the last 2 hours, random order) to a fresh stack, lets query-svc apply
+# them, then exports N rows (random entity, random time in the same span)
+# with POST /v1/features:historical: 5 features, then 5 features + 2
+# windows. The same events and rows go to Debian's pandas (run with
+# /usr/bin/python3): merge_asof(rows, events, on="ts", by="entity_id"),
+# sorts included, reading and writing excluded. Prints a table: rows/s of
+# each, their ratio, and query-svc's RSS before and at its peak during the
+# exports. Targets (reported, not asserted): fledger >= 0.5 x merge_asof;
+# with 2 windows >= 100,000 rows/s; RSS growth < 50 MB.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+n=100000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rows) n=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+build=$(cd "${1:-$root/build}" && pwd)
+/usr/bin/python3 -c 'import pandas' 2>/dev/null ||
+  { echo "Debian's python3-pandas is needed (apt-get install python3-pandas)" >&2; exit 1; }
+# shellcheck source=bench/stack.sh
+source "$root/bench/stack.sh"
+
+cat > "$work/hist-view.json" <<'JSON'
+{"name":"histv","entity":"entity_id","features":{"f1":"double","f2":"double","f3":"double","f4":"double","f5":"double"},
+ "windows":[{"name":"f1_sum_1h","fn":"sum","of":"f1","size":"1h"},
+            {"name":"f2_count_10m","fn":"count","of":"f2","size":"10m"}],
+ "acl":{"write":["bench-pipeline"],"read":["role:admin"]},"audit_reads":false}
+JSON
+curl -fs -o /dev/null -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  --data-binary @"$work/hist-view.json" "$curl_c/v1/views"
+
+# The data: events.ndjson (one event a line) and rows.ndjson, same seed.
+python3 - "$n" "$work" <<'PY'
+import datetime, json, random, sys
+n, work = int(sys.argv[1]), sys.argv[2]
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+span = 2 * 3600 * 10**6
+rnd = random.Random(11)
+entities = max(1, n // 10)
+def ts(us_ago):
+    return (now - datetime.timedelta(microseconds=us_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+with open(f"{work}/events.ndjson", "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"view": "histv", "entity_id": f"e{rnd.randrange(entities)}",
+                            "event_ts": ts(rnd.randrange(span)),
+                            "features": {f"f{k}": round(rnd.uniform(0, 1000), 3)
+                                         for k in range(1, 6)}}) + "\n")
+with open(f"{work}/rows.ndjson", "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"entity_id": f"e{rnd.randrange(entities)}",
+                            "ts": ts(rnd.randrange(span))}) + "\n")
+PY
+
+echo "writing $n events..." >&2
+python3 - "$curl_c" "$producer" "$work/events.ndjson" <<'PY'
+import http.client, json, sys
+from urllib.parse import urlsplit
+u = urlsplit(sys.argv[1]); token = sys.argv[2]
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+batch = []
+def send():
+    conn.request("POST", "/v1/events", body='{"events":[' + ",".join(batch) + "]}",
+                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
+    r = conn.getresponse(); r.read()
+    assert r.status in (200, 201), r.status
+    batch.clear()
+for line in open(sys.argv[3]):
+    batch.append(line.strip())
+    if len(batch) == 1000:
+        send()
+if batch:
+    send()
+PY
+total=$(curl -s -H "Authorization: Bearer $admin" "$curl_c/v1/log/checkpoint" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tree_size"])')
+
+qport=$(port)
+start_query "$qport" "$work/query" hist-bench "$work/query.log"
+q=http://127.0.0.1:$qport
+wait_http "$q/healthz"
+for _ in $(seq 6000); do [ "$(applied "$q")" -ge "$total" ] && break; sleep 0.1; done
+[ "$(applied "$q")" -ge "$total" ] || { echo "query-svc did not catch up" >&2; exit 1; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+rss_before=$(rss_kib "$qpid")
+# the peak RSS over the exports, sampled every 50 ms
+( peak=0; while kill -0 "$qpid" 2>/dev/null && [ ! -f "$work/stop-sampling" ]; do
+    r=$(rss_kib "$qpid" 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r
+    echo "$peak" > "$work/rss-peak"; sleep 0.05; done ) &
+sampler=$!
+
+export_rows() { # HEAD-JSON OUT: prints the wall seconds of one export
+  { printf '%s\n' "$1"; cat "$work/rows.ndjson"; } > "$work/request.ndjson"
+  local t0 t1 code
+  t0=$(date +%s.%N)
+  code=$(curl -s -o "$2" -w '%{http_code}' -H "Authorization: Bearer $admin" \
+    -H 'Content-Type: application/x-ndjson' --data-binary @"$work/request.ndjson" "$q/v1/features:historical")
+  t1=$(date +%s.%N)
+  [ "$code" = 200 ] || { echo "export answered $code: $(head -c 300 "$2")" >&2; exit 1; }
+  [ "$(wc -l < "$2")" -eq "$n" ] || { echo "export: not $n lines" >&2; exit 1; }
+  echo "$t1 - $t0" | bc -l
+}
+echo "exporting $n rows..." >&2
+s_plain=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":[]}' "$work/out-plain.ndjson")
+s_windows=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":["f1_sum_1h","f2_count_10m"]}' "$work/out-windows.ndjson")
+touch "$work/stop-sampling"
+wait "$sampler" 2>/dev/null || true
+rss_peak=$(cat "$work/rss-peak")
+
+echo "pandas merge_asof on the same data..." >&2
+s_pandas=$(/usr/bin/python3 - "$work" <<'PY'
+import json, sys, time
+import pandas as pd
+work = sys.argv[1]
+ev = [json.loads(l) for l in open(f"{work}/events.ndjson")]
+events = pd.DataFrame({"entity_id": [e["entity_id"] for e in ev],
+                       "ts": pd.to_datetime([e["event_ts"] for e in ev], utc=True),
+                       **{f"f{k}": [e["features"][f"f{k}"] for e in ev] for k in range(1, 6)}})
+rows = pd.read_json(f"{work}/rows.ndjson", lines=True, dtype={"entity_id": str})
+rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
+t0 = time.perf_counter()
+out = pd.merge_asof(rows.sort_values("ts"), events.sort_values("ts"), on="ts", by="entity_id",
+                    direction="backward")
+t1 = time.perf_counter()
+assert len(out) == len(rows)
+print(f"{t1 - t0:.4f}")
+PY
+)
+
+printf '\n%-48s %12s %10s\n' "historical export, $n rows, $n events" "rows/s" "seconds"
+rate() { echo "$n / $1" | bc -l | xargs printf '%.0f'; }
+printf '%-48s %12s %10.3f\n' "fledger route, 5 features (HTTP, NDJSON out)" "$(rate "$s_plain")" "$s_plain"
+printf '%-48s %12s %10.3f\n' "fledger route, 5 features + 2 windows" "$(rate "$s_windows")" "$s_windows"
+printf '%-48s %12s %10.3f\n' "pandas merge_asof, 5 features (in memory)" "$(rate "$s_pandas")" "$s_pandas"
+printf '%-48s %12.2f\n' "fledger / pandas (5 features)" "$(echo "$s_pandas / $s_plain" | bc -l)"
+printf '%-48s %9d MiB\n' "query-svc RSS before the exports" "$((rss_before / 1024))"
+printf '%-48s %9d MiB\n' "query-svc RSS peak during them" "$((rss_peak / 1024))"
+printf '%-48s %9d MiB\n' "growth" "$(((rss_peak - rss_before) / 1024))"
