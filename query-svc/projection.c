@@ -61,6 +61,8 @@ struct fl_projection {
 	size_t build_members_cap;
 	uint8_t *tile_record;
 	size_t tile_record_cap;
+	struct lazy_number *numbers; /* the numbers of members, for the tiles */
+	size_t numbers_cap;
 };
 
 struct fl_projection_read {
@@ -421,6 +423,7 @@ void fl_projection_close(struct fl_projection *p)
 	free(p->members);
 	free(p->build_members);
 	free(p->tile_record);
+	free(p->numbers);
 	free(p);
 }
 
@@ -572,18 +575,32 @@ static bool extreme_wins(const struct extreme *cand, const struct extreme *cur, 
 	       event_before(cand->ts, cand->seq, cur->ts, cur->seq);
 }
 
-/* Adds one value (text, of the event (ts, seq)) to a partial. */
+/* A value's number, parsed when first needed (state 0: not yet, 1: a number, -1: none). */
+struct lazy_number {
+	int state;
+	struct number number;
+};
+
+/*
+ * Adds one value (text, of the event (ts, seq)) to a partial; lazy, when not
+ * NULL, keeps the value's number across the partials it is added to.
+ */
 static void partial_add(struct partial *pt, const struct raw_value *value, int64_t ts,
-			uint64_t seq)
+			uint64_t seq, struct lazy_number *lazy)
 {
 	pt->count++;
 	if (!pt->numeric)
 		return;
-	struct number number;
-	if (!parse_number(value, &number)) {
+	struct lazy_number own = {0};
+	if (!lazy)
+		lazy = &own;
+	if (!lazy->state)
+		lazy->state = parse_number(value, &lazy->number) ? 1 : -1;
+	if (lazy->state < 0) {
 		pt->invalid = true;
 		return;
 	}
+	struct number number = lazy->number;
 	if (pt->integer && number.is_int)
 		pt->isum += number.i;
 	else
@@ -1063,7 +1080,8 @@ static bool value_is_null(const struct fl_json_member *m)
  */
 static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_view *view,
 				     const uint8_t *old, size_t old_len,
-				     const struct fl_json_member *members, size_t n, int64_t ts,
+				     const struct fl_json_member *members,
+				     struct lazy_number *numbers, size_t n, int64_t ts,
 				     uint64_t seq, size_t *ret_len)
 {
 	size_t bound = old_len, pos = 0, out = 0, i = 0;
@@ -1082,7 +1100,8 @@ static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_vi
 		}
 		struct partial pt = c <= 0 ? e.partial : partial_for(view, m->key, m->key_len);
 		if (c >= 0 && !value_is_null(m))
-			partial_add(&pt, &(struct raw_value){m->value, m->value_len}, ts, seq);
+			partial_add(&pt, &(struct raw_value){m->value, m->value_len}, ts, seq,
+				    numbers ? &numbers[i] : NULL);
 		out += c <= 0 ? put_tile_entry(p->tile_record + out, e.name, e.name_len, &pt)
 			      : put_tile_entry(p->tile_record + out, m->key, m->key_len, &pt);
 		if (c <= 0)
@@ -1149,7 +1168,7 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 				   &n);
 		size_t len = 0;
 		if (st == FL_OK)
-			st = tile_add_event(p, view, acc, acc_len, p->build_members, n,
+			st = tile_add_event(p, view, acc, acc_len, p->build_members, NULL, n,
 					    time_of_sortable((uint8_t *)k.mv_data + plen),
 					    fl_get_be64((uint8_t *)k.mv_data + plen + 8), &len);
 		if (st == FL_OK) {
@@ -1190,13 +1209,27 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 	uint8_t key[KEY_MAX + 1];
 	uint64_t when = sortable_time(ts);
 	enum fl_status st = FL_OK;
+	MDB_cursor *cur;
 #ifdef FL_PROJECTION_UNTILED /* bench/bench_projection_untiled: apply without tiles */
 	return FL_OK;
 #endif
+	if (n > p->numbers_cap) {
+		struct lazy_number *grown = realloc(p->numbers, n * sizeof(*grown));
+		if (!grown)
+			return FL_ERR_NOMEM;
+		p->numbers = grown;
+		p->numbers_cap = n;
+	}
+	memset(p->numbers, 0, n * sizeof(*p->numbers)); /* each parsed once for all levels */
+	int rc = mdb_cursor_open(txn, p->tiles, &cur);
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	/* one cursor: the entity's tiles of neighbouring levels often share a page,
+	 * and a cursor's lookup stays on its page when the key is there */
 	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
 		uint64_t start = when & ~(tile_width(level) - 1);
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
-		int rc = mdb_get(txn, p->tiles, &k, &v);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
 		if (rc == MDB_NOTFOUND) {
 			bool stored;
 			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
@@ -1204,15 +1237,19 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 				break;
 			continue;
 		}
-		if (rc != MDB_SUCCESS)
-			return fl_status_of_mdb(rc);
+		if (rc != MDB_SUCCESS) {
+			st = fl_status_of_mdb(rc);
+			break;
+		}
 		size_t len;
-		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, n, ts, seq, &len);
+		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, p->numbers, n, ts,
+				    seq, &len);
 		if (st == FL_OK) {
 			v = (MDB_val){len, p->tile_record};
-			st = fl_status_of_mdb(mdb_put(txn, p->tiles, &k, &v, 0));
+			st = fl_status_of_mdb(mdb_cursor_put(cur, &k, &v, MDB_CURRENT));
 		}
 	}
+	mdb_cursor_close(cur);
 	return st;
 }
 
@@ -1761,7 +1798,7 @@ static void walk_event(struct window_walk *ww, const MDB_val *key, const MDB_val
 			continue;
 		}
 		if (lead == i)
-			partial_add(&acc->part, &value, ts, seq);
+			partial_add(&acc->part, &value, ts, seq, NULL);
 		if (!ww->rings)
 			continue;
 		if (is_last(acc))
