@@ -1229,7 +1229,7 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
 		uint64_t start = when & ~(tile_width(level) - 1);
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
-		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
 		if (rc == MDB_NOTFOUND) {
 			bool stored;
 			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
