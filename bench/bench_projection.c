@@ -21,6 +21,8 @@
  *   --secs S    seconds per read measurement (default 3)
  *   --dir DIR   where to put the models (default $TMPDIR or /tmp)
  *   --no-many   skip the many-entities apply
+ * For profiling: BENCH_HOT_ONLY=1 skips the light reads, BENCH_SHOW_COST=1
+ * prints each entity's read cost (records visited).
  */
 #include <inttypes.h>
 #include <stdbool.h>
