@@ -15,6 +15,7 @@
  */
 #include "projection.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -60,6 +61,8 @@ struct fl_projection {
 	size_t build_members_cap;
 	uint8_t *tile_record;
 	size_t tile_record_cap;
+	struct lazy_number *numbers; /* the numbers of members, for the tiles */
+	size_t numbers_cap;
 };
 
 struct fl_projection_read {
@@ -420,6 +423,7 @@ void fl_projection_close(struct fl_projection *p)
 	free(p->members);
 	free(p->build_members);
 	free(p->tile_record);
+	free(p->numbers);
 	free(p);
 }
 
@@ -571,18 +575,32 @@ static bool extreme_wins(const struct extreme *cand, const struct extreme *cur, 
 	       event_before(cand->ts, cand->seq, cur->ts, cur->seq);
 }
 
-/* Adds one value (text, of the event (ts, seq)) to a partial. */
+/* A value's number, parsed when first needed (state 0: not yet, 1: a number, -1: none). */
+struct lazy_number {
+	int state;
+	struct number number;
+};
+
+/*
+ * Adds one value (text, of the event (ts, seq)) to a partial; lazy, when not
+ * NULL, keeps the value's number across the partials it is added to.
+ */
 static void partial_add(struct partial *pt, const struct raw_value *value, int64_t ts,
-			uint64_t seq)
+			uint64_t seq, struct lazy_number *lazy)
 {
 	pt->count++;
 	if (!pt->numeric)
 		return;
-	struct number number;
-	if (!parse_number(value, &number)) {
+	struct lazy_number own = {0};
+	if (!lazy)
+		lazy = &own;
+	if (!lazy->state)
+		lazy->state = parse_number(value, &lazy->number) ? 1 : -1;
+	if (lazy->state < 0) {
 		pt->invalid = true;
 		return;
 	}
+	struct number number = lazy->number;
 	if (pt->integer && number.is_int)
 		pt->isum += number.i;
 	else
@@ -697,6 +715,8 @@ static void get_extreme(const uint8_t *in, bool set, struct extreme *e)
 	e->seq = fl_get_be64(in + 17);
 }
 
+static int name_cmp(const char *a, size_t al, const char *b, size_t bl);
+
 /* One feature's entry of a tile record. */
 struct tile_entry {
 	const char *name;
@@ -743,6 +763,30 @@ static bool tile_next(const uint8_t *rec, size_t len, size_t *pos, struct tile_e
 static size_t tile_entry_len(size_t name_len, bool numeric)
 {
 	return 1 + name_len + 1 + 8 + (numeric ? TILE_NUMERIC_LEN : 0);
+}
+
+/*
+ * The entry of feature name in a tile record, stepping over the others by
+ * their lengths (entries are in name order). False when absent or malformed.
+ */
+static bool tile_find(const uint8_t *rec, size_t len, const char *name, size_t name_len,
+		      struct tile_entry *ret)
+{
+	size_t at = 0;
+	while (at < len && len - at >= 2) {
+		size_t nl = rec[at];
+		if (len - at < 1 + nl + 1 + 8)
+			return false;
+		int c = name_cmp((const char *)rec + at + 1, nl, name, name_len);
+		if (c == 0) {
+			size_t pos = at;
+			return tile_next(rec, len, &pos, ret);
+		}
+		if (c > 0)
+			return false;
+		at += tile_entry_len(nl, rec[at + 1 + nl] & TILE_FLAG_NUMERIC);
+	}
+	return false;
 }
 
 static size_t put_tile_entry(uint8_t *out, const char *name, size_t nl, const struct partial *pt)
@@ -1036,7 +1080,8 @@ static bool value_is_null(const struct fl_json_member *m)
  */
 static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_view *view,
 				     const uint8_t *old, size_t old_len,
-				     const struct fl_json_member *members, size_t n, int64_t ts,
+				     const struct fl_json_member *members,
+				     struct lazy_number *numbers, size_t n, int64_t ts,
 				     uint64_t seq, size_t *ret_len)
 {
 	size_t bound = old_len, pos = 0, out = 0, i = 0;
@@ -1055,7 +1100,8 @@ static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_vi
 		}
 		struct partial pt = c <= 0 ? e.partial : partial_for(view, m->key, m->key_len);
 		if (c >= 0 && !value_is_null(m))
-			partial_add(&pt, &(struct raw_value){m->value, m->value_len}, ts, seq);
+			partial_add(&pt, &(struct raw_value){m->value, m->value_len}, ts, seq,
+				    numbers ? &numbers[i] : NULL);
 		out += c <= 0 ? put_tile_entry(p->tile_record + out, e.name, e.name_len, &pt)
 			      : put_tile_entry(p->tile_record + out, m->key, m->key_len, &pt);
 		if (c <= 0)
@@ -1122,7 +1168,7 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 				   &n);
 		size_t len = 0;
 		if (st == FL_OK)
-			st = tile_add_event(p, view, acc, acc_len, p->build_members, n,
+			st = tile_add_event(p, view, acc, acc_len, p->build_members, NULL, n,
 					    time_of_sortable((uint8_t *)k.mv_data + plen),
 					    fl_get_be64((uint8_t *)k.mv_data + plen + 8), &len);
 		if (st == FL_OK) {
@@ -1163,10 +1209,27 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 	uint8_t key[KEY_MAX + 1];
 	uint64_t when = sortable_time(ts);
 	enum fl_status st = FL_OK;
+	MDB_cursor *cur;
+#ifdef FL_PROJECTION_UNTILED /* bench/bench_projection_untiled: apply without tiles */
+	return FL_OK;
+#endif
+	if (n > p->numbers_cap) {
+		struct lazy_number *grown = realloc(p->numbers, n * sizeof(*grown));
+		if (!grown)
+			return FL_ERR_NOMEM;
+		p->numbers = grown;
+		p->numbers_cap = n;
+	}
+	memset(p->numbers, 0, n * sizeof(*p->numbers)); /* each parsed once for all levels */
+	int rc = mdb_cursor_open(txn, p->tiles, &cur);
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	/* one cursor: the entity's tiles of neighbouring levels often share a page,
+	 * and a cursor's lookup stays on its page when the key is there */
 	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
 		uint64_t start = when & ~(tile_width(level) - 1);
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
-		int rc = mdb_get(txn, p->tiles, &k, &v);
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
 		if (rc == MDB_NOTFOUND) {
 			bool stored;
 			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
@@ -1174,15 +1237,19 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 				break;
 			continue;
 		}
-		if (rc != MDB_SUCCESS)
-			return fl_status_of_mdb(rc);
+		if (rc != MDB_SUCCESS) {
+			st = fl_status_of_mdb(rc);
+			break;
+		}
 		size_t len;
-		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, n, ts, seq, &len);
+		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, p->numbers, n, ts,
+				    seq, &len);
 		if (st == FL_OK) {
 			v = (MDB_val){len, p->tile_record};
-			st = fl_status_of_mdb(mdb_put(txn, p->tiles, &k, &v, 0));
+			st = fl_status_of_mdb(mdb_cursor_put(cur, &k, &v, MDB_CURRENT));
 		}
 	}
+	mdb_cursor_close(cur);
 	return st;
 }
 
@@ -1682,6 +1749,10 @@ struct window_walk {
 	size_t plen;
 	struct window_acc **accs;
 	size_t n;
+	/* lead[i]: the first of accs over accs[i]'s feature, which alone
+	 * gathers the partial (NULL: each its own); of_len[i]: its name's length */
+	const size_t *lead;
+	const size_t *of_len;
 	MDB_cursor *history;
 	MDB_cursor *levels[TILE_LEVELS];
 	bool over_cost;
@@ -1708,18 +1779,26 @@ static void walk_event(struct window_walk *ww, const MDB_val *key, const MDB_val
 {
 	int64_t ts = time_of_sortable((uint8_t *)key->mv_data + ww->plen);
 	uint64_t seq = fl_get_be64((uint8_t *)key->mv_data + ww->plen + 8);
+	struct raw_value values[ww->n];
 	for (size_t i = 0; i < ww->n; i++) {
 		struct window_acc *acc = ww->accs[i];
-		struct raw_value value;
-		if (!fl_json_member(val->mv_data, val->mv_size, acc->window->of, &value.text,
-				    &value.len) ||
-		    (value.len == 4 && memcmp(value.text, "null", 4) == 0))
+		size_t lead = ww->lead ? ww->lead[i] : i;
+		struct raw_value value = {0};
+		if (lead != i) /* its lead found the feature in this event */
+			value = values[lead];
+		else if (!fl_json_member(val->mv_data, val->mv_size, acc->window->of, &value.text,
+					 &value.len) ||
+			 (value.len == 4 && memcmp(value.text, "null", 4) == 0))
+			value.text = NULL;
+		values[i] = value;
+		if (!value.text)
 			continue;
 		if (ww->seqs_only) {
 			seq_add(&acc->seqs, seq);
 			continue;
 		}
-		partial_add(&acc->part, &value, ts, seq);
+		if (lead == i)
+			partial_add(&acc->part, &value, ts, seq, NULL);
 		if (!ww->rings)
 			continue;
 		if (is_last(acc))
@@ -1729,15 +1808,19 @@ static void walk_event(struct window_walk *ww, const MDB_val *key, const MDB_val
 }
 
 /*
- * Feeds the raw events in [a, b) (sortable times). With limit, stops after
- * limit events and says so in *ret_complete.
+ * Feeds the raw events in [a, b) (sortable times). With limit (at most
+ * RAW_FIRST), feeds them only when there are at most limit of them, and
+ * says so in *ret_complete: a span with more costs limit + 1 key visits and
+ * no parsing.
  */
 static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t limit,
 		    bool *ret_complete)
 {
 	uint8_t start[KEY_MAX + 1];
-	MDB_val key, val;
+	MDB_val key, val, held_keys[RAW_FIRST], held_vals[RAW_FIRST];
 	uint64_t seen = 0;
+	size_t held = 0;
+	assert(limit <= RAW_FIRST);
 	memcpy(start, ww->prefix, ww->plen);
 	fl_put_be64(start + ww->plen, a);
 	fl_put_be64(start + ww->plen + 8, 0);
@@ -1760,11 +1843,20 @@ static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t lim
 		    !known(ww->read, ww->known_at_us,
 			   fl_get_be64((uint8_t *)key.mv_data + ww->plen + 8)))
 			continue;
+		if (limit) { /* fed once the span proves small */
+			held_keys[held] = key;
+			held_vals[held++] = val;
+			continue;
+		}
 		walk_event(ww, &key, &val);
 	}
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return rc;
+	for (size_t i = 0; i < held; i++)
+		walk_event(ww, &held_keys[i], &held_vals[i]);
 	if (ret_complete)
 		*ret_complete = true;
-	return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+	return MDB_SUCCESS;
 }
 
 /* Merges a tile record's partials of each window's feature. */
@@ -1773,13 +1865,9 @@ static void walk_tile(struct window_walk *ww, const MDB_val *val)
 	for (size_t i = 0; i < ww->n; i++) {
 		struct window_acc *acc = ww->accs[i];
 		struct tile_entry e;
-		size_t pos = 0, of_len = strlen(acc->window->of);
-		while (tile_next(val->mv_data, val->mv_size, &pos, &e)) {
-			if (e.name_len == of_len && memcmp(e.name, acc->window->of, of_len) == 0) {
-				partial_merge(&acc->part, &e.partial);
-				break;
-			}
-		}
+		if (ww->lead[i] == i &&
+		    tile_find(val->mv_data, val->mv_size, acc->window->of, ww->of_len[i], &e))
+			partial_merge(&acc->part, &e.partial);
 	}
 }
 
@@ -1923,6 +2011,14 @@ static enum fl_status extreme_text(struct window_walk *ww, const struct window_a
 		   : FL_ERR_CORRUPT;
 }
 
+/* Gives each window the partial its lead gathered. */
+static void share_partials(struct window_acc **accs, size_t n, const size_t *lead)
+{
+	for (size_t i = 0; i < n; i++)
+		if (lead[i] != i)
+			accs[i]->part = accs[lead[i]]->part;
+}
+
 /*
  * Computes the windows accs[0..n) (all over the same span) into their
  * accumulators; with seqs, also the seqs of those covering at most
@@ -1940,6 +2036,20 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 				 .known_at_us = known_at_us};
 	int64_t from = accs[0]->from_us;
 	uint64_t lo = sortable_time(from) + 1, hi = sortable_time(as_of) + 1;
+	/* windows over one feature share its partial: their lead gathers it */
+	size_t lead[n], of_len[n];
+	for (size_t i = 0; i < n; i++) {
+		of_len[i] = strlen(accs[i]->window->of);
+		lead[i] = i;
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(accs[j]->window->of, accs[i]->window->of) == 0) {
+				lead[i] = j;
+				break;
+			}
+		}
+	}
+	ww.lead = lead;
+	ww.of_len = of_len;
 	enum fl_status st = FL_OK;
 	bool complete = false;
 	int rc = mdb_cursor_open(read->txn, read->projection->history, &ww.history);
@@ -1954,6 +2064,7 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 		for (size_t i = 0; i < n; i++)
 			acc_reset(accs[i]);
 		rc = walk_span(&ww, TILE_LEVELS - 1, lo, hi);
+		share_partials(accs, n, lead);
 		if (rc == MDB_SUCCESS && !ww.over_cost)
 			rc = walk_newest(&ww, as_of, from);
 		if (rc == MDB_SUCCESS && seqs && !ww.over_cost) {
@@ -1966,14 +2077,17 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 			if (n_listed) {
 				ww.accs = listed;
 				ww.n = n_listed;
+				ww.lead = NULL;
 				ww.seqs_only = true;
 				rc = walk_raw(&ww, lo, hi, 0, NULL);
 				ww.seqs_only = false;
 				ww.accs = accs;
 				ww.n = n;
+				ww.lead = lead;
 			}
 		}
 	} else if (rc == MDB_SUCCESS && complete) {
+		share_partials(accs, n, lead);
 		for (size_t i = 0; i < n && st == FL_OK; i++)
 			if (is_last(accs[i]) && !ring_to_newest(accs[i]))
 				st = FL_ERR_NOMEM;

@@ -8,9 +8,13 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../query-svc/projection.h"
 #include "eventlog/eventlog.h"
@@ -1901,4 +1905,146 @@ Test(projection, as_known_reads_skip_events_ingested_later)
 	cr_assert_eq(count, 3);
 	fl_projection_close(p);
 	fl_log_close(log);
+}
+
+/* The log's entries, copied out of its snapshot (a forked child must not use the log's LMDB). */
+struct held_entries {
+	struct fl_log_entry *entries;
+	size_t n;
+};
+
+static struct held_entries hold_entries(struct fl_log *log)
+{
+	struct fl_log_reader *r;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	struct held_entries h = {.n = fl_log_reader_size(r)};
+	h.entries = calloc(h.n, sizeof(*h.entries));
+	for (uint64_t seq = 1; seq <= h.n; seq++) {
+		struct fl_log_entry e;
+		cr_assert_eq(fl_log_reader_get(r, seq, &e), FL_OK);
+		uint8_t *body = malloc(e.body_len);
+		memcpy(body, e.body, e.body_len);
+		h.entries[seq - 1] = (struct fl_log_entry){
+		    .seq = e.seq, .body = body, .body_len = e.body_len, .time_us = e.time_us};
+	}
+	fl_log_reader_end(r);
+	return h;
+}
+
+/* Applies entries applied_seq+1 .. upto in runs of run; false on a failure. */
+static bool apply_upto(struct fl_projection *p, const struct held_entries *h, uint64_t upto,
+		       size_t run)
+{
+	for (uint64_t seq = fl_projection_applied_seq(p) + 1; seq <= upto;) {
+		size_t n = upto - seq + 1 < run ? (size_t)(upto - seq + 1) : run;
+		if (fl_projection_apply(p, &h->entries[seq - 1], n) != FL_OK)
+			return false;
+		seq += n;
+	}
+	return true;
+}
+
+/* The digest of p and its windows' answers equal those of a clean apply of as many events. */
+static void check_against_clean(struct fl_projection *p, const struct held_entries *h,
+				int64_t clock, int round)
+{
+	uint64_t applied = fl_projection_applied_seq(p), clean_applied;
+	char name[300], got[2 * FL_HASH_LEN + 1], want[2 * FL_HASH_LEN + 1];
+	struct fl_projection *clean;
+	snprintf(name, sizeof(name), "%s/clean%d", tmpdir, round);
+	cr_assert_eq(fl_projection_open(name, &clean), FL_OK);
+	cr_assert(apply_upto(clean, h, applied, 97));
+	cr_assert_eq(fl_projection_digest(p, &applied, got), FL_OK);
+	cr_assert_eq(fl_projection_digest(clean, &clean_applied, want), FL_OK);
+	cr_assert_eq(applied, clean_applied);
+	cr_assert_str_eq(got, want, "round %d: killed at applied_seq %" PRIu64 ", the models differ",
+			 round, applied);
+	static const char *const entities[] = {"hot", "wide", "cold"};
+	static const int64_t back[] = {0, 10 * MIN_US, 45 * MIN_US};
+	for (size_t e = 0; applied > 0 && e < 3; e++) {
+		for (size_t b = 0; b < 3; b++) {
+			json_t *a = tile_read(p, entities[e], clock - back[b], false, NULL);
+			json_t *c = tile_read(clean, entities[e], clock - back[b], false, NULL);
+			char *at = json_dumps(a, JSON_SORT_KEYS), *ct = json_dumps(c, JSON_SORT_KEYS);
+			cr_assert_str_eq(at, ct, "round %d, %s, as_of clock - %" PRId64 " us", round,
+					 entities[e], back[b]);
+			free(at);
+			free(ct);
+			json_decref(a);
+			json_decref(c);
+		}
+	}
+	fl_projection_close(clean);
+}
+
+/*
+ * A process killed (SIGKILL) at a random moment of a long catch-up leaves
+ * read models whose tiles agree with their applied_seq: reopened, their
+ * digest and window answers equal those of models that applied exactly as
+ * many events cleanly, and the catch-up resumes from there. Tiles are
+ * written in the transaction of their events' history records.
+ */
+Test(projection, a_kill_mid_apply_leaves_tiles_consistent_with_applied_seq)
+{
+	int64_t t0 = fl_time_now_us() - 40 * MIN_US, clock;
+	struct fl_log *log = build_tile_log(t0, &clock);
+	struct held_entries h = hold_entries(log);
+	fl_log_close(log);
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/killed", tmpdir);
+
+	/* how long a whole catch-up takes here: kills land inside it */
+	struct fl_projection *p;
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	int64_t started = fl_time_now_us();
+	cr_assert(apply_upto(p, &h, h.n, 7));
+	int64_t whole_us = fl_time_now_us() - started;
+	cr_assert_eq(fl_projection_reset(p), FL_OK);
+	fl_projection_close(p);
+
+	int killed_mid = 0;
+	uint64_t last_applied = 0;
+	for (int round = 0; round < 8; round++) {
+		pid_t child = fork();
+		cr_assert(child >= 0);
+		if (child == 0) { /* resume the catch-up in runs of 7 until killed */
+			struct fl_projection *cp;
+			if (fl_projection_open(dir, &cp) != FL_OK)
+				_exit(2);
+			_exit(apply_upto(cp, &h, h.n, 7) ? 0 : 3);
+		}
+		/* a random moment within what is left of the catch-up */
+		int64_t left_us = whole_us * (int64_t)(h.n - last_applied) / (int64_t)h.n;
+		struct timespec delay = {0, 0};
+		int64_t wait_us = 1000 + (int64_t)(next_rand() % (uint64_t)(left_us + 1));
+		delay.tv_sec = wait_us / SEC_US;
+		delay.tv_nsec = (long)(wait_us % SEC_US) * 1000;
+		nanosleep(&delay, NULL);
+		kill(child, SIGKILL);
+		int status;
+		cr_assert_eq(waitpid(child, &status, 0), child);
+		cr_assert(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
+			  "the child failed (status %d)", status);
+		cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+		uint64_t applied = fl_projection_applied_seq(p);
+		cr_assert_geq(applied, last_applied);
+		if (WIFSIGNALED(status) && applied < h.n)
+			killed_mid++;
+		check_against_clean(p, &h, clock, round);
+		fl_projection_close(p);
+		last_applied = applied;
+		if (applied == h.n)
+			break;
+	}
+	cr_assert_gt(killed_mid, 0, "no kill landed inside the catch-up");
+	/* and the catch-up completes to the same models as a clean one */
+	cr_assert_eq(fl_projection_open(dir, &p), FL_OK);
+	cr_assert(apply_upto(p, &h, h.n, 7));
+	check_against_clean(p, &h, clock, 99);
+	fprintf(stderr, "kill mid-apply: %d kills inside a catch-up of %zu events (%.0f ms)\n",
+		killed_mid, h.n, (double)whole_us / 1000);
+	fl_projection_close(p);
+	for (size_t i = 0; i < h.n; i++)
+		free((void *)h.entries[i].body);
+	free(h.entries);
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The read models' apply cost with window tiles against without, and hot
+# against light window reads, at the library level (no HTTP):
+#   bash bench/run-projection-bench.sh [build] [hot events]
+# e.g. 1000000 hot events for the large case (~1 GB of memory, a minute).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+hot=${2:-20000}
+echo "== with tiles"
+"$build/bench/bench_projection" --hot "$hot"
+echo "== without tiles (reads scan raw events)"
+"$build/bench/bench_projection_untiled" --hot "$hot" --secs 0.5
