@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 #include <nats/nats.h>
@@ -53,10 +54,14 @@ static const struct fl_config_option options[] = {
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
-static void fatal(const char *msg, const char *detail)
+static _Noreturn void fatal(const char *msg, const char *detail)
 {
+	/* _exit, not exit: the service's threads (publisher, committer, sync,
+	 * NATS) may be running, and exit()'s handlers would tear libraries
+	 * down under them. Nothing is lost: commits are durable when made and
+	 * log lines are written unbuffered. */
 	fl_slog(FL_SLOG_ERROR, msg, "detail", detail ? detail : "", NULL);
-	exit(1);
+	_exit(1);
 }
 
 static void on_commit(void *ctx)

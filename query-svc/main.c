@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <lmdb.h>
@@ -89,8 +90,12 @@ static const struct fl_config_option options[] = {
 
 static _Noreturn void fatal(const char *msg, const char *detail)
 {
+	/* _exit, not exit: the service's threads (publisher, committer, sync,
+	 * NATS) may be running, and exit()'s handlers would tear libraries
+	 * down under them. Nothing is lost: commits are durable when made and
+	 * log lines are written unbuffered. */
 	fl_slog(FL_SLOG_ERROR, msg, "detail", detail ? detail : "", NULL);
-	exit(1);
+	_exit(1);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)

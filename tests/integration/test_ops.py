@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -512,6 +513,27 @@ class TokensRequiredTest(unittest.TestCase):
                 self.services.append(guarded)
                 guarded.start()
                 self.assertEqual(guarded.http().get(route, token=None).status, 401)
+
+    def test_a_port_in_use_is_a_clean_error(self):
+        """Started on a port another process holds, a service says so and exits 1,
+        with its threads still running (it crashed with SIGSEGV in exit())."""
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        try:
+            # The crash was a race with the threads: ten tries each.
+            for binary in (COMMAND_SVC, QUERY_SVC):
+                for attempt in range(10):
+                    with self.subTest(binary.name, attempt=attempt):
+                        r = subprocess.run([str(binary), "--listen", f"127.0.0.1:{port}",
+                                            *self.args(binary, f"{binary.name}-busy"),
+                                            "--insecure-no-auth"],
+                                           capture_output=True, text=True, timeout=30)
+                        self.assertEqual(r.returncode, 1, r.stderr)
+                        self.assertIn("Address already in use", r.stderr)
+        finally:
+            holder.close()
 
 
 if __name__ == "__main__":
