@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "eventlog/merkle.h"
 #include "eventlog/trust.h"
+#include "fledger/sha256.h"
 #include "fledger/util.h"
 
 #define PAGE 10000
@@ -27,28 +28,41 @@
 
 static const struct fl_config_option log_verify_options[] = {
     {"state", "FLEDGER_LOG_STATE", NULL,
-     "the last verified checkpoint (default ~/.fledger/log-state.json)", false},
+     "the last verified checkpoint (default ~/.fledger/log-state-<hash of --command-url>.json)",
+     false},
     {"trust-key", "FLEDGER_TRUST_KEY", NULL,
      "PEM public key of command-svc to trust (repeatable; the variable is a list split at , "
      "or :); without it, the key of the first line is trusted on first use",
      false},
 };
 
-/* The state file's path: --state, $FLEDGER_LOG_STATE, or ~/.fledger/log-state.json. */
+/*
+ * The state file's path: --state, $FLEDGER_LOG_STATE, or
+ * ~/.fledger/log-state-<first 16 hex digits of SHA-256 of --command-url>.json:
+ * one per command-svc URL, so that the logs of two deployments never meet
+ * each other's state (one deployment started afresh at the same URL still
+ * does: delete its state file, or give --state).
+ */
 static char *state_path(struct fl_cli *cli)
 {
 	const char *path = fl_config_get(cli->config, "state");
 	const char *home = getenv("HOME");
+	uint8_t digest[32];
+	char hex[17];
 	if (path)
 		return strdup(path);
 	if (!home || !home[0]) {
-		fl__cli_error("no --state and no $HOME for ~/.fledger/log-state.json");
+		fl__cli_error("no --state and no $HOME for ~/.fledger/log-state-*.json");
 		return NULL;
 	}
-	size_t len = strlen(home) + 32;
+	const char *url = cli->command_url ? cli->command_url : "";
+	if (!fl_sha256(url, strlen(url), digest))
+		return NULL;
+	fl_hex_encode(digest, 8, hex);
+	size_t len = strlen(home) + 48;
 	char *out = malloc(len);
 	if (out)
-		snprintf(out, len, "%s/.fledger/log-state.json", home);
+		snprintf(out, len, "%s/.fledger/log-state-%s.json", home, hex);
 	return out;
 }
 

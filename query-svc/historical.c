@@ -553,15 +553,19 @@ static void csv_values(struct answer_file *a, const char *json, size_t len, size
 		json_t *value = json_object_get(cell, "value");
 		answer_put(a, ",", 1);
 		written++;
+		const char *cell_text, *raw;
+		size_t cell_len, raw_len;
 		if (json_is_string(value)) {
 			csv_cell(a, json_string_value(value), json_string_length(value));
 		} else if (value && !json_is_null(value)) {
-			char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-			if (text)
-				csv_cell(a, text, strlen(text));
+			/* Numbers, booleans and vectors as the stored text: through
+			 * a double, 0.1 would come out as 0.10000000000000001, and
+			 * training and serving would disagree. */
+			if (fl_json_member(json, len, key, &cell_text, &cell_len) &&
+			    fl_json_member(cell_text, cell_len, "value", &raw, &raw_len))
+				csv_cell(a, raw, raw_len);
 			else
 				a->failed = true;
-			free(text);
 		}
 	}
 	if (!obj)

@@ -60,7 +60,11 @@ stop() {
   done
   echo "stopped. Data, keys and tokens stay in $shown (remove it to start afresh)."
 }
-trap stop INT TERM EXIT
+# Ctrl-C reaches every process of the demo at once: stop, then exit at once
+# (returning to the loop below would report the services it just stopped).
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
 # started NAME LOG: records the process just started in the background.
 started() { pids+=($!); names+=("$1"); logs+=("$2"); }
 

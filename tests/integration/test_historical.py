@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from harness import decode_body, parse_ndjson, read_log, time_text  # noqa: E402
 from test_query_svc import (  # noqa: E402
-    COMMAND_BINARY, QUERY_BINARY, SEED, STATS_VIEW, UA_VIEW, US, Oracle, QueryCase,
+    COMMAND_BINARY, QUERY_BINARY, SEED, STATS_VIEW, UA_VIEW, US, Oracle, QueryCase, now_us,
     setUpModule)
 
 ROUTE = "/v1/features:historical"
@@ -210,6 +210,19 @@ class HistoricalTest(QueryCase):
         self.assertEqual(rec["answer_sha256"], hashlib.sha256(r.body).hexdigest())
         self.assertEqual(rec["features"], ["qty", "tag"])
         self.assertEqual(rec["status"], 200)
+
+    def test_csv_values_are_the_stored_text(self):
+        """CSV cells are the values' stored text, as in NDJSON and online reads:
+        0.1 stays 0.1 (through a double it would read 0.10000000000000001)."""
+        now = now_us()
+        seq = self.write1("stats", "csv-tenth", now - 5 * US, {"price": 0.1, "qty": 7})
+        self.read("ranker", "stats", "csv-tenth", min_seq=seq, features="price")
+        head = {"view": "stats", "features": ["price", "qty"], "windows": ["price_sum"]}
+        rows = [{"entity_id": "csv-tenth", "ts": time_text(now)}]
+        r = self.post("ranker", head, rows, accept="text/csv")
+        self.assertEqual(r.status, 200, r)
+        table = list(csv.reader(io.StringIO(r.body.decode())))
+        self.assertEqual(table[1][2:], ["0.1", "7", "0.1"], r.body)
 
     def test_bad_input_acl_and_the_service_keeps_serving(self):
         head = {"view": "stats", "features": ["qty"]}
