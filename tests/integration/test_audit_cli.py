@@ -316,6 +316,31 @@ class AuditCliTest(unittest.TestCase):
         rc, stdout, stderr = self.cli.run("audit", "verify", out)
         self.assertEqual(rc, 0, stdout + stderr)
         self.assertIn("OK", stdout)
+        # without --trust-key: each log's first key on first use, said with its id
+        tmp = self.env.tmp.path
+        command_id = key_id_of(public_pem_of(self.env.key_path))
+        query_id = key_id_of(public_pem_of(tmp / "query-signing.pem"))
+        self.assertIn(f"TOFU: no --trust-key given: trusting key {command_id}", stdout)
+        self.assertIn(f"trusting key {query_id}", stdout)
+        # with both services' keys: no trust on first use
+        (tmp / "command-pub.pem").write_text(public_pem_of(self.env.key_path))
+        (tmp / "query-pub.pem").write_text(public_pem_of(tmp / "query-signing.pem"))
+        rc, t_out, t_err = self.cli.run("audit", "verify", out, "--trust-key",
+                                          tmp / "command-pub.pem", "--trust-key",
+                                          tmp / "query-pub.pem")
+        self.assertEqual(rc, 0, t_out + t_err)
+        self.assertNotIn("TOFU", t_out)
+        # a key that keys.json lists is not trusted for it: the checkpoints signed
+        # by a key other than the one given fail, naming that key
+        rc, _, err = self.cli.run("keygen", "--out", tmp / "other-signing.pem")
+        self.assertEqual(rc, 0, err)
+        (tmp / "other-pub.pem").write_text(public_pem_of(tmp / "other-signing.pem"))
+        rc, t_out, t_err = self.cli.run("audit", "verify", out, "--trust-key",
+                                          tmp / "other-pub.pem", "--trust-key",
+                                          tmp / "query-pub.pem")
+        self.assertEqual(rc, 1, t_out + t_err)
+        self.assertIn("event-checkpoints.ndjson:1", t_err)
+        self.assertIn(f"signed by key {command_id}, which is not trusted", t_err)
 
         # events: every line written, view event included, ascending
         events = parse_ndjson((out / "events.ndjson").read_bytes())
