@@ -1637,9 +1637,12 @@ class KeyRotationTest(CommandSvcCase):
             self.assertEqual(self.post_events(event(entity_id=f"k{i}"))[0], 201)
         size0 = self.tree_size()
 
-        # The same key again: nothing happens.
+        # The same key again: nothing happens (once command-svc says it read the key).
+        unchanged = lambda: sum(r.get("msg") == "signing key unchanged"
+                                for r in env.svc.stderr_records())
+        seen = unchanged()
         env.svc.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        self.assertTrue(poll(lambda: unchanged() > seen, 10), "SIGHUP was not handled")
         self.assertEqual(self.tree_size(), size0, "SIGHUP with an unchanged key appended")
 
         new_key = harness.make_signing_key(env.tmp / "next.pem")

@@ -2063,9 +2063,14 @@ class TamperTest(QueryCase):
             nc.hpublish(f"fledger.events.{ua}", {"Nats-Msg-Id": str(n)}, forged_n)
             nc.publish(f"fledger.events.{ua}", forged_n1)  # a plain core publish
             nc.ping()
+            # query-svc takes them first: its consumer got past the stream's end
+            last = nc.stream_info()["state"]["last_seq"]
+            consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
+            self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
+                                 .get("stream_seq", 0) >= last, 10),
+                            f"query-svc did not fetch the forged lines: {nc.js_api(consumer)}")
         stream = collect_stream(self.env.nats.port)
         self.assertIn(forged_n, [m[2] for m in stream], "the forged line is not in the stream")
-        time.sleep(0.3)  # let query-svc take them first
         # no signed checkpoint covers seq n yet: nothing of it may be served
         r = self.get("ranker", ua, "u-tamper", features="dwell_ms", windows="")
         self.assertEqual(r.status, 200, r)
@@ -2129,8 +2134,11 @@ class TamperTest(QueryCase):
             r = self.env.qhttp("aud", svc).get(f"/v1/history/{ua}/u-halt")
             for l in parse_ndjson(r.body) if r.status == 200 else []:
                 self.assertNotIn(b"99.5", base64.b64decode(l["body"]))
-            # still halted a moment later (no retry into the forged log)
-            time.sleep(1.2)
+            # still halted once the sync thread has let go of NATS and parked for
+            # good (no retry into the forged log)
+            self.assertTrue(poll(lambda: (self.env.query_state(svc)[1] or {})
+                                 .get("nats_connected") is False, 10),
+                            self.env.query_state(svc))
             self.assertEqual(self.env.query_state(svc)[0], 503)
         finally:
             proxy.close()
@@ -2361,7 +2369,9 @@ class KeyTrustTest(KeyTrustCase):
         a = self.read("ranker", "user_activity", "u-tofu", svc=svc, features="dwell_ms")
         self.assertEqual(a["features"]["dwell_ms"]["value"], 4.5)
         self.assertEqual(pinned_key_ids(data_dir), [key_a], "the impostor's key was pinned")
-        time.sleep(1.2)
+        # still halted once the sync thread has let go of NATS and parked for good
+        self.assertTrue(poll(lambda: (env.query_state(svc)[1] or {})
+                             .get("nats_connected") is False, 10), env.query_state(svc))
         self.assertEqual(env.query_state(svc)[0], 503)
 
         # pointed back at the real command-svc after a restart, the pin holds
