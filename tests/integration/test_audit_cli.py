@@ -757,6 +757,32 @@ class LogVerifyTest(unittest.TestCase):
                                     self.env.tmp.path / "fresh.json", who="aud")
         self.assertEqual(rc, 0, out + err)
 
+    def test_log_verify_catches_a_forged_line_of_a_live_service(self):
+        """A proxy rewrites one line of GET /v1/log (its leaf hash recomputed)."""
+        size = self.write(12, "forge")
+        target = size - 5
+        body = base64.b64decode(json.loads(
+            self.env.http("aud").get(f"/v1/log?from_seq={target}&limit=1").body
+            .splitlines()[0])["body"])
+        old = b'"dwell_ms":'
+        self.assertIn(old, body)
+        proxy = harness.LogRewritingProxy(self.env.svc.port, target, old, b'"dwell_ms":9')
+        try:
+            cli = Cli(self.env.tmp.path, self.env.tokens, proxy.url)
+            rc, out, err = cli.run("log", "verify", "--state",
+                                   self.env.tmp.path / "forged-state.json", who="aud")
+            self.assertEqual(rc, 1, out + err)
+            self.assertGreater(proxy.rewritten, 0, "the proxy rewrote nothing")
+            self.assertIn(f"FAILED: log line {target}:", err)
+            self.assertFalse((self.env.tmp.path / "forged-state.json").exists(),
+                             "a state was saved for a forged log")
+            # the same through the real service: it verifies
+            rc, out, err = self.cli.run("log", "verify", "--state",
+                                        self.env.tmp.path / "honest-state.json", who="aud")
+            self.assertEqual(rc, 0, out + err)
+        finally:
+            proxy.close()
+
     def test_usage_and_errors(self):
         rc, out, err = self.cli.run("log", "verify", "--bogus")
         self.assertEqual(rc, 2)

@@ -45,7 +45,8 @@ import harness  # noqa: E402
 from harness import (  # noqa: E402
     QueryEnv, Verifier, collect_stream, decode_body, free_port, key_id_of, leaf_hash,
     make_signing_key, merkle_root, parse_ndjson, parse_time_text, poll, public_pem_of, read_log,
-    readyz, checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint)
+    readyz, checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint,
+    LogRewritingProxy)
 
 COMMAND_BINARY = Path(os.environ.get("FLEDGER_COMMAND_SVC")
                       or harness.REPO_ROOT / "build" / "command-svc" / "command-svc")
@@ -1959,82 +1960,6 @@ class NatsRestartTest(QueryCase):
 # ===========================================================================
 # a forged stream, a lying command-svc
 # ===========================================================================
-
-class LogRewritingProxy:
-    """
-    An HTTP proxy in front of command-svc that passes everything through
-    except GET /v1/log answers, where the line of one seq gets another body
-    (with the matching leaf hash; the signature is left as it was).
-    """
-
-    def __init__(self, upstream_port, target_seq, old, new):
-        self.upstream_port, self.target_seq, self.old, self.new = (
-            upstream_port, target_seq, old, new)
-        self.rewritten = 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=10)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "accept")}
-                try:
-                    conn.request("GET", self.path, headers=headers)
-                    resp = conn.getresponse()
-                    body = resp.read()
-                    status, ctype = resp.status, resp.getheader("Content-Type", "")
-                finally:
-                    conn.close()
-                body = proxy.filter(self.path, status, body)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def filter(self, path, status, body):
-        """The body passed on for an upstream answer to GET path."""
-        if urllib.parse.urlsplit(path).path == "/v1/log" and status == 200:
-            return self.rewrite(body)
-        return body
-
-    def rewrite(self, body):
-        out = []
-        for raw in body.split(b"\n"):
-            if raw.strip():
-                line = json.loads(raw)
-                if line["seq"] == self.target_seq:
-                    b = base64.b64decode(line["body"])
-                    assert self.old in b, b
-                    b = b.replace(self.old, self.new)
-                    line["body"] = base64.b64encode(b).decode()
-                    line["leaf_hash"] = leaf_hash(b).hex()
-                    raw = json.dumps(line, separators=(",", ":")).encode()
-                    self.rewritten += 1
-            out.append(raw)
-        return b"\n".join(out)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class TamperTest(QueryCase):
 
