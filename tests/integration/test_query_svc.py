@@ -1407,6 +1407,50 @@ class SanitizerCheckTest(unittest.TestCase):
             tmp.close()
 
 
+class AuditUnavailableTest(QueryCase):
+
+    def test_a_read_whose_record_cannot_be_stored_is_503(self):
+        """CONTRACT §6: a read that cannot be recorded in the read audit log is not
+        answered: 503 audit_unavailable, Retry-After. The store is made to fail by
+        a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) on a running query-svc, so
+        that the audit log cannot grow; once lifted, reads are answered again."""
+        import resource
+        env = self.env
+        wrapper = env.tmp / "xfsz-ignored.sh"
+        wrapper.write_text(f"#!/bin/sh\ntrap '' XFSZ\nexec '{env.query_binary}' \"$@\"\n")
+        wrapper.chmod(0o755)
+        binary, env.query_binary = env.query_binary, wrapper
+        try:
+            svc = env.add_query(name="query-fsize")
+        finally:
+            env.query_binary = binary
+        seq = self.write1("user_activity", "u-fsize", now_us() - MINUTE, {"dwell_ms": 3.5})
+        self.read("ranker", "user_activity", "u-fsize", svc=svc, min_seq=seq)
+        audit_file = env.tmp / "query-fsize-data" / "audit" / "data.mdb"
+        self.assertTrue(audit_file.is_file(), audit_file)
+        limit = audit_file.stat().st_size
+        resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        try:
+            statuses = []
+            for _ in range(2000):  # until the audit log must grow past its file
+                r = self.get("ranker", "user_activity", "u-fsize", svc=svc,
+                             features="dwell_ms")
+                statuses.append(r.status)
+                if r.status != 200:
+                    break
+            self.assertEqual(r.status, 503, f"after {len(statuses)} reads: {r}")
+            self.assertEqual(r.json()["error"]["code"], "audit_unavailable", r)
+            self.assertEqual(r.headers.get("retry-after"), "1", r)
+            self.assertNotIn(b"3.5", r.body)
+            self.assertTrue(svc.running())
+        finally:
+            resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        # the service kept serving: reads are recorded and answered again
+        self.assertTrue(poll(lambda: self.get("ranker", "user_activity", "u-fsize", svc=svc,
+                                              features="dwell_ms").status == 200, 10))
+
+
 class AuditCrashTest(QueryCase):
 
     def test_kill_9_after_reads(self):
