@@ -28,6 +28,7 @@
 #include "bundle.h"
 #include "cli.h"
 #include "eventlog/merkle.h"
+#include "eventlog/trust.h"
 #include "fledger/util.h"
 
 #define LOG_PAGE 10000
@@ -796,22 +797,55 @@ const struct fl_cli_command fl__cli_audit_export_command = {
 
 /* ---- verify -------------------------------------------------------------------- */
 
+static const struct fl_config_option verify_options[] = {
+    {"trust-key", "FLEDGER_TRUST_KEY", NULL,
+     "PEM public key to trust (repeatable; the variable is a list split at , or :): "
+     "command-svc's and query-svc's; without any, each log's first checkpoint key is "
+     "trusted on first use",
+     false},
+};
+
 static int audit_verify(struct fl_cli *cli)
 {
 	struct fl_bundle_report report;
 	const char *dir = cli->args[0];
 	struct stat info;
+	struct fl_trust *trust = NULL;
+	char **files = NULL;
+	size_t n_files = 0;
 
 	if (stat(dir, &info) != 0 || !S_ISDIR(info.st_mode)) {
 		fl__cli_error("%s is not a directory", dir);
 		return FL_CLI_FAIL;
 	}
-	enum fl_status st = fl_bundle_verify(dir, progress_line, NULL, &report);
-	if (st != FL_OK) {
-		fprintf(stderr, "FAILED: %s: %s\n", report.item[0] ? report.item : dir,
-			report.reason[0] ? report.reason : fl_status_str(st));
-		return FL_CLI_FAIL;
+	enum fl_status st = fl_trust_create(&trust);
+	if (st == FL_OK)
+		st = fl_config_get_list(cli->config, "trust-key", ",:", &files, &n_files);
+	if (st != FL_OK)
+		fl__cli_error("%s", fl_status_str(st));
+	for (size_t i = 0; st == FL_OK && i < n_files; i++) {
+		st = fl_trust_load_file(trust, files[i]);
+		if (st != FL_OK)
+			fl__cli_error("--trust-key %s: %s", files[i],
+				      st == FL_ERR_INVALID ? "not a file of PEM Ed25519 public keys"
+				      : st == FL_ERR_NOT_FOUND ? "no such file"
+							       : fl_status_str(st));
 	}
+	fl_config_list_free(files);
+	if (st == FL_OK) {
+		st = fl_bundle_verify_trusted(dir, trust, progress_line, NULL, &report);
+		if (st != FL_OK)
+			fprintf(stderr, "FAILED: %s: %s\n", report.item[0] ? report.item : dir,
+				report.reason[0] ? report.reason : fl_status_str(st));
+	}
+	fl_trust_destroy(trust);
+	if (st != FL_OK)
+		return FL_CLI_FAIL;
+	for (int log = 0; log < 2; log++)
+		if (report.tofu_key[log][0])
+			printf("TOFU: no --trust-key given: trusting key %s, which signed the first "
+			       "checkpoint of the %s log, on first use; check it out of band\n",
+			       report.tofu_key[log], log == FL_BUNDLE_LOG_EVENTS ? "event" : "read");
 	print_report(dir, &report);
 	return FL_CLI_OK;
 }
@@ -829,7 +863,17 @@ const struct fl_cli_command fl__cli_audit_verify_command = {
 		   "the range (its time before range.json's from; or seq 1) to the line after\n"
 		   "it (its time after to; or the last checkpoint's tree size). Names the first\n"
 		   "bad item (file:line) and why, and exits 1; prints a summary and exits 0\n"
-		   "when everything holds.\n",
+		   "when everything holds.\n"
+		   "\n"
+		   "Keys: keys.json is not trusted. The --trust-key keys are (give both\n"
+		   "services' keys); without any, the key of each log's first checkpoint is\n"
+		   "(trust on first use, said in the output). Another key is trusted only when\n"
+		   "an exported key event introduces it, with the line signature of the trusted\n"
+		   "key it replaces or under a checkpoint a trusted key signed. A checkpoint\n"
+		   "or line signed by any other key fails, naming the key. A key change whose\n"
+		   "key event lies outside the range cannot be followed: trust both keys.\n",
+    .options = verify_options,
+    .n_options = sizeof(verify_options) / sizeof(verify_options[0]),
     .min_args = 1,
     .max_args = 1,
     .run = audit_verify,

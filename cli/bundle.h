@@ -236,6 +236,9 @@ struct fl_bundle_report {
 	uint64_t inclusion_proofs;
 	size_t keys;
 	uint64_t event_tree_size, read_tree_size; /* last checkpoint of each log, 0: none */
+	/* the key of each log ([FL_BUNDLE_LOG_EVENTS], [..._READS]) trusted on first
+	 * use, when no key was given; "" when none was */
+	char tofu_key[2][FL_KEY_ID_HEX_LEN];
 	char item[192];	  /* the first bad item: "events.ndjson:17", "keys.json" */
 	char reason[256]; /* why it is bad */
 };
@@ -264,5 +267,28 @@ typedef void (*fl_bundle_progress_fn)(void *ctx, const char *file, uint64_t line
  */
 enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress, void *ctx,
 				struct fl_bundle_report *ret_report);
+
+struct fl_trust;
+
+/*
+ * fl_bundle_verify under the key trust rules (CONTRACT §4 "Key trust"):
+ * keys.json only maps key ids to keys; it is not trusted. trust holds the
+ * keys the caller trusts (both services' keys: the read log has no key
+ * events); when it is empty, each log trusts the key of its first
+ * checkpoint on first use (named in ret_report->tofu_key). NULL skips the
+ * trust pass and trusts keys.json: that is fl_bundle_verify, the check
+ * `fledger audit export` makes of what it just fetched from the services. Walking
+ * each log's checkpoints and its exported key events in seq order, a key
+ * event whose line is signed by a trusted key it names as the previous one
+ * makes its key trusted at once; any other key event's key becomes trusted
+ * once a checkpoint covering it is signed by a trusted key. Every
+ * checkpoint, and every exported line, must be signed by a trusted key,
+ * else FL_ERR_CORRUPT naming the key. trust grows by the keys learned.
+ * A bundle only holds the key events of its range: when the key changed
+ * outside it, the caller must trust both keys.
+ */
+enum fl_status fl_bundle_verify_trusted(const char *dir, struct fl_trust *trust,
+					fl_bundle_progress_fn progress, void *ctx,
+					struct fl_bundle_report *ret_report);
 
 #endif

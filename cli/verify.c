@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "eventlog/merkle.h"
+#include "eventlog/trust.h"
 #include "fledger/util.h"
 
 #define PROGRESS_EVERY 100000
@@ -47,6 +48,22 @@ struct verify {
 	struct fl_bundle_line boundary[2][2];
 	bool has_boundary[2][2];
 	uint64_t boundary_line_no[2][2];
+	/* for the key trust pass, per log: every checkpoint, the key ids that
+	 * signed exported lines, and (event log) the exported key events */
+	struct fl_checkpoint *cps[2];
+	size_t n_cps[2];
+	char (*signers[2])[FL_KEY_ID_HEX_LEN];
+	size_t n_signers[2];
+	struct key_event *key_events;
+	size_t n_key_events;
+};
+
+struct key_event {
+	uint64_t seq;
+	uint8_t pub[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN]; /* the key it replaces */
+	char signer[FL_KEY_ID_HEX_LEN];	  /* the key of its line signature */
+	bool trusted;
 };
 
 enum { BEFORE, AFTER };
@@ -222,6 +239,16 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 		else
 			st = FL_OK;
 		json_decref(obj);
+		if (st == FL_OK) {
+			struct fl_checkpoint *grown =
+			    realloc(v->cps[log], (v->n_cps[log] + 1) * sizeof(*grown));
+			if (grown) {
+				v->cps[log] = grown;
+				grown[v->n_cps[log]++] = cp;
+			} else {
+				st = FL_ERR_NOMEM;
+			}
+		}
 		if (st != FL_OK)
 			break;
 		if (v->checkpoints[log] == 0)
@@ -274,6 +301,49 @@ static enum fl_status check_range(struct verify *v)
 
 static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
 		       size_t why_len);
+
+/*
+ * Keeps what the key trust pass needs of a checked line: the key that
+ * signed it and, in the event log, a key event. FL_ERR_NOMEM, or
+ * FL_ERR_CORRUPT (recorded by the caller's check of the kind first).
+ */
+static enum fl_status note_line(struct verify *v, enum fl_bundle_log log,
+				const struct fl_bundle_line *line, const char *file,
+				uint64_t line_no)
+{
+	bool known = false;
+	for (size_t i = 0; i < v->n_signers[log] && !known; i++)
+		known = strcmp(v->signers[log][i], line->key_id) == 0;
+	if (!known) {
+		char(*grown)[FL_KEY_ID_HEX_LEN] =
+		    realloc(v->signers[log], (v->n_signers[log] + 1) * sizeof(*grown));
+		if (!grown)
+			return FL_ERR_NOMEM;
+		v->signers[log] = grown;
+		memcpy(grown[v->n_signers[log]++], line->key_id, FL_KEY_ID_HEX_LEN);
+	}
+	if (log != FL_BUNDLE_LOG_EVENTS)
+		return FL_OK;
+	struct key_event event = {.seq = line->seq};
+	enum fl_status st =
+	    fl_log_key_event_parse(line->body, line->body_len, event.pub, event.previous);
+	if (st == FL_ERR_NOT_FOUND)
+		return FL_OK;
+	if (st == FL_ERR_INVALID) {
+		fail(v, file, line_no, "seq %" PRIu64 ": a malformed key event", line->seq);
+		return FL_ERR_CORRUPT;
+	}
+	if (st != FL_OK)
+		return st;
+	memcpy(event.signer, line->key_id, FL_KEY_ID_HEX_LEN);
+	struct key_event *grown =
+	    realloc(v->key_events, (v->n_key_events + 1) * sizeof(*grown));
+	if (!grown)
+		return FL_ERR_NOMEM;
+	v->key_events = grown;
+	grown[v->n_key_events++] = event;
+	return FL_OK;
+}
 
 /*
  * The boundary file of a log: at most one line before the range (its time
@@ -333,7 +403,7 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 			     ", the line before it",
 			     line.seq, v->boundary[log][BEFORE].seq);
 		else
-			st = FL_OK;
+			st = note_line(v, log, &line, name, r.line_no);
 		if (st != FL_OK) {
 			fl_bundle_line_finish(&line);
 			break;
@@ -553,8 +623,8 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 			     ", is not covered by the first "
 			     "checkpoint of %s (tree size %" PRIu64 ")",
 			     line.seq, cp_name, v->first[log].tree_size);
-		else
-			st = check_inclusion(v, log, &line, name, r.line_no);
+		else if ((st = check_inclusion(v, log, &line, name, r.line_no)) == FL_OK)
+			st = note_line(v, log, &line, name, r.line_no);
 		previous_seq = line.seq;
 		fl_bundle_line_finish(&line);
 		if (st != FL_OK)
@@ -595,11 +665,102 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 	return FL_OK;
 }
 
+/* ---- key trust ------------------------------------------------------------- */
+
+static int by_seq(const void *a, const void *b)
+{
+	const struct key_event *x = a, *y = b;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/*
+ * The key trust pass over one log (see fl_bundle_verify_trusted), once
+ * everything else holds: the checkpoints in order, each after the key
+ * events it covers; then the keys of the exported lines.
+ */
+static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum fl_bundle_log log)
+{
+	const char *name =
+	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
+	const char *lines_name = log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENTS : FL_BUNDLE_READS;
+	size_t n_events = log == FL_BUNDLE_LOG_EVENTS ? v->n_key_events : 0, next_event = 0;
+	enum fl_status st = FL_OK;
+
+	if (v->n_cps[log] == 0)
+		return FL_OK;
+	if (fl_trust_count(trust) == 0) {
+		uint8_t pub[FL_PUBKEY_LEN];
+		const char *key_id = v->cps[log][0].key_id;
+		if (!fl_bundle_keys_find(v->keys, key_id, pub))
+			return FL_ERR_CORRUPT; /* the checkpoint check found it */
+		if ((st = fl_trust_add(trust, pub)) != FL_OK)
+			return st;
+		memcpy(v->report->tofu_key[log], key_id, FL_KEY_ID_HEX_LEN);
+	}
+	if (n_events > 1)
+		qsort(v->key_events, n_events, sizeof(*v->key_events), by_seq);
+	for (size_t i = 0; i < v->n_cps[log]; i++) {
+		const struct fl_checkpoint *cp = &v->cps[log][i];
+		/* the key events it covers: vouched for by their line signature */
+		for (; next_event < n_events && v->key_events[next_event].seq <= cp->tree_size;
+		     next_event++) {
+			struct key_event *event = &v->key_events[next_event];
+			if (fl_trust_find(trust, event->signer) &&
+			    strcmp(event->signer, event->previous) == 0) {
+				if ((st = fl_trust_add(trust, event->pub)) != FL_OK)
+					return st;
+				event->trusted = true;
+			}
+		}
+		const uint8_t *pub = fl_trust_find(trust, cp->key_id);
+		if (!pub) {
+			fail(v, name, i + 1,
+			     "checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
+			     "trusted (neither given as trusted nor introduced by a key event under a "
+			     "checkpoint of a trusted key; keys.json listing it does not count)",
+			     cp->tree_size, cp->key_id);
+			return FL_ERR_CORRUPT;
+		}
+		if (!fl_checkpoint_verify(fl_bundle_log_prefix(log), cp, pub)) {
+			fail(v, name, i + 1,
+			     "checkpoint of tree size %" PRIu64
+			     ": the signature does not verify with the trusted key %s",
+			     cp->tree_size, cp->key_id);
+			return FL_ERR_CORRUPT;
+		}
+		/* a trusted checkpoint vouches for every key event it covers */
+		for (size_t e = 0; e < next_event; e++)
+			if (!v->key_events[e].trusted) {
+				if ((st = fl_trust_add(trust, v->key_events[e].pub)) != FL_OK)
+					return st;
+				v->key_events[e].trusted = true;
+			}
+	}
+	for (size_t i = 0; i < v->n_signers[log]; i++)
+		if (!fl_trust_find(trust, v->signers[log][i])) {
+			fail(v, lines_name, 0,
+			     "lines are signed by key %s, which is not trusted (neither given as "
+			     "trusted nor introduced by a key event under a checkpoint of a trusted "
+			     "key)",
+			     v->signers[log][i]);
+			return FL_ERR_CORRUPT;
+		}
+	return FL_OK;
+}
+
 enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress, void *ctx,
 				struct fl_bundle_report *ret_report)
 {
+	return fl_bundle_verify_trusted(dir, NULL, progress, ctx, ret_report);
+}
+
+enum fl_status fl_bundle_verify_trusted(const char *dir, struct fl_trust *given,
+					fl_bundle_progress_fn progress, void *ctx,
+					struct fl_bundle_report *ret_report)
+{
 	struct verify v = {
 	    .dir = dir, .report = ret_report, .progress = progress, .progress_ctx = ctx};
+	struct fl_trust *own[2] = {NULL, NULL};
 	enum fl_status st;
 
 	if (!dir || !ret_report)
@@ -625,7 +786,23 @@ enum fl_status fl_bundle_verify(const char *dir, fl_bundle_progress_fn progress,
 	} else if (st == FL_ERR_NOT_FOUND) {
 		st = FL_OK;
 	}
+	/* Keys given: one set for both logs. None: each log trusts its first key.
+	 * No set at all (the exporter's own check): keys.json is trusted. */
+	for (int log = 0; given && st == FL_OK && log < 2; log++) {
+		struct fl_trust *trust = given;
+		if (fl_trust_count(given) == 0 && (st = fl_trust_create(&own[log])) == FL_OK)
+			trust = own[log];
+		if (st == FL_OK)
+			st = check_trust(&v, trust, (enum fl_bundle_log)log);
+	}
 out:
+	fl_trust_destroy(own[0]);
+	fl_trust_destroy(own[1]);
+	for (int log = 0; log < 2; log++) {
+		free(v.cps[log]);
+		free(v.signers[log]);
+	}
+	free(v.key_events);
 	for (int log = 0; log < 2; log++)
 		for (int side = BEFORE; side <= AFTER; side++)
 			if (v.has_boundary[log][side])

@@ -37,6 +37,7 @@ struct fl_publisher {
 	bool stop;
 	int64_t drain_deadline_us; /* monotonic; 0 while running */
 	_Atomic uint64_t published;
+	uint64_t stored; /* the cursor in the log; behind published after a failed store */
 	_Atomic bool connected;
 	_Atomic bool ack_failed;
 	_Atomic bool need_stream;
@@ -337,6 +338,31 @@ static void wait_ms(struct fl_publisher *pub, int ms)
 	pthread_mutex_unlock(&pub->lock);
 }
 
+enum fl_status fl_publisher_store_cursor(uint64_t published, uint64_t *stored,
+					 fl_publisher_store_fn store, void *ctx)
+{
+	if (published <= *stored)
+		return FL_OK;
+	enum fl_status st = store(ctx, published);
+	if (st == FL_OK) {
+		*stored = published;
+		return FL_OK;
+	}
+	/* The cursor stays behind until a later call stores it; after a
+	 * restart meanwhile the events go out again and the stream drops them
+	 * by message id. */
+	char seq[24];
+	snprintf(seq, sizeof(seq), "%" PRIu64, published);
+	fl_slog(FL_SLOG_ERROR, "cannot store the publish cursor; retrying", "component",
+		"publisher", "status", fl_status_str(st), "published_seq", seq, NULL);
+	return st;
+}
+
+static enum fl_status store_in_log(void *ctx, uint64_t seq)
+{
+	return fl_log_counter_set(ctx, CURSOR_NAME, seq);
+}
+
 static void *run(void *opaque)
 {
 	struct fl_publisher *pub = opaque;
@@ -370,6 +396,12 @@ static void *run(void *opaque)
 		}
 		atomic_store(&pub->connected, true);
 		uint64_t published = atomic_load(&pub->published);
+		/* A cursor that could not be stored is stored before more goes out. */
+		if (fl_publisher_store_cursor(published, &pub->stored, store_in_log, pub->log) !=
+		    FL_OK) {
+			wait_ms(pub, RETRY_MS);
+			continue;
+		}
 		if (published >= size) {
 			wait_ms(pub, 1000);
 			continue;
@@ -391,14 +423,10 @@ static void *run(void *opaque)
 			continue;
 		}
 		atomic_store(&pub->published, last);
-		enum fl_status cst = fl_log_counter_set(pub->log, CURSOR_NAME, last);
-		if (cst != FL_OK) {
-			/* The cursor stays behind: after a restart these events go
-			 * out again and the stream drops them by message id. */
-			fl_slog(FL_SLOG_ERROR, "cannot store the publish cursor", "component",
-				"publisher", "status", fl_status_str(cst), NULL);
-		}
+		fl_publisher_store_cursor(last, &pub->stored, store_in_log, pub->log);
 	}
+	fl_publisher_store_cursor(atomic_load(&pub->published), &pub->stored, store_in_log,
+				  pub->log);
 	if (pub->nc)
 		disconnect(pub);
 	return NULL;
@@ -427,6 +455,7 @@ enum fl_status fl_publisher_create(const struct fl_publisher_config *config,
 		return FL_ERR_NOMEM;
 	}
 	atomic_store(&pub->published, published);
+	pub->stored = published;
 	pthread_mutex_init(&pub->lock, NULL);
 	fl_cond_init_monotonic(&pub->wake);
 	if (pthread_create(&pub->thread, NULL, run, pub) != 0) {

@@ -62,4 +62,17 @@ void fl_publisher_destroy(struct fl_publisher *publisher, int drain_ms);
  */
 bool fl_publisher_subject(const uint8_t *body, size_t len, char *ret_subject, size_t cap);
 
+/* Stores the publish cursor (the log's "published_seq" counter). */
+typedef enum fl_status (*fl_publisher_store_fn)(void *ctx, uint64_t seq);
+
+/*
+ * The cursor step of the publisher loop: when published is ahead of
+ * *stored, stores it through store and, on FL_OK, moves *stored. On a
+ * failure *stored stays behind, the failure is logged, and the next call
+ * (the loop makes one before it publishes more) tries again. Returns what
+ * store returned, FL_OK when there was nothing to store.
+ */
+enum fl_status fl_publisher_store_cursor(uint64_t published, uint64_t *stored,
+					 fl_publisher_store_fn store, void *ctx);
+
 #endif

@@ -18,6 +18,7 @@
 
 #include "bundle.h"
 #include "eventlog/eventlog.h"
+#include "eventlog/trust.h"
 #include "fledger/util.h"
 
 #define EVENT_COMMITS 6 /* of 2 events each; the key changes after the third */
@@ -624,6 +625,99 @@ Test(bundle, an_unknown_key_is_found)
 	cr_assert_eq(fl_bundle_verify(bundle, NULL, NULL, &report), FL_ERR_CORRUPT);
 	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(event_key2)), "%s: %s",
 			   report.item, report.reason);
+}
+
+/* A trust set of the given signers (NULL-terminated). */
+static struct fl_trust *trusting(const struct fl_signer *a, const struct fl_signer *b)
+{
+	struct fl_trust *trust;
+	uint8_t pub[FL_PUBKEY_LEN];
+	cr_assert_eq(fl_trust_create(&trust), FL_OK);
+	const struct fl_signer *signers[] = {a, b};
+	for (int i = 0; i < 2; i++)
+		if (signers[i]) {
+			fl_signer_public_key(signers[i], pub);
+			cr_assert_eq(fl_trust_add(trust, pub), FL_OK);
+		}
+	return trust;
+}
+
+static enum fl_status verify_trusting(const struct fl_signer *a, const struct fl_signer *b,
+				      struct fl_bundle_report *report)
+{
+	struct fl_trust *trust = trusting(a, b);
+	enum fl_status st = fl_bundle_verify_trusted(bundle, trust, NULL, NULL, report);
+	fl_trust_destroy(trust);
+	return st;
+}
+
+Test(bundle, keys_are_trusted_by_the_rules_not_by_keys_json)
+{
+	struct fl_bundle_report report;
+	/* The real keys: the rotated-to key comes from the key event at seq 7,
+	 * whose line the trusted old key signed. */
+	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_OK, "%s: %s", report.item,
+		     report.reason);
+	cr_assert_str_empty(report.tofu_key[FL_BUNDLE_LOG_EVENTS]);
+	/* No key given: each log's first checkpoint key, on first use. */
+	cr_assert_eq(verify_trusting(NULL, NULL, &report), FL_OK, "%s: %s", report.item,
+		     report.reason);
+	cr_assert_str_eq(report.tofu_key[FL_BUNDLE_LOG_EVENTS], fl_signer_key_id(event_key));
+	cr_assert_str_eq(report.tofu_key[FL_BUNDLE_LOG_READS], fl_signer_key_id(read_key));
+	/* The read log has no key events: its key must be given too. */
+	cr_assert_eq(verify_trusting(event_key, NULL, &report), FL_ERR_CORRUPT);
+	cr_assert_str_eq(report.item, FL_BUNDLE_READ_CHECKPOINTS ":1");
+	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(read_key)), "%s", report.reason);
+
+	/* An impostor key in keys.json signs the last event checkpoint. */
+	struct fl_signer *impostor;
+	cr_assert_eq(fl_signer_generate(&impostor), FL_OK);
+	struct file keys = load(FL_BUNDLE_KEYS);
+	json_error_t error;
+	json_t *doc = json_loadb(keys.text, keys.len, 0, &error);
+	cr_assert_not_null(doc);
+	add_key(json_object_get(doc, "keys"), impostor);
+	char *text = json_dumps(doc, JSON_COMPACT);
+	store(FL_BUNDLE_KEYS, text, strlen(text));
+	free(text);
+	json_decref(doc);
+
+	struct file cps = load(FL_BUNDLE_EVENT_CHECKPOINTS);
+	size_t starts[4];
+	cr_assert_eq(line_starts(&cps, starts, 4), 2);
+	doc = json_loadb(cps.text + starts[1], cps.len - starts[1], JSON_DISABLE_EOF_CHECK, &error);
+	cr_assert_not_null(doc, "%s", error.text);
+	struct fl_checkpoint cp;
+	char why[200], buf[512], sig[128];
+	uint8_t raw[FL_SIG_LEN];
+	cr_assert(fl_bundle_checkpoint_from_json(doc, why, sizeof(why), &cp), "%s", why);
+	memcpy(cp.key_id, fl_signer_key_id(impostor), FL_KEY_ID_HEX_LEN);
+	size_t n = fl_checkpoint_text(FL_CHECKPOINT_PREFIX, &cp, buf, sizeof(buf));
+	cr_assert_eq(fl_signer_sign(impostor, (const uint8_t *)buf, n, raw), FL_OK);
+	fl_base64_encode(raw, FL_SIG_LEN, sig);
+	json_object_set_new(doc, "key_id", json_string(cp.key_id));
+	json_object_set_new(doc, "sig", json_string(sig));
+	text = json_dumps(doc, JSON_COMPACT);
+	FILE *out = open_in(FL_BUNDLE_EVENT_CHECKPOINTS, "w");
+	fwrite(cps.text, 1, starts[1], out);
+	fprintf(out, "%s\n", text);
+	fclose(out);
+	free(text);
+	json_decref(doc);
+	free(cps.text);
+	free(keys.text);
+
+	/* keys.json trusted (the exporter's own check): it verifies. */
+	cr_assert_eq(fl_bundle_verify(bundle, NULL, NULL, &report), FL_OK, "%s: %s", report.item,
+		     report.reason);
+	/* Under the rules, with the real keys or on first use: refused, naming it. */
+	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_ERR_CORRUPT);
+	cr_assert_str_eq(report.item, FL_BUNDLE_EVENT_CHECKPOINTS ":2");
+	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(impostor)), "%s", report.reason);
+	cr_assert_not_null(strstr(report.reason, "not trusted"), "%s", report.reason);
+	cr_assert_eq(verify_trusting(NULL, NULL, &report), FL_ERR_CORRUPT);
+	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(impostor)), "%s", report.reason);
+	fl_signer_destroy(impostor);
 }
 
 Test(bundle, key_ids_must_match_their_keys)

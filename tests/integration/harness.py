@@ -24,6 +24,7 @@ import base64
 import concurrent.futures
 import hashlib
 import http.client
+import http.server
 import json
 import os
 import secrets
@@ -33,7 +34,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -1253,3 +1256,79 @@ def main():
         print(f"{len(result.skipped)} test(s) skipped: exiting 77", file=sys.stderr)
         sys.exit(77)
     sys.exit(0)
+
+
+class LogRewritingProxy:
+    """
+    An HTTP proxy in front of command-svc that passes everything through
+    except GET /v1/log answers, where the line of one seq gets another body
+    (with the matching leaf hash; the signature is left as it was).
+    """
+
+    def __init__(self, upstream_port, target_seq, old, new):
+        self.upstream_port, self.target_seq, self.old, self.new = (
+            upstream_port, target_seq, old, new)
+        self.rewritten = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=10)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "accept")}
+                try:
+                    conn.request("GET", self.path, headers=headers)
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    status, ctype = resp.status, resp.getheader("Content-Type", "")
+                finally:
+                    conn.close()
+                body = proxy.filter(self.path, status, body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def filter(self, path, status, body):
+        """The body passed on for an upstream answer to GET path."""
+        if urllib.parse.urlsplit(path).path == "/v1/log" and status == 200:
+            return self.rewrite(body)
+        return body
+
+    def rewrite(self, body):
+        out = []
+        for raw in body.split(b"\n"):
+            if raw.strip():
+                line = json.loads(raw)
+                if line["seq"] == self.target_seq:
+                    b = base64.b64decode(line["body"])
+                    assert self.old in b, b
+                    b = b.replace(self.old, self.new)
+                    line["body"] = base64.b64encode(b).decode()
+                    line["leaf_hash"] = leaf_hash(b).hex()
+                    raw = json.dumps(line, separators=(",", ":")).encode()
+                    self.rewritten += 1
+            out.append(raw)
+        return b"\n".join(out)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

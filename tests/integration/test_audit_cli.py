@@ -316,6 +316,31 @@ class AuditCliTest(unittest.TestCase):
         rc, stdout, stderr = self.cli.run("audit", "verify", out)
         self.assertEqual(rc, 0, stdout + stderr)
         self.assertIn("OK", stdout)
+        # without --trust-key: each log's first key on first use, said with its id
+        tmp = self.env.tmp.path
+        command_id = key_id_of(public_pem_of(self.env.key_path))
+        query_id = key_id_of(public_pem_of(tmp / "query-signing.pem"))
+        self.assertIn(f"TOFU: no --trust-key given: trusting key {command_id}", stdout)
+        self.assertIn(f"trusting key {query_id}", stdout)
+        # with both services' keys: no trust on first use
+        (tmp / "command-pub.pem").write_text(public_pem_of(self.env.key_path))
+        (tmp / "query-pub.pem").write_text(public_pem_of(tmp / "query-signing.pem"))
+        rc, t_out, t_err = self.cli.run("audit", "verify", out, "--trust-key",
+                                          tmp / "command-pub.pem", "--trust-key",
+                                          tmp / "query-pub.pem")
+        self.assertEqual(rc, 0, t_out + t_err)
+        self.assertNotIn("TOFU", t_out)
+        # a key that keys.json lists is not trusted for it: the checkpoints signed
+        # by a key other than the one given fail, naming that key
+        rc, _, err = self.cli.run("keygen", "--out", tmp / "other-signing.pem")
+        self.assertEqual(rc, 0, err)
+        (tmp / "other-pub.pem").write_text(public_pem_of(tmp / "other-signing.pem"))
+        rc, t_out, t_err = self.cli.run("audit", "verify", out, "--trust-key",
+                                          tmp / "other-pub.pem", "--trust-key",
+                                          tmp / "query-pub.pem")
+        self.assertEqual(rc, 1, t_out + t_err)
+        self.assertIn("event-checkpoints.ndjson:1", t_err)
+        self.assertIn(f"signed by key {command_id}, which is not trusted", t_err)
 
         # events: every line written, view event included, ascending
         events = parse_ndjson((out / "events.ndjson").read_bytes())
@@ -731,6 +756,32 @@ class LogVerifyTest(unittest.TestCase):
         rc, out, err = self.cli.run("log", "verify", "--state",
                                     self.env.tmp.path / "fresh.json", who="aud")
         self.assertEqual(rc, 0, out + err)
+
+    def test_log_verify_catches_a_forged_line_of_a_live_service(self):
+        """A proxy rewrites one line of GET /v1/log (its leaf hash recomputed)."""
+        size = self.write(12, "forge")
+        target = size - 5
+        body = base64.b64decode(json.loads(
+            self.env.http("aud").get(f"/v1/log?from_seq={target}&limit=1").body
+            .splitlines()[0])["body"])
+        old = b'"dwell_ms":'
+        self.assertIn(old, body)
+        proxy = harness.LogRewritingProxy(self.env.svc.port, target, old, b'"dwell_ms":9')
+        try:
+            cli = Cli(self.env.tmp.path, self.env.tokens, proxy.url)
+            rc, out, err = cli.run("log", "verify", "--state",
+                                   self.env.tmp.path / "forged-state.json", who="aud")
+            self.assertEqual(rc, 1, out + err)
+            self.assertGreater(proxy.rewritten, 0, "the proxy rewrote nothing")
+            self.assertIn(f"FAILED: log line {target}:", err)
+            self.assertFalse((self.env.tmp.path / "forged-state.json").exists(),
+                             "a state was saved for a forged log")
+            # the same through the real service: it verifies
+            rc, out, err = self.cli.run("log", "verify", "--state",
+                                        self.env.tmp.path / "honest-state.json", who="aud")
+            self.assertEqual(rc, 0, out + err)
+        finally:
+            proxy.close()
 
     def test_usage_and_errors(self):
         rc, out, err = self.cli.run("log", "verify", "--bogus")

@@ -1637,9 +1637,12 @@ class KeyRotationTest(CommandSvcCase):
             self.assertEqual(self.post_events(event(entity_id=f"k{i}"))[0], 201)
         size0 = self.tree_size()
 
-        # The same key again: nothing happens.
+        # The same key again: nothing happens (once command-svc says it read the key).
+        unchanged = lambda: sum(r.get("msg") == "signing key unchanged"
+                                for r in env.svc.stderr_records())
+        seen = unchanged()
         env.svc.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        self.assertTrue(poll(lambda: unchanged() > seen, 10), "SIGHUP was not handled")
         self.assertEqual(self.tree_size(), size0, "SIGHUP with an unchanged key appended")
 
         new_key = harness.make_signing_key(env.tmp / "next.pem")
@@ -1680,6 +1683,47 @@ class KeyRotationTest(CommandSvcCase):
         self.assertEqual(self.post_events(event(entity_id="after-restart"))[0], 201)
         self.assertTrue(poll(lambda: readyz(self.anon)["publish_backlog"] == 0, 20))
         check_stream(self, env, read_log_raw(self.auditor))
+
+
+class GroupCommitTest(CommandSvcCase):
+
+    def test_concurrent_writes_share_commits(self):
+        """Concurrent requests are committed together (CONTRACT §3 group commit):
+        fewer appends (one observation of fledger_append_latency_seconds each)
+        than write requests."""
+        def appends():
+            metrics = parse_metrics(self.anon.get("/metrics").body.decode())
+            return metric_value(metrics, "fledger_append_latency_seconds_count") or 0
+
+        writers, per_writer = 8, 25
+        size0, appends0 = self.tree_size(), appends()
+        seqs, errors = [], []
+        start = threading.Barrier(writers)
+
+        def writer(w):
+            client = self.env.http("clicks-pipeline", keep_alive=True)
+            start.wait()
+            for i in range(per_writer):
+                status, _, body = client.json("POST", "/v1/events",
+                                              event(entity_id=f"gc{w}-{i}"))
+                if status != 201:
+                    errors.append((status, body))
+                else:
+                    seqs.extend(r["seq"] for r in body["results"])
+            client.close()
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        requests = writers * per_writer
+        self.assertEqual(sorted(seqs), list(range(size0 + 1, size0 + requests + 1)))
+        commits = appends() - appends0
+        self.assertGreater(commits, 0)
+        self.assertLess(commits, requests, f"{requests} write requests took {commits} commits: "
+                        "none was shared")
 
 
 class SigtermTest(CommandSvcCase):

@@ -45,7 +45,8 @@ import harness  # noqa: E402
 from harness import (  # noqa: E402
     QueryEnv, Verifier, collect_stream, decode_body, free_port, key_id_of, leaf_hash,
     make_signing_key, merkle_root, parse_ndjson, parse_time_text, poll, public_pem_of, read_log,
-    readyz, checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint)
+    readyz, checkpoint_message, time_text, verify_inclusion, verify_read_checkpoint,
+    LogRewritingProxy)
 
 COMMAND_BINARY = Path(os.environ.get("FLEDGER_COMMAND_SVC")
                       or harness.REPO_ROOT / "build" / "command-svc" / "command-svc")
@@ -1406,6 +1407,50 @@ class SanitizerCheckTest(unittest.TestCase):
             tmp.close()
 
 
+class AuditUnavailableTest(QueryCase):
+
+    def test_a_read_whose_record_cannot_be_stored_is_503(self):
+        """CONTRACT §6: a read that cannot be recorded in the read audit log is not
+        answered: 503 audit_unavailable, Retry-After. The store is made to fail by
+        a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) on a running query-svc, so
+        that the audit log cannot grow; once lifted, reads are answered again."""
+        import resource
+        env = self.env
+        wrapper = env.tmp / "xfsz-ignored.sh"
+        wrapper.write_text(f"#!/bin/sh\ntrap '' XFSZ\nexec '{env.query_binary}' \"$@\"\n")
+        wrapper.chmod(0o755)
+        binary, env.query_binary = env.query_binary, wrapper
+        try:
+            svc = env.add_query(name="query-fsize")
+        finally:
+            env.query_binary = binary
+        seq = self.write1("user_activity", "u-fsize", now_us() - MINUTE, {"dwell_ms": 3.5})
+        self.read("ranker", "user_activity", "u-fsize", svc=svc, min_seq=seq)
+        audit_file = env.tmp / "query-fsize-data" / "audit" / "data.mdb"
+        self.assertTrue(audit_file.is_file(), audit_file)
+        limit = audit_file.stat().st_size
+        resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        try:
+            statuses = []
+            for _ in range(2000):  # until the audit log must grow past its file
+                r = self.get("ranker", "user_activity", "u-fsize", svc=svc,
+                             features="dwell_ms")
+                statuses.append(r.status)
+                if r.status != 200:
+                    break
+            self.assertEqual(r.status, 503, f"after {len(statuses)} reads: {r}")
+            self.assertEqual(r.json()["error"]["code"], "audit_unavailable", r)
+            self.assertEqual(r.headers.get("retry-after"), "1", r)
+            self.assertNotIn(b"3.5", r.body)
+            self.assertTrue(svc.running())
+        finally:
+            resource.prlimit(svc.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        # the service kept serving: reads are recorded and answered again
+        self.assertTrue(poll(lambda: self.get("ranker", "user_activity", "u-fsize", svc=svc,
+                                              features="dwell_ms").status == 200, 10))
+
+
 class AuditCrashTest(QueryCase):
 
     def test_kill_9_after_reads(self):
@@ -1960,82 +2005,6 @@ class NatsRestartTest(QueryCase):
 # a forged stream, a lying command-svc
 # ===========================================================================
 
-class LogRewritingProxy:
-    """
-    An HTTP proxy in front of command-svc that passes everything through
-    except GET /v1/log answers, where the line of one seq gets another body
-    (with the matching leaf hash; the signature is left as it was).
-    """
-
-    def __init__(self, upstream_port, target_seq, old, new):
-        self.upstream_port, self.target_seq, self.old, self.new = (
-            upstream_port, target_seq, old, new)
-        self.rewritten = 0
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=10)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "accept")}
-                try:
-                    conn.request("GET", self.path, headers=headers)
-                    resp = conn.getresponse()
-                    body = resp.read()
-                    status, ctype = resp.status, resp.getheader("Content-Type", "")
-                finally:
-                    conn.close()
-                body = proxy.filter(self.path, status, body)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def filter(self, path, status, body):
-        """The body passed on for an upstream answer to GET path."""
-        if urllib.parse.urlsplit(path).path == "/v1/log" and status == 200:
-            return self.rewrite(body)
-        return body
-
-    def rewrite(self, body):
-        out = []
-        for raw in body.split(b"\n"):
-            if raw.strip():
-                line = json.loads(raw)
-                if line["seq"] == self.target_seq:
-                    b = base64.b64decode(line["body"])
-                    assert self.old in b, b
-                    b = b.replace(self.old, self.new)
-                    line["body"] = base64.b64encode(b).decode()
-                    line["leaf_hash"] = leaf_hash(b).hex()
-                    raw = json.dumps(line, separators=(",", ":")).encode()
-                    self.rewritten += 1
-            out.append(raw)
-        return b"\n".join(out)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class TamperTest(QueryCase):
 
     def test_forged_nats_lines_are_never_served(self):
@@ -2063,9 +2032,14 @@ class TamperTest(QueryCase):
             nc.hpublish(f"fledger.events.{ua}", {"Nats-Msg-Id": str(n)}, forged_n)
             nc.publish(f"fledger.events.{ua}", forged_n1)  # a plain core publish
             nc.ping()
+            # query-svc takes them first: its consumer got past the stream's end
+            last = nc.stream_info()["state"]["last_seq"]
+            consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
+            self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
+                                 .get("stream_seq", 0) >= last, 10),
+                            f"query-svc did not fetch the forged lines: {nc.js_api(consumer)}")
         stream = collect_stream(self.env.nats.port)
         self.assertIn(forged_n, [m[2] for m in stream], "the forged line is not in the stream")
-        time.sleep(0.3)  # let query-svc take them first
         # no signed checkpoint covers seq n yet: nothing of it may be served
         r = self.get("ranker", ua, "u-tamper", features="dwell_ms", windows="")
         self.assertEqual(r.status, 200, r)
@@ -2129,8 +2103,11 @@ class TamperTest(QueryCase):
             r = self.env.qhttp("aud", svc).get(f"/v1/history/{ua}/u-halt")
             for l in parse_ndjson(r.body) if r.status == 200 else []:
                 self.assertNotIn(b"99.5", base64.b64decode(l["body"]))
-            # still halted a moment later (no retry into the forged log)
-            time.sleep(1.2)
+            # still halted once the sync thread has let go of NATS and parked for
+            # good (no retry into the forged log)
+            self.assertTrue(poll(lambda: (self.env.query_state(svc)[1] or {})
+                                 .get("nats_connected") is False, 10),
+                            self.env.query_state(svc))
             self.assertEqual(self.env.query_state(svc)[0], 503)
         finally:
             proxy.close()
@@ -2361,7 +2338,9 @@ class KeyTrustTest(KeyTrustCase):
         a = self.read("ranker", "user_activity", "u-tofu", svc=svc, features="dwell_ms")
         self.assertEqual(a["features"]["dwell_ms"]["value"], 4.5)
         self.assertEqual(pinned_key_ids(data_dir), [key_a], "the impostor's key was pinned")
-        time.sleep(1.2)
+        # still halted once the sync thread has let go of NATS and parked for good
+        self.assertTrue(poll(lambda: (env.query_state(svc)[1] or {})
+                             .get("nats_connected") is False, 10), env.query_state(svc))
         self.assertEqual(env.query_state(svc)[0], 503)
 
         # pointed back at the real command-svc after a restart, the pin holds
