@@ -75,8 +75,8 @@ class PythonClientTest(QueryCase):
                         command_token=cls.env.tokens["clicks-pipeline"])
 
     def wait_applied(self):
-        size = self.env.tree_size()
-        harness.poll(lambda: harness.readyz(self.env.qhttp())["applied_seq"] >= size, 30)
+        # /readyz is 503 while query-svc catches up: wait for 200 at the size
+        self.env.wait_caught_up(self.env.query, timeout=60)
 
     def route(self, head, rows):
         body = "\n".join([json.dumps(head)] + [json.dumps({"entity_id": e, "ts": t})
