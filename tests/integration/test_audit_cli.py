@@ -811,6 +811,66 @@ class LogVerifyTrustTest(unittest.TestCase):
         path.write_text(public_pem_of(private_key))
         return path
 
+    def test_receipts_kept_by_write_verify_offline(self):
+        env = self.env
+        receipts = env.tmp.path / "receipts.ndjson"
+        pub = self.pub_file(env.key_path, "receipt.pub.pem")
+        lines = "\n".join(json.dumps({"view": "user_activity", "entity_id": f"rc{i}",
+                                      "features": {"dwell_ms": float(i)}}) for i in range(1203))
+        rc, out, err = self.cli.run("write", "--receipt", receipts, who="clicks-pipeline",
+                                    stdin=lines)
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli.run("write", "--receipt", receipts, who="clicks-pipeline",
+                                    stdin=json.dumps({"view": "user_activity", "entity_id": "rc",
+                                                      "features": {"dwell_ms": 1.0}}))
+        self.assertEqual(rc, 0, err)
+        kept = parse_ndjson(receipts.read_bytes())
+        self.assertEqual([len(r["results"]) for r in kept], [1000, 203, 1])
+        rc, out, err = self.cli.run("receipt", "verify", receipts, "--key", pub)
+        self.assertEqual((rc, out), (0, "OK: 1204 events in 3 receipts are in the trees of "
+                                        "their signed checkpoints\n"), err)
+
+        # the same with stock tools: openssl for the checkpoint, an RFC 9162 fold
+        verifier = harness.Verifier({key_id_of(public_pem_of(env.key_path)):
+                                     public_pem_of(env.key_path)}, env.tmp.path)
+        for receipt in kept:
+            cp = receipt["checkpoint"]
+            self.assertEqual(verifier.check_checkpoint(cp), [])
+            for r in receipt["results"][::50]:
+                self.assertTrue(harness.verify_inclusion(
+                    r["proof"]["leaf_index"], cp["tree_size"], bytes.fromhex(r["leaf_hash"]),
+                    [bytes.fromhex(h) for h in r["proof"]["hashes"]],
+                    bytes.fromhex(cp["root_hash"])))
+
+        # a changed leaf, a changed signature, another key: each named, exit 1
+        def tampered(name, change):
+            copy = [json.loads(json.dumps(r)) for r in kept]
+            change(copy)
+            path = env.tmp.path / name
+            path.write_text("".join(json.dumps(r) + "\n" for r in copy))
+            return self.cli.run("receipt", "verify", path, "--key", pub)
+
+        seq = kept[1]["results"][5]["seq"]
+        rc, out, err = tampered("leaf.ndjson", lambda c: c[1]["results"][5].update(
+            leaf_hash="ab" * 32))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn(f"leaf.ndjson:2: seq {seq}: the proof does not lead", err)
+        sig = bytearray(base64.b64decode(kept[0]["checkpoint"]["sig"]))
+        sig[3] ^= 1
+        rc, out, err = tampered("sig.ndjson", lambda c: c[0]["checkpoint"].update(
+            sig=base64.b64encode(bytes(sig)).decode()))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("sig.ndjson:1: the signature of the checkpoint", err)
+        rc, out, err = tampered("noproof.ndjson", lambda c: c[2]["results"][0].pop("proof"))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("noproof.ndjson:3: seq", err)
+        other = self.pub_file(harness.make_signing_key(env.tmp.path / "other-r.pem"),
+                              "other-r.pub.pem")
+        rc, out, err = self.cli.run("receipt", "verify", receipts, "--key", other)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("which no --key is", err)
+        self.assertEqual(self.cli.run("receipt", "verify", receipts)[0], 2)
+
     def test_trust_on_first_use_flags_and_rotations(self):
         env = self.env
         self.write(5, "a")

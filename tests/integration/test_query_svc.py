@@ -928,6 +928,8 @@ class ReadsTest(QueryCase):
         self.assertEqual(set(rec["windows"]), set(ok_answer["windows"]))
         self.assertEqual(rec["served_seqs"], answer_seqs(ok_answer))
         self.assertTrue(rec["served_seqs"], "the read served values")
+        # §7: the log prefix the answer was computed from, in the record itself
+        self.assertEqual(rec["applied_seq"], ok_answer["applied_seq"])
         self.assertEqual(rec["answer_sha256"], sha256_hex(ok.body))
         self.assertEqual(rec["status"], 200)
         ts = parse_time_text(rec["ts"])
@@ -939,6 +941,7 @@ class ReadsTest(QueryCase):
         self.assertEqual(rec["route"], "/v1/features:batch")
         self.assertEqual(rec["entity_ids"], [ent, "u-never"])
         self.assertEqual(rec["served_seqs"], answer_seqs(b))
+        self.assertEqual(rec["applied_seq"], b["applied_seq"])
         self.assertEqual(rec["answer_sha256"], sha256_hex(batch.body))
 
         self.assertNotIn(quiet["read_id"], by_id, "a read of an audit_reads:false view recorded")
@@ -961,6 +964,7 @@ class ReadsTest(QueryCase):
                 self.assertEqual(rec["kind"], "read")
                 self.assertTrue(rec["route"].startswith("/v1/features"), rec)
                 self.assertEqual(rec["served_seqs"], [], rec)
+                self.assertEqual(rec["applied_seq"], 0, rec)  # computed nothing
                 self.assertRegex(rec["read_id"], r"^\S+$")
         # What a denied read asked for (§7: view, entity ids, feature names of
         # every read, denials included).
