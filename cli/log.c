@@ -1,12 +1,13 @@
 /*
  * `fledger log verify`: fetches command-svc's whole event log and checks it
  * as a Certificate Transparency monitor would (CONTRACT §4): every line's
- * leaf hash and signature, seqs gap-free from 1, the recomputed Merkle root
+ * leaf hash (and signature, on a line of the first format), seqs gap-free from 1, the recomputed Merkle root
  * against the signed latest checkpoint, and, against the checkpoint this
  * tool verified last time (the state file), that the log only grew.
  *
- * Keys: it trusts the --trust-key keys, or else the key of the first line
- * (trust on first use, said in its output), and then only keys that key
+ * Keys: it trusts the --trust-key keys, or else the key of the first
+ * checkpoint (of the first line, in a log of the first format) (trust on
+ * first use, said in its output), and then only keys that key
  * events introduce with a trusted signature (eventlog/trust.h); a line or
  * checkpoint signed by any other key fails, even if /v1/keys lists it.
  */
@@ -515,16 +516,18 @@ const struct fl_cli_command fl__cli_log_verify_command = {
     .description =
 	"Fetches every line of the event log (GET /v1/log, role auditor or replicator),\n"
 	"the keys and the latest signed checkpoint. Checks each line (leaf hash,\n"
-	"{\"seq\":N, prefix, signature with the key of its key_id), that seqs run from 1\n"
-	"without gaps, and that the recomputed root is the checkpoint's. With a saved\n"
+	"{\"seq\":N, prefix, and for a line of the first format its signature with the\n"
+	"key of its key_id), that seqs run from 1 without gaps, and that the recomputed\n"
+	"root is the checkpoint's (which proves every line of format v2). With a saved\n"
 	"checkpoint from an earlier run (--state), checks that the log did not shrink\n"
 	"and that a consistency proof from the old tree to the new one verifies; the\n"
 	"new checkpoint is saved only when everything holds.\n"
 	"\n"
 	"Keys: the --trust-key keys are trusted; without any, the key that signed the\n"
-	"first line is (trust on first use, said in the output). Another key is trusted\n"
-	"only when a key event introduces it with the line signature of a trusted key\n"
-	"or under a checkpoint a trusted key signed. A line or checkpoint signed by any\n"
+	"first checkpoint (the first line, in a log of the first format) is (trust on\n"
+	"first use, said in the output). Another key is trusted only when a key event\n"
+	"introduces it with the line signature of a trusted key or under a checkpoint a\n"
+	"trusted key signed. A line or checkpoint signed by any\n"
 	"other key fails, naming the key, even when /v1/keys lists it.\n",
     .options = log_verify_options,
     .n_options = sizeof(log_verify_options) / sizeof(log_verify_options[0]),
