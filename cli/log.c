@@ -2,8 +2,8 @@
  * `fledger log verify`: fetches command-svc's whole event log and checks it
  * as a Certificate Transparency monitor would (CONTRACT §4): every line's
  * leaf hash (and signature, on a line of the first format), seqs gap-free
- * from 1, the recomputed Merkle root against the signed latest checkpoint, and, against the checkpoint this
- * tool verified last time (the state file), that the log only grew.
+ * from 1, the recomputed Merkle root against the signed latest checkpoint, and, against the
+ * checkpoint this tool verified last time (the state file), that the log only grew.
  *
  * Keys: it trusts the --trust-key keys, or else the key of the first
  * checkpoint (of the first line, in a log of the first format) (trust on

@@ -27,8 +27,8 @@ static const struct fl_config_option receipt_verify_options[] = {
 };
 
 /* Checks one result of a receipt against its verified checkpoint. */
-static bool check_result(const json_t *result, const struct fl_checkpoint *checkpoint,
-			 char *why, size_t why_len)
+static bool check_result(const json_t *result, const struct fl_checkpoint *checkpoint, char *why,
+			 size_t why_len)
 {
 	uint8_t leaf[FL_HASH_LEN], hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
@@ -52,8 +52,8 @@ static bool check_result(const json_t *result, const struct fl_checkpoint *check
 	json_int_t size = json_integer_value(json_object_get(proof, "tree_size"));
 	if (index != seq - 1 || (uint64_t)size != checkpoint->tree_size) {
 		snprintf(why, why_len,
-			 "seq %" PRIu64 ": the proof is for leaf index %" PRId64 " in tree size %" PRId64
-			 ", not %" PRIu64 " in the checkpoint's %" PRIu64,
+			 "seq %" PRIu64 ": the proof is for leaf index %" PRId64
+			 " in tree size %" PRId64 ", not %" PRIu64 " in the checkpoint's %" PRIu64,
 			 (uint64_t)seq, (int64_t)index, (int64_t)size, (uint64_t)seq - 1,
 			 checkpoint->tree_size);
 		return false;

@@ -129,10 +129,11 @@ static void answer_events(struct job *job, const struct fl_log_batch *batch, uin
 	}
 	if (!checkpoint) {
 		/* Durable, but without the receipt the answer must carry. */
-		fl_http_respond_error(job->req, 500, "internal_error",
-				      "the events were committed, but their checkpoint could not be "
-				      "read; retry with the same idempotency keys",
-				      NULL);
+		fl_http_respond_error(
+		    job->req, 500, "internal_error",
+		    "the events were committed, but their checkpoint could not be "
+		    "read; retry with the same idempotency keys",
+		    NULL);
 		return;
 	}
 	json_t *results = json_array();
@@ -141,11 +142,13 @@ static void answer_events(struct job *job, const struct fl_log_batch *batch, uin
 		char hex[2 * FL_HASH_LEN + 1];
 		fl_hex_encode(job->results[i].leaf_hash, FL_HASH_LEN, hex);
 		all_duplicates = all_duplicates && job->results[i].duplicate;
-		json_t *result = json_pack("{s:I,s:s,s:b}", "seq", (json_int_t)job->results[i].seq,
-					   "leaf_hash", hex, "duplicate", job->results[i].duplicate);
+		json_t *result =
+		    json_pack("{s:I,s:s,s:b}", "seq", (json_int_t)job->results[i].seq, "leaf_hash",
+			      hex, "duplicate", job->results[i].duplicate);
 		if (result && job->receipt)
-			json_object_set_new(result, "proof",
-					    inclusion_proof(reader, job->results[i].seq, tree_size));
+			json_object_set_new(
+			    result, "proof",
+			    inclusion_proof(reader, job->results[i].seq, tree_size));
 		json_array_append_new(results, result);
 	}
 	json_t *body = json_pack("{s:o,s:I,s:O}", "results", results, "tree_size",
@@ -175,8 +178,8 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 		fl_histogram_observe(c->config.append_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
 	struct fl_log_reader *reader = NULL;
-	json_t *checkpoint = st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader)
-					 : NULL;
+	json_t *checkpoint =
+	    st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader) : NULL;
 	for (size_t j = 0; j < n_jobs; j++) {
 		if (st != FL_OK) {
 			respond_status_error(jobs[j]->req, st);

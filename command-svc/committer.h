@@ -50,9 +50,8 @@ void fl_committer_destroy(struct fl_committer *committer);
  */
 struct fl_write_job;
 enum fl_status fl_committer_submit_events(struct fl_committer *committer,
-					  struct fl_http_request *req,
-					  struct fl_log_input *inputs, char **tails, size_t count,
-					  void *keep, bool receipt);
+					  struct fl_http_request *req, struct fl_log_input *inputs,
+					  char **tails, size_t count, void *keep, bool receipt);
 
 /*
  * Queues a view registration (view: a reference the committer takes over).

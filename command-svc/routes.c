@@ -128,7 +128,8 @@ static enum fl_http_disposition get_view(struct fl_command *cmd, struct fl_http_
 static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_http_request *req,
 					      const struct fl_principal *principal,
 					      struct fl_event *events, size_t count,
-					      const char *path_prefix, bool feast_push, bool receipt)
+					      const char *path_prefix, bool feast_push,
+					      bool receipt)
 {
 	struct fl_log_input *inputs = calloc(count, sizeof(*inputs));
 	char **tails = calloc(count, sizeof(char *));

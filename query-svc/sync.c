@@ -407,8 +407,8 @@ static bool line_consistent(const struct line *line)
 static bool line_same(const struct line *a, const struct line *b)
 {
 	return a->body_len == b->body_len && memcmp(a->leaf_hash, b->leaf_hash, FL_HASH_LEN) == 0 &&
-	       a->has_sig == b->has_sig && memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 && strcmp(a->key_id, b->key_id) == 0 &&
-	       memcmp(a->body, b->body, a->body_len) == 0;
+	       a->has_sig == b->has_sig && memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 &&
+	       strcmp(a->key_id, b->key_id) == 0 && memcmp(a->body, b->body, a->body_len) == 0;
 }
 
 /* ---- the window of lines ahead of the replica --------------------------- */
@@ -813,21 +813,24 @@ static enum fl_status first_checkpoint_key(struct fl_sync *sync, uint8_t ret_pub
 	char *body;
 	size_t len;
 	struct fl_checkpoint cp;
-	enum fl_status st = command_get(sync, "/v1/log/checkpoint?covering_seq=1", true, &body, &len);
+	enum fl_status st =
+	    command_get(sync, "/v1/log/checkpoint?covering_seq=1", true, &body, &len);
 	if (st != FL_OK)
 		return st;
 	bool parsed = checkpoint_parse(body, len, &cp) && cp.tree_size >= 1;
 	free(body);
 	if (!parsed) {
 		warn(sync, WARN_LOG_ANSWER,
-		     "command-svc answered GET /v1/log/checkpoint?covering_seq=1 with no checkpoint");
+		     "command-svc answered GET /v1/log/checkpoint?covering_seq=1 with no "
+		     "checkpoint");
 		return FL_ERR_INVALID;
 	}
 	memcpy(ret_key_id, cp.key_id, FL_KEY_ID_HEX_LEN);
 	st = listed_key(sync, cp.key_id, ret_pub);
 	if (st == FL_ERR_NOT_FOUND)
 		warn(sync, WARN_UNKNOWN_KEY,
-		     "the first checkpoint is signed by key %s, which command-svc's /v1/keys does not "
+		     "the first checkpoint is signed by key %s, which command-svc's /v1/keys does "
+		     "not "
 		     "list (yet)",
 		     cp.key_id);
 	if (st == FL_OK && !fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &cp, ret_pub)) {

@@ -295,9 +295,9 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 	char want[256];
 	snprintf(want, sizeof(want), "fledger-checkpoint-v1\n3\n%s\n%s\n", root_hex, cp.timestamp);
 	cr_assert_str_eq(text, want);
-	cr_assert_eq(sh("cd '%s' && test \"$(od -An -tx1 root.bin | tr -d ' \\n')\" = %s", tmpdir,
-			root_hex),
-		     0);
+	cr_assert_eq(
+	    sh("cd '%s' && test \"$(od -An -tx1 root.bin | tr -d ' \\n')\" = %s", tmpdir, root_hex),
+	    0);
 	snprintf(path, sizeof(path), "%s/cp.txt", tmpdir);
 	write_file(path, text, len);
 	snprintf(path, sizeof(path), "%s/cpsig.bin", tmpdir);
