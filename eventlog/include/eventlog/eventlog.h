@@ -11,8 +11,8 @@
  * and keeps a checkpoint for the new tree size. Lines are not signed one by
  * one (format v2): a line is proven by its inclusion proof against a signed
  * checkpoint. Lines of the first format, which carry key_id and
- * sig = Ed25519(leaf_hash), are read, replicated and verified as they are. Commits are synced to
- * disk before fl_log_append returns.
+ * sig = Ed25519(leaf_hash), are read, replicated and verified as they are.
+ * Commits are synced to disk before fl_log_append returns.
  *
  * One writer at a time (fl_log_append serialises callers); any number of
  * readers in any thread, and in other processes opening the same directory.
@@ -63,7 +63,7 @@ struct fl_log_entry {
 	const uint8_t *body;
 	size_t body_len;
 	const uint8_t *leaf_hash; /* FL_HASH_LEN */
-	const uint8_t *sig;	  /* FL_SIG_LEN; NULL for a line of format v2 */
+	const uint8_t *sig;       /* FL_SIG_LEN; NULL for a line of format v2 */
 	char key_id[FL_KEY_ID_HEX_LEN]; /* "" when sig is NULL */
 	int64_t time_us;
 };
@@ -139,9 +139,10 @@ enum fl_status fl_log_append(struct fl_log *log, struct fl_log_batch *batches, s
 
 /*
  * Changes the signing key: appends a "key" event carrying new_signer's public
- * key in a commit of its own, whose checkpoint the current key signs (so that a verifier trusting
- * the old key learns the new one), then signs everything after it with new_signer (borrowed, must
- * outlive the log). time_us is the event's ingest time. A no-op returning FL_OK when the key is
+ * key in a commit of its own, whose checkpoint the current key signs (so
+ * that a verifier trusting the old key learns the new one), then signs every
+ * later checkpoint with new_signer (borrowed, must outlive the log). time_us
+ * is the event's ingest time. A no-op returning FL_OK when the key is
  * already the current one.
  */
 enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new_signer,
@@ -149,13 +150,15 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 
 /*
  * Replica logs (query-svc's copy of command-svc's log). Appends entries that
- * were written elsewhere (with their line signature when they have one): each must carry the next
- * seq, its leaf hash must be SHA-256(0x00 || body) and its body must start with {"seq":N,. After
- * the last entry the tree's root must equal checkpoint->root_hash with checkpoint->tree_size the
- * new size; the checkpoint (whose signature the caller has checked) is stored as it is. All or
- * nothing, in one synced transaction: FL_ERR_CORRUPT when anything does not match (nothing is
- * written, the report names the seq), FL_ERR_INVALID on a log that is not a
- * replica. n may be 0 to store a checkpoint of the current size.
+ * were written elsewhere (with their line signature when they have one):
+ * each must carry the next seq, its leaf hash must be SHA-256(0x00 || body)
+ * and its body must start with {"seq":N,. After the last entry the tree's
+ * root must equal checkpoint->root_hash with checkpoint->tree_size the new
+ * size; the checkpoint (whose signature the caller has checked) is stored as
+ * it is. All or nothing, in one synced transaction: FL_ERR_CORRUPT when
+ * anything does not match (nothing is written, the report names the seq),
+ * FL_ERR_INVALID on a log that is not a replica. n may be 0 to store a
+ * checkpoint of the current size.
  */
 enum fl_status fl_log_replicate(struct fl_log *log, const struct fl_log_entry *entries, size_t n,
 				const struct fl_checkpoint *checkpoint,
@@ -266,8 +269,9 @@ bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkp
 /*
  * Walks events from_seq..to_seq (to_seq 0: the end): recomputes each leaf hash
  * from the body, checks the body's seq, the signature of each line of the
- * first format with the key of its key id, and every stored checkpoint (root recomputed, signature
- * checked). FL_OK when all hold; FL_ERR_CORRUPT with the first bad item in the report.
+ * first format with the key of its key id, and every stored checkpoint
+ * (root recomputed, signature checked). FL_OK when all hold; FL_ERR_CORRUPT
+ * with the first bad item in the report.
  */
 enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_seq,
 			     struct fl_log_verify_report *ret_report);
