@@ -4,7 +4,11 @@
 #  (a) single-event POSTs over 50 keep-alive connections (wrk),
 #  (b) POSTs of 1000-event batches,
 #  (c) in the same run, this machine's single-core Ed25519 signing rate,
-# and prints a table. Usage: bench/run-command-bench.sh [build-dir] [seconds]
+#  (d) the anchor for durable single writes: redis-server with appendonly yes,
+#      appendfsync always, redis-benchmark -t set -d 200 -c 50 (skipped when
+#      redis-server is missing: apt-get install -y redis-server redis-tools),
+# and prints a table. Log format v2 signs once per commit, so (b) is no
+# longer bounded by (c). Usage: bench/run-command-bench.sh [build-dir] [seconds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | grep -v '^set -euo' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
@@ -39,6 +43,18 @@ export FLEDGER_BENCH_TOKEN=$token
 wrk -t2 -c50 -d"${secs}s" --latency -s "$root/bench/write_event.lua" "$url" >"$work/single.txt"
 wrk -t1 -c4 -d"${secs}s" -s "$root/bench/write_batch.lua" "$url" >"$work/batch.txt"
 sign=$("$build/bench/bench_eventlog" --sign-only)
+redis_set=""
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+  rport=$(port)
+  mkdir -p "$work/redis"
+  redis-server --port "$rport" --bind 127.0.0.1 --dir "$work/redis" --appendonly yes \
+    --appendfsync always --save '' --daemonize no >"$work/redis.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-benchmark -p "$rport" -t set -d 200 -c 50 -n $((secs * 20000)) -r 1000000 \
+    --csv >"$work/redis.csv" 2>/dev/null || true
+  # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
+  redis_set=$(awk -F'"' '/^"SET"/ {print $4 " " $10 " " $14}' "$work/redis.csv")
+fi
 
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 pct() { awk -v p="$2" '$1 == p {print $2}' "$1"; }
@@ -53,5 +69,12 @@ echo "| (a) single-event POSTs, 50 keep-alive connections | $(printf %.0f "$sing
 echo "| (b) 1000-event batch POSTs, 4 connections | $batch_events events/s |"
 echo "| (c) Ed25519 signing, one core | $sign signatures/s |"
 echo "| (b) / (c) | $(python3 -c "print(round($batch_events/$sign, 2))") |"
+if [ -n "$redis_set" ]; then
+  read -r r_rps r_p50 r_p99 <<<"$redis_set"
+  echo "| (d) Redis SET 200 B, appendonly yes, appendfsync always, redis-benchmark -c50 | $(printf %.0f "$r_rps") writes/s, p50 $r_p50 ms, p99 $r_p99 ms |"
+  echo "| (a) / (d) | $(python3 -c "print(round($single/$r_rps, 2))") |"
+else
+  echo "| (d) Redis durable SET | skipped: redis-server not installed |"
+fi
 e1=$(errors "$work/single.txt"); e2=$(errors "$work/batch.txt")
 [ -z "$e1$e2" ] || { echo; echo "errors: $e1 $e2"; }

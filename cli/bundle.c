@@ -323,8 +323,12 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 		return FL_ERR_INVALID;
 	}
 	const json_t *seq = json_object_get(obj, "seq");
-	if (!json_is_object(obj) || json_object_size(obj) != 5) {
-		say(why, why_len, "not an object of exactly seq, body, leaf_hash, key_id, sig");
+	/* Format v2: seq, body, leaf_hash; the first format adds key_id and sig. */
+	line.has_sig = json_object_get(obj, "sig") != NULL;
+	if (!json_is_object(obj) || json_object_size(obj) != (line.has_sig ? 5u : 3u)) {
+		say(why, why_len,
+		    "not an object of exactly seq, body, leaf_hash (and key_id, sig in a line of "
+		    "the first format)");
 		goto out;
 	}
 	if (!json_is_integer(seq) || json_integer_value(seq) < 1) {
@@ -334,8 +338,8 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 	line.seq = (uint64_t)json_integer_value(seq);
 	if (!(body = string_member(obj, "body", reason, sizeof(reason))) ||
 	    !hex_member(obj, "leaf_hash", line.leaf_hash, FL_HASH_LEN, reason, sizeof(reason)) ||
-	    !key_id_member(obj, line.key_id, reason, sizeof(reason)) ||
-	    !sig_member(obj, line.sig, reason, sizeof(reason))) {
+	    (line.has_sig && (!key_id_member(obj, line.key_id, reason, sizeof(reason)) ||
+			      !sig_member(obj, line.sig, reason, sizeof(reason))))) {
 		say(why, why_len, "seq %" PRIu64 ": %s", line.seq, reason);
 		goto out;
 	}
@@ -375,6 +379,8 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
 		    prefix);
 		return false;
 	}
+	if (!line->has_sig)
+		return true; /* format v2: proven by inclusion under a signed checkpoint */
 	if (!fl_bundle_keys_find(keys, line->key_id, pub)) {
 		say(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq, line->key_id);
 		return false;
@@ -656,10 +662,13 @@ static const char readme_checks[] =
     "| `keys.json` | every public key of both services (`{\"keys\":[...]}`, one key a line) "
     "|\n"
     "\n"
-    "A line is `{\"seq\":N,\"body\":\"<base64 of B>\",\"leaf_hash\":\"<hex>\","
-    "\"key_id\":\"<hex>\",\"sig\":\"<base64>\"}` where `B` is the exact JSON the service "
-    "stored, `leaf_hash = SHA-256(0x00 || B)` and `sig` is Ed25519 over the 32 raw bytes of "
-    "`leaf_hash`. A checkpoint's `sig` is Ed25519 over the text\n"
+    "A line is `{\"seq\":N,\"body\":\"<base64 of B>\",\"leaf_hash\":\"<hex>\"}` where "
+    "`B` is the exact JSON the service stored and `leaf_hash = SHA-256(0x00 || B)`. Lines are "
+    "not signed one by one: signatures are per commit, and a line is proven by its inclusion "
+    "proof (step 3) against a signed checkpoint (step 2). Lines written by the first log "
+    "format also carry `\"key_id\":\"<hex>\",\"sig\":\"<base64>\"`, where `sig` is "
+    "Ed25519 over the 32 raw bytes of `leaf_hash`; such a signature is checked too (step 1). "
+    "A checkpoint's `sig` is Ed25519 over the text\n"
     "`<prefix>\\n<tree_size>\\n<root_hash>\\n<timestamp>\\n`, with the prefix\n"
     "`fledger-checkpoint-v1` for the event log and `fledger-read-checkpoint-v1` for the\n"
     "read-audit log. Trees are RFC 6962 Merkle trees: leaf index = seq - 1, interior\n"
@@ -691,7 +700,7 @@ static const char readme_checks[] =
     "}\n"
     "```\n"
     "\n"
-    "### 1. A line: its leaf hash and its signature\n"
+    "### 1. A line: its leaf hash (and the signature of a line of the first format)\n"
     "\n"
     "Take a line (here the first of `events.ndjson`; any line of `reads.ndjson` works the\n"
     "same):\n"
@@ -702,10 +711,14 @@ static const char readme_checks[] =
     "head -c 60 body.bin; echo ...\n"
     "leaf=$( (printf '\\000'; cat body.bin) | sha256sum | cut -d' ' -f1)\n"
     "[ \"$leaf\" = \"$(field leaf_hash <<< \"$line\")\" ] && echo \"OK leaf hash $leaf\"\n"
-    "pem_of \"$(field key_id <<< \"$line\")\" > key.pem\n"
-    "printf \"$(echo \"$leaf\" | sed 's/../\\\\x&/g')\" > leaf.bin  # the 32 raw bytes\n"
-    "field sig <<< \"$line\" | base64 -d > sig.bin\n"
-    "openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in leaf.bin -sigfile sig.bin\n"
+    "if [ -n \"$(field sig <<< \"$line\")\" ]; then  # a line of the first format\n"
+    "  pem_of \"$(field key_id <<< \"$line\")\" > key.pem\n"
+    "  printf \"$(echo \"$leaf\" | sed 's/../\\\\x&/g')\" > leaf.bin  # the 32 raw bytes\n"
+    "  field sig <<< \"$line\" | base64 -d > sig.bin\n"
+    "  openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in leaf.bin -sigfile sig.bin\n"
+    "else\n"
+    "  echo \"OK no line signature (format v2): steps 2 and 3 prove the line\"\n"
+    "fi\n"
     "```\n"
     "\n"
     "The body must also start with `{\"seq\":N,` where N is the line's `seq`.\n"

@@ -108,6 +108,7 @@ struct fl_bundle_line {
 	uint8_t *body; /* malloc'd */
 	size_t body_len;
 	uint8_t leaf_hash[FL_HASH_LEN];
+	bool has_sig; /* a line of the first format: key_id and sig */
 	char key_id[FL_KEY_ID_HEX_LEN];
 	uint8_t sig[FL_SIG_LEN];
 };

@@ -60,6 +60,7 @@ extern const struct fl_cli_command fl__cli_audit_export_command;
 extern const struct fl_cli_command fl__cli_audit_verify_command;
 extern const struct fl_cli_command fl__cli_demo_command;
 extern const struct fl_cli_command fl__cli_historical_command;
+extern const struct fl_cli_command fl__cli_receipt_verify_command;
 
 /* ---- common.c ------------------------------------------------------------ */
 

@@ -1,12 +1,13 @@
 /*
  * `fledger log verify`: fetches command-svc's whole event log and checks it
  * as a Certificate Transparency monitor would (CONTRACT §4): every line's
- * leaf hash and signature, seqs gap-free from 1, the recomputed Merkle root
- * against the signed latest checkpoint, and, against the checkpoint this
- * tool verified last time (the state file), that the log only grew.
+ * leaf hash (and signature, on a line of the first format), seqs gap-free
+ * from 1, the recomputed Merkle root against the signed latest checkpoint, and, against the
+ * checkpoint this tool verified last time (the state file), that the log only grew.
  *
- * Keys: it trusts the --trust-key keys, or else the key of the first line
- * (trust on first use, said in its output), and then only keys that key
+ * Keys: it trusts the --trust-key keys, or else the key of the first
+ * checkpoint (of the first line, in a log of the first format) (trust on
+ * first use, said in its output), and then only keys that key
  * events introduce with a trusted signature (eventlog/trust.h); a line or
  * checkpoint signed by any other key fails, even if /v1/keys lists it.
  */
@@ -169,7 +170,44 @@ struct walk {
 	uint64_t old_size; /* the state's tree size, 0: none */
 	uint8_t old_root[FL_HASH_LEN];
 	bool have_old_root;
+	/* A key event of format v2 is vouched for by the checkpoint of its
+	 * commit (signed by the key it replaces): checked when the walk
+	 * reaches that checkpoint's tree size. */
+	struct fl_checkpoint vouching;
+	uint64_t vouching_seq; /* the key event's seq */
+	bool have_vouching;
 };
+
+/*
+ * Trust on first use for a log of format v2: the key of the oldest
+ * checkpoint that covers line 1, once its signature verifies under the key
+ * /v1/keys lists for it.
+ */
+static bool trust_first_checkpoint_key(struct walk *w, char *why, size_t why_len)
+{
+	struct fl_checkpoint first;
+	uint8_t pub[FL_PUBKEY_LEN];
+	if (!fetch_checkpoint(w->cli, "?covering_seq=1", &first)) {
+		snprintf(why, why_len, "no checkpoint covers line 1");
+		return false;
+	}
+	if (!fl_bundle_keys_find(w->keys, first.key_id, pub) ||
+	    !fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &first, pub)) {
+		snprintf(why, why_len,
+			 "the first checkpoint's key %s is not in /v1/keys or its signature does "
+			 "not verify",
+			 first.key_id);
+		return false;
+	}
+	if (fl_trust_add(w->trust, pub) != FL_OK) {
+		snprintf(why, why_len, "out of memory");
+		return false;
+	}
+	printf("TOFU: no --trust-key given: trusting key %s, which signed the first checkpoint, "
+	       "on first use; check it out of band\n",
+	       first.key_id);
+	return true;
+}
 
 /*
  * Checks one line: its leaf hash and {"seq":N, prefix, then its signature and
@@ -191,7 +229,10 @@ static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *
 		snprintf(why, why_len, "the body does not start with %s", prefix);
 		return false;
 	}
-	if (fl_trust_count(w->trust) == 0) {
+	if (fl_trust_count(w->trust) == 0 && !line->has_sig) {
+		if (!trust_first_checkpoint_key(w, why, why_len))
+			return false;
+	} else if (fl_trust_count(w->trust) == 0) {
 		if (!fl_bundle_keys_find(w->keys, line->key_id, pub)) {
 			snprintf(why, why_len, "key %s of the first line is not in /v1/keys",
 				 line->key_id);
@@ -209,14 +250,67 @@ static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *
 				     .body = line->body,
 				     .body_len = line->body_len,
 				     .leaf_hash = line->leaf_hash,
-				     .sig = line->sig};
-	memcpy(entry.key_id, line->key_id, sizeof(entry.key_id));
+				     .sig = line->has_sig ? line->sig : NULL};
+	if (line->has_sig)
+		memcpy(entry.key_id, line->key_id, sizeof(entry.key_id));
 	bool new_key = false;
 	if (fl_trust_line(w->trust, &entry, why, why_len, &new_key) != FL_OK)
 		return false;
 	if (new_key)
 		printf("trusting key %s from the key event at seq %" PRIu64 "\n",
 		       fl_trust_key_id(w->trust, fl_trust_count(w->trust) - 1), line->seq);
+	uint8_t new_pub[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN];
+	if (!new_key &&
+	    fl_log_key_event_parse(line->body, line->body_len, new_pub, previous) == FL_OK) {
+		char new_id[FL_KEY_ID_HEX_LEN], query[64];
+		fl_key_id_of(new_pub, new_id);
+		if (fl_trust_find(w->trust, new_id))
+			return true;
+		/* Announced: the checkpoint of its commit must vouch for it. */
+		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, line->seq);
+		if (w->have_vouching || !fetch_checkpoint(w->cli, query, &w->vouching)) {
+			snprintf(why, why_len, "no checkpoint covers the key event at seq %" PRIu64,
+				 line->seq);
+			return false;
+		}
+		if (fl_trust_checkpoint(w->trust, &w->vouching, why, why_len) != FL_OK)
+			return false;
+		w->have_vouching = true;
+		w->vouching_seq = line->seq;
+	}
+	return true;
+}
+
+/*
+ * After a line: when the walk reached the tree size of the checkpoint that
+ * vouches for a key event, that checkpoint's root must be the lines' root;
+ * then the key is trusted. false with the reason in why.
+ */
+static bool check_vouching(struct walk *w, char *why, size_t why_len)
+{
+	uint8_t root[FL_HASH_LEN];
+	bool new_key = false;
+	if (!w->have_vouching || w->frontier.size != w->vouching.tree_size)
+		return true;
+	fl_merkle_frontier_root(&w->frontier, root);
+	if (memcmp(root, w->vouching.root_hash, FL_HASH_LEN) != 0) {
+		snprintf(why, why_len,
+			 "the root of the first %" PRIu64
+			 " lines is not the root_hash of their signed checkpoint",
+			 w->frontier.size);
+		return false;
+	}
+	w->have_vouching = false;
+	if (fl_trust_promote(w->trust, w->frontier.size, &new_key) != FL_OK) {
+		snprintf(why, why_len, "out of memory");
+		return false;
+	}
+	if (new_key)
+		printf("trusting key %s from the key event at seq %" PRIu64
+		       ", under the checkpoint of tree size %" PRIu64 "\n",
+		       fl_trust_key_id(w->trust, fl_trust_count(w->trust) - 1), w->vouching_seq,
+		       w->frontier.size);
 	return true;
 }
 
@@ -272,6 +366,8 @@ static bool walk_log(struct walk *w, uint64_t size)
 			if (ok)
 				fl_merkle_frontier_append(&w->frontier, parsed.leaf_hash, NULL,
 							  NULL);
+			if (ok)
+				ok = check_vouching(w, why, sizeof(why));
 			if (parsed_ok)
 				fl_bundle_line_finish(&parsed);
 			if (!ok) {
@@ -434,16 +530,18 @@ const struct fl_cli_command fl__cli_log_verify_command = {
     .description =
 	"Fetches every line of the event log (GET /v1/log, role auditor or replicator),\n"
 	"the keys and the latest signed checkpoint. Checks each line (leaf hash,\n"
-	"{\"seq\":N, prefix, signature with the key of its key_id), that seqs run from 1\n"
-	"without gaps, and that the recomputed root is the checkpoint's. With a saved\n"
+	"{\"seq\":N, prefix, and for a line of the first format its signature with the\n"
+	"key of its key_id), that seqs run from 1 without gaps, and that the recomputed\n"
+	"root is the checkpoint's (which proves every line of format v2). With a saved\n"
 	"checkpoint from an earlier run (--state), checks that the log did not shrink\n"
 	"and that a consistency proof from the old tree to the new one verifies; the\n"
 	"new checkpoint is saved only when everything holds.\n"
 	"\n"
 	"Keys: the --trust-key keys are trusted; without any, the key that signed the\n"
-	"first line is (trust on first use, said in the output). Another key is trusted\n"
-	"only when a key event introduces it with the line signature of a trusted key\n"
-	"or under a checkpoint a trusted key signed. A line or checkpoint signed by any\n"
+	"first checkpoint (the first line, in a log of the first format) is (trust on\n"
+	"first use, said in the output). Another key is trusted only when a key event\n"
+	"introduces it with the line signature of a trusted key or under a checkpoint a\n"
+	"trusted key signed. A line or checkpoint signed by any\n"
 	"other key fails, naming the key, even when /v1/keys lists it.\n",
     .options = log_verify_options,
     .n_options = sizeof(log_verify_options) / sizeof(log_verify_options[0]),

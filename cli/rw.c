@@ -108,6 +108,10 @@ static const struct fl_config_option write_options[] = {
      "a JSON event, {\"events\": [...]}, a JSON array of events, or NDJSON "
      "(one event a line); - for stdin",
      false},
+    {"receipt", NULL, NULL,
+     "keep the receipts in this file: each answer, with the signed checkpoint of its commit "
+     "and an inclusion proof per event, one a line (check them with fledger receipt verify)",
+     false},
 };
 
 struct writer {
@@ -115,6 +119,7 @@ struct writer {
 	uint64_t events_written, batches;
 	uint64_t last_seq; /* the greatest seq answered */
 	uint64_t last_progress;
+	FILE *receipts; /* --receipt: the answers, one a line */
 };
 
 /* POSTs one body; prints the answer. false (after printing why) when it failed. */
@@ -125,7 +130,8 @@ static bool post_events(struct writer *w, const char *body, size_t len, size_t e
 	size_t answer_len;
 	char what[128];
 
-	if (fl__cli_http(w->cli, "POST", w->cli->command_url, "/v1/events", true,
+	if (fl__cli_http(w->cli, "POST", w->cli->command_url,
+			 w->receipts ? "/v1/events?receipt=1" : "/v1/events", true,
 			 "application/json", body, len, &status, &answer, &answer_len) != FL_OK)
 		goto failed;
 	if (status != 200 && status != 201) {
@@ -138,6 +144,19 @@ static bool post_events(struct writer *w, const char *body, size_t len, size_t e
 	fwrite(answer, 1, answer_len, stdout);
 	if (!answer_len || answer[answer_len - 1] != '\n')
 		putchar('\n');
+	if (w->receipts) {
+		/* One receipt a line: the answer is one line of compact JSON. */
+		size_t kept = answer_len;
+		while (kept && answer[kept - 1] == '\n')
+			kept--;
+		fwrite(answer, 1, kept, w->receipts);
+		fputc('\n', w->receipts);
+		if (fflush(w->receipts) != 0) {
+			fl__cli_error("cannot write the receipt file");
+			free(answer);
+			goto failed;
+		}
+	}
 	json_t *doc = json_loadb(answer, answer_len, 0, NULL);
 	size_t i;
 	json_t *result;
@@ -279,6 +298,12 @@ static int write_events(struct fl_cli *cli)
 		free(text);
 		return FL_CLI_FAIL;
 	}
+	const char *receipt_path = fl_config_get(cli->config, "receipt");
+	if (receipt_path && !(w.receipts = fopen(receipt_path, "a"))) {
+		fl__cli_error("cannot open the receipt file %s", receipt_path);
+		free(text);
+		return FL_CLI_FAIL;
+	}
 	bool ok;
 	json_t *doc = json_loadb(text, len, 0, NULL);
 	const json_t *events = json_object_get(doc, "events");
@@ -293,6 +318,10 @@ static int write_events(struct fl_cli *cli)
 		ok = post_ndjson(&w, text, len); /* several JSON values: one event a line */
 	json_decref(doc);
 	free(text);
+	if (w.receipts && fclose(w.receipts) != 0) {
+		fl__cli_error("cannot write the receipt file %s", receipt_path);
+		ok = false;
+	}
 	if (w.last_seq) {
 		char *path = state_path();
 		if (path)
@@ -315,10 +344,14 @@ const struct fl_cli_command fl__cli_write_command = {
     .description =
 	"Posts events to command-svc (role producer): one JSON event, {\"events\": [...]},\n"
 	"a JSON array, or NDJSON with one event a line, in atomic batches of at most\n"
-	"1000. Prints each batch's answer ({\"results\": [...], \"tree_size\": N}), and on\n"
+	"1000. Prints each batch's answer ({\"results\": [...], \"tree_size\": N,\n"
+	"\"checkpoint\": {...}}: the signed checkpoint of the commit), and on\n"
 	"stderr the --min-seq that reads it back. That seq is also recorded, per\n"
 	"--command-url, in $XDG_STATE_HOME/fledger/last-seq (default\n"
-	"~/.local/state/fledger/last-seq) for `fledger read --after-write`.\n",
+	"~/.local/state/fledger/last-seq) for `fledger read --after-write`.\n"
+	"With --receipt FILE, each answer also carries an inclusion proof per event, and\n"
+	"is appended to FILE, one a line: `fledger receipt verify FILE --key pub.pem`\n"
+	"checks them offline.\n",
     .options = write_options,
     .n_options = sizeof(write_options) / sizeof(write_options[0]),
     .run = write_events,

@@ -25,6 +25,7 @@ struct job {
 	char **tails;
 	size_t count;
 	void *keep;
+	bool receipt; /* ?receipt=1: an inclusion proof per result */
 	struct fl_log_result *results;
 	/* JOB_VIEW */
 	struct fl_view *view;
@@ -65,7 +66,50 @@ static void respond_status_error(struct fl_http_request *req, enum fl_status st)
 		fl_http_respond_error(req, 500, "internal_error", fl_status_str(st), NULL);
 }
 
-static void answer_events(struct job *job, const struct fl_log_batch *batch, uint64_t tree_size)
+/*
+ * The receipt of a commit (CONTRACT §3): the signed checkpoint of exactly
+ * tree_size (the size after the commit, or the current size when every event
+ * was a duplicate), which covers every seq the answers name, as JSON, and a
+ * reader for inclusion proofs against it (ended by the caller). NULL when it
+ * cannot be read.
+ */
+static json_t *receipt_checkpoint(struct fl_log *log, uint64_t tree_size,
+				  struct fl_log_reader **ret_reader)
+{
+	struct fl_checkpoint cp;
+	char *text = NULL;
+	json_t *json = NULL;
+	if (fl_log_reader_begin(log, ret_reader) != FL_OK) {
+		*ret_reader = NULL;
+		return NULL;
+	}
+	if (fl_log_reader_checkpoint(*ret_reader, tree_size, &cp) == FL_OK &&
+	    fl_checkpoint_json(&cp, &text) == FL_OK)
+		json = json_loads(text, 0, NULL);
+	free(text);
+	return json;
+}
+
+/* {"leaf_index": seq - 1, "tree_size": M, "hashes": [...]}, or NULL. */
+static json_t *inclusion_proof(struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size)
+{
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	if (fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count) != FL_OK)
+		return NULL;
+	json_t *list = json_array();
+	for (size_t i = 0; list && i < count; i++) {
+		char hex[2 * FL_HASH_LEN + 1];
+		fl_hex_encode(hashes[i], FL_HASH_LEN, hex);
+		json_array_append_new(list, json_string(hex));
+	}
+	return list ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(seq - 1), "tree_size",
+				(json_int_t)tree_size, "hashes", list)
+		    : NULL;
+}
+
+static void answer_events(struct job *job, const struct fl_log_batch *batch, uint64_t tree_size,
+			  struct fl_log_reader *reader, json_t *checkpoint)
 {
 	if (batch->status == FL_ERR_CONFLICT) {
 		char field[64];
@@ -83,18 +127,32 @@ static void answer_events(struct job *job, const struct fl_log_batch *batch, uin
 		respond_status_error(job->req, batch->status);
 		return;
 	}
+	if (!checkpoint) {
+		/* Durable, but without the receipt the answer must carry. */
+		fl_http_respond_error(
+		    job->req, 500, "internal_error",
+		    "the events were committed, but their checkpoint could not be "
+		    "read; retry with the same idempotency keys",
+		    NULL);
+		return;
+	}
 	json_t *results = json_array();
 	bool all_duplicates = true;
 	for (size_t i = 0; i < job->count; i++) {
 		char hex[2 * FL_HASH_LEN + 1];
 		fl_hex_encode(job->results[i].leaf_hash, FL_HASH_LEN, hex);
 		all_duplicates = all_duplicates && job->results[i].duplicate;
-		json_array_append_new(results,
-				      json_pack("{s:I,s:s,s:b}", "seq",
-						(json_int_t)job->results[i].seq, "leaf_hash", hex,
-						"duplicate", job->results[i].duplicate));
+		json_t *result =
+		    json_pack("{s:I,s:s,s:b}", "seq", (json_int_t)job->results[i].seq, "leaf_hash",
+			      hex, "duplicate", job->results[i].duplicate);
+		if (result && job->receipt)
+			json_object_set_new(
+			    result, "proof",
+			    inclusion_proof(reader, job->results[i].seq, tree_size));
+		json_array_append_new(results, result);
 	}
-	json_t *body = json_pack("{s:o,s:I}", "results", results, "tree_size", (json_int_t)tree_size);
+	json_t *body = json_pack("{s:o,s:I,s:O}", "results", results, "tree_size",
+				 (json_int_t)tree_size, "checkpoint", checkpoint);
 	fl_http_respond_json(job->req, all_duplicates ? 200 : 201, body);
 }
 
@@ -119,6 +177,9 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 	if (st == FL_OK && c->config.append_latency)
 		fl_histogram_observe(c->config.append_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
+	struct fl_log_reader *reader = NULL;
+	json_t *checkpoint =
+	    st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader) : NULL;
 	for (size_t j = 0; j < n_jobs; j++) {
 		if (st != FL_OK) {
 			respond_status_error(jobs[j]->req, st);
@@ -127,8 +188,10 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 		if (batches[j].status == FL_OK)
 			for (size_t i = 0; i < jobs[j]->count; i++)
 				events += !jobs[j]->results[i].duplicate;
-		answer_events(jobs[j], &batches[j], tree_size);
+		answer_events(jobs[j], &batches[j], tree_size, reader, checkpoint);
 	}
+	fl_log_reader_end(reader);
+	json_decref(checkpoint);
 	if (events && c->config.ingest_events)
 		fl_counter_add(c->config.ingest_events, events);
 	if (events && c->config.notify)
@@ -262,7 +325,7 @@ static void enqueue(struct fl_committer *c, struct job *job)
 
 enum fl_status fl_committer_submit_events(struct fl_committer *c, struct fl_http_request *req,
 					  struct fl_log_input *inputs, char **tails, size_t count,
-					  void *keep)
+					  void *keep, bool receipt)
 {
 	struct job *job = calloc(1, sizeof(*job));
 	if (!job)
@@ -272,7 +335,8 @@ enum fl_status fl_committer_submit_events(struct fl_committer *c, struct fl_http
 			    .inputs = inputs,
 			    .tails = tails,
 			    .count = count,
-			    .keep = keep};
+			    .keep = keep,
+			    .receipt = receipt};
 	enqueue(c, job);
 	return FL_OK;
 }

@@ -10,6 +10,7 @@
  * against the registry by one thread only.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "eventlog/eventlog.h"
@@ -43,14 +44,14 @@ void fl_committer_destroy(struct fl_committer *committer);
  * ownership of tails (malloc'd body tails, freed by the committer) and of
  * inputs (their body_tail point into tails; digests/keys must stay valid:
  * pass them in keep, freed with free() after the answer). The committer
- * answers req: 201/200 with results, 409 for a reused idempotency key, 507
- * when the log is full.
+ * answers req: 201/200 with results and the receipt (the signed checkpoint
+ * of the commit, and with receipt an inclusion proof per result against
+ * it), 409 for a reused idempotency key, 507 when the log is full.
  */
 struct fl_write_job;
 enum fl_status fl_committer_submit_events(struct fl_committer *committer,
-					  struct fl_http_request *req,
-					  struct fl_log_input *inputs, char **tails, size_t count,
-					  void *keep);
+					  struct fl_http_request *req, struct fl_log_input *inputs,
+					  char **tails, size_t count, void *keep, bool receipt);
 
 /*
  * Queues a view registration (view: a reference the committer takes over).

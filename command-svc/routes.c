@@ -128,7 +128,8 @@ static enum fl_http_disposition get_view(struct fl_command *cmd, struct fl_http_
 static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_http_request *req,
 					      const struct fl_principal *principal,
 					      struct fl_event *events, size_t count,
-					      const char *path_prefix, bool feast_push)
+					      const char *path_prefix, bool feast_push,
+					      bool receipt)
 {
 	struct fl_log_input *inputs = calloc(count, sizeof(*inputs));
 	char **tails = calloc(count, sizeof(char *));
@@ -173,7 +174,8 @@ static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_
 	}
 	fl_event_array_free(events, count);
 	if (st == FL_OK)
-		st = fl_committer_submit_events(cmd->committer, req, inputs, tails, count, keep);
+		st = fl_committer_submit_events(cmd->committer, req, inputs, tails, count, keep,
+						receipt);
 	if (st == FL_OK)
 		return FL_HTTP_DEFERRED;
 	for (size_t i = 0; tails && i < count; i++)
@@ -203,6 +205,10 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 
 	if (!fl_svc_require_role(req, principal, "producer", NULL))
 		return FL_HTTP_DONE;
+	/* ?receipt=1: an inclusion proof per result (CONTRACT §3). */
+	uint64_t receipt;
+	if (!fl_svc_query_u64(req, "receipt", 0, 0, 1, &receipt))
+		return FL_HTTP_DONE;
 	json_t *body = fl_svc_json_body(req);
 	if (!body)
 		return FL_HTTP_DONE;
@@ -226,7 +232,7 @@ static enum fl_http_disposition post_events(struct fl_command *cmd, struct fl_ht
 		return FL_HTTP_DONE;
 	}
 	return submit_events(cmd, req, principal, events, count, batch ? "events" : NULL,
-			     feast_push);
+			     feast_push, receipt == 1);
 }
 
 /* ---- dispatch --------------------------------------------------------- */

@@ -3,6 +3,8 @@
  *
  * Layout (named databases in one environment):
  *   events       be64 seq -> be64 time_us | leaf_hash[32] | sig[64] | key_id[8] | body
+ *                (a line of format v2 has no signature: sig and key_id are
+ *                all zero bytes; a line of the first format keeps its own)
  *   nodes        u8 level | be64 index -> hash[32]   (complete nodes, level >= 1;
  *                                                     level 0 is the leaf hash)
  *   checkpoints  be64 tree_size -> root[32] | timestamp[27] | key_id[8] | sig[64]
@@ -12,7 +14,9 @@
  *   meta         name -> be64 value                   (counters, "c:<name>")
  *
  * A commit writes the events, the nodes they complete, the idempotency and
- * time index entries, and one signed checkpoint, then syncs. The in-memory
+ * time index entries, and one signed checkpoint, then syncs. Lines are not
+ * signed one by one (format v2): the checkpoint signature covers them all,
+ * and each is proven by its inclusion proof against it. The in-memory
  * frontier (right edge of the tree) is rebuilt from the stored nodes at open
  * and rolled back whenever a transaction is aborted.
  */
@@ -35,7 +39,6 @@
 #define EVENT_HEADER_LEN (8 + FL_HASH_LEN + FL_SIG_LEN + FL_KEY_ID_LEN)
 #define CHECKPOINT_VALUE_LEN (FL_HASH_LEN + 27 + FL_KEY_ID_LEN + FL_SIG_LEN)
 #define MAX_KEYS 256
-#define PARALLEL_SIGN_MIN 8
 #define CACHE_LEVEL 6 /* 1/64 of the nodes: 1 MiB of memory per 1M events */
 
 struct cached_node {
@@ -568,47 +571,6 @@ struct pending {
 	uint8_t sig[FL_SIG_LEN];
 };
 
-struct sign_job {
-	const struct fl_signer *signer;
-	struct pending *items;
-	size_t count;
-	enum fl_status status;
-};
-
-static void *sign_range(void *opaque)
-{
-	struct sign_job *job = opaque;
-	job->status = FL_OK;
-	for (size_t i = 0; i < job->count && job->status == FL_OK; i++)
-		job->status = fl_signer_sign(job->signer, job->items[i].leaf_hash, FL_HASH_LEN,
-					     job->items[i].sig);
-	return NULL;
-}
-
-/* Signs every pending leaf hash, on two threads when there are many. */
-static enum fl_status sign_all(const struct fl_signer *signer, struct pending *items, size_t count)
-{
-	struct sign_job first = {signer, items, count, FL_OK}, second;
-	pthread_t thread;
-	bool threaded = false;
-
-	if (count >= PARALLEL_SIGN_MIN) {
-		size_t half = count / 2;
-		first.count = half;
-		second = (struct sign_job){signer, items + half, count - half, FL_OK};
-		threaded = pthread_create(&thread, NULL, sign_range, &second) == 0;
-		if (!threaded)
-			first.count = count;
-	}
-	sign_range(&first);
-	if (threaded) {
-		pthread_join(thread, NULL);
-		if (first.status == FL_OK)
-			first.status = second.status;
-	}
-	return first.status;
-}
-
 static char *make_body(uint64_t seq, const char *tail, size_t tail_len, size_t *ret_len)
 {
 	char head[32];
@@ -736,6 +698,11 @@ static enum fl_status claim_keys(struct fl_log *log, MDB_txn *txn, const struct 
 	return FL_OK;
 }
 
+/*
+ * Stores one event. key_raw NULL: a line of format v2 (no signature; sig and
+ * key_id are stored as zero bytes); otherwise a line of the first format
+ * signed (p->sig) by the key of key_raw, which only replicas store.
+ */
 static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct pending *p,
 				  const uint8_t key_raw[FL_KEY_ID_LEN])
 {
@@ -752,8 +719,12 @@ static enum fl_status store_event(struct fl_log *log, MDB_txn *txn, const struct
 	uint8_t *out = val.mv_data;
 	fl_put_be64(out, (uint64_t)p->input->time_us);
 	memcpy(out + 8, p->leaf_hash, FL_HASH_LEN);
-	memcpy(out + 8 + FL_HASH_LEN, p->sig, FL_SIG_LEN);
-	memcpy(out + 8 + FL_HASH_LEN + FL_SIG_LEN, key_raw, FL_KEY_ID_LEN);
+	if (key_raw) {
+		memcpy(out + 8 + FL_HASH_LEN, p->sig, FL_SIG_LEN);
+		memcpy(out + 8 + FL_HASH_LEN + FL_SIG_LEN, key_raw, FL_KEY_ID_LEN);
+	} else {
+		memset(out + 8 + FL_HASH_LEN, 0, FL_SIG_LEN + FL_KEY_ID_LEN);
+	}
 	memcpy(out + EVENT_HEADER_LEN, p->body, p->body_len);
 
 	time_key(p->input->time_us, p->seq, keybuf);
@@ -876,12 +847,9 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 		st = FL_OK;
 		goto out_free;
 	}
-	/* Pass 2: signatures (the real cost), then the writes. */
-	st = sign_all(log->signer, items, n_items);
-	if (st != FL_OK)
-		goto out_abort;
+	/* Pass 2: the writes; one signature, the checkpoint's, covers them. */
 	for (size_t i = 0; i < n_items; i++) {
-		st = store_event(log, txn, &items[i], log->signer_key_raw);
+		st = store_event(log, txn, &items[i], NULL);
 		if (st != FL_OK)
 			goto out_abort;
 	}
@@ -1074,10 +1042,8 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 		st = p.body ? FL_OK : FL_ERR_NOMEM;
 		if (st == FL_OK) {
 			fl_merkle_leaf_hash((const uint8_t *)p.body, p.body_len, p.leaf_hash);
-			st = fl_signer_sign(old, p.leaf_hash, FL_HASH_LEN, p.sig);
+			st = store_event(log, txn, &p, NULL);
 		}
-		if (st == FL_OK)
-			st = store_event(log, txn, &p, log->signer_key_raw);
 		if (st == FL_OK)
 			st = add_key(log, txn, new_signer);
 		/* The old key signs the checkpoint that covers the key event: a
@@ -1162,7 +1128,7 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 		}
 		fl_merkle_leaf_hash(e->body, e->body_len, leaf);
 		if (memcmp(leaf, e->leaf_hash, FL_HASH_LEN) != 0 ||
-		    fl_hex_decode(e->key_id, key_raw, FL_KEY_ID_LEN) != FL_OK) {
+		    (e->sig && fl_hex_decode(e->key_id, key_raw, FL_KEY_ID_LEN) != FL_OK)) {
 			report->bad_seq = e->seq;
 			snprintf(report->reason, sizeof(report->reason),
 				 "leaf hash does not match the body");
@@ -1173,8 +1139,9 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 		p.body = (char *)e->body;
 		p.body_len = e->body_len;
 		memcpy(p.leaf_hash, leaf, FL_HASH_LEN);
-		memcpy(p.sig, e->sig, FL_SIG_LEN);
-		st = store_event(log, txn, &p, key_raw);
+		if (e->sig)
+			memcpy(p.sig, e->sig, FL_SIG_LEN);
+		st = store_event(log, txn, &p, e->sig ? key_raw : NULL);
 		if (st != FL_OK)
 			break;
 	}
@@ -1364,8 +1331,15 @@ static enum fl_status entry_from(uint64_t seq, const MDB_val *val, struct fl_log
 	ret_entry->seq = seq;
 	ret_entry->time_us = (int64_t)fl_get_be64(p);
 	ret_entry->leaf_hash = p + 8;
-	ret_entry->sig = p + 8 + FL_HASH_LEN;
-	key_id_hex(p + 8 + FL_HASH_LEN + FL_SIG_LEN, ret_entry->key_id);
+	/* All zero bytes where sig and key_id go: a line of format v2. */
+	static const uint8_t unsigned_line[FL_SIG_LEN + FL_KEY_ID_LEN];
+	if (memcmp(p + 8 + FL_HASH_LEN, unsigned_line, sizeof(unsigned_line)) == 0) {
+		ret_entry->sig = NULL;
+		ret_entry->key_id[0] = '\0';
+	} else {
+		ret_entry->sig = p + 8 + FL_HASH_LEN;
+		key_id_hex(p + 8 + FL_HASH_LEN + FL_SIG_LEN, ret_entry->key_id);
+	}
 	ret_entry->body = p + EVENT_HEADER_LEN;
 	ret_entry->body_len = val->mv_size - EVENT_HEADER_LEN;
 	return FL_OK;
@@ -1601,13 +1575,18 @@ enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_li
 		return FL_ERR_NOMEM;
 
 	fl_hex_encode(entry->leaf_hash, FL_HASH_LEN, leaf_hex);
-	fl_base64_encode(entry->sig, FL_SIG_LEN, sig_b64);
 	int head = snprintf(line, cap, "{\"seq\":%" PRIu64 ",\"body\":\"", entry->seq);
 	fl_base64_encode(entry->body, entry->body_len, line + head);
 	size_t len = (size_t)head + body_b64_len;
-	len += (size_t)snprintf(line + len, cap - len,
-				"\",\"leaf_hash\":\"%s\",\"key_id\":\"%s\",\"sig\":\"%s\"}",
-				leaf_hex, entry->key_id, sig_b64);
+	len += (size_t)snprintf(line + len, cap - len, "\",\"leaf_hash\":\"%s\"", leaf_hex);
+	if (entry->sig) {
+		/* A line of the first format keeps its signature. */
+		fl_base64_encode(entry->sig, FL_SIG_LEN, sig_b64);
+		len += (size_t)snprintf(line + len, cap - len, ",\"key_id\":\"%s\",\"sig\":\"%s\"",
+					entry->key_id, sig_b64);
+	}
+	line[len++] = '}';
+	line[len] = '\0';
 	*ret_line = line;
 	if (ret_len)
 		*ret_len = len;
@@ -1775,10 +1754,11 @@ enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_
 			st = FL_ERR_CORRUPT;
 			goto out;
 		}
-		for (size_t k = 0; k < n_keys; k++)
+		/* A line of the first format: its own signature, too. */
+		for (size_t k = 0; entry.sig && k < n_keys; k++)
 			if (strcmp(keys[k].key_id, entry.key_id) == 0)
 				key = &keys[k];
-		if (!key || !fl_sig_verify(key->pub, leaf, FL_HASH_LEN, entry.sig)) {
+		if (entry.sig && (!key || !fl_sig_verify(key->pub, leaf, FL_HASH_LEN, entry.sig))) {
 			report.bad_seq = seq;
 			snprintf(report.reason, sizeof(report.reason), "%s (key %s)",
 				 key ? "signature does not verify" : "unknown signing key",

@@ -180,8 +180,9 @@ static char *record_tail(const struct fl_audit_record *rec, int64_t ts_us, unsig
 	json_object_set_new(obj, "features", copy_or_empty(rec->features));
 	json_object_set_new(obj, "windows", copy_or_empty(rec->windows));
 	json_object_set_new(obj, "served_seqs", seqs);
-	if (rec->request_sha256)
-		json_object_set_new(obj, "applied_seq", json_integer((json_int_t)rec->applied_seq));
+	/* The log prefix that determines every value, windows included (0: the
+	 * read computed nothing, e.g. a denial). */
+	json_object_set_new(obj, "applied_seq", json_integer((json_int_t)rec->applied_seq));
 	json_object_set_new(obj, "answer_sha256", json_string(digest_hex));
 	json_object_set_new(obj, "status", json_integer(status));
 	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -41,9 +41,11 @@ struct fl_audit_record {
 	size_t n_served;
 	/* A training-data export (CONTRACT §7): when request_sha256 is set
 	 * (hex), the record holds "rows" and "request_sha256" instead of
-	 * "entity_ids", and "applied_seq". */
+	 * "entity_ids". */
 	const char *request_sha256;
 	uint64_t rows;
+	/* Every record: the log prefix the answer was computed from, which
+	 * determines every window (0 when the read computed nothing). */
 	uint64_t applied_seq;
 };
 

@@ -152,6 +152,7 @@ struct read_job {
 	/* What was served: every seq a value came from. */
 	uint64_t *served;
 	size_t n_served, cap_served;
+	uint64_t applied_seq; /* the log prefix the answer was computed from (0: none) */
 
 	bool full_budget; /* runs with the whole --max-read-cost (on a read worker) */
 
@@ -206,6 +207,15 @@ static void job_destroy(struct read_job *job)
 	free(job->served);
 	free(job->retry_rest);
 	free(job);
+}
+
+/* A read snapshot of the read models; the record names its log prefix. */
+static enum fl_status read_begin(struct read_job *job, struct fl_projection_read **ret_read)
+{
+	enum fl_status st = fl_projection_read_begin(job->query->projection, ret_read);
+	if (st == FL_OK)
+		job->applied_seq = fl_projection_read_applied_seq(*ret_read);
+	return st;
 }
 
 static enum fl_status served_add(struct read_job *job, uint64_t seq)
@@ -332,6 +342,7 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	    .windows = windows,
 	    .served_seqs = job->served,
 	    .n_served = job->n_served,
+	    .applied_seq = job->applied_seq,
 	};
 	char *copy = malloc(len ? len : 1);
 	enum fl_status st = copy ? FL_OK : FL_ERR_NOMEM;
@@ -1515,7 +1526,7 @@ static enum fl_http_disposition execute_rows(struct read_job *job)
 			st = FL_ERR_NOMEM;
 	}
 	if (st == FL_OK)
-		st = fl_projection_read_begin(q->projection, &read);
+		st = read_begin(job, &read);
 	if (st != FL_OK) {
 		free(first);
 		free(last);
@@ -1685,7 +1696,6 @@ static void write_feast_cell(struct fl_jw *w, const struct fl_read_answer *answe
  */
 static enum fl_http_disposition execute_feast(struct read_job *job)
 {
-	struct fl_query *q = job->query;
 	struct fl_projection_read *read;
 	struct fl_error err;
 	char as_of[FL_TIME_TEXT_LEN];
@@ -1696,7 +1706,7 @@ static enum fl_http_disposition execute_feast(struct read_job *job)
 
 	enum fl_status st = answers ? find_repeats(job, &first, &last) : FL_ERR_NOMEM;
 	if (st == FL_OK)
-		st = fl_projection_read_begin(q->projection, &read);
+		st = read_begin(job, &read);
 	if (st != FL_OK) {
 		free(answers);
 		free(first);
@@ -1818,7 +1828,7 @@ static enum fl_http_disposition execute_history(struct read_job *job)
 	struct fl_projection_read *read;
 	struct fl_log_reader *reader;
 
-	enum fl_status st = fl_projection_read_begin(q->projection, &read);
+	enum fl_status st = read_begin(job, &read);
 	if (st != FL_OK)
 		return send_internal(job, st);
 	st = fl_projection_history(read, fl_view_name(job->parts[0].view), job->entity_ids[0],

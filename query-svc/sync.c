@@ -90,6 +90,7 @@ struct line {
 	uint8_t *body;
 	size_t body_len;
 	uint8_t leaf_hash[FL_HASH_LEN];
+	bool has_sig; /* a line of the first format: sig and key_id */
 	uint8_t sig[FL_SIG_LEN];
 	char key_id[FL_KEY_ID_HEX_LEN];
 	int64_t time_us;
@@ -350,30 +351,36 @@ static enum fl_status line_parse(const char *text, size_t len, struct line **ret
 			ok = line_string(&m, &sig_b64, &sig_b64_len);
 		}
 	}
-	if (!ok || more != 0 || seq == 0 || !body_b64 || !sig_b64 || leaf_len != 2 * FL_HASH_LEN ||
-	    key_id_len != 2 * FL_KEY_ID_LEN)
+	/* Lines of format v2 carry neither key_id nor sig; the first format both. */
+	bool has_sig = sig_b64 != NULL;
+	if (!ok || more != 0 || seq == 0 || !body_b64 || leaf_len != 2 * FL_HASH_LEN ||
+	    (key_id != NULL) != has_sig || (has_sig && key_id_len != 2 * FL_KEY_ID_LEN))
 		return FL_ERR_INVALID;
 	char leaf_text[2 * FL_HASH_LEN + 1], key_text[2 * FL_KEY_ID_LEN + 1];
 	memcpy(leaf_text, leaf_hex, leaf_len);
 	leaf_text[leaf_len] = '\0';
-	memcpy(key_text, key_id, key_id_len);
-	key_text[key_id_len] = '\0';
+	if (has_sig)
+		memcpy(key_text, key_id, key_id_len);
+	key_text[has_sig ? key_id_len : 0] = '\0';
 
 	struct line *line = calloc(1, sizeof(*line));
 	if (!line)
 		return FL_ERR_NOMEM;
 	if (fl_hex_decode(leaf_text, line->leaf_hash, FL_HASH_LEN) == FL_OK &&
-	    fl_hex_decode(key_text, key_raw, FL_KEY_ID_LEN) == FL_OK) {
+	    (!has_sig || fl_hex_decode(key_text, key_raw, FL_KEY_ID_LEN) == FL_OK)) {
 		st = fl_base64_decode(body_b64, body_b64_len, &line->body, &line->body_len);
-		if (st == FL_OK)
+		if (st == FL_OK && has_sig)
 			st = fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len);
-		if (st == FL_OK && sig_len != FL_SIG_LEN)
+		if (st == FL_OK && has_sig && sig_len != FL_SIG_LEN)
 			st = FL_ERR_INVALID;
 	}
 	if (st == FL_OK) {
 		line->seq = seq;
-		memcpy(line->sig, sig, FL_SIG_LEN);
-		memcpy(line->key_id, key_text, sizeof(key_text));
+		line->has_sig = has_sig;
+		if (has_sig) {
+			memcpy(line->sig, sig, FL_SIG_LEN);
+			memcpy(line->key_id, key_text, sizeof(key_text));
+		}
 		line->time_us = ingest_time(line->body, line->body_len);
 		*ret_line = line;
 	} else {
@@ -400,8 +407,8 @@ static bool line_consistent(const struct line *line)
 static bool line_same(const struct line *a, const struct line *b)
 {
 	return a->body_len == b->body_len && memcmp(a->leaf_hash, b->leaf_hash, FL_HASH_LEN) == 0 &&
-	       memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 && strcmp(a->key_id, b->key_id) == 0 &&
-	       memcmp(a->body, b->body, a->body_len) == 0;
+	       a->has_sig == b->has_sig && memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 &&
+	       strcmp(a->key_id, b->key_id) == 0 && memcmp(a->body, b->body, a->body_len) == 0;
 }
 
 /* ---- the window of lines ahead of the replica --------------------------- */
@@ -792,10 +799,54 @@ static void pin_keys(struct fl_sync *sync, const char *how)
 	sync->pinned_count = count;
 }
 
+static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint *ret_checkpoint);
+
+/*
+ * Trust on first use for a log of format v2, whose first line carries no
+ * signature: the key of the oldest checkpoint that covers line 1, once its
+ * signature verifies under the key command-svc lists for it. FL_OK with the
+ * key in ret_pub and its id in ret_key_id.
+ */
+static enum fl_status first_checkpoint_key(struct fl_sync *sync, uint8_t ret_pub[FL_PUBKEY_LEN],
+					   char ret_key_id[FL_KEY_ID_HEX_LEN])
+{
+	char *body;
+	size_t len;
+	struct fl_checkpoint cp;
+	enum fl_status st =
+	    command_get(sync, "/v1/log/checkpoint?covering_seq=1", true, &body, &len);
+	if (st != FL_OK)
+		return st;
+	bool parsed = checkpoint_parse(body, len, &cp) && cp.tree_size >= 1;
+	free(body);
+	if (!parsed) {
+		warn(sync, WARN_LOG_ANSWER,
+		     "command-svc answered GET /v1/log/checkpoint?covering_seq=1 with no "
+		     "checkpoint");
+		return FL_ERR_INVALID;
+	}
+	memcpy(ret_key_id, cp.key_id, FL_KEY_ID_HEX_LEN);
+	st = listed_key(sync, cp.key_id, ret_pub);
+	if (st == FL_ERR_NOT_FOUND)
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "the first checkpoint is signed by key %s, which command-svc's /v1/keys does "
+		     "not "
+		     "list (yet)",
+		     cp.key_id);
+	if (st == FL_OK && !fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &cp, ret_pub)) {
+		warn(sync, WARN_UNKNOWN_KEY,
+		     "the first checkpoint's signature does not verify under key %s", cp.key_id);
+		st = FL_ERR_CORRUPT;
+	}
+	return st;
+}
+
 /*
  * Trust on first use, for an empty replica without trusted keys: pins the
- * key that signed the log's first line (from it, key events lead to every
- * later key), with a warning naming it. True when a key is trusted now.
+ * key that signed the log's first line (a line of the first format), or for
+ * a log of format v2 the key of the first checkpoint, which covers line 1
+ * (from it, key events lead to every later key), with a warning naming it.
+ * True when a key is trusted now.
  */
 static bool trust_first_key(struct fl_sync *sync)
 {
@@ -821,13 +872,18 @@ static bool trust_first_key(struct fl_sync *sync)
 		line_free(first);
 		return false;
 	}
-	st = listed_key(sync, first->key_id, pub);
-	if (st == FL_ERR_NOT_FOUND)
-		warn(sync, WARN_UNKNOWN_KEY,
-		     "the first line is signed by key %s, which command-svc's /v1/keys does not "
-		     "list (yet)",
-		     first->key_id);
-	if (st == FL_OK && !fl_sig_verify(pub, first->leaf_hash, FL_HASH_LEN, first->sig)) {
+	if (!first->has_sig) {
+		st = first_checkpoint_key(sync, pub, first->key_id);
+	} else {
+		st = listed_key(sync, first->key_id, pub);
+		if (st == FL_ERR_NOT_FOUND)
+			warn(sync, WARN_UNKNOWN_KEY,
+			     "the first line is signed by key %s, which command-svc's /v1/keys "
+			     "does not list (yet)",
+			     first->key_id);
+	}
+	if (st == FL_OK && first->has_sig &&
+	    !fl_sig_verify(pub, first->leaf_hash, FL_HASH_LEN, first->sig)) {
 		warn(sync, WARN_UNKNOWN_KEY,
 		     "the first line's signature does not verify under key %s", first->key_id);
 		st = FL_ERR_CORRUPT;
@@ -1094,7 +1150,7 @@ static void *sig_slice_main(void *opaque)
 	struct sig_slice *slice = opaque;
 	for (size_t i = slice->from; i < slice->to; i++) {
 		const struct fl_log_entry *e = &slice->entries[i];
-		const uint8_t *pub = fl_trust_find(slice->trust, e->key_id);
+		const uint8_t *pub = e->sig ? fl_trust_find(slice->trust, e->key_id) : NULL;
 		slice->verified[i] = pub && fl_sig_verify(pub, e->leaf_hash, FL_HASH_LEN, e->sig);
 	}
 	return NULL;
@@ -1152,7 +1208,7 @@ static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, siz
 		entries[i].body = run[i]->body;
 		entries[i].body_len = run[i]->body_len;
 		entries[i].leaf_hash = run[i]->leaf_hash;
-		entries[i].sig = run[i]->sig;
+		entries[i].sig = run[i]->has_sig ? run[i]->sig : NULL;
 		memcpy(entries[i].key_id, run[i]->key_id, sizeof(entries[i].key_id));
 		entries[i].time_us = run[i]->time_us;
 	}
@@ -1345,7 +1401,19 @@ static bool sync_step(struct fl_sync *sync)
 		return false;
 	}
 	target = latest;
-	if (latest.tree_size - size > CATCHUP_EVENTS) {
+	if (st == FL_ERR_DENIED) {
+		/* The latest checkpoint's key is not trusted (yet): go one commit
+		 * at a time. The checkpoint of a key event's commit is signed by
+		 * the key it replaces, and once it holds, the new key is trusted;
+		 * a checkpoint of a key nothing introduced stops replication. */
+		char query[64];
+		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, size + 1);
+		st = fetch_checkpoint(sync, query, &target);
+		if (st != FL_OK && st != FL_ERR_DENIED)
+			return false;
+		if (target.tree_size <= size || target.tree_size > latest.tree_size)
+			target = latest;
+	} else if (latest.tree_size - size > CATCHUP_EVENTS) {
 		char query[64];
 		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, size + CATCHUP_EVENTS);
 		st = fetch_checkpoint(sync, query, &target);
@@ -1510,7 +1578,14 @@ static enum fl_status trust_replica_keys(struct fl_sync *sync, struct fl_log_rea
 	struct fl_log_entry entry;
 	uint8_t pub[FL_PUBKEY_LEN];
 	char why[200];
+	struct fl_checkpoint first_cp;
 	enum fl_status st = fl_log_reader_get(reader, 1, &entry);
+	if (st == FL_OK && !entry.sig) {
+		/* Format v2: the key of the first checkpoint, which covers line 1. */
+		st = fl_log_reader_checkpoint_covering(reader, 1, &first_cp);
+		if (st == FL_OK)
+			memcpy(entry.key_id, first_cp.key_id, sizeof(entry.key_id));
+	}
 	if (st == FL_OK)
 		st = fl_log_reader_key(reader, entry.key_id, pub);
 	if (st == FL_OK)

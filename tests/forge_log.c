@@ -1,6 +1,6 @@
 /*
  * A test tool: forges a key rotation the way an impostor holding only a new
- * key could. It copies a real log (every line and its latest checkpoint,
+ * key could. It copies a real log (every line and every checkpoint,
  * through the replica API) and appends a "key" event that names the new key
  * with the real key as the previous one, signed (line and checkpoint) by the
  * new key itself; both keys are recorded, so a command-svc opened on the
@@ -51,10 +51,16 @@ static enum fl_status forge_rotation(struct fl_log *src, const char *dst_dir,
 			st = fl_merkle_frontier_append(&frontier, entries[seq - 1].leaf_hash, NULL,
 						       NULL);
 	}
-	if (st == FL_OK)
-		st = fl_log_reader_checkpoint(reader, size, &cp);
-	if (st == FL_OK)
-		st = fl_log_replicate(dst, entries, size, &cp, NULL);
+	/* Commit by commit, each with its own checkpoint, as the real log has them. */
+	uint64_t copied = 0;
+	for (uint64_t seq = 1; st == FL_OK && seq <= size; seq++) {
+		if (fl_log_reader_checkpoint(reader, seq, &cp) != FL_OK)
+			continue;
+		st = fl_log_replicate(dst, entries + copied, seq - copied, &cp, NULL);
+		copied = seq;
+	}
+	if (st == FL_OK && copied != size)
+		st = FL_ERR_CORRUPT;
 	/* The real keys, then the forger's. */
 	char previous[FL_KEY_ID_HEX_LEN];
 	snprintf(previous, sizeof(previous), "%s", cp.key_id);

@@ -123,8 +123,9 @@ Test(eventlog, append_assigns_gapless_seqs_and_stores_exact_bodies)
 	cr_assert_eq(memcmp(leaf, e.leaf_hash, FL_HASH_LEN), 0);
 	uint8_t pub[FL_PUBKEY_LEN];
 	fl_signer_public_key(signer, pub);
-	cr_assert(fl_sig_verify(pub, leaf, FL_HASH_LEN, e.sig));
-	cr_assert_str_eq(e.key_id, fl_signer_key_id(signer));
+	/* Format v2: no signature per line; the checkpoint's covers it. */
+	cr_assert_null(e.sig);
+	cr_assert_str_eq(e.key_id, "");
 	cr_assert_eq(fl_log_reader_get(r, 12, &e), FL_ERR_NOT_FOUND);
 	cr_assert_eq(fl_log_reader_get(r, 0, &e), FL_ERR_NOT_FOUND);
 
@@ -188,9 +189,12 @@ Test(eventlog, log_line_matches_contract_format)
 	char leaf_hex[65];
 	fl_hex_encode(e.leaf_hash, 32, leaf_hex);
 	cr_assert_not_null(strstr(line, leaf_hex));
-	char want_key[64];
-	snprintf(want_key, sizeof(want_key), "\"key_id\":\"%s\"", fl_signer_key_id(signer));
-	cr_assert_not_null(strstr(line, want_key));
+	/* Format v2: exactly seq, body and leaf_hash. */
+	char want_tail[100];
+	snprintf(want_tail, sizeof(want_tail), "\",\"leaf_hash\":\"%s\"}", leaf_hex);
+	cr_assert_eq(strcmp(line + len - strlen(want_tail), want_tail), 0, "%s", line);
+	cr_assert_null(strstr(line, "key_id"));
+	cr_assert_null(strstr(line, "sig"));
 	/* The body decodes back to the stored bytes. */
 	const char *b = line + 17;
 	const char *end = strchr(b, '"');
@@ -256,8 +260,6 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 	cr_assert_eq(fl_log_reader_get(r, 2, &e), FL_OK);
 	snprintf(path, sizeof(path), "%s/body.bin", tmpdir);
 	write_file(path, e.body, e.body_len);
-	snprintf(path, sizeof(path), "%s/sig.bin", tmpdir);
-	write_file(path, e.sig, FL_SIG_LEN);
 	/* leaf hash = sha256(0x00 || body), by stock tools */
 	cr_assert_eq(sh("cd '%s' && (printf '\\000'; cat body.bin) | openssl dgst -sha256 -binary "
 			"> leaf.bin",
@@ -268,20 +270,21 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 	cr_assert_eq(sh("cd '%s' && test \"$(od -An -tx1 leaf.bin | tr -d ' \\n')\" = %s", tmpdir,
 			leaf_hex),
 		     0);
-	cr_assert_eq(sh("cd '%s' && openssl pkeyutl -verify -pubin -inkey pub.pem -rawin -in "
-			"leaf.bin -sigfile sig.bin >/dev/null",
+	/* The line is proven by inclusion: seq 2 of 3 is leaf index 1; its
+	 * proof is [leaf 0, leaf 2]: root = H(1 || H(1 || leaf0 || leaf1) || leaf2). */
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t n_hashes;
+	cr_assert_eq(fl_log_reader_inclusion_proof(r, 2, 3, hashes, &n_hashes), FL_OK);
+	cr_assert_eq(n_hashes, 2);
+	snprintf(path, sizeof(path), "%s/p0.bin", tmpdir);
+	write_file(path, hashes[0], FL_HASH_LEN);
+	snprintf(path, sizeof(path), "%s/p1.bin", tmpdir);
+	write_file(path, hashes[1], FL_HASH_LEN);
+	cr_assert_eq(sh("cd '%s' && (printf '\\001'; cat p0.bin leaf.bin) | openssl dgst -sha256 "
+			"-binary > n1.bin && (printf '\\001'; cat n1.bin p1.bin) | openssl dgst "
+			"-sha256 -binary > root.bin",
 			tmpdir),
 		     0);
-	/* A flipped signature bit fails with the same tool. */
-	uint8_t bad[FL_SIG_LEN];
-	memcpy(bad, e.sig, FL_SIG_LEN);
-	bad[10] ^= 1;
-	snprintf(path, sizeof(path), "%s/bad.bin", tmpdir);
-	write_file(path, bad, FL_SIG_LEN);
-	cr_assert_neq(sh("cd '%s' && openssl pkeyutl -verify -pubin -inkey pub.pem -rawin -in "
-			 "leaf.bin -sigfile bad.bin >/dev/null 2>&1",
-			 tmpdir),
-		      0);
 
 	/* The checkpoint text and its signature. */
 	cr_assert_eq(fl_log_reader_checkpoint(r, 0, &cp), FL_OK);
@@ -292,6 +295,9 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 	char want[256];
 	snprintf(want, sizeof(want), "fledger-checkpoint-v1\n3\n%s\n%s\n", root_hex, cp.timestamp);
 	cr_assert_str_eq(text, want);
+	cr_assert_eq(
+	    sh("cd '%s' && test \"$(od -An -tx1 root.bin | tr -d ' \\n')\" = %s", tmpdir, root_hex),
+	    0);
 	snprintf(path, sizeof(path), "%s/cp.txt", tmpdir);
 	write_file(path, text, len);
 	snprintf(path, sizeof(path), "%s/cpsig.bin", tmpdir);
@@ -300,6 +306,13 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 			"cp.txt -sigfile cpsig.bin >/dev/null",
 			tmpdir),
 		     0);
+	/* A flipped signature bit fails with the same tool. */
+	cp.sig[10] ^= 1;
+	write_file(path, cp.sig, FL_SIG_LEN);
+	cr_assert_neq(sh("cd '%s' && openssl pkeyutl -verify -pubin -inkey pub.pem -rawin -in "
+			 "cp.txt -sigfile cpsig.bin >/dev/null 2>&1",
+			 tmpdir),
+		      0);
 	fl_log_reader_end(r);
 	fl_log_close(log);
 }
@@ -680,11 +693,11 @@ Test(eventlog, key_rotation_keeps_old_events_verifiable)
 	struct fl_log_entry e;
 	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
 	cr_assert_eq(fl_log_reader_get(r, 6, &e), FL_OK);
-	cr_assert_str_eq(e.key_id, fl_signer_key_id(signer)); /* signed by the old key */
+	cr_assert_null(e.sig); /* the checkpoint of its commit vouches for it */
 	cr_assert_not_null(memmem(e.body, e.body_len, "\"kind\":\"key\"", 12));
 	cr_assert_not_null(memmem(e.body, e.body_len, fl_signer_key_id(next), 16));
 	cr_assert_eq(fl_log_reader_get(r, 7, &e), FL_OK);
-	cr_assert_str_eq(e.key_id, fl_signer_key_id(next));
+	cr_assert_null(e.sig);
 	struct fl_checkpoint cp;
 	/* The old key signs the checkpoint that covers the key event. */
 	cr_assert_eq(fl_log_reader_checkpoint(r, 6, &cp), FL_OK);

@@ -4,6 +4,7 @@
  * key events without a line signature, and the pin file.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,11 +118,11 @@ Test(trust, a_legitimate_rotation_makes_the_new_key_trusted)
 	cr_assert_str_eq(fl_trust_key_id(trust, 1), fl_signer_key_id(key_b));
 	fl_trust_destroy(trust);
 
-	/* Trusting only the new key, the old key's lines are refused. */
+	/* Trusting only the new key, the old key's checkpoints are refused. */
 	trust = trusting(key_b);
 	cr_assert_eq(walk(log, trust, why, sizeof(why)), FL_ERR_DENIED);
 	cr_assert_not_null(strstr(why, fl_signer_key_id(key_a)), "%s", why);
-	cr_assert_not_null(strstr(why, "line 1 "), "%s", why);
+	cr_assert_not_null(strstr(why, "checkpoint of tree size 3 "), "%s", why);
 	fl_trust_destroy(trust);
 	fl_log_close(log);
 }
@@ -331,4 +332,82 @@ Test(trust, the_pin_file_round_trips_and_bad_files_are_refused)
 	fl_trust_destroy(other);
 	fl_trust_destroy(loaded);
 	fl_trust_destroy(trust);
+}
+
+/* Copies the fixture log of the first format (tests/fixtures/v1-log) into dst. */
+static void copy_fixture(const char *name, const char *dst)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "cp -r '%s/v1-log/%s' '%s' && chmod -R u+w '%s'",
+		 FL_TEST_FIXTURES, name, dst, dst);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static struct fl_signer *fixture_key(const char *name)
+{
+	char path[512];
+	struct fl_signer *signer;
+	snprintf(path, sizeof(path), "%s/v1-log/%s", FL_TEST_FIXTURES, name);
+	cr_assert_eq(fl_signer_load(path, &signer), FL_OK, "%s", path);
+	return signer;
+}
+
+Test(trust, a_log_of_the_first_format_verifies_and_grows_in_format_v2)
+{
+	struct fl_log *log;
+	struct fl_log_verify_report rep;
+	char why[300] = "";
+	struct fl_signer *old_key = fixture_key("command-old-signing.pem");
+	struct fl_signer *new_key = fixture_key("command-signing.pem");
+	copy_fixture("command-data", path_in("v1"));
+
+	/* As written: 15 signed lines (a rotation at seq 12), every checkpoint. */
+	cr_assert_eq(fl_log_open(path_in("v1"), NULL, NULL, &log), FL_OK);
+	cr_assert_eq(fl_log_size(log), 15);
+	cr_assert_eq(fl_log_verify(log, 0, 0, &rep), FL_OK, "%s", rep.reason);
+	struct fl_log_reader *r;
+	struct fl_log_entry e;
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	for (uint64_t seq = 1; seq <= 15; seq++) {
+		cr_assert_eq(fl_log_reader_get(r, seq, &e), FL_OK);
+		cr_assert_not_null(e.sig, "seq %" PRIu64, seq);
+		cr_assert_str_eq(e.key_id, fl_signer_key_id(seq <= 12 ? old_key : new_key));
+	}
+	char *line;
+	cr_assert_eq(fl_log_entry_line(&e, &line, NULL), FL_OK);
+	cr_assert_not_null(strstr(line, "\"key_id\":\""), "%s", line);
+	cr_assert_not_null(strstr(line, "\"sig\":\""), "%s", line);
+	free(line);
+	/* A damaged signature of a line of the first format is still caught. */
+	uint8_t bad_sig[FL_SIG_LEN];
+	struct fl_trust *checker = trusting(old_key);
+	cr_assert_eq(fl_log_reader_get(r, 3, &e), FL_OK);
+	cr_assert_eq(fl_trust_line(checker, &e, why, sizeof(why), NULL), FL_OK, "%s", why);
+	memcpy(bad_sig, e.sig, FL_SIG_LEN);
+	bad_sig[5] ^= 1;
+	e.sig = bad_sig;
+	cr_assert_eq(fl_trust_line(checker, &e, why, sizeof(why), NULL), FL_ERR_CORRUPT);
+	fl_trust_destroy(checker);
+	fl_log_reader_end(r);
+	fl_log_close(log);
+
+	/* Opened by today's writer with its current key: new lines are v2. */
+	cr_assert_eq(fl_log_open(path_in("v1"), NULL, new_key, &log), FL_OK);
+	append(log, 2);
+	cr_assert_eq(fl_log_verify(log, 0, 0, &rep), FL_OK, "%s", rep.reason);
+	cr_assert_eq(rep.events_checked, 17);
+	cr_assert_eq(fl_log_reader_begin(log, &r), FL_OK);
+	cr_assert_eq(fl_log_reader_get(r, 16, &e), FL_OK);
+	cr_assert_null(e.sig);
+	fl_log_reader_end(r);
+
+	/* Key trust across both formats: the old key leads to the new one
+	 * through the key event's own line signature (the first format). */
+	struct fl_trust *trust = trusting(old_key);
+	cr_assert_eq(walk(log, trust, why, sizeof(why)), FL_OK, "%s", why);
+	cr_assert_eq(fl_trust_count(trust), 2);
+	fl_trust_destroy(trust);
+	fl_log_close(log);
+	fl_signer_destroy(old_key);
+	fl_signer_destroy(new_key);
 }

@@ -419,7 +419,9 @@ class AuditCliTest(unittest.TestCase):
         rc, out, err = run_bash("set -e\n" + events_script, copy)
         self.assertEqual(rc, 0, out + err)
         self.assertRegex(out, r"OK leaf hash [0-9a-f]{64}")
-        self.assertEqual(out.count("Signature Verified Successfully"), 2, out + err)
+        # format v2: the checkpoint's signature, and the line by inclusion
+        self.assertIn("OK no line signature (format v2)", out)
+        self.assertEqual(out.count("Signature Verified Successfully"), 1, out + err)
         self.assertIn("OK seq 3 is in the tree of size", out)
         self.assertIn("fledger-checkpoint-v1\n", out)
         # step 5, completeness: both logs from seq 1, no boundary line
@@ -437,7 +439,7 @@ class AuditCliTest(unittest.TestCase):
             read_script = read_script.replace(old, new)
         rc, out, err = run_bash("set -e\n" + read_script, copy)
         self.assertEqual(rc, 0, out + err)
-        self.assertEqual(out.count("Signature Verified Successfully"), 2, out + err)
+        self.assertEqual(out.count("Signature Verified Successfully"), 1, out + err)
         self.assertRegex(out, r"OK seq \d+ is in the tree of size \d+")
 
         # the same steps on a tampered line: the leaf hash no longer matches
@@ -487,7 +489,7 @@ class AuditCliTest(unittest.TestCase):
         rc, out, err = self.cli.run("audit", "verify", bundle)
         self.assertEqual(rc, 0, out + err)
         events = parse_ndjson((bundle / "events.ndjson").read_bytes())
-        self.assertEqual({e["key_id"] for e in events}, {old_id, new_id})
+        self.assertEqual({frozenset(e) for e in events}, {frozenset({"seq", "body", "leaf_hash"})})
         kinds = [json.loads(base64.b64decode(e["body"]))["kind"] for e in events]
         self.assertIn("key", kinds)
         self.assertEqual(parse_ndjson((bundle / "event-checkpoints.ndjson").read_bytes())[-1]
@@ -860,6 +862,66 @@ class LogVerifyTrustTest(unittest.TestCase):
         path.write_text(public_pem_of(private_key))
         return path
 
+    def test_receipts_kept_by_write_verify_offline(self):
+        env = self.env
+        receipts = env.tmp.path / "receipts.ndjson"
+        pub = self.pub_file(env.key_path, "receipt.pub.pem")
+        lines = "\n".join(json.dumps({"view": "user_activity", "entity_id": f"rc{i}",
+                                      "features": {"dwell_ms": float(i)}}) for i in range(1203))
+        rc, out, err = self.cli.run("write", "--receipt", receipts, who="clicks-pipeline",
+                                    stdin=lines)
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli.run("write", "--receipt", receipts, who="clicks-pipeline",
+                                    stdin=json.dumps({"view": "user_activity", "entity_id": "rc",
+                                                      "features": {"dwell_ms": 1.0}}))
+        self.assertEqual(rc, 0, err)
+        kept = parse_ndjson(receipts.read_bytes())
+        self.assertEqual([len(r["results"]) for r in kept], [1000, 203, 1])
+        rc, out, err = self.cli.run("receipt", "verify", receipts, "--key", pub)
+        self.assertEqual((rc, out), (0, "OK: 1204 events in 3 receipts are in the trees of "
+                                        "their signed checkpoints\n"), err)
+
+        # the same with stock tools: openssl for the checkpoint, an RFC 9162 fold
+        verifier = harness.Verifier({key_id_of(public_pem_of(env.key_path)):
+                                     public_pem_of(env.key_path)}, env.tmp.path)
+        for receipt in kept:
+            cp = receipt["checkpoint"]
+            self.assertEqual(verifier.check_checkpoint(cp), [])
+            for r in receipt["results"][::50]:
+                self.assertTrue(harness.verify_inclusion(
+                    r["proof"]["leaf_index"], cp["tree_size"], bytes.fromhex(r["leaf_hash"]),
+                    [bytes.fromhex(h) for h in r["proof"]["hashes"]],
+                    bytes.fromhex(cp["root_hash"])))
+
+        # a changed leaf, a changed signature, another key: each named, exit 1
+        def tampered(name, change):
+            copy = [json.loads(json.dumps(r)) for r in kept]
+            change(copy)
+            path = env.tmp.path / name
+            path.write_text("".join(json.dumps(r) + "\n" for r in copy))
+            return self.cli.run("receipt", "verify", path, "--key", pub)
+
+        seq = kept[1]["results"][5]["seq"]
+        rc, out, err = tampered("leaf.ndjson", lambda c: c[1]["results"][5].update(
+            leaf_hash="ab" * 32))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn(f"leaf.ndjson:2: seq {seq}: the proof does not lead", err)
+        sig = bytearray(base64.b64decode(kept[0]["checkpoint"]["sig"]))
+        sig[3] ^= 1
+        rc, out, err = tampered("sig.ndjson", lambda c: c[0]["checkpoint"].update(
+            sig=base64.b64encode(bytes(sig)).decode()))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("sig.ndjson:1: the signature of the checkpoint", err)
+        rc, out, err = tampered("noproof.ndjson", lambda c: c[2]["results"][0].pop("proof"))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("noproof.ndjson:3: seq", err)
+        other = self.pub_file(harness.make_signing_key(env.tmp.path / "other-r.pem"),
+                              "other-r.pub.pem")
+        rc, out, err = self.cli.run("receipt", "verify", receipts, "--key", other)
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("which no --key is", err)
+        self.assertEqual(self.cli.run("receipt", "verify", receipts)[0], 2)
+
     def test_trust_on_first_use_flags_and_rotations(self):
         env = self.env
         self.write(5, "a")
@@ -877,7 +939,8 @@ class LogVerifyTrustTest(unittest.TestCase):
         # a key /v1/keys lists but that is not trusted
         rc, out, err = self.verify("--trust-key", pub_other)
         self.assertEqual(rc, 1, out + err)
-        self.assertIn(f"line 1 is signed by key {key_a}, which is not trusted", err)
+        # format v2: no line signature; the checkpoint names the key
+        self.assertIn(f"is signed by key {key_a}, which is not trusted", err)
         self.assertNotIn("OK", out)
         rc, out, err = self.verify("--trust-key", self.env.tmp.path / "absent.pem")
         self.assertEqual(rc, 1, out + err)
@@ -895,10 +958,13 @@ class LogVerifyTrustTest(unittest.TestCase):
             self.assertEqual(rc, 0, f"{args}: {out} {err}")
             self.assertIn(f"trusting key {key_b} from the key event at seq {size0 + 1}", out)
             self.assertIn(f"by key {key_b}", out)
-        # trusting only the new key, the old key's lines fail
+        # trusting only the new key: lines of format v2 carry no signature of
+        # their own, and the latest checkpoint, signed by the new key, proves
+        # the whole tree, the old key's lines included
         rc, out, err = self.verify("--trust-key", self.pub_file(env.key_path, "b.pub.pem"))
-        self.assertEqual(rc, 1, out + err)
-        self.assertIn(f"signed by key {key_a}, which is not trusted", err)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn(f"lines verified; root", out)
+        self.assertIn(f"by key {key_b}", out)
 
         # a rotation forged under a third key: a copy of the log with a key
         # event signed (line and checkpoint) by that key only
@@ -927,6 +993,119 @@ class LogVerifyTrustTest(unittest.TestCase):
         finally:
             forger.stop(check=False)
             forger.assert_no_sanitizer_reports()
+
+
+FIXTURE = harness.REPO_ROOT / "tests" / "fixtures" / "v1-log"
+
+
+class FirstFormatLogTest(unittest.TestCase):
+    """
+    A log written by the first format (tests/fixtures/v1-log: every line signed,
+    a key rotation at seq 12) opens, verifies, replicates, rebuilds and exports
+    unchanged, and grows in format v2.
+    """
+
+    def setUp(self):
+        self.env = CommandEnv(COMMAND_SVC, start=False)
+        tmp = self.env.tmp.path
+        shutil.copytree(FIXTURE / "command-data", self.env.data_dir)
+        for name in ("command-signing.pem", "command-old-signing.pem", "query-signing.pem"):
+            shutil.copy(FIXTURE / name, tmp / name)
+            (tmp / name).chmod(0o600)
+        shutil.copy(tmp / "command-signing.pem", self.env.key_path)
+        (tmp / "query-data").mkdir()
+        shutil.copytree(FIXTURE / "query-audit", tmp / "query-data" / "audit")
+        self.env.nats.start()
+        self.env.svc.start()
+        self.cli = Cli(tmp, self.env.tokens, self.env.svc.url)
+        self.query = None
+
+    def tearDown(self):
+        try:
+            if self.query and self.query.running():
+                self.query.stop(check=False)
+            reports = self.query.sanitizer_reports() if self.query else []
+        finally:
+            self.env.close()
+        self.assertEqual(reports, [])
+
+    def start_query(self, *extra):
+        tmp = self.env.tmp.path
+        self.query = Service(QUERY_SVC, tmp, "query-svc", [
+            "--data-dir", str(tmp / "query-data"), "--nats", self.env.nats.url,
+            "--signing-key", str(tmp / "query-signing.pem"),
+            "--tokens", str(self.env.tokens_path), "--command-url", self.env.svc.url,
+            "--command-token-file", str(self.cli.token_files["repl"]),
+            "--consumer", "fixture"] + list(extra))
+        self.query.start()
+        self.cli.query_url = self.query.url
+
+    @staticmethod
+    def applied(http):
+        r = http.get("/readyz", token=None)
+        return r.json().get("applied_seq") if r.body.startswith(b"{") else None
+
+    def test_first_format_log_opens_verifies_replicates_rebuilds_and_exports(self):
+        tmp = self.env.tmp.path
+        old_pub = tmp / "old.pub.pem"
+        old_pub.write_text(public_pem_of(tmp / "command-old-signing.pem"))
+        old_id = key_id_of(public_pem_of(tmp / "command-old-signing.pem"))
+        new_id = key_id_of(public_pem_of(tmp / "command-signing.pem"))
+        auditor = self.env.http("aud")
+        lines = harness.read_log(auditor)
+        self.assertEqual(len(lines), 15)
+        self.assertEqual([l["key_id"] for l in lines], [old_id] * 12 + [new_id] * 3)
+        verifier = harness.Verifier.from_service(self.env.http(), tmp)
+        self.assertEqual(verifier.check_lines(lines), [])
+
+        # it grows in format v2
+        rc, out, err = self.cli.run("write", who="clicks-pipeline", stdin=json.dumps(
+            {"view": "user_activity", "entity_id": "u1", "features": {"dwell_ms": 5.5}}))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["results"][0]["seq"], 16)
+        lines = harness.read_log(auditor)
+        self.assertEqual(set(lines[15]), {"seq", "body", "leaf_hash"})
+        self.assertEqual(lines[:15], harness.read_log(auditor)[:15])
+
+        # fledger log verify: the first line's key on first use, or the old key given
+        for args in ([], ["--trust-key", old_pub]):
+            state = tmp / f"state-{len(args)}.json"
+            rc, out, err = self.cli.run("log", "verify", "--state", state, *args, who="aud")
+            self.assertEqual(rc, 0, f"{args}: {out} {err}")
+            self.assertIn(f"trusting key {new_id} from the key event at seq 12", out)
+            self.assertIn("OK: 16 lines verified", out)
+
+        # query-svc replicates it (trust on first use pins the key of line 1) and
+        # keeps appending to its read log of the first format
+        self.start_query()
+        http = self.query.http()
+        self.assertTrue(poll(lambda: self.applied(http) == 16, 20),
+                        self.query.stderr_tail())
+        pins = (tmp / "query-data" / "trusted-keys").read_text()
+        self.assertEqual(key_id_of(pins.split("-----END PUBLIC KEY-----")[0]
+                                   + "-----END PUBLIC KEY-----\n"), old_id)
+        ranker = self.query.http(self.env.tokens["ranker"])
+        r = ranker.get("/v1/features/user_activity/u1?features=dwell_ms")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["features"]["dwell_ms"]["value"], 5.5)
+        reads = harness.parse_ndjson(self.query.http(self.env.tokens["aud"]).get(
+            "/v1/audit/log?from_seq=1").body)
+        self.assertEqual(len(reads), 4)
+        self.assertEqual([("sig" in l) for l in reads], [True] * 3 + [False])
+
+        # an export over both formats verifies offline
+        rc, out, err = self.cli.run("audit", "export", "--from", "2026-01-01T00:00:00Z",
+                                    "--out", tmp / "bundle", who="aud")
+        self.assertEqual(rc, 0, out + err)
+        rc, out, err = self.cli.run("audit", "verify", tmp / "bundle")
+        self.assertEqual(rc, 0, out + err)
+
+        # --rebuild: the replica and read models again from command-svc's log
+        self.query.stop()
+        self.start_query("--rebuild")
+        http = self.query.http()
+        self.assertTrue(poll(lambda: self.applied(http) == 16, 20),
+                        self.query.stderr_tail())
 
 
 if __name__ == "__main__":

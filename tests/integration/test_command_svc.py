@@ -289,9 +289,9 @@ class HappyPathTest(CommandSvcCase):
         verifier = self.verifier()
 
         for (sent, result), line in zip(written, lines):
-            self.assertEqual(set(line), {"seq", "body", "leaf_hash", "key_id", "sig"})
+            # Format v2: no signature per line (CONTRACT §4).
+            self.assertEqual(set(line), {"seq", "body", "leaf_hash"})
             self.assertEqual(line["leaf_hash"], result["leaf_hash"])
-            self.assertEqual(line["key_id"], keys[0]["key_id"])
             body_bytes = base64.b64decode(line["body"])
             self.assertEqual(leaf_hash(body_bytes).hex(), line["leaf_hash"])
             self.assertEqual(verifier.check_line(line), [])
@@ -310,13 +310,11 @@ class HappyPathTest(CommandSvcCase):
                                                     ensure_ascii=False).encode())
             self.assertNotIn(b"\n", body_bytes)
         # The checks themselves catch a forged signature or a changed body.
-        forged = dict(lines[0], sig=base64.b64encode(bytes(64)).decode())
+        forged = dict(lines[0], key_id=keys[0]["key_id"], sig=base64.b64encode(bytes(64)).decode())
         self.assertNotEqual(verifier.check_line(forged), [])
         changed = dict(lines[0], body=base64.b64encode(
             base64.b64decode(lines[0]["body"]).replace(b"p42", b"p43")).decode())
         self.assertNotEqual(verifier.check_line(changed), [])
-        other_sig = dict(lines[0], sig=lines[1]["sig"])
-        self.assertNotEqual(verifier.check_line(other_sig), [])
         first = json.loads(base64.b64decode(lines[0]["body"]))
         self.assertEqual(list(first)[:2], ["seq", "kind"])
         self.assertEqual(first["event_ts"], "2026-11-26T21:00:00.123000Z")
@@ -1452,6 +1450,78 @@ def check_stream(test, env, raw_lines):
     return len(msgs)
 
 
+class ReceiptTest(CommandSvcCase):
+    """§3: a write's answer is a receipt: the signed checkpoint of its commit,
+    and with ?receipt=1 an inclusion proof per result against it, checkable
+    offline with openssl and an RFC 9162 fold."""
+
+    def check_receipt(self, answer, verifier, with_proofs):
+        cp = answer["checkpoint"]
+        self.assertEqual(set(cp), {"tree_size", "root_hash", "timestamp", "key_id", "sig"})
+        self.assertEqual(cp["tree_size"], answer["tree_size"])
+        self.assertEqual(verifier.check_checkpoint(cp), [])
+        # it is the stored checkpoint of exactly that size
+        self.assertEqual(self.checkpoint(cp["tree_size"]), cp)
+        for r in answer["results"]:
+            self.assertLessEqual(r["seq"], cp["tree_size"])
+            if not with_proofs:
+                self.assertNotIn("proof", r)
+                continue
+            proof = r["proof"]
+            self.assertEqual(proof["leaf_index"], r["seq"] - 1)
+            self.assertEqual(proof["tree_size"], cp["tree_size"])
+            self.assertTrue(harness.verify_inclusion(
+                proof["leaf_index"], proof["tree_size"], bytes.fromhex(r["leaf_hash"]),
+                [bytes.fromhex(h) for h in proof["hashes"]], bytes.fromhex(cp["root_hash"])),
+                f"seq {r['seq']}: the proof does not fold to the checkpoint's root")
+
+    def test_answers_carry_the_signed_checkpoint_and_proofs(self):
+        verifier = self.verifier()
+        status, _, body = self.post_events(event(entity_id="r1", idempotency_key="rk-1"))
+        self.assertEqual(status, 201, body)
+        self.check_receipt(body, verifier, with_proofs=False)
+
+        batch = {"events": [event(entity_id=f"rb{i}") for i in range(7)]
+                 + [event(entity_id="rb-key", idempotency_key="rk-2")]}
+        status, _, body = self.post_events(batch, path="/v1/events?receipt=1")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(len(body["results"]), 8)
+        self.check_receipt(body, verifier, with_proofs=True)
+        # the proof is of the stored line: its body hashes to the leaf
+        line = harness.read_log(self.auditor, from_seq=body["results"][3]["seq"])[0]
+        self.assertEqual(line["leaf_hash"], body["results"][3]["leaf_hash"])
+        self.assertEqual(verifier.check_inclusion(line, body["results"][3]["proof"],
+                                                  body["checkpoint"]), [])
+
+        # a request of duplicates only: 200, the latest checkpoint, proofs of the originals
+        self.post_events(event(entity_id="later"))
+        status, _, dup = self.post_events(
+            {"events": [event(entity_id="r1", idempotency_key="rk-1"),
+                        event(entity_id="rb-key", idempotency_key="rk-2")]},
+            path="/v1/events?receipt=1")
+        self.assertEqual(status, 200, dup)
+        self.assertEqual([r["duplicate"] for r in dup["results"]], [True, True])
+        self.assertEqual(dup["checkpoint"], self.checkpoint())
+        self.check_receipt(dup, verifier, with_proofs=True)
+        # a forged receipt fails: another root, or a changed leaf
+        forged = json.loads(json.dumps(dup))
+        forged["results"][0]["leaf_hash"] = "00" * 32
+        with self.assertRaises(AssertionError):
+            self.check_receipt(forged, verifier, with_proofs=True)
+
+    def test_receipt_parameter_is_checked(self):
+        size = self.tree_size()
+        for bad in ("2", "yes", "-1", ""):
+            status, headers, body = self.post_events(event(entity_id="rx"),
+                                                     path=f"/v1/events?receipt={bad}")
+            self.assert_error(status, headers, body, 400, "invalid_parameter", "receipt",
+                              context=f"receipt={bad!r}")
+        self.assertEqual(self.tree_size(), size, "a rejected request wrote something")
+        status, _, body = self.post_events(event(entity_id="r0"), path="/v1/events?receipt=0")
+        self.assertEqual(status, 201, body)
+        self.assertNotIn("proof", body["results"][0])
+
+
 class DurabilityTest(CommandSvcCase):
     ROUNDS = 10
 
@@ -1666,12 +1736,12 @@ class KeyRotationTest(CommandSvcCase):
         key_line = lines[size0]
         kb = decode_body(key_line)
         self.assertEqual(kb["kind"], "key")
-        self.assertEqual(key_line["key_id"], key_id_of(old_pem),
-                         "key event not signed by the old key")
+        self.assertNotIn("sig", key_line, "format v2: the checkpoint vouches for the key event")
         self.assertEqual(harness.raw_public_key(kb["public_key_pem"]),
                          harness.raw_public_key(new_pem))
-        self.assertEqual([l["key_id"] for l in lines[:size0]], [key_id_of(old_pem)] * size0)
-        self.assertEqual(lines[-1]["key_id"], key_id_of(new_pem))
+        self.assertEqual(verifier.check_checkpoint(rotation_cp), [])
+        self.assertEqual(rotation_cp["root_hash"], merkle_root(
+            [bytes.fromhex(l["leaf_hash"]) for l in lines[:size0 + 1]]).hex())
         cp = self.checkpoint()
         self.assertEqual(cp["key_id"], key_id_of(new_pem))
         self.assertEqual(verifier.check_checkpoint(cp), [])

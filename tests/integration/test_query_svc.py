@@ -929,6 +929,8 @@ class ReadsTest(QueryCase):
         self.assertEqual(set(rec["windows"]), set(ok_answer["windows"]))
         self.assertEqual(rec["served_seqs"], answer_seqs(ok_answer))
         self.assertTrue(rec["served_seqs"], "the read served values")
+        # §7: the log prefix the answer was computed from, in the record itself
+        self.assertEqual(rec["applied_seq"], ok_answer["applied_seq"])
         self.assertEqual(rec["answer_sha256"], sha256_hex(ok.body))
         self.assertEqual(rec["status"], 200)
         ts = parse_time_text(rec["ts"])
@@ -940,6 +942,7 @@ class ReadsTest(QueryCase):
         self.assertEqual(rec["route"], "/v1/features:batch")
         self.assertEqual(rec["entity_ids"], [ent, "u-never"])
         self.assertEqual(rec["served_seqs"], answer_seqs(b))
+        self.assertEqual(rec["applied_seq"], b["applied_seq"])
         self.assertEqual(rec["answer_sha256"], sha256_hex(batch.body))
 
         self.assertNotIn(quiet["read_id"], by_id, "a read of an audit_reads:false view recorded")
@@ -962,6 +965,7 @@ class ReadsTest(QueryCase):
                 self.assertEqual(rec["kind"], "read")
                 self.assertTrue(rec["route"].startswith("/v1/features"), rec)
                 self.assertEqual(rec["served_seqs"], [], rec)
+                self.assertEqual(rec["applied_seq"], 0, rec)  # computed nothing
                 self.assertRegex(rec["read_id"], r"^\S+$")
         # What a denied read asked for (§7: view, entity ids, feature names of
         # every read, denials included).
@@ -986,8 +990,8 @@ class ReadsTest(QueryCase):
         self.assertIn(own, keys, "the read log's key is not query-svc's own")
         self.assertNotIn(key_id_of(public_pem_of(self.env.key_path)), keys)
         verifier = Verifier(keys, self.env.tmp.path)
-        for l in lines:
-            self.assertEqual(l["key_id"], own)
+        for l in lines:  # format v2: the checkpoint's signature covers the lines
+            self.assertEqual(set(l), {"seq", "body", "leaf_hash"})
         self.assertEqual(verifier.check_lines(lines[-40:]), [])
         status, cp = self.env.qhttp("aud").get_json("/v1/audit/checkpoint")
         self.assertEqual(status, 200, cp)

@@ -6,10 +6,13 @@
  *
  * Each event is stored as its exact body bytes B = '{"seq":N,' + tail + '}',
  * where the caller supplies tail (the JSON members after seq). The log
- * assigns seq 1, 2, 3 ... without gaps, stores leaf_hash = SHA-256(0x00 || B)
- * and sig = Ed25519(leaf_hash), extends the RFC 6962 tree over the leaf
- * hashes and, on every commit, signs and keeps a checkpoint for the new tree
- * size. Commits are synced to disk before fl_log_append returns.
+ * assigns seq 1, 2, 3 ... without gaps, stores leaf_hash = SHA-256(0x00 || B),
+ * extends the RFC 6962 tree over the leaf hashes and, on every commit, signs
+ * and keeps a checkpoint for the new tree size. Lines are not signed one by
+ * one (format v2): a line is proven by its inclusion proof against a signed
+ * checkpoint. Lines of the first format, which carry key_id and
+ * sig = Ed25519(leaf_hash), are read, replicated and verified as they are.
+ * Commits are synced to disk before fl_log_append returns.
  *
  * One writer at a time (fl_log_append serialises callers); any number of
  * readers in any thread, and in other processes opening the same directory.
@@ -60,8 +63,8 @@ struct fl_log_entry {
 	const uint8_t *body;
 	size_t body_len;
 	const uint8_t *leaf_hash; /* FL_HASH_LEN */
-	const uint8_t *sig;       /* FL_SIG_LEN */
-	char key_id[FL_KEY_ID_HEX_LEN];
+	const uint8_t *sig;       /* FL_SIG_LEN; NULL for a line of format v2 */
+	char key_id[FL_KEY_ID_HEX_LEN]; /* "" when sig is NULL */
 	int64_t time_us;
 };
 
@@ -136,10 +139,10 @@ enum fl_status fl_log_append(struct fl_log *log, struct fl_log_batch *batches, s
 
 /*
  * Changes the signing key: appends a "key" event carrying new_signer's public
- * key in a commit of its own, whose line and checkpoint the current key
- * signs (so that a verifier trusting the old key learns the new one), then
- * signs everything after it with new_signer (borrowed, must outlive the log).
- * time_us is the event's ingest time. A no-op returning FL_OK when the key is
+ * key in a commit of its own, whose checkpoint the current key signs (so
+ * that a verifier trusting the old key learns the new one), then signs every
+ * later checkpoint with new_signer (borrowed, must outlive the log). time_us
+ * is the event's ingest time. A no-op returning FL_OK when the key is
  * already the current one.
  */
 enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new_signer,
@@ -147,14 +150,15 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 
 /*
  * Replica logs (query-svc's copy of command-svc's log). Appends entries that
- * were signed elsewhere: each must carry the next seq, its leaf hash must be
- * SHA-256(0x00 || body) and its body must start with {"seq":N,. After the
- * last entry the tree's root must equal checkpoint->root_hash with
- * checkpoint->tree_size the new size; the checkpoint (whose signature the
- * caller has checked) is stored as it is. All or nothing, in one synced
- * transaction: FL_ERR_CORRUPT when anything does not match (nothing is
- * written, the report names the seq), FL_ERR_INVALID on a log that is not a
- * replica. n may be 0 to store a checkpoint of the current size.
+ * were written elsewhere (with their line signature when they have one):
+ * each must carry the next seq, its leaf hash must be SHA-256(0x00 || body)
+ * and its body must start with {"seq":N,. After the last entry the tree's
+ * root must equal checkpoint->root_hash with checkpoint->tree_size the new
+ * size; the checkpoint (whose signature the caller has checked) is stored as
+ * it is. All or nothing, in one synced transaction: FL_ERR_CORRUPT when
+ * anything does not match (nothing is written, the report names the seq),
+ * FL_ERR_INVALID on a log that is not a replica. n may be 0 to store a
+ * checkpoint of the current size.
  */
 enum fl_status fl_log_replicate(struct fl_log *log, const struct fl_log_entry *entries, size_t n,
 				const struct fl_checkpoint *checkpoint,
@@ -230,7 +234,8 @@ enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn
 
 /*
  * The log line of CONTRACT §4, NUL-terminated, without a newline:
- * {"seq":N,"body":"<b64>","leaf_hash":"<hex>","key_id":"<hex>","sig":"<b64>"}.
+ * {"seq":N,"body":"<b64>","leaf_hash":"<hex>"}, and for a line of the first
+ * format (entry->sig not NULL) ,"key_id":"<hex>","sig":"<b64>" before the brace.
  * The caller frees *ret_line.
  */
 enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line,
@@ -263,9 +268,10 @@ bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkp
 
 /*
  * Walks events from_seq..to_seq (to_seq 0: the end): recomputes each leaf hash
- * from the body, checks the body's seq, each signature with the key of its
- * key id, and every stored checkpoint (root recomputed, signature checked).
- * FL_OK when all hold; FL_ERR_CORRUPT with the first bad item in the report.
+ * from the body, checks the body's seq, the signature of each line of the
+ * first format with the key of its key id, and every stored checkpoint
+ * (root recomputed, signature checked). FL_OK when all hold; FL_ERR_CORRUPT
+ * with the first bad item in the report.
  */
 enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_seq,
 			     struct fl_log_verify_report *ret_report);
