@@ -12,6 +12,8 @@
 # each, their ratio, and query-svc's RSS before and at its peak during the
 # exports. Targets (reported, not asserted): fledger >= 0.5 x merge_asof;
 # with 2 windows >= 100,000 rows/s; RSS growth < 50 MB.
+# With PERF_DATA=FILE set, perf records query-svc (perf record -g) during the
+# exports into FILE: perf report -i FILE --no-children shows where the time goes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=100000
@@ -106,9 +108,15 @@ export_rows() { # HEAD-JSON OUT: prints the wall seconds of one export
   echo "$t1 - $t0" | bc -l
 }
 echo "exporting $n rows..." >&2
+perf_pid=
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -q -g -o "$PERF_DATA" -p "$qpid" 2>"$work/perf.log" & perf_pid=$!
+  sleep 1
+fi
 s_plain=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":[]}' "$work/out-plain.ndjson")
 s_windows=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":["f1_sum_1h","f2_count_10m"]}' "$work/out-windows.ndjson")
 touch "$work/stop-sampling"
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
 wait "$sampler" 2>/dev/null || true
 rss_peak=$(cat "$work/rss-peak")
 
