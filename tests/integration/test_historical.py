@@ -342,6 +342,13 @@ class HistoricalTest(QueryCase):
             err = self.assert_error_line(r, 400)
             self.assertEqual(err["line"], 4, (row, err))
             self.assertIn(why, err["error"]["message"], row)
+        # a line longer than 64 KiB, after good rows and before more
+        long_row = '{"entity_id": "it3", "ts": "%s", "pad": "%s"}' % (ts, "x" * 70000)
+        r = self.post("ranker", None, None,
+                      raw="\n".join([head, forms[0], forms[0], long_row, forms[0]]) + "\n")
+        err = self.assert_error_line(r, 400)
+        self.assertEqual(err["line"], 4, err)
+        self.assertIn("longer than 65536 bytes", err["error"]["message"])
         # bytes that are not UTF-8, and a NUL, in an otherwise plain row
         for raw in (b'{"entity_id": "it\xff", "ts": "' + ts.encode() + b'"}',
                     b'{"entity_id": "it\x003", "ts": "' + ts.encode() + b'"}'):
