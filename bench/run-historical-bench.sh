@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Training data: the point-in-time join route against pandas merge_asof.
-#   bash bench/run-historical-bench.sh [--rows N] [build]
+#   bash bench/run-historical-bench.sh [--rows N] [--before OTHER-BUILD] [build]
 # (N = 100000 by default; --rows 1000000 for the large run.)
+# --before OTHER-BUILD: after the exports, the query-svc of another build
+# (say, of the previous commit) takes over the same data directory and
+# answers the same two exports: its rates join the table, and its answers
+# must be byte for byte the same.
 # Writes N events (5 double features, N/10 entities, event_ts spread over
 # the last 2 hours, random order) to a fresh stack, lets query-svc apply
 # them, then exports N rows (random entity, random time in the same span)
@@ -12,12 +16,16 @@
 # each, their ratio, and query-svc's RSS before and at its peak during the
 # exports. Targets (reported, not asserted): fledger >= 0.5 x merge_asof;
 # with 2 windows >= 100,000 rows/s; RSS growth < 50 MB.
+# With PERF_DATA=FILE set, perf records query-svc (perf record -g) during the
+# exports into FILE: perf report -i FILE --no-children shows where the time goes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=100000
+before=
 while [ $# -gt 0 ]; do
   case $1 in
     --rows) n=$2; shift 2 ;;
+    --before) before=$(cd "$2" && pwd); shift 2 ;;
     *) break ;;
   esac
 done
@@ -96,21 +104,46 @@ sampler=$!
 
 export_rows() { # HEAD-JSON OUT: prints the wall seconds of one export
   { printf '%s\n' "$1"; cat "$work/rows.ndjson"; } > "$work/request.ndjson"
-  local t0 t1 code
+  local t0 t1 code c0
+  c0=$(cpu_s "$qpid")
   t0=$(date +%s.%N)
   code=$(curl -s -o "$2" -w '%{http_code}' -H "Authorization: Bearer $admin" \
     -H 'Content-Type: application/x-ndjson' --data-binary @"$work/request.ndjson" "$q/v1/features:historical")
   t1=$(date +%s.%N)
   [ "$code" = 200 ] || { echo "export answered $code: $(head -c 300 "$2")" >&2; exit 1; }
   [ "$(wc -l < "$2")" -eq "$n" ] || { echo "export: not $n lines" >&2; exit 1; }
+  # query-svc's CPU seconds for it, beside the wall time: on a loaded machine
+  # the wall time says more about the neighbours than about the route
+  echo "$(cpu_s "$qpid") - $c0" | bc -l > "$2.cpu"
   echo "$t1 - $t0" | bc -l
 }
 echo "exporting $n rows..." >&2
+perf_pid=
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -q -g -o "$PERF_DATA" -p "$qpid" 2>"$work/perf.log" & perf_pid=$!
+  sleep 1
+fi
 s_plain=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":[]}' "$work/out-plain.ndjson")
 s_windows=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":["f1_sum_1h","f2_count_10m"]}' "$work/out-windows.ndjson")
 touch "$work/stop-sampling"
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
 wait "$sampler" 2>/dev/null || true
 rss_peak=$(cat "$work/rss-peak")
+
+if [ -n "$before" ]; then
+  echo "the same exports with $before..." >&2
+  kill "$qpid"; wait "$qpid" 2>/dev/null || true
+  this_build=$build build=$before
+  start_query "$qport" "$work/query" hist-bench "$work/query-before.log"
+  build=$this_build
+  wait_http "$q/healthz"
+  for _ in $(seq 6000); do [ "$(applied "$q")" -ge "$total" ] && break; sleep 0.1; done
+  b_plain=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":[]}' "$work/before-plain.ndjson")
+  b_windows=$(export_rows '{"view":"histv","features":["f1","f2","f3","f4","f5"],"windows":["f1_sum_1h","f2_count_10m"]}' "$work/before-windows.ndjson")
+  same=yes
+  cmp -s "$work/out-plain.ndjson" "$work/before-plain.ndjson" || same=NO
+  cmp -s "$work/out-windows.ndjson" "$work/before-windows.ndjson" || same=NO
+fi
 
 echo "pandas merge_asof on the same data..." >&2
 s_pandas=$(/usr/bin/python3 - "$work" <<'PY'
@@ -132,10 +165,16 @@ print(f"{t1 - t0:.4f}")
 PY
 )
 
-printf '\n%-48s %12s %10s\n' "historical export, $n rows, $n events" "rows/s" "seconds"
+printf '\n%-48s %12s %10s %8s\n' "historical export, $n rows, $n events" "rows/s" "seconds" "CPU s"
+cpu() { printf '%8.2f' "$(cat "$1.cpu")"; }
 rate() { echo "$n / $1" | bc -l | xargs printf '%.0f'; }
-printf '%-48s %12s %10.3f\n' "fledger route, 5 features (HTTP, NDJSON out)" "$(rate "$s_plain")" "$s_plain"
-printf '%-48s %12s %10.3f\n' "fledger route, 5 features + 2 windows" "$(rate "$s_windows")" "$s_windows"
+printf '%-48s %12s %10.3f %s\n' "fledger route, 5 features (HTTP, NDJSON out)" "$(rate "$s_plain")" "$s_plain" "$(cpu "$work/out-plain.ndjson")"
+printf '%-48s %12s %10.3f %s\n' "fledger route, 5 features + 2 windows" "$(rate "$s_windows")" "$s_windows" "$(cpu "$work/out-windows.ndjson")"
+if [ -n "$before" ]; then
+  printf '%-48s %12s %10.3f %s\n' "  --before build, 5 features" "$(rate "$b_plain")" "$b_plain" "$(cpu "$work/before-plain.ndjson")"
+  printf '%-48s %12s %10.3f %s\n' "  --before build, 5 features + 2 windows" "$(rate "$b_windows")" "$b_windows" "$(cpu "$work/before-windows.ndjson")"
+  printf '%-48s %12s\n' "  answers byte for byte the same" "$same"
+fi
 printf '%-48s %12s %10.3f\n' "pandas merge_asof, 5 features (in memory)" "$(rate "$s_pandas")" "$s_pandas"
 printf '%-48s %12.2f\n' "fledger / pandas (5 features)" "$(echo "$s_pandas / $s_plain" | bc -l)"
 printf '%-48s %9d MiB\n' "query-svc RSS before the exports" "$((rss_before / 1024))"

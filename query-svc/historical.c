@@ -16,9 +16,11 @@
  *      to a thread of its own (at most MAX_RUNNING at once; more get 503).
  *   2. That thread checks every row (a bad one is a 400 naming its line,
  *      before any answer: the whole body is at hand, so every request is
- *      "small enough to be checked first"), hashing the body as it goes.
- *   3. It computes the answer row by row from one snapshot of the read
- *      models into a second unlinked temporary file, hashing it.
+ *      "small enough to be checked first"), hashing the body as it goes,
+ *   3. and in the same pass computes the answer row by row from one
+ *      snapshot of the read models into a second unlinked temporary file,
+ *      hashing it; a bad row throws that file away. Nothing of it is sent
+ *      before the last row is checked.
  *   4. It records the read (CONTRACT §7: rows, request_sha256,
  *      answer_sha256, applied_seq) and waits until the record is durable,
  *      so the record names exactly the bytes about to be sent.
@@ -411,10 +413,112 @@ struct row {
 	char ts_text[64];
 };
 
+static const char *skip_blank(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+		p++;
+	return p;
+}
+
+/*
+ * A string of printable ASCII without escapes at *p (its opening quote):
+ * its text in *ret, *ret_len; *p past the closing quote. False for anything
+ * else, which the full parser then reads.
+ */
+static bool plain_string(const char **p, const char *end, const char **ret, size_t *ret_len)
+{
+	const char *s = *p;
+	if (s == end || *s != '"')
+		return false;
+	const char *start = ++s;
+	while (s < end && *s != '"') {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c > 0x7e || c == '\\')
+			return false;
+		s++;
+	}
+	if (s == end)
+		return false;
+	*ret = start;
+	*ret_len = (size_t)(s - start);
+	*p = s + 1;
+	return true;
+}
+
+/*
+ * The common row, {"entity_id": "<printable ASCII>" or a plain integer,
+ * "ts": "<RFC 3339>"} in either order with any JSON whitespace, read
+ * without building a tree. True only when the row is valid and reads as
+ * parse_row reads it; false for anything else (escapes, other bytes, other
+ * members, duplicates, a bad value...), which parse_row then reads, so every
+ * error keeps its one wording.
+ */
+static bool fast_row(const char *line, size_t len, struct row *row)
+{
+	const char *p = line, *end = line + len, *id = NULL, *ts = NULL;
+	size_t id_len = 0, ts_len = 0;
+	p = skip_blank(p, end);
+	if (p == end || *p++ != '{')
+		return false;
+	for (int member = 0; member < 2; member++) {
+		const char *key;
+		size_t key_len;
+		p = skip_blank(p, end);
+		if (member == 1) {
+			if (p == end || *p++ != ',')
+				return false;
+			p = skip_blank(p, end);
+		}
+		if (!plain_string(&p, end, &key, &key_len))
+			return false;
+		p = skip_blank(p, end);
+		if (p == end || *p++ != ':')
+			return false;
+		p = skip_blank(p, end);
+		if (key_len == 9 && memcmp(key, "entity_id", 9) == 0 && !id) {
+			if (p < end && *p == '"') {
+				if (!plain_string(&p, end, &id, &id_len) || id_len == 0 ||
+				    id_len > FL_ENTITY_ID_MAX_LEN)
+					return false;
+			} else { /* an integer: -?[1-9][0-9]* of at most 18 digits, or 0 */
+				id = p;
+				if (p < end && *p == '-')
+					p++;
+				const char *digits = p;
+				while (p < end && *p >= '0' && *p <= '9')
+					p++;
+				size_t n = (size_t)(p - digits);
+				if (n == 0 || n > 18 || (*digits == '0' && (n > 1 || digits != id)))
+					return false;
+				id_len = (size_t)(p - id);
+			}
+		} else if (key_len == 2 && memcmp(key, "ts", 2) == 0 && !ts) {
+			if (!plain_string(&p, end, &ts, &ts_len) || ts_len >= sizeof(row->ts_text))
+				return false;
+		} else {
+			return false;
+		}
+	}
+	p = skip_blank(p, end);
+	if (p == end || *p++ != '}' || skip_blank(p, end) != end)
+		return false;
+	char ts_copy[sizeof(row->ts_text)];
+	memcpy(ts_copy, ts, ts_len);
+	ts_copy[ts_len] = '\0';
+	if (fl_time_parse(ts_copy, &row->ts_us) != FL_OK || row->ts_us == 0)
+		return false;
+	memcpy(row->entity_id, id, id_len);
+	row->entity_id[id_len] = '\0';
+	fl_time_format(row->ts_us, row->ts_text);
+	return true;
+}
+
 /* Parses one row line; false with message naming what is wrong. */
 static bool parse_row(const char *line, size_t len, struct row *row, char *message,
 		      size_t message_size)
 {
+	if (fast_row(line, len, row))
+		return true;
 	json_error_t jerr;
 	json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	bool ok = false;
@@ -470,41 +574,15 @@ struct answer_file {
 	bool failed;
 };
 
-static void answer_put(struct answer_file *a, const char *bytes, size_t n)
-{
-	if (a->failed)
-		return;
-	if (EVP_DigestUpdate(a->md, bytes, n) != 1) {
-		a->failed = true;
-		return;
-	}
-	a->len += n;
-	while (n > 0) {
-		size_t room = WRITE_BUF_BYTES - a->used, take = n < room ? n : room;
-		memcpy(a->buf + a->used, bytes, take);
-		a->used += take;
-		bytes += take;
-		n -= take;
-		if (a->used == WRITE_BUF_BYTES) {
-			for (size_t done = 0; done < a->used;) {
-				ssize_t w = write(a->fd, a->buf + done, a->used - done);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w <= 0) {
-					a->failed = true;
-					return;
-				}
-				done += (size_t)w;
-			}
-			a->used = 0;
-		}
-	}
-}
-
+/* Writes out (and hashes) the buffered bytes. */
 static void answer_flush(struct answer_file *a)
 {
 	if (a->failed)
 		return;
+	if (a->used && EVP_DigestUpdate(a->md, a->buf, a->used) != 1) {
+		a->failed = true;
+		return;
+	}
 	for (size_t done = 0; done < a->used;) {
 		ssize_t w = write(a->fd, a->buf + done, a->used - done);
 		if (w < 0 && errno == EINTR)
@@ -516,6 +594,33 @@ static void answer_flush(struct answer_file *a)
 		done += (size_t)w;
 	}
 	a->used = 0;
+}
+
+static void answer_put(struct answer_file *a, const char *bytes, size_t n)
+{
+	a->len += n;
+	while (n > 0 && !a->failed) {
+		size_t room = WRITE_BUF_BYTES - a->used, take = n < room ? n : room;
+		memcpy(a->buf + a->used, bytes, take);
+		a->used += take;
+		bytes += take;
+		n -= take;
+		if (a->used == WRITE_BUF_BYTES)
+			answer_flush(a);
+	}
+}
+
+#define ANSWER_LITERAL(a, text) answer_put((a), (text), sizeof(text) - 1)
+
+/* text as a JSON string, as fl_jw_str writes it. */
+static void answer_json_string(struct answer_file *a, const char *text, size_t n)
+{
+	char out[6 * (FL_ENTITY_ID_MAX_LEN + 1) + 2];
+	if (n > FL_ENTITY_ID_MAX_LEN + 1) {
+		a->failed = true;
+		return;
+	}
+	answer_put(a, out, fl_json_escape(out, text, n, true));
 }
 
 /* A CSV cell: quoted when it holds a comma, quote, CR or LF. */
@@ -626,41 +731,8 @@ static void run_export(struct export_job *job)
 	uint64_t rows = 0;
 	int got;
 
-	/* 2: every row checked, the body hashed */
-	if (!reader_init(&r, job->body_fd, 0, job->body_len, true)) {
-		answer_error(job, 500, "internal_error", "out of memory", NULL, 0);
-		return;
-	}
-	while ((got = next_line(&r, &line, &len)) == 1) {
-		if (r.line_no == 1 || len == 0)
-			continue; /* the head, checked already; blank lines are ignored */
-		char why[160];
-		if (!parse_row(line, len, &row, why, sizeof(why))) {
-			snprintf(message, sizeof(message), "line %" PRIu64 ": %s", r.line_no, why);
-			snprintf(field, sizeof(field), "line %" PRIu64, r.line_no);
-			uint64_t line_no = r.line_no;
-			reader_finish(&r);
-			answer_error(job, 400, "invalid_row", message, field, line_no);
-			return;
-		}
-		rows++;
-	}
-	uint8_t request_digest[32];
-	unsigned digest_len = 0;
-	if (got == 0)
-		EVP_DigestFinal_ex(r.md, request_digest, &digest_len);
-	uint64_t bad_line = r.line_no + 1;
-	reader_finish(&r);
-	if (got != 0) {
-		snprintf(message, sizeof(message),
-			 "line %" PRIu64 " is longer than %u bytes (or could not be read)",
-			 bad_line, LINE_MAX_BYTES);
-		snprintf(field, sizeof(field), "line %" PRIu64, bad_line);
-		answer_error(job, 400, "invalid_row", message, field, bad_line);
-		return;
-	}
-
-	/* 3: the answer, into a file of its own */
+	/* 2 and 3: every row checked and the body hashed while the answer is
+	 * computed into a file of its own; a bad row discards that file */
 	struct answer_file a = {.fd = answer_tmpfile(q->spool_dir)};
 	a.buf = malloc(WRITE_BUF_BYTES);
 	a.md = EVP_MD_CTX_new();
@@ -682,97 +754,130 @@ static void run_export(struct export_job *job)
 		}
 		answer_put(&a, "\n", 1);
 	}
-	if (st == FL_OK && !reader_init(&r, job->body_fd, 0, job->body_len, false))
-		st = FL_ERR_NOMEM;
-	else if (st == FL_OK) {
-		struct fl_read_request request = {
-		    .view = job->view,
-		    .features = job->features,
-		    .n_features = job->n_features,
-		    .windows = job->windows,
-		    .n_windows = job->n_windows,
-		};
-		while (st == FL_OK && !a.failed && (got = next_line(&r, &line, &len)) == 1) {
-			if (r.line_no == 1 || len == 0)
-				continue;
-			if ((r.line_no & 4095) == 0 && is_stopping()) {
-				st = FL_ERR_UNAVAILABLE;
-				break;
-			}
-			if (!parse_row(line, len, &row, message, sizeof(message))) {
-				st = FL_ERR_CORRUPT; /* the file changed under us */
-				break;
-			}
-			struct fl_read_answer answer;
-			struct fl_error err;
-			fl_error_clear(&err);
-			request.entity_id = row.entity_id;
-			request.as_of_us = row.ts_us;
-			request.known_at_us = job->as_known ? row.ts_us : 0;
-			enum fl_status rst = fl_projection_query(read, &request, &answer, &err);
-			if (rst != FL_OK && !(rst == FL_ERR_INVALID && err.http_status)) {
-				st = rst;
-				break;
-			}
-			if (job->csv) {
-				csv_cell(&a, row.entity_id, strlen(row.entity_id));
-				answer_put(&a, ",", 1);
-				answer_put(&a, row.ts_text, strlen(row.ts_text));
-				if (rst == FL_OK) {
-					csv_values(&a, answer.features, answer.features_len,
-						   job->n_features);
-					csv_values(&a, answer.windows, answer.windows_len,
-						   job->n_windows);
-				} else {
-					for (size_t i = 0; i < job->n_features + job->n_windows;
-					     i++)
-						answer_put(&a, ",", 1);
-				}
-				answer_put(&a, "\n", 1);
-			} else {
-				struct fl_jw *w = &a.line;
-				fl_jw_init(w);
-				fl_jw_open(w, '{');
-				fl_jw_key(w, "entity_id");
-				fl_jw_str(w, row.entity_id);
-				fl_jw_key(w, "ts");
-				fl_jw_str(w, row.ts_text);
-				if (rst == FL_OK) {
-					fl_jw_key(w, "features");
-					fl_jw_raw(w, answer.features, answer.features_len);
-					fl_jw_key(w, "windows");
-					fl_jw_raw(w, answer.windows, answer.windows_len);
-				} else { /* the error the online read would give */
-					fl_jw_key(w, "error");
-					fl_jw_open(w, '{');
-					fl_jw_key(w, "code");
-					fl_jw_str(w, err.code);
-					fl_jw_key(w, "message");
-					fl_jw_str(w, err.message);
-					if (err.field[0]) {
-						fl_jw_key(w, "field");
-						fl_jw_str(w, err.field);
-					}
-					fl_jw_close(w, '}');
-				}
-				fl_jw_close(w, '}');
-				size_t n;
-				char *text = fl_jw_take(w, &n);
-				if (!text)
-					st = FL_ERR_NOMEM;
-				else {
-					answer_put(&a, text, n);
-					answer_put(&a, "\n", 1);
-				}
-				free(text);
-			}
-			if (rst == FL_OK)
-				fl_read_answer_finish(&answer);
+	struct fl_read_request request = {
+	    .view = job->view,
+	    .features = job->features,
+	    .n_features = job->n_features,
+	    .windows = job->windows,
+	    .n_windows = job->n_windows,
+	};
+	uint64_t bad_row = 0;
+	char why[160];
+	bool reading = reader_init(&r, job->body_fd, 0, job->body_len, true);
+	got = -1;
+	while (reading && (got = next_line(&r, &line, &len)) == 1) {
+		if (r.line_no == 1 || len == 0)
+			continue; /* the head, checked already; blank lines are ignored */
+		if (!parse_row(line, len, &row, why, sizeof(why))) {
+			bad_row = r.line_no;
+			break;
 		}
-		if (st == FL_OK && got != 0)
-			st = FL_ERR_IO;
-		reader_finish(&r);
+		rows++;
+		/* after a failure, the rest is only checked: a bad row is a 400
+		 * whatever else went wrong */
+		if (st != FL_OK || a.failed)
+			continue;
+		if ((r.line_no & 4095) == 0 && is_stopping()) {
+			st = FL_ERR_UNAVAILABLE;
+			continue;
+		}
+		struct fl_read_answer answer;
+		struct fl_error err;
+		fl_error_clear(&err);
+		request.entity_id = row.entity_id;
+		request.as_of_us = row.ts_us;
+		request.known_at_us = job->as_known ? row.ts_us : 0;
+		enum fl_status rst = fl_projection_query(read, &request, &answer, &err);
+		if (rst != FL_OK && !(rst == FL_ERR_INVALID && err.http_status)) {
+			st = rst;
+			continue;
+		}
+		if (job->csv) {
+			csv_cell(&a, row.entity_id, strlen(row.entity_id));
+			answer_put(&a, ",", 1);
+			answer_put(&a, row.ts_text, strlen(row.ts_text));
+			if (rst == FL_OK) {
+				csv_values(&a, answer.features, answer.features_len,
+					   job->n_features);
+				csv_values(&a, answer.windows, answer.windows_len, job->n_windows);
+			} else {
+				for (size_t i = 0; i < job->n_features + job->n_windows; i++)
+					answer_put(&a, ",", 1);
+			}
+			answer_put(&a, "\n", 1);
+		} else if (rst == FL_OK) {
+			/* what the fl_jw lines below would write, without a
+			 * buffer of its own per row */
+			ANSWER_LITERAL(&a, "{\"entity_id\":");
+			answer_json_string(&a, row.entity_id, strlen(row.entity_id));
+			ANSWER_LITERAL(&a, ",\"ts\":");
+			answer_json_string(&a, row.ts_text, strlen(row.ts_text));
+			ANSWER_LITERAL(&a, ",\"features\":");
+			answer_put(&a, answer.features, answer.features_len);
+			ANSWER_LITERAL(&a, ",\"windows\":");
+			answer_put(&a, answer.windows, answer.windows_len);
+			ANSWER_LITERAL(&a, "}\n");
+		} else {
+			struct fl_jw *w = &a.line;
+			fl_jw_init(w);
+			fl_jw_open(w, '{');
+			fl_jw_key(w, "entity_id");
+			fl_jw_str(w, row.entity_id);
+			fl_jw_key(w, "ts");
+			fl_jw_str(w, row.ts_text);
+			/* the error the online read would give */
+			fl_jw_key(w, "error");
+			fl_jw_open(w, '{');
+			fl_jw_key(w, "code");
+			fl_jw_str(w, err.code);
+			fl_jw_key(w, "message");
+			fl_jw_str(w, err.message);
+			if (err.field[0]) {
+				fl_jw_key(w, "field");
+				fl_jw_str(w, err.field);
+			}
+			fl_jw_close(w, '}');
+			fl_jw_close(w, '}');
+			size_t n;
+			char *text = fl_jw_take(w, &n);
+			if (!text)
+				st = FL_ERR_NOMEM;
+			else {
+				answer_put(&a, text, n);
+				answer_put(&a, "\n", 1);
+			}
+			free(text);
+		}
+		if (rst == FL_OK)
+			fl_read_answer_finish(&answer);
 	}
+	uint8_t request_digest[32];
+	unsigned digest_len = 0;
+	uint64_t bad_line = reading ? r.line_no + 1 : 0;
+	if (reading && got == 0 && EVP_DigestFinal_ex(r.md, request_digest, &digest_len) != 1)
+		got = -1;
+	if (reading)
+		reader_finish(&r);
+	if (reading && (bad_row || got != 0)) {
+		if (bad_row) {
+			snprintf(message, sizeof(message), "line %" PRIu64 ": %s", bad_row, why);
+		} else {
+			bad_row = bad_line;
+			snprintf(message, sizeof(message),
+				 "line %" PRIu64 " is longer than %u bytes (or could not be read)",
+				 bad_row, LINE_MAX_BYTES);
+		}
+		snprintf(field, sizeof(field), "line %" PRIu64, bad_row);
+		fl_projection_read_end(read);
+		if (a.fd >= 0)
+			close(a.fd);
+		free(a.buf);
+		EVP_MD_CTX_free(a.md);
+		answer_error(job, 400, "invalid_row", message, field, bad_row);
+		return;
+	}
+	if (st == FL_OK && !reading)
+		st = FL_ERR_NOMEM;
 	fl_projection_read_end(read);
 	answer_flush(&a);
 	uint8_t answer_digest[32];

@@ -284,6 +284,78 @@ class HistoricalTest(QueryCase):
         # still serving
         self.assertEqual(self.env.qhttp().get("/healthz").status, 200)
 
+    def test_row_forms_read_alike_and_bad_rows_name_their_line(self):
+        """Every JSON spelling of a row answers as its plain form; every bad one is a 400."""
+        head = json.dumps({"view": "stats", "features": ["qty", "price"],
+                           "windows": ["qty_sum"]})
+        ts = time_text(self.start - 5 * US)
+        forms = [
+            f'{{"entity_id":"it3","ts":"{ts}"}}',
+            f' {{ "entity_id" : "it3" ,\t"ts" : "{ts}" }} ',
+            f'{{"ts": "{ts}", "entity_id": "it3"}}',
+            f'{{"entity_id": "it3", "ts": "{ts}", "note": [1, {{"x": "}}"}}]}}',
+            f'{{"entity\\u005fid": "it3", "ts": "{ts}"}}',
+            f'{{"entity_id": "it\\u0033", "ts": "{ts}"}}',
+            f'{{"entity_id": "it3", "ts": "{ts}"}}\r',
+        ]
+        r = self.post("ranker", None, None, raw="\n".join([head] + forms) + "\n")
+        self.assertEqual(r.status, 200, r)
+        lines = r.body.decode().splitlines()
+        self.assertEqual(len(lines), len(forms))
+        self.assertEqual(len(set(lines)), 1, lines)
+        self.assertEqual(json.loads(lines[0])["entity_id"], "it3")
+        # integer entity ids read as their decimal text
+        ints = ['{"entity_id": 42, "ts": "%s"}' % ts, '{"entity_id": "42", "ts": "%s"}' % ts,
+                '{"entity_id": -7, "ts": "%s"}' % ts, '{"entity_id": "-7", "ts": "%s"}' % ts,
+                '{"entity_id": "\u00e9t\u00e9", "ts": "%s"}' % ts,
+                '{"entity_id": "\u00c3\u00a9", "ts": "%s"}' % ts]
+        r = self.post("ranker", None, None, raw="\n".join([head] + ints) + "\n")
+        self.assertEqual(r.status, 200, r)
+        got = [json.loads(x)["entity_id"] for x in r.body.decode().splitlines()]
+        self.assertEqual(got, ["42", "42", "-7", "-7", "\u00e9t\u00e9", "\u00c3\u00a9"])
+        not_object = "not a JSON object"
+        bad = [
+            (f'{{"entity_id": "it3", "entity_id": "it4", "ts": "{ts}"}}', not_object),
+            (f'{{"entity_id": "it3", "ts": "{ts}"}} x', not_object),
+            (f'{{"entity_id": "it3", "ts": "{ts}",}}', not_object),
+            (f'{{"entity_id": "it3" "ts": "{ts}"}}', not_object),
+            (f'{{"entity_id": "it3", "ts": "{ts}"', not_object),
+            (f'{{"entity_id": 03, "ts": "{ts}"}}', not_object),
+            ('{"entity_id": "it\t3", "ts": "%s"}' % ts, not_object),
+            (f'["it3", "{ts}"]', not_object),
+            (f'{{"entity_id": "it\\u0000", "ts": "{ts}"}}', not_object),  # jansson refuses NUL
+            (f'{{"entity_id": "it\\u0007", "ts": "{ts}"}}', "control character"),
+            (f'{{"entity_id": "", "ts": "{ts}"}}', "1 to 256 bytes"),
+            ('{"entity_id": "%s", "ts": "%s"}' % ("x" * 257, ts), "1 to 256 bytes"),
+            (f'{{"entity_id": 1.5, "ts": "{ts}"}}', "a string or an integer"),
+            (f'{{"entity_id": null, "ts": "{ts}"}}', "a string or an integer"),
+            (f'{{"ts": "{ts}"}}', "a string or an integer"),
+            ('{"entity_id": "it3"}', "RFC 3339"),
+            ('{"entity_id": "it3", "ts": 5}', "RFC 3339"),
+            ('{"entity_id": "it3", "ts": "1970-01-01T00:00:00Z"}', "RFC 3339"),
+            ('{"entity_id": "it3", "ts": "2026-11-26T21:00:00"}', "RFC 3339"),
+            ('{"entity_id": "it3", "ts": "%s\\u0000"}' % ts, not_object),
+        ]
+        for row, why in bad:
+            r = self.post("ranker", None, None,
+                          raw=f"{head}\n{forms[0]}\n\n{row}\n{forms[0]}\n")
+            err = self.assert_error_line(r, 400)
+            self.assertEqual(err["line"], 4, (row, err))
+            self.assertIn(why, err["error"]["message"], row)
+        # a line longer than 64 KiB, after good rows and before more
+        long_row = '{"entity_id": "it3", "ts": "%s", "pad": "%s"}' % (ts, "x" * 70000)
+        r = self.post("ranker", None, None,
+                      raw="\n".join([head, forms[0], forms[0], long_row, forms[0]]) + "\n")
+        err = self.assert_error_line(r, 400)
+        self.assertEqual(err["line"], 4, err)
+        self.assertIn("longer than 65536 bytes", err["error"]["message"])
+        # bytes that are not UTF-8, and a NUL, in an otherwise plain row
+        for raw in (b'{"entity_id": "it\xff", "ts": "' + ts.encode() + b'"}',
+                    b'{"entity_id": "it\x003", "ts": "' + ts.encode() + b'"}'):
+            body = head.encode() + b"\n" + raw + b"\n"
+            r = self.env.qhttp("ranker").request("POST", ROUTE, body, NDJSON)
+            self.assertEqual(self.assert_error_line(r, 400)["line"], 2, raw)
+
     def assert_error_line(self, r, status):
         """A §9 error naming the bad line: {"error": {…, "field": "line N"}, "line": N}."""
         self.assertEqual(r.status, status, r)
