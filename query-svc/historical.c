@@ -17,8 +17,10 @@
  *   2. That thread checks every row (a bad one is a 400 naming its line,
  *      before any answer: the whole body is at hand, so every request is
  *      "small enough to be checked first"), hashing the body as it goes,
- *   3. and in the same pass computes the answer row by row from one
- *      snapshot of the read models into a second unlinked temporary file,
+ *   3. and in the same pass computes the answer row by row into a second
+ *      unlinked temporary file, from a snapshot of the read models renewed
+ *      every second (a long export must not hold up their growth), each
+ *      row bounded like one online read (--max-read-cost),
  *      hashing it; a bad row throws that file away. Nothing of it is sent
  *      before the last row is checked.
  *   4. It records the read (CONTRACT §7: rows, request_sha256,
@@ -59,6 +61,7 @@
 #define READ_BUF_BYTES (256u * 1024u)
 #define WRITE_BUF_BYTES (256u * 1024u)
 #define MAX_RUNNING 2 /* exports computed at once; more get 503 */
+#define SNAPSHOT_US 1000000 /* an export renews its snapshot this often */
 
 static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t running_changed = PTHREAD_COND_INITIALIZER;
@@ -742,6 +745,7 @@ static void run_export(struct export_job *job)
 		? fl_projection_read_begin(q->projection, &read)
 		: FL_ERR_IO;
 	uint64_t applied_seq = read ? fl_projection_read_applied_seq(read) : 0;
+	int64_t renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 	if (st == FL_OK && job->csv) {
 		answer_put(&a, "entity_id,ts", 12);
 		for (size_t i = 0; i < job->n_features; i++) {
@@ -777,10 +781,28 @@ static void run_export(struct export_job *job)
 		 * whatever else went wrong */
 		if (st != FL_OK || a.failed)
 			continue;
-		if ((r.line_no & 4095) == 0 && is_stopping()) {
-			st = FL_ERR_UNAVAILABLE;
-			continue;
+		if ((rows & 63) == 0 && fl_time_mono_us() >= renew_at_us) {
+			/* A fresh snapshot at least every second, and a look at
+			 * the shutdown: a long export must hold up neither the
+			 * read models' growth (a map resize waits for readers,
+			 * and a long-lived snapshot keeps old pages from reuse)
+			 * nor a SIGTERM. */
+			if (is_stopping()) {
+				st = FL_ERR_UNAVAILABLE;
+				continue;
+			}
+			fl_projection_read_end(read);
+			read = NULL;
+			st = fl_projection_read_begin(q->projection, &read);
+			if (st != FL_OK)
+				continue;
+			applied_seq = fl_projection_read_applied_seq(read);
+			renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 		}
+		/* each row is bounded like one online read (--max-read-cost): a
+		 * row over it carries the online read's 422 read_too_expensive */
+		fl_projection_read_limit_cost(
+		    read, q->max_read_cost ? fl_projection_read_cost(read) + q->max_read_cost : 0);
 		struct fl_read_answer answer;
 		struct fl_error err;
 		fl_error_clear(&err);

@@ -59,6 +59,15 @@ PRINCIPALS = {
 # ports, directories, processes
 # ---------------------------------------------------------------------------
 
+def built_with_asan(binary):
+    """Whether binary links AddressSanitizer: its memory figures (shadow
+    memory, the quarantine of freed blocks) then say nothing about ours."""
+    try:
+        return b"libasan.so" in Path(binary).read_bytes()
+    except OSError:
+        return False
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

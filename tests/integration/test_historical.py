@@ -384,8 +384,11 @@ class HistoricalTest(QueryCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body.count(b"\n"), 200_000)
         self.assertGreater(len(r.body), 50 << 20)
-        self.assertLess(after - before, 50 * 1024,
-                        f"query-svc RSS grew {after - before} KiB over 200k rows")
+        grew = f"query-svc RSS grew {after - before} KiB over 200k rows"
+        if harness.built_with_asan(QUERY_BINARY):
+            print(f"\n[ASan build: RSS not bounded here] {grew}", file=sys.stderr)
+        else:
+            self.assertLess(after - before, 50 * 1024, grew)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,10 @@ class HistoricalCliTest(QueryCase):
               f"{rows_file.stat().st_size >> 20} MiB, CLI peak RSS {peak_kib >> 10} MiB",
               file=sys.stderr)
         self.assertGreater(size, 60 << 20)
-        self.assertLess(peak_kib * 1024, size / 4, "the answer was held in memory")
+        if harness.built_with_asan(CLI):
+            print("[ASan build: the CLI's RSS not bounded here]", file=sys.stderr)
+        else:
+            self.assertLess(peak_kib * 1024, size / 4, "the answer was held in memory")
         out.unlink()
 
 

@@ -1798,6 +1798,28 @@ class ReadCostTest(QueryCase):
             "view": "user_activity", "entity_ids": ["c1"]})
         self.assertEqual(status, 200, body)
 
+    def test_each_row_of_a_training_export_is_bounded_like_a_read(self):
+        """A training export's rows are bounded one by one (--max-read-cost): the
+        row over it carries the online read's 422 error, the others their values."""
+        t0 = now_us() - 10 * MINUTE
+        events = [{"view": "costly", "entity_id": "c-hot", "event_ts": time_text(t0 + i * US),
+                   "features": {"x": 1}} for i in range(100)]
+        status, _, body = self.producer.json("POST", "/v1/events", {"events": events})
+        self.assertEqual(status, 201, body)
+        self.env.wait_caught_up(self.env.query)
+        at = time_text(now_us())
+        head = {"view": "costly", "features": ["x"], "windows": ["x_count_1h"],
+                "point_in_time": "as_known"}  # as known: every event walked, 101 units
+        lines = [json.dumps(head), json.dumps({"entity_id": "c-hot", "ts": at}),
+                 json.dumps({"entity_id": "c1", "ts": at})]
+        r = self.env.qhttp("ranker").request("POST", "/v1/features:historical",
+                                             ("\n".join(lines) + "\n").encode(),
+                                             {"Content-Type": "application/x-ndjson"})
+        self.assertEqual(r.status, 200, r)
+        hot, cold = parse_ndjson(r.body)
+        self.assertEqual(hot["error"]["code"], "read_too_expensive", hot)
+        self.assertEqual(cold["windows"]["x_count_1h"]["value"], 20, cold)
+
 
 class SlowReadTest(QueryCase):
     """Health checks and cheap reads do not wait behind expensive reads."""
