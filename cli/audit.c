@@ -304,7 +304,8 @@ static bool note_key_event(struct exported_log *l, uint64_t seq, const char *tex
 	struct fl_bundle_line line;
 	uint8_t pub[FL_PUBKEY_LEN];
 	char previous[FL_KEY_ID_HEX_LEN];
-	if (l->log != FL_BUNDLE_LOG_EVENTS || fl_bundle_line_parse(text, len, NULL, 0, &line) != FL_OK)
+	if (l->log != FL_BUNDLE_LOG_EVENTS ||
+	    fl_bundle_line_parse(text, len, NULL, 0, &line) != FL_OK)
 		return true; /* walk_lines parsed it already */
 	bool key = memmem(line.body, line.body_len, kind, sizeof(kind) - 1) &&
 		   fl_log_key_event_parse(line.body, line.body_len, pub, previous) == FL_OK;

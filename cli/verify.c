@@ -322,7 +322,8 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 		else if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &cp, v->keys, why,
 						     sizeof(why)))
 			fail(v, name, r.line_no, "%s", why);
-		else if (v->checkpoints[FL_BUNDLE_LOG_EVENTS] == 0 || cp.tree_size > last->tree_size)
+		else if (v->checkpoints[FL_BUNDLE_LOG_EVENTS] == 0 ||
+			 cp.tree_size > last->tree_size)
 			fail(v, name, r.line_no,
 			     "tree size %" PRIu64 " is beyond the last event checkpoint (tree size "
 			     "%" PRIu64 ")",
