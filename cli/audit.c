@@ -61,6 +61,9 @@ struct exported_log {
 	/* lines in range found before the run is settled (0: none) */
 	uint64_t first_in, last_in;
 	uint64_t anchor; /* with no line in range: a line after the range, 0: none */
+	/* the seqs of the exported key events (run and boundary lines) */
+	uint64_t *key_seqs;
+	size_t n_key_seqs;
 };
 
 struct exporter {
@@ -294,11 +297,38 @@ static bool settle_run(struct exporter *e, struct exported_log *l)
 	return true;
 }
 
+/* Notes the seq of a key event of the event log; false when out of memory. */
+static bool note_key_event(struct exported_log *l, uint64_t seq, const char *text, size_t len)
+{
+	static const char kind[] = "\"kind\":\"key\"";
+	struct fl_bundle_line line;
+	uint8_t pub[FL_PUBKEY_LEN];
+	char previous[FL_KEY_ID_HEX_LEN];
+	if (l->log != FL_BUNDLE_LOG_EVENTS ||
+	    fl_bundle_line_parse(text, len, NULL, 0, &line) != FL_OK)
+		return true; /* walk_lines parsed it already */
+	bool key = memmem(line.body, line.body_len, kind, sizeof(kind) - 1) &&
+		   fl_log_key_event_parse(line.body, line.body_len, pub, previous) == FL_OK;
+	fl_bundle_line_finish(&line);
+	if (!key)
+		return true;
+	uint64_t *grown = realloc(l->key_seqs, (l->n_key_seqs + 1) * sizeof(*grown));
+	if (!grown) {
+		fl__cli_error("out of memory");
+		return false;
+	}
+	l->key_seqs = grown;
+	grown[l->n_key_seqs++] = seq;
+	return true;
+}
+
 static bool write_line(struct exporter *e, struct exported_log *l, uint64_t seq, int64_t time_us,
 		       const char *text, size_t len, void *ctx)
 {
 	(void)e;
 	(void)time_us;
+	if (!note_key_event(l, seq, text, len))
+		return false;
 	if (fwrite(text, 1, len, ctx) != len || fputc('\n', ctx) == EOF) {
 		fl__cli_error("cannot write the %s lines: %s", fl_bundle_log_name(l->log),
 			      strerror(errno));
@@ -440,6 +470,58 @@ static bool export_checkpoints(struct exporter *e, struct exported_log *l, FILE 
 		free(ok ? line : NULL);
 	}
 	return ok;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * key-checkpoints.ndjson: for each exported key event, the oldest
+ * checkpoint covering it (that of its own commit, which the key it replaces
+ * signed), with the consistency proof from it to the latest checkpoint;
+ * once per checkpoint, in ascending tree size.
+ */
+static bool export_key_checkpoints(struct exporter *e, struct exported_log *l, FILE *out)
+{
+	uint64_t written = 0; /* the tree size of the last line written */
+	if (l->n_key_seqs > 1)
+		qsort(l->key_seqs, l->n_key_seqs, sizeof(*l->key_seqs), by_value);
+	for (size_t i = 0; i < l->n_key_seqs; i++) {
+		struct fl_checkpoint cp;
+		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+		size_t count = 0;
+		char query[96], *line;
+		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, l->key_seqs[i]);
+		if (get_checkpoint(e, l, query, &cp) != FL_OK)
+			return false;
+		if (cp.tree_size > l->latest.tree_size) {
+			fl__cli_error("the checkpoint covering seq %" PRIu64 " is newer than the "
+				      "latest one",
+				      l->key_seqs[i]);
+			return false;
+		}
+		if (cp.tree_size == written)
+			continue;
+		if (cp.tree_size != l->latest.tree_size) {
+			snprintf(query, sizeof(query),
+				 "consistency?first=%" PRIu64 "&second=%" PRIu64, cp.tree_size,
+				 l->latest.tree_size);
+			if (!get_proof(e, l, query, hashes, &count))
+				return false;
+		}
+		if (fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes, count,
+					      &line) != FL_OK)
+			return false;
+		bool ok = fprintf(out, "%s\n", line) >= 0;
+		free(line);
+		if (!ok)
+			return false;
+		written = cp.tree_size;
+	}
+	return true;
 }
 
 /*
@@ -597,6 +679,8 @@ static void print_report(const char *dir, const struct fl_bundle_report *report)
 			     after, sizeof(after)));
 	printf("  event-checkpoints.ndjson  %" PRIu64 " checkpoints, last tree size %" PRIu64 "\n",
 	       report->event_checkpoints, report->event_tree_size);
+	printf("  key-checkpoints.ndjson    %" PRIu64 " checkpoints of key events' commits\n",
+	       report->key_checkpoints);
 	printf("  read-checkpoints.ndjson   %" PRIu64 " checkpoints, last tree size %" PRIu64 "\n",
 	       report->read_checkpoints, report->read_tree_size);
 	printf("  inclusion.ndjson          %" PRIu64 " proofs\n", report->inclusion_proofs);
@@ -698,6 +782,10 @@ static int audit_export(struct fl_cli *cli)
 	    !finish_file(&e, FL_BUNDLE_EVENT_CHECKPOINTS, out,
 			 export_checkpoints(&e, &e.events, out)))
 		goto out;
+	if (!(out = start_file(&e, FL_BUNDLE_KEY_CHECKPOINTS)) ||
+	    !finish_file(&e, FL_BUNDLE_KEY_CHECKPOINTS, out,
+			 export_key_checkpoints(&e, &e.events, out)))
+		goto out;
 	if (!(out = start_file(&e, FL_BUNDLE_READ_CHECKPOINTS)) ||
 	    !finish_file(&e, FL_BUNDLE_READ_CHECKPOINTS, out,
 			 export_checkpoints(&e, &e.reads, out)))
@@ -769,6 +857,7 @@ static int audit_export(struct fl_cli *cli)
 			      from_text, to_text);
 	rc = FL_CLI_OK;
 out:
+	free(e.events.key_seqs);
 	if (rc != FL_CLI_OK && !empty_refused)
 		fl__cli_error("the export to %s is incomplete", dir);
 	return rc;

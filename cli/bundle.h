@@ -9,6 +9,12 @@
  *   reads.ndjson             read-log lines, ascending seq
  *   event-checkpoints.ndjson checkpoints of the event log, each with
  *   read-checkpoints.ndjson  "consistency": [hex...] from the one before it
+ *   key-checkpoints.ndjson   for each exported (or boundary) key event of
+ *                            the event log, the checkpoint of its commit
+ *                            (signed by the key it replaces), in ascending
+ *                            tree size, each with "consistency": [hex...]
+ *                            to the last line of event-checkpoints.ndjson;
+ *                            optional (a bundle without it has none)
  *   range.json               {"from","to"}: the exported time range
  *   event-boundaries.ndjson  the event-log line just before the range and
  *   read-boundaries.ndjson   the one just after it, where they exist (the
@@ -44,6 +50,7 @@
 #define FL_BUNDLE_EVENTS "events.ndjson"
 #define FL_BUNDLE_READS "reads.ndjson"
 #define FL_BUNDLE_EVENT_CHECKPOINTS "event-checkpoints.ndjson"
+#define FL_BUNDLE_KEY_CHECKPOINTS "key-checkpoints.ndjson"
 #define FL_BUNDLE_READ_CHECKPOINTS "read-checkpoints.ndjson"
 #define FL_BUNDLE_INCLUSION "inclusion.ndjson"
 #define FL_BUNDLE_RANGE "range.json"
@@ -234,6 +241,7 @@ struct fl_bundle_report {
 	/* the seq of each log's line before and after the range, 0: none */
 	uint64_t event_before, event_after, read_before, read_after;
 	uint64_t event_checkpoints, read_checkpoints;
+	uint64_t key_checkpoints; /* lines of key-checkpoints.ndjson */
 	uint64_t inclusion_proofs;
 	size_t keys;
 	uint64_t event_tree_size, read_tree_size; /* last checkpoint of each log, 0: none */
@@ -282,7 +290,9 @@ struct fl_trust;
  * each log's checkpoints and its exported key events in seq order, a key
  * event whose line is signed by a trusted key it names as the previous one
  * makes its key trusted at once; any other key event's key becomes trusted
- * once a checkpoint covering it is signed by a trusted key. Every
+ * once a checkpoint covering it is signed by a trusted key (a line of
+ * key-checkpoints.ndjson, the checkpoint of the key event's own commit, is
+ * such a checkpoint: format v2 lines carry no signature). Every
  * checkpoint, and every exported line, must be signed by a trusted key,
  * else FL_ERR_CORRUPT naming the key. trust grows by the keys learned.
  * A bundle only holds the key events of its range: when the key changed

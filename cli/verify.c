@@ -56,6 +56,9 @@ struct verify {
 	size_t n_signers[2];
 	struct key_event *key_events;
 	size_t n_key_events;
+	/* key-checkpoints.ndjson: the checkpoints of key events' commits */
+	struct fl_checkpoint *key_cps;
+	size_t n_key_cps;
 };
 
 struct key_event {
@@ -272,6 +275,90 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 	return st;
 }
 
+/*
+ * key-checkpoints.ndjson (optional): checkpoints of the event log, each
+ * signed (by a key of keys.json here; the trust pass judges the key), at
+ * most the last event checkpoint's tree size, ascending, and consistent
+ * with that last checkpoint, so that it covers the same lines.
+ */
+static enum fl_status check_key_checkpoints(struct verify *v)
+{
+	const char *name = FL_BUNDLE_KEY_CHECKPOINTS;
+	const struct fl_checkpoint *last = &v->last[FL_BUNDLE_LOG_EVENTS];
+	struct reader r = {0};
+	char why[200];
+	char *path = path_in(v->dir, name);
+	if (!path)
+		return FL_ERR_NOMEM;
+	FILE *file = fopen(path, "r");
+	int saved = errno;
+	free(path);
+	if (!file && saved == ENOENT)
+		return FL_OK; /* a bundle without key checkpoints */
+	if (!file) {
+		fail(v, name, 0, "cannot be opened: %s", strerror(saved));
+		return FL_ERR_CORRUPT;
+	}
+	r = (struct reader){.file = file, .name = name};
+	enum fl_status st = FL_OK;
+	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
+		struct fl_checkpoint cp;
+		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+		size_t count;
+		json_error_t error;
+		json_t *obj = json_loadb(r.text, r.len, JSON_REJECT_DUPLICATES, &error);
+
+		st = FL_ERR_CORRUPT;
+		if (!obj)
+			fail(v, name, r.line_no, "not JSON: %s", error.text);
+		else if (json_object_size(obj) != 6)
+			fail(v, name, r.line_no,
+			     "not an object of exactly tree_size, root_hash, timestamp, key_id, "
+			     "sig, consistency");
+		else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), &cp) ||
+			 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why,
+						     sizeof(why), hashes, &count))
+			fail(v, name, r.line_no, "%s", why);
+		else if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &cp, v->keys, why,
+						     sizeof(why)))
+			fail(v, name, r.line_no, "%s", why);
+		else if (v->checkpoints[FL_BUNDLE_LOG_EVENTS] == 0 ||
+			 cp.tree_size > last->tree_size)
+			fail(v, name, r.line_no,
+			     "tree size %" PRIu64 " is beyond the last event checkpoint (tree size "
+			     "%" PRIu64 ")",
+			     cp.tree_size,
+			     v->checkpoints[FL_BUNDLE_LOG_EVENTS] ? last->tree_size : 0);
+		else if (v->n_key_cps > 0 && cp.tree_size <= v->key_cps[v->n_key_cps - 1].tree_size)
+			fail(v, name, r.line_no,
+			     "tree size %" PRIu64 " is not after the %" PRIu64
+			     " of the line before: key checkpoints go in ascending tree size",
+			     cp.tree_size, v->key_cps[v->n_key_cps - 1].tree_size);
+		else if (!fl_merkle_verify_consistency(cp.tree_size, last->tree_size, cp.root_hash,
+						       last->root_hash, hashes, count))
+			fail(v, name, r.line_no,
+			     "the consistency proof from tree size %" PRIu64 " to %" PRIu64
+			     ", the last event checkpoint, does not verify",
+			     cp.tree_size, last->tree_size);
+		else
+			st = FL_OK;
+		json_decref(obj);
+		if (st == FL_OK) {
+			struct fl_checkpoint *grown =
+			    realloc(v->key_cps, (v->n_key_cps + 1) * sizeof(*grown));
+			if (grown) {
+				v->key_cps = grown;
+				grown[v->n_key_cps++] = cp;
+			} else {
+				st = FL_ERR_NOMEM;
+			}
+		}
+	}
+	reader_close(&r);
+	v->report->key_checkpoints = v->n_key_cps;
+	return st == FL_ERR_NOT_FOUND ? FL_OK : st;
+}
+
 /* ---- range.json and the boundary lines ---------------------------------------- */
 
 static enum fl_status check_range(struct verify *v)
@@ -311,7 +398,7 @@ static enum fl_status note_line(struct verify *v, enum fl_bundle_log log,
 				const struct fl_bundle_line *line, const char *file,
 				uint64_t line_no)
 {
-	bool known = false;
+	bool known = !line->has_sig; /* a line of format v2: no signer */
 	for (size_t i = 0; i < v->n_signers[log] && !known; i++)
 		known = strcmp(v->signers[log][i], line->key_id) == 0;
 	if (!known) {
@@ -335,7 +422,8 @@ static enum fl_status note_line(struct verify *v, enum fl_bundle_log log,
 	}
 	if (st != FL_OK)
 		return st;
-	memcpy(event.signer, line->key_id, FL_KEY_ID_HEX_LEN);
+	if (line->has_sig)
+		memcpy(event.signer, line->key_id, FL_KEY_ID_HEX_LEN);
 	struct key_event *grown =
 	    realloc(v->key_events, (v->n_key_events + 1) * sizeof(*grown));
 	if (!grown)
@@ -680,17 +768,23 @@ static int by_seq(const void *a, const void *b)
  */
 static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum fl_bundle_log log)
 {
-	const char *name =
+	const char *chain_name =
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
 	const char *lines_name = log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENTS : FL_BUNDLE_READS;
 	size_t n_events = log == FL_BUNDLE_LOG_EVENTS ? v->n_key_events : 0, next_event = 0;
+	size_t n_key_cps = log == FL_BUNDLE_LOG_EVENTS ? v->n_key_cps : 0;
 	enum fl_status st = FL_OK;
 
 	if (v->n_cps[log] == 0)
 		return FL_OK;
+	/* Both checkpoint files, merged in ascending tree size. */
+	size_t chain_i = 0, key_i = 0;
 	if (fl_trust_count(trust) == 0) {
 		uint8_t pub[FL_PUBKEY_LEN];
-		const char *key_id = v->cps[log][0].key_id;
+		const char *key_id =
+		    n_key_cps && v->key_cps[0].tree_size < v->cps[log][0].tree_size
+			? v->key_cps[0].key_id
+			: v->cps[log][0].key_id;
 		if (!fl_bundle_keys_find(v->keys, key_id, pub))
 			return FL_ERR_CORRUPT; /* the checkpoint check found it */
 		if ((st = fl_trust_add(trust, pub)) != FL_OK)
@@ -699,13 +793,19 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 	}
 	if (n_events > 1)
 		qsort(v->key_events, n_events, sizeof(*v->key_events), by_seq);
-	for (size_t i = 0; i < v->n_cps[log]; i++) {
-		const struct fl_checkpoint *cp = &v->cps[log][i];
+	while (chain_i < v->n_cps[log] || key_i < n_key_cps) {
+		bool from_keys = key_i < n_key_cps &&
+				 (chain_i == v->n_cps[log] ||
+				  v->key_cps[key_i].tree_size <= v->cps[log][chain_i].tree_size);
+		const struct fl_checkpoint *cp =
+		    from_keys ? &v->key_cps[key_i++] : &v->cps[log][chain_i++];
+		const char *name = from_keys ? FL_BUNDLE_KEY_CHECKPOINTS : chain_name;
+		uint64_t line_no = from_keys ? key_i : chain_i;
 		/* the key events it covers: vouched for by their line signature */
 		for (; next_event < n_events && v->key_events[next_event].seq <= cp->tree_size;
 		     next_event++) {
 			struct key_event *event = &v->key_events[next_event];
-			if (fl_trust_find(trust, event->signer) &&
+			if (event->signer[0] && fl_trust_find(trust, event->signer) &&
 			    strcmp(event->signer, event->previous) == 0) {
 				if ((st = fl_trust_add(trust, event->pub)) != FL_OK)
 					return st;
@@ -714,7 +814,7 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 		}
 		const uint8_t *pub = fl_trust_find(trust, cp->key_id);
 		if (!pub) {
-			fail(v, name, i + 1,
+			fail(v, name, line_no,
 			     "checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
 			     "trusted (neither given as trusted nor introduced by a key event under a "
 			     "checkpoint of a trusted key; keys.json listing it does not count)",
@@ -722,7 +822,7 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 			return FL_ERR_CORRUPT;
 		}
 		if (!fl_checkpoint_verify(fl_bundle_log_prefix(log), cp, pub)) {
-			fail(v, name, i + 1,
+			fail(v, name, line_no,
 			     "checkpoint of tree size %" PRIu64
 			     ": the signature does not verify with the trusted key %s",
 			     cp->tree_size, cp->key_id);
@@ -768,6 +868,7 @@ enum fl_status fl_bundle_verify_trusted(const char *dir, struct fl_trust *given,
 	memset(ret_report, 0, sizeof(*ret_report));
 	if ((st = check_keys(&v)) != FL_OK ||
 	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
+	    (st = check_key_checkpoints(&v)) != FL_OK ||
 	    (st = check_checkpoints(&v, FL_BUNDLE_LOG_READS)) != FL_OK ||
 	    (st = check_range(&v)) != FL_OK ||
 	    (st = check_boundaries(&v, FL_BUNDLE_LOG_EVENTS)) != FL_OK ||
@@ -803,6 +904,7 @@ out:
 		free(v.signers[log]);
 	}
 	free(v.key_events);
+	free(v.key_cps);
 	for (int log = 0; log < 2; log++)
 		for (int side = BEFORE; side <= AFTER; side++)
 			if (v.has_boundary[log][side])

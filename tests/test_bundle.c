@@ -89,10 +89,13 @@ static void write_line(struct fl_log_reader *reader, uint64_t seq, FILE *out)
  * Writes one log's part of the bundle for the range [from_us, to_us] as
  * `fledger audit export` does: the run of lines from the first to the last
  * in range (the times grow with seq here), the boundary lines, the
- * checkpoints and one proof per line, boundary lines included.
+ * checkpoints and one proof per line, boundary lines included; for the
+ * event log (key_checkpoints not NULL), the checkpoint of each exported key
+ * event's commit with its consistency proof to the last checkpoint.
  */
 static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t from_us, int64_t to_us,
-		       FILE *lines, FILE *boundaries, FILE *checkpoints, FILE *inclusion)
+		       FILE *lines, FILE *boundaries, FILE *checkpoints, FILE *inclusion,
+		       FILE *key_checkpoints)
 {
 	struct fl_log_reader *reader;
 	struct fl_checkpoint first, last;
@@ -151,6 +154,26 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t fro
 		fprintf(inclusion, "%s\n", line);
 		free(line);
 	}
+	for (uint64_t seq = proofs_from; key_checkpoints && seq <= proofs_to; seq++) {
+		struct fl_log_entry entry;
+		struct fl_checkpoint cp;
+		uint8_t pub[FL_PUBKEY_LEN];
+		char previous[FL_KEY_ID_HEX_LEN];
+		cr_assert_eq(fl_log_reader_get(reader, seq, &entry), FL_OK);
+		if (fl_log_key_event_parse(entry.body, entry.body_len, pub, previous) != FL_OK)
+			continue;
+		cr_assert_eq(fl_log_reader_checkpoint_covering(reader, seq, &cp), FL_OK);
+		count = 0;
+		if (cp.tree_size != last.tree_size)
+			cr_assert_eq(fl_log_reader_consistency_proof(reader, cp.tree_size,
+								     last.tree_size, hashes, &count),
+				     FL_OK);
+		cr_assert_eq(fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes,
+						       count, &line),
+			     FL_OK);
+		fprintf(key_checkpoints, "%s\n", line);
+		free(line);
+	}
 	/* every checkpoint, for the "older checkpoint" tampering */
 	struct fl_checkpoint *all = which == FL_BUNDLE_LOG_EVENTS ? event_cps : read_cps;
 	size_t *n_all = which == FL_BUNDLE_LOG_EVENTS ? &n_event_cps : &n_read_cps;
@@ -187,10 +210,12 @@ static void build_bundle(int64_t from_us, int64_t to_us)
 	FILE *event_checkpoints = open_in(FL_BUNDLE_EVENT_CHECKPOINTS, "w");
 	FILE *read_checkpoints = open_in(FL_BUNDLE_READ_CHECKPOINTS, "w");
 	FILE *inclusion = open_in(FL_BUNDLE_INCLUSION, "w");
+	FILE *key_checkpoints = open_in(FL_BUNDLE_KEY_CHECKPOINTS, "w");
 	export_log(event_log, FL_BUNDLE_LOG_EVENTS, from_us, to_us, event_lines, event_boundaries,
-		   event_checkpoints, inclusion);
+		   event_checkpoints, inclusion, key_checkpoints);
 	export_log(read_log, FL_BUNDLE_LOG_READS, from_us, to_us, read_lines, read_boundaries,
-		   read_checkpoints, inclusion);
+		   read_checkpoints, inclusion, NULL);
+	fclose(key_checkpoints);
 	fclose(event_lines);
 	fclose(read_lines);
 	fclose(event_boundaries);
@@ -655,7 +680,8 @@ Test(bundle, keys_are_trusted_by_the_rules_not_by_keys_json)
 {
 	struct fl_bundle_report report;
 	/* The real keys: the rotated-to key comes from the key event at seq 7,
-	 * whose line the trusted old key signed. */
+	 * whose commit's checkpoint (key-checkpoints.ndjson) the trusted old key
+	 * signed (a line of format v2 has no signature of its own). */
 	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_OK, "%s: %s", report.item,
 		     report.reason);
 	cr_assert_str_empty(report.tofu_key[FL_BUNDLE_LOG_EVENTS]);
@@ -718,6 +744,71 @@ Test(bundle, keys_are_trusted_by_the_rules_not_by_keys_json)
 	cr_assert_eq(verify_trusting(NULL, NULL, &report), FL_ERR_CORRUPT);
 	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(impostor)), "%s", report.reason);
 	fl_signer_destroy(impostor);
+}
+
+/* Format v2: the rotation is followed through the checkpoint of its commit only. */
+Test(bundle, a_rotation_is_followed_through_the_checkpoint_of_its_commit)
+{
+	struct fl_bundle_report report;
+	struct file kcps = load(FL_BUNDLE_KEY_CHECKPOINTS);
+	size_t starts[4];
+	cr_assert_eq(line_starts(&kcps, starts, 4), 1);
+	json_error_t error;
+	json_t *doc = json_loadb(kcps.text, kcps.len, 0, &error);
+	cr_assert_not_null(doc, "%s", error.text);
+	struct fl_checkpoint cp;
+	char why[200];
+	cr_assert(fl_bundle_checkpoint_from_json(doc, why, sizeof(why), &cp), "%s", why);
+	cr_assert_eq(cp.tree_size, 7, "the key event's own commit");
+	cr_assert_str_eq(cp.key_id, fl_signer_key_id(event_key), "signed by the old key");
+	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_OK, "%s: %s", report.item,
+		     report.reason);
+	cr_assert_eq(report.key_checkpoints, 1);
+
+	/* Without it the new key is not trusted, though keys.json lists it. */
+	char path[400], moved[420];
+	snprintf(path, sizeof(path), "%s/%s", bundle, FL_BUNDLE_KEY_CHECKPOINTS);
+	snprintf(moved, sizeof(moved), "%s.away", path);
+	cr_assert_eq(rename(path, moved), 0);
+	assert_accepted(); /* optional: a bundle without a key event needs none */
+	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_ERR_CORRUPT);
+	cr_assert_str_eq(report.item, FL_BUNDLE_EVENT_CHECKPOINTS ":2");
+	cr_assert_not_null(strstr(report.reason, fl_signer_key_id(event_key2)), "%s",
+			   report.reason);
+	cr_assert_eq(rename(moved, path), 0);
+
+	/* The new key signing its own introduction does not count. */
+	for (size_t i = 0; i < n_event_cps; i++)
+		if (event_cps[i].tree_size == 9)
+			cp = event_cps[i]; /* a later commit's checkpoint: the new key's */
+	cr_assert_eq(cp.tree_size, 9);
+	cr_assert_str_eq(cp.key_id, fl_signer_key_id(event_key2));
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
+	size_t count;
+	struct fl_log_reader *reader;
+	char *line;
+	cr_assert_eq(fl_log_reader_begin(event_log, &reader), FL_OK);
+	cr_assert_eq(fl_log_reader_consistency_proof(reader, 9, 13, hashes, &count), FL_OK);
+	fl_log_reader_end(reader);
+	cr_assert_eq(fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes, count,
+					       &line),
+		     FL_OK);
+	store(FL_BUNDLE_KEY_CHECKPOINTS, line, strlen(line));
+	assert_accepted();
+	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_ERR_CORRUPT);
+	cr_assert_str_eq(report.item, FL_BUNDLE_KEY_CHECKPOINTS ":1");
+	cr_assert_not_null(strstr(report.reason, "not trusted"), "%s", report.reason);
+
+	/* A changed root: its signature and its consistency proof fail. */
+	json_object_set_new(doc, "root_hash", json_string("00000000000000000000000000000000"
+							   "00000000000000000000000000000000"));
+	free(line);
+	line = json_dumps(doc, JSON_COMPACT);
+	store(FL_BUNDLE_KEY_CHECKPOINTS, line, strlen(line));
+	assert_rejected(FL_BUNDLE_KEY_CHECKPOINTS ":1", "a key checkpoint of another tree");
+	free(line);
+	json_decref(doc);
+	free(kcps.text);
 }
 
 Test(bundle, key_ids_must_match_their_keys)
