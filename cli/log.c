@@ -176,6 +176,10 @@ struct walk {
 	struct fl_checkpoint vouching;
 	uint64_t vouching_seq; /* the key event's seq */
 	bool have_vouching;
+	/* Every leaf hash walked, so that a root that does not match can be
+	 * narrowed down to its first bad line (32 bytes a line). */
+	uint8_t (*leaves)[FL_HASH_LEN];
+	uint64_t n_leaves, cap_leaves;
 };
 
 /*
@@ -366,6 +370,16 @@ static bool walk_log(struct walk *w, uint64_t size)
 			if (ok)
 				fl_merkle_frontier_append(&w->frontier, parsed.leaf_hash, NULL,
 							  NULL);
+			if (ok && w->n_leaves == w->cap_leaves) {
+				uint64_t cap = w->cap_leaves ? 2 * w->cap_leaves : 4096;
+				void *grown = realloc(w->leaves, cap * FL_HASH_LEN);
+				if (grown) {
+					w->leaves = grown;
+					w->cap_leaves = cap;
+				}
+			}
+			if (ok && w->n_leaves < w->cap_leaves)
+				memcpy(w->leaves[w->n_leaves++], parsed.leaf_hash, FL_HASH_LEN);
 			if (ok)
 				ok = check_vouching(w, why, sizeof(why));
 			if (parsed_ok)
@@ -419,6 +433,38 @@ static bool load_trust(struct fl_cli *cli, struct fl_trust **ret_trust)
 	}
 	fl_config_list_free(files);
 	return st == FL_OK;
+}
+
+/*
+ * The root of the lines does not match the signed checkpoint: which line is
+ * the first that differs? A prefix of m lines is genuine when a consistency
+ * proof from m to the checkpoint's size holds for their root: a binary
+ * search over m finds the first line after the longest genuine prefix.
+ * 0 when it cannot tell (no leaves kept, a proof not fetched).
+ */
+static uint64_t first_bad_line(struct walk *w, const struct fl_checkpoint *latest)
+{
+	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN], root[FL_HASH_LEN];
+	uint64_t good = 0, bad = latest->tree_size; /* prefix good: 0; bad: all */
+	size_t count;
+	if (w->n_leaves != latest->tree_size)
+		return 0;
+	while (bad - good > 1) {
+		uint64_t mid = good + (bad - good) / 2;
+		struct fl_merkle_frontier f;
+		fl_merkle_frontier_init(&f);
+		for (uint64_t i = 0; i < mid; i++)
+			fl_merkle_frontier_append(&f, w->leaves[i], NULL, NULL);
+		fl_merkle_frontier_root(&f, root);
+		if (!fetch_consistency(w->cli, mid, latest->tree_size, hashes, &count))
+			return 0;
+		if (fl_merkle_verify_consistency(mid, latest->tree_size, root, latest->root_hash,
+						 (const uint8_t(*)[FL_HASH_LEN])hashes, count))
+			good = mid;
+		else
+			bad = mid;
+	}
+	return bad; /* line `bad` (seq = its 1-based place) is the first that differs */
 }
 
 static int log_verify(struct fl_cli *cli)
@@ -485,9 +531,17 @@ static int log_verify(struct fl_cli *cli)
 	}
 	fl_merkle_frontier_root(&w.frontier, root);
 	if (memcmp(root, latest.root_hash, FL_HASH_LEN) != 0) {
-		fl__cli_error("FAILED: the root of the %" PRIu64
-			      " lines is not the root_hash of the signed checkpoint",
-			      latest.tree_size);
+		uint64_t bad = first_bad_line(&w, &latest);
+		if (bad)
+			fl__cli_error("FAILED: log line %" PRIu64 ": not the line the signed "
+				      "checkpoint of tree size %" PRIu64
+				      " holds (the lines before it are; found with consistency "
+				      "proofs)",
+				      bad, latest.tree_size);
+		else
+			fl__cli_error("FAILED: the root of the %" PRIu64
+				      " lines is not the root_hash of the signed checkpoint",
+				      latest.tree_size);
 		goto out;
 	}
 	if (have_old && fl_trust_checkpoint(w.trust, &old, why, sizeof(why)) != FL_OK) {
@@ -516,6 +570,7 @@ static int log_verify(struct fl_cli *cli)
 		printf("first verification: state saved to %s\n", path);
 	rc = FL_CLI_OK;
 out:
+	free(w.leaves);
 	fl_trust_destroy(w.trust);
 	fl_bundle_keys_destroy(keys);
 	free(path);
