@@ -67,6 +67,7 @@ struct fl_projection {
 	struct lazy_number *numbers; /* the numbers of members, for the tiles */
 	size_t numbers_cap;
 	struct tile_cache *tile_cache; /* the tiles of the current apply run */
+	bool tile_run; /* the run has more than one event: its tiles go through the cache */
 };
 
 struct fl_projection_read {
@@ -1224,6 +1225,7 @@ struct cached_entry {
 struct cached_tile {
 	bool dropped;
 	uint32_t hash;
+	size_t index_at; /* its slot in the index */
 	size_t key_len;
 	uint8_t key[KEY_MAX + 1];
 	size_t n, cap; /* entries, in name order */
@@ -1250,10 +1252,11 @@ static void tile_cache_free(struct tile_cache *c)
 
 static void tile_cache_reset(struct tile_cache *c)
 {
-	if (c && c->n) {
-		memset(c->index, 0, c->index_cap * sizeof(*c->index));
-		c->n = 0;
-	}
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++) /* no deletions: these are all the index holds */
+		c->index[c->tiles[i].index_at] = 0;
+	c->n = 0;
 }
 
 static uint32_t tile_hash(const uint8_t *key, size_t len)
@@ -1435,6 +1438,7 @@ static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *k
 		}
 		struct cached_tile *t = &c->tiles[c->n++];
 		*slot = (uint32_t)c->n;
+		t->index_at = (size_t)(slot - c->index);
 		t->hash = hash;
 		t->key_len = len;
 		memcpy(t->key, key, len);
@@ -1463,6 +1467,48 @@ static enum fl_status tile_cache_ensure(struct fl_projection *p)
 }
 
 /*
+ * update_tiles for a run of one event (the live path), without the cache:
+ * each tile is read, updated and written in place through one cursor.
+ */
+static enum fl_status update_tiles_directly(struct fl_projection *p, MDB_txn *txn,
+					    const struct fl_view *view, const uint8_t *prefix,
+					    size_t plen, int64_t ts, uint64_t seq, size_t n)
+{
+	uint8_t key[KEY_MAX + 1];
+	uint64_t when = sortable_time(ts);
+	enum fl_status st = FL_OK;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, p->tiles, &cur);
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
+		uint64_t start = when & ~(tile_width(level) - 1);
+		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
+		if (rc == MDB_NOTFOUND) {
+			bool stored;
+			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
+			if (st == FL_OK && !stored)
+				break;
+			continue;
+		}
+		if (rc != MDB_SUCCESS) {
+			st = fl_status_of_mdb(rc);
+			break;
+		}
+		size_t len;
+		st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members, p->numbers, n, ts,
+				    seq, &len);
+		if (st == FL_OK) {
+			v = (MDB_val){len, p->tile_record};
+			st = fl_status_of_mdb(mdb_cursor_put(cur, &k, &v, MDB_CURRENT));
+		}
+	}
+	mdb_cursor_close(cur);
+	return st;
+}
+
+/*
  * Adds the event (already in history; its features members[0..n)) to the
  * entity's tiles, coarsest level first. A tile that is not stored is built
  * from history when its span now holds TILE_MIN_EVENTS events; when it
@@ -1487,6 +1533,8 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 		p->numbers_cap = n;
 	}
 	memset(p->numbers, 0, n * sizeof(*p->numbers)); /* each parsed once for all levels */
+	if (!p->tile_run)
+		return update_tiles_directly(p, txn, view, prefix, plen, ts, seq, n);
 	if ((st = tile_cache_ensure(p)) != FL_OK)
 		return st;
 	struct tile_cache *c = p->tile_cache;
@@ -1723,6 +1771,7 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
 	tile_cache_reset(p->tile_cache); /* what a failed run held is gone with it */
+	p->tile_run = n > 1;
 	for (size_t i = 0; i < n && st == FL_OK; i++) {
 		struct fl_stored_event ev;
 		struct feature_head head;
