@@ -1235,7 +1235,7 @@ struct cached_tile {
 struct tile_cache {
 	struct cached_tile *tiles; /* kept, with their entries, across runs */
 	size_t n, cap;
-	uint32_t *index; /* open addressing: a tile's position + 1, 0 when empty */
+	uint32_t *index;  /* open addressing: a tile's position + 1, 0 when empty */
 	size_t index_cap; /* a power of 2, at least 2 * TILE_CACHE_MAX */
 };
 
@@ -1337,9 +1337,8 @@ static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_vi
 	for (size_t i = 0; i < n; i++) {
 		const struct fl_json_member *m = &members[i];
 		int c = -1;
-		while (at < t->n &&
-		       (c = name_cmp(t->entries[at].name, t->entries[at].name_len, m->key,
-				     m->key_len)) < 0)
+		while (at < t->n && (c = name_cmp(t->entries[at].name, t->entries[at].name_len,
+						  m->key, m->key_len)) < 0)
 			at++;
 		if (value_is_null(m)) /* a null is no value: no entry, no change */
 			continue;
@@ -1592,8 +1591,8 @@ static enum fl_status drop_tiles_at(struct fl_projection *p, MDB_txn *txn, const
 		dropped[level] = start + 1;
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key};
 		/* a tile the run holds is not written back either */
-		struct cached_tile *t = tile_cache_get(p->tile_cache, key, k.mv_size,
-						       tile_hash(key, k.mv_size));
+		struct cached_tile *t =
+		    tile_cache_get(p->tile_cache, key, k.mv_size, tile_hash(key, k.mv_size));
 		if (t)
 			t->dropped = true;
 		int rc = mdb_del(txn, p->tiles, &k, NULL);
