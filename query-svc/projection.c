@@ -1121,14 +1121,24 @@ static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_vi
 	return FL_OK;
 }
 
+struct cached_tile;
+static uint32_t tile_hash(const uint8_t *key, size_t len);
+static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *key, size_t len,
+					  uint32_t hash);
+static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_view *view,
+				       const struct fl_json_member *members,
+				       struct lazy_number *numbers, size_t n, int64_t ts,
+				       uint64_t seq);
+
 /*
  * Builds the tile of level at start from the entity's history: every event
- * in its span, in key order. Writes nothing when the span holds fewer than
- * TILE_MIN_EVENTS events (*ret_stored false).
+ * in its span, in key order; into the run's cache when cache is not NULL
+ * (written with the run), else written now. Builds nothing when the span
+ * holds fewer than TILE_MIN_EVENTS events (*ret_stored false).
  */
 static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const struct fl_view *view,
 				 const uint8_t *prefix, size_t plen, int level, uint64_t start,
-				 bool *ret_stored)
+				 struct tile_cache *cache, bool *ret_stored)
 {
 	uint8_t key[KEY_MAX + 1];
 	MDB_cursor *cur;
@@ -1159,6 +1169,32 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 	if (events < TILE_MIN_EVENTS) {
 		mdb_cursor_close(cur);
 		return FL_OK;
+	}
+	if (cache) { /* decoded, in the run's cache */
+		uint8_t tkey[KEY_MAX + 1];
+		size_t klen = tile_key(tkey, prefix, plen, level, start);
+		struct cached_tile *t = tile_cache_put(cache, tkey, klen, tile_hash(tkey, klen));
+		if (!t)
+			st = FL_ERR_NOMEM;
+		k = (MDB_val){plen + 16, key};
+		for (rc = st == FL_OK ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+		     rc == MDB_SUCCESS && st == FL_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (k.mv_size != plen + 16 || memcmp(k.mv_data, prefix, plen) != 0 ||
+			    fl_get_be64((uint8_t *)k.mv_data + plen) - start >= width)
+				break;
+			size_t n;
+			st = event_members(v.mv_data, v.mv_size, &p->build_members,
+					   &p->build_members_cap, &n);
+			if (st == FL_OK)
+				st = cached_add_event(t, view, p->build_members, NULL, n,
+						      time_of_sortable((uint8_t *)k.mv_data + plen),
+						      fl_get_be64((uint8_t *)k.mv_data + plen + 8));
+		}
+		mdb_cursor_close(cur);
+		if (st == FL_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+			st = fl_status_of_mdb(rc);
+		*ret_stored = st == FL_OK;
+		return st;
 	}
 	/* the record grows in p->record's twin: build into a private buffer */
 	uint8_t *acc = NULL;
@@ -1356,7 +1392,8 @@ static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_vi
 			ce->partial = partial_for(view, m->key, m->key_len);
 		}
 		struct partial *pt = &t->entries[at].partial;
-		partial_add(pt, &(struct raw_value){m->value, m->value_len}, ts, seq, &numbers[i]);
+		partial_add(pt, &(struct raw_value){m->value, m->value_len}, ts, seq,
+			    numbers ? &numbers[i] : NULL);
 		tile_normalize(pt);
 	}
 	return FL_OK;
@@ -1486,7 +1523,7 @@ static enum fl_status update_tiles_directly(struct fl_projection *p, MDB_txn *tx
 		rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
 		if (rc == MDB_NOTFOUND) {
 			bool stored;
-			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
+			st = tile_build(p, txn, view, prefix, plen, level, start, NULL, &stored);
 			if (st == FL_OK && !stored)
 				break;
 			continue;
@@ -1553,7 +1590,8 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 				rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
 			if (rc == MDB_NOTFOUND) {
 				bool stored;
-				st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
+				st = tile_build(p, txn, view, prefix, plen, level, start, c,
+						&stored);
 				if (st == FL_OK && !stored)
 					break;
 				continue;
