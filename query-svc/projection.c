@@ -1123,8 +1123,15 @@ static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_vi
 
 struct cached_tile;
 static uint32_t tile_hash(const uint8_t *key, size_t len);
+/* A tile of the apply run (see struct tile_cache). */
+enum tile_state {
+	TILE_SEEN,    /* updated in place once this run; not decoded */
+	TILE_DECODED, /* decoded here, newer than what LMDB holds: written with the run */
+	TILE_DROPPED  /* pruned this run: not written */
+};
+
 static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *key, size_t len,
-					  uint32_t hash);
+					  uint32_t hash, enum tile_state state);
 static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_view *view,
 				       const struct fl_json_member *members,
 				       struct lazy_number *numbers, size_t n, int64_t ts,
@@ -1173,7 +1180,8 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 	if (cache) { /* decoded, in the run's cache */
 		uint8_t tkey[KEY_MAX + 1];
 		size_t klen = tile_key(tkey, prefix, plen, level, start);
-		struct cached_tile *t = tile_cache_put(cache, tkey, klen, tile_hash(tkey, klen));
+		struct cached_tile *t =
+		    tile_cache_put(cache, tkey, klen, tile_hash(tkey, klen), TILE_DECODED);
 		if (!t)
 			st = FL_ERR_NOMEM;
 		k = (MDB_val){plen + 16, key};
@@ -1239,16 +1247,20 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 }
 
 /*
- * The tiles of an apply run, decoded, keyed by their tile key: each is
- * read from LMDB once a run, takes all of the run's events that fall in
- * it, and is written once, in key order, before the run commits (in the
- * same transaction, so committed tiles always match applied_seq). Most
- * events of a run share the coarse levels, so most of the lookups, decodes,
- * encodes and puts of one event at a time go away. A decoded tile equals
- * the decoding of its encoding (see tile_normalize), so the bytes written
- * do not depend on how events were grouped into runs or when the cache was
- * flushed. Pruning marks a cached tile dropped: it is not written, and the
- * next event landing in its span rebuilds it from history, as before.
+ * The tiles of an apply run, keyed by their tile key. The first event of
+ * the run that lands in a stored tile updates it in place (one lookup, one
+ * put) and the tile is noted as seen; the second one decodes it, and from
+ * then on it takes the run's events in memory and is written once, in key
+ * order, before the run commits (in the same transaction, so committed
+ * tiles always match applied_seq). A tile built from history during the
+ * run is built decoded. Most events of a run share the coarse levels, so
+ * most of the lookups, decodes, encodes and puts of one event at a time go
+ * away, while a tile the run touches once costs what it did. A decoded
+ * tile equals the decoding of its encoding (see tile_normalize), so the
+ * bytes written do not depend on how events were grouped into runs or when
+ * the cache was flushed. Pruning marks a tile of the run dropped: it is not
+ * written, and the next event landing in its span rebuilds it from
+ * history, as before.
  */
 #define TILE_CACHE_MAX 4096 /* tiles held before they are written mid-run */
 
@@ -1259,12 +1271,11 @@ struct cached_entry {
 };
 
 struct cached_tile {
-	bool dropped;
+	enum tile_state state;
 	uint32_t hash;
-	size_t index_at; /* its slot in the index */
-	size_t key_len;
-	uint8_t key[KEY_MAX + 1];
-	size_t n, cap; /* entries, in name order */
+	size_t index_at;	/* its slot in the index */
+	size_t key_at, key_len; /* in the cache's keys */
+	size_t n, cap;		/* entries, in name order */
 	struct cached_entry *entries;
 };
 
@@ -1273,6 +1284,8 @@ struct tile_cache {
 	size_t n, cap;
 	uint32_t *index;  /* open addressing: a tile's position + 1, 0 when empty */
 	size_t index_cap; /* a power of 2, at least 2 * TILE_CACHE_MAX */
+	uint8_t *keys;	  /* the tiles' keys, one after another */
+	size_t keys_len, keys_cap;
 };
 
 static void tile_cache_free(struct tile_cache *c)
@@ -1283,6 +1296,7 @@ static void tile_cache_free(struct tile_cache *c)
 		free(c->tiles[i].entries);
 	free(c->tiles);
 	free(c->index);
+	free(c->keys);
 	free(c);
 }
 
@@ -1293,6 +1307,7 @@ static void tile_cache_reset(struct tile_cache *c)
 	for (size_t i = 0; i < c->n; i++) /* no deletions: these are all the index holds */
 		c->index[c->tiles[i].index_at] = 0;
 	c->n = 0;
+	c->keys_len = 0;
 }
 
 static uint32_t tile_hash(const uint8_t *key, size_t len)
@@ -1313,7 +1328,7 @@ static uint32_t *tile_cache_slot(struct tile_cache *c, const uint8_t *key, size_
 		if (!*slot)
 			return slot;
 		const struct cached_tile *t = &c->tiles[*slot - 1];
-		if (t->hash == hash && t->key_len == len && memcmp(t->key, key, len) == 0)
+		if (t->hash == hash && t->key_len == len && memcmp(c->keys + t->key_at, key, len) == 0)
 			return slot;
 	}
 }
@@ -1399,34 +1414,39 @@ static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_vi
 	return FL_OK;
 }
 
-static int cached_tile_cmp(const void *x, const void *y)
+struct tile_to_write {
+	const uint8_t *key;
+	size_t key_len;
+	const struct cached_tile *tile;
+};
+
+static int tile_to_write_cmp(const void *x, const void *y)
 {
-	const struct cached_tile *a = *(struct cached_tile *const *)x;
-	const struct cached_tile *b = *(struct cached_tile *const *)y;
+	const struct tile_to_write *a = x, *b = y;
 	size_t len = a->key_len < b->key_len ? a->key_len : b->key_len;
 	int c = memcmp(a->key, b->key, len);
 	return c ? c : (a->key_len > b->key_len) - (a->key_len < b->key_len);
 }
 
-/* Writes the run's cached tiles (but the dropped ones) in key order, and
- * empties the cache. */
+/* Writes the run's decoded tiles in key order, and empties the cache. */
 static enum fl_status tile_cache_flush(struct fl_projection *p, MDB_txn *txn)
 {
 	struct tile_cache *c = p->tile_cache;
 	if (!c || !c->n)
 		return FL_OK;
-	struct cached_tile **order = malloc(c->n * sizeof(*order));
+	struct tile_to_write *order = malloc(c->n * sizeof(*order));
 	if (!order)
 		return FL_ERR_NOMEM;
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++)
-		if (!c->tiles[i].dropped)
-			order[n++] = &c->tiles[i];
-	qsort(order, n, sizeof(*order), cached_tile_cmp);
+		if (c->tiles[i].state == TILE_DECODED)
+			order[n++] = (struct tile_to_write){c->keys + c->tiles[i].key_at,
+							    c->tiles[i].key_len, &c->tiles[i]};
+	qsort(order, n, sizeof(*order), tile_to_write_cmp);
 	MDB_cursor *cur = NULL;
 	enum fl_status st = fl_status_of_mdb(mdb_cursor_open(txn, p->tiles, &cur));
 	for (size_t i = 0; i < n && st == FL_OK; i++) {
-		const struct cached_tile *t = order[i];
+		const struct cached_tile *t = order[i].tile;
 		size_t bound = 0, len = 0;
 		for (size_t j = 0; j < t->n; j++)
 			bound += tile_entry_len(t->entries[j].name_len, true);
@@ -1437,7 +1457,7 @@ static enum fl_status tile_cache_flush(struct fl_projection *p, MDB_txn *txn)
 		for (size_t j = 0; j < t->n; j++)
 			len += put_tile_entry(p->tile_record + len, t->entries[j].name,
 					      t->entries[j].name_len, &t->entries[j].partial);
-		MDB_val k = {t->key_len, (void *)t->key}, v = {len, p->tile_record};
+		MDB_val k = {t->key_len, (void *)order[i].key}, v = {len, p->tile_record};
 		st = fl_status_of_mdb(mdb_cursor_put(cur, &k, &v, 0));
 	}
 	if (cur)
@@ -1447,22 +1467,33 @@ static enum fl_status tile_cache_flush(struct fl_projection *p, MDB_txn *txn)
 	return st;
 }
 
-/* The cached tile of key (NULL when not cached or dropped). */
+/* The run's tile of key, in any state (NULL when the run has none). */
 static struct cached_tile *tile_cache_get(struct tile_cache *c, const uint8_t *key, size_t len,
 					  uint32_t hash)
 {
 	if (!c || !c->n)
 		return NULL;
 	uint32_t *slot = tile_cache_slot(c, key, len, hash);
-	return *slot && !c->tiles[*slot - 1].dropped ? &c->tiles[*slot - 1] : NULL;
+	return *slot ? &c->tiles[*slot - 1] : NULL;
 }
 
-/* A cached tile for key, empty (a dropped one of key is taken again). */
+/* The run's tile of key in state, with no entries (an earlier one of key
+ * is taken again). */
 static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *key, size_t len,
-					  uint32_t hash)
+					  uint32_t hash, enum tile_state state)
 {
 	uint32_t *slot = tile_cache_slot(c, key, len, hash);
 	if (!*slot) {
+		if (c->keys_len + len > c->keys_cap) {
+			size_t cap = c->keys_cap ? c->keys_cap * 2 : 16384;
+			while (cap < c->keys_len + len)
+				cap *= 2;
+			uint8_t *grown = realloc(c->keys, cap);
+			if (!grown)
+				return NULL;
+			c->keys = grown;
+			c->keys_cap = cap;
+		}
 		if (c->n == c->cap) {
 			size_t cap = c->cap ? c->cap * 2 : 64;
 			struct cached_tile *grown = realloc(c->tiles, cap * sizeof(*grown));
@@ -1476,11 +1507,13 @@ static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *k
 		*slot = (uint32_t)c->n;
 		t->index_at = (size_t)(slot - c->index);
 		t->hash = hash;
+		t->key_at = c->keys_len;
 		t->key_len = len;
-		memcpy(t->key, key, len);
+		memcpy(c->keys + c->keys_len, key, len);
+		c->keys_len += len;
 	}
 	struct cached_tile *t = &c->tiles[*slot - 1];
-	t->dropped = false;
+	t->state = state;
 	t->n = 0;
 	return t;
 }
@@ -1581,13 +1614,13 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 		size_t klen = tile_key(key, prefix, plen, level, start);
 		uint32_t hash = tile_hash(key, klen);
 		struct cached_tile *t = tile_cache_get(c, key, klen, hash);
-		if (!t) {
+		if (!t || t->state != TILE_DECODED) {
 			/* one cursor: the entity's tiles of neighbouring levels often
 			 * share a page, and a cursor's lookup stays on its page */
 			int rc = cur ? MDB_SUCCESS : mdb_cursor_open(txn, p->tiles, &cur);
 			MDB_val k = {klen, key}, v;
 			if (rc == MDB_SUCCESS)
-				rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+				rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
 			if (rc == MDB_NOTFOUND) {
 				bool stored;
 				st = tile_build(p, txn, view, prefix, plen, level, start, c,
@@ -1600,12 +1633,23 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 				st = fl_status_of_mdb(rc);
 				break;
 			}
-			if (!(t = tile_cache_put(c, key, klen, hash))) {
-				st = FL_ERR_NOMEM;
-				break;
+			if (!t || t->state == TILE_DROPPED) { /* the run's first event here */
+				size_t len;
+				st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members,
+						    p->numbers, n, ts, seq, &len);
+				if (st == FL_OK) {
+					v = (MDB_val){len, p->tile_record};
+					st = fl_status_of_mdb(
+					    mdb_cursor_put(cur, &k, &v, MDB_CURRENT));
+				}
+				if (st == FL_OK && !tile_cache_put(c, key, klen, hash, TILE_SEEN))
+					st = FL_ERR_NOMEM;
+				continue;
 			}
+			/* the second: decoded from here on */
+			t = tile_cache_put(c, key, klen, hash, TILE_DECODED);
 			if ((st = tile_decode(t, v.mv_data, v.mv_size)) != FL_OK) {
-				t->dropped = true; /* not written back */
+				t->state = TILE_DROPPED; /* not written */
 				break;
 			}
 		}
@@ -1632,7 +1676,7 @@ static enum fl_status drop_tiles_at(struct fl_projection *p, MDB_txn *txn, const
 		struct cached_tile *t =
 		    tile_cache_get(p->tile_cache, key, k.mv_size, tile_hash(key, k.mv_size));
 		if (t)
-			t->dropped = true;
+			t->state = TILE_DROPPED;
 		int rc = mdb_del(txn, p->tiles, &k, NULL);
 		if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
 			return fl_status_of_mdb(rc);
