@@ -1328,7 +1328,8 @@ static uint32_t *tile_cache_slot(struct tile_cache *c, const uint8_t *key, size_
 		if (!*slot)
 			return slot;
 		const struct cached_tile *t = &c->tiles[*slot - 1];
-		if (t->hash == hash && t->key_len == len && memcmp(c->keys + t->key_at, key, len) == 0)
+		if (t->hash == hash && t->key_len == len &&
+		    memcmp(c->keys + t->key_at, key, len) == 0)
 			return slot;
 	}
 }
