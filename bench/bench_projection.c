@@ -5,7 +5,8 @@
  *
  *   apply  N events of one hot entity (event times spread over the last
  *          hour, in random order), then N events spread over 1,000
- *          entities, each applied in runs of 1000 as a catch-up does;
+ *          entities, each applied in runs of 1000 as a catch-up does
+ *          (--run 1: one event a run, as live events arrive);
  *          µs per event and the models' size on disk
  *   read   seven 1h windows (sum, avg, min, max, stddev over a double,
  *          last_n 5 over a string, count over an int64) of the hot entity
@@ -21,6 +22,7 @@
  *   --secs S    seconds per read measurement (default 3)
  *   --dir DIR   where to put the models (default $TMPDIR or /tmp)
  *   --no-many   skip the many-entities apply
+ *   --run N     events per apply run (default 1000; 1 is the live path)
  * For profiling: BENCH_HOT_ONLY=1 skips the light reads, BENCH_SHOW_COST=1
  * prints each entity's read cost (records visited).
  */
@@ -39,7 +41,7 @@
 #include "fledger/util.h"
 #include "fledger/view.h"
 
-#define RUN 1000
+#define RUN 1000 /* events per apply run, as a catch-up applies them */
 #define MANY_ENTITIES 1000
 #define SEC_US INT64_C(1000000)
 
@@ -146,10 +148,12 @@ static uint64_t dir_kib(const char *dir)
 }
 
 /* Applies the bodies into a new projection at dir; returns µs per event. */
+static size_t run_len = RUN;
+
 static double apply_all(const char *dir, const struct bodies *b, struct fl_projection **ret_p)
 {
 	struct fl_projection *p;
-	struct fl_log_entry *entries = calloc(RUN, sizeof(*entries));
+	struct fl_log_entry *entries = calloc(run_len, sizeof(*entries));
 	if (fl_projection_open(dir, &p) != FL_OK || !entries) {
 		fprintf(stderr, "cannot open %s\n", dir);
 		exit(1);
@@ -157,7 +161,7 @@ static double apply_all(const char *dir, const struct bodies *b, struct fl_proje
 	double t0 = now_s();
 	for (size_t at = 0; at < b->n;) {
 		size_t n = 0;
-		while (n < RUN && at < b->n) {
+		while (n < run_len && at < b->n) {
 			entries[n] = (struct fl_log_entry){.seq = at + 1,
 							   .body = (uint8_t *)b->text + b->offsets[at],
 							   .body_len = b->lens[at]};
@@ -244,8 +248,12 @@ int main(int argc, char **argv)
 			base = argv[++i];
 		else if (strcmp(argv[i], "--no-many") == 0)
 			many = false;
+		else if (strcmp(argv[i], "--run") == 0 && i + 1 < argc &&
+			 (run_len = strtoull(argv[++i], NULL, 10)) > 0)
+			;
 		else {
-			fprintf(stderr, "usage: %s [--hot N] [--secs S] [--dir DIR] [--no-many]\n",
+			fprintf(stderr,
+				"usage: %s [--hot N] [--secs S] [--dir DIR] [--no-many] [--run N]\n",
 				argv[0]);
 			return 2;
 		}
@@ -268,8 +276,9 @@ int main(int argc, char **argv)
 	add_feature(&b, "light", now - 120 * SEC_US, now);
 	snprintf(path, sizeof(path), "%s/hot", dir);
 	double hot_us = apply_all(path, &b, &p);
-	printf("apply, one hot entity (%zu events): %.2f µs/event, %" PRIu64 " KiB on disk\n", hot,
-	       hot_us, dir_kib(path));
+	printf("apply, one hot entity (%zu events, runs of %zu): %.2f µs/event, %" PRIu64
+	       " KiB on disk\n",
+	       hot, run_len, hot_us, dir_kib(path));
 	fflush(stdout);
 	double light_rps = getenv("BENCH_HOT_ONLY") ? 1 : reads_per_s(p, "light", now, secs, 1);
 	double hot_rps = reads_per_s(p, "hot", now, secs, hot);
@@ -293,9 +302,9 @@ int main(int argc, char **argv)
 		}
 		snprintf(path, sizeof(path), "%s/many", dir);
 		double many_us = apply_all(path, &m, &p);
-		printf("apply, %d entities (%zu events): %.2f µs/event, %" PRIu64
+		printf("apply, %d entities (%zu events, runs of %zu): %.2f µs/event, %" PRIu64
 		       " KiB on disk\n",
-		       MANY_ENTITIES, hot, many_us, dir_kib(path));
+		       MANY_ENTITIES, hot, run_len, many_us, dir_kib(path));
 		fl_projection_close(p);
 		free(m.text);
 		free(m.offsets);

@@ -3,6 +3,7 @@
 # against light window reads, at the library level (no HTTP):
 #   bash bench/run-projection-bench.sh [build] [hot events]
 # e.g. 1000000 hot events for the large case (~1 GB of memory, a minute).
+# Then the live path: apply runs of one event (one commit each).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
@@ -11,3 +12,7 @@ echo "== with tiles"
 "$build/bench/bench_projection" --hot "$hot"
 echo "== without tiles (reads scan raw events)"
 "$build/bench/bench_projection_untiled" --hot "$hot" --secs 0.5
+echo "== runs of one event, with tiles"
+BENCH_HOT_ONLY=1 "$build/bench/bench_projection" --hot 5000 --run 1 --secs 0.2
+echo "== runs of one event, without tiles"
+BENCH_HOT_ONLY=1 "$build/bench/bench_projection_untiled" --hot 5000 --run 1 --secs 0.2

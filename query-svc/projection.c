@@ -42,6 +42,9 @@
 #define BOOT_FILE "boot" /* "<boot id> open\n" or "<boot id> closed\n" */
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 
+struct tile_cache;
+static void tile_cache_free(struct tile_cache *c);
+
 struct fl_projection {
 	char *dir;
 	char boot_id[64]; /* "" where the system gives none */
@@ -63,6 +66,8 @@ struct fl_projection {
 	size_t tile_record_cap;
 	struct lazy_number *numbers; /* the numbers of members, for the tiles */
 	size_t numbers_cap;
+	struct tile_cache *tile_cache; /* the tiles of the current apply run */
+	bool tile_run; /* the run has more than one event: its tiles go through the cache */
 };
 
 struct fl_projection_read {
@@ -424,6 +429,7 @@ void fl_projection_close(struct fl_projection *p)
 	free(p->build_members);
 	free(p->tile_record);
 	free(p->numbers);
+	tile_cache_free(p->tile_cache);
 	free(p);
 }
 
@@ -1115,14 +1121,31 @@ static enum fl_status tile_add_event(struct fl_projection *p, const struct fl_vi
 	return FL_OK;
 }
 
+struct cached_tile;
+static uint32_t tile_hash(const uint8_t *key, size_t len);
+/* A tile of the apply run (see struct tile_cache). */
+enum tile_state {
+	TILE_SEEN,    /* updated in place once this run; not decoded */
+	TILE_DECODED, /* decoded here, newer than what LMDB holds: written with the run */
+	TILE_DROPPED  /* pruned this run: not written */
+};
+
+static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *key, size_t len,
+					  uint32_t hash, enum tile_state state);
+static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_view *view,
+				       const struct fl_json_member *members,
+				       struct lazy_number *numbers, size_t n, int64_t ts,
+				       uint64_t seq);
+
 /*
  * Builds the tile of level at start from the entity's history: every event
- * in its span, in key order. Writes nothing when the span holds fewer than
- * TILE_MIN_EVENTS events (*ret_stored false).
+ * in its span, in key order; into the run's cache when cache is not NULL
+ * (written with the run), else written now. Builds nothing when the span
+ * holds fewer than TILE_MIN_EVENTS events (*ret_stored false).
  */
 static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const struct fl_view *view,
 				 const uint8_t *prefix, size_t plen, int level, uint64_t start,
-				 bool *ret_stored)
+				 struct tile_cache *cache, bool *ret_stored)
 {
 	uint8_t key[KEY_MAX + 1];
 	MDB_cursor *cur;
@@ -1153,6 +1176,33 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 	if (events < TILE_MIN_EVENTS) {
 		mdb_cursor_close(cur);
 		return FL_OK;
+	}
+	if (cache) { /* decoded, in the run's cache */
+		uint8_t tkey[KEY_MAX + 1];
+		size_t klen = tile_key(tkey, prefix, plen, level, start);
+		struct cached_tile *t =
+		    tile_cache_put(cache, tkey, klen, tile_hash(tkey, klen), TILE_DECODED);
+		if (!t)
+			st = FL_ERR_NOMEM;
+		k = (MDB_val){plen + 16, key};
+		for (rc = st == FL_OK ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+		     rc == MDB_SUCCESS && st == FL_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (k.mv_size != plen + 16 || memcmp(k.mv_data, prefix, plen) != 0 ||
+			    fl_get_be64((uint8_t *)k.mv_data + plen) - start >= width)
+				break;
+			size_t n;
+			st = event_members(v.mv_data, v.mv_size, &p->build_members,
+					   &p->build_members_cap, &n);
+			if (st == FL_OK)
+				st = cached_add_event(t, view, p->build_members, NULL, n,
+						      time_of_sortable((uint8_t *)k.mv_data + plen),
+						      fl_get_be64((uint8_t *)k.mv_data + plen + 8));
+		}
+		mdb_cursor_close(cur);
+		if (st == FL_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+			st = fl_status_of_mdb(rc);
+		*ret_stored = st == FL_OK;
+		return st;
 	}
 	/* the record grows in p->record's twin: build into a private buffer */
 	uint8_t *acc = NULL;
@@ -1197,42 +1247,317 @@ static enum fl_status tile_build(struct fl_projection *p, MDB_txn *txn, const st
 }
 
 /*
- * Adds the event (already in history; its features members[0..n)) to the
- * entity's tiles, coarsest level first. A tile that is not stored is built
- * from history when its span now holds TILE_MIN_EVENTS events; when it
- * holds fewer, so do the finer spans inside it, and the walk stops.
+ * The tiles of an apply run, keyed by their tile key. The first event of
+ * the run that lands in a stored tile updates it in place (one lookup, one
+ * put) and the tile is noted as seen; the second one decodes it, and from
+ * then on it takes the run's events in memory and is written once, in key
+ * order, before the run commits (in the same transaction, so committed
+ * tiles always match applied_seq). A tile built from history during the
+ * run is built decoded. Most events of a run share the coarse levels, so
+ * most of the lookups, decodes, encodes and puts of one event at a time go
+ * away, while a tile the run touches once costs what it did. A decoded
+ * tile equals the decoding of its encoding (see tile_normalize), so the
+ * bytes written do not depend on how events were grouped into runs or when
+ * the cache was flushed. Pruning marks a tile of the run dropped: it is not
+ * written, and the next event landing in its span rebuilds it from
+ * history, as before.
  */
-static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
-				   const struct fl_view *view, const uint8_t *prefix, size_t plen,
-				   int64_t ts, uint64_t seq, size_t n)
+#define TILE_CACHE_MAX 4096 /* tiles held before they are written mid-run */
+
+struct cached_entry {
+	uint8_t name_len;
+	char name[FL_NAME_MAX_LEN + 1];
+	struct partial partial;
+};
+
+struct cached_tile {
+	enum tile_state state;
+	uint32_t hash;
+	size_t index_at;	/* its slot in the index */
+	size_t key_at, key_len; /* in the cache's keys */
+	size_t n, cap;		/* entries, in name order */
+	struct cached_entry *entries;
+};
+
+struct tile_cache {
+	struct cached_tile *tiles; /* kept, with their entries, across runs */
+	size_t n, cap;
+	uint32_t *index;  /* open addressing: a tile's position + 1, 0 when empty */
+	size_t index_cap; /* a power of 2, at least 2 * TILE_CACHE_MAX */
+	uint8_t *keys;	  /* the tiles' keys, one after another */
+	size_t keys_len, keys_cap;
+};
+
+static void tile_cache_free(struct tile_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->cap; i++)
+		free(c->tiles[i].entries);
+	free(c->tiles);
+	free(c->index);
+	free(c->keys);
+	free(c);
+}
+
+static void tile_cache_reset(struct tile_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++) /* no deletions: these are all the index holds */
+		c->index[c->tiles[i].index_at] = 0;
+	c->n = 0;
+	c->keys_len = 0;
+}
+
+static uint32_t tile_hash(const uint8_t *key, size_t len)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ key[i]) * UINT64_C(1099511628211);
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The slot of the index where key is or would go. */
+static uint32_t *tile_cache_slot(struct tile_cache *c, const uint8_t *key, size_t len,
+				 uint32_t hash)
+{
+	size_t mask = c->index_cap - 1;
+	for (size_t at = hash & mask;; at = (at + 1) & mask) {
+		uint32_t *slot = &c->index[at];
+		if (!*slot)
+			return slot;
+		const struct cached_tile *t = &c->tiles[*slot - 1];
+		if (t->hash == hash && t->key_len == len &&
+		    memcmp(c->keys + t->key_at, key, len) == 0)
+			return slot;
+	}
+}
+
+/* A tile's partials are those its record decodes to (extremes: set once
+ * the tile counts a value, no text), so that caching changes no byte. */
+static void tile_normalize(struct partial *pt)
+{
+	if (!pt->numeric)
+		return;
+	pt->min.set = pt->max.set = pt->count > 0;
+	pt->min.text = pt->max.text = (struct raw_value){0};
+}
+
+static bool tile_entries_reserve(struct cached_tile *t, size_t n)
+{
+	if (n <= t->cap)
+		return true;
+	size_t cap = t->cap ? t->cap * 2 : 4;
+	while (cap < n)
+		cap *= 2;
+	struct cached_entry *grown = realloc(t->entries, cap * sizeof(*grown));
+	if (!grown)
+		return false;
+	t->entries = grown;
+	t->cap = cap;
+	return true;
+}
+
+/* Decodes a stored tile record into t. */
+static enum fl_status tile_decode(struct cached_tile *t, const uint8_t *rec, size_t len)
+{
+	size_t pos = 0;
+	struct tile_entry e;
+	t->n = 0;
+	while (tile_next(rec, len, &pos, &e)) {
+		if (e.name_len > FL_NAME_MAX_LEN || !tile_entries_reserve(t, t->n + 1))
+			return e.name_len > FL_NAME_MAX_LEN ? FL_ERR_CORRUPT : FL_ERR_NOMEM;
+		struct cached_entry *ce = &t->entries[t->n++];
+		ce->name_len = (uint8_t)e.name_len;
+		memcpy(ce->name, e.name, e.name_len);
+		ce->partial = e.partial;
+	}
+	return pos == len ? FL_OK : FL_ERR_CORRUPT;
+}
+
+/*
+ * Adds one event, whose features are members[0..n) in name order, to a
+ * cached tile: what tile_add_event does to a record.
+ */
+static enum fl_status cached_add_event(struct cached_tile *t, const struct fl_view *view,
+				       const struct fl_json_member *members,
+				       struct lazy_number *numbers, size_t n, int64_t ts,
+				       uint64_t seq)
+{
+	size_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct fl_json_member *m = &members[i];
+		int c = -1;
+		while (at < t->n && (c = name_cmp(t->entries[at].name, t->entries[at].name_len,
+						  m->key, m->key_len)) < 0)
+			at++;
+		if (value_is_null(m)) /* a null is no value: no entry, no change */
+			continue;
+		if (at == t->n || c > 0) { /* the tile's first value of the feature */
+			if (m->key_len > FL_NAME_MAX_LEN)
+				return FL_ERR_CORRUPT;
+			if (!tile_entries_reserve(t, t->n + 1))
+				return FL_ERR_NOMEM;
+			memmove(&t->entries[at + 1], &t->entries[at],
+				(t->n - at) * sizeof(*t->entries));
+			t->n++;
+			struct cached_entry *ce = &t->entries[at];
+			ce->name_len = (uint8_t)m->key_len;
+			memcpy(ce->name, m->key, m->key_len);
+			ce->partial = partial_for(view, m->key, m->key_len);
+		}
+		struct partial *pt = &t->entries[at].partial;
+		partial_add(pt, &(struct raw_value){m->value, m->value_len}, ts, seq,
+			    numbers ? &numbers[i] : NULL);
+		tile_normalize(pt);
+	}
+	return FL_OK;
+}
+
+struct tile_to_write {
+	const uint8_t *key;
+	size_t key_len;
+	const struct cached_tile *tile;
+};
+
+static int tile_to_write_cmp(const void *x, const void *y)
+{
+	const struct tile_to_write *a = x, *b = y;
+	size_t len = a->key_len < b->key_len ? a->key_len : b->key_len;
+	int c = memcmp(a->key, b->key, len);
+	return c ? c : (a->key_len > b->key_len) - (a->key_len < b->key_len);
+}
+
+/* Writes the run's decoded tiles in key order, and empties the cache. */
+static enum fl_status tile_cache_flush(struct fl_projection *p, MDB_txn *txn)
+{
+	struct tile_cache *c = p->tile_cache;
+	if (!c || !c->n)
+		return FL_OK;
+	struct tile_to_write *order = malloc(c->n * sizeof(*order));
+	if (!order)
+		return FL_ERR_NOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->tiles[i].state == TILE_DECODED)
+			order[n++] = (struct tile_to_write){c->keys + c->tiles[i].key_at,
+							    c->tiles[i].key_len, &c->tiles[i]};
+	qsort(order, n, sizeof(*order), tile_to_write_cmp);
+	MDB_cursor *cur = NULL;
+	enum fl_status st = fl_status_of_mdb(mdb_cursor_open(txn, p->tiles, &cur));
+	for (size_t i = 0; i < n && st == FL_OK; i++) {
+		const struct cached_tile *t = order[i].tile;
+		size_t bound = 0, len = 0;
+		for (size_t j = 0; j < t->n; j++)
+			bound += tile_entry_len(t->entries[j].name_len, true);
+		if (!tile_record_reserve(p, bound)) {
+			st = FL_ERR_NOMEM;
+			break;
+		}
+		for (size_t j = 0; j < t->n; j++)
+			len += put_tile_entry(p->tile_record + len, t->entries[j].name,
+					      t->entries[j].name_len, &t->entries[j].partial);
+		MDB_val k = {t->key_len, (void *)order[i].key}, v = {len, p->tile_record};
+		st = fl_status_of_mdb(mdb_cursor_put(cur, &k, &v, 0));
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	free(order);
+	tile_cache_reset(c);
+	return st;
+}
+
+/* The run's tile of key, in any state (NULL when the run has none). */
+static struct cached_tile *tile_cache_get(struct tile_cache *c, const uint8_t *key, size_t len,
+					  uint32_t hash)
+{
+	if (!c || !c->n)
+		return NULL;
+	uint32_t *slot = tile_cache_slot(c, key, len, hash);
+	return *slot ? &c->tiles[*slot - 1] : NULL;
+}
+
+/* The run's tile of key in state, with no entries (an earlier one of key
+ * is taken again). */
+static struct cached_tile *tile_cache_put(struct tile_cache *c, const uint8_t *key, size_t len,
+					  uint32_t hash, enum tile_state state)
+{
+	uint32_t *slot = tile_cache_slot(c, key, len, hash);
+	if (!*slot) {
+		if (c->keys_len + len > c->keys_cap) {
+			size_t cap = c->keys_cap ? c->keys_cap * 2 : 16384;
+			while (cap < c->keys_len + len)
+				cap *= 2;
+			uint8_t *grown = realloc(c->keys, cap);
+			if (!grown)
+				return NULL;
+			c->keys = grown;
+			c->keys_cap = cap;
+		}
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 64;
+			struct cached_tile *grown = realloc(c->tiles, cap * sizeof(*grown));
+			if (!grown)
+				return NULL;
+			memset(grown + c->cap, 0, (cap - c->cap) * sizeof(*grown));
+			c->tiles = grown;
+			c->cap = cap;
+		}
+		struct cached_tile *t = &c->tiles[c->n++];
+		*slot = (uint32_t)c->n;
+		t->index_at = (size_t)(slot - c->index);
+		t->hash = hash;
+		t->key_at = c->keys_len;
+		t->key_len = len;
+		memcpy(c->keys + c->keys_len, key, len);
+		c->keys_len += len;
+	}
+	struct cached_tile *t = &c->tiles[*slot - 1];
+	t->state = state;
+	t->n = 0;
+	return t;
+}
+
+static enum fl_status tile_cache_ensure(struct fl_projection *p)
+{
+	if (p->tile_cache)
+		return FL_OK;
+	struct tile_cache *c = calloc(1, sizeof(*c));
+	if (!c)
+		return FL_ERR_NOMEM;
+	c->index_cap = 2 * TILE_CACHE_MAX;
+	c->index = calloc(c->index_cap, sizeof(*c->index));
+	if (!c->index) {
+		free(c);
+		return FL_ERR_NOMEM;
+	}
+	p->tile_cache = c;
+	return FL_OK;
+}
+
+/*
+ * update_tiles for a run of one event (the live path), without the cache:
+ * each tile is read, updated and written in place through one cursor.
+ */
+static enum fl_status update_tiles_directly(struct fl_projection *p, MDB_txn *txn,
+					    const struct fl_view *view, const uint8_t *prefix,
+					    size_t plen, int64_t ts, uint64_t seq, size_t n)
 {
 	uint8_t key[KEY_MAX + 1];
 	uint64_t when = sortable_time(ts);
 	enum fl_status st = FL_OK;
 	MDB_cursor *cur;
-#ifdef FL_PROJECTION_UNTILED /* bench/bench_projection_untiled: apply without tiles */
-	return FL_OK;
-#endif
-	if (n > p->numbers_cap) {
-		struct lazy_number *grown = realloc(p->numbers, n * sizeof(*grown));
-		if (!grown)
-			return FL_ERR_NOMEM;
-		p->numbers = grown;
-		p->numbers_cap = n;
-	}
-	memset(p->numbers, 0, n * sizeof(*p->numbers)); /* each parsed once for all levels */
 	int rc = mdb_cursor_open(txn, p->tiles, &cur);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
-	/* one cursor: the entity's tiles of neighbouring levels often share a page,
-	 * and a cursor's lookup stays on its page when the key is there */
 	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
 		uint64_t start = when & ~(tile_width(level) - 1);
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key}, v;
 		rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
 		if (rc == MDB_NOTFOUND) {
 			bool stored;
-			st = tile_build(p, txn, view, prefix, plen, level, start, &stored);
+			st = tile_build(p, txn, view, prefix, plen, level, start, NULL, &stored);
 			if (st == FL_OK && !stored)
 				break;
 			continue;
@@ -1253,6 +1578,89 @@ static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
 	return st;
 }
 
+/*
+ * Adds the event (already in history; its features members[0..n)) to the
+ * entity's tiles, coarsest level first. A tile that is not stored is built
+ * from history when its span now holds TILE_MIN_EVENTS events; when it
+ * holds fewer, so do the finer spans inside it, and the walk stops.
+ */
+static enum fl_status update_tiles(struct fl_projection *p, MDB_txn *txn,
+				   const struct fl_view *view, const uint8_t *prefix, size_t plen,
+				   int64_t ts, uint64_t seq, size_t n)
+{
+	uint8_t key[KEY_MAX + 1];
+	uint64_t when = sortable_time(ts);
+	enum fl_status st = FL_OK;
+	MDB_cursor *cur = NULL;
+#ifdef FL_PROJECTION_UNTILED /* bench/bench_projection_untiled: apply without tiles */
+	return FL_OK;
+#endif
+	if (n > p->numbers_cap) {
+		struct lazy_number *grown = realloc(p->numbers, n * sizeof(*grown));
+		if (!grown)
+			return FL_ERR_NOMEM;
+		p->numbers = grown;
+		p->numbers_cap = n;
+	}
+	memset(p->numbers, 0, n * sizeof(*p->numbers)); /* each parsed once for all levels */
+	if (!p->tile_run)
+		return update_tiles_directly(p, txn, view, prefix, plen, ts, seq, n);
+	if ((st = tile_cache_ensure(p)) != FL_OK)
+		return st;
+	struct tile_cache *c = p->tile_cache;
+	if (c->n + TILE_LEVELS > TILE_CACHE_MAX && (st = tile_cache_flush(p, txn)) != FL_OK)
+		return st;
+	for (int level = TILE_LEVELS - 1; level >= 0 && st == FL_OK; level--) {
+		uint64_t start = when & ~(tile_width(level) - 1);
+		size_t klen = tile_key(key, prefix, plen, level, start);
+		uint32_t hash = tile_hash(key, klen);
+		struct cached_tile *t = tile_cache_get(c, key, klen, hash);
+		if (!t || t->state != TILE_DECODED) {
+			/* one cursor: the entity's tiles of neighbouring levels often
+			 * share a page, and a cursor's lookup stays on its page */
+			int rc = cur ? MDB_SUCCESS : mdb_cursor_open(txn, p->tiles, &cur);
+			MDB_val k = {klen, key}, v;
+			if (rc == MDB_SUCCESS)
+				rc = mdb_cursor_get(cur, &k, &v, MDB_SET); /* k stays ours */
+			if (rc == MDB_NOTFOUND) {
+				bool stored;
+				st = tile_build(p, txn, view, prefix, plen, level, start, c,
+						&stored);
+				if (st == FL_OK && !stored)
+					break;
+				continue;
+			}
+			if (rc != MDB_SUCCESS) {
+				st = fl_status_of_mdb(rc);
+				break;
+			}
+			if (!t || t->state == TILE_DROPPED) { /* the run's first event here */
+				size_t len;
+				st = tile_add_event(p, view, v.mv_data, v.mv_size, p->members,
+						    p->numbers, n, ts, seq, &len);
+				if (st == FL_OK) {
+					v = (MDB_val){len, p->tile_record};
+					st = fl_status_of_mdb(
+					    mdb_cursor_put(cur, &k, &v, MDB_CURRENT));
+				}
+				if (st == FL_OK && !tile_cache_put(c, key, klen, hash, TILE_SEEN))
+					st = FL_ERR_NOMEM;
+				continue;
+			}
+			/* the second: decoded from here on */
+			t = tile_cache_put(c, key, klen, hash, TILE_DECODED);
+			if ((st = tile_decode(t, v.mv_data, v.mv_size)) != FL_OK) {
+				t->state = TILE_DROPPED; /* not written */
+				break;
+			}
+		}
+		st = cached_add_event(t, view, p->members, p->numbers, n, ts, seq);
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	return st;
+}
+
 /* Drops the entity's tiles (every level) whose span holds event_ts ts. */
 static enum fl_status drop_tiles_at(struct fl_projection *p, MDB_txn *txn, const uint8_t *prefix,
 				    size_t plen, int64_t ts, uint64_t dropped[TILE_LEVELS])
@@ -1265,6 +1673,11 @@ static enum fl_status drop_tiles_at(struct fl_projection *p, MDB_txn *txn, const
 			continue; /* done for an earlier event of this prune */
 		dropped[level] = start + 1;
 		MDB_val k = {tile_key(key, prefix, plen, level, start), key};
+		/* a tile the run holds is not written back either */
+		struct cached_tile *t =
+		    tile_cache_get(p->tile_cache, key, k.mv_size, tile_hash(key, k.mv_size));
+		if (t)
+			t->state = TILE_DROPPED;
 		int rc = mdb_del(txn, p->tiles, &k, NULL);
 		if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
 			return fl_status_of_mdb(rc);
@@ -1439,6 +1852,8 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 	int rc = mdb_txn_begin(p->env, NULL, 0, &txn);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
+	tile_cache_reset(p->tile_cache); /* what a failed run held is gone with it */
+	p->tile_run = n > 1;
 	for (size_t i = 0; i < n && st == FL_OK; i++) {
 		struct fl_stored_event ev;
 		struct feature_head head;
@@ -1466,6 +1881,8 @@ static enum fl_status apply_once(struct fl_projection *p, const struct fl_log_en
 			fl_stored_event_finish(&ev);
 		}
 	}
+	if (st == FL_OK) /* the run's tiles, in its transaction */
+		st = tile_cache_flush(p, txn);
 	if (st == FL_OK) {
 		uint8_t buf[8];
 		fl_put_be64(buf, entries[n - 1].seq);

@@ -1782,6 +1782,12 @@ Test(projection, tiles_are_the_same_whatever_the_runs)
 	b = project(log, "b", 333);
 	cr_assert_eq(fl_projection_digest(b, &sb, hb), FL_OK);
 	cr_assert_str_eq(ha, hb);
+	/* runs of one event (the live path) update the tiles in place */
+	cr_assert_eq(fl_projection_reset(b), FL_OK);
+	fl_projection_close(b);
+	b = project(log, "b", 1);
+	cr_assert_eq(fl_projection_digest(b, &sb, hb), FL_OK);
+	cr_assert_str_eq(ha, hb);
 	fl_projection_close(a);
 	fl_projection_close(b);
 	fl_log_close(log);
