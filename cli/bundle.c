@@ -19,19 +19,6 @@
 #include "eventlog/signer.h"
 #include "fledger/util.h"
 
-static void say(char *why, size_t why_len, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *why, size_t why_len, const char *format, ...)
-{
-	va_list args;
-	if (!why || !why_len)
-		return;
-	va_start(args, format);
-	vsnprintf(why, why_len, format, args);
-	va_end(args);
-}
-
 const char *fl_bundle_log_name(enum fl_bundle_log log)
 {
 	return log == FL_BUNDLE_LOG_READS ? "reads" : "events";
@@ -58,7 +45,7 @@ static const char *string_member(const json_t *obj, const char *name, char *why,
 {
 	const json_t *value = json_object_get(obj, name);
 	if (!json_is_string(value)) {
-		say(why, why_len, value ? "%s is not a string" : "%s is missing", name);
+		fl_set_error(why, why_len, value ? "%s is not a string" : "%s is missing", name);
 		return NULL;
 	}
 	return json_string_value(value);
@@ -72,7 +59,7 @@ static bool hex_member(const json_t *obj, const char *name, uint8_t *ret_bytes, 
 	if (!text)
 		return false;
 	if (!lower_hex(text, 2 * len) || fl_hex_decode(text, ret_bytes, len) != FL_OK) {
-		say(why, why_len, "%s is not %zu lowercase hex digits", name, 2 * len);
+		fl_set_error(why, why_len, "%s is not %zu lowercase hex digits", name, 2 * len);
 		return false;
 	}
 	return true;
@@ -87,14 +74,14 @@ static bool sig_member(const json_t *obj, uint8_t ret_sig[FL_SIG_LEN], char *why
 	if (!text)
 		return false;
 	if (fl_base64_decode(text, strlen(text), &bytes, &len) != FL_OK) {
-		say(why, why_len, "sig is not canonical base64");
+		fl_set_error(why, why_len, "sig is not canonical base64");
 		return false;
 	}
 	bool ok = len == FL_SIG_LEN;
 	if (ok)
 		memcpy(ret_sig, bytes, FL_SIG_LEN);
 	else
-		say(why, why_len, "sig is %zu bytes, not %d", len, FL_SIG_LEN);
+		fl_set_error(why, why_len, "sig is %zu bytes, not %d", len, FL_SIG_LEN);
 	free(bytes);
 	return ok;
 }
@@ -107,7 +94,7 @@ static bool key_id_member(const json_t *obj, char ret_key_id[FL_KEY_ID_HEX_LEN],
 	if (!text)
 		return false;
 	if (!lower_hex(text, FL_KEY_ID_HEX_LEN - 1)) {
-		say(why, why_len, "key_id is not %d lowercase hex digits", FL_KEY_ID_HEX_LEN - 1);
+		fl_set_error(why, why_len, "key_id is not %d lowercase hex digits", FL_KEY_ID_HEX_LEN - 1);
 		return false;
 	}
 	memcpy(ret_key_id, text, FL_KEY_ID_HEX_LEN);
@@ -147,7 +134,7 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 	char reason[160];
 
 	if (!json_is_array(list)) {
-		say(why, why_len, "not an object with a \"keys\" array");
+		fl_set_error(why, why_len, "not an object with a \"keys\" array");
 		return FL_ERR_INVALID;
 	}
 	json_array_foreach(list, index, item)
@@ -157,22 +144,22 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 		char actual_id[FL_KEY_ID_HEX_LEN];
 
 		if (!json_is_object(item)) {
-			say(why, why_len, "key %zu is not an object", index + 1);
+			fl_set_error(why, why_len, "key %zu is not an object", index + 1);
 			return FL_ERR_INVALID;
 		}
 		if (!key_id_member(item, key.key_id, reason, sizeof(reason)) ||
 		    !(alg = string_member(item, "alg", reason, sizeof(reason))) ||
 		    !(pem = string_member(item, "public_key_pem", reason, sizeof(reason)))) {
-			say(why, why_len, "key %zu: %s", index + 1, reason);
+			fl_set_error(why, why_len, "key %zu: %s", index + 1, reason);
 			return FL_ERR_INVALID;
 		}
 		if (strcmp(alg, "ed25519") != 0) {
-			say(why, why_len, "key %s: alg is \"%s\", not \"ed25519\"", key.key_id,
+			fl_set_error(why, why_len, "key %s: alg is \"%s\", not \"ed25519\"", key.key_id,
 			    alg);
 			return FL_ERR_INVALID;
 		}
 		if (fl_pubkey_from_pem(pem, strlen(pem), key.pub) != FL_OK) {
-			say(why, why_len, "key %s: public_key_pem is not an Ed25519 public key",
+			fl_set_error(why, why_len, "key %s: public_key_pem is not an Ed25519 public key",
 			    key.key_id);
 			return FL_ERR_INVALID;
 		}
@@ -183,18 +170,18 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 		bool same = strcmp(canonical, pem) == 0;
 		free(canonical);
 		if (!same) {
-			say(why, why_len, "key %s: public_key_pem is not in its canonical PEM form",
+			fl_set_error(why, why_len, "key %s: public_key_pem is not in its canonical PEM form",
 			    key.key_id);
 			return FL_ERR_INVALID;
 		}
 		fl_key_id_of(key.pub, actual_id);
 		if (strcmp(actual_id, key.key_id) != 0) {
-			say(why, why_len, "key %s: the PEM key's id is %s", key.key_id, actual_id);
+			fl_set_error(why, why_len, "key %s: the PEM key's id is %s", key.key_id, actual_id);
 			return FL_ERR_INVALID;
 		}
 		const struct bundle_key *known = find_key(keys, key.key_id);
 		if (known && !merge) {
-			say(why, why_len, "key %s appears twice", key.key_id);
+			fl_set_error(why, why_len, "key %s appears twice", key.key_id);
 			return FL_ERR_INVALID;
 		}
 		if (known)
@@ -319,20 +306,20 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 		return FL_ERR_INVALID;
 	json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
 	if (!obj) {
-		say(why, why_len, "not JSON: %s", error.text);
+		fl_set_error(why, why_len, "not JSON: %s", error.text);
 		return FL_ERR_INVALID;
 	}
 	const json_t *seq = json_object_get(obj, "seq");
 	/* Format v2: seq, body, leaf_hash; the first format adds key_id and sig. */
 	line.has_sig = json_object_get(obj, "sig") != NULL;
 	if (!json_is_object(obj) || json_object_size(obj) != (line.has_sig ? 5u : 3u)) {
-		say(why, why_len,
+		fl_set_error(why, why_len,
 		    "not an object of exactly seq, body, leaf_hash (and key_id, sig in a line of "
 		    "the first format)");
 		goto out;
 	}
 	if (!json_is_integer(seq) || json_integer_value(seq) < 1) {
-		say(why, why_len, "seq is not an integer >= 1");
+		fl_set_error(why, why_len, "seq is not an integer >= 1");
 		goto out;
 	}
 	line.seq = (uint64_t)json_integer_value(seq);
@@ -340,12 +327,12 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 	    !hex_member(obj, "leaf_hash", line.leaf_hash, FL_HASH_LEN, reason, sizeof(reason)) ||
 	    (line.has_sig && (!key_id_member(obj, line.key_id, reason, sizeof(reason)) ||
 			      !sig_member(obj, line.sig, reason, sizeof(reason))))) {
-		say(why, why_len, "seq %" PRIu64 ": %s", line.seq, reason);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": %s", line.seq, reason);
 		goto out;
 	}
 	st = fl_base64_decode(body, strlen(body), &line.body, &line.body_len);
 	if (st == FL_ERR_INVALID)
-		say(why, why_len, "seq %" PRIu64 ": body is not canonical base64", line.seq);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": body is not canonical base64", line.seq);
 	if (st == FL_OK)
 		*ret_line = line;
 out:
@@ -369,24 +356,24 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
 
 	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
 	if (memcmp(leaf, line->leaf_hash, FL_HASH_LEN) != 0) {
-		say(why, why_len, "seq %" PRIu64 ": leaf_hash is not SHA-256(0x00 || body)",
+		fl_set_error(why, why_len, "seq %" PRIu64 ": leaf_hash is not SHA-256(0x00 || body)",
 		    line->seq);
 		return false;
 	}
 	int n = snprintf(prefix, sizeof(prefix), "{\"seq\":%" PRIu64 ",", line->seq);
 	if (line->body_len < (size_t)n || memcmp(line->body, prefix, (size_t)n) != 0) {
-		say(why, why_len, "seq %" PRIu64 ": the body does not start with %s", line->seq,
+		fl_set_error(why, why_len, "seq %" PRIu64 ": the body does not start with %s", line->seq,
 		    prefix);
 		return false;
 	}
 	if (!line->has_sig)
 		return true; /* format v2: proven by inclusion under a signed checkpoint */
 	if (!fl_bundle_keys_find(keys, line->key_id, pub)) {
-		say(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq, line->key_id);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq, line->key_id);
 		return false;
 	}
 	if (!fl_sig_verify(pub, line->leaf_hash, FL_HASH_LEN, line->sig)) {
-		say(why, why_len, "seq %" PRIu64 ": the signature does not verify with key %s",
+		fl_set_error(why, why_len, "seq %" PRIu64 ": the signature does not verify with key %s",
 		    line->seq, line->key_id);
 		return false;
 	}
@@ -418,7 +405,7 @@ bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log l
 	if (ok)
 		*ret_us = us;
 	else
-		say(why, why_len,
+		fl_set_error(why, why_len,
 		    "seq %" PRIu64 ": the body has no %s time like 2027-01-15T08:00:00.000000Z",
 		    line->seq, member);
 	json_decref(body);
@@ -447,16 +434,16 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 {
 	int64_t from, to;
 	if (!json_is_object(doc) || json_object_size(doc) != 2) {
-		say(why, why_len, "not an object of exactly from and to");
+		fl_set_error(why, why_len, "not an object of exactly from and to");
 		return false;
 	}
 	if (!fixed_time(json_string_value(json_object_get(doc, "from")), &from) ||
 	    !fixed_time(json_string_value(json_object_get(doc, "to")), &to)) {
-		say(why, why_len, "from and to must be times like 2027-01-15T08:00:00.000000Z");
+		fl_set_error(why, why_len, "from and to must be times like 2027-01-15T08:00:00.000000Z");
 		return false;
 	}
 	if (from > to) {
-		say(why, why_len, "from is after to");
+		fl_set_error(why, why_len, "from is after to");
 		return false;
 	}
 	*ret_from_us = from;
@@ -474,11 +461,11 @@ bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len
 	const char *timestamp;
 
 	if (!json_is_object(obj)) {
-		say(why, why_len, "the checkpoint is not an object");
+		fl_set_error(why, why_len, "the checkpoint is not an object");
 		return false;
 	}
 	if (!json_is_integer(size) || json_integer_value(size) < 1) {
-		say(why, why_len, "tree_size is not an integer >= 1");
+		fl_set_error(why, why_len, "tree_size is not an integer >= 1");
 		return false;
 	}
 	cp.tree_size = (uint64_t)json_integer_value(size);
@@ -488,7 +475,7 @@ bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len
 		return false;
 	int64_t us;
 	if (strlen(timestamp) >= sizeof(cp.timestamp) || fl_time_parse(timestamp, &us) != FL_OK) {
-		say(why, why_len, "timestamp is not an RFC 3339 timestamp");
+		fl_set_error(why, why_len, "timestamp is not an RFC 3339 timestamp");
 		return false;
 	}
 	memcpy(cp.timestamp, timestamp, strlen(timestamp) + 1);
@@ -501,12 +488,12 @@ bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoi
 {
 	uint8_t pub[FL_PUBKEY_LEN];
 	if (!fl_bundle_keys_find(keys, checkpoint->key_id, pub)) {
-		say(why, why_len, "checkpoint of tree size %" PRIu64 ": unknown key_id %s",
+		fl_set_error(why, why_len, "checkpoint of tree size %" PRIu64 ": unknown key_id %s",
 		    checkpoint->tree_size, checkpoint->key_id);
 		return false;
 	}
 	if (!fl_checkpoint_verify(fl_bundle_log_prefix(log), checkpoint, pub)) {
-		say(why, why_len,
+		fl_set_error(why, why_len,
 		    "checkpoint of tree size %" PRIu64 ": the signature over its %s text does not "
 		    "verify with key %s",
 		    checkpoint->tree_size, fl_bundle_log_prefix(log), checkpoint->key_id);
@@ -522,11 +509,11 @@ bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
 	const json_t *item;
 
 	if (!json_is_array(array)) {
-		say(why, why_len, "the proof is not an array of hashes");
+		fl_set_error(why, why_len, "the proof is not an array of hashes");
 		return false;
 	}
 	if (json_array_size(array) > FL_MERKLE_MAX_PROOF) {
-		say(why, why_len, "the proof has %zu hashes, more than any proof can have",
+		fl_set_error(why, why_len, "the proof has %zu hashes, more than any proof can have",
 		    json_array_size(array));
 		return false;
 	}
@@ -535,7 +522,7 @@ bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
 		const char *hex = json_string_value(item);
 		if (!hex || !lower_hex(hex, 2 * FL_HASH_LEN) ||
 		    fl_hex_decode(hex, ret_hashes[index], FL_HASH_LEN) != FL_OK) {
-			say(why, why_len, "proof hash %zu is not 64 lowercase hex digits",
+			fl_set_error(why, why_len, "proof hash %zu is not 64 lowercase hex digits",
 			    index + 1);
 			return false;
 		}

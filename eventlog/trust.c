@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fledger/util.h"
+
 #define PEM_BEGIN "-----BEGIN PUBLIC KEY-----"
 #define PEM_END "-----END PUBLIC KEY-----"
 #define MAX_FILE_BYTES (1 << 20)
@@ -26,19 +28,6 @@ struct fl_trust {
 	struct trust_key *trusted, *announced;
 	size_t n_trusted, n_announced;
 };
-
-static void say(char *why, size_t why_len, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *why, size_t why_len, const char *format, ...)
-{
-	va_list args;
-	if (!why || !why_len)
-		return;
-	va_start(args, format);
-	vsnprintf(why, why_len, format, args);
-	va_end(args);
-}
 
 enum fl_status fl_trust_create(struct fl_trust **ret_trust)
 {
@@ -252,13 +241,13 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 			signer = announced ? announced->pub : NULL;
 		}
 		if (!signer) {
-			say(why, why_len,
+			fl_set_error(why, why_len,
 			    "line %" PRIu64 " is signed by key %s, which is not trusted",
 			    entry->seq, entry->key_id);
 			return FL_ERR_DENIED;
 		}
 		if (!fl_sig_verify(signer, entry->leaf_hash, FL_HASH_LEN, entry->sig)) {
-			say(why, why_len,
+			fl_set_error(why, why_len,
 			    "the signature of line %" PRIu64 " does not verify under key %s",
 			    entry->seq, entry->key_id);
 			return FL_ERR_CORRUPT;
@@ -268,7 +257,7 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 	if (st == FL_ERR_NOT_FOUND)
 		return FL_OK;
 	if (st != FL_OK) {
-		say(why, why_len, "line %" PRIu64 " is a malformed key event", entry->seq);
+		fl_set_error(why, why_len, "line %" PRIu64 " is a malformed key event", entry->seq);
 		return FL_ERR_CORRUPT;
 	}
 	char new_id[FL_KEY_ID_HEX_LEN];
@@ -293,14 +282,14 @@ enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
 		return FL_ERR_INVALID;
 	const uint8_t *pub = fl_trust_find(trust, checkpoint->key_id);
 	if (!pub) {
-		say(why, why_len,
+		fl_set_error(why, why_len,
 		    "the checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
 		    "trusted",
 		    checkpoint->tree_size, checkpoint->key_id);
 		return FL_ERR_DENIED;
 	}
 	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, checkpoint, pub)) {
-		say(why, why_len,
+		fl_set_error(why, why_len,
 		    "the signature of the checkpoint of tree size %" PRIu64
 		    " does not verify under key %s",
 		    checkpoint->tree_size, checkpoint->key_id);

@@ -26,20 +26,6 @@ struct fl_auth {
 	size_t n_principals;
 };
 
-static void set_error(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-	va_list args;
-
-	if (error == NULL || error_size == 0)
-		return;
-	va_start(args, format);
-	vsnprintf(error, error_size, format, args);
-	va_end(args);
-}
-
 static void principal_finish(struct fl_principal *principal)
 {
 	for (size_t i = 0; i < principal->n_roles; i++)
@@ -69,14 +55,14 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	const json_t *value, *name, *roles, *hash;
 
 	if (!json_is_object(object)) {
-		set_error(error, error_size, "principals[%zu] is not an object", index);
+		fl_set_error(error, error_size, "principals[%zu] is not an object", index);
 		return FL_ERR_INVALID;
 	}
 	json_object_foreach((json_t *)object, key, value)
 	{
 		if (strcmp(key, "name") != 0 && strcmp(key, "roles") != 0 &&
 		    strcmp(key, "token_sha256") != 0) {
-			set_error(error, error_size,
+			fl_set_error(error, error_size,
 				  "principals[%zu] has an unknown member \"%s\" (allowed: name, "
 				  "roles, token_sha256)",
 				  index, key);
@@ -87,13 +73,13 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	name = json_object_get(object, "name");
 	if (!json_is_string(name) || json_string_length(name) == 0 ||
 	    strlen(json_string_value(name)) != json_string_length(name)) {
-		set_error(error, error_size, "principals[%zu].name must be a non-empty string",
+		fl_set_error(error, error_size, "principals[%zu].name must be a non-empty string",
 			  index);
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < index; i++) {
 		if (strcmp(auth->principals[i].name, json_string_value(name)) == 0) {
-			set_error(error, error_size, "principals[%zu].name \"%s\" is a duplicate",
+			fl_set_error(error, error_size, "principals[%zu].name \"%s\" is a duplicate",
 				  index, json_string_value(name));
 			return FL_ERR_INVALID;
 		}
@@ -102,7 +88,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	hash = json_object_get(object, "token_sha256");
 	if (!json_is_string(hash) || json_string_length(hash) != 2 * HASH_LEN ||
 	    fl_hex_decode(json_string_value(hash), principal->token_hash, HASH_LEN) != FL_OK) {
-		set_error(error, error_size,
+		fl_set_error(error, error_size,
 			  "principals[%zu].token_sha256 must be 64 hex digits (sha256sum of "
 			  "the token)",
 			  index);
@@ -110,7 +96,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	}
 	for (size_t i = 0; i < index; i++) {
 		if (memcmp(auth->principals[i].token_hash, principal->token_hash, HASH_LEN) == 0) {
-			set_error(error, error_size,
+			fl_set_error(error, error_size,
 				  "principals[%zu] has the same token as principals[%zu]", index,
 				  i);
 			return FL_ERR_INVALID;
@@ -119,7 +105,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 
 	roles = json_object_get(object, "roles");
 	if (!json_is_array(roles)) {
-		set_error(error, error_size, "principals[%zu].roles must be an array of strings",
+		fl_set_error(error, error_size, "principals[%zu].roles must be an array of strings",
 			  index);
 		return FL_ERR_INVALID;
 	}
@@ -127,7 +113,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 		const json_t *role = json_array_get(roles, i);
 		if (!json_is_string(role) || json_string_length(role) == 0 ||
 		    strlen(json_string_value(role)) != json_string_length(role)) {
-			set_error(error, error_size,
+			fl_set_error(error, error_size,
 				  "principals[%zu].roles[%zu] must be a non-empty string", index,
 				  i);
 			return FL_ERR_INVALID;
@@ -147,7 +133,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	return FL_OK;
 
 fail_nomem:
-	set_error(error, error_size, "out of memory");
+	fl_set_error(error, error_size, "out of memory");
 	return FL_ERR_NOMEM;
 }
 
@@ -160,18 +146,18 @@ enum fl_status fl_auth_parse(const char *text, size_t len, char *error, size_t e
 	enum fl_status status;
 
 	if (text == NULL || ret_auth == NULL) {
-		set_error(error, error_size, "invalid arguments");
+		fl_set_error(error, error_size, "invalid arguments");
 		return FL_ERR_INVALID;
 	}
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &json_error);
 	if (root == NULL) {
-		set_error(error, error_size, "not valid JSON: %s (line %d, column %d)",
+		fl_set_error(error, error_size, "not valid JSON: %s (line %d, column %d)",
 			  json_error.text, json_error.line, json_error.column);
 		return FL_ERR_INVALID;
 	}
 	principals = json_object_get(root, "principals");
 	if (!json_is_object(root) || !json_is_array(principals)) {
-		set_error(error, error_size, "expected an object with a \"principals\" array");
+		fl_set_error(error, error_size, "expected an object with a \"principals\" array");
 		status = FL_ERR_INVALID;
 		goto out;
 	}
@@ -196,7 +182,7 @@ enum fl_status fl_auth_parse(const char *text, size_t len, char *error, size_t e
 	goto out;
 
 out_nomem:
-	set_error(error, error_size, "out of memory");
+	fl_set_error(error, error_size, "out of memory");
 	status = FL_ERR_NOMEM;
 out:
 	fl_auth_destroy(auth);
@@ -212,12 +198,12 @@ enum fl_status fl_auth_load(const char *path, char *error, size_t error_size,
 	enum fl_status status;
 
 	if (path == NULL || ret_auth == NULL) {
-		set_error(error, error_size, "invalid arguments");
+		fl_set_error(error, error_size, "invalid arguments");
 		return FL_ERR_INVALID;
 	}
 	status = fl_file_read(path, &text, &len);
 	if (status != FL_OK) {
-		set_error(error, error_size, "cannot read tokens file %s", path);
+		fl_set_error(error, error_size, "cannot read tokens file %s", path);
 		return status == FL_ERR_NOMEM ? FL_ERR_NOMEM : FL_ERR_IO;
 	}
 	status = fl_auth_parse(text, len, error, error_size, ret_auth);

@@ -20,20 +20,6 @@ struct fl_config {
 	size_t n_positional;
 };
 
-static void set_error(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-	va_list args;
-
-	if (error == NULL || error_size == 0)
-		return;
-	va_start(args, format);
-	vsnprintf(error, error_size, format, args);
-	va_end(args);
-}
-
 /* Maps boolean text to "true" or "false"; NULL when it is neither. */
 static const char *normalize_bool(const char *text)
 {
@@ -73,7 +59,7 @@ static enum fl_status set_value(struct fl_config *config, size_t index, const ch
 	if (option->is_bool) {
 		const char *normalized = normalize_bool(text);
 		if (normalized == NULL) {
-			set_error(error, error_size,
+			fl_set_error(error, error_size,
 				  "%s for --%s is \"%s\", not true/false, yes/no, on/off or 1/0",
 				  origin, option->flag, text);
 			return FL_ERR_INVALID;
@@ -82,7 +68,7 @@ static enum fl_status set_value(struct fl_config *config, size_t index, const ch
 	}
 	copy = strdup(text);
 	if (copy == NULL) {
-		set_error(error, error_size, "out of memory");
+		fl_set_error(error, error_size, "out of memory");
 		return FL_ERR_NOMEM;
 	}
 	free(config->values[index]);
@@ -96,7 +82,7 @@ static enum fl_status add_positional(struct fl_config *config, const char *arg, 
 	char *copy = strdup(arg);
 
 	if (copy == NULL) {
-		set_error(error, error_size, "out of memory");
+		fl_set_error(error, error_size, "out of memory");
 		return FL_ERR_NOMEM;
 	}
 	/* The array was sized for every argument up front. */
@@ -138,7 +124,7 @@ static enum fl_status remember_given(struct fl_config *config, size_t index, cha
 	char **grown = copy ? realloc(list, (n + 2) * sizeof(*grown)) : NULL;
 	if (!grown) {
 		free(copy);
-		set_error(error, error_size, "out of memory");
+		fl_set_error(error, error_size, "out of memory");
 		return FL_ERR_NOMEM;
 	}
 	grown[n] = copy;
@@ -174,7 +160,7 @@ static enum fl_status parse_args(struct fl_config *config, int argc, char *const
 			continue;
 		}
 		if (arg[1] != '-' || arg[2] == '\0') {
-			set_error(error, error_size, "unknown flag %s (flags are --name)", arg);
+			fl_set_error(error, error_size, "unknown flag %s (flags are --name)", arg);
 			return FL_ERR_INVALID;
 		}
 		name = arg + 2;
@@ -182,7 +168,7 @@ static enum fl_status parse_args(struct fl_config *config, int argc, char *const
 		name_len = equals != NULL ? (size_t)(equals - name) : strlen(name);
 		index = find_option(config->options, config->n_options, name, name_len);
 		if (index < 0) {
-			set_error(error, error_size, "unknown flag --%.*s", (int)name_len, name);
+			fl_set_error(error, error_size, "unknown flag --%.*s", (int)name_len, name);
 			return FL_ERR_INVALID;
 		}
 		if (equals != NULL) {
@@ -192,7 +178,7 @@ static enum fl_status parse_args(struct fl_config *config, int argc, char *const
 		} else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
 			value = argv[++i];
 		} else {
-			set_error(error, error_size, "flag --%s needs a value",
+			fl_set_error(error, error_size, "flag --%s needs a value",
 				  config->options[index].flag);
 			return FL_ERR_INVALID;
 		}
@@ -214,13 +200,13 @@ enum fl_status fl_config_parse(const struct fl_config_option *options, size_t n_
 
 	if ((options == NULL && n_options > 0) || argc < 0 || (argv == NULL && argc > 0) ||
 	    ret_config == NULL) {
-		set_error(error, error_size, "invalid arguments");
+		fl_set_error(error, error_size, "invalid arguments");
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < n_options; i++) {
 		if (options[i].flag == NULL || options[i].flag[0] == '\0' ||
 		    strchr(options[i].flag, '=') != NULL) {
-			set_error(error, error_size, "option %zu has no usable flag name", i);
+			fl_set_error(error, error_size, "option %zu has no usable flag name", i);
 			return FL_ERR_INVALID;
 		}
 	}
@@ -246,7 +232,7 @@ enum fl_status fl_config_parse(const struct fl_config_option *options, size_t n_
 	return FL_OK;
 
 fail_nomem:
-	set_error(error, error_size, "out of memory");
+	fl_set_error(error, error_size, "out of memory");
 	status = FL_ERR_NOMEM;
 fail:
 	fl_config_destroy(config);

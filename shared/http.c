@@ -213,20 +213,6 @@ struct conn {
 	bool tls_ok;
 };
 
-static void set_error(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-	va_list args;
-
-	if (error == NULL || error_size == 0)
-		return;
-	va_start(args, format);
-	vsnprintf(error, error_size, format, args);
-	va_end(args);
-}
-
 static struct timespec deadline_after_ms(unsigned ms)
 {
 	return fl_deadline_after_us((int64_t)ms * 1000);
@@ -1365,7 +1351,7 @@ static enum fl_status open_listener(const char *listen_text, char *error, size_t
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(host, port, &hints, &found);
 	if (rc != 0) {
-		set_error(error, error_size, "cannot resolve listen host \"%s\": %s", host,
+		fl_set_error(error, error_size, "cannot resolve listen host \"%s\": %s", host,
 			  gai_strerror(rc));
 		return FL_ERR_INVALID;
 	}
@@ -1390,11 +1376,11 @@ static enum fl_status open_listener(const char *listen_text, char *error, size_t
 	return FL_OK;
 
 fail_errno:
-	set_error(error, error_size, "cannot listen on %s: %s", listen_text, strerror(errno));
+	fl_set_error(error, error_size, "cannot listen on %s: %s", listen_text, strerror(errno));
 	freeaddrinfo(found);
 	return FL_ERR_IO;
 bad_address:
-	set_error(error, error_size, "listen address \"%s\" is not HOST:PORT or [IPV6]:PORT",
+	fl_set_error(error, error_size, "listen address \"%s\" is not HOST:PORT or [IPV6]:PORT",
 		  listen_text);
 	return FL_ERR_INVALID;
 }
@@ -1407,7 +1393,7 @@ static enum fl_status read_pem(const char *path, const char *what, char *error, 
 
 	if (status == FL_OK)
 		return FL_OK;
-	set_error(error, error_size, "cannot read the TLS %s %s", what, path);
+	fl_set_error(error, error_size, "cannot read the TLS %s %s", what, path);
 	return status == FL_ERR_NOMEM ? FL_ERR_NOMEM : FL_ERR_IO;
 }
 
@@ -1424,7 +1410,7 @@ static enum fl_status fit_open_files(unsigned max_connections, char *error, size
 	    limit.rlim_cur >= needed)
 		return FL_OK;
 	if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
-		set_error(error, error_size,
+		fl_set_error(error, error_size,
 			  "%u connections need %llu open files, and the hard limit on open files "
 			  "is %llu: allow more (ulimit -Hn) or accept fewer connections",
 			  max_connections, (unsigned long long)needed,
@@ -1433,7 +1419,7 @@ static enum fl_status fit_open_files(unsigned max_connections, char *error, size
 	}
 	limit.rlim_cur = needed;
 	if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-		set_error(error, error_size, "cannot raise the limit on open files to %llu: %s",
+		fl_set_error(error, error_size, "cannot raise the limit on open files to %llu: %s",
 			  (unsigned long long)needed, strerror(errno));
 		return FL_ERR_IO;
 	}
@@ -1480,12 +1466,12 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	enum fl_status status;
 
 	if (options == NULL || handler == NULL || ret_server == NULL) {
-		set_error(error, error_size, "invalid arguments");
+		fl_set_error(error, error_size, "invalid arguments");
 		return FL_ERR_INVALID;
 	}
 	if ((options->tls_cert_file == NULL) != (options->tls_key_file == NULL) ||
 	    (options->tls_client_ca_file != NULL && options->tls_cert_file == NULL)) {
-		set_error(error, error_size,
+		fl_set_error(error, error_size,
 			  "TLS needs both a certificate and a key (and a client CA only with "
 			  "them)");
 		return FL_ERR_INVALID;
@@ -1493,7 +1479,7 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 
 	server = calloc(1, sizeof(*server));
 	if (server == NULL) {
-		set_error(error, error_size, "out of memory");
+		fl_set_error(error, error_size, "out of memory");
 		return FL_ERR_NOMEM;
 	}
 	pthread_mutex_init(&server->lock, NULL);
@@ -1510,7 +1496,7 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 					   ? options->max_spool_body_bytes
 					   : DEFAULT_MAX_SPOOL_BODY_BYTES;
 	if (options->spool_dir != NULL && (server->spool_dir = strdup(options->spool_dir)) == NULL) {
-		set_error(error, error_size, "out of memory");
+		fl_set_error(error, error_size, "out of memory");
 		server_free(server);
 		return FL_ERR_NOMEM;
 	}
@@ -1583,18 +1569,18 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		/* MHD closes the listen socket it was given when it fails
 		 * (measured with 0.9.75), so it is not closed here. */
 		if (flags & MHD_USE_TLS) {
-			set_error(error, error_size,
+			fl_set_error(error, error_size,
 				  "libmicrohttpd refused the TLS certificate, key or client CA");
 			status = FL_ERR_CRYPTO;
 		} else {
-			set_error(error, error_size, "libmicrohttpd could not start");
+			fl_set_error(error, error_size, "libmicrohttpd could not start");
 			status = FL_ERR_IO;
 		}
 		goto fail;
 	}
 	if (pthread_create(&server->sweeper, NULL, sweeper_main, server) != 0) {
 		MHD_stop_daemon(server->daemon);
-		set_error(error, error_size, "cannot start the request deadline thread");
+		fl_set_error(error, error_size, "cannot start the request deadline thread");
 		status = FL_ERR_IO;
 		goto fail;
 	}

@@ -19,20 +19,6 @@
 #include "fledger/slog.h"
 #include "fledger/util.h"
 
-static enum fl_status fail(char *error, size_t error_size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static enum fl_status fail(char *error, size_t error_size, const char *fmt, ...)
-{
-	va_list ap;
-	if (error && error_size) {
-		va_start(ap, fmt);
-		vsnprintf(error, error_size, fmt, ap);
-		va_end(ap);
-	}
-	return FL_ERR_INVALID;
-}
-
 /* ---- URLs ------------------------------------------------------------------ */
 
 /* Whether [url, url + len) is scheme://[user[:pass]@]host[:port]. */
@@ -113,20 +99,20 @@ static int split_urls(const char *list, char **ret_urls, char *error, size_t err
 		while (e > b && isspace((unsigned char)e[-1]))
 			e--;
 		if (b == e) {
-			fail(error, error_size, "--nats: an empty URL in the list \"%s\"", list);
+			fl_set_error(error, error_size, "--nats: an empty URL in the list \"%s\"", list);
 			goto bad;
 		}
 		if (!url_ok(b, (size_t)(e - b), &why)) {
-			fail(error, error_size, "--nats: cannot use \"%.*s\": %s", (int)(e - b), b,
+			fl_set_error(error, error_size, "--nats: cannot use \"%.*s\": %s", (int)(e - b), b,
 			     why);
 			goto bad;
 		}
 		if (n == FL_NATS_MAX_URLS) {
-			fail(error, error_size, "--nats: more than %d URLs", FL_NATS_MAX_URLS);
+			fl_set_error(error, error_size, "--nats: more than %d URLs", FL_NATS_MAX_URLS);
 			goto bad;
 		}
 		if (ret_urls && !(ret_urls[n] = strndup(b, (size_t)(e - b)))) {
-			fail(error, error_size, "out of memory");
+			fl_set_error(error, error_size, "out of memory");
 			goto bad;
 		}
 		n++;
@@ -332,11 +318,11 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 	kinds = (s->creds_file != NULL) + (s->nkey_file != NULL) +
 		(s->user != NULL || s->password_file != NULL) + (s->token_file != NULL);
 	if (kinds > 1)
-		return fail(error, error_size,
+		return fl_set_error(error, error_size,
 			    "give one kind of NATS authentication: --nats-creds, --nats-nkey, "
-			    "--nats-user with --nats-password-file, or --nats-token-file");
+			    "--nats-user with --nats-password-file, or --nats-token-file"), FL_ERR_INVALID;
 	if ((s->user != NULL) != (s->password_file != NULL))
-		return fail(error, error_size, "--nats-user and --nats-password-file go together");
+		return fl_set_error(error, error_size, "--nats-user and --nats-password-file go together"), FL_ERR_INVALID;
 	const struct {
 		const char *flag, *path;
 	} files[] = {{"--nats-creds", s->creds_file},	       {"--nats-nkey", s->nkey_file},
@@ -345,11 +331,11 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 		     {"--nats-key", s->tls.key_file}};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		if (files[i].path && !readable(files[i].path))
-			return fail(error, error_size, "%s %s: %s", files[i].flag, files[i].path,
-				    strerror(errno));
+			return fl_set_error(error, error_size, "%s %s: %s", files[i].flag, files[i].path,
+				    strerror(errno)), FL_ERR_INVALID;
 	}
 	if ((s->tls.cert_file != NULL) != (s->tls.key_file != NULL))
-		return fail(error, error_size, "--nats-cert and --nats-key go together");
+		return fl_set_error(error, error_size, "--nats-cert and --nats-key go together"), FL_ERR_INVALID;
 	if (s->creds_file) {
 		char buf[256];
 		FILE *f = fopen(s->creds_file, "re");
@@ -358,10 +344,10 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 			fclose(f);
 		buf[n] = '\0';
 		if (!strstr(buf, "-----BEGIN NATS USER JWT-----"))
-			return fail(error, error_size,
+			return fl_set_error(error, error_size,
 				    "--nats-creds %s: not a NATS credentials file (no "
 				    "\"BEGIN NATS USER JWT\" block)",
-				    s->creds_file);
+				    s->creds_file), FL_ERR_INVALID;
 	}
 	if (s->nkey_file) {
 		char pub[57];
@@ -372,8 +358,8 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 			free(seed);
 		}
 		if (st != FL_OK)
-			return fail(error, error_size, "--nats-nkey %s: no valid user nkey seed (SU…)",
-				    s->nkey_file);
+			return fl_set_error(error, error_size, "--nats-nkey %s: no valid user nkey seed (SU…)",
+				    s->nkey_file), FL_ERR_INVALID;
 	}
 	const char *secret_files[] = {s->password_file, s->token_file};
 	for (size_t i = 0; i < 2; i++) {
@@ -381,9 +367,9 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 			continue;
 		char *secret = read_secret(secret_files[i]);
 		if (!secret)
-			return fail(error, error_size, "%s %s: %s",
+			return fl_set_error(error, error_size, "%s %s: %s",
 				    i == 0 ? "--nats-password-file" : "--nats-token-file",
-				    secret_files[i], errno == ENODATA ? "empty" : strerror(errno));
+				    secret_files[i], errno == ENODATA ? "empty" : strerror(errno)), FL_ERR_INVALID;
 		OPENSSL_cleanse(secret, strlen(secret));
 		free(secret);
 	}

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -580,4 +581,14 @@ struct timespec fl_deadline_after_us(int64_t us)
 	deadline.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
 	deadline.tv_nsec = (long)(ns % 1000000000);
 	return deadline;
+}
+
+void fl_set_error(char *error, size_t error_size, const char *format, ...)
+{
+	va_list args;
+	if (error == NULL || error_size == 0)
+		return;
+	va_start(args, format);
+	vsnprintf(error, error_size, format, args);
+	va_end(args);
 }

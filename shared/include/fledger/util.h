@@ -48,6 +48,14 @@ void fl_time_format(int64_t us, char out[FL_TIME_TEXT_LEN]);
 /* Wall-clock time in microseconds since the epoch. */
 int64_t fl_time_now_us(void);
 
+/*
+ * Formats a one-line message for a person into error (error_size bytes):
+ * the error-text out-parameter of the project's functions. Does nothing
+ * when error is NULL or error_size is 0.
+ */
+void fl_set_error(char *error, size_t error_size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Monotonic time in microseconds, for measuring durations. */
 int64_t fl_time_mono_us(void);
 
