@@ -58,16 +58,16 @@ static void batch_fill(struct batch_buf *b, uint64_t tag)
 	fl_time_format(now, ts);
 	for (size_t i = 0; i < b->count; i++) {
 		char *tail = b->tails + i * TAIL_CAP;
-		int n = snprintf(tail, TAIL_CAP,
-				 "\"kind\":\"feature\",\"view\":\"user_activity\",\"entity_id\":\"u%" PRIu64
-				 "\",\"event_ts\":\"%s\",\"ingest_ts\":\"%s\",\"producer\":\"clicks-"
-				 "pipeline\",\"features\":{\"dwell_ms\":1200.5,\"last_click\":\"p42\","
-				 "\"is_mobile\":true,\"cart_items\":3,\"embedding\":[0.1,0.2,0.3,0.4,0.5,"
-				 "0.6,0.7,0.8]}",
-				 (tag + i) % 100000, ts, ts);
-		b->inputs[i] = (struct fl_log_input){.body_tail = tail,
-						     .body_tail_len = (size_t)n,
-						     .time_us = now};
+		int n = snprintf(
+		    tail, TAIL_CAP,
+		    "\"kind\":\"feature\",\"view\":\"user_activity\",\"entity_id\":\"u%" PRIu64
+		    "\",\"event_ts\":\"%s\",\"ingest_ts\":\"%s\",\"producer\":\"clicks-"
+		    "pipeline\",\"features\":{\"dwell_ms\":1200.5,\"last_click\":\"p42\","
+		    "\"is_mobile\":true,\"cart_items\":3,\"embedding\":[0.1,0.2,0.3,0.4,0.5,"
+		    "0.6,0.7,0.8]}",
+		    (tag + i) % 100000, ts, ts);
+		b->inputs[i] = (struct fl_log_input){
+		    .body_tail = tail, .body_tail_len = (size_t)n, .time_us = now};
 	}
 }
 
@@ -153,7 +153,8 @@ static void *proof_worker(void *opaque)
 			x ^= x << 13;
 			x ^= x >> 7;
 			x ^= x << 17;
-			if (fl_log_reader_inclusion_proof(r, 1 + x % size, size, hashes, &n) != FL_OK)
+			if (fl_log_reader_inclusion_proof(r, 1 + x % size, size, hashes, &n) !=
+			    FL_OK)
 				exit(1);
 		}
 		job->count += 1000;
@@ -251,7 +252,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++) {
 		double rate, p50, p99;
 		bench_appends(dir, signer, sizes[i], 3.0, &rate, &p50, &p99);
-		printf("| append, batch %zu, synced | %.0f events/s, commit p50 %.3f ms, p99 %.3f ms |\n",
+		printf("| append, batch %zu, synced | %.0f events/s, commit p50 %.3f ms, p99 %.3f "
+		       "ms |\n",
 		       sizes[i], rate, p50, p99);
 		fflush(stdout);
 		if (sizes[i] == 1000)

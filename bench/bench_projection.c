@@ -162,9 +162,10 @@ static double apply_all(const char *dir, const struct bodies *b, struct fl_proje
 	for (size_t at = 0; at < b->n;) {
 		size_t n = 0;
 		while (n < run_len && at < b->n) {
-			entries[n] = (struct fl_log_entry){.seq = at + 1,
-							   .body = (uint8_t *)b->text + b->offsets[at],
-							   .body_len = b->lens[at]};
+			entries[n] =
+			    (struct fl_log_entry){.seq = at + 1,
+						  .body = (uint8_t *)b->text + b->offsets[at],
+						  .body_len = b->lens[at]};
 			n++;
 			at++;
 		}
@@ -252,9 +253,10 @@ int main(int argc, char **argv)
 			 (run_len = strtoull(argv[++i], NULL, 10)) > 0)
 			;
 		else {
-			fprintf(stderr,
-				"usage: %s [--hot N] [--secs S] [--dir DIR] [--no-many] [--run N]\n",
-				argv[0]);
+			fprintf(
+			    stderr,
+			    "usage: %s [--hot N] [--secs S] [--dir DIR] [--no-many] [--run N]\n",
+			    argv[0]);
 			return 2;
 		}
 	}
@@ -298,7 +300,8 @@ int main(int argc, char **argv)
 			snprintf(entity, sizeof(entity), "e%u",
 				 (unsigned)(next_rand() % MANY_ENTITIES));
 			add_feature(&m, entity,
-				    now - 60 * SEC_US - (int64_t)(next_rand() % (3240 * SEC_US)), now);
+				    now - 60 * SEC_US - (int64_t)(next_rand() % (3240 * SEC_US)),
+				    now);
 		}
 		snprintf(path, sizeof(path), "%s/many", dir);
 		double many_us = apply_all(path, &m, &p);

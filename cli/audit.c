@@ -932,9 +932,10 @@ static int audit_verify(struct fl_cli *cli)
 		return FL_CLI_FAIL;
 	for (int log = 0; log < 2; log++)
 		if (report.tofu_key[log][0])
-			printf("TOFU: no --trust-key given: trusting key %s, which signed the first "
-			       "checkpoint of the %s log, on first use; check it out of band\n",
-			       report.tofu_key[log], log == FL_BUNDLE_LOG_EVENTS ? "event" : "read");
+			printf(
+			    "TOFU: no --trust-key given: trusting key %s, which signed the first "
+			    "checkpoint of the %s log, on first use; check it out of band\n",
+			    report.tofu_key[log], log == FL_BUNDLE_LOG_EVENTS ? "event" : "read");
 	print_report(dir, &report);
 	return FL_CLI_OK;
 }

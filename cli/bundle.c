@@ -94,7 +94,8 @@ static bool key_id_member(const json_t *obj, char ret_key_id[FL_KEY_ID_HEX_LEN],
 	if (!text)
 		return false;
 	if (!lower_hex(text, FL_KEY_ID_HEX_LEN - 1)) {
-		fl_set_error(why, why_len, "key_id is not %d lowercase hex digits", FL_KEY_ID_HEX_LEN - 1);
+		fl_set_error(why, why_len, "key_id is not %d lowercase hex digits",
+			     FL_KEY_ID_HEX_LEN - 1);
 		return false;
 	}
 	memcpy(ret_key_id, text, FL_KEY_ID_HEX_LEN);
@@ -154,13 +155,14 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 			return FL_ERR_INVALID;
 		}
 		if (strcmp(alg, "ed25519") != 0) {
-			fl_set_error(why, why_len, "key %s: alg is \"%s\", not \"ed25519\"", key.key_id,
-			    alg);
+			fl_set_error(why, why_len, "key %s: alg is \"%s\", not \"ed25519\"",
+				     key.key_id, alg);
 			return FL_ERR_INVALID;
 		}
 		if (fl_pubkey_from_pem(pem, strlen(pem), key.pub) != FL_OK) {
-			fl_set_error(why, why_len, "key %s: public_key_pem is not an Ed25519 public key",
-			    key.key_id);
+			fl_set_error(why, why_len,
+				     "key %s: public_key_pem is not an Ed25519 public key",
+				     key.key_id);
 			return FL_ERR_INVALID;
 		}
 		/* Only the canonical PEM text: no two texts may stand for one key. */
@@ -170,13 +172,15 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 		bool same = strcmp(canonical, pem) == 0;
 		free(canonical);
 		if (!same) {
-			fl_set_error(why, why_len, "key %s: public_key_pem is not in its canonical PEM form",
-			    key.key_id);
+			fl_set_error(why, why_len,
+				     "key %s: public_key_pem is not in its canonical PEM form",
+				     key.key_id);
 			return FL_ERR_INVALID;
 		}
 		fl_key_id_of(key.pub, actual_id);
 		if (strcmp(actual_id, key.key_id) != 0) {
-			fl_set_error(why, why_len, "key %s: the PEM key's id is %s", key.key_id, actual_id);
+			fl_set_error(why, why_len, "key %s: the PEM key's id is %s", key.key_id,
+				     actual_id);
 			return FL_ERR_INVALID;
 		}
 		const struct bundle_key *known = find_key(keys, key.key_id);
@@ -313,7 +317,8 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 	/* Format v2: seq, body, leaf_hash; the first format adds key_id and sig. */
 	line.has_sig = json_object_get(obj, "sig") != NULL;
 	if (!json_is_object(obj) || json_object_size(obj) != (line.has_sig ? 5u : 3u)) {
-		fl_set_error(why, why_len,
+		fl_set_error(
+		    why, why_len,
 		    "not an object of exactly seq, body, leaf_hash (and key_id, sig in a line of "
 		    "the first format)");
 		goto out;
@@ -332,7 +337,8 @@ enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, siz
 	}
 	st = fl_base64_decode(body, strlen(body), &line.body, &line.body_len);
 	if (st == FL_ERR_INVALID)
-		fl_set_error(why, why_len, "seq %" PRIu64 ": body is not canonical base64", line.seq);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": body is not canonical base64",
+			     line.seq);
 	if (st == FL_OK)
 		*ret_line = line;
 out:
@@ -356,25 +362,27 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
 
 	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
 	if (memcmp(leaf, line->leaf_hash, FL_HASH_LEN) != 0) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": leaf_hash is not SHA-256(0x00 || body)",
-		    line->seq);
+		fl_set_error(why, why_len,
+			     "seq %" PRIu64 ": leaf_hash is not SHA-256(0x00 || body)", line->seq);
 		return false;
 	}
 	int n = snprintf(prefix, sizeof(prefix), "{\"seq\":%" PRIu64 ",", line->seq);
 	if (line->body_len < (size_t)n || memcmp(line->body, prefix, (size_t)n) != 0) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": the body does not start with %s", line->seq,
-		    prefix);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": the body does not start with %s",
+			     line->seq, prefix);
 		return false;
 	}
 	if (!line->has_sig)
 		return true; /* format v2: proven by inclusion under a signed checkpoint */
 	if (!fl_bundle_keys_find(keys, line->key_id, pub)) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq, line->key_id);
+		fl_set_error(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq,
+			     line->key_id);
 		return false;
 	}
 	if (!fl_sig_verify(pub, line->leaf_hash, FL_HASH_LEN, line->sig)) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": the signature does not verify with key %s",
-		    line->seq, line->key_id);
+		fl_set_error(why, why_len,
+			     "seq %" PRIu64 ": the signature does not verify with key %s",
+			     line->seq, line->key_id);
 		return false;
 	}
 	return true;
@@ -406,8 +414,9 @@ bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log l
 		*ret_us = us;
 	else
 		fl_set_error(why, why_len,
-		    "seq %" PRIu64 ": the body has no %s time like 2027-01-15T08:00:00.000000Z",
-		    line->seq, member);
+			     "seq %" PRIu64
+			     ": the body has no %s time like 2027-01-15T08:00:00.000000Z",
+			     line->seq, member);
 	json_decref(body);
 	return ok;
 }
@@ -439,7 +448,8 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 	}
 	if (!fixed_time(json_string_value(json_object_get(doc, "from")), &from) ||
 	    !fixed_time(json_string_value(json_object_get(doc, "to")), &to)) {
-		fl_set_error(why, why_len, "from and to must be times like 2027-01-15T08:00:00.000000Z");
+		fl_set_error(why, why_len,
+			     "from and to must be times like 2027-01-15T08:00:00.000000Z");
 		return false;
 	}
 	if (from > to) {
@@ -489,14 +499,15 @@ bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoi
 	uint8_t pub[FL_PUBKEY_LEN];
 	if (!fl_bundle_keys_find(keys, checkpoint->key_id, pub)) {
 		fl_set_error(why, why_len, "checkpoint of tree size %" PRIu64 ": unknown key_id %s",
-		    checkpoint->tree_size, checkpoint->key_id);
+			     checkpoint->tree_size, checkpoint->key_id);
 		return false;
 	}
 	if (!fl_checkpoint_verify(fl_bundle_log_prefix(log), checkpoint, pub)) {
 		fl_set_error(why, why_len,
-		    "checkpoint of tree size %" PRIu64 ": the signature over its %s text does not "
-		    "verify with key %s",
-		    checkpoint->tree_size, fl_bundle_log_prefix(log), checkpoint->key_id);
+			     "checkpoint of tree size %" PRIu64
+			     ": the signature over its %s text does not "
+			     "verify with key %s",
+			     checkpoint->tree_size, fl_bundle_log_prefix(log), checkpoint->key_id);
 		return false;
 	}
 	return true;
@@ -514,7 +525,7 @@ bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
 	}
 	if (json_array_size(array) > FL_MERKLE_MAX_PROOF) {
 		fl_set_error(why, why_len, "the proof has %zu hashes, more than any proof can have",
-		    json_array_size(array));
+			     json_array_size(array));
 		return false;
 	}
 	json_array_foreach(array, index, item)
@@ -523,7 +534,7 @@ bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
 		if (!hex || !lower_hex(hex, 2 * FL_HASH_LEN) ||
 		    fl_hex_decode(hex, ret_hashes[index], FL_HASH_LEN) != FL_OK) {
 			fl_set_error(why, why_len, "proof hash %zu is not 64 lowercase hex digits",
-			    index + 1);
+				     index + 1);
 			return false;
 		}
 	}

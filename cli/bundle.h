@@ -217,7 +217,7 @@ struct fl_bundle_info {
 	const char *command_url; /* may be NULL */
 	const char *query_url;	 /* may be NULL */
 	uint64_t event_lines, read_lines;
-	uint64_t event_tree_size, read_tree_size; /* last checkpoints, 0: none */
+	uint64_t event_tree_size, read_tree_size;   /* last checkpoints, 0: none */
 	uint64_t event_boundaries, read_boundaries; /* 0, 1 or 2 each */
 };
 

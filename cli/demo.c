@@ -55,8 +55,9 @@ static void add_event(FILE *out, uint64_t *rng, const char *view, uint64_t users
 	int64_t age =
 	    late ? (int64_t)(60e6 + uniform(rng) * 29 * 60e6) : (int64_t)(uniform(rng) * 5000);
 	/* Skewed like real traffic: a fifth of the events go to the first 100 users. */
-	uint64_t user = 1 + (next_random(rng) % 5 == 0 ? next_random(rng) % (users < 100 ? users : 100)
-							: next_random(rng) % users);
+	uint64_t user =
+	    1 + (next_random(rng) % 5 == 0 ? next_random(rng) % (users < 100 ? users : 100)
+					   : next_random(rng) % users);
 	fl_time_format(now - age, ts);
 	fprintf(out,
 		"%s{\"view\":\"%s\",\"entity_id\":\"u%" PRIu64 "\",\"event_ts\":\"%s\","

@@ -34,8 +34,7 @@ static const struct fl_cli_command *const commands[] = {
     &fl__cli_keygen_command,	  &fl__cli_token_command,	 &fl__cli_keys_rotate_command,
     &fl__cli_views_apply_command, &fl__cli_write_command,	 &fl__cli_read_command,
     &fl__cli_log_verify_command,  &fl__cli_audit_export_command, &fl__cli_audit_verify_command,
-    &fl__cli_demo_command,	  &fl__cli_historical_command,
-    &fl__cli_receipt_verify_command,
+    &fl__cli_demo_command,	  &fl__cli_historical_command,	 &fl__cli_receipt_verify_command,
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -424,8 +424,7 @@ static enum fl_status note_line(struct verify *v, enum fl_bundle_log log,
 		return st;
 	if (line->has_sig)
 		memcpy(event.signer, line->key_id, FL_KEY_ID_HEX_LEN);
-	struct key_event *grown =
-	    realloc(v->key_events, (v->n_key_events + 1) * sizeof(*grown));
+	struct key_event *grown = realloc(v->key_events, (v->n_key_events + 1) * sizeof(*grown));
 	if (!grown)
 		return FL_ERR_NOMEM;
 	v->key_events = grown;
@@ -781,10 +780,9 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 	size_t chain_i = 0, key_i = 0;
 	if (fl_trust_count(trust) == 0) {
 		uint8_t pub[FL_PUBKEY_LEN];
-		const char *key_id =
-		    n_key_cps && v->key_cps[0].tree_size < v->cps[log][0].tree_size
-			? v->key_cps[0].key_id
-			: v->cps[log][0].key_id;
+		const char *key_id = n_key_cps && v->key_cps[0].tree_size < v->cps[log][0].tree_size
+					 ? v->key_cps[0].key_id
+					 : v->cps[log][0].key_id;
 		if (!fl_bundle_keys_find(v->keys, key_id, pub))
 			return FL_ERR_CORRUPT; /* the checkpoint check found it */
 		if ((st = fl_trust_add(trust, pub)) != FL_OK)
@@ -815,8 +813,10 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 		const uint8_t *pub = fl_trust_find(trust, cp->key_id);
 		if (!pub) {
 			fail(v, name, line_no,
-			     "checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
-			     "trusted (neither given as trusted nor introduced by a key event under a "
+			     "checkpoint of tree size %" PRIu64
+			     " is signed by key %s, which is not "
+			     "trusted (neither given as trusted nor introduced by a key event "
+			     "under a "
 			     "checkpoint of a trusted key; keys.json listing it does not count)",
 			     cp->tree_size, cp->key_id);
 			return FL_ERR_CORRUPT;
@@ -838,11 +838,12 @@ static enum fl_status check_trust(struct verify *v, struct fl_trust *trust, enum
 	}
 	for (size_t i = 0; i < v->n_signers[log]; i++)
 		if (!fl_trust_find(trust, v->signers[log][i])) {
-			fail(v, lines_name, 0,
-			     "lines are signed by key %s, which is not trusted (neither given as "
-			     "trusted nor introduced by a key event under a checkpoint of a trusted "
-			     "key)",
-			     v->signers[log][i]);
+			fail(
+			    v, lines_name, 0,
+			    "lines are signed by key %s, which is not trusted (neither given as "
+			    "trusted nor introduced by a key event under a checkpoint of a trusted "
+			    "key)",
+			    v->signers[log][i]);
 			return FL_ERR_CORRUPT;
 		}
 	return FL_OK;

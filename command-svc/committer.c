@@ -347,7 +347,8 @@ enum fl_status fl_committer_submit_view(struct fl_committer *c, struct fl_http_r
 	struct job *job = calloc(1, sizeof(*job));
 	if (!job)
 		return FL_ERR_NOMEM;
-	*job = (struct job){.kind = JOB_VIEW, .req = req, .view = view, .producer = strdup(producer)};
+	*job =
+	    (struct job){.kind = JOB_VIEW, .req = req, .view = view, .producer = strdup(producer)};
 	if (!job->producer) {
 		free(job);
 		return FL_ERR_NOMEM;

@@ -25,11 +25,11 @@ struct fl_committer;
 typedef void (*fl_committer_notify_fn)(void *ctx);
 
 struct fl_committer_config {
-	struct fl_log *log;                   /* borrowed */
-	struct fl_view_registry *registry;    /* borrowed */
-	struct fl_counter *ingest_events;     /* may be NULL */
-	struct fl_histogram *append_latency;  /* seconds; may be NULL */
-	fl_committer_notify_fn notify;        /* may be NULL */
+	struct fl_log *log;		     /* borrowed */
+	struct fl_view_registry *registry;   /* borrowed */
+	struct fl_counter *ingest_events;    /* may be NULL */
+	struct fl_histogram *append_latency; /* seconds; may be NULL */
+	fl_committer_notify_fn notify;	     /* may be NULL */
 	void *notify_ctx;
 };
 
@@ -58,9 +58,8 @@ enum fl_status fl_committer_submit_events(struct fl_committer *committer,
  * producer is the admin's principal name. The committer answers req with
  * 200 (identical), 201 (new version), 409 (incompatible) or an error.
  */
-enum fl_status fl_committer_submit_view(struct fl_committer *committer,
-					struct fl_http_request *req, struct fl_view *view,
-					const char *producer);
+enum fl_status fl_committer_submit_view(struct fl_committer *committer, struct fl_http_request *req,
+					struct fl_view *view, const char *producer);
 
 /* Rebuilds the registry from the view events of the log (start-up). */
 enum fl_status fl_committer_load_views(struct fl_log *log, struct fl_view_registry *registry);

@@ -26,7 +26,8 @@
 static const struct fl_config_option options[] = {
     {"listen", "FLEDGER_LISTEN", "127.0.0.1:8080", "HOST:PORT to serve HTTP on", false},
     {"data-dir", "FLEDGER_DATA_DIR", "./data/command", "directory of the LMDB log", false},
-    {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222", "NATS servers to publish to (comma-separated list)", false},
+    {"nats", "FLEDGER_NATS", "nats://127.0.0.1:4222",
+     "NATS servers to publish to (comma-separated list)", false},
     FL_NATS_OPTIONS,
     {"nats-replicas", "FLEDGER_NATS_REPLICAS", "1",
      "replicas of the FLEDGER_EVENTS stream (3 on a cluster)", false},
@@ -41,8 +42,7 @@ static const struct fl_config_option options[] = {
      "development only: no tokens, every request is admin", true},
     {"tls-cert", "FLEDGER_TLS_CERT", NULL, "PEM certificate: serve HTTPS", false},
     {"tls-key", "FLEDGER_TLS_KEY", NULL, "PEM private key of --tls-cert", false},
-    {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates",
-     false},
+    {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
     FL_SVC_HTTP_LIMIT_OPTIONS,
     {"max-map-bytes", "FLEDGER_MAX_MAP_BYTES", "0",
@@ -81,7 +81,8 @@ static void reload_key(struct fl_log *log, const char *path, struct fl_signer **
 		return;
 	}
 	if (strcmp(fl_signer_key_id(next), fl_signer_key_id(*signer)) == 0) {
-		fl_slog(FL_SLOG_INFO, "signing key unchanged", "key_id", fl_signer_key_id(next), NULL);
+		fl_slog(FL_SLOG_INFO, "signing key unchanged", "key_id", fl_signer_key_id(next),
+			NULL);
 		fl_signer_destroy(next);
 		return;
 	}
@@ -112,7 +113,8 @@ int main(int argc, char **argv)
 
 	config = fl_svc_config("command-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_bool(config, "version")) {
-		fl_version_print(stdout, "command-svc", mdb_version(NULL, NULL, NULL), nats_GetVersion());
+		fl_version_print(stdout, "command-svc", mdb_version(NULL, NULL, NULL),
+				 nats_GetVersion());
 		fl_config_destroy(config);
 		return 0;
 	}
@@ -147,7 +149,8 @@ int main(int argc, char **argv)
 
 	const char *key_path = fl_config_get(config, "signing-key");
 	if (!key_path)
-		fatal("--signing-key is required (make one with `fledger keygen --out FILE`)", NULL);
+		fatal("--signing-key is required (make one with `fledger keygen --out FILE`)",
+		      NULL);
 	if ((st = fl_signer_load(key_path, &signer)) != FL_OK)
 		fatal("cannot load the signing key", fl_status_str(st));
 
@@ -174,8 +177,8 @@ int main(int argc, char **argv)
 	publisher_config.registry = cmd.registry;
 
 	/* Metrics (CONTRACT §10). */
-	static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-						0.01,	0.025,	 0.05,	 0.1,	0.25,	1,     5};
+	static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+						0.025,	0.05,	 0.1,	 0.25,	1,	5};
 	static const char *const http_labels[] = {"route", "code", NULL};
 	struct fl_counter *ingest = NULL;
 	struct fl_histogram *append_latency = NULL;

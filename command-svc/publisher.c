@@ -102,7 +102,8 @@ static int64_t wanted_max_age_us(struct fl_publisher *pub)
 	int64_t age = FL_VIEW_DEFAULT_RETENTION_US;
 	if (pub->config.max_age_us > 0)
 		return pub->config.max_age_us;
-	if (pub->config.registry && fl_view_registry_list(pub->config.registry, &views, &n) == FL_OK) {
+	if (pub->config.registry &&
+	    fl_view_registry_list(pub->config.registry, &views, &n) == FL_OK) {
 		for (size_t i = 0; i < n; i++) {
 			int64_t r = fl_view_retention_us(views[i]);
 			if (r > age)
@@ -410,7 +411,8 @@ static void *run(void *opaque)
 		natsStatus ps = publish_chunk(pub, published + 1, last);
 		if (ps != NATS_OK) {
 			char range[48];
-			snprintf(range, sizeof(range), "seqs %" PRIu64 "-%" PRIu64, published + 1, last);
+			snprintf(range, sizeof(range), "seqs %" PRIu64 "-%" PRIu64, published + 1,
+				 last);
 			warn_publish(pub, "NATS publish or acknowledgement failed; resending", ps,
 				     range);
 			/*

@@ -19,19 +19,18 @@
 #include "fledger/status.h"
 #include "fledger/view.h"
 
-
 struct fl_publisher;
 
 /* How command-svc sets up the stream (checked when it exists already). */
 struct fl_publisher_config {
 	struct fl_nats_settings nats; /* servers, credentials, TLS (strings outlive it) */
-	struct fl_log *log;	       /* borrowed, must outlive the publisher */
+	struct fl_log *log;	      /* borrowed, must outlive the publisher */
 	/* Views whose longest retention is the stream's default max age;
 	 * borrowed, may be NULL. */
 	struct fl_view_registry *registry;
-	int64_t replicas;	       /* 1 (default) .. 5 */
-	int64_t max_age_us;	       /* 0: the longest view retention (at least 30d) */
-	int64_t duplicate_window_us;   /* 0: 2 minutes */
+	int64_t replicas;	     /* 1 (default) .. 5 */
+	int64_t max_age_us;	     /* 0: the longest view retention (at least 30d) */
+	int64_t duplicate_window_us; /* 0: 2 minutes */
 };
 
 /*

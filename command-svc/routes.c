@@ -30,8 +30,8 @@ static enum fl_http_disposition method_not_allowed(struct fl_http_request *req)
 static enum fl_http_disposition internal(struct fl_http_request *req, enum fl_status st)
 {
 	fl_http_respond_error(req, st == FL_ERR_FULL ? 507 : 500,
-			      st == FL_ERR_FULL ? "log_full" : "internal_error",
-			      fl_status_str(st), NULL);
+			      st == FL_ERR_FULL ? "log_full" : "internal_error", fl_status_str(st),
+			      NULL);
 	return FL_HTTP_DONE;
 }
 
@@ -160,9 +160,8 @@ static enum fl_http_disposition submit_events(struct fl_command *cmd, struct fl_
 		if (st != FL_OK)
 			break;
 		memcpy(keep[i].digest, events[i].digest, FL_EVENT_DIGEST_LEN);
-		inputs[i] = (struct fl_log_input){.body_tail = tails[i],
-						  .body_tail_len = len,
-						  .time_us = events[i].ingest_ts_us};
+		inputs[i] = (struct fl_log_input){
+		    .body_tail = tails[i], .body_tail_len = len, .time_us = events[i].ingest_ts_us};
 		if (events[i].has_idempotency_key) {
 			snprintf(keep[i].producer, sizeof(keep[i].producer), "%s",
 				 fl_principal_name(principal));
@@ -259,11 +258,16 @@ enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *re
 	}
 	if (strcmp(path, "/v1/keys") == 0) {
 		fl_http_set_user(req, "/v1/keys");
-		return method_is(req, "GET") ? fl_logroutes_keys(cmd->log, req) : method_not_allowed(req);
+		return method_is(req, "GET") ? fl_logroutes_keys(cmd->log, req)
+					     : method_not_allowed(req);
 	}
 
-	static const char *const known[] = {"/v1/views", "/v1/events", "/push", "/v1/log",
-					    "/v1/log/checkpoint", "/v1/log/proof/inclusion",
+	static const char *const known[] = {"/v1/views",
+					    "/v1/events",
+					    "/push",
+					    "/v1/log",
+					    "/v1/log/checkpoint",
+					    "/v1/log/proof/inclusion",
 					    "/v1/log/proof/consistency"};
 	const char *route = NULL;
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
@@ -287,7 +291,8 @@ enum fl_http_disposition fl_command_handle(void *ctx, struct fl_http_request *re
 		return method_is(req, "GET") ? get_views(cmd, req) : method_not_allowed(req);
 	}
 	if (strcmp(route, "/v1/views/{name}") == 0)
-		return method_is(req, "GET") ? get_view(cmd, req, path + 10) : method_not_allowed(req);
+		return method_is(req, "GET") ? get_view(cmd, req, path + 10)
+					     : method_not_allowed(req);
 	if (strcmp(route, "/v1/events") == 0 || strcmp(route, "/push") == 0) {
 		if (!method_is(req, "POST"))
 			return method_not_allowed(req);

@@ -469,7 +469,7 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	if (log->max_map && log->map_size > log->max_map)
 		log->map_size = log->max_map;
 	log->prefix = strdup(options && options->checkpoint_prefix ? options->checkpoint_prefix
-								  : FL_CHECKPOINT_PREFIX);
+								   : FL_CHECKPOINT_PREFIX);
 	if (!log->prefix)
 		goto err_free;
 	if (signer)
@@ -1015,10 +1015,11 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 		return FL_OK;
 	json_escape_pem(fl_signer_public_pem(new_signer), pem, sizeof(pem));
 	fl_time_format(time_us, ts);
-	int len = snprintf(tail, sizeof(tail),
-			   "\"kind\":\"key\",\"ingest_ts\":\"%s\",\"key_id\":\"%s\","
-			   "\"alg\":\"ed25519\",\"public_key_pem\":\"%s\",\"previous_key_id\":\"%s\"",
-			   ts, fl_signer_key_id(new_signer), pem, fl_signer_key_id(log->signer));
+	int len =
+	    snprintf(tail, sizeof(tail),
+		     "\"kind\":\"key\",\"ingest_ts\":\"%s\",\"key_id\":\"%s\","
+		     "\"alg\":\"ed25519\",\"public_key_pem\":\"%s\",\"previous_key_id\":\"%s\"",
+		     ts, fl_signer_key_id(new_signer), pem, fl_signer_key_id(log->signer));
 	if (len <= 0 || (size_t)len >= sizeof(tail))
 		return FL_ERR_INVALID;
 
@@ -1028,9 +1029,8 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 		struct fl_merkle_frontier saved = log->frontier;
 		MDB_txn *txn;
 		struct pending p = {0};
-		struct fl_log_input in = {.body_tail = tail,
-					  .body_tail_len = (size_t)len,
-					  .time_us = time_us};
+		struct fl_log_input in = {
+		    .body_tail = tail, .body_tail_len = (size_t)len, .time_us = time_us};
 		int rc = mdb_txn_begin(log->env, NULL, 0, &txn);
 		if (rc != MDB_SUCCESS) {
 			st = fl_status_of_mdb(rc);
@@ -1122,7 +1122,8 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 		if (e->seq != p.seq || !body_seq_is(e->body, e->body_len, e->seq)) {
 			report->bad_seq = p.seq;
 			snprintf(report->reason, sizeof(report->reason),
-				 "expected seq %" PRIu64 ", got an entry for %" PRIu64, p.seq, e->seq);
+				 "expected seq %" PRIu64 ", got an entry for %" PRIu64, p.seq,
+				 e->seq);
 			st = FL_ERR_CORRUPT;
 			break;
 		}
@@ -1147,7 +1148,8 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 	}
 	if (st == FL_OK) {
 		fl_merkle_frontier_root(&log->frontier, root);
-		if (cp->tree_size != log->size + n || memcmp(root, cp->root_hash, FL_HASH_LEN) != 0) {
+		if (cp->tree_size != log->size + n ||
+		    memcmp(root, cp->root_hash, FL_HASH_LEN) != 0) {
 			report->bad_checkpoint = cp->tree_size;
 			report->bad_seq = n ? entries[n - 1].seq : log->size;
 			snprintf(report->reason, sizeof(report->reason),
@@ -1447,26 +1449,23 @@ enum fl_status fl_log_reader_root_equals(struct fl_log_reader *reader, uint64_t 
 }
 
 enum fl_status fl_log_reader_inclusion_proof(struct fl_log_reader *reader, uint64_t seq,
-					     uint64_t tree_size,
-					     uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
+					     uint64_t tree_size, uint8_t ret_hashes[][FL_HASH_LEN],
+					     size_t *ret_count)
 {
 	if (!reader || seq == 0 || seq > tree_size || tree_size > reader->size)
 		return FL_ERR_INVALID;
 	struct node_ctx ctx = {reader->txn, reader->log};
-	return fl_merkle_inclusion_proof(get_node, &ctx, seq - 1, tree_size, ret_hashes,
-					 ret_count);
+	return fl_merkle_inclusion_proof(get_node, &ctx, seq - 1, tree_size, ret_hashes, ret_count);
 }
 
 enum fl_status fl_log_reader_consistency_proof(struct fl_log_reader *reader, uint64_t first,
-					       uint64_t second,
-					       uint8_t ret_hashes[][FL_HASH_LEN],
+					       uint64_t second, uint8_t ret_hashes[][FL_HASH_LEN],
 					       size_t *ret_count)
 {
 	if (!reader || first == 0 || first > second || second > reader->size)
 		return FL_ERR_INVALID;
 	struct node_ctx ctx = {reader->txn, reader->log};
-	return fl_merkle_consistency_proof(get_node, &ctx, first, second, ret_hashes,
-					   ret_count);
+	return fl_merkle_consistency_proof(get_node, &ctx, first, second, ret_hashes, ret_count);
 }
 
 enum fl_status fl_log_reader_time_range(struct fl_log_reader *reader, int64_t from_us,
@@ -1564,8 +1563,7 @@ enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn
 
 /* ---- formats ---------------------------------------------------------- */
 
-enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line,
-				 size_t *ret_len)
+enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line, size_t *ret_len)
 {
 	char leaf_hex[2 * FL_HASH_LEN + 1], sig_b64[100];
 	size_t body_b64_len = fl_base64_encoded_len(entry->body_len);
@@ -1593,8 +1591,8 @@ enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_li
 	return FL_OK;
 }
 
-size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint,
-			  char *buf, size_t buf_len)
+size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint, char *buf,
+			  size_t buf_len)
 {
 	char root_hex[2 * FL_HASH_LEN + 1];
 	fl_hex_encode(checkpoint->root_hash, FL_HASH_LEN, root_hex);
@@ -1658,7 +1656,6 @@ static enum fl_status compare_node(void *opaque, unsigned level, uint64_t index,
 	return FL_OK;
 }
 
-
 enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_seq,
 			     struct fl_log_verify_report *ret_report)
 {
@@ -1691,8 +1688,7 @@ enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_
 			goto out;
 		}
 		for (int op = MDB_FIRST;
-		     n_keys < MAX_KEYS &&
-		     mdb_cursor_get(cur, &key, &val, (MDB_cursor_op)op) == 0;
+		     n_keys < MAX_KEYS && mdb_cursor_get(cur, &key, &val, (MDB_cursor_op)op) == 0;
 		     op = MDB_NEXT) {
 			if (val.mv_size != FL_PUBKEY_LEN)
 				continue;
@@ -1703,9 +1699,8 @@ enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_
 		mdb_cursor_close(cur);
 	}
 	/* The tree before the range, from the stored nodes. */
-	st = from_seq - 1 <= reader->size
-		 ? load_frontier(log, reader->txn, from_seq - 1, &frontier)
-		 : FL_ERR_INVALID;
+	st = from_seq - 1 <= reader->size ? load_frontier(log, reader->txn, from_seq - 1, &frontier)
+					  : FL_ERR_INVALID;
 	if (st != FL_OK) {
 		snprintf(report.reason, sizeof(report.reason),
 			 "cannot load the tree before seq %" PRIu64 ": %s", from_seq,

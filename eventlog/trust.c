@@ -242,14 +242,15 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 		}
 		if (!signer) {
 			fl_set_error(why, why_len,
-			    "line %" PRIu64 " is signed by key %s, which is not trusted",
-			    entry->seq, entry->key_id);
+				     "line %" PRIu64 " is signed by key %s, which is not trusted",
+				     entry->seq, entry->key_id);
 			return FL_ERR_DENIED;
 		}
 		if (!fl_sig_verify(signer, entry->leaf_hash, FL_HASH_LEN, entry->sig)) {
 			fl_set_error(why, why_len,
-			    "the signature of line %" PRIu64 " does not verify under key %s",
-			    entry->seq, entry->key_id);
+				     "the signature of line %" PRIu64
+				     " does not verify under key %s",
+				     entry->seq, entry->key_id);
 			return FL_ERR_CORRUPT;
 		}
 	}
@@ -283,16 +284,17 @@ enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
 	const uint8_t *pub = fl_trust_find(trust, checkpoint->key_id);
 	if (!pub) {
 		fl_set_error(why, why_len,
-		    "the checkpoint of tree size %" PRIu64 " is signed by key %s, which is not "
-		    "trusted",
-		    checkpoint->tree_size, checkpoint->key_id);
+			     "the checkpoint of tree size %" PRIu64
+			     " is signed by key %s, which is not "
+			     "trusted",
+			     checkpoint->tree_size, checkpoint->key_id);
 		return FL_ERR_DENIED;
 	}
 	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, checkpoint, pub)) {
 		fl_set_error(why, why_len,
-		    "the signature of the checkpoint of tree size %" PRIu64
-		    " does not verify under key %s",
-		    checkpoint->tree_size, checkpoint->key_id);
+			     "the signature of the checkpoint of tree size %" PRIu64
+			     " does not verify under key %s",
+			     checkpoint->tree_size, checkpoint->key_id);
 		return FL_ERR_CORRUPT;
 	}
 	return FL_OK;

@@ -16,7 +16,7 @@
 
 struct pending_read {
 	struct fl_http_request *req;
-	char *tail;         /* the record's body tail */
+	char *tail; /* the record's body tail */
 	size_t tail_len;
 	int64_t ts_us;
 	unsigned status;
@@ -258,7 +258,8 @@ enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit
 	char *tail = record_tail(rec, ts_us, status, answer_sha256, &tail_len);
 	if (!tail)
 		return FL_ERR_NOMEM;
-	struct fl_log_input input = {.body_tail = tail, .body_tail_len = tail_len, .time_us = ts_us};
+	struct fl_log_input input = {
+	    .body_tail = tail, .body_tail_len = tail_len, .time_us = ts_us};
 	struct fl_log_result result;
 	struct fl_log_batch batch = {&input, 1, &result, FL_OK, 0};
 	int64_t start = fl_time_mono_us();

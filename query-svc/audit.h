@@ -31,12 +31,12 @@ void fl_audit_destroy(struct fl_audit *audit);
 /* What a read served, for its record. Arrays are borrowed (copied). */
 struct fl_audit_record {
 	const char *read_id;
-	const char *principal;      /* NULL for a request without a valid token */
-	const char *route;          /* "/v1/features", "/v1/features:batch", ... */
-	const char *view;           /* NULL when unknown */
-	const json_t *entity_ids;   /* array of strings, or NULL */
-	const json_t *features;     /* array of names, or NULL */
-	const json_t *windows;      /* array of names, or NULL */
+	const char *principal;	  /* NULL for a request without a valid token */
+	const char *route;	  /* "/v1/features", "/v1/features:batch", ... */
+	const char *view;	  /* NULL when unknown */
+	const json_t *entity_ids; /* array of strings, or NULL */
+	const json_t *features;	  /* array of names, or NULL */
+	const json_t *windows;	  /* array of names, or NULL */
 	const uint64_t *served_seqs;
 	size_t n_served;
 	/* A training-data export (CONTRACT §7): when request_sha256 is set

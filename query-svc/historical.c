@@ -60,7 +60,7 @@
 #define LINE_MAX_BYTES (64u * 1024u) /* a head or row line at most */
 #define READ_BUF_BYTES (256u * 1024u)
 #define WRITE_BUF_BYTES (256u * 1024u)
-#define MAX_RUNNING 2 /* exports computed at once; more get 503 */
+#define MAX_RUNNING 2	    /* exports computed at once; more get 503 */
 #define SNAPSHOT_US 1000000 /* an export renews its snapshot this often */
 
 static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;

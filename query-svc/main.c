@@ -10,12 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 #include <nats/nats.h>
 
+#include "audit.h"
 #include "eventlog/eventlog.h"
 #include "fledger/config.h"
 #include "fledger/httpc.h"
@@ -23,10 +24,9 @@
 #include "fledger/svc.h"
 #include "fledger/util.h"
 #include "fledger/version.h"
-#include "projection.h"
-#include "audit.h"
-#include "routes.h"
 #include "historical.h"
+#include "projection.h"
+#include "routes.h"
 #include "sync.h"
 
 static const struct fl_config_option options[] = {
@@ -61,8 +61,7 @@ static const struct fl_config_option options[] = {
     {"tls-client-ca", "FLEDGER_TLS_CLIENT_CA", NULL, "PEM CA: require client certificates", false},
     {"max-body", "FLEDGER_MAX_BODY", "1048576", "largest request body in bytes", false},
     {"max-historical-body", "FLEDGER_MAX_HISTORICAL_BODY", "268435456",
-     "largest body of POST /v1/features:historical in bytes (spooled to disk, not memory)",
-     false},
+     "largest body of POST /v1/features:historical in bytes (spooled to disk, not memory)", false},
     {"spool-dir", "FLEDGER_SPOOL_DIR", NULL,
      "directory for the unlinked temporary files of training-data exports (default $TMPDIR "
      "or /tmp)",
@@ -142,12 +141,14 @@ int main(int argc, char **argv)
 	struct fl_auth *auth = NULL;
 	struct fl_signer *signer = NULL;
 	char *command_token = NULL;
-	int64_t max_body, max_historical_body, lag_bound_ms, http_threads, max_parked, read_workers, max_read_cost;
+	int64_t max_body, max_historical_body, lag_bound_ms, http_threads, max_parked, read_workers,
+	    max_read_cost;
 	enum fl_status st;
 
 	config = fl_svc_config("query-svc", options, N_OPTIONS, argc, argv);
 	if (fl_config_get_bool(config, "version")) {
-		fl_version_print(stdout, "query-svc", mdb_version(NULL, NULL, NULL), nats_GetVersion());
+		fl_version_print(stdout, "query-svc", mdb_version(NULL, NULL, NULL),
+				 nats_GetVersion());
 		fl_config_destroy(config);
 		return 0;
 	}
@@ -160,7 +161,8 @@ int main(int argc, char **argv)
 	    fl_config_get_int(config, "max-parked-reads", 1, 1000000, &max_parked) != FL_OK ||
 	    fl_config_get_int(config, "read-workers", 0, 64, &read_workers) != FL_OK ||
 	    fl_config_get_int(config, "max-read-cost", 1, INT64_MAX, &max_read_cost) != FL_OK)
-		fatal("bad --max-body, --max-historical-body, --lag-bound-ms, --http-threads, --max-parked-reads, "
+		fatal("bad --max-body, --max-historical-body, --lag-bound-ms, --http-threads, "
+		      "--max-parked-reads, "
 		      "--read-workers or --max-read-cost",
 		      NULL);
 
@@ -294,8 +296,8 @@ int main(int argc, char **argv)
 
 	struct fl_histogram *audit_latency = NULL;
 	if (fl_metrics_histogram(query.metrics, "fledger_audit_commit_latency_seconds",
-				 "Time to append and sync one group of read audit records", NULL, NULL,
-				 0, &audit_latency) != FL_OK ||
+				 "Time to append and sync one group of read audit records", NULL,
+				 NULL, 0, &audit_latency) != FL_OK ||
 	    fl_audit_create(query.audit_log, audit_latency, &query.audit) != FL_OK)
 		fatal("cannot start the read audit", NULL);
 	query.auth = auth;

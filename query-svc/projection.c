@@ -74,8 +74,8 @@ struct fl_projection_read {
 	struct fl_projection *projection;
 	MDB_txn *txn;
 	uint64_t applied_seq;
-	uint64_t cost;	     /* read cost units spent (see fl_projection_read_limit_cost) */
-	uint64_t cost_limit; /* 0: none */
+	uint64_t cost;	      /* read cost units spent (see fl_projection_read_limit_cost) */
+	uint64_t cost_limit;  /* 0: none */
 	int64_t log_clock_us; /* "now" for the retention guard */
 };
 
@@ -165,8 +165,7 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	int rc;
 	if ((rc = mdb_drop(txn, p->latest, 0)) || (rc = mdb_drop(txn, p->history, 0)) ||
 	    (rc = mdb_drop(txn, p->views, 0)) || (rc = mdb_drop(txn, p->meta, 0)) ||
-	    (rc = mdb_drop(txn, p->tiles, 0)) ||
-	    (rc = mdb_drop(txn, p->ingest, 0)))
+	    (rc = mdb_drop(txn, p->tiles, 0)) || (rc = mdb_drop(txn, p->ingest, 0)))
 		return rc;
 	fl_put_be64(buf, MODELS_FORMAT);
 	MDB_val key = {6, "format"}, val = {8, buf};
@@ -591,8 +590,8 @@ struct lazy_number {
  * Adds one value (text, of the event (ts, seq)) to a partial; lazy, when not
  * NULL, keeps the value's number across the partials it is added to.
  */
-static void partial_add(struct partial *pt, const struct raw_value *value, int64_t ts,
-			uint64_t seq, struct lazy_number *lazy)
+static void partial_add(struct partial *pt, const struct raw_value *value, int64_t ts, uint64_t seq,
+			struct lazy_number *lazy)
 {
 	pt->count++;
 	if (!pt->numeric)
@@ -753,7 +752,8 @@ static bool tile_next(const uint8_t *rec, size_t len, size_t *pos, struct tile_e
 		if (len - at < TILE_NUMERIC_LEN)
 			return false;
 		const uint8_t *q = rec + at;
-		pt->isum = (__int128)(((unsigned __int128)fl_get_be64(q) << 64) | fl_get_be64(q + 8));
+		pt->isum =
+		    (__int128)(((unsigned __int128)fl_get_be64(q) << 64) | fl_get_be64(q + 8));
 		pt->dsum = get_double(q + 16);
 		pt->dcomp = get_double(q + 24);
 		pt->mean = get_double(q + 32);
@@ -819,8 +819,7 @@ static size_t put_tile_entry(uint8_t *out, const char *name, size_t nl, const st
 }
 
 /* The key of a tile: prefix (view NUL entity NUL), level, span start'. */
-static size_t tile_key(uint8_t *out, const uint8_t *prefix, size_t plen, int level,
-		       uint64_t start)
+static size_t tile_key(uint8_t *out, const uint8_t *prefix, size_t plen, int level, uint64_t start)
 {
 	if (out != prefix)
 		memcpy(out, prefix, plen);
@@ -1731,7 +1730,8 @@ static enum fl_status prune_history(struct fl_projection *p, MDB_txn *txn, const
 
 /* Merges one event into the latest record under key[0..plen). */
 static enum fl_status merge_latest(struct fl_projection *p, MDB_txn *txn, const uint8_t *key,
-				   size_t plen, uint64_t seq, const struct feature_head *h, size_t n)
+				   size_t plen, uint64_t seq, const struct feature_head *h,
+				   size_t n)
 {
 	MDB_val k = {plen, (void *)key}, v = {0, NULL};
 	int rc = mdb_get(txn, p->latest, &k, &v);
@@ -2148,8 +2148,8 @@ static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_
 /* Accumulator of one window. */
 struct window_acc {
 	const struct fl_window *window;
-	bool integer; /* over an int64 feature */
-	bool numeric; /* over an int64 or double feature */
+	bool integer;	 /* over an int64 feature */
+	bool numeric;	 /* over an int64 or double feature */
 	int64_t from_us; /* exclusive */
 	struct partial part;
 	struct raw_value *recent; /* last / last_n: a ring, then the newest first */
@@ -2173,8 +2173,8 @@ struct window_walk {
 	MDB_cursor *history;
 	MDB_cursor *levels[TILE_LEVELS];
 	bool over_cost;
-	bool rings;	/* feed last / last_n rings and seqs (the raw-first pass) */
-	bool seqs_only; /* collect seqs, nothing else */
+	bool rings;	     /* feed last / last_n rings and seqs (the raw-first pass) */
+	bool seqs_only;	     /* collect seqs, nothing else */
 	int64_t known_at_us; /* "as known" then (0: every event); raw events only */
 };
 
@@ -2244,7 +2244,8 @@ static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t lim
 	key = (MDB_val){ww->plen + 16, start};
 	int rc = mdb_cursor_get(ww->history, &key, &val, MDB_SET_RANGE);
 	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(ww->history, &key, &val, MDB_NEXT)) {
-		if (key.mv_size != ww->plen + 16 || memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
+		if (key.mv_size != ww->plen + 16 ||
+		    memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
 		    fl_get_be64((uint8_t *)key.mv_data + ww->plen) >= b)
 			break;
 		if (limit && seen == limit) {
@@ -2256,9 +2257,8 @@ static int walk_raw(struct window_walk *ww, uint64_t a, uint64_t b, uint64_t lim
 			ww->over_cost = true;
 			return MDB_SUCCESS;
 		}
-		if (ww->known_at_us &&
-		    !known(ww->read, ww->known_at_us,
-			   fl_get_be64((uint8_t *)key.mv_data + ww->plen + 8)))
+		if (ww->known_at_us && !known(ww->read, ww->known_at_us,
+					      fl_get_be64((uint8_t *)key.mv_data + ww->plen + 8)))
 			continue;
 		if (limit) { /* fed once the span proves small */
 			held_keys[held] = key;
@@ -2297,9 +2297,8 @@ static int walk_tiles(struct window_walk *ww, int level, uint64_t a, uint64_t b)
 	MDB_val key, val;
 	uint64_t width = tile_width(level), pos = a;
 	int rc = MDB_SUCCESS;
-	if (!ww->levels[level] &&
-	    (rc = mdb_cursor_open(ww->read->txn, ww->read->projection->tiles,
-				  &ww->levels[level])) != MDB_SUCCESS)
+	if (!ww->levels[level] && (rc = mdb_cursor_open(ww->read->txn, ww->read->projection->tiles,
+							&ww->levels[level])) != MDB_SUCCESS)
 		return rc;
 	key = (MDB_val){tile_key(start, ww->prefix, ww->plen, level, a), start};
 	for (rc = mdb_cursor_get(ww->levels[level], &key, &val, MDB_SET_RANGE);
@@ -2364,8 +2363,10 @@ static int walk_newest(struct window_walk *ww, int64_t as_of, int64_t from)
 	int rc = mdb_cursor_get(ww->history, &key, &val, MDB_SET_RANGE);
 	rc = rc == MDB_SUCCESS ? mdb_cursor_get(ww->history, &key, &val, MDB_PREV)
 			       : mdb_cursor_get(ww->history, &key, &val, MDB_LAST);
-	for (; rc == MDB_SUCCESS && wanted; rc = mdb_cursor_get(ww->history, &key, &val, MDB_PREV)) {
-		if (key.mv_size != ww->plen + 16 || memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
+	for (; rc == MDB_SUCCESS && wanted;
+	     rc = mdb_cursor_get(ww->history, &key, &val, MDB_PREV)) {
+		if (key.mv_size != ww->plen + 16 ||
+		    memcmp(key.mv_data, ww->prefix, ww->plen) != 0 ||
 		    time_of_sortable((uint8_t *)key.mv_data + ww->plen) <= from)
 			break;
 		if (!spend(ww->read)) {
@@ -2527,8 +2528,9 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 		return fl_status_of_mdb(rc);
 	for (size_t i = 0; i < n; i++) {
 		enum fl_window_fn fn = accs[i]->window->fn;
-		bool numeric_fn = fn == FL_WINDOW_SUM || fn == FL_WINDOW_AVG || fn == FL_WINDOW_MIN ||
-				  fn == FL_WINDOW_MAX || fn == FL_WINDOW_STDDEV;
+		bool numeric_fn = fn == FL_WINDOW_SUM || fn == FL_WINDOW_AVG ||
+				  fn == FL_WINDOW_MIN || fn == FL_WINDOW_MAX ||
+				  fn == FL_WINDOW_STDDEV;
 		if ((numeric_fn && (accs[i]->part.invalid || !accs[i]->numeric)) ||
 		    accs[i]->seqs.failed)
 			return FL_ERR_CORRUPT;
@@ -2647,7 +2649,8 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 		const struct fl_feature *of = fl_view_feature(req->view, win->of);
 		accs[i].window = win;
 		accs[i].integer = of && of->type == FL_FEATURE_INT64;
-		accs[i].numeric = of && (of->type == FL_FEATURE_INT64 || of->type == FL_FEATURE_DOUBLE);
+		accs[i].numeric =
+		    of && (of->type == FL_FEATURE_INT64 || of->type == FL_FEATURE_DOUBLE);
 		accs[i].from_us = req->as_of_us - win->size_us;
 		accs[i].keep = win->fn == FL_WINDOW_LAST_N && win->n > 1 ? win->n : 1;
 		acc_reset(&accs[i]);
@@ -2725,8 +2728,7 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 				    : read->log_clock_us - fl_view_retention_us(req->view);
 	if (req->as_of_us < retained_from) {
 		fl_error_set(err, 400, "outside_retention", "as_of",
-			     "as_of is older than the view's retained history (%s)",
-			     "retention");
+			     "as_of is older than the view's retained history (%s)", "retention");
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < req->n_windows; i++) {
@@ -2737,8 +2739,8 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 			return FL_ERR_INVALID;
 		}
 	}
-	size_t plen = entity_prefix(fl_view_name(req->view), req->entity_id, prefix,
-				    sizeof(prefix) - 16);
+	size_t plen =
+	    entity_prefix(fl_view_name(req->view), req->entity_id, prefix, sizeof(prefix) - 16);
 	if (!plen)
 		return FL_ERR_INVALID;
 
@@ -2794,8 +2796,8 @@ enum fl_status fl_projection_history(struct fl_projection_read *read, const char
 	fl_put_be64(start + plen + 8, 0);
 	key = (MDB_val){plen + 16, start};
 	uint64_t count = 0;
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS && count < limit;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	     rc == MDB_SUCCESS && count < limit; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
 		if (key.mv_size != plen + 16 || memcmp(key.mv_data, start, plen) != 0)
 			break;
 		if (time_of_sortable((uint8_t *)key.mv_data + plen) > to_us)

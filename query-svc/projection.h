@@ -66,14 +66,14 @@ enum fl_status fl_projection_apply(struct fl_projection *projection,
 
 /* What one read asks for. */
 struct fl_read_request {
-	struct fl_view *view;                  /* borrowed */
+	struct fl_view *view; /* borrowed */
 	const char *entity_id;
 	int64_t as_of_us;
-	const struct fl_feature **features;    /* which features, in answer order */
+	const struct fl_feature **features; /* which features, in answer order */
 	size_t n_features;
-	const struct fl_window **windows;      /* which windows, in answer order */
+	const struct fl_window **windows; /* which windows, in answer order */
 	size_t n_windows;
-	bool with_window_seqs;                 /* add "seqs" to windows (<= 1000 events) */
+	bool with_window_seqs; /* add "seqs" to windows (<= 1000 events) */
 	/* 0: every applied event counts. Else only events ingested at or
 	 * before it (ingest_ts <= known_at_us), for values and windows alike:
 	 * the read an online read at that moment could have served. */

@@ -38,7 +38,6 @@
 #include <unistd.h>
 
 #include "audit.h"
-#include "historical.h"
 #include "fledger/event.h"
 #include "fledger/jsonw.h"
 #include "fledger/logroutes.h"
@@ -46,6 +45,7 @@
 #include "fledger/svc.h"
 #include "fledger/util.h"
 #include "fledger/view.h"
+#include "historical.h"
 
 #define READ_BATCH_MAX FL_EVENT_BATCH_MAX /* entity ids per batch or Feast read */
 #define NAME_LIST_MAX 10000		  /* names in one features/windows list */
@@ -299,9 +299,8 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	char path_view[FL_NAME_MAX_LEN + 2] = "";
 	const char *rest = NULL;
 	if (job->n_parts == 0 && (job->kind == READ_ONE || job->kind == READ_HISTORY))
-		rest = view_entity_rest(fl_http_path(job->req), job->kind == READ_ONE
-								    ? "/v1/features/"
-								    : "/v1/history/");
+		rest = view_entity_rest(fl_http_path(job->req),
+					job->kind == READ_ONE ? "/v1/features/" : "/v1/history/");
 	if (rest) {
 		const char *slash = strchr(rest, '/');
 		snprintf(path_view, sizeof(path_view), "%.*s", (int)(slash - rest), rest);

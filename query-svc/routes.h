@@ -46,7 +46,7 @@ struct fl_query {
 	struct fl_gauge *applied_seq;
 	struct fl_gauge *waiting_reads;
 	struct fl_gauge *nats_connected; /* 1 while consuming NATS (consumer alive) */
-	struct fl_query_state *state; /* made by fl_query_init */
+	struct fl_query_state *state;	 /* made by fl_query_init */
 };
 
 /*

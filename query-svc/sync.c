@@ -134,8 +134,8 @@ static const char *const warning_msg[N_WARNINGS] = {
 
 struct fl_sync {
 	char *consumer, *command_url, *command_token;
-	const char *nats_url;	     /* NULL: no NATS; the list, for logs */
-	struct fl_nats_settings nats; /* strings owned by the caller's configuration */
+	const char *nats_url;		  /* NULL: no NATS; the list, for logs */
+	struct fl_nats_settings nats;	  /* strings owned by the caller's configuration */
 	struct fl_nats_watch *nats_watch; /* from the pool: outlives the sync */
 	int64_t next_consumer_check_us;
 	struct fl_log *replica;
@@ -162,7 +162,7 @@ struct fl_sync {
 	jsCtx *js;
 	natsSubscription *sub;
 	int64_t next_connect_us, next_subscribe_us;
-	struct line **pending; /* PENDING_CAP slots, slot = seq % PENDING_CAP */
+	struct line **pending;	/* PENDING_CAP slots, slot = seq % PENDING_CAP */
 	struct fl_trust *trust; /* borrowed; this thread's after fl_sync_create */
 	char *pin_path;
 	size_t pinned_count; /* trusted keys the pin file holds */
@@ -619,8 +619,9 @@ static void nats_maintain(struct fl_sync *sync)
 		jsConsumerInfo_Destroy(ci);
 		if (s != NATS_OK) {
 			fl_slog(FL_SLOG_WARN,
-				s == NATS_NOT_FOUND ? "the NATS consumer is gone; subscribing again"
-						    : "the NATS consumer does not answer; subscribing again",
+				s == NATS_NOT_FOUND
+				    ? "the NATS consumer is gone; subscribing again"
+				    : "the NATS consumer does not answer; subscribing again",
 				"consumer", sync->consumer, "error", natsStatus_GetText(s), NULL);
 			nats_teardown(sync);
 			sync->next_connect_us = 0;

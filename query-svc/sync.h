@@ -35,12 +35,12 @@ struct fl_sync_config {
 	/* NATS servers, credentials, TLS (strings must outlive the sync);
 	 * urls NULL or "": no NATS, poll command-svc only. */
 	struct fl_nats_settings nats;
-	const char *consumer;       /* durable consumer name */
-	const char *command_url;    /* "http://127.0.0.1:8080" */
-	const char *command_token;  /* bearer token with role replicator (may be NULL) */
-	struct fl_log *replica;     /* borrowed: the verified copy of the log */
+	const char *consumer;		  /* durable consumer name */
+	const char *command_url;	  /* "http://127.0.0.1:8080" */
+	const char *command_token;	  /* bearer token with role replicator (may be NULL) */
+	struct fl_log *replica;		  /* borrowed: the verified copy of the log */
 	struct fl_projection *projection; /* borrowed */
-	int poll_ms;                /* how often to poll without news (default 1000) */
+	int poll_ms;			  /* how often to poll without news (default 1000) */
 	/* Called on the sync thread after each applied run. May be NULL. */
 	void (*on_applied)(void *ctx, uint64_t applied_seq);
 	void *on_applied_ctx;
@@ -54,13 +54,13 @@ struct fl_sync_config {
 };
 
 struct fl_sync_status {
-	uint64_t applied_seq;       /* projection */
-	uint64_t replica_size;      /* verified events held */
-	uint64_t checkpoint_size;   /* newest command-svc checkpoint seen */
-	bool nats_connected;        /* consuming: connected, subscribed, consumer alive */
-	bool command_reachable;     /* the last call to command-svc succeeded */
-	bool halted;                /* verification failed: applying stopped */
-	char reason[200];           /* why halted, for /readyz and logs */
+	uint64_t applied_seq;	  /* projection */
+	uint64_t replica_size;	  /* verified events held */
+	uint64_t checkpoint_size; /* newest command-svc checkpoint seen */
+	bool nats_connected;	  /* consuming: connected, subscribed, consumer alive */
+	bool command_reachable;	  /* the last call to command-svc succeeded */
+	bool halted;		  /* verification failed: applying stopped */
+	char reason[200];	  /* why halted, for /readyz and logs */
 };
 
 enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_sync **ret_sync);

@@ -13,9 +13,10 @@ packages=(
 # Operations tests: docker-compose (compose.yaml), promtool (package
 # prometheus), Node.js and npm (tests/tooling). A Node.js already installed
 # is kept: NodeSource's nodejs bundles npm and conflicts with Debian's npm.
-# The fuzzers (scripts/fuzz.sh): clang-15 and its libFuzzer.
+# The fuzzers (scripts/fuzz.sh): clang-15 and its libFuzzer; clang-format
+# for the format check of .ci/run.
 if [ "$runtime_only" = 0 ]; then
-  packages+=(docker-compose prometheus clang-15 libfuzzer-15-dev)
+  packages+=(docker-compose prometheus clang-15 libfuzzer-15-dev clang-format)
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
 fi

@@ -63,9 +63,9 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 		if (strcmp(key, "name") != 0 && strcmp(key, "roles") != 0 &&
 		    strcmp(key, "token_sha256") != 0) {
 			fl_set_error(error, error_size,
-				  "principals[%zu] has an unknown member \"%s\" (allowed: name, "
-				  "roles, token_sha256)",
-				  index, key);
+				     "principals[%zu] has an unknown member \"%s\" (allowed: name, "
+				     "roles, token_sha256)",
+				     index, key);
 			return FL_ERR_INVALID;
 		}
 	}
@@ -74,13 +74,14 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	if (!json_is_string(name) || json_string_length(name) == 0 ||
 	    strlen(json_string_value(name)) != json_string_length(name)) {
 		fl_set_error(error, error_size, "principals[%zu].name must be a non-empty string",
-			  index);
+			     index);
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < index; i++) {
 		if (strcmp(auth->principals[i].name, json_string_value(name)) == 0) {
-			fl_set_error(error, error_size, "principals[%zu].name \"%s\" is a duplicate",
-				  index, json_string_value(name));
+			fl_set_error(error, error_size,
+				     "principals[%zu].name \"%s\" is a duplicate", index,
+				     json_string_value(name));
 			return FL_ERR_INVALID;
 		}
 	}
@@ -89,16 +90,16 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	if (!json_is_string(hash) || json_string_length(hash) != 2 * HASH_LEN ||
 	    fl_hex_decode(json_string_value(hash), principal->token_hash, HASH_LEN) != FL_OK) {
 		fl_set_error(error, error_size,
-			  "principals[%zu].token_sha256 must be 64 hex digits (sha256sum of "
-			  "the token)",
-			  index);
+			     "principals[%zu].token_sha256 must be 64 hex digits (sha256sum of "
+			     "the token)",
+			     index);
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < index; i++) {
 		if (memcmp(auth->principals[i].token_hash, principal->token_hash, HASH_LEN) == 0) {
 			fl_set_error(error, error_size,
-				  "principals[%zu] has the same token as principals[%zu]", index,
-				  i);
+				     "principals[%zu] has the same token as principals[%zu]", index,
+				     i);
 			return FL_ERR_INVALID;
 		}
 	}
@@ -106,7 +107,7 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 	roles = json_object_get(object, "roles");
 	if (!json_is_array(roles)) {
 		fl_set_error(error, error_size, "principals[%zu].roles must be an array of strings",
-			  index);
+			     index);
 		return FL_ERR_INVALID;
 	}
 	for (size_t i = 0; i < json_array_size(roles); i++) {
@@ -114,8 +115,8 @@ static enum fl_status read_principal(const struct fl_auth *auth, size_t index, c
 		if (!json_is_string(role) || json_string_length(role) == 0 ||
 		    strlen(json_string_value(role)) != json_string_length(role)) {
 			fl_set_error(error, error_size,
-				  "principals[%zu].roles[%zu] must be a non-empty string", index,
-				  i);
+				     "principals[%zu].roles[%zu] must be a non-empty string", index,
+				     i);
 			return FL_ERR_INVALID;
 		}
 	}
@@ -152,7 +153,7 @@ enum fl_status fl_auth_parse(const char *text, size_t len, char *error, size_t e
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &json_error);
 	if (root == NULL) {
 		fl_set_error(error, error_size, "not valid JSON: %s (line %d, column %d)",
-			  json_error.text, json_error.line, json_error.column);
+			     json_error.text, json_error.line, json_error.column);
 		return FL_ERR_INVALID;
 	}
 	principals = json_object_get(root, "principals");

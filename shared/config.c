@@ -60,8 +60,8 @@ static enum fl_status set_value(struct fl_config *config, size_t index, const ch
 		const char *normalized = normalize_bool(text);
 		if (normalized == NULL) {
 			fl_set_error(error, error_size,
-				  "%s for --%s is \"%s\", not true/false, yes/no, on/off or 1/0",
-				  origin, option->flag, text);
+				     "%s for --%s is \"%s\", not true/false, yes/no, on/off or 1/0",
+				     origin, option->flag, text);
 			return FL_ERR_INVALID;
 		}
 		text = normalized;
@@ -179,7 +179,7 @@ static enum fl_status parse_args(struct fl_config *config, int argc, char *const
 			value = argv[++i];
 		} else {
 			fl_set_error(error, error_size, "flag --%s needs a value",
-				  config->options[index].flag);
+				     config->options[index].flag);
 			return FL_ERR_INVALID;
 		}
 		status = set_value(config, (size_t)index, value, "the value", error, error_size);

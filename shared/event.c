@@ -874,7 +874,7 @@ static enum fl_status parse_feature_body(struct fl_stored_event *event)
 
 static enum fl_status parse_view_body(struct fl_stored_event *event)
 {
-	static const char *const members[] = {"seq",	  "kind",    "view",       "ingest_ts",
+	static const char *const members[] = {"seq",	  "kind",    "view",	   "ingest_ts",
 					      "producer", "version", "definition", NULL};
 	const json_t *root = event->root;
 	if (!only_members(root, members))

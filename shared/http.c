@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,7 +145,7 @@ struct fl_http_request {
 	size_t body_cap;
 	size_t content_length; /* as announced; 0 when unknown */
 	bool body_too_large;
-	int spool_fd;	     /* the spooled body (spool_body routes), else -1 */
+	int spool_fd; /* the spooled body (spool_body routes), else -1 */
 	uint64_t spool_len;
 	unsigned sent_status; /* server thread only */
 	struct extra_header *headers;
@@ -527,7 +527,8 @@ static void stream_free(void *cls)
 
 enum fl_status fl_http_respond_stream(struct fl_http_request *req, unsigned status,
 				      const char *content_type, uint64_t size,
-				      fl_http_stream_fn read, void *ctx, void (*free_ctx)(void *ctx))
+				      fl_http_stream_fn read, void *ctx,
+				      void (*free_ctx)(void *ctx))
 {
 	struct MHD_Response *response = NULL;
 	struct stream *stream;
@@ -1352,7 +1353,7 @@ static enum fl_status open_listener(const char *listen_text, char *error, size_t
 	rc = getaddrinfo(host, port, &hints, &found);
 	if (rc != 0) {
 		fl_set_error(error, error_size, "cannot resolve listen host \"%s\": %s", host,
-			  gai_strerror(rc));
+			     gai_strerror(rc));
 		return FL_ERR_INVALID;
 	}
 	fd = socket(found->ai_family, found->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -1381,7 +1382,7 @@ fail_errno:
 	return FL_ERR_IO;
 bad_address:
 	fl_set_error(error, error_size, "listen address \"%s\" is not HOST:PORT or [IPV6]:PORT",
-		  listen_text);
+		     listen_text);
 	return FL_ERR_INVALID;
 }
 
@@ -1410,17 +1411,18 @@ static enum fl_status fit_open_files(unsigned max_connections, char *error, size
 	    limit.rlim_cur >= needed)
 		return FL_OK;
 	if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
-		fl_set_error(error, error_size,
-			  "%u connections need %llu open files, and the hard limit on open files "
-			  "is %llu: allow more (ulimit -Hn) or accept fewer connections",
-			  max_connections, (unsigned long long)needed,
-			  (unsigned long long)limit.rlim_max);
+		fl_set_error(
+		    error, error_size,
+		    "%u connections need %llu open files, and the hard limit on open files "
+		    "is %llu: allow more (ulimit -Hn) or accept fewer connections",
+		    max_connections, (unsigned long long)needed,
+		    (unsigned long long)limit.rlim_max);
 		return FL_ERR_INVALID;
 	}
 	limit.rlim_cur = needed;
 	if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
 		fl_set_error(error, error_size, "cannot raise the limit on open files to %llu: %s",
-			  (unsigned long long)needed, strerror(errno));
+			     (unsigned long long)needed, strerror(errno));
 		return FL_ERR_IO;
 	}
 	return FL_OK;
@@ -1472,8 +1474,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	if ((options->tls_cert_file == NULL) != (options->tls_key_file == NULL) ||
 	    (options->tls_client_ca_file != NULL && options->tls_cert_file == NULL)) {
 		fl_set_error(error, error_size,
-			  "TLS needs both a certificate and a key (and a client CA only with "
-			  "them)");
+			     "TLS needs both a certificate and a key (and a client CA only with "
+			     "them)");
 		return FL_ERR_INVALID;
 	}
 
@@ -1495,7 +1497,8 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 	server->max_spool_body_bytes = options->max_spool_body_bytes > 0
 					   ? options->max_spool_body_bytes
 					   : DEFAULT_MAX_SPOOL_BODY_BYTES;
-	if (options->spool_dir != NULL && (server->spool_dir = strdup(options->spool_dir)) == NULL) {
+	if (options->spool_dir != NULL &&
+	    (server->spool_dir = strdup(options->spool_dir)) == NULL) {
 		fl_set_error(error, error_size, "out of memory");
 		server_free(server);
 		return FL_ERR_NOMEM;
@@ -1570,7 +1573,7 @@ enum fl_status fl_http_server_create(const struct fl_http_options *options,
 		 * (measured with 0.9.75), so it is not closed here. */
 		if (flags & MHD_USE_TLS) {
 			fl_set_error(error, error_size,
-				  "libmicrohttpd refused the TLS certificate, key or client CA");
+				     "libmicrohttpd refused the TLS certificate, key or client CA");
 			status = FL_ERR_CRYPTO;
 		} else {
 			fl_set_error(error, error_size, "libmicrohttpd could not start");

@@ -246,7 +246,8 @@ static enum fl_status tls_start(struct conn *c, const char *host, int64_t deadli
 		X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
 		if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
 			return FL_ERR_CRYPTO;
-	} else if (SSL_set_tlsext_host_name(c->ssl, host) != 1 || SSL_set1_host(c->ssl, host) != 1) {
+	} else if (SSL_set_tlsext_host_name(c->ssl, host) != 1 ||
+		   SSL_set1_host(c->ssl, host) != 1) {
 		return FL_ERR_CRYPTO;
 	}
 	for (;;) {
@@ -368,11 +369,10 @@ static bool parse_head(const char *head, unsigned *ret_status, long long *ret_le
  * One exchange: method, base_url + path_and_query, an optional bearer token
  * and an optional body with its content type (see fl_httpc_request).
  */
-static enum fl_status exchange(const char *method, const char *base_url,
-			       const char *path_and_query, const char *bearer_token,
-			       const char *content_type, const char *payload, size_t payload_len,
-			       int timeout_ms, unsigned *ret_status, char **ret_body,
-			       size_t *ret_len)
+static enum fl_status exchange(const char *method, const char *base_url, const char *path_and_query,
+			       const char *bearer_token, const char *content_type,
+			       const char *payload, size_t payload_len, int timeout_ms,
+			       unsigned *ret_status, char **ret_body, size_t *ret_len)
 {
 	int64_t deadline_us = fl_time_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
 	char host[256], port[8] = "80", *request = NULL, *buf = NULL, *head_end = NULL;
@@ -423,8 +423,7 @@ static enum fl_status exchange(const char *method, const char *base_url,
 	request_len = strlen(path_and_query) + prefix_len + (size_t)(prefix - authority) +
 		      (bearer_token ? strlen(bearer_token) : 0) + strlen(method) +
 		      strlen(content_head) + 160;
-	if (payload_len > SIZE_MAX - request_len ||
-	    !(request = malloc(request_len + payload_len)))
+	if (payload_len > SIZE_MAX - request_len || !(request = malloc(request_len + payload_len)))
 		return FL_ERR_NOMEM;
 	request_len = (size_t)snprintf(
 	    request, request_len,
@@ -529,8 +528,8 @@ enum fl_status fl_httpc_request(const char *method, const char *base_url,
 {
 	if (!method || !method[0] || strlen(method) > 16 ||
 	    strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen(method) ||
-	    (content_type && (!content_type[0] || strlen(content_type) > 200 ||
-			      !printable(content_type, 0x20))) ||
+	    (content_type &&
+	     (!content_type[0] || strlen(content_type) > 200 || !printable(content_type, 0x20))) ||
 	    (body_len && !body))
 		return FL_ERR_INVALID;
 	return exchange(method, base_url, path_and_query, bearer_token, content_type, body,

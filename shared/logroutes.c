@@ -18,8 +18,8 @@
 static enum fl_http_disposition internal(struct fl_http_request *req, enum fl_status st)
 {
 	fl_http_respond_error(req, st == FL_ERR_FULL ? 507 : 500,
-			      st == FL_ERR_FULL ? "log_full" : "internal_error",
-			      fl_status_str(st), NULL);
+			      st == FL_ERR_FULL ? "log_full" : "internal_error", fl_status_str(st),
+			      NULL);
 	return FL_HTTP_DONE;
 }
 
@@ -129,11 +129,11 @@ enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_r
 	fl_log_reader_end(reader);
 	if (st != FL_OK)
 		return internal(req, st);
-	json_t *body = inclusion ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(a - 1),
-					     "tree_size", (json_int_t)b, "hashes",
-					     hash_list(hashes, count))
-				 : json_pack("{s:I,s:I,s:o}", "first", (json_int_t)a, "second",
-					     (json_int_t)b, "hashes", hash_list(hashes, count));
+	json_t *body =
+	    inclusion ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(a - 1), "tree_size",
+				  (json_int_t)b, "hashes", hash_list(hashes, count))
+		      : json_pack("{s:I,s:I,s:o}", "first", (json_int_t)a, "second", (json_int_t)b,
+				  "hashes", hash_list(hashes, count));
 	fl_http_respond_json(req, 200, body);
 	return FL_HTTP_DONE;
 }
@@ -154,7 +154,6 @@ enum fl_http_disposition fl_logroutes_keys(struct fl_log *log, struct fl_http_re
 	fl_http_respond_json(req, 200, json_pack("{s:o}", "keys", keys));
 	return FL_HTTP_DONE;
 }
-
 
 enum fl_status fl_ndjson_add(struct fl_ndjson *nd, const struct fl_log_entry *entry)
 {
@@ -221,8 +220,7 @@ static bool query_time(struct fl_http_request *req, const char *name, int64_t de
 	return true;
 }
 
-enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log,
-						    struct fl_http_request *req)
+enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log, struct fl_http_request *req)
 {
 	struct fl_log_reader *reader;
 	struct limited l = {0};

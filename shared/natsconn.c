@@ -77,7 +77,8 @@ static bool url_ok(const char *url, size_t len, const char **why)
 		port = port * 10 + (unsigned long)(*q - '0');
 	}
 	if (port == 0 || port > 65535 || (q < end && q + 1 != end)) {
-		*why = q < end ? "a path after the port" : "the port is not a number from 1 to 65535";
+		*why =
+		    q < end ? "a path after the port" : "the port is not a number from 1 to 65535";
 		return false;
 	}
 	return true;
@@ -99,16 +100,18 @@ static int split_urls(const char *list, char **ret_urls, char *error, size_t err
 		while (e > b && isspace((unsigned char)e[-1]))
 			e--;
 		if (b == e) {
-			fl_set_error(error, error_size, "--nats: an empty URL in the list \"%s\"", list);
+			fl_set_error(error, error_size, "--nats: an empty URL in the list \"%s\"",
+				     list);
 			goto bad;
 		}
 		if (!url_ok(b, (size_t)(e - b), &why)) {
-			fl_set_error(error, error_size, "--nats: cannot use \"%.*s\": %s", (int)(e - b), b,
-			     why);
+			fl_set_error(error, error_size, "--nats: cannot use \"%.*s\": %s",
+				     (int)(e - b), b, why);
 			goto bad;
 		}
 		if (n == FL_NATS_MAX_URLS) {
-			fl_set_error(error, error_size, "--nats: more than %d URLs", FL_NATS_MAX_URLS);
+			fl_set_error(error, error_size, "--nats: more than %d URLs",
+				     FL_NATS_MAX_URLS);
 			goto bad;
 		}
 		if (ret_urls && !(ret_urls[n] = strndup(b, (size_t)(e - b)))) {
@@ -201,7 +204,8 @@ static uint16_t crc16(const uint8_t *data, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		crc ^= (uint16_t)(data[i] << 8);
 		for (int bit = 0; bit < 8; bit++)
-			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+			crc =
+			    (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
 	}
 	return crc;
 }
@@ -283,8 +287,7 @@ done:
 	return st;
 }
 
-void fl_nats_settings_from_config(const struct fl_config *config,
-				  struct fl_nats_settings *ret)
+void fl_nats_settings_from_config(const struct fl_config *config, struct fl_nats_settings *ret)
 {
 	const char *urls = fl_config_get(config, "nats");
 	*ret = (struct fl_nats_settings){
@@ -318,24 +321,33 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 	kinds = (s->creds_file != NULL) + (s->nkey_file != NULL) +
 		(s->user != NULL || s->password_file != NULL) + (s->token_file != NULL);
 	if (kinds > 1)
-		return fl_set_error(error, error_size,
-			    "give one kind of NATS authentication: --nats-creds, --nats-nkey, "
-			    "--nats-user with --nats-password-file, or --nats-token-file"), FL_ERR_INVALID;
+		return fl_set_error(
+			   error, error_size,
+			   "give one kind of NATS authentication: --nats-creds, --nats-nkey, "
+			   "--nats-user with --nats-password-file, or --nats-token-file"),
+		       FL_ERR_INVALID;
 	if ((s->user != NULL) != (s->password_file != NULL))
-		return fl_set_error(error, error_size, "--nats-user and --nats-password-file go together"), FL_ERR_INVALID;
+		return fl_set_error(error, error_size,
+				    "--nats-user and --nats-password-file go together"),
+		       FL_ERR_INVALID;
 	const struct {
 		const char *flag, *path;
-	} files[] = {{"--nats-creds", s->creds_file},	       {"--nats-nkey", s->nkey_file},
-		     {"--nats-password-file", s->password_file}, {"--nats-token-file", s->token_file},
-		     {"--nats-ca", s->tls.ca_file},		       {"--nats-cert", s->tls.cert_file},
+	} files[] = {{"--nats-creds", s->creds_file},
+		     {"--nats-nkey", s->nkey_file},
+		     {"--nats-password-file", s->password_file},
+		     {"--nats-token-file", s->token_file},
+		     {"--nats-ca", s->tls.ca_file},
+		     {"--nats-cert", s->tls.cert_file},
 		     {"--nats-key", s->tls.key_file}};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 		if (files[i].path && !readable(files[i].path))
-			return fl_set_error(error, error_size, "%s %s: %s", files[i].flag, files[i].path,
-				    strerror(errno)), FL_ERR_INVALID;
+			return fl_set_error(error, error_size, "%s %s: %s", files[i].flag,
+					    files[i].path, strerror(errno)),
+			       FL_ERR_INVALID;
 	}
 	if ((s->tls.cert_file != NULL) != (s->tls.key_file != NULL))
-		return fl_set_error(error, error_size, "--nats-cert and --nats-key go together"), FL_ERR_INVALID;
+		return fl_set_error(error, error_size, "--nats-cert and --nats-key go together"),
+		       FL_ERR_INVALID;
 	if (s->creds_file) {
 		char buf[256];
 		FILE *f = fopen(s->creds_file, "re");
@@ -345,9 +357,10 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 		buf[n] = '\0';
 		if (!strstr(buf, "-----BEGIN NATS USER JWT-----"))
 			return fl_set_error(error, error_size,
-				    "--nats-creds %s: not a NATS credentials file (no "
-				    "\"BEGIN NATS USER JWT\" block)",
-				    s->creds_file), FL_ERR_INVALID;
+					    "--nats-creds %s: not a NATS credentials file (no "
+					    "\"BEGIN NATS USER JWT\" block)",
+					    s->creds_file),
+			       FL_ERR_INVALID;
 	}
 	if (s->nkey_file) {
 		char pub[57];
@@ -358,8 +371,10 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 			free(seed);
 		}
 		if (st != FL_OK)
-			return fl_set_error(error, error_size, "--nats-nkey %s: no valid user nkey seed (SU…)",
-				    s->nkey_file), FL_ERR_INVALID;
+			return fl_set_error(error, error_size,
+					    "--nats-nkey %s: no valid user nkey seed (SU…)",
+					    s->nkey_file),
+			       FL_ERR_INVALID;
 	}
 	const char *secret_files[] = {s->password_file, s->token_file};
 	for (size_t i = 0; i < 2; i++) {
@@ -368,8 +383,10 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 		char *secret = read_secret(secret_files[i]);
 		if (!secret)
 			return fl_set_error(error, error_size, "%s %s: %s",
-				    i == 0 ? "--nats-password-file" : "--nats-token-file",
-				    secret_files[i], errno == ENODATA ? "empty" : strerror(errno)), FL_ERR_INVALID;
+					    i == 0 ? "--nats-password-file" : "--nats-token-file",
+					    secret_files[i],
+					    errno == ENODATA ? "empty" : strerror(errno)),
+			       FL_ERR_INVALID;
 		OPENSSL_cleanse(secret, strlen(secret));
 		free(secret);
 	}
@@ -454,8 +471,7 @@ void fl_nats_watch_connected(struct fl_nats_watch *w, natsConnection *nc)
 {
 	char url[256];
 	server_of(nc, url, sizeof(url));
-	fl_slog(FL_SLOG_INFO, "NATS connected", "component", w->who, "server",
-		url, NULL);
+	fl_slog(FL_SLOG_INFO, "NATS connected", "component", w->who, "server", url, NULL);
 }
 
 /* RetryOnFailedConnect's callback: the first connection came up late. */
@@ -480,7 +496,8 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 	struct fl_nats_watch *w = closure;
 	int64_t now = fl_time_mono_us(), last = atomic_load(&w->last_error_us);
 	(void)sub;
-	if (now - last < 1000000 || !atomic_compare_exchange_strong(&w->last_error_us, &last, now)) {
+	if (now - last < 1000000 ||
+	    !atomic_compare_exchange_strong(&w->last_error_us, &last, now)) {
 		atomic_fetch_add(&w->suppressed, 1);
 		return;
 	}
@@ -491,9 +508,8 @@ static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, 
 		natsStatus_GetText(err), "suppressed", more, NULL);
 }
 
-natsStatus fl_nats_options_create(const struct fl_nats_settings *settings,
-				  struct fl_nats_watch *w, int reconnect_wait_ms,
-				  natsOptions **ret_opts)
+natsStatus fl_nats_options_create(const struct fl_nats_settings *settings, struct fl_nats_watch *w,
+				  int reconnect_wait_ms, natsOptions **ret_opts)
 {
 	char *urls[FL_NATS_MAX_URLS];
 	char *secret = NULL;
@@ -542,7 +558,8 @@ natsStatus fl_nats_options_create(const struct fl_nats_settings *settings,
 	}
 	if (s == NATS_OK && settings->user) {
 		secret = read_secret(settings->password_file);
-		s = secret ? natsOptions_SetUserInfo(opts, settings->user, secret) : NATS_INVALID_ARG;
+		s = secret ? natsOptions_SetUserInfo(opts, settings->user, secret)
+			   : NATS_INVALID_ARG;
 	}
 	if (s == NATS_OK && settings->token_file) {
 		secret = read_secret(settings->token_file);

@@ -165,8 +165,7 @@ bool fl_svc_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *re
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
-	    v > max)
+	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min || v > max)
 		return false;
 	*ret_value = v;
 	return true;
@@ -204,8 +203,9 @@ void fl_svc_http_limits(const struct fl_config *config, struct fl_http_options *
 	if (fl_config_get_int(config, "max-connections", 1, 1000000, &connections) != FL_OK ||
 	    fl_config_get_int(config, "max-connections-per-ip", 1, 1000000, &per_ip) != FL_OK ||
 	    fl_config_get_int(config, "request-timeout", 1, 3600, &timeout_s) != FL_OK) {
-		fl_slog(FL_SLOG_ERROR, "bad --max-connections, --max-connections-per-ip or "
-				       "--request-timeout (whole numbers from 1)",
+		fl_slog(FL_SLOG_ERROR,
+			"bad --max-connections, --max-connections-per-ip or "
+			"--request-timeout (whole numbers from 1)",
 			NULL);
 		exit(1);
 	}
@@ -222,7 +222,8 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config)
 
 	if (path) {
 		if (fl_auth_load(path, error, sizeof(error), &auth) != FL_OK) {
-			fl_slog(FL_SLOG_ERROR, "cannot load the tokens file", "detail", error, NULL);
+			fl_slog(FL_SLOG_ERROR, "cannot load the tokens file", "detail", error,
+				NULL);
 			exit(1);
 		}
 		return auth;

@@ -165,8 +165,8 @@ static void export_log(struct fl_log *log, enum fl_bundle_log which, int64_t fro
 		cr_assert_eq(fl_log_reader_checkpoint_covering(reader, seq, &cp), FL_OK);
 		count = 0;
 		if (cp.tree_size != last.tree_size)
-			cr_assert_eq(fl_log_reader_consistency_proof(reader, cp.tree_size,
-								     last.tree_size, hashes, &count),
+			cr_assert_eq(fl_log_reader_consistency_proof(
+					 reader, cp.tree_size, last.tree_size, hashes, &count),
 				     FL_OK);
 		cr_assert_eq(fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes,
 						       count, &line),
@@ -790,9 +790,9 @@ Test(bundle, a_rotation_is_followed_through_the_checkpoint_of_its_commit)
 	cr_assert_eq(fl_log_reader_begin(event_log, &reader), FL_OK);
 	cr_assert_eq(fl_log_reader_consistency_proof(reader, 9, 13, hashes, &count), FL_OK);
 	fl_log_reader_end(reader);
-	cr_assert_eq(fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes, count,
-					       &line),
-		     FL_OK);
+	cr_assert_eq(
+	    fl_bundle_checkpoint_line(&cp, (const uint8_t(*)[FL_HASH_LEN])hashes, count, &line),
+	    FL_OK);
 	store(FL_BUNDLE_KEY_CHECKPOINTS, line, strlen(line));
 	assert_accepted();
 	cr_assert_eq(verify_trusting(event_key, read_key, &report), FL_ERR_CORRUPT);
@@ -800,8 +800,9 @@ Test(bundle, a_rotation_is_followed_through_the_checkpoint_of_its_commit)
 	cr_assert_not_null(strstr(report.reason, "not trusted"), "%s", report.reason);
 
 	/* A changed root: its signature and its consistency proof fail. */
-	json_object_set_new(doc, "root_hash", json_string("00000000000000000000000000000000"
-							   "00000000000000000000000000000000"));
+	json_object_set_new(doc, "root_hash",
+			    json_string("00000000000000000000000000000000"
+					"00000000000000000000000000000000"));
 	free(line);
 	line = json_dumps(doc, JSON_COMPACT);
 	store(FL_BUNDLE_KEY_CHECKPOINTS, line, strlen(line));

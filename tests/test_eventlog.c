@@ -55,7 +55,7 @@ static enum fl_status append_batch(struct fl_log *log, const char *producer, con
 	struct fl_log_input *inputs = calloc(count, sizeof(*inputs));
 	char **tails = calloc(count, sizeof(char *));
 	char **keys = calloc(count, sizeof(char *));
-	uint8_t (*digests)[FL_HASH_LEN] = calloc(count, FL_HASH_LEN);
+	uint8_t(*digests)[FL_HASH_LEN] = calloc(count, FL_HASH_LEN);
 	for (size_t i = 0; i < count; i++) {
 		tails[i] = malloc(400);
 		int n = snprintf(tails[i], 400,
@@ -267,9 +267,9 @@ Test(eventlog, signatures_and_checkpoints_verify_with_openssl_cli)
 		     0);
 	char leaf_hex[65];
 	fl_hex_encode(e.leaf_hash, 32, leaf_hex);
-	cr_assert_eq(sh("cd '%s' && test \"$(od -An -tx1 leaf.bin | tr -d ' \\n')\" = %s", tmpdir,
-			leaf_hex),
-		     0);
+	cr_assert_eq(
+	    sh("cd '%s' && test \"$(od -An -tx1 leaf.bin | tr -d ' \\n')\" = %s", tmpdir, leaf_hex),
+	    0);
 	/* The line is proven by inclusion: seq 2 of 3 is leaf index 1; its
 	 * proof is [leaf 0, leaf 2]: root = H(1 || H(1 || leaf0 || leaf1) || leaf2). */
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
@@ -342,8 +342,12 @@ Test(eventlog, idempotency_keys_are_permanent)
 	uint8_t digest[32] = {1};
 	struct fl_log_input in[2] = {
 	    {.body_tail = "\"kind\":\"feature\",\"fresh\":1", .body_tail_len = 26, .time_us = 1},
-	    {.body_tail = tail, .body_tail_len = strlen(tail), .time_us = 1, .producer = "p1",
-	     .idempotency_key = "k-2", .digest = digest},
+	    {.body_tail = tail,
+	     .body_tail_len = strlen(tail),
+	     .time_us = 1,
+	     .producer = "p1",
+	     .idempotency_key = "k-2",
+	     .digest = digest},
 	};
 	struct fl_log_result res[2];
 	struct fl_log_batch batch = {in, 2, res, FL_OK, 0};
@@ -355,10 +359,16 @@ Test(eventlog, idempotency_keys_are_permanent)
 	/* The same within one batch: a repeat is a duplicate of the first. */
 	uint8_t d2[32] = {2};
 	struct fl_log_input twice[2] = {
-	    {.body_tail = tail, .body_tail_len = strlen(tail), .producer = "p1",
-	     .idempotency_key = "new", .digest = d2},
-	    {.body_tail = tail, .body_tail_len = strlen(tail), .producer = "p1",
-	     .idempotency_key = "new", .digest = d2},
+	    {.body_tail = tail,
+	     .body_tail_len = strlen(tail),
+	     .producer = "p1",
+	     .idempotency_key = "new",
+	     .digest = d2},
+	    {.body_tail = tail,
+	     .body_tail_len = strlen(tail),
+	     .producer = "p1",
+	     .idempotency_key = "new",
+	     .digest = d2},
 	};
 	batch = (struct fl_log_batch){twice, 2, res, FL_OK, 0};
 	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
@@ -392,8 +402,11 @@ Test(eventlog, group_commit_isolates_a_conflicting_batch)
 	const char *t1 = "\"a\":1", *t2 = "\"b\":2", *t3 = "\"c\":3";
 	uint8_t other[32] = {9};
 	struct fl_log_input a[1] = {{.body_tail = t1, .body_tail_len = 5}};
-	struct fl_log_input b[1] = {{.body_tail = t2, .body_tail_len = 5, .producer = "p",
-				     .idempotency_key = "k-1", .digest = other}};
+	struct fl_log_input b[1] = {{.body_tail = t2,
+				     .body_tail_len = 5,
+				     .producer = "p",
+				     .idempotency_key = "k-1",
+				     .digest = other}};
 	struct fl_log_input c[1] = {{.body_tail = t3, .body_tail_len = 5}};
 	struct fl_log_result ra, rb, rc;
 	struct fl_log_batch batches[3] = {
@@ -536,7 +549,8 @@ Test(eventlog, map_grows_by_itself)
 	struct fl_log *log = open_log(logdir, 0); /* starts at 1 MiB */
 	struct fl_log_result *res = calloc(1000, sizeof(*res));
 	for (int i = 0; i < 20; i++)
-		cr_assert_eq(append_batch(log, NULL, NULL, (uint64_t)i * 1000 + 1, 1000, res), FL_OK);
+		cr_assert_eq(append_batch(log, NULL, NULL, (uint64_t)i * 1000 + 1, 1000, res),
+			     FL_OK);
 	cr_assert_eq(fl_log_size(log), 20000);
 	struct fl_log_verify_report rep;
 	cr_assert_eq(fl_log_verify(log, 19990, 0, &rep), FL_OK, "%s", rep.reason);
@@ -824,8 +838,8 @@ static void *reader_thread(void *opaque)
 		uint64_t size = fl_log_reader_size(r);
 		if (size > 0) {
 			uint64_t seq = 1 + (uint64_t)rand() % size;
-			if (fl_log_reader_checkpoint(r, 0, &cp) != FL_OK ||
-			    cp.tree_size != size || fl_log_reader_get(r, seq, &e) != FL_OK ||
+			if (fl_log_reader_checkpoint(r, 0, &cp) != FL_OK || cp.tree_size != size ||
+			    fl_log_reader_get(r, seq, &e) != FL_OK ||
 			    fl_log_reader_inclusion_proof(r, seq, size, hashes, &n) != FL_OK ||
 			    !fl_merkle_verify_inclusion(e.leaf_hash, seq - 1, size, hashes, n,
 							cp.root_hash))

@@ -877,7 +877,6 @@ Test(http, a_deferred_answer_may_take_longer_than_the_idle_timeout)
 
 /* ---- hostile clients over raw sockets ---- */
 
-
 /* A TCP connection to the test server from source address from ("127.0.0.2"). */
 static int raw_connect_from(const char *from)
 {
@@ -1033,8 +1032,7 @@ static void assert_json_error(const struct raw_response *response, const char *c
 	json_t *body = json_loads(response->body, 0, &error);
 	const char *got = NULL;
 
-	cr_assert_str_eq(response->content_type, "application/json", "body [%s]",
-			 response->body);
+	cr_assert_str_eq(response->content_type, "application/json", "body [%s]", response->body);
 	cr_assert_not_null(body, "not JSON: [%s]", response->body);
 	cr_assert_eq(json_unpack(body, "{s:{s:s, s:s}}", "error", "code", &got, "message",
 				 &(const char *){NULL}),
@@ -1062,8 +1060,7 @@ static void assert_still_serving(void)
  */
 Test(http, malformed_content_lengths_are_refused_and_closed)
 {
-	static const char *const lengths[] = {"abc", "-1", "1180591620717411303424", "12abc",
-					      ""};
+	static const char *const lengths[] = {"abc", "-1", "1180591620717411303424", "12abc", ""};
 
 	start_with((struct fl_http_options){0});
 	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
@@ -1148,8 +1145,8 @@ Test(http, malformed_requests_get_exactly_one_response)
 		if (cases[i].status == 414)
 			snprintf(request, 41000, "GET /%s HTTP/1.1\r\nHost: x\r\n\r\n", long_uri);
 		else if (cases[i].status == 431)
-			snprintf(request, 41000, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n",
-				 big_header);
+			snprintf(request, 41000,
+				 "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", big_header);
 		else
 			snprintf(request, 41000, "%s", cases[i].request);
 		raw_exchange(request, &response, &closed);
@@ -1367,12 +1364,13 @@ Test(http, an_opted_in_route_spools_a_large_body_and_streams_an_answer)
 	cr_assert_str_eq(out, "big\n");
 	free(out);
 	/* the larger limit is the opted-in route's only, and exact */
-	out = run("head -c 4194305 /dev/zero > %s/over && "
-		  "curl -s -o /dev/null -w '%%{http_code} ' --data-binary @%s/over " URL "/spool && "
-		  "curl -s -o /dev/null -w '%%{http_code} ' -H 'Transfer-Encoding: chunked' "
-		  "--data-binary @%s/over " URL "/spool && "
-		  "curl -s -o /dev/null -w '%%{http_code}' --data-binary @%s/big " URL "/echo",
-		  tmp_dir, tmp_dir, fx.port, tmp_dir, fx.port, tmp_dir, fx.port);
+	out =
+	    run("head -c 4194305 /dev/zero > %s/over && "
+		"curl -s -o /dev/null -w '%%{http_code} ' --data-binary @%s/over " URL "/spool && "
+		"curl -s -o /dev/null -w '%%{http_code} ' -H 'Transfer-Encoding: chunked' "
+		"--data-binary @%s/over " URL "/spool && "
+		"curl -s -o /dev/null -w '%%{http_code}' --data-binary @%s/big " URL "/echo",
+		tmp_dir, tmp_dir, fx.port, tmp_dir, fx.port, tmp_dir, fx.port);
 	cr_assert_str_eq(out, "413 413 413");
 	free(out);
 }

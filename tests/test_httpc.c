@@ -238,17 +238,9 @@ Test(httpc, bad_arguments_are_refused_before_any_connection)
 	unsigned status = 0;
 	char *body = NULL;
 	size_t len = 0;
-	const char *bad_bases[] = {"ftp://x",
-				   "http://",
-				   "http://:80",
-				   "http://h:0",
-				   "http://h:99999",
-				   "http://h:8x",
-				   "http://h:",
-				   "http://[::1",
-				   "http://u@h:80",
-				   "http://h?x",
-				   "127.0.0.1:80"};
+	const char *bad_bases[] = {"ftp://x",	     "http://",	    "http://:80",  "http://h:0",
+				   "http://h:99999", "http://h:8x", "http://h:",   "http://[::1",
+				   "http://u@h:80",  "http://h?x",  "127.0.0.1:80"};
 
 	for (size_t i = 0; i < sizeof(bad_bases) / sizeof(bad_bases[0]); i++)
 		cr_assert_eq(fl_httpc_get(bad_bases[i], "/", NULL, 100, &status, &body, &len),

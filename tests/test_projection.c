@@ -1464,7 +1464,7 @@ static struct fl_log *build_tile_log(int64_t t0, int64_t *ret_clock)
 
 	/* who gets which event, shuffled */
 	for (size_t i = 0; i < TILE_TEST_N; i++)
-		trecs[i].entity = i < TILE_TEST_HOT			 ? "hot"
+		trecs[i].entity = i < TILE_TEST_HOT		       ? "hot"
 				  : i < TILE_TEST_HOT + TILE_TEST_WIDE ? "wide"
 								       : "cold";
 	for (size_t i = TILE_TEST_N - 1; i > 0; i--) {
@@ -1501,9 +1501,11 @@ static struct fl_log *build_tile_log(int64_t t0, int64_t *ret_clock)
 				if (next_rand() % 50 == 0)
 					r->x = next_rand() % 2 ? INT64_MAX / 4 : INT64_MIN / 4;
 				/* multiples of 1/64: every sum of them is exact in a double */
-				r->d = wide ? 1e9 + (double)(next_rand() % 1024) / 64.0
-					    : (double)(int64_t)(next_rand() % 100000) / 64.0 - 700.0;
-				snprintf(r->s, sizeof(r->s), "s%u", (unsigned)(next_rand() % 100000));
+				r->d = wide
+					   ? 1e9 + (double)(next_rand() % 1024) / 64.0
+					   : (double)(int64_t)(next_rand() % 100000) / 64.0 - 700.0;
+				snprintf(r->s, sizeof(r->s), "s%u",
+					 (unsigned)(next_rand() % 100000));
 				if (r->has_x)
 					json_object_set_new(features, "x", json_integer(r->x));
 				if (r->has_d)
@@ -1740,14 +1742,17 @@ Test(projection, tiled_windows_match_a_raw_event_oracle)
 		json_t *plain = tile_read(p, entity, as_of, false, &cost);
 		json_t *listed = tile_read(p, entity, as_of, true, NULL);
 		char ctx[96];
-		snprintf(ctx, sizeof(ctx), "(%s, round %d, as_of %" PRId64 ")", entity, round, as_of);
+		snprintf(ctx, sizeof(ctx), "(%s, round %d, as_of %" PRId64 ")", entity, round,
+			 as_of);
 		for (size_t i = 0; i < fl_view_window_count(view); i++) {
 			const struct fl_window *w = fl_view_window_at(view, i);
-			json_t *a = json_object_get(plain, w->name), *b = json_object_get(listed, w->name);
+			json_t *a = json_object_get(plain, w->name),
+			       *b = json_object_get(listed, w->name);
 			tile_check_window(w, entity, as_of, a, ctx);
 			tile_check_window(w, entity, as_of, b, ctx);
-			cr_assert(json_equal(json_object_get(a, "value"), json_object_get(b, "value")),
-				  "%s %s: the value depends on proof", w->name, ctx);
+			cr_assert(
+			    json_equal(json_object_get(a, "value"), json_object_get(b, "value")),
+			    "%s %s: the value depends on proof", w->name, ctx);
 		}
 		if (strcmp(entity, "hot") == 0 && cost > hot_cost_max)
 			hot_cost_max = cost;
@@ -1756,8 +1761,8 @@ Test(projection, tiled_windows_match_a_raw_event_oracle)
 	}
 	/* ~3500 events over 3 h: a 1 h window holds ~1000 of them, the 2 h one ~2000 */
 	cr_assert(hot_cost_max < 1200, "a hot read visited %" PRIu64 " records", hot_cost_max);
-	fprintf(stderr, "tiled windows: largest relative stddev error %.3g; hot read cost <= %" PRIu64
-			"\n",
+	fprintf(stderr,
+		"tiled windows: largest relative stddev error %.3g; hot read cost <= %" PRIu64 "\n",
 		tile_stddev_worst, hot_cost_max);
 	fl_view_unref(view);
 	fl_projection_close(p);
@@ -1799,8 +1804,8 @@ static uint64_t append_known(struct fl_log *log, struct fl_view_registry *regist
 {
 	char ts[FL_TIME_TEXT_LEN];
 	fl_time_format(event_us, ts);
-	json_t *ev = json_pack("{s:s,s:s,s:s,s:{s:i}}", "view", "v", "entity_id", "e1",
-			       "event_ts", ts, "features", "x", x);
+	json_t *ev = json_pack("{s:s,s:s,s:s,s:{s:i}}", "view", "v", "entity_id", "e1", "event_ts",
+			       ts, "features", "x", x);
 	struct fl_event event;
 	struct fl_error err;
 	cr_assert_eq(fl_event_validate(ev, "", registry, "p", ingest_us,
@@ -1963,17 +1968,19 @@ static void check_against_clean(struct fl_projection *p, const struct held_entri
 	cr_assert_eq(fl_projection_digest(p, &applied, got), FL_OK);
 	cr_assert_eq(fl_projection_digest(clean, &clean_applied, want), FL_OK);
 	cr_assert_eq(applied, clean_applied);
-	cr_assert_str_eq(got, want, "round %d: killed at applied_seq %" PRIu64 ", the models differ",
-			 round, applied);
+	cr_assert_str_eq(got, want,
+			 "round %d: killed at applied_seq %" PRIu64 ", the models differ", round,
+			 applied);
 	static const char *const entities[] = {"hot", "wide", "cold"};
 	static const int64_t back[] = {0, 10 * MIN_US, 45 * MIN_US};
 	for (size_t e = 0; applied > 0 && e < 3; e++) {
 		for (size_t b = 0; b < 3; b++) {
 			json_t *a = tile_read(p, entities[e], clock - back[b], false, NULL);
 			json_t *c = tile_read(clean, entities[e], clock - back[b], false, NULL);
-			char *at = json_dumps(a, JSON_SORT_KEYS), *ct = json_dumps(c, JSON_SORT_KEYS);
-			cr_assert_str_eq(at, ct, "round %d, %s, as_of clock - %" PRId64 " us", round,
-					 entities[e], back[b]);
+			char *at = json_dumps(a, JSON_SORT_KEYS),
+			     *ct = json_dumps(c, JSON_SORT_KEYS);
+			cr_assert_str_eq(at, ct, "round %d, %s, as_of clock - %" PRId64 " us",
+					 round, entities[e], back[b]);
 			free(at);
 			free(ct);
 			json_decref(a);

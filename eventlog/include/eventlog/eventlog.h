@@ -34,9 +34,9 @@ struct fl_log_reader;
 
 struct fl_log_options {
 	size_t initial_map_bytes;      /* 0: 16 MiB; the map doubles when full */
-	size_t max_map_bytes;          /* 0: no cap but the disk */
+	size_t max_map_bytes;	       /* 0: no cap but the disk */
 	const char *checkpoint_prefix; /* NULL: FL_CHECKPOINT_PREFIX */
-	bool replica;                  /* writable without a signer: see fl_log_replicate */
+	bool replica;		       /* writable without a signer: see fl_log_replicate */
 };
 
 /* ---- Reading --------------------------------------------------------- */
@@ -52,7 +52,7 @@ struct fl_checkpoint {
 struct fl_log_verify_report {
 	uint64_t events_checked;
 	uint64_t checkpoints_checked;
-	uint64_t bad_seq;        /* first bad event seq, 0 if none */
+	uint64_t bad_seq;	 /* first bad event seq, 0 if none */
 	uint64_t bad_checkpoint; /* tree size of the first bad checkpoint, 0 if none */
 	char reason[160];
 };
@@ -62,8 +62,8 @@ struct fl_log_entry {
 	uint64_t seq;
 	const uint8_t *body;
 	size_t body_len;
-	const uint8_t *leaf_hash; /* FL_HASH_LEN */
-	const uint8_t *sig;       /* FL_SIG_LEN; NULL for a line of format v2 */
+	const uint8_t *leaf_hash;	/* FL_HASH_LEN */
+	const uint8_t *sig;		/* FL_SIG_LEN; NULL for a line of format v2 */
 	char key_id[FL_KEY_ID_HEX_LEN]; /* "" when sig is NULL */
 	int64_t time_us;
 };
@@ -91,12 +91,12 @@ void fl_log_close(struct fl_log *log);
 
 /* One event to append. */
 struct fl_log_input {
-	const char *body_tail;       /* JSON members after "seq":N (no braces) */
+	const char *body_tail; /* JSON members after "seq":N (no braces) */
 	size_t body_tail_len;
-	int64_t time_us;             /* indexed time (ingest_ts, or a read's ts) */
-	const char *producer;        /* idempotency scope, with idempotency_key */
+	int64_t time_us;	     /* indexed time (ingest_ts, or a read's ts) */
+	const char *producer;	     /* idempotency scope, with idempotency_key */
 	const char *idempotency_key; /* NULL: none */
-	const uint8_t *digest;       /* FL_HASH_LEN bytes naming the event's content */
+	const uint8_t *digest;	     /* FL_HASH_LEN bytes naming the event's content */
 };
 
 struct fl_log_result {
@@ -205,11 +205,10 @@ enum fl_status fl_log_reader_root(struct fl_log_reader *reader, uint64_t tree_si
 enum fl_status fl_log_reader_root_equals(struct fl_log_reader *reader, uint64_t tree_size,
 					 const uint8_t root[FL_HASH_LEN], bool *ret_same);
 enum fl_status fl_log_reader_inclusion_proof(struct fl_log_reader *reader, uint64_t seq,
-					     uint64_t tree_size,
-					     uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
+					     uint64_t tree_size, uint8_t ret_hashes[][FL_HASH_LEN],
+					     size_t *ret_count);
 enum fl_status fl_log_reader_consistency_proof(struct fl_log_reader *reader, uint64_t first,
-					       uint64_t second,
-					       uint8_t ret_hashes[][FL_HASH_LEN],
+					       uint64_t second, uint8_t ret_hashes[][FL_HASH_LEN],
 					       size_t *ret_count);
 
 /*
@@ -254,8 +253,8 @@ enum fl_status fl_log_key_event_parse(const uint8_t *body, size_t len,
 				      char ret_previous_key_id[FL_KEY_ID_HEX_LEN]);
 
 /* The text a checkpoint signature covers: prefix\nsize\nroot\ntimestamp\n. */
-size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint,
-			  char *buf, size_t buf_len);
+size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint, char *buf,
+			  size_t buf_len);
 
 /* The checkpoint as compact JSON, NUL-terminated (caller frees). */
 enum fl_status fl_checkpoint_json(const struct fl_checkpoint *checkpoint, char **ret_json);

@@ -38,7 +38,7 @@ void fl_merkle_node_hash(const uint8_t left[FL_HASH_LEN], const uint8_t right[FL
  * status that the proof functions pass back unchanged.
  */
 typedef enum fl_status (*fl_merkle_node_fn)(void *ctx, unsigned level, uint64_t index,
-					     uint8_t ret_hash[FL_HASH_LEN]);
+					    uint8_t ret_hash[FL_HASH_LEN]);
 
 /* The root of the tree over the first tree_size leaves (SHA-256("") for 0). */
 enum fl_status fl_merkle_root(fl_merkle_node_fn get_node, void *ctx, uint64_t tree_size,
@@ -50,18 +50,18 @@ enum fl_status fl_merkle_root(fl_merkle_node_fn get_node, void *ctx, uint64_t tr
  * ret_hashes and their count to ret_count. FL_ERR_INVALID when
  * leaf_index >= tree_size.
  */
-enum fl_status fl_merkle_inclusion_proof(fl_merkle_node_fn get_node, void *ctx,
-					 uint64_t leaf_index, uint64_t tree_size,
-					 uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
+enum fl_status fl_merkle_inclusion_proof(fl_merkle_node_fn get_node, void *ctx, uint64_t leaf_index,
+					 uint64_t tree_size, uint8_t ret_hashes[][FL_HASH_LEN],
+					 size_t *ret_count);
 
 /*
  * The consistency proof between the trees of first and second leaves
  * (RFC 9162 §2.1.4.1). FL_ERR_INVALID unless 0 < first <= second. first ==
  * second gives the empty proof.
  */
-enum fl_status fl_merkle_consistency_proof(fl_merkle_node_fn get_node, void *ctx,
-					   uint64_t first, uint64_t second,
-					   uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
+enum fl_status fl_merkle_consistency_proof(fl_merkle_node_fn get_node, void *ctx, uint64_t first,
+					   uint64_t second, uint8_t ret_hashes[][FL_HASH_LEN],
+					   size_t *ret_count);
 
 /*
  * RFC 9162 §2.1.3.2: true when the proof, of exactly the right length, leads

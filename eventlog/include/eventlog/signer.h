@@ -16,8 +16,8 @@
 
 #define FL_SIG_LEN 64
 #define FL_PUBKEY_LEN 32
-#define FL_KEY_ID_LEN 8           /* raw bytes */
-#define FL_KEY_ID_HEX_LEN 17      /* 16 hex digits and a NUL */
+#define FL_KEY_ID_LEN 8	     /* raw bytes */
+#define FL_KEY_ID_HEX_LEN 17 /* 16 hex digits and a NUL */
 
 struct fl_signer;
 

@@ -208,7 +208,8 @@ typedef ssize_t (*fl_http_stream_fn)(void *ctx, uint64_t pos, char *buf, size_t 
  */
 enum fl_status fl_http_respond_stream(struct fl_http_request *req, unsigned status,
 				      const char *content_type, uint64_t size,
-				      fl_http_stream_fn read, void *ctx, void (*free_ctx)(void *ctx));
+				      fl_http_stream_fn read, void *ctx,
+				      void (*free_ctx)(void *ctx));
 
 /*
  * Answers with body dumped as compact JSON (application/json). Steals the

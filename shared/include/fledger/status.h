@@ -8,17 +8,17 @@
  */
 enum fl_status {
 	FL_OK = 0,
-	FL_ERR_INVALID,   /* an argument or input is malformed */
-	FL_ERR_NOT_FOUND, /* the thing asked for does not exist */
-	FL_ERR_CONFLICT,  /* e.g. an idempotency key reused with another event */
-	FL_ERR_FULL,      /* the log cannot grow (map cap or disk); nothing written */
-	FL_ERR_CORRUPT,   /* stored data fails a hash, signature or proof check */
-	FL_ERR_CRYPTO,    /* OpenSSL failed, or a key is unusable */
-	FL_ERR_IO,        /* an operating-system or database error */
-	FL_ERR_NOMEM,     /* allocation failed */
-	FL_ERR_DENIED,    /* not allowed */
+	FL_ERR_INVALID,	    /* an argument or input is malformed */
+	FL_ERR_NOT_FOUND,   /* the thing asked for does not exist */
+	FL_ERR_CONFLICT,    /* e.g. an idempotency key reused with another event */
+	FL_ERR_FULL,	    /* the log cannot grow (map cap or disk); nothing written */
+	FL_ERR_CORRUPT,	    /* stored data fails a hash, signature or proof check */
+	FL_ERR_CRYPTO,	    /* OpenSSL failed, or a key is unusable */
+	FL_ERR_IO,	    /* an operating-system or database error */
+	FL_ERR_NOMEM,	    /* allocation failed */
+	FL_ERR_DENIED,	    /* not allowed */
 	FL_ERR_UNAVAILABLE, /* a dependency (NATS, a peer) cannot be reached */
-	FL_ERR_TIMEOUT,   /* a wait ran out */
+	FL_ERR_TIMEOUT,	    /* a wait ran out */
 };
 
 /* A short, static, human-readable name for a status ("not found"). */

@@ -1,9 +1,9 @@
 #ifndef FLEDGER_UTIL_H
 #define FLEDGER_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -30,8 +30,8 @@ void fl_base64_encode(const uint8_t *bytes, size_t len, char *out);
  * Decodes padded standard base64 text of text_len characters into a new
  * malloc'd buffer (the caller frees it). Rejects any other character.
  */
-enum fl_status fl_base64_decode(const char *text, size_t text_len,
-				uint8_t **ret_bytes, size_t *ret_len);
+enum fl_status fl_base64_decode(const char *text, size_t text_len, uint8_t **ret_bytes,
+				size_t *ret_len);
 
 /*
  * Parses an RFC 3339 timestamp ("2026-11-26T21:00:00.123Z",
