@@ -370,9 +370,26 @@ static bool parse_head(struct export_job *job, char *message, size_t message_siz
 	const char *view_name = json_string_value(json_object_get(head, "view"));
 	const char *pit = json_string_value(json_object_get(head, "point_in_time"));
 	const json_t *pit_value = json_object_get(head, "point_in_time");
+	const char *key, *unknown = NULL;
+	json_t *member;
+	json_object_foreach(head, key, member)
+	{
+		if (!unknown && strcmp(key, "view") && strcmp(key, "features") &&
+		    strcmp(key, "windows") && strcmp(key, "point_in_time"))
+			unknown = key;
+	}
 	bool ok = false;
 	*ret_code = "invalid_field";
-	if (!view_name) {
+	if (unknown) {
+		/* a head asking for what the route does not do (proof, as_of)
+		 * is refused, not quietly answered without it */
+		*ret_code = "unknown_field";
+		*ret_field = "line 1";
+		snprintf(message, message_size,
+			 "line 1: unknown member \"%.64s\" (the head holds view, features, "
+			 "windows and point_in_time)",
+			 unknown);
+	} else if (!view_name) {
 		*ret_field = "view";
 		snprintf(message, message_size, "line 1: view (a string) is required");
 	} else if (pit_value && (!pit || (strcmp(pit, "event_time") && strcmp(pit, "as_known")))) {

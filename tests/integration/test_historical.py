@@ -254,6 +254,12 @@ class HistoricalTest(QueryCase):
         self.assertEqual(r.status, 400, r)
         r = self.post("ranker", {"view": "stats", "point_in_time": "later"}, [good])
         self.assertEqual(r.status, 400, r)
+        # a head asking for what the route does not do is refused, not ignored
+        for extra in ({"proof": True}, {"as_of": time_text(self.start)}):
+            r = self.post("ranker", dict(head, **extra), [good])
+            self.assertEqual(r.status, 400, r)
+            self.assertEqual(r.json()["error"]["code"], "unknown_field", r)
+            self.assertIn(next(iter(extra)), r.json()["error"]["message"])
         self.assertEqual(self.post("ranker", {"view": "nope"}, [good]).status, 404)
         self.assertEqual(self.post("ranker", {"view": "stats", "features": ["nope"]},
                                    [good]).status, 400)
