@@ -172,6 +172,23 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
 	return mdb_put(txn, p->meta, &key, &val, 0);
 }
 
+/* A big-endian u64 of the meta table; absent: FL_OK with *ret_found false. */
+static enum fl_status read_meta_u64(struct fl_projection *p, MDB_txn *txn, const char *name,
+				    uint64_t *ret, bool *ret_found)
+{
+	MDB_val key = {strlen(name), (void *)name}, val;
+	int rc = mdb_get(txn, p->meta, &key, &val);
+	*ret_found = rc == MDB_SUCCESS;
+	if (rc == MDB_NOTFOUND)
+		return FL_OK;
+	if (rc != MDB_SUCCESS)
+		return fl_status_of_mdb(rc);
+	if (val.mv_size != 8)
+		return FL_ERR_CORRUPT;
+	*ret = fl_get_be64(val.mv_data);
+	return FL_OK;
+}
+
 /*
  * The log clock: the greatest ingest_ts among the applied feature events,
  * INT64_MIN before the first. History is pruned by ingest_ts, which
@@ -181,34 +198,19 @@ static int empty_models(struct fl_projection *p, MDB_txn *txn)
  */
 static enum fl_status read_log_clock(struct fl_projection *p, MDB_txn *txn, int64_t *ret_us)
 {
-	MDB_val key = {9, "log_clock"}, val;
-	int rc = mdb_get(txn, p->meta, &key, &val);
-	if (rc == MDB_NOTFOUND) {
-		*ret_us = INT64_MIN;
-		return FL_OK;
-	}
-	if (rc != MDB_SUCCESS)
-		return fl_status_of_mdb(rc);
-	if (val.mv_size != 8)
-		return FL_ERR_CORRUPT;
-	*ret_us = time_of_sortable(val.mv_data);
-	return FL_OK;
+	uint64_t stored = 0;
+	bool found;
+	enum fl_status st = read_meta_u64(p, txn, "log_clock", &stored, &found);
+	/* stored as a sortable time: the sign bit flipped */
+	*ret_us = found ? (int64_t)(stored ^ (UINT64_C(1) << 63)) : INT64_MIN;
+	return st;
 }
 
 static enum fl_status read_applied(struct fl_projection *p, MDB_txn *txn, uint64_t *ret)
 {
-	MDB_val key = {11, "applied_seq"}, val;
-	int rc = mdb_get(txn, p->meta, &key, &val);
-	if (rc == MDB_NOTFOUND) {
-		*ret = 0;
-		return FL_OK;
-	}
-	if (rc != MDB_SUCCESS)
-		return fl_status_of_mdb(rc);
-	if (val.mv_size != 8)
-		return FL_ERR_CORRUPT;
-	*ret = fl_get_be64(val.mv_data);
-	return FL_OK;
+	bool found;
+	*ret = 0;
+	return read_meta_u64(p, txn, "applied_seq", ret, &found);
 }
 
 /*
