@@ -894,20 +894,26 @@ static int member_cmp(const void *x, const void *y)
 	return name_cmp(a->key, a->key_len, b->key, b->key_len);
 }
 
+/* Room for n bytes in a scratch buffer (*buf of *cap bytes, doubled). */
+static bool buffer_reserve(uint8_t **buf, size_t *cap, size_t n)
+{
+	if (n <= *cap)
+		return true;
+	size_t grown_cap = *cap ? *cap : 4096;
+	while (grown_cap < n)
+		grown_cap *= 2;
+	uint8_t *grown = realloc(*buf, grown_cap);
+	if (!grown)
+		return false;
+	*buf = grown;
+	*cap = grown_cap;
+	return true;
+}
+
 /* Room for n bytes in the scratch record. */
 static bool record_reserve(struct fl_projection *p, size_t n)
 {
-	if (n <= p->record_cap)
-		return true;
-	size_t cap = p->record_cap ? p->record_cap : 4096;
-	while (cap < n)
-		cap *= 2;
-	uint8_t *grown = realloc(p->record, cap);
-	if (!grown)
-		return false;
-	p->record = grown;
-	p->record_cap = cap;
-	return true;
+	return buffer_reserve(&p->record, &p->record_cap, n);
 }
 
 static void put_entry(uint8_t *out, const char *name, size_t nl, int64_t ts, uint64_t seq,
@@ -1047,17 +1053,7 @@ static enum fl_status event_members(const char *features, size_t features_len,
 /* Room for n bytes in the tile scratch record. */
 static bool tile_record_reserve(struct fl_projection *p, size_t n)
 {
-	if (n <= p->tile_record_cap)
-		return true;
-	size_t cap = p->tile_record_cap ? p->tile_record_cap : 4096;
-	while (cap < n)
-		cap *= 2;
-	uint8_t *grown = realloc(p->tile_record, cap);
-	if (!grown)
-		return false;
-	p->tile_record = grown;
-	p->tile_record_cap = cap;
-	return true;
+	return buffer_reserve(&p->tile_record, &p->tile_record_cap, n);
 }
 
 /* An empty partial for a feature of the view (numeric: int64 or double). */

@@ -365,6 +365,52 @@ static bool parse_head(const char *head, unsigned *ret_status, long long *ret_le
 	return true;
 }
 
+/* The parts of a base URL (see fl_httpc_get); false when it is malformed. */
+struct url_parts {
+	bool https;
+	char host[256], port[8];
+	const char *authority; /* "host:port", authority_len bytes */
+	size_t authority_len;
+	const char *prefix; /* path prefix without trailing '/', prefix_len bytes */
+	size_t prefix_len;
+};
+
+static bool split_url(const char *base_url, struct url_parts *u)
+{
+	u->https = strncasecmp(base_url, "https://", 8) == 0;
+	if ((!u->https && strncasecmp(base_url, "http://", 7) != 0) || !printable(base_url, 0x21))
+		return false;
+	snprintf(u->port, sizeof(u->port), "%s", u->https ? "443" : "80");
+	const char *authority = base_url + (u->https ? 8 : 7),
+		   *prefix = authority + strcspn(authority, "/?#@");
+	const char *host_from = authority, *host_to = prefix, *port_from = NULL;
+	if (*authority == '[') {
+		host_from = authority + 1;
+		host_to = memchr(host_from, ']', (size_t)(prefix - host_from));
+		if (!host_to || (host_to + 1 < prefix && host_to[1] != ':'))
+			return false;
+		port_from = host_to + 1 < prefix ? host_to + 2 : NULL;
+	} else if ((port_from = memchr(authority, ':', (size_t)(prefix - authority)))) {
+		host_to = port_from++;
+	}
+	size_t prefix_len = strlen(prefix);
+	while (prefix_len && prefix[prefix_len - 1] == '/')
+		prefix_len--;
+	if (host_to == host_from || host_to - host_from >= (long)sizeof(u->host) ||
+	    (*prefix && *prefix != '/') ||
+	    (port_from && (prefix - port_from < 1 || prefix - port_from > 5 ||
+			   strspn(port_from, "0123456789") < (size_t)(prefix - port_from))))
+		return false;
+	snprintf(u->host, sizeof(u->host), "%.*s", (int)(host_to - host_from), host_from);
+	if (port_from)
+		snprintf(u->port, sizeof(u->port), "%.*s", (int)(prefix - port_from), port_from);
+	u->authority = authority;
+	u->authority_len = (size_t)(prefix - authority);
+	u->prefix = prefix;
+	u->prefix_len = prefix_len;
+	return atoi(u->port) >= 1 && atoi(u->port) <= 65535;
+}
+
 /*
  * One exchange: method, base_url + path_and_query, an optional bearer token
  * and an optional body with its content type (see fl_httpc_request).
@@ -375,44 +421,17 @@ static enum fl_status exchange(const char *method, const char *base_url, const c
 			       unsigned *ret_status, char **ret_body, size_t *ret_len)
 {
 	int64_t deadline_us = fl_time_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
-	char host[256], port[8] = "80", *request = NULL, *buf = NULL, *head_end = NULL;
+	char *request = NULL, *buf = NULL, *head_end = NULL;
 	size_t len = 0, cap = 0, sent = 0, request_len;
 	struct conn c = {-1, NULL};
+	struct url_parts u;
 	enum fl_status st;
 
 	if (!base_url || !path_and_query || !ret_status || !ret_body || !ret_len)
 		return FL_ERR_INVALID;
-	bool https = strncasecmp(base_url, "https://", 8) == 0;
-	if ((!https && strncasecmp(base_url, "http://", 7) != 0) || path_and_query[0] != '/' ||
-	    !printable(path_and_query, 0x21) || !printable(base_url, 0x21) ||
-	    (bearer_token && (!bearer_token[0] || !printable(bearer_token, 0x20))))
-		return FL_ERR_INVALID;
-	if (https)
-		snprintf(port, sizeof(port), "443");
-	const char *authority = base_url + (https ? 8 : 7),
-		   *prefix = authority + strcspn(authority, "/?#@");
-	const char *host_from = authority, *host_to = prefix, *port_from = NULL;
-	if (*authority == '[') {
-		host_from = authority + 1;
-		host_to = memchr(host_from, ']', (size_t)(prefix - host_from));
-		if (!host_to || (host_to + 1 < prefix && host_to[1] != ':'))
-			return FL_ERR_INVALID;
-		port_from = host_to + 1 < prefix ? host_to + 2 : NULL;
-	} else if ((port_from = memchr(authority, ':', (size_t)(prefix - authority)))) {
-		host_to = port_from++;
-	}
-	size_t prefix_len = strlen(prefix);
-	while (prefix_len && prefix[prefix_len - 1] == '/')
-		prefix_len--;
-	if (host_to == host_from || host_to - host_from >= (long)sizeof(host) ||
-	    (*prefix && *prefix != '/') ||
-	    (port_from && (prefix - port_from < 1 || prefix - port_from > 5 ||
-			   strspn(port_from, "0123456789") < (size_t)(prefix - port_from))))
-		return FL_ERR_INVALID;
-	snprintf(host, sizeof(host), "%.*s", (int)(host_to - host_from), host_from);
-	if (port_from)
-		snprintf(port, sizeof(port), "%.*s", (int)(prefix - port_from), port_from);
-	if (atoi(port) < 1 || atoi(port) > 65535)
+	if (path_and_query[0] != '/' || !printable(path_and_query, 0x21) ||
+	    (bearer_token && (!bearer_token[0] || !printable(bearer_token, 0x20))) ||
+	    !split_url(base_url, &u))
 		return FL_ERR_INVALID;
 
 	char content_head[320] = "";
@@ -420,7 +439,7 @@ static enum fl_status exchange(const char *method, const char *base_url, const c
 		snprintf(content_head, sizeof(content_head), "%s%s%sContent-Length: %zu\r\n",
 			 content_type ? "Content-Type: " : "", content_type ? content_type : "",
 			 content_type ? "\r\n" : "", payload_len);
-	request_len = strlen(path_and_query) + prefix_len + (size_t)(prefix - authority) +
+	request_len = strlen(path_and_query) + u.prefix_len + u.authority_len +
 		      (bearer_token ? strlen(bearer_token) : 0) + strlen(method) +
 		      strlen(content_head) + 160;
 	if (payload_len > SIZE_MAX - request_len || !(request = malloc(request_len + payload_len)))
@@ -429,15 +448,15 @@ static enum fl_status exchange(const char *method, const char *base_url, const c
 	    request, request_len,
 	    "%s %.*s%s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: fledger\r\nAccept: */*\r\n"
 	    "Connection: close\r\n%s%s%s%s\r\n",
-	    method, (int)prefix_len, prefix, path_and_query, (int)(prefix - authority), authority,
+	    method, (int)u.prefix_len, u.prefix, path_and_query, (int)u.authority_len, u.authority,
 	    bearer_token ? "Authorization: Bearer " : "", bearer_token ? bearer_token : "",
 	    bearer_token ? "\r\n" : "", content_head);
 	if (payload_len)
 		memcpy(request + request_len, payload, payload_len);
 	request_len += payload_len;
-	st = dial(host, port, deadline_us, &c.fd);
-	if (st == FL_OK && https)
-		st = tls_start(&c, host, deadline_us);
+	st = dial(u.host, u.port, deadline_us, &c.fd);
+	if (st == FL_OK && u.https)
+		st = tls_start(&c, u.host, deadline_us);
 	while (st == FL_OK && sent < request_len) {
 		ssize_t n = conn_send(&c, request + sent, request_len - sent, deadline_us, &st);
 		if (n > 0)
@@ -539,52 +558,6 @@ enum fl_status fl_httpc_request(const char *method, const char *base_url,
 /* ---- streaming (fl_httpc_request_stream) ----------------------------------- */
 
 #define STREAM_BUF (64 * 1024)
-
-/* The parts of a base URL (see fl_httpc_get); false when it is malformed. */
-struct url_parts {
-	bool https;
-	char host[256], port[8];
-	const char *authority; /* "host:port", authority_len bytes */
-	size_t authority_len;
-	const char *prefix; /* path prefix without trailing '/', prefix_len bytes */
-	size_t prefix_len;
-};
-
-static bool split_url(const char *base_url, struct url_parts *u)
-{
-	u->https = strncasecmp(base_url, "https://", 8) == 0;
-	if ((!u->https && strncasecmp(base_url, "http://", 7) != 0) || !printable(base_url, 0x21))
-		return false;
-	snprintf(u->port, sizeof(u->port), "%s", u->https ? "443" : "80");
-	const char *authority = base_url + (u->https ? 8 : 7),
-		   *prefix = authority + strcspn(authority, "/?#@");
-	const char *host_from = authority, *host_to = prefix, *port_from = NULL;
-	if (*authority == '[') {
-		host_from = authority + 1;
-		host_to = memchr(host_from, ']', (size_t)(prefix - host_from));
-		if (!host_to || (host_to + 1 < prefix && host_to[1] != ':'))
-			return false;
-		port_from = host_to + 1 < prefix ? host_to + 2 : NULL;
-	} else if ((port_from = memchr(authority, ':', (size_t)(prefix - authority)))) {
-		host_to = port_from++;
-	}
-	size_t prefix_len = strlen(prefix);
-	while (prefix_len && prefix[prefix_len - 1] == '/')
-		prefix_len--;
-	if (host_to == host_from || host_to - host_from >= (long)sizeof(u->host) ||
-	    (*prefix && *prefix != '/') ||
-	    (port_from && (prefix - port_from < 1 || prefix - port_from > 5 ||
-			   strspn(port_from, "0123456789") < (size_t)(prefix - port_from))))
-		return false;
-	snprintf(u->host, sizeof(u->host), "%.*s", (int)(host_to - host_from), host_from);
-	if (port_from)
-		snprintf(u->port, sizeof(u->port), "%.*s", (int)(prefix - port_from), port_from);
-	u->authority = authority;
-	u->authority_len = (size_t)(prefix - authority);
-	u->prefix = prefix;
-	u->prefix_len = prefix_len;
-	return atoi(u->port) >= 1 && atoi(u->port) <= 65535;
-}
 
 /* Where a streamed answer's body stands. */
 struct body_state {
