@@ -192,6 +192,34 @@ static enum fl_status check_keys(struct verify *v)
 
 /* ---- checkpoint files ----------------------------------------------------- */
 
+/*
+ * One line of a checkpoints file: a checkpoint with its "consistency" proof
+ * (to the line before, or to the last event checkpoint). False, said in v,
+ * when it is not one.
+ */
+static bool checkpoint_line(struct verify *v, const struct reader *r, struct fl_checkpoint *cp,
+			    uint8_t hashes[][FL_HASH_LEN], size_t *ret_count)
+{
+	char why[200];
+	json_error_t error;
+	json_t *obj = json_loadb(r->text, r->len, JSON_REJECT_DUPLICATES, &error);
+	bool ok = false;
+	if (!obj)
+		fail(v, r->name, r->line_no, "not JSON: %s", error.text);
+	else if (json_object_size(obj) != 6)
+		fail(v, r->name, r->line_no,
+		     "not an object of exactly tree_size, root_hash, timestamp, key_id, sig, "
+		     "consistency");
+	else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), cp) ||
+		 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why, sizeof(why),
+					     hashes, ret_count))
+		fail(v, r->name, r->line_no, "%s", why);
+	else
+		ok = true;
+	json_decref(obj);
+	return ok;
+}
+
 static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log)
 {
 	const char *name =
@@ -204,21 +232,9 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 		struct fl_checkpoint cp;
 		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 		size_t count;
-		json_error_t error;
-		json_t *obj = json_loadb(r.text, r.len, JSON_REJECT_DUPLICATES, &error);
-
 		st = FL_ERR_CORRUPT;
-		if (!obj)
-			fail(v, name, r.line_no, "not JSON: %s", error.text);
-		else if (json_object_size(obj) != 6)
-			fail(v, name, r.line_no,
-			     "not an object of exactly tree_size, root_hash, timestamp, key_id, "
-			     "sig, "
-			     "consistency");
-		else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), &cp) ||
-			 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why,
-						     sizeof(why), hashes, &count))
-			fail(v, name, r.line_no, "%s", why);
+		if (!checkpoint_line(v, &r, &cp, hashes, &count))
+			; /* said why */
 		else if (!fl_bundle_checkpoint_check(log, &cp, v->keys, why, sizeof(why)))
 			fail(v, name, r.line_no, "%s", why);
 		else if (v->checkpoints[log] == 0 && count != 0)
@@ -241,7 +257,6 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 			     v->last[log].tree_size, r.line_no - 1, cp.tree_size);
 		else
 			st = FL_OK;
-		json_decref(obj);
 		if (st == FL_OK) {
 			struct fl_checkpoint *grown =
 			    realloc(v->cps[log], (v->n_cps[log] + 1) * sizeof(*grown));
@@ -305,20 +320,9 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 		struct fl_checkpoint cp;
 		uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 		size_t count;
-		json_error_t error;
-		json_t *obj = json_loadb(r.text, r.len, JSON_REJECT_DUPLICATES, &error);
-
 		st = FL_ERR_CORRUPT;
-		if (!obj)
-			fail(v, name, r.line_no, "not JSON: %s", error.text);
-		else if (json_object_size(obj) != 6)
-			fail(v, name, r.line_no,
-			     "not an object of exactly tree_size, root_hash, timestamp, key_id, "
-			     "sig, consistency");
-		else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), &cp) ||
-			 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why,
-						     sizeof(why), hashes, &count))
-			fail(v, name, r.line_no, "%s", why);
+		if (!checkpoint_line(v, &r, &cp, hashes, &count))
+			; /* said why */
 		else if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &cp, v->keys, why,
 						     sizeof(why)))
 			fail(v, name, r.line_no, "%s", why);
@@ -342,7 +346,6 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 			     cp.tree_size, last->tree_size);
 		else
 			st = FL_OK;
-		json_decref(obj);
 		if (st == FL_OK) {
 			struct fl_checkpoint *grown =
 			    realloc(v->key_cps, (v->n_key_cps + 1) * sizeof(*grown));
