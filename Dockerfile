@@ -20,8 +20,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build ./
-COPY shared/ shared/
+COPY core/ core/
 COPY eventlog/ eventlog/
+COPY model/ model/
+COPY shared/ shared/
 COPY command-svc/ command-svc/
 COPY query-svc/ query-svc/
 COPY cli/ cli/

@@ -35,7 +35,7 @@
 
 #include <jansson.h>
 
-#include "../query-svc/projection.h"
+#include "projection.h"
 #include "eventlog/eventlog.h"
 #include "fledger/event.h"
 #include "fledger/util.h"

@@ -12,8 +12,9 @@
 
 #include "eventlog/merkle.h"
 
+#include "fledger/sha256.h"
+
 #include <assert.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,25 +26,10 @@ struct range {
 	uint64_t end;
 };
 
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-static EVP_MD *sha256_fetched;
-
-static void sha256_fetch(void)
-{
-	sha256_fetched = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/*
- * The SHA-256 implementation, fetched from the default provider once per
- * process: EVP_sha256() makes OpenSSL 3 look the algorithm up again on every
- * digest, which more than doubles the cost of hashing 65 bytes. The fetched
- * object lives until exit. Falls back to EVP_sha256() if the fetch fails, so
- * that the failure is reported by the digest call itself.
- */
+/* The SHA-256 implementation fetched once per process (fledger/sha256.h). */
 static const EVP_MD *sha256(void)
 {
-	pthread_once(&sha256_once, sha256_fetch);
-	return sha256_fetched != NULL ? sha256_fetched : EVP_sha256();
+	return fl_sha256_md();
 }
 
 /*

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../query-svc/projection.h"
+#include "projection.h"
 #include "eventlog/eventlog.h"
 #include "fledger/event.h"
 #include "fledger/util.h"

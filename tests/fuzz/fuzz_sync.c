@@ -9,7 +9,7 @@
  */
 #include "../../query-svc/sync.c"
 
-#include "../../cli/bundle.h"
+#include "bundle.h"
 #include "fuzz.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

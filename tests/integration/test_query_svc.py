@@ -1402,7 +1402,7 @@ class SanitizerCheckTest(unittest.TestCase):
             svc.stderr_path.write_text('{"level":"info","msg":"serving"}\n')
             svc.assert_no_sanitizer_reports()
             with svc.stderr_path.open("a") as f:
-                f.write("../shared/view.c:390:9: runtime error: null pointer passed as "
+                f.write("../model/view.c:390:9: runtime error: null pointer passed as "
                         "argument 2, which is declared to never be null\n")
             with self.assertRaises(AssertionError) as raised:
                 svc.assert_no_sanitizer_reports()

@@ -13,4 +13,12 @@
  */
 bool fl_sha256(const void *bytes, size_t len, uint8_t out[32]);
 
+/*
+ * The same fetched implementation, for callers that hash in several updates
+ * (an EVP_MD_CTX): never NULL; EVP_sha256() if the fetch failed, so that the
+ * failure is reported by the digest call itself. An `const EVP_MD *`, typed
+ * void here so that this header does not pull in OpenSSL.
+ */
+const void *fl_sha256_md(void);
+
 #endif

@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "fledger/jsonw.h"
+#include "fledger/sha256.h"
 #include "fledger/util.h"
 
 #define PATH_LEN FL_ERROR_FIELD_LEN
@@ -492,7 +491,7 @@ static enum fl_status compute_digest(const struct fl_event *event, uint8_t out[F
 	enum fl_status status = FL_OK;
 	if (input.failed)
 		status = FL_ERR_NOMEM;
-	else if (EVP_Digest(input.data, input.len, out, NULL, EVP_sha256(), NULL) != 1)
+	else if (!fl_sha256(input.data, input.len, out))
 		status = FL_ERR_CRYPTO;
 	free(value.data);
 	free(input.data);
