@@ -35,11 +35,11 @@
 
 #include <jansson.h>
 
-#include "projection.h"
 #include "eventlog/eventlog.h"
 #include "fledger/event.h"
 #include "fledger/util.h"
 #include "fledger/view.h"
+#include "projection.h"
 
 #define RUN 1000 /* events per apply run, as a catch-up applies them */
 #define MANY_ENTITIES 1000

@@ -16,10 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "projection.h"
 #include "eventlog/eventlog.h"
 #include "fledger/event.h"
 #include "fledger/util.h"
+#include "projection.h"
 
 #define N_ENTITIES 5
 #define N_EVENTS 3000
