@@ -14,49 +14,15 @@ void fl_jw_init(struct fl_jw *w)
 
 void fl_jw_free(struct fl_jw *w)
 {
-	free(w->buf);
+	fl_text_free(&w->text);
 	fl_jw_init(w);
 }
 
 char *fl_jw_take(struct fl_jw *w, size_t *ret_len)
 {
-	char *text = w->failed ? NULL : w->buf;
-	if (text && ret_len)
-		*ret_len = w->len;
-	if (!text)
-		free(w->buf);
+	char *text = fl_text_take(&w->text, ret_len);
 	fl_jw_init(w);
 	return text;
-}
-
-/* Room for n more bytes and the NUL. */
-static bool reserve(struct fl_jw *w, size_t n)
-{
-	if (w->failed)
-		return false;
-	if (w->len + n + 1 <= w->cap)
-		return true;
-	size_t cap = w->cap ? w->cap : 512;
-	while (cap < w->len + n + 1)
-		cap *= 2;
-	char *grown = realloc(w->buf, cap);
-	if (!grown) {
-		w->failed = true;
-		return false;
-	}
-	w->buf = grown;
-	w->cap = cap;
-	return true;
-}
-
-void fl_jw_raw(struct fl_jw *w, const char *text, size_t len)
-{
-	if (!reserve(w, len))
-		return;
-	if (len > 0) /* text may be NULL when empty */
-		memcpy(w->buf + w->len, text, len);
-	w->len += len;
-	w->buf[w->len] = '\0';
 }
 
 size_t fl_json_escape(char *out, const char *text, size_t len, bool upper_hex)
@@ -107,10 +73,10 @@ size_t fl_json_escape(char *out, const char *text, size_t len, bool upper_hex)
 void fl_jw_strn(struct fl_jw *w, const char *text, size_t len)
 {
 	/* at most 6 bytes per input byte, the quotes and the NUL */
-	if (!reserve(w, 6 * len + 2))
+	if (!fl_text_reserve(&w->text, 6 * len + 2))
 		return;
-	w->len += fl_json_escape(w->buf + w->len, text, len, true);
-	w->buf[w->len] = '\0';
+	w->text.len += fl_json_escape(w->text.data + w->text.len, text, len, true);
+	w->text.data[w->text.len] = '\0';
 }
 
 void fl_jw_str(struct fl_jw *w, const char *text)
@@ -126,11 +92,11 @@ void fl_jw_u64(struct fl_jw *w, uint64_t v)
 		digits[n++] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	if (!reserve(w, n))
+	if (!fl_text_reserve(&w->text, n))
 		return;
 	while (n)
-		w->buf[w->len++] = digits[--n];
-	w->buf[w->len] = '\0';
+		w->text.data[w->text.len++] = digits[--n];
+	w->text.data[w->text.len] = '\0';
 }
 
 void fl_jw_i64(struct fl_jw *w, int64_t v)
@@ -152,7 +118,7 @@ void fl_jw_double(struct fl_jw *w, double v)
 	}
 	int n = snprintf(text, sizeof(text) - 3, "%.17g", v);
 	if (n < 0 || (size_t)n >= sizeof(text) - 3) {
-		w->failed = true;
+		w->text.failed = true;
 		return;
 	}
 	size_t len = (size_t)n;

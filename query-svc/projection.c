@@ -2759,7 +2759,7 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 			     read->cost_limit);
 		st = FL_ERR_INVALID;
 	}
-	if (st == FL_OK && (features.failed || windows.failed || served.failed))
+	if (st == FL_OK && (features.text.failed || windows.text.failed || served.failed))
 		st = FL_ERR_NOMEM;
 	if (st != FL_OK) {
 		fl_jw_free(&features);

@@ -128,7 +128,7 @@ Test(jsonw, structure_and_commas)
 	cr_expect_not_null(parsed, "%s", jerr.text);
 	json_decref(parsed);
 	free(text);
-	cr_expect_null(w.buf);
+	cr_expect_null(w.text.data);
 }
 
 Test(jsonw, grows_past_its_first_block)

@@ -12,18 +12,19 @@
  * ".0" when they would read back as an integer. The caller writes the
  * commas: fl_jw_key and fl_jw_sep put one before every member but the first.
  *
- * A failed allocation sets w->failed; later calls do nothing, and the caller
- * checks failed once at the end.
+ * The text is an fl_text (fledger/text.h): a failed allocation sets
+ * w->text.failed; later calls do nothing, and the caller checks it once at
+ * the end.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fledger/text.h"
+
 struct fl_jw {
-	char *buf; /* NUL-terminated while !failed */
-	size_t len, cap;
-	bool failed;
+	struct fl_text text;
 	bool first; /* no member written yet at this level */
 };
 
@@ -32,7 +33,10 @@ void fl_jw_free(struct fl_jw *w); /* leaves w empty */
 /* Hands over the text (caller frees it) and leaves w empty; NULL if failed. */
 char *fl_jw_take(struct fl_jw *w, size_t *ret_len);
 
-void fl_jw_raw(struct fl_jw *w, const char *text, size_t len);
+static inline void fl_jw_raw(struct fl_jw *w, const char *text, size_t len)
+{
+	fl_text_append(&w->text, text, len);
+}
 static inline void fl_jw_char(struct fl_jw *w, char c)
 {
 	fl_jw_raw(w, &c, 1);
