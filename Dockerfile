@@ -16,7 +16,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config meson ninja-build \
       libnats-dev liblmdb-dev libmicrohttpd-dev libjansson-dev libssl-dev \
-      libgnutls28-dev libcriterion-dev \
+      libgnutls28-dev libcriterion-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY meson.build ./
@@ -41,7 +41,7 @@ RUN meson setup /build \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libnats3.4 liblmdb0 libmicrohttpd12 libjansson4 libssl3 libgnutls30 \
+      libnats3.4 liblmdb0 libmicrohttpd12 libjansson4 libssl3 libgnutls30 libcurl4 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/fledger --create-home \

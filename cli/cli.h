@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "fledger/config.h"
+#include "fledger/httpc.h"
 #include "fledger/status.h"
 
 /* Exit codes of every command. */
@@ -32,7 +33,8 @@ struct fl_cli {
 	const char *command_url;
 	const char *query_url;
 	int timeout_ms;
-	char *token; /* from --token-file or FLEDGER_TOKEN; loaded on first use */
+	struct fl_httpc *http; /* keeps its connections across the command's requests */
+	char *token;	       /* from --token-file or FLEDGER_TOKEN; loaded on first use */
 	bool token_loaded;
 };
 

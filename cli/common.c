@@ -90,7 +90,7 @@ enum fl_status fl__cli_http(struct fl_cli *cli, const char *method, const char *
 	if (with_token && !(token = fl__cli_token(cli, true)))
 		return FL_ERR_DENIED;
 	enum fl_status st =
-	    fl_httpc_request(method, base_url, path, token, content_type, body, body_len,
+	    fl_httpc_request(cli->http, method, base_url, path, token, content_type, body, body_len,
 			     cli->timeout_ms, ret_status, ret_body, ret_len);
 	if (st == FL_ERR_INVALID)
 		fl__cli_error("%s %s%s: not a usable request (the URL must be http[s]://HOST:PORT)",

@@ -381,8 +381,8 @@ static int run_historical(struct fl_cli *cli)
 					 .ctx = &d};
 	unsigned status;
 	enum fl_status st =
-	    fl_httpc_request_stream("POST", cli->query_url, ROUTE, token, "application/x-ndjson",
-				    &stream, cli->timeout_ms, &status);
+	    fl_httpc_request_stream(cli->http, "POST", cli->query_url, ROUTE, token,
+				    "application/x-ndjson", &stream, cli->timeout_ms, &status);
 	bool closed = fclose(d.out) == 0;
 	if (st == FL_ERR_IO && d.ok) {
 		fl__cli_error("cannot write %s: %s", part_name, strerror(errno));

@@ -202,12 +202,6 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		rc = FL_CLI_USAGE;
 		goto out;
 	}
-	if (fl_httpc_set_ca_file(fl_config_get(config, "ca-file")) != FL_OK) {
-		fl__cli_error("out of memory");
-		free(positional);
-		rc = FL_CLI_FAIL;
-		goto out;
-	}
 	const char *client_cert = fl_config_get(config, "client-cert");
 	const char *client_key = fl_config_get(config, "client-key");
 	char why[300];
@@ -217,9 +211,17 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 		rc = FL_CLI_USAGE;
 		goto out;
 	}
-	if (!c->offline &&
-	    fl_httpc_set_client_cert(client_cert, client_key, why, sizeof(why)) != FL_OK) {
-		fl__cli_error("cannot use --client-cert/--client-key: %s", why);
+	/* Offline commands reach no service: their client has no certificate to check. */
+	struct fl_httpc_options http_options = {.ca_file = fl_config_get(config, "ca-file"),
+						.cert_file = c->offline ? NULL : client_cert,
+						.key_file = c->offline ? NULL : client_key};
+	struct fl_httpc *http = NULL;
+	enum fl_status http_st = fl_httpc_create(&http_options, why, sizeof(why), &http);
+	if (http_st != FL_OK) {
+		if (http_st == FL_ERR_INVALID)
+			fl__cli_error("cannot use --client-cert/--client-key: %s", why);
+		else
+			fl__cli_error("%s", fl_status_str(http_st));
 		free(positional);
 		rc = FL_CLI_FAIL;
 		goto out;
@@ -229,8 +231,10 @@ static int run(const struct fl_cli_command *c, int argc, char **argv, int word1,
 			      .n_args = n_args,
 			      .command_url = fl_config_get(config, "command-url"),
 			      .query_url = fl_config_get(config, "query-url"),
-			      .timeout_ms = (int)timeout};
+			      .timeout_ms = (int)timeout,
+			      .http = http};
 	rc = c->run(&cli);
+	fl_httpc_destroy(http);
 	free(cli.token);
 	free(positional);
 out:

@@ -187,8 +187,13 @@ int main(int argc, char **argv)
 	char why[300];
 	if (!command_cert != !command_key)
 		fatal("--command-cert and --command-key go together: give both", NULL);
-	if (fl_httpc_set_client_cert(command_cert, command_key, why, sizeof(why)) != FL_OK)
+	struct fl_httpc_options command_http = {.ca_file = fl_config_get(config, "command-ca"),
+						.cert_file = command_cert,
+						.key_file = command_key};
+	struct fl_httpc *probe = NULL;
+	if (fl_httpc_create(&command_http, why, sizeof(why), &probe) != FL_OK)
 		fatal("cannot use --command-cert/--command-key", why);
+	fl_httpc_destroy(probe);
 	struct fl_nats_settings nats_settings;
 	fl_nats_settings_from_config(config, &nats_settings);
 	if (fl_nats_settings_check(&nats_settings, why, sizeof(why)) != FL_OK)
@@ -312,12 +317,11 @@ int main(int argc, char **argv)
 	if ((st = fl_query_init(&query)) != FL_OK)
 		fatal("cannot start the read waiter", fl_status_str(st));
 
-	if (fl_httpc_set_ca_file(fl_config_get(config, "command-ca")) != FL_OK)
-		fatal("out of memory", NULL);
 	struct fl_sync_config sync_config = {
 	    .consumer = fl_config_get(config, "consumer"),
 	    .command_url = fl_config_get(config, "command-url"),
 	    .command_token = command_token,
+	    .command_http = command_http,
 	    .replica = query.replica,
 	    .projection = query.projection,
 	    .poll_ms = 1000,

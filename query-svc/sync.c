@@ -104,7 +104,8 @@ struct line {
  */
 struct prefetch {
 	pthread_t thread;
-	bool active; /* a thread was started and not joined yet */
+	bool active;	       /* a thread was started and not joined yet */
+	struct fl_httpc *http; /* kept across prefetches: its connection stays open */
 	const char *command_url, *command_token;
 	uint64_t from_seq;
 	size_t limit;
@@ -134,6 +135,7 @@ static const char *const warning_msg[N_WARNINGS] = {
 
 struct fl_sync {
 	char *consumer, *command_url, *command_token;
+	struct fl_httpc *http;		  /* the sync thread's connection to command-svc */
 	const char *nats_url;		  /* NULL: no NATS; the list, for logs */
 	struct fl_nats_settings nats;	  /* strings owned by the caller's configuration */
 	struct fl_nats_watch *nats_watch; /* from the pool: outlives the sync */
@@ -701,9 +703,9 @@ static enum fl_status command_get(struct fl_sync *sync, const char *path, bool w
 	unsigned status = 0;
 	char *body = NULL, why[80];
 	size_t len = 0;
-	enum fl_status st =
-	    fl_httpc_get(sync->command_url, path, with_token ? sync->command_token : NULL,
-			 HTTP_TIMEOUT_MS, &status, &body, &len);
+	enum fl_status st = fl_httpc_get(sync->http, sync->command_url, path,
+					 with_token ? sync->command_token : NULL, HTTP_TIMEOUT_MS,
+					 &status, &body, &len);
 
 	if (st != FL_OK) {
 		set_command_reachable(sync, false, fl_status_str(st));
@@ -980,8 +982,8 @@ static void *prefetch_main(void *opaque)
 
 	snprintf(path, sizeof(path), "/v1/log?from_seq=%" PRIu64 "&limit=%zu", pf->from_seq,
 		 pf->limit);
-	if (fl_httpc_get(pf->command_url, path, pf->command_token, HTTP_TIMEOUT_MS, &status, &body,
-			 &len) != FL_OK ||
+	if (fl_httpc_get(pf->http, pf->command_url, path, pf->command_token, HTTP_TIMEOUT_MS,
+			 &status, &body, &len) != FL_OK ||
 	    status != 200) {
 		free(body);
 		return NULL;
@@ -1647,10 +1649,15 @@ enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_syn
 	sync->command_token = config->command_token ? strdup(config->command_token) : NULL;
 	sync->pending = calloc(PENDING_CAP, sizeof(*sync->pending));
 	sync->apply_buf = calloc(APPLY_RUN, sizeof(*sync->apply_buf));
+	st = fl_httpc_create(&config->command_http, NULL, 0, &sync->http);
+	if (st == FL_OK)
+		st = fl_httpc_create(&config->command_http, NULL, 0, &sync->prefetch.http);
 	pthread_mutex_init(&sync->lock, NULL);
 	pthread_mutex_init(&sync->warn_lock, NULL);
 	fl_cond_init_monotonic(&sync->wake);
 	fl_cond_init_monotonic(&sync->apply_wake);
+	if (st != FL_OK)
+		goto fail;
 	if (!sync->nats_watch || (config->consumer && !sync->consumer) || !sync->pin_path ||
 	    !sync->command_url || (config->command_token && !sync->command_token) ||
 	    !sync->pending || !sync->apply_buf) {
@@ -1695,6 +1702,8 @@ fail:
 	pthread_cond_destroy(&sync->apply_wake);
 	pthread_mutex_destroy(&sync->warn_lock);
 	pthread_mutex_destroy(&sync->lock);
+	fl_httpc_destroy(sync->prefetch.http);
+	fl_httpc_destroy(sync->http);
 	free(sync->apply_buf);
 	free(sync->pending);
 	free(sync->pin_path);
@@ -1741,6 +1750,8 @@ void fl_sync_destroy(struct fl_sync *sync)
 	pthread_cond_destroy(&sync->apply_wake);
 	pthread_mutex_destroy(&sync->warn_lock);
 	pthread_mutex_destroy(&sync->lock);
+	fl_httpc_destroy(sync->prefetch.http);
+	fl_httpc_destroy(sync->http);
 	free(sync->apply_buf);
 	free(sync->pending);
 	free(sync->pin_path);

@@ -24,6 +24,7 @@
 
 #include "eventlog/eventlog.h"
 #include "eventlog/trust.h"
+#include "fledger/httpc.h"
 #include "fledger/metrics.h"
 #include "fledger/natsconn.h"
 #include "fledger/status.h"
@@ -35,9 +36,11 @@ struct fl_sync_config {
 	/* NATS servers, credentials, TLS (strings must outlive the sync);
 	 * urls NULL or "": no NATS, poll command-svc only. */
 	struct fl_nats_settings nats;
-	const char *consumer;		  /* durable consumer name */
-	const char *command_url;	  /* "http://127.0.0.1:8080" */
-	const char *command_token;	  /* bearer token with role replicator (may be NULL) */
+	const char *consumer;	   /* durable consumer name */
+	const char *command_url;   /* "http://127.0.0.1:8080" */
+	const char *command_token; /* bearer token with role replicator (may be NULL) */
+	/* TLS towards command-svc: its CA, query-svc's client certificate. */
+	struct fl_httpc_options command_http;
 	struct fl_log *replica;		  /* borrowed: the verified copy of the log */
 	struct fl_projection *projection; /* borrowed */
 	int poll_ms;			  /* how often to poll without news (default 1000) */

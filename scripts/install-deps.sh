@@ -7,7 +7,7 @@ runtime_only=0
 packages=(
   build-essential pkg-config meson ninja-build
   libnats-dev liblmdb-dev lmdb-utils libmicrohttpd-dev libjansson-dev libssl-dev
-  libgnutls28-dev libcriterion-dev
+  libgnutls28-dev libcriterion-dev libcurl4-openssl-dev
   nats-server openssl curl ca-certificates python3 python3-pandas
 )
 # Operations tests: docker-compose (compose.yaml), promtool (package
