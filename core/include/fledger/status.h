@@ -24,4 +24,12 @@ enum fl_status {
 /* A short, static, human-readable name for a status ("not found"). */
 const char *fl_status_str(enum fl_status status);
 
+/*
+ * The status of a failed file operation's errno: FL_ERR_NOT_FOUND for a
+ * missing file or directory, FL_ERR_DENIED without permission,
+ * FL_ERR_NOMEM, FL_ERR_IO for anything else. (LMDB's codes, which include
+ * errno values, have their own map, fl_status_of_mdb.)
+ */
+enum fl_status fl_status_of_errno(int err);
+
 #endif
