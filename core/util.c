@@ -505,37 +505,44 @@ free_text:
 	return status;
 }
 
-int fl_make_dirs(const char *dir, unsigned mode)
+enum fl_status fl_make_dirs(const char *dir, unsigned mode, char *error, size_t error_size)
 {
 	char path[4096];
-	if (!dir[0])
-		return EINVAL;
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return ENAMETOOLONG;
+	if (!dir[0]) {
+		fl_set_error(error, error_size, "%s", strerror(EINVAL));
+		return FL_ERR_INVALID;
+	}
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
+		fl_set_error(error, error_size, "%s", strerror(ENAMETOOLONG));
+		return FL_ERR_INVALID;
+	}
 	for (char *p = path + 1;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
 		char saved = *p;
 		*p = '\0';
-		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
-			return errno;
+		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST) {
+			int err = errno;
+			fl_set_error(error, error_size, "%s", strerror(err));
+			return fl_status_of_errno(err);
+		}
 		*p = saved;
 		if (!saved)
-			return 0;
+			return FL_OK;
 	}
 }
 
-int fl_cond_init_monotonic(pthread_cond_t *cond)
+enum fl_status fl_cond_init_monotonic(pthread_cond_t *cond)
 {
 	pthread_condattr_t attr;
 	int err = pthread_condattr_init(&attr);
 	if (err)
-		return err;
+		return fl_status_of_errno(err);
 	err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	if (!err)
 		err = pthread_cond_init(cond, &attr);
 	pthread_condattr_destroy(&attr);
-	return err;
+	return err ? fl_status_of_errno(err) : FL_OK;
 }
 
 struct timespec fl_deadline_after_us(int64_t us)

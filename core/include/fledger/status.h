@@ -3,8 +3,20 @@
 
 /*
  * The one status type of the project. Library functions that do something
- * return it; MDB_*, natsStatus and errno values are mapped into it at the edge
- * where they are met, once.
+ * and can fail return it (a predicate returns bool, a count or size its
+ * value); MDB_*, natsStatus and errno values are mapped into it at the edge
+ * where they are met, once, never handed up as ints.
+ *
+ * When a person needs more than the status, one of two out-parameters
+ * carries the reason:
+ * - a failure a client caused (bad input, a conflict) fills a
+ *   struct fl_error *err, the last parameter (fledger/error.h), ready to be
+ *   answered over HTTP;
+ * - any other failure (a configuration, a file, the system) writes a
+ *   one-line text into char *error, size_t error_size, with fl_set_error
+ *   (fledger/util.h). The pair comes after the inputs and before the ret_
+ *   parameters; NULL and 0 when the caller does not care. Its text means
+ *   something only when the status is not FL_OK.
  */
 enum fl_status {
 	FL_OK = 0,
