@@ -299,7 +299,9 @@ int main(int argc, char **argv)
 	if (fl_metrics_histogram(query.metrics, "fledger_audit_commit_latency_seconds",
 				 "Time to append and sync one group of read audit records", NULL,
 				 NULL, 0, &audit_latency) != FL_OK ||
-	    fl_audit_create(query.audit_log, audit_latency, &query.audit) != FL_OK)
+	    fl_audit_create(
+		&(struct fl_audit_config){.log = query.audit_log, .commit_latency = audit_latency},
+		&query.audit) != FL_OK)
 		fatal("cannot start the read audit", NULL);
 	query.auth = auth;
 	query.signer = signer;
