@@ -718,9 +718,9 @@ static int audit_export(struct fl_cli *cli)
 	}
 	if (!fl__cli_token(cli, true))
 		return FL_CLI_FAIL;
-	int err = fl_make_dirs(dir, 0755);
-	if (err) {
-		fl__cli_error("cannot make the directory %s: %s", dir, strerror(err));
+	char why[256];
+	if (fl_make_dirs(dir, 0755, why, sizeof(why)) != FL_OK) {
+		fl__cli_error("cannot make the directory %s: %s", dir, why);
 		return FL_CLI_FAIL;
 	}
 	if (bundle_exists(dir) && !fl_config_get_bool(cli->config, "force")) {

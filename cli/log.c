@@ -104,7 +104,7 @@ static enum fl_status save_state(struct fl_cli *cli, const char *path,
 		return FL_ERR_NOMEM;
 	if ((slash = strrchr(dir, '/')) && slash != dir) {
 		*slash = '\0';
-		if (fl_make_dirs(dir, 0700) != 0) {
+		if (fl_make_dirs(dir, 0700, NULL, 0) != FL_OK) {
 			free(dir);
 			return FL_ERR_IO;
 		}

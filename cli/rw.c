@@ -70,10 +70,11 @@ static bool save_last_seq(const char *path, const char *url, uint64_t seq)
 		goto out;
 	}
 	*strrchr(dir, '/') = '\0';
-	int err = fl_make_dirs(dir, 0700);
-	if (err || !(out = fopen(tmp, "w"))) {
+	char why[256];
+	bool made = fl_make_dirs(dir, 0700, why, sizeof(why)) == FL_OK;
+	if (!made || !(out = fopen(tmp, "w"))) {
 		fl__cli_error("cannot record the last seq in %s: %s", path,
-			      strerror(err ? err : errno));
+			      made ? strerror(errno) : why);
 		goto out;
 	}
 	fprintf(out, "%s %" PRIu64 "\n", url, seq);

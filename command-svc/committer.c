@@ -56,14 +56,15 @@ static void job_free(struct job *job)
 	free(job);
 }
 
-static void respond_status_error(struct fl_http_request *req, enum fl_status st)
+static void respond_status_error(struct fl_committer *c, struct fl_http_request *req,
+				 enum fl_status st)
 {
 	if (st == FL_ERR_FULL)
-		fl_http_respond_error(req, 507, "log_full",
-				      "the log cannot grow (disk or map full); nothing was written",
-				      NULL);
+		c->config.respond_error(
+		    req, 507, "log_full",
+		    "the log cannot grow (disk or map full); nothing was written", NULL);
 	else
-		fl_http_respond_error(req, 500, "internal_error", fl_status_str(st), NULL);
+		c->config.respond_error(req, 500, "internal_error", fl_status_str(st), NULL);
 }
 
 /*
@@ -108,8 +109,8 @@ static json_t *inclusion_proof(struct fl_log_reader *reader, uint64_t seq, uint6
 		    : NULL;
 }
 
-static void answer_events(struct job *job, const struct fl_log_batch *batch, uint64_t tree_size,
-			  struct fl_log_reader *reader, json_t *checkpoint)
+static void answer_events(struct fl_committer *c, struct job *job, const struct fl_log_batch *batch,
+			  uint64_t tree_size, struct fl_log_reader *reader, json_t *checkpoint)
 {
 	if (batch->status == FL_ERR_CONFLICT) {
 		char field[64];
@@ -118,18 +119,18 @@ static void answer_events(struct job *job, const struct fl_log_batch *batch, uin
 		else
 			snprintf(field, sizeof(field), "events[%zu].idempotency_key",
 				 batch->conflict_index);
-		fl_http_respond_error(job->req, 409, "idempotency_conflict",
-				      "this idempotency key was used before with another event",
-				      field);
+		c->config.respond_error(job->req, 409, "idempotency_conflict",
+					"this idempotency key was used before with another event",
+					field);
 		return;
 	}
 	if (batch->status != FL_OK) {
-		respond_status_error(job->req, batch->status);
+		respond_status_error(c, job->req, batch->status);
 		return;
 	}
 	if (!checkpoint) {
 		/* Durable, but without the receipt the answer must carry. */
-		fl_http_respond_error(
+		c->config.respond_error(
 		    job->req, 500, "internal_error",
 		    "the events were committed, but their checkpoint could not be "
 		    "read; retry with the same idempotency keys",
@@ -153,7 +154,7 @@ static void answer_events(struct job *job, const struct fl_log_batch *batch, uin
 	}
 	json_t *body = json_pack("{s:o,s:I,s:O}", "results", results, "tree_size",
 				 (json_int_t)tree_size, "checkpoint", checkpoint);
-	fl_http_respond_json(job->req, all_duplicates ? 200 : 201, body);
+	c->config.respond_json(job->req, all_duplicates ? 200 : 201, body);
 }
 
 /* Appends a run of event jobs in one transaction and answers them. */
@@ -182,13 +183,13 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 	    st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader) : NULL;
 	for (size_t j = 0; j < n_jobs; j++) {
 		if (st != FL_OK) {
-			respond_status_error(jobs[j]->req, st);
+			respond_status_error(c, jobs[j]->req, st);
 			continue;
 		}
 		if (batches[j].status == FL_OK)
 			for (size_t i = 0; i < jobs[j]->count; i++)
 				events += !jobs[j]->results[i].duplicate;
-		answer_events(jobs[j], &batches[j], tree_size, reader, checkpoint);
+		answer_events(c, jobs[j], &batches[j], tree_size, reader, checkpoint);
 	}
 	fl_log_reader_end(reader);
 	json_decref(checkpoint);
@@ -209,12 +210,12 @@ static void commit_view(struct fl_committer *c, struct job *job)
 	if (fl_view_registry_get(c->config.registry, fl_view_name(job->view), &current) == FL_OK) {
 		switch (fl_view_compare(current, job->view, &err)) {
 		case FL_VIEW_IDENTICAL:
-			fl_http_respond_json(job->req, 200, fl_view_to_json(current, true));
+			c->config.respond_json(job->req, 200, fl_view_to_json(current, true));
 			fl_view_unref(current);
 			return;
 		case FL_VIEW_INCOMPATIBLE:
-			fl_http_respond_error(job->req, 409, err.code, err.message,
-					      err.field[0] ? err.field : NULL);
+			c->config.respond_error(job->req, 409, err.code, err.message,
+						err.field[0] ? err.field : NULL);
 			fl_view_unref(current);
 			return;
 		case FL_VIEW_COMPATIBLE:
@@ -229,7 +230,7 @@ static void commit_view(struct fl_committer *c, struct job *job)
 	enum fl_status st =
 	    fl_event_view_body_tail(job->view, version, job->producer, now, &tail, &tail_len);
 	if (st != FL_OK) {
-		respond_status_error(job->req, st);
+		respond_status_error(c, job->req, st);
 		return;
 	}
 	struct fl_log_input input = {.body_tail = tail, .body_tail_len = tail_len, .time_us = now};
@@ -247,12 +248,12 @@ static void commit_view(struct fl_committer *c, struct job *job)
 	if (st == FL_OK)
 		st = fl_view_registry_put(c->config.registry, job->view, version);
 	if (st != FL_OK) {
-		respond_status_error(job->req, st);
+		respond_status_error(c, job->req, st);
 		return;
 	}
 	json_t *body = fl_view_to_json(job->view, true);
 	json_object_set_new(body, "seq", json_integer((json_int_t)result.seq));
-	fl_http_respond_json(job->req, 201, body);
+	c->config.respond_json(job->req, 201, body);
 	if (c->config.notify)
 		c->config.notify(c->config.notify_ctx);
 }
@@ -294,7 +295,7 @@ static void *run(void *opaque)
 		struct job **jobs = malloc(n * sizeof(*jobs));
 		if (!jobs) {
 			for (struct job *j = group; j; j = j->next)
-				respond_status_error(j->req, FL_ERR_NOMEM);
+				respond_status_error(c, j->req, FL_ERR_NOMEM);
 		} else {
 			n = 0;
 			for (struct job *j = group; j; j = j->next)
@@ -364,6 +365,10 @@ enum fl_status fl_committer_create(const struct fl_committer_config *config,
 	if (!c)
 		return FL_ERR_NOMEM;
 	c->config = *config;
+	if (!c->config.respond_json)
+		c->config.respond_json = fl_http_respond_json;
+	if (!c->config.respond_error)
+		c->config.respond_error = fl_http_respond_error;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->wake, NULL);
 	if (pthread_create(&c->thread, NULL, run, c) != 0) {

@@ -31,6 +31,14 @@ struct fl_committer_config {
 	struct fl_histogram *append_latency; /* seconds; may be NULL */
 	fl_committer_notify_fn notify;	     /* may be NULL */
 	void *notify_ctx;
+	/*
+	 * How answers leave, from the committer thread: NULL for
+	 * fl_http_respond_json and fl_http_respond_error. A test passes
+	 * functions that record them, with requests of its own making.
+	 */
+	enum fl_status (*respond_json)(struct fl_http_request *req, unsigned status, json_t *body);
+	enum fl_status (*respond_error)(struct fl_http_request *req, unsigned status,
+					const char *code, const char *message, const char *field);
 };
 
 enum fl_status fl_committer_create(const struct fl_committer_config *config,

@@ -4,7 +4,6 @@
  * them on NATS. main parses the configuration and wires the modules; see
  * routes.c (HTTP), committer.c (group commit) and publisher.c (NATS outbox).
  */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,12 +156,12 @@ int main(int argc, char **argv)
 	auth = fl_svc_auth(config);
 
 	struct fl_log_options log_options = {.max_map_bytes = (size_t)max_map};
-	int err = fl_svc_lock_data_dir(fl_config_get(config, "data-dir"));
-	if (err == EBUSY)
+	st = fl_svc_lock_data_dir(fl_config_get(config, "data-dir"), error, sizeof(error));
+	if (st == FL_ERR_CONFLICT)
 		fatal("another process uses this --data-dir (a second command-svc?)",
 		      fl_config_get(config, "data-dir"));
-	if (err)
-		fatal("cannot create or lock --data-dir", strerror(err));
+	if (st != FL_OK)
+		fatal("cannot create or lock --data-dir", error);
 	st = fl_log_open(fl_config_get(config, "data-dir"), &log_options, signer, &cmd.log);
 	if (st == FL_ERR_CONFLICT)
 		fatal("the log was last signed with another key: start with that key, then replace "

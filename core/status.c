@@ -1,5 +1,7 @@
 #include "fledger/status.h"
 
+#include <errno.h>
+
 /*
  * Returns a short, static, human-readable name for status. The switch has no
  * default case so that the compiler (-Wswitch under -Wall) points here when a
@@ -35,4 +37,20 @@ const char *fl_status_str(enum fl_status status)
 		return "timed out";
 	}
 	return "unknown status";
+}
+
+enum fl_status fl_status_of_errno(int err)
+{
+	switch (err) {
+	case ENOENT:
+	case ENOTDIR:
+		return FL_ERR_NOT_FOUND;
+	case EACCES:
+	case EPERM:
+		return FL_ERR_DENIED;
+	case ENOMEM:
+		return FL_ERR_NOMEM;
+	default:
+		return FL_ERR_IO;
+	}
 }

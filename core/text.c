@@ -21,9 +21,11 @@ bool fl_text_reserve(struct fl_text *text, size_t extra)
 		text->failed = true;
 		return false;
 	}
-	size_t cap = text->cap ? text->cap : 256;
-	while (cap < text->len + extra + 1)
-		cap *= 2;
+	/* Doubling keeps appends amortised O(1); a larger reservation (a file
+	 * of known size) gets exactly what it asks for. */
+	size_t cap = text->cap ? text->cap * 2 : 256;
+	if (cap < text->len + extra + 1)
+		cap = text->len + extra + 1;
 	char *grown = realloc(text->data, cap);
 	if (grown == NULL) {
 		text->failed = true;
@@ -69,8 +71,8 @@ void fl_text_printf(struct fl_text *text, const char *format, ...)
 
 char *fl_text_take(struct fl_text *text, size_t *ret_len)
 {
-	if (!text->failed && text->data == NULL)
-		fl_text_reserve(text, 0);
+	if (!text->failed && text->data == NULL && fl_text_reserve(text, 0))
+		text->data[0] = '\0';
 	char *bytes = text->failed ? NULL : text->data;
 	if (bytes != NULL && ret_len != NULL)
 		*ret_len = text->len;

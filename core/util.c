@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fledger/text.h"
+
 #define US_PER_SEC INT64_C(1000000)
 #define US_PER_DAY (INT64_C(86400) * US_PER_SEC)
 
@@ -448,23 +450,6 @@ enum fl_status fl_duration_parse(const char *text, int64_t *ret_us)
 	return FL_OK;
 }
 
-/* Maps the errno of a failed open or read into the project's status. */
-static enum fl_status status_of_errno(int err)
-{
-	switch (err) {
-	case ENOENT:
-	case ENOTDIR:
-		return FL_ERR_NOT_FOUND;
-	case EACCES:
-	case EPERM:
-		return FL_ERR_DENIED;
-	case ENOMEM:
-		return FL_ERR_NOMEM;
-	default:
-		return FL_ERR_IO;
-	}
-}
-
 /*
  * Reads the whole file at path into a new malloc'd buffer with a NUL after
  * the last byte; the caller frees *ret_text. ret_len (may be NULL) gets the
@@ -481,94 +466,83 @@ enum fl_status fl_file_read(const char *path, char **ret_text, size_t *ret_len)
 	enum fl_status status;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return status_of_errno(errno);
+		return fl_status_of_errno(errno);
 
 	struct stat info;
-	size_t capacity = 4096;
-	/* Room for the file as it is now, its NUL, and the byte that a read
-	 * needs to see the end without growing the buffer. */
+	struct fl_text text = FL_TEXT_INIT;
+	/* Room for the file as it is now and the byte that a read needs to see
+	 * the end without growing the buffer. */
 	if (fstat(fd, &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0 &&
-	    (uint64_t)info.st_size < SIZE_MAX - 2)
-		capacity = (size_t)info.st_size + 2;
+	    (uint64_t)info.st_size < SIZE_MAX / 4)
+		fl_text_reserve(&text, (size_t)info.st_size + 1);
+	else
+		fl_text_reserve(&text, 4095);
 
-	char *text = malloc(capacity);
-	if (text == NULL) {
-		status = FL_ERR_NOMEM;
-		goto close_file;
-	}
-
-	size_t len = 0;
 	for (;;) {
-		if (len + 1 == capacity) {
-			if (capacity > SIZE_MAX / 2) {
-				status = FL_ERR_NOMEM;
-				goto free_text;
-			}
-			char *grown = realloc(text, capacity * 2);
-			if (grown == NULL) {
-				status = FL_ERR_NOMEM;
-				goto free_text;
-			}
-			text = grown;
-			capacity *= 2;
+		if (!fl_text_reserve(&text, 1)) {
+			status = FL_ERR_NOMEM;
+			goto free_text;
 		}
-		ssize_t got = read(fd, text + len, capacity - 1 - len);
+		ssize_t got = read(fd, text.data + text.len, text.cap - 1 - text.len);
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
-			status = status_of_errno(errno);
+			status = fl_status_of_errno(errno);
 			goto free_text;
 		}
 		if (got == 0)
 			break;
-		len += (size_t)got;
+		text.len += (size_t)got;
 	}
-	text[len] = '\0';
 	close(fd);
-
-	*ret_text = text;
-	if (ret_len != NULL)
-		*ret_len = len;
+	text.data[text.len] = '\0';
+	*ret_text = fl_text_take(&text, ret_len);
 	return FL_OK;
 
 free_text:
-	free(text);
-close_file:
+	fl_text_free(&text);
 	close(fd);
 	return status;
 }
 
-int fl_make_dirs(const char *dir, unsigned mode)
+enum fl_status fl_make_dirs(const char *dir, unsigned mode, char *error, size_t error_size)
 {
 	char path[4096];
-	if (!dir[0])
-		return EINVAL;
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return ENAMETOOLONG;
+	if (!dir[0]) {
+		fl_set_error(error, error_size, "%s", strerror(EINVAL));
+		return FL_ERR_INVALID;
+	}
+	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path)) {
+		fl_set_error(error, error_size, "%s", strerror(ENAMETOOLONG));
+		return FL_ERR_INVALID;
+	}
 	for (char *p = path + 1;; p++) {
 		if (*p != '/' && *p != '\0')
 			continue;
 		char saved = *p;
 		*p = '\0';
-		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
-			return errno;
+		if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST) {
+			int err = errno;
+			fl_set_error(error, error_size, "%s", strerror(err));
+			return fl_status_of_errno(err);
+		}
 		*p = saved;
 		if (!saved)
-			return 0;
+			return FL_OK;
 	}
 }
 
-int fl_cond_init_monotonic(pthread_cond_t *cond)
+enum fl_status fl_cond_init_monotonic(pthread_cond_t *cond)
 {
 	pthread_condattr_t attr;
 	int err = pthread_condattr_init(&attr);
 	if (err)
-		return err;
+		return fl_status_of_errno(err);
 	err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	if (!err)
 		err = pthread_cond_init(cond, &attr);
 	pthread_condattr_destroy(&attr);
-	return err;
+	return err ? fl_status_of_errno(err) : FL_OK;
 }
 
 struct timespec fl_deadline_after_us(int64_t us)

@@ -32,23 +32,6 @@ struct fl_signer {
 	char *public_pem;
 };
 
-/* Maps the errno of a failed file operation into the project's status. */
-static enum fl_status status_of_errno(int err)
-{
-	switch (err) {
-	case ENOENT:
-	case ENOTDIR:
-		return FL_ERR_NOT_FOUND;
-	case EACCES:
-	case EPERM:
-		return FL_ERR_DENIED;
-	case ENOMEM:
-		return FL_ERR_NOMEM;
-	default:
-		return FL_ERR_IO;
-	}
-}
-
 /*
  * The passphrase callback for every PEM read: there is no passphrase. Without
  * it OpenSSL's default callback would prompt on the terminal for an
@@ -301,16 +284,16 @@ enum fl_status fl_signer_save(const struct fl_signer *signer, const char *pem_pa
 	/* mkostemp creates the file with mode 0600 and O_EXCL. */
 	int fd = mkostemp(temp_path, O_CLOEXEC);
 	if (fd < 0) {
-		status = status_of_errno(errno);
+		status = fl_status_of_errno(errno);
 		goto free_temp_path;
 	}
 	if (!write_all(fd, pem, (size_t)pem_len) || fsync(fd) != 0) {
-		status = status_of_errno(errno);
+		status = fl_status_of_errno(errno);
 		close(fd);
 		goto unlink_temp;
 	}
 	if (close(fd) != 0 || rename(temp_path, pem_path) != 0) {
-		status = status_of_errno(errno);
+		status = fl_status_of_errno(errno);
 		goto unlink_temp;
 	}
 	status = sync_parent_dir(pem_path) ? FL_OK : FL_ERR_IO;

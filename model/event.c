@@ -9,6 +9,7 @@
 
 #include "fledger/jsonw.h"
 #include "fledger/sha256.h"
+#include "fledger/text.h"
 #include "fledger/util.h"
 
 #define PATH_LEN FL_ERROR_FIELD_LEN
@@ -46,70 +47,30 @@ static void path_member(char out[PATH_LEN], const char *prefix, const char *memb
 	fl_error_path_key(out, PATH_LEN, prefix, member);
 }
 
-/* ---- A growing text buffer ----------------------------------------------- */
-
-struct text {
-	char *data;
-	size_t len;
-	size_t cap;
-	bool failed; /* an allocation failed: the text is incomplete */
-};
-
-static bool text_reserve(struct text *text, size_t extra)
-{
-	if (text->failed)
-		return false;
-	if (text->len + extra + 1 <= text->cap)
-		return true;
-	size_t cap = text->cap == 0 ? 256 : text->cap;
-	while (cap < text->len + extra + 1)
-		cap *= 2;
-	char *data = realloc(text->data, cap);
-	if (data == NULL) {
-		text->failed = true;
-		return false;
-	}
-	text->data = data;
-	text->cap = cap;
-	return true;
-}
-
-static void text_append(struct text *text, const char *bytes, size_t len)
-{
-	if (!text_reserve(text, len))
-		return;
-	memcpy(text->data + text->len, bytes, len);
-	text->len += len;
-	text->data[text->len] = '\0';
-}
-
-static void text_puts(struct text *text, const char *s)
-{
-	text_append(text, s, strlen(s));
-}
+/* ---- Text ------------------------------------------------------------ */
 
 /* Appends bytes as a JSON string: quoted, '"', '\\' and C0 controls escaped. */
-static void text_json_string(struct text *text, const char *bytes, size_t len)
+static void text_json_string(struct fl_text *text, const char *bytes, size_t len)
 {
 	/* At most 6 bytes per input byte, the quotes and the NUL. */
-	if (!text_reserve(text, len * 6 + 2))
+	if (!fl_text_reserve(text, len * 6 + 2))
 		return;
 	text->len += fl_json_escape(text->data + text->len, bytes, len, false);
 	text->data[text->len] = '\0';
 }
 
-static void text_json_cstring(struct text *text, const char *s)
+static void text_json_cstring(struct fl_text *text, const char *s)
 {
 	text_json_string(text, s, strlen(s));
 }
 
-static void text_timestamp(struct text *text, int64_t us)
+static void text_timestamp(struct fl_text *text, int64_t us)
 {
 	char stamp[FL_TIME_TEXT_LEN];
 	fl_time_format(us, stamp);
-	text_puts(text, "\"");
-	text_puts(text, stamp);
-	text_puts(text, "\"");
+	fl_text_puts(text, "\"");
+	fl_text_puts(text, stamp);
+	fl_text_puts(text, "\"");
 }
 
 /* ---- Numbers ----------------------------------------------------------- */
@@ -156,34 +117,34 @@ static double number_value(const json_t *value)
  * Appends the canonical text of a validated feature value: the form it has
  * in the stored body, and the form the digest covers.
  */
-static void text_feature_value(struct text *text, const struct fl_feature *feature,
+static void text_feature_value(struct fl_text *text, const struct fl_feature *feature,
 			       const json_t *value)
 {
 	char number[NUMBER_TEXT_LEN];
 	switch (feature->type) {
 	case FL_FEATURE_INT64:
 		snprintf(number, sizeof(number), "%lld", (long long)json_integer_value(value));
-		text_puts(text, number);
+		fl_text_puts(text, number);
 		break;
 	case FL_FEATURE_DOUBLE:
 		format_double(number_value(value), number);
-		text_puts(text, number);
+		fl_text_puts(text, number);
 		break;
 	case FL_FEATURE_STRING:
 		text_json_string(text, json_string_value(value), json_string_length(value));
 		break;
 	case FL_FEATURE_BOOL:
-		text_puts(text, json_is_true(value) ? "true" : "false");
+		fl_text_puts(text, json_is_true(value) ? "true" : "false");
 		break;
 	case FL_FEATURE_VECTOR:
-		text_puts(text, "[");
+		fl_text_puts(text, "[");
 		for (size_t i = 0; i < json_array_size(value); i++) {
 			if (i > 0)
-				text_puts(text, ",");
+				fl_text_puts(text, ",");
 			format_float((float)number_value(json_array_get(value, i)), number);
-			text_puts(text, number);
+			fl_text_puts(text, number);
 		}
-		text_puts(text, "]");
+		fl_text_puts(text, "]");
 		break;
 	}
 }
@@ -448,13 +409,13 @@ static enum fl_status check_features(const json_t *features, const struct fl_vie
 }
 
 /* Appends a length-prefixed field to the digest input. */
-static void digest_field(struct text *text, char tag, const char *bytes, size_t len)
+static void digest_field(struct fl_text *text, char tag, const char *bytes, size_t len)
 {
 	uint8_t header[9];
 	header[0] = (uint8_t)tag;
 	fl_put_be64(header + 1, len);
-	text_append(text, (const char *)header, sizeof(header));
-	text_append(text, bytes, len);
+	fl_text_append(text, header, sizeof(header));
+	fl_text_append(text, bytes, len);
 }
 
 /*
@@ -465,9 +426,9 @@ static void digest_field(struct text *text, char tag, const char *bytes, size_t 
 static enum fl_status compute_digest(const struct fl_event *event, uint8_t out[FL_EVENT_DIGEST_LEN])
 {
 	static const char domain[] = "fledger-event-digest-v1";
-	struct text input = {0};
-	struct text value = {0};
-	text_append(&input, domain, sizeof(domain) - 1);
+	struct fl_text input = FL_TEXT_INIT;
+	struct fl_text value = FL_TEXT_INIT;
+	fl_text_append(&input, domain, sizeof(domain) - 1);
 	const char *view_name = fl_view_name(event->view);
 	digest_field(&input, 'V', view_name, strlen(view_name));
 	digest_field(&input, 'E', event->entity_id, strlen(event->entity_id));
@@ -493,8 +454,8 @@ static enum fl_status compute_digest(const struct fl_event *event, uint8_t out[F
 		status = FL_ERR_NOMEM;
 	else if (!fl_sha256(input.data, input.len, out))
 		status = FL_ERR_CRYPTO;
-	free(value.data);
-	free(input.data);
+	fl_text_free(&value);
+	fl_text_free(&input);
 	return status;
 }
 
@@ -731,15 +692,12 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 /* ---- Stored bodies ----------------------------------------------------- */
 
 /* Hands a finished text to the caller, or reports the allocation failure. */
-static enum fl_status text_finish(struct text *text, char **ret_text, size_t *ret_len)
+static enum fl_status text_finish(struct fl_text *text, char **ret_text, size_t *ret_len)
 {
-	if (text->failed || text->data == NULL) {
-		free(text->data);
+	char *bytes = fl_text_take(text, ret_len);
+	if (bytes == NULL)
 		return FL_ERR_NOMEM;
-	}
-	*ret_text = text->data;
-	if (ret_len != NULL)
-		*ret_len = text->len;
+	*ret_text = bytes;
 	return FL_OK;
 }
 
@@ -747,22 +705,22 @@ enum fl_status fl_event_body_tail(const struct fl_event *event, char **ret_tail,
 {
 	if (event == NULL || event->view == NULL || event->features == NULL || ret_tail == NULL)
 		return FL_ERR_INVALID;
-	struct text text = {0};
-	text_puts(&text, "\"kind\":\"feature\",\"view\":");
+	struct fl_text text = FL_TEXT_INIT;
+	fl_text_puts(&text, "\"kind\":\"feature\",\"view\":");
 	text_json_cstring(&text, fl_view_name(event->view));
-	text_puts(&text, ",\"entity_id\":");
+	fl_text_puts(&text, ",\"entity_id\":");
 	text_json_cstring(&text, event->entity_id);
-	text_puts(&text, ",\"event_ts\":");
+	fl_text_puts(&text, ",\"event_ts\":");
 	text_timestamp(&text, event->event_ts_us);
-	text_puts(&text, ",\"ingest_ts\":");
+	fl_text_puts(&text, ",\"ingest_ts\":");
 	text_timestamp(&text, event->ingest_ts_us);
-	text_puts(&text, ",\"producer\":");
+	fl_text_puts(&text, ",\"producer\":");
 	text_json_cstring(&text, event->producer);
 	if (event->has_idempotency_key) {
-		text_puts(&text, ",\"idempotency_key\":");
+		fl_text_puts(&text, ",\"idempotency_key\":");
 		text_json_cstring(&text, event->idempotency_key);
 	}
-	text_puts(&text, ",\"features\":{");
+	fl_text_puts(&text, ",\"features\":{");
 	bool first = true;
 	for (size_t i = 0; i < fl_view_feature_count(event->view); i++) {
 		const struct fl_feature *feature = fl_view_feature_at(event->view, i);
@@ -770,13 +728,13 @@ enum fl_status fl_event_body_tail(const struct fl_event *event, char **ret_tail,
 		if (value == NULL)
 			continue;
 		if (!first)
-			text_puts(&text, ",");
+			fl_text_puts(&text, ",");
 		first = false;
 		text_json_cstring(&text, feature->name);
-		text_puts(&text, ":");
+		fl_text_puts(&text, ":");
 		text_feature_value(&text, feature, value);
 	}
-	text_puts(&text, "}");
+	fl_text_puts(&text, "}");
 	return text_finish(&text, ret_tail, ret_len);
 }
 
@@ -790,19 +748,19 @@ enum fl_status fl_event_view_body_tail(const struct fl_view *view, uint64_t vers
 	size_t definition_len;
 	char number[24];
 	fl_view_canonical(view, &definition, &definition_len);
-	struct text text = {0};
+	struct fl_text text = FL_TEXT_INIT;
 	/* "view" names it, as in feature events, for NATS subjects and readers. */
-	text_puts(&text, "\"kind\":\"view\",\"view\":");
+	fl_text_puts(&text, "\"kind\":\"view\",\"view\":");
 	text_json_cstring(&text, fl_view_name(view));
-	text_puts(&text, ",\"ingest_ts\":");
+	fl_text_puts(&text, ",\"ingest_ts\":");
 	text_timestamp(&text, ingest_us);
-	text_puts(&text, ",\"producer\":");
+	fl_text_puts(&text, ",\"producer\":");
 	text_json_cstring(&text, producer);
 	snprintf(number, sizeof(number), "%" PRIu64, version);
-	text_puts(&text, ",\"version\":");
-	text_puts(&text, number);
-	text_puts(&text, ",\"definition\":");
-	text_append(&text, definition, definition_len);
+	fl_text_puts(&text, ",\"version\":");
+	fl_text_puts(&text, number);
+	fl_text_puts(&text, ",\"definition\":");
+	fl_text_append(&text, definition, definition_len);
 	return text_finish(&text, ret_tail, ret_len);
 }
 

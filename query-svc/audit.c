@@ -27,8 +27,7 @@ struct pending_read {
 };
 
 struct fl_audit {
-	struct fl_log *log;
-	struct fl_histogram *commit_latency;
+	struct fl_audit_config config;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
@@ -60,19 +59,20 @@ static void commit_group(struct fl_audit *audit, struct pending_read *group, siz
 	}
 	int64_t start = fl_time_mono_us();
 	if (st == FL_OK)
-		st = fl_log_append(audit->log, batches, n, NULL);
-	if (st == FL_OK && audit->commit_latency)
-		fl_histogram_observe(audit->commit_latency,
+		st = fl_log_append(audit->config.log, batches, n, NULL);
+	if (st == FL_OK && audit->config.commit_latency)
+		fl_histogram_observe(audit->config.commit_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
 	for (struct pending_read *p = group; p; p = p->next) {
 		if (st == FL_OK) {
-			fl_http_respond(p->req, p->status, p->content_type, p->body, p->len);
+			audit->config.respond(p->req, p->status, p->content_type, p->body, p->len);
 		} else {
-			fl_http_add_header(p->req, "Retry-After", "1");
-			fl_http_respond_error(p->req, 503, "audit_unavailable",
-					      "the read could not be recorded in the audit log, so "
-					      "it is not answered",
-					      NULL);
+			audit->config.add_header(p->req, "Retry-After", "1");
+			audit->config.respond_error(
+			    p->req, 503, "audit_unavailable",
+			    "the read could not be recorded in the audit log, so "
+			    "it is not answered",
+			    NULL);
 		}
 	}
 	free(inputs);
@@ -113,14 +113,18 @@ static void *run(void *opaque)
 	return NULL;
 }
 
-enum fl_status fl_audit_create(struct fl_log *log, struct fl_histogram *commit_latency,
-			       struct fl_audit **ret_audit)
+enum fl_status fl_audit_create(const struct fl_audit_config *config, struct fl_audit **ret_audit)
 {
 	struct fl_audit *audit = calloc(1, sizeof(*audit));
 	if (!audit)
 		return FL_ERR_NOMEM;
-	audit->log = log;
-	audit->commit_latency = commit_latency;
+	audit->config = *config;
+	if (!audit->config.respond)
+		audit->config.respond = fl_http_respond;
+	if (!audit->config.add_header)
+		audit->config.add_header = fl_http_add_header;
+	if (!audit->config.respond_error)
+		audit->config.respond_error = fl_http_respond_error;
 	pthread_mutex_init(&audit->lock, NULL);
 	pthread_cond_init(&audit->wake, NULL);
 	if (pthread_create(&audit->thread, NULL, run, audit) != 0) {
@@ -263,11 +267,11 @@ enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit
 	struct fl_log_result result;
 	struct fl_log_batch batch = {&input, 1, &result, FL_OK, 0};
 	int64_t start = fl_time_mono_us();
-	enum fl_status st = fl_log_append(audit->log, &batch, 1, NULL);
+	enum fl_status st = fl_log_append(audit->config.log, &batch, 1, NULL);
 	if (st == FL_OK && batch.status != FL_OK)
 		st = batch.status;
-	if (st == FL_OK && audit->commit_latency)
-		fl_histogram_observe(audit->commit_latency,
+	if (st == FL_OK && audit->config.commit_latency)
+		fl_histogram_observe(audit->config.commit_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
 	free(tail);
 	return st;

@@ -22,8 +22,24 @@
 
 struct fl_audit;
 
-enum fl_status fl_audit_create(struct fl_log *log, struct fl_histogram *commit_latency,
-			       struct fl_audit **ret_audit);
+struct fl_audit_config {
+	struct fl_log *log;		     /* borrowed: the read audit log */
+	struct fl_histogram *commit_latency; /* seconds; may be NULL */
+	/*
+	 * How the answers of fl_audit_submit leave, from the audit thread:
+	 * NULL for fl_http_respond, fl_http_add_header and
+	 * fl_http_respond_error. A test passes functions that record them,
+	 * with requests of its own making.
+	 */
+	enum fl_status (*respond)(struct fl_http_request *req, unsigned status,
+				  const char *content_type, const void *body, size_t len);
+	enum fl_status (*add_header)(struct fl_http_request *req, const char *name,
+				     const char *value);
+	enum fl_status (*respond_error)(struct fl_http_request *req, unsigned status,
+					const char *code, const char *message, const char *field);
+};
+
+enum fl_status fl_audit_create(const struct fl_audit_config *config, struct fl_audit **ret_audit);
 
 /* Records and answers what is queued, then stops. Accepts NULL. */
 void fl_audit_destroy(struct fl_audit *audit);

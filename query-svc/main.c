@@ -202,11 +202,11 @@ int main(int argc, char **argv)
 	/* The replica log and the read models, side by side in --data-dir. */
 	const char *data_dir = fl_config_get(config, "data-dir");
 	char log_dir[4096], projection_dir[4096], audit_dir[4096];
-	int err = fl_svc_lock_data_dir(data_dir);
-	if (err == EBUSY)
+	st = fl_svc_lock_data_dir(data_dir, error, sizeof(error));
+	if (st == FL_ERR_CONFLICT)
 		fatal("another process uses this --data-dir (a second query-svc?)", data_dir);
-	if (err)
-		fatal("cannot create or lock --data-dir", strerror(err));
+	if (st != FL_OK)
+		fatal("cannot create or lock --data-dir", error);
 	if (snprintf(log_dir, sizeof(log_dir), "%s/log", data_dir) >= (int)sizeof(log_dir) ||
 	    snprintf(projection_dir, sizeof(projection_dir), "%s/projection", data_dir) >=
 		(int)sizeof(projection_dir) ||
@@ -242,6 +242,7 @@ int main(int argc, char **argv)
 			fl_trust_key_id(trust, i), NULL);
 
 	bool rebuild = fl_config_get_bool(config, "rebuild");
+	int err;
 	if (rebuild && (err = remove_tree(log_dir)) != 0)
 		fatal("--rebuild: cannot delete the replica log", strerror(err));
 
@@ -303,7 +304,9 @@ int main(int argc, char **argv)
 	if (fl_metrics_histogram(query.metrics, "fledger_audit_commit_latency_seconds",
 				 "Time to append and sync one group of read audit records", NULL,
 				 NULL, 0, &audit_latency) != FL_OK ||
-	    fl_audit_create(query.audit_log, audit_latency, &query.audit) != FL_OK)
+	    fl_audit_create(
+		&(struct fl_audit_config){.log = query.audit_log, .commit_latency = audit_latency},
+		&query.audit) != FL_OK)
 		fatal("cannot start the read audit", NULL);
 	query.auth = auth;
 	query.signer = signer;

@@ -1841,11 +1841,11 @@ static enum fl_http_disposition execute_history(struct read_job *job)
 		st = fl_ndjson_add_seq(&nd, reader, job->served[i]);
 	fl_log_reader_end(reader);
 	if (st != FL_OK) {
-		free(nd.text);
+		fl_text_free(&nd.text);
 		return send_internal(job, st);
 	}
-	char *out = nd.text;
-	size_t len = nd.len;
+	char *out = nd.text.data;
+	size_t len = nd.text.len;
 	enum fl_http_disposition disposition =
 	    send_answer(job, 200, "application/x-ndjson", out ? out : "", len);
 	free(out);

@@ -1,13 +1,13 @@
 #include "fledger/config.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
 
+#include "fledger/text.h"
 #include "fledger/util.h"
 
 struct fl_config {
@@ -396,79 +396,37 @@ const char *fl_config_positional(const struct fl_config *config, size_t index)
 	return config->positional[index];
 }
 
-/* A growing string for the usage text; on allocation failure text is NULL. */
-struct text_buffer {
-	char *text;
-	size_t len;
-	size_t cap;
-};
-
-static void append(struct text_buffer *buffer, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void append(struct text_buffer *buffer, const char *format, ...)
-{
-	va_list args;
-	int needed;
-
-	if (buffer->text == NULL)
-		return;
-	va_start(args, format);
-	needed = vsnprintf(NULL, 0, format, args);
-	va_end(args);
-	if (needed < 0)
-		goto fail;
-	if (buffer->len + (size_t)needed + 1 > buffer->cap) {
-		size_t cap = (buffer->len + (size_t)needed + 1) * 2;
-		char *grown = realloc(buffer->text, cap);
-		if (grown == NULL)
-			goto fail;
-		buffer->text = grown;
-		buffer->cap = cap;
-	}
-	va_start(args, format);
-	vsnprintf(buffer->text + buffer->len, buffer->cap - buffer->len, format, args);
-	va_end(args);
-	buffer->len += (size_t)needed;
-	return;
-fail:
-	free(buffer->text);
-	buffer->text = NULL;
-}
-
 char *fl_config_usage(const char *program, const struct fl_config_option *options, size_t n_options)
 {
-	struct text_buffer buffer = {.text = malloc(256), .len = 0, .cap = 256};
+	struct fl_text usage = FL_TEXT_INIT;
 	int width = (int)strlen("help");
 
-	if (buffer.text == NULL || (options == NULL && n_options > 0)) {
-		free(buffer.text);
+	if (options == NULL && n_options > 0)
 		return NULL;
-	}
-	buffer.text[0] = '\0';
 	for (size_t i = 0; i < n_options; i++) {
 		int len = (int)strlen(options[i].flag) + (options[i].is_bool ? 0 : 6);
 		if (len > width)
 			width = len;
 	}
 
-	append(&buffer, "Usage: %s [options]\n\nOptions:\n", program != NULL ? program : "program");
+	fl_text_printf(&usage, "Usage: %s [options]\n\nOptions:\n",
+		       program != NULL ? program : "program");
 	for (size_t i = 0; i < n_options; i++) {
 		const struct fl_config_option *option = &options[i];
 		int len = (int)strlen(option->flag);
 
 		if (option->is_bool)
-			append(&buffer, "  --%s%*s  %s", option->flag, width - len, "",
-			       option->help != NULL ? option->help : "");
+			fl_text_printf(&usage, "  --%s%*s  %s", option->flag, width - len, "",
+				       option->help != NULL ? option->help : "");
 		else
-			append(&buffer, "  --%s VALUE%*s  %s", option->flag, width - len - 6, "",
-			       option->help != NULL ? option->help : "");
+			fl_text_printf(&usage, "  --%s VALUE%*s  %s", option->flag, width - len - 6,
+				       "", option->help != NULL ? option->help : "");
 		if (option->env != NULL)
-			append(&buffer, " [env %s]", option->env);
+			fl_text_printf(&usage, " [env %s]", option->env);
 		if (option->default_value != NULL)
-			append(&buffer, " (default: %s)", option->default_value);
-		append(&buffer, "\n");
+			fl_text_printf(&usage, " (default: %s)", option->default_value);
+		fl_text_puts(&usage, "\n");
 	}
-	append(&buffer, "  --help%*s  show this text\n", width - 4, "");
-	return buffer.text;
+	fl_text_printf(&usage, "  --help%*s  show this text\n", width - 4, "");
+	return fl_text_take(&usage, NULL);
 }

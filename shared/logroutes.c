@@ -51,11 +51,12 @@ enum fl_http_disposition fl_logroutes_lines(struct fl_log *log, struct fl_http_r
 		st = fl_ndjson_add_seq(&nd, reader, seq);
 	fl_log_reader_end(reader);
 	if (st != FL_OK) {
-		free(nd.text);
+		fl_text_free(&nd.text);
 		return internal(req, st);
 	}
-	fl_http_respond(req, 200, "application/x-ndjson", nd.text ? nd.text : "", nd.len);
-	free(nd.text);
+	fl_http_respond(req, 200, "application/x-ndjson", nd.text.data ? nd.text.data : "",
+			nd.text.len);
+	fl_text_free(&nd.text);
 	return FL_HTTP_DONE;
 }
 
@@ -162,23 +163,12 @@ enum fl_status fl_ndjson_add(struct fl_ndjson *nd, const struct fl_log_entry *en
 	enum fl_status st = fl_log_entry_line(entry, &line, &line_len);
 	if (st != FL_OK)
 		return st;
-	if (nd->len + line_len + 1 > nd->cap) {
-		size_t cap = nd->cap ? nd->cap : 64 * 1024;
-		while (nd->len + line_len + 1 > cap)
-			cap *= 2;
-		char *grown = realloc(nd->text, cap);
-		if (!grown) {
-			free(line);
-			return FL_ERR_NOMEM;
-		}
-		nd->text = grown;
-		nd->cap = cap;
-	}
-	memcpy(nd->text + nd->len, line, line_len);
-	nd->text[nd->len + line_len] = '\n';
-	nd->len += line_len + 1;
-	nd->count++;
+	fl_text_append(&nd->text, line, line_len);
+	fl_text_append(&nd->text, "\n", 1);
 	free(line);
+	if (nd->text.failed)
+		return FL_ERR_NOMEM;
+	nd->count++;
 	return FL_OK;
 }
 
@@ -238,10 +228,11 @@ enum fl_http_disposition fl_logroutes_lines_by_time(struct fl_log *log, struct f
 	st = fl_log_reader_time_range(reader, from, to, append_line, &l);
 	fl_log_reader_end(reader);
 	if (st != FL_OK && st != FL_ERR_FULL) {
-		free(l.nd.text);
+		fl_text_free(&l.nd.text);
 		return internal(req, st);
 	}
-	fl_http_respond(req, 200, "application/x-ndjson", l.nd.text ? l.nd.text : "", l.nd.len);
-	free(l.nd.text);
+	fl_http_respond(req, 200, "application/x-ndjson", l.nd.text.data ? l.nd.text.data : "",
+			l.nd.text.len);
+	fl_text_free(&l.nd.text);
 	return FL_HTTP_DONE;
 }

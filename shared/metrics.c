@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fledger/text.h"
+
 /*
  * A family owns its series. Lookups walk a small hash table of atomic
  * pointers without a lock: a series is fully built before it is published
@@ -505,61 +507,18 @@ void fl_histogram_observe(struct fl_histogram *histogram, double value)
 	atomic_add_double(&histogram->series.sum_bits, value);
 }
 
-/* The render buffer; a failed allocation sets failed and stops writing. */
-struct text_buffer {
-	char *text;
-	size_t len;
-	size_t cap;
-	bool failed;
-};
-
-static bool reserve(struct text_buffer *buffer, size_t extra)
-{
-	if (buffer->failed)
-		return false;
-	if (buffer->len + extra + 1 > buffer->cap) {
-		size_t cap = buffer->cap > 0 ? buffer->cap : 1024;
-		char *grown;
-
-		while (buffer->len + extra + 1 > cap)
-			cap *= 2;
-		grown = realloc(buffer->text, cap);
-		if (grown == NULL) {
-			buffer->failed = true;
-			return false;
-		}
-		buffer->text = grown;
-		buffer->cap = cap;
-	}
-	return true;
-}
-
-static void append_bytes(struct text_buffer *buffer, const char *bytes, size_t len)
-{
-	if (!reserve(buffer, len))
-		return;
-	memcpy(buffer->text + buffer->len, bytes, len);
-	buffer->len += len;
-	buffer->text[buffer->len] = '\0';
-}
-
-static void append_text(struct text_buffer *buffer, const char *text)
-{
-	append_bytes(buffer, text, strlen(text));
-}
-
 /* Appends text with backslash and newline escaped, and '"' when in_label. */
-static void append_escaped(struct text_buffer *buffer, const char *text, bool in_label)
+static void append_escaped(struct fl_text *buffer, const char *text, bool in_label)
 {
 	for (const char *c = text; *c != '\0'; c++) {
 		if (*c == '\\')
-			append_bytes(buffer, "\\\\", 2);
+			fl_text_append(buffer, "\\\\", 2);
 		else if (*c == '\n')
-			append_bytes(buffer, "\\n", 2);
+			fl_text_append(buffer, "\\n", 2);
 		else if (*c == '"' && in_label)
-			append_bytes(buffer, "\\\"", 2);
+			fl_text_append(buffer, "\\\"", 2);
 		else
-			append_bytes(buffer, c, 1);
+			fl_text_append(buffer, c, 1);
 	}
 }
 
@@ -586,60 +545,57 @@ static void format_double(double value, char out[32])
 	}
 }
 
-static void append_double(struct text_buffer *buffer, double value)
+static void append_double(struct fl_text *buffer, double value)
 {
 	char text[32];
 
 	format_double(value, text);
-	append_text(buffer, text);
+	fl_text_puts(buffer, text);
 }
 
-static void append_u64(struct text_buffer *buffer, uint64_t value)
+static void append_u64(struct fl_text *buffer, uint64_t value)
 {
-	char text[24];
-
-	snprintf(text, sizeof(text), "%llu", (unsigned long long)value);
-	append_text(buffer, text);
+	fl_text_printf(buffer, "%llu", (unsigned long long)value);
 }
 
 /*
  * Appends name + suffix and the label set of series, plus le when it is not
  * NULL, then a space.
  */
-static void append_sample_name(struct text_buffer *buffer, const struct series *series,
+static void append_sample_name(struct fl_text *buffer, const struct series *series,
 			       const char *suffix, const char *le)
 {
 	const struct family *family = series->family;
 	bool has_labels = (family->n_labels > 0 && series != family->root) || le != NULL;
 
-	append_text(buffer, family->name);
-	append_text(buffer, suffix);
+	fl_text_puts(buffer, family->name);
+	fl_text_puts(buffer, suffix);
 	if (has_labels) {
 		bool first = true;
 
-		append_bytes(buffer, "{", 1);
+		fl_text_append(buffer, "{", 1);
 		for (size_t i = 0; series != family->root && i < family->n_labels; i++) {
 			if (!first)
-				append_bytes(buffer, ",", 1);
+				fl_text_append(buffer, ",", 1);
 			first = false;
-			append_text(buffer, family->label_names[i]);
-			append_bytes(buffer, "=\"", 2);
+			fl_text_puts(buffer, family->label_names[i]);
+			fl_text_append(buffer, "=\"", 2);
 			append_escaped(buffer, series->label_values[i], true);
-			append_bytes(buffer, "\"", 1);
+			fl_text_append(buffer, "\"", 1);
 		}
 		if (le != NULL) {
 			if (!first)
-				append_bytes(buffer, ",", 1);
-			append_text(buffer, "le=\"");
-			append_text(buffer, le);
-			append_bytes(buffer, "\"", 1);
+				fl_text_append(buffer, ",", 1);
+			fl_text_puts(buffer, "le=\"");
+			fl_text_puts(buffer, le);
+			fl_text_append(buffer, "\"", 1);
 		}
-		append_bytes(buffer, "}", 1);
+		fl_text_append(buffer, "}", 1);
 	}
-	append_bytes(buffer, " ", 1);
+	fl_text_append(buffer, " ", 1);
 }
 
-static void render_series(struct text_buffer *buffer, const struct series *series)
+static void render_series(struct fl_text *buffer, const struct series *series)
 {
 	const struct family *family = series->family;
 
@@ -647,13 +603,13 @@ static void render_series(struct text_buffer *buffer, const struct series *serie
 	case KIND_COUNTER:
 		append_sample_name(buffer, series, "", NULL);
 		append_u64(buffer, atomic_load_explicit(&series->u.count, memory_order_relaxed));
-		append_bytes(buffer, "\n", 1);
+		fl_text_append(buffer, "\n", 1);
 		break;
 	case KIND_GAUGE:
 		append_sample_name(buffer, series, "", NULL);
 		append_double(buffer, bits_double(atomic_load_explicit(&series->u.value_bits,
 								       memory_order_relaxed)));
-		append_bytes(buffer, "\n", 1);
+		fl_text_append(buffer, "\n", 1);
 		break;
 	case KIND_HISTOGRAM: {
 		uint64_t cumulative = 0;
@@ -670,15 +626,15 @@ static void render_series(struct text_buffer *buffer, const struct series *serie
 				strcpy(le, "+Inf");
 			append_sample_name(buffer, series, "_bucket", le);
 			append_u64(buffer, cumulative);
-			append_bytes(buffer, "\n", 1);
+			fl_text_append(buffer, "\n", 1);
 		}
 		append_sample_name(buffer, series, "_sum", NULL);
 		append_double(buffer, bits_double(atomic_load_explicit(&series->sum_bits,
 								       memory_order_relaxed)));
-		append_bytes(buffer, "\n", 1);
+		fl_text_append(buffer, "\n", 1);
 		append_sample_name(buffer, series, "_count", NULL);
 		append_u64(buffer, cumulative);
-		append_bytes(buffer, "\n", 1);
+		fl_text_append(buffer, "\n", 1);
 		break;
 	}
 	}
@@ -691,26 +647,23 @@ enum fl_status fl_metrics_render(struct fl_metrics *metrics, char **ret_text, si
 	    [KIND_GAUGE] = "gauge",
 	    [KIND_HISTOGRAM] = "histogram",
 	};
-	struct text_buffer buffer = {0};
+	struct fl_text buffer = FL_TEXT_INIT;
 
 	if (metrics == NULL || ret_text == NULL || ret_len == NULL)
 		return FL_ERR_INVALID;
-	reserve(&buffer, 0);
-	if (!buffer.failed)
-		buffer.text[0] = '\0';
 
 	pthread_mutex_lock(&metrics->lock);
 	for (const struct family *family = metrics->families_head; family != NULL;
 	     family = family->next) {
-		append_text(&buffer, "# HELP ");
-		append_text(&buffer, family->name);
-		append_bytes(&buffer, " ", 1);
+		fl_text_puts(&buffer, "# HELP ");
+		fl_text_puts(&buffer, family->name);
+		fl_text_append(&buffer, " ", 1);
 		append_escaped(&buffer, family->help, false);
-		append_text(&buffer, "\n# TYPE ");
-		append_text(&buffer, family->name);
-		append_bytes(&buffer, " ", 1);
-		append_text(&buffer, type_names[family->kind]);
-		append_bytes(&buffer, "\n", 1);
+		fl_text_puts(&buffer, "\n# TYPE ");
+		fl_text_puts(&buffer, family->name);
+		fl_text_append(&buffer, " ", 1);
+		fl_text_puts(&buffer, type_names[family->kind]);
+		fl_text_append(&buffer, "\n", 1);
 		if (family->n_labels == 0) {
 			render_series(&buffer, family->root);
 			continue;
@@ -721,11 +674,9 @@ enum fl_status fl_metrics_render(struct fl_metrics *metrics, char **ret_text, si
 	}
 	pthread_mutex_unlock(&metrics->lock);
 
-	if (buffer.failed) {
-		free(buffer.text);
+	char *text = fl_text_take(&buffer, ret_len);
+	if (text == NULL)
 		return FL_ERR_NOMEM;
-	}
-	*ret_text = buffer.text;
-	*ret_len = buffer.len;
+	*ret_text = text;
 	return FL_OK;
 }

@@ -21,8 +21,11 @@
 
 /* ---- URLs ------------------------------------------------------------------ */
 
-/* Whether [url, url + len) is scheme://[user[:pass]@]host[:port]. */
-static bool url_ok(const char *url, size_t len, const char **why)
+/*
+ * Whether [url, url + len) is scheme://[user[:pass]@]host[:port]; if not,
+ * a static text saying why in *ret_why.
+ */
+static bool url_ok(const char *url, size_t len, const char **ret_why)
 {
 	const char *end = url + len, *p, *host, *host_end, *at;
 	if (len > 7 && strncmp(url, "nats://", 7) == 0)
@@ -30,7 +33,7 @@ static bool url_ok(const char *url, size_t len, const char **why)
 	else if (len > 6 && strncmp(url, "tls://", 6) == 0)
 		p = url + 6;
 	else {
-		*why = "the scheme must be nats:// or tls://";
+		*ret_why = "the scheme must be nats:// or tls://";
 		return false;
 	}
 	at = memchr(p, '@', (size_t)(end - p));
@@ -38,7 +41,7 @@ static bool url_ok(const char *url, size_t len, const char **why)
 	if (host < end && *host == '[') {
 		host_end = memchr(host, ']', (size_t)(end - host));
 		if (!host_end || host_end == host + 1) {
-			*why = "an IPv6 address needs [ and ]";
+			*ret_why = "an IPv6 address needs [ and ]";
 			return false;
 		}
 		host_end++;
@@ -48,36 +51,36 @@ static bool url_ok(const char *url, size_t len, const char **why)
 			host_end++;
 	}
 	if (host_end == host) {
-		*why = "no host";
+		*ret_why = "no host";
 		return false;
 	}
 	for (const char *c = host; c < host_end; c++) {
 		if (isspace((unsigned char)*c) || (unsigned char)*c < 0x21) {
-			*why = "a space or control character in the host";
+			*ret_why = "a space or control character in the host";
 			return false;
 		}
 	}
 	if (host_end == end || (host_end + 1 == end && *host_end == '/'))
 		return true;
 	if (*host_end != ':') {
-		*why = "unexpected text after the host";
+		*ret_why = "unexpected text after the host";
 		return false;
 	}
 	unsigned long port = 0;
 	const char *q = host_end + 1;
 	if (q == end) {
-		*why = "an empty port";
+		*ret_why = "an empty port";
 		return false;
 	}
 	for (; q < end && *q != '/'; q++) {
 		if (!isdigit((unsigned char)*q) || port > 65535) {
-			*why = "the port is not a number from 1 to 65535";
+			*ret_why = "the port is not a number from 1 to 65535";
 			return false;
 		}
 		port = port * 10 + (unsigned long)(*q - '0');
 	}
 	if (port == 0 || port > 65535 || (q < end && q + 1 != end)) {
-		*why =
+		*ret_why =
 		    q < end ? "a path after the port" : "the port is not a number from 1 to 65535";
 		return false;
 	}
@@ -86,10 +89,13 @@ static bool url_ok(const char *url, size_t len, const char **why)
 
 /*
  * Splits the comma-separated list into ret_urls (malloc'd copies, blanks
- * around each trimmed). Returns the count, or -1 with a message.
+ * around each trimmed; NULL to only check the list) and their count.
+ * FL_ERR_INVALID or FL_ERR_NOMEM with a message in error; nothing is kept.
  */
-static int split_urls(const char *list, char **ret_urls, char *error, size_t error_size)
+static enum fl_status split_urls(const char *list, char *error, size_t error_size, char **ret_urls,
+				 int *ret_count)
 {
+	enum fl_status status = FL_ERR_INVALID;
 	int n = 0;
 	const char *p = list;
 	for (;;) {
@@ -116,17 +122,20 @@ static int split_urls(const char *list, char **ret_urls, char *error, size_t err
 		}
 		if (ret_urls && !(ret_urls[n] = strndup(b, (size_t)(e - b)))) {
 			fl_set_error(error, error_size, "out of memory");
+			status = FL_ERR_NOMEM;
 			goto bad;
 		}
 		n++;
-		if (!comma)
-			return n;
+		if (!comma) {
+			*ret_count = n;
+			return FL_OK;
+		}
 		p = comma + 1;
 	}
 bad:
 	while (ret_urls && n > 0)
 		free(ret_urls[--n]);
-	return -1;
+	return status;
 }
 
 bool fl_nats_tls_wanted(const struct fl_nats_settings *settings)
@@ -316,8 +325,10 @@ enum fl_status fl_nats_settings_check(const struct fl_nats_settings *s, char *er
 	int kinds = 0;
 	if (!s || !s->urls || !s->urls[0])
 		return FL_OK; /* no NATS */
-	if (split_urls(s->urls, NULL, error, error_size) < 0)
-		return FL_ERR_INVALID;
+	int n_urls;
+	enum fl_status status = split_urls(s->urls, error, error_size, NULL, &n_urls);
+	if (status != FL_OK)
+		return status;
 	kinds = (s->creds_file != NULL) + (s->nkey_file != NULL) +
 		(s->user != NULL || s->password_file != NULL) + (s->token_file != NULL);
 	if (kinds > 1)
@@ -518,8 +529,7 @@ natsStatus fl_nats_options_create(const struct fl_nats_settings *settings, struc
 
 	if (!settings || !settings->urls || !w || !ret_opts)
 		return NATS_INVALID_ARG;
-	n = split_urls(settings->urls, urls, NULL, 0);
-	if (n < 0)
+	if (split_urls(settings->urls, NULL, 0, urls, &n) != FL_OK)
 		return NATS_INVALID_ARG;
 	natsStatus s = natsOptions_Create(&opts);
 	if (s == NATS_OK)

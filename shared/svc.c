@@ -240,23 +240,29 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config)
 	return NULL;
 }
 
-int fl_svc_lock_data_dir(const char *dir)
+enum fl_status fl_svc_lock_data_dir(const char *dir, char *error, size_t error_size)
 {
 	char path[4096];
-	int err = fl_make_dirs(dir, 0700);
-	if (err)
-		return err;
-	if (snprintf(path, sizeof(path), "%s/service.lock", dir) >= (int)sizeof(path))
-		return ENAMETOOLONG;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		err = errno == EWOULDBLOCK ? EBUSY : errno;
-		close(fd);
-		return err;
+	enum fl_status status = fl_make_dirs(dir, 0700, error, error_size);
+	if (status != FL_OK)
+		return status;
+	if (snprintf(path, sizeof(path), "%s/service.lock", dir) >= (int)sizeof(path)) {
+		fl_set_error(error, error_size, "%s", strerror(ENAMETOOLONG));
+		return FL_ERR_INVALID;
 	}
-	return 0; /* fd stays open, and the lock held, until the process exits */
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int err = errno;
+		fl_set_error(error, error_size, "%s", strerror(err));
+		return fl_status_of_errno(err);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int err = errno;
+		close(fd);
+		fl_set_error(error, error_size, "%s", strerror(err));
+		return err == EWOULDBLOCK ? FL_ERR_CONFLICT : fl_status_of_errno(err);
+	}
+	return FL_OK; /* fd stays open, and the lock held, until the process exits */
 }
 
 void fl_svc_block_signals(sigset_t *ret_set)

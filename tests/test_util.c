@@ -576,19 +576,21 @@ Test(dirs, make_dirs_creates_parents_with_mode, .init = make_temp_dir, .fini = r
 	char path[256], file[256];
 	struct stat st;
 	snprintf(path, sizeof(path), "%s/a/b/c", temp_dir);
-	cr_assert_eq(fl_make_dirs(path, 0750), 0);
+	cr_assert_eq(fl_make_dirs(path, 0750, NULL, 0), FL_OK);
 	cr_assert_eq(stat(path, &st), 0);
 	cr_assert(S_ISDIR(st.st_mode));
 	cr_assert_eq(st.st_mode & 0777 & ~0022u, 0750 & ~0022u);
-	cr_assert_eq(fl_make_dirs(path, 0750), 0, "an existing directory is fine");
+	cr_assert_eq(fl_make_dirs(path, 0750, NULL, 0), FL_OK, "an existing directory is fine");
 	/* a file in the way, and an empty path */
 	snprintf(file, sizeof(file), "%s/a/file", temp_dir);
 	FILE *f = fopen(file, "w");
 	cr_assert(f);
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/a/file/d", temp_dir);
-	cr_assert_eq(fl_make_dirs(path, 0700), ENOTDIR);
-	cr_assert_eq(fl_make_dirs("", 0700), EINVAL);
+	char error[64];
+	cr_assert_eq(fl_make_dirs(path, 0700, error, sizeof(error)), FL_ERR_NOT_FOUND);
+	cr_assert_str_eq(error, strerror(ENOTDIR), "the system's reason: %s", error);
+	cr_assert_eq(fl_make_dirs("", 0700, error, sizeof(error)), FL_ERR_INVALID);
 }
 
 /* Timed waits run on the monotonic clock: a deadline 50 ms ahead passes
@@ -598,7 +600,7 @@ Test(util, monotonic_deadlines)
 {
 	pthread_cond_t cond;
 	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	cr_assert_eq(fl_cond_init_monotonic(&cond), 0);
+	cr_assert_eq(fl_cond_init_monotonic(&cond), FL_OK);
 	int64_t start = fl_time_mono_us();
 	struct timespec until = fl_deadline_after_us(50000);
 	pthread_mutex_lock(&lock);

@@ -62,10 +62,10 @@ int64_t fl_time_mono_us(void);
 /*
  * Timed waits use CLOCK_MONOTONIC, so that a step of the wall clock neither
  * stretches nor cuts them: fl_cond_init_monotonic sets up such a condition
- * variable (0 or an errno), fl_deadline_after_us gives the absolute time to
- * pass to pthread_cond_timedwait.
+ * variable (FL_ERR_NOMEM or FL_ERR_IO if it cannot), fl_deadline_after_us
+ * gives the absolute time to pass to pthread_cond_timedwait.
  */
-int fl_cond_init_monotonic(pthread_cond_t *cond);
+enum fl_status fl_cond_init_monotonic(pthread_cond_t *cond);
 struct timespec fl_deadline_after_us(int64_t us);
 
 /* Parses "30s", "5m", "24h", "7d" into microseconds. */
@@ -88,10 +88,11 @@ static inline uint64_t fl_get_be64(const uint8_t in[8])
 }
 
 /*
- * mkdir -p: creates dir and its missing parents with mode. 0, or the errno
- * of the mkdir that failed (EINVAL for "", ENAMETOOLONG past 4095 bytes).
+ * mkdir -p: creates dir and its missing parents with mode. FL_ERR_INVALID
+ * for "" or a path past 4095 bytes; otherwise the status of the mkdir that
+ * failed (fl_status_of_errno), with the system's reason in error.
  */
-int fl_make_dirs(const char *dir, unsigned mode);
+enum fl_status fl_make_dirs(const char *dir, unsigned mode, char *error, size_t error_size);
 
 /* Reads a whole file into a new NUL-terminated malloc'd buffer. */
 enum fl_status fl_file_read(const char *path, char **ret_text, size_t *ret_len);

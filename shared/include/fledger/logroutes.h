@@ -11,6 +11,7 @@
 
 #include "eventlog/eventlog.h"
 #include "fledger/http.h"
+#include "fledger/text.h"
 
 /* ?from_seq=N (default 1) &limit=M (default 1000, at most 10000). */
 enum fl_http_disposition fl_logroutes_lines(struct fl_log *log, struct fl_http_request *req);
@@ -33,11 +34,13 @@ enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_r
 /* {"keys": [{"key_id", "alg": "ed25519", "public_key_pem"}]}: every key ever used. */
 enum fl_http_disposition fl_logroutes_keys(struct fl_log *log, struct fl_http_request *req);
 
-/* NDJSON text of log lines, built one line at a time (free text when done). */
+/*
+ * NDJSON text of log lines, built one line at a time; start from {0} and
+ * fl_text_free(&nd.text) when done.
+ */
 struct fl_ndjson {
-	char *text;
-	size_t len, cap;
-	uint64_t count;
+	struct fl_text text;
+	uint64_t count; /* lines added */
 };
 
 /* Appends the log line of entry and a newline. */

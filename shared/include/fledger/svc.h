@@ -93,10 +93,11 @@ struct fl_auth *fl_svc_auth(const struct fl_config *config);
 /*
  * Creates dir and its missing parents, and takes an exclusive lock on
  * dir/service.lock, held until the process exits: two services on one data
- * directory would both write it. 0, EBUSY when another process holds the
- * lock, or another errno.
+ * directory would both write it. FL_ERR_CONFLICT when another process holds
+ * the lock; otherwise the status of what failed, with the system's reason
+ * in error.
  */
-int fl_svc_lock_data_dir(const char *dir);
+enum fl_status fl_svc_lock_data_dir(const char *dir, char *error, size_t error_size);
 
 /*
  * Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads it
