@@ -239,19 +239,39 @@ static enum fl_status check_entity_id(const json_t *value, const char *field,
 			       "\"entity_id\" must be a string or an integer");
 	const char *text = json_string_value(value);
 	size_t len = json_string_length(value);
-	if (len == 0)
+	switch (fl_entity_id_check(text, len)) {
+	case FL_ENTITY_ID_EMPTY:
 		return invalid(err, "invalid_entity_id", field, "\"entity_id\" must not be empty");
-	if (len > FL_ENTITY_ID_MAX_LEN)
+	case FL_ENTITY_ID_TOO_LONG:
 		return invalid(err, "invalid_entity_id", field,
 			       "\"entity_id\" is %zu bytes; at most %d are allowed", len,
 			       FL_ENTITY_ID_MAX_LEN);
-	if (!no_controls(text, len))
+	case FL_ENTITY_ID_CONTROL:
 		return invalid(err, "invalid_entity_id", field,
 			       "\"entity_id\" must not contain control characters");
-	if (!utf8_valid((const unsigned char *)text, len))
+	case FL_ENTITY_ID_NOT_UTF8:
 		return invalid(err, "invalid_entity_id", field, "\"entity_id\" is not valid UTF-8");
+	case FL_ENTITY_ID_C1_CONTROL: /* refused on writes only, below */
+	case FL_ENTITY_ID_OK:
+		break;
+	}
 	memcpy(out, text, len + 1);
 	return FL_OK;
+}
+
+enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len)
+{
+	if (len == 0)
+		return FL_ENTITY_ID_EMPTY;
+	if (len > FL_ENTITY_ID_MAX_LEN)
+		return FL_ENTITY_ID_TOO_LONG;
+	if (!no_controls(text, len))
+		return FL_ENTITY_ID_CONTROL;
+	if (!utf8_valid((const unsigned char *)text, len))
+		return FL_ENTITY_ID_NOT_UTF8;
+	if (!no_c1_controls(text, len))
+		return FL_ENTITY_ID_C1_CONTROL;
+	return FL_ENTITY_ID_OK;
 }
 
 /*
@@ -534,7 +554,8 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 	status = check_entity_id(json_object_get(event, "entity_id"), field, result.entity_id, err);
 	if (status != FL_OK)
 		goto fail;
-	if (!no_c1_controls(result.entity_id, strlen(result.entity_id))) {
+	if (fl_entity_id_check(result.entity_id, strlen(result.entity_id)) ==
+	    FL_ENTITY_ID_C1_CONTROL) {
 		status = invalid(err, "invalid_entity_id", field,
 				 "\"entity_id\" must not contain control characters (U+0080 to "
 				 "U+009F are C1 controls)");

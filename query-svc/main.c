@@ -1,8 +1,9 @@
 /*
  * query-svc: keeps a verified replica of command-svc's log, builds read
  * models from it and serves reads. main parses the configuration and wires
- * the modules; see routes.c (HTTP), projection.c (read models) and sync.c
- * (consuming and verifying the log).
+ * the modules; see routes.c (HTTP), read_plan.c and read_answer.c (a read
+ * parsed, then answered), waiter.c (reads waiting for a min_seq),
+ * projection.c (read models) and sync.c (consuming and verifying the log).
  */
 #include <errno.h>
 #include <ftw.h>

@@ -144,17 +144,24 @@ json_t *fl_svc_json_body(struct fl_http_request *req)
 bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t default_value,
 		      uint64_t min, uint64_t max, uint64_t *ret_value)
 {
-	const char *text = fl_http_query(req, name);
-	char message[160];
+	struct fl_error err;
+	if (fl_svc_param_u64(name, fl_http_query(req, name), default_value, min, max, ret_value,
+			     &err))
+		return true;
+	fl_http_respond_error(req, err.http_status, err.code, err.message, err.field);
+	return false;
+}
 
+bool fl_svc_param_u64(const char *name, const char *text, uint64_t default_value, uint64_t min,
+		      uint64_t max, uint64_t *ret_value, struct fl_error *err)
+{
 	if (!text) {
 		*ret_value = default_value;
 		return true;
 	}
 	if (!fl_svc_parse_u64(text, min, max, ret_value)) {
-		snprintf(message, sizeof(message),
-			 "%s must be an integer from %" PRIu64 " to %" PRIu64, name, min, max);
-		fl_http_respond_error(req, 400, "invalid_parameter", message, name);
+		fl_error_set(err, 400, "invalid_parameter", name,
+			     "%s must be an integer from %" PRIu64 " to %" PRIu64, name, min, max);
 		return false;
 	}
 	return true;

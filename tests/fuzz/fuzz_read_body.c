@@ -1,6 +1,7 @@
 /*
- * query-svc's read bodies: POST /get-online-features (Feast; parse_feast)
- * and POST /v1/features:batch (parse_batch), from query-svc/routes.c, over
+ * query-svc's read bodies: POST /get-online-features (Feast;
+ * fl_read_plan_feast) and POST /v1/features:batch (fl_read_plan_batch),
+ * from query-svc/read_plan.c, over
  * the example views, for a restricted reader and for admin. Answering the
  * read needs the projection's data and the HTTP connection; parsing is
  * everything a client's bytes reach before that.
@@ -22,27 +23,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	for (size_t p = 0; p < 2; p++) {
 		struct fl_error err;
-		struct read_job *job = read_job("/get-online-features", READ_FEAST, principals[p]);
+		struct fl_read_plan plan;
+		read_plan(&plan, FL_READ_FEAST, principals[p]);
 		fl_error_clear(&err);
-		if (parse_feast(job, body, &err)) {
-			check_parsed(job);
-			FUZZ_CHECK(job->n_columns >= 1 && json_is_array(job->entity_values));
-			for (size_t c = 0; c < job->n_columns; c++)
-				FUZZ_CHECK(job->columns[c].part < job->n_parts);
+		if (fl_read_plan_feast(&plan, body, &err)) {
+			check_parsed(&plan);
+			FUZZ_CHECK(plan.n_columns >= 1 && json_is_array(plan.entity_values));
+			for (size_t c = 0; c < plan.n_columns; c++)
+				FUZZ_CHECK(plan.columns[c].part < plan.n_parts);
 		} else {
 			fuzz_check_error(&err);
 		}
-		job_destroy(job);
+		fl_read_plan_finish(&plan);
 
-		job = read_job("/v1/features:batch", READ_BATCH, principals[p]);
+		read_plan(&plan, FL_READ_BATCH, principals[p]);
 		fl_error_clear(&err);
-		if (parse_batch(job, body, &err)) {
-			check_parsed(job);
-			FUZZ_CHECK(job->n_parts == 1 && job->n_entities <= READ_BATCH_MAX);
+		if (fl_read_plan_batch(&plan, body, &err)) {
+			check_parsed(&plan);
+			FUZZ_CHECK(plan.n_parts == 1 && plan.n_entities <= FL_READ_BATCH_MAX);
 		} else {
 			fuzz_check_error(&err);
 		}
-		job_destroy(job);
+		fl_read_plan_finish(&plan);
 	}
 	json_decref(body);
 	return 0;

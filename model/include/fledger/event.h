@@ -42,6 +42,23 @@
 /* How far event_ts may be ahead of the ingest time unless configured. */
 #define FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US (INT64_C(5) * 60 * 1000000)
 
+/*
+ * What makes a text no entity id (CONTRACT §3). One check for both sides:
+ * a write refuses such an id, and a read of one is a 400, since no event
+ * could have it.
+ */
+enum fl_entity_id_fault {
+	FL_ENTITY_ID_OK,
+	FL_ENTITY_ID_EMPTY,
+	FL_ENTITY_ID_TOO_LONG,	 /* more than FL_ENTITY_ID_MAX_LEN bytes */
+	FL_ENTITY_ID_CONTROL,	 /* a C0 control (NUL included) or DEL */
+	FL_ENTITY_ID_NOT_UTF8,	 /* overlongs and surrogates included */
+	FL_ENTITY_ID_C1_CONTROL, /* U+0080..U+009F (stored bodies from before may hold one) */
+};
+
+/* The first fault of text[0..len), in the order above; FL_ENTITY_ID_OK for an id. */
+enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len);
+
 /* A validated feature event, ready to be appended. */
 struct fl_event {
 	struct fl_view *view;			  /* a reference (the version validated against) */

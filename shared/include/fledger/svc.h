@@ -17,6 +17,7 @@
 
 #include "fledger/auth.h"
 #include "fledger/config.h"
+#include "fledger/error.h"
 #include "fledger/http.h"
 
 #define FL_JSON_MAX_DEPTH 32
@@ -46,6 +47,14 @@ json_t *fl_svc_json_body(struct fl_http_request *req);
  */
 bool fl_svc_query_u64(struct fl_http_request *req, const char *name, uint64_t default_value,
 		      uint64_t min, uint64_t max, uint64_t *ret_value);
+
+/*
+ * As fl_svc_query_u64, from the parameter's text (NULL when absent), filling
+ * err with the same 400 invalid_parameter instead of answering: for routes
+ * whose errors go through an answer of their own.
+ */
+bool fl_svc_param_u64(const char *name, const char *text, uint64_t default_value, uint64_t min,
+		      uint64_t max, uint64_t *ret_value, struct fl_error *err);
 
 /*
  * The value of a query parameter's text: decimal digits only (no sign, no
