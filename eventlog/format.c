@@ -266,11 +266,11 @@ static enum fl_status line_members(const struct member m[LINE_MEMBERS], struct f
 enum fl_status fl_log_line_parse(const char *text, size_t len, char *error, size_t error_size,
 				 struct fl_log_line *ret_line)
 {
-	struct member m[LINE_MEMBERS] = {[LINE_SEQ] = {"seq"},
-					 [LINE_BODY] = {"body"},
-					 [LINE_LEAF_HASH] = {"leaf_hash"},
-					 [LINE_KEY_ID] = {"key_id"},
-					 [LINE_SIG] = {"sig"}};
+	struct member m[LINE_MEMBERS] = {[LINE_SEQ] = {.name = "seq"},
+					 [LINE_BODY] = {.name = "body"},
+					 [LINE_LEAF_HASH] = {.name = "leaf_hash"},
+					 [LINE_KEY_ID] = {.name = "key_id"},
+					 [LINE_SIG] = {.name = "sig"}};
 	struct fl_log_line line = {0};
 	char reason[160];
 
@@ -416,12 +416,12 @@ enum fl_status fl_checkpoint_parse_with(const char *text, size_t len, const char
 					const char **ret_extra, size_t *ret_extra_len)
 {
 	enum { TREE_SIZE, ROOT_HASH, TIMESTAMP, KEY_ID, SIG, EXTRA, N };
-	struct member m[N] = {[TREE_SIZE] = {"tree_size"},
-			      [ROOT_HASH] = {"root_hash"},
-			      [TIMESTAMP] = {"timestamp"},
-			      [KEY_ID] = {"key_id"},
-			      [SIG] = {"sig"},
-			      [EXTRA] = {extra}};
+	struct member m[N] = {[TREE_SIZE] = {.name = "tree_size"},
+			      [ROOT_HASH] = {.name = "root_hash"},
+			      [TIMESTAMP] = {.name = "timestamp"},
+			      [KEY_ID] = {.name = "key_id"},
+			      [SIG] = {.name = "sig"},
+			      [EXTRA] = {.name = extra}};
 	struct fl_checkpoint cp = {0};
 
 	if (!ret_checkpoint || (extra && (!ret_extra || !ret_extra_len)))
