@@ -27,6 +27,7 @@
 
 #include "bundle.h"
 #include "cli.h"
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "eventlog/trust.h"
 #include "fledger/util.h"
@@ -116,14 +117,14 @@ static bool get_text(struct exporter *e, const char *base_url, const char *path,
 static enum fl_status get_checkpoint(struct exporter *e, struct exported_log *l, const char *query,
 				     struct fl_checkpoint *ret_checkpoint)
 {
-	char path[128], why[200];
-	unsigned status;
+	char path[128], why[200], *body;
+	size_t len;
+	unsigned status = 0;
 	snprintf(path, sizeof(path), "%s/checkpoint%s", l->route_prefix, query);
-	json_t *doc = fl__cli_get_json(e->cli, l->base_url, path, true, &status);
-	if (!doc)
+	if (fl__cli_get_text(e->cli, l->base_url, path, true, &status, &body, &len) != FL_OK)
 		return status == 404 && !query[0] ? FL_ERR_NOT_FOUND : FL_ERR_UNAVAILABLE;
-	bool ok = fl_bundle_checkpoint_from_json(doc, why, sizeof(why), ret_checkpoint);
-	json_decref(doc);
+	bool ok = fl_checkpoint_parse(body, len, why, sizeof(why), ret_checkpoint) == FL_OK;
+	free(body);
 	if (!ok) {
 		fl__cli_error("GET %s%s: not a checkpoint: %s", l->base_url, path, why);
 		return FL_ERR_CORRUPT;
@@ -131,33 +132,50 @@ static enum fl_status get_checkpoint(struct exporter *e, struct exported_log *l,
 	return FL_OK;
 }
 
-/* A proof: "inclusion?seq=N&tree_size=M" or "consistency?first=M&second=N". */
+/*
+ * A proof: "inclusion?seq=N&tree_size=M" or "consistency?first=M&second=N",
+ * read by the parser of its kind.
+ */
 static bool get_proof(struct exporter *e, struct exported_log *l, const char *query,
 		      uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
 {
-	char path[160], why[200];
+	char path[160], why[200], *body;
+	size_t len;
+	enum fl_status st;
 	snprintf(path, sizeof(path), "%s/proof/%s", l->route_prefix, query);
-	json_t *doc = fl__cli_get_json(e->cli, l->base_url, path, true, NULL);
-	if (!doc)
+	if (fl__cli_get_text(e->cli, l->base_url, path, true, NULL, &body, &len) != FL_OK)
 		return false;
-	bool ok = fl_bundle_hashes_from_json(json_object_get(doc, "hashes"), why, sizeof(why),
-					     ret_hashes, ret_count);
-	if (!ok)
+	if (strncmp(query, "inclusion?", 10) == 0) {
+		struct fl_inclusion_proof proof;
+		st = fl_inclusion_proof_parse(body, len, why, sizeof(why), &proof);
+		if (st == FL_OK) {
+			memcpy(ret_hashes, proof.hashes, proof.count * FL_HASH_LEN);
+			*ret_count = proof.count;
+		}
+	} else {
+		struct fl_consistency_proof proof;
+		st = fl_consistency_proof_parse(body, len, why, sizeof(why), &proof);
+		if (st == FL_OK) {
+			memcpy(ret_hashes, proof.hashes, proof.count * FL_HASH_LEN);
+			*ret_count = proof.count;
+		}
+	}
+	free(body);
+	if (st != FL_OK)
 		fl__cli_error("GET %s%s: %s", l->base_url, path, why);
-	json_decref(doc);
-	return ok;
+	return st == FL_OK;
 }
 
 /* The seq and the time (ingest_ts or ts) of a log line; false when unreadable. */
 static bool line_time(enum fl_bundle_log log, const char *line, size_t len, uint64_t *ret_seq,
 		      int64_t *ret_us)
 {
-	struct fl_bundle_line parsed;
-	if (fl_bundle_line_parse(line, len, NULL, 0, &parsed) != FL_OK)
+	struct fl_log_line parsed;
+	if (fl_log_line_parse(line, len, NULL, 0, &parsed) != FL_OK)
 		return false;
 	bool ok = fl_bundle_line_time(&parsed, log, NULL, 0, ret_us);
 	*ret_seq = parsed.seq;
-	fl_bundle_line_finish(&parsed);
+	fl_log_line_finish(&parsed);
 	return ok;
 }
 
@@ -301,15 +319,14 @@ static bool settle_run(struct exporter *e, struct exported_log *l)
 static bool note_key_event(struct exported_log *l, uint64_t seq, const char *text, size_t len)
 {
 	static const char kind[] = "\"kind\":\"key\"";
-	struct fl_bundle_line line;
+	struct fl_log_line line;
 	uint8_t pub[FL_PUBKEY_LEN];
 	char previous[FL_KEY_ID_HEX_LEN];
-	if (l->log != FL_BUNDLE_LOG_EVENTS ||
-	    fl_bundle_line_parse(text, len, NULL, 0, &line) != FL_OK)
+	if (l->log != FL_BUNDLE_LOG_EVENTS || fl_log_line_parse(text, len, NULL, 0, &line) != FL_OK)
 		return true; /* walk_lines parsed it already */
 	bool key = memmem(line.body, line.body_len, kind, sizeof(kind) - 1) &&
 		   fl_log_key_event_parse(line.body, line.body_len, pub, previous) == FL_OK;
-	fl_bundle_line_finish(&line);
+	fl_log_line_finish(&line);
 	if (!key)
 		return true;
 	uint64_t *grown = realloc(l->key_seqs, (l->n_key_seqs + 1) * sizeof(*grown));

@@ -51,41 +51,6 @@ static const char *string_member(const json_t *obj, const char *name, char *why,
 	return json_string_value(value);
 }
 
-/* Decodes a hex member of exactly len bytes. */
-static bool hex_member(const json_t *obj, const char *name, uint8_t *ret_bytes, size_t len,
-		       char *why, size_t why_len)
-{
-	const char *text = string_member(obj, name, why, why_len);
-	if (!text)
-		return false;
-	if (!lower_hex(text, 2 * len) || fl_hex_decode(text, ret_bytes, len) != FL_OK) {
-		fl_set_error(why, why_len, "%s is not %zu lowercase hex digits", name, 2 * len);
-		return false;
-	}
-	return true;
-}
-
-/* Decodes the base64 signature member sig (64 bytes). */
-static bool sig_member(const json_t *obj, uint8_t ret_sig[FL_SIG_LEN], char *why, size_t why_len)
-{
-	const char *text = string_member(obj, "sig", why, why_len);
-	uint8_t *bytes;
-	size_t len;
-	if (!text)
-		return false;
-	if (fl_base64_decode(text, strlen(text), &bytes, &len) != FL_OK) {
-		fl_set_error(why, why_len, "sig is not canonical base64");
-		return false;
-	}
-	bool ok = len == FL_SIG_LEN;
-	if (ok)
-		memcpy(ret_sig, bytes, FL_SIG_LEN);
-	else
-		fl_set_error(why, why_len, "sig is %zu bytes, not %d", len, FL_SIG_LEN);
-	free(bytes);
-	return ok;
-}
-
 /* A key id member: 16 lowercase hex digits. */
 static bool key_id_member(const json_t *obj, char ret_key_id[FL_KEY_ID_HEX_LEN], char *why,
 			  size_t why_len)
@@ -297,81 +262,13 @@ enum fl_status fl_bundle_keys_json(const struct fl_bundle_keys *keys, char **ret
 
 /* ---- lines ---------------------------------------------------------------- */
 
-enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, size_t why_len,
-				    struct fl_bundle_line *ret_line)
-{
-	struct fl_bundle_line line = {0};
-	json_error_t error;
-	char reason[160];
-	const char *body;
-	enum fl_status st = FL_ERR_INVALID;
-
-	if (!text || !ret_line)
-		return FL_ERR_INVALID;
-	json_t *obj = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
-	if (!obj) {
-		fl_set_error(why, why_len, "not JSON: %s", error.text);
-		return FL_ERR_INVALID;
-	}
-	const json_t *seq = json_object_get(obj, "seq");
-	/* Format v2: seq, body, leaf_hash; the first format adds key_id and sig. */
-	line.has_sig = json_object_get(obj, "sig") != NULL;
-	if (!json_is_object(obj) || json_object_size(obj) != (line.has_sig ? 5u : 3u)) {
-		fl_set_error(
-		    why, why_len,
-		    "not an object of exactly seq, body, leaf_hash (and key_id, sig in a line of "
-		    "the first format)");
-		goto out;
-	}
-	if (!json_is_integer(seq) || json_integer_value(seq) < 1) {
-		fl_set_error(why, why_len, "seq is not an integer >= 1");
-		goto out;
-	}
-	line.seq = (uint64_t)json_integer_value(seq);
-	if (!(body = string_member(obj, "body", reason, sizeof(reason))) ||
-	    !hex_member(obj, "leaf_hash", line.leaf_hash, FL_HASH_LEN, reason, sizeof(reason)) ||
-	    (line.has_sig && (!key_id_member(obj, line.key_id, reason, sizeof(reason)) ||
-			      !sig_member(obj, line.sig, reason, sizeof(reason))))) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": %s", line.seq, reason);
-		goto out;
-	}
-	st = fl_base64_decode(body, strlen(body), &line.body, &line.body_len);
-	if (st == FL_ERR_INVALID)
-		fl_set_error(why, why_len, "seq %" PRIu64 ": body is not canonical base64",
-			     line.seq);
-	if (st == FL_OK)
-		*ret_line = line;
-out:
-	json_decref(obj);
-	return st;
-}
-
-void fl_bundle_line_finish(struct fl_bundle_line *line)
-{
-	if (!line)
-		return;
-	free(line->body);
-	line->body = NULL;
-}
-
-bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bundle_keys *keys,
+bool fl_bundle_line_check(const struct fl_log_line *line, const struct fl_bundle_keys *keys,
 			  char *why, size_t why_len)
 {
-	uint8_t leaf[FL_HASH_LEN], pub[FL_PUBKEY_LEN];
-	char prefix[40];
+	uint8_t pub[FL_PUBKEY_LEN];
 
-	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
-	if (memcmp(leaf, line->leaf_hash, FL_HASH_LEN) != 0) {
-		fl_set_error(why, why_len,
-			     "seq %" PRIu64 ": leaf_hash is not SHA-256(0x00 || body)", line->seq);
+	if (!fl_log_line_holds(line, why, why_len))
 		return false;
-	}
-	int n = snprintf(prefix, sizeof(prefix), "{\"seq\":%" PRIu64 ",", line->seq);
-	if (line->body_len < (size_t)n || memcmp(line->body, prefix, (size_t)n) != 0) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": the body does not start with %s",
-			     line->seq, prefix);
-		return false;
-	}
 	if (!line->has_sig)
 		return true; /* format v2: proven by inclusion under a signed checkpoint */
 	if (!fl_bundle_keys_find(keys, line->key_id, pub)) {
@@ -379,7 +276,7 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
 			     line->key_id);
 		return false;
 	}
-	if (!fl_sig_verify(pub, line->leaf_hash, FL_HASH_LEN, line->sig)) {
+	if (!fl_log_line_sig_verify(line, pub)) {
 		fl_set_error(why, why_len,
 			     "seq %" PRIu64 ": the signature does not verify with key %s",
 			     line->seq, line->key_id);
@@ -402,7 +299,7 @@ static bool fixed_time(const char *text, int64_t *ret_us)
 	return true;
 }
 
-bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
 			 size_t why_len, int64_t *ret_us)
 {
 	const char *member = log == FL_BUNDLE_LOG_READS ? "ts" : "ingest_ts";
@@ -463,36 +360,6 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 
 /* ---- checkpoints and proofs ------------------------------------------------- */
 
-bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len,
-				    struct fl_checkpoint *ret_checkpoint)
-{
-	struct fl_checkpoint cp = {0};
-	const json_t *size = json_object_get(obj, "tree_size");
-	const char *timestamp;
-
-	if (!json_is_object(obj)) {
-		fl_set_error(why, why_len, "the checkpoint is not an object");
-		return false;
-	}
-	if (!json_is_integer(size) || json_integer_value(size) < 1) {
-		fl_set_error(why, why_len, "tree_size is not an integer >= 1");
-		return false;
-	}
-	cp.tree_size = (uint64_t)json_integer_value(size);
-	if (!hex_member(obj, "root_hash", cp.root_hash, FL_HASH_LEN, why, why_len) ||
-	    !(timestamp = string_member(obj, "timestamp", why, why_len)) ||
-	    !key_id_member(obj, cp.key_id, why, why_len) || !sig_member(obj, cp.sig, why, why_len))
-		return false;
-	int64_t us;
-	if (strlen(timestamp) >= sizeof(cp.timestamp) || fl_time_parse(timestamp, &us) != FL_OK) {
-		fl_set_error(why, why_len, "timestamp is not an RFC 3339 timestamp");
-		return false;
-	}
-	memcpy(cp.timestamp, timestamp, strlen(timestamp) + 1);
-	*ret_checkpoint = cp;
-	return true;
-}
-
 bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoint *checkpoint,
 				const struct fl_bundle_keys *keys, char *why, size_t why_len)
 {
@@ -513,57 +380,20 @@ bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoi
 	return true;
 }
 
-bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
-				uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
-{
-	size_t index;
-	const json_t *item;
-
-	if (!json_is_array(array)) {
-		fl_set_error(why, why_len, "the proof is not an array of hashes");
-		return false;
-	}
-	if (json_array_size(array) > FL_MERKLE_MAX_PROOF) {
-		fl_set_error(why, why_len, "the proof has %zu hashes, more than any proof can have",
-			     json_array_size(array));
-		return false;
-	}
-	json_array_foreach(array, index, item)
-	{
-		const char *hex = json_string_value(item);
-		if (!hex || !lower_hex(hex, 2 * FL_HASH_LEN) ||
-		    fl_hex_decode(hex, ret_hashes[index], FL_HASH_LEN) != FL_OK) {
-			fl_set_error(why, why_len, "proof hash %zu is not 64 lowercase hex digits",
-				     index + 1);
-			return false;
-		}
-	}
-	*ret_count = json_array_size(array);
-	return true;
-}
-
 /* Appends ,"name":[hex,...]} to the JSON object text json (whose '}' goes). */
-static enum fl_status append_hashes(char *json, const char *name,
+static enum fl_status append_hashes(const char *json, const char *name,
 				    const uint8_t hashes[][FL_HASH_LEN], size_t count,
 				    char **ret_line)
 {
-	size_t len = strlen(json), cap = len + strlen(name) + 16 + count * (2 * FL_HASH_LEN + 3);
-	char *line = malloc(cap);
-	if (!line)
+	struct fl_text line = FL_TEXT_INIT;
+	fl_text_append(&line, json, strlen(json) - 1); /* without the closing brace */
+	fl_text_printf(&line, ",\"%s\":", name);
+	fl_proof_hashes_write(&line, hashes, count);
+	fl_text_append(&line, "}", 1);
+	char *text = fl_text_take(&line, NULL);
+	if (!text)
 		return FL_ERR_NOMEM;
-	memcpy(line, json, len - 1); /* without the closing brace */
-	len--;
-	len += (size_t)snprintf(line + len, cap - len, ",\"%s\":[", name);
-	for (size_t i = 0; i < count; i++) {
-		line[len++] = '"';
-		fl_hex_encode(hashes[i], FL_HASH_LEN, line + len);
-		len += 2 * FL_HASH_LEN;
-		line[len++] = '"';
-		if (i + 1 < count)
-			line[len++] = ',';
-	}
-	snprintf(line + len, cap - len, "]}");
-	*ret_line = line;
+	*ret_line = text;
 	return FL_OK;
 }
 

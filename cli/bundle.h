@@ -45,6 +45,7 @@
 #include <jansson.h>
 
 #include "eventlog/eventlog.h"
+#include "eventlog/format.h"
 #include "fledger/status.h"
 
 #define FL_BUNDLE_EVENTS "events.ndjson"
@@ -109,36 +110,15 @@ enum fl_status fl_bundle_keys_json(const struct fl_bundle_keys *keys, char **ret
 
 /* ---- log lines ---------------------------------------------------------- */
 
-/* One log line of CONTRACT §4, decoded. */
-struct fl_bundle_line {
-	uint64_t seq;
-	uint8_t *body; /* malloc'd */
-	size_t body_len;
-	uint8_t leaf_hash[FL_HASH_LEN];
-	bool has_sig; /* a line of the first format: key_id and sig */
-	char key_id[FL_KEY_ID_HEX_LEN];
-	uint8_t sig[FL_SIG_LEN];
-};
+/* Log lines are read with fl_log_line_parse (eventlog/format.h). */
 
 /*
- * Parses one line: a JSON object with exactly seq (integer >= 1), body
- * (canonical padded base64), leaf_hash (64 lowercase hex), key_id (16
- * lowercase hex) and sig (base64 of 64 bytes). FL_ERR_INVALID with the
- * reason in why; FL_ERR_NOMEM. On FL_OK the caller calls
- * fl_bundle_line_finish(ret_line).
+ * True when the line holds (fl_log_line_holds: its leaf hash, and a body
+ * {"seq":<seq>,...}) and, on a line of the first format, sig is the
+ * Ed25519 signature of the 32 leaf-hash bytes under the key of key_id.
+ * Otherwise false with the reason in why.
  */
-enum fl_status fl_bundle_line_parse(const char *text, size_t len, char *why, size_t why_len,
-				    struct fl_bundle_line *ret_line);
-
-void fl_bundle_line_finish(struct fl_bundle_line *line); /* accepts NULL */
-
-/*
- * True when the line holds: leaf_hash = SHA-256(0x00 || body), the body
- * starts with {"seq":<seq>, and sig is the Ed25519 signature of the 32
- * leaf-hash bytes under the key of key_id. Otherwise false with the reason
- * in why.
- */
-bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bundle_keys *keys,
+bool fl_bundle_line_check(const struct fl_log_line *line, const struct fl_bundle_keys *keys,
 			  char *why, size_t why_len);
 
 /*
@@ -147,7 +127,7 @@ bool fl_bundle_line_check(const struct fl_bundle_line *line, const struct fl_bun
  * reason in why when the body is not a JSON object with that member as a
  * time in the fixed form of fl_time_format (the services write no other).
  */
-bool fl_bundle_line_time(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
 			 size_t why_len, int64_t *ret_us);
 
 /*
@@ -167,13 +147,7 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 
 /* ---- checkpoints -------------------------------------------------------- */
 
-/*
- * Reads the members tree_size (>= 1), root_hash (64 lowercase hex),
- * timestamp (RFC 3339, at most 27 characters), key_id and sig of a checkpoint
- * object; other members are not looked at. false with the reason in why.
- */
-bool fl_bundle_checkpoint_from_json(const json_t *obj, char *why, size_t why_len,
-				    struct fl_checkpoint *ret_checkpoint);
+/* Checkpoints and proofs are read with eventlog/format.h's parsers. */
 
 /*
  * True when the checkpoint's key is known and its signature over the
@@ -199,13 +173,6 @@ enum fl_status fl_bundle_checkpoint_line(const struct fl_checkpoint *checkpoint,
 enum fl_status fl_bundle_inclusion_line(enum fl_bundle_log log, uint64_t seq, uint64_t tree_size,
 					const uint8_t hashes[][FL_HASH_LEN], size_t count,
 					char **ret_line);
-
-/*
- * Reads a JSON array of hex hashes (a proof) into ret_hashes (at most
- * FL_MERKLE_MAX_PROOF). false with the reason in why.
- */
-bool fl_bundle_hashes_from_json(const json_t *array, char *why, size_t why_len,
-				uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count);
 
 /* ---- README ------------------------------------------------------------- */
 

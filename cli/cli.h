@@ -97,6 +97,15 @@ enum fl_status fl__cli_http(struct fl_cli *cli, const char *method, const char *
 void fl__cli_print_http_error(const char *what, unsigned status, const char *body, size_t len);
 
 /*
+ * GETs base_url + path. FL_OK with the body of a 200 answer (the caller
+ * frees *ret_body); otherwise an error, after printing why (*ret_status,
+ * may be NULL, gets the status whenever an answer arrived).
+ */
+enum fl_status fl__cli_get_text(struct fl_cli *cli, const char *base_url, const char *path,
+				bool with_token, unsigned *ret_status, char **ret_body,
+				size_t *ret_len);
+
+/*
  * GETs base_url + path and parses its JSON answer. NULL, after printing
  * why, unless the status is 200 and the body is JSON (*ret_status, may be
  * NULL, gets the status whenever an answer arrived).

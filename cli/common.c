@@ -123,29 +123,44 @@ void fl__cli_print_http_error(const char *what, unsigned status, const char *bod
 	json_decref(doc);
 }
 
-json_t *fl__cli_get_json(struct fl_cli *cli, const char *base_url, const char *path,
-			 bool with_token, unsigned *ret_status)
+enum fl_status fl__cli_get_text(struct fl_cli *cli, const char *base_url, const char *path,
+				bool with_token, unsigned *ret_status, char **ret_body,
+				size_t *ret_len)
 {
 	unsigned status;
 	char *body;
 	size_t len;
-	json_error_t error;
 	char what[512];
 
-	if (fl__cli_http(cli, "GET", base_url, path, with_token, NULL, NULL, 0, &status, &body,
-			 &len) != FL_OK)
-		return NULL;
+	enum fl_status st = fl__cli_http(cli, "GET", base_url, path, with_token, NULL, NULL, 0,
+					 &status, &body, &len);
+	if (st != FL_OK)
+		return st;
 	if (ret_status)
 		*ret_status = status;
-	snprintf(what, sizeof(what), "GET %s%s", base_url, path);
 	if (status != 200) {
+		snprintf(what, sizeof(what), "GET %s%s", base_url, path);
 		fl__cli_print_http_error(what, status, body, len);
 		free(body);
-		return NULL;
+		return FL_ERR_UNAVAILABLE;
 	}
+	*ret_body = body;
+	*ret_len = len;
+	return FL_OK;
+}
+
+json_t *fl__cli_get_json(struct fl_cli *cli, const char *base_url, const char *path,
+			 bool with_token, unsigned *ret_status)
+{
+	char *body;
+	size_t len;
+	json_error_t error;
+
+	if (fl__cli_get_text(cli, base_url, path, with_token, ret_status, &body, &len) != FL_OK)
+		return NULL;
 	json_t *doc = json_loadb(body, len, 0, &error);
 	if (!doc)
-		fl__cli_error("%s: the answer is not JSON: %s", what, error.text);
+		fl__cli_error("GET %s%s: the answer is not JSON: %s", base_url, path, error.text);
 	free(body);
 	return doc;
 }

@@ -19,8 +19,10 @@
 
 #include "bundle.h"
 #include "cli.h"
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "eventlog/trust.h"
+#include "fledger/jsonw.h"
 #include "fledger/sha256.h"
 #include "fledger/util.h"
 
@@ -73,23 +75,21 @@ static char *state_path(struct fl_cli *cli)
  */
 static enum fl_status load_state(const char *path, struct fl_checkpoint *ret_checkpoint)
 {
-	json_error_t error;
-	char why[200];
-	json_t *doc = json_load_file(path, 0, &error);
-	if (!doc) {
-		FILE *probe = fopen(path, "r");
-		if (!probe && errno == ENOENT)
-			return FL_ERR_NOT_FOUND;
-		if (probe)
-			fclose(probe);
-		fl__cli_error("the state file %s is unreadable: %s", path, error.text);
+	char why[200] = "it has no member \"checkpoint\"", *text;
+	const char *cp_text;
+	size_t len, cp_len;
+	enum fl_status st = fl_file_read(path, &text, &len);
+	if (st == FL_ERR_NOT_FOUND)
+		return st;
+	if (st != FL_OK) {
+		fl__cli_error("the state file %s is unreadable: %s", path, fl_status_str(st));
 		return FL_ERR_INVALID;
 	}
-	bool ok = fl_bundle_checkpoint_from_json(json_object_get(doc, "checkpoint"), why,
-						 sizeof(why), ret_checkpoint);
+	bool ok = fl_json_member(text, len, "checkpoint", &cp_text, &cp_len) &&
+		  fl_checkpoint_parse(cp_text, cp_len, why, sizeof(why), ret_checkpoint) == FL_OK;
 	if (!ok)
 		fl__cli_error("the state file %s holds no usable checkpoint: %s", path, why);
-	json_decref(doc);
+	free(text);
 	return ok ? FL_OK : FL_ERR_INVALID;
 }
 
@@ -132,15 +132,15 @@ static enum fl_status save_state(struct fl_cli *cli, const char *path,
 static bool fetch_checkpoint(struct fl_cli *cli, const char *query,
 			     struct fl_checkpoint *ret_checkpoint)
 {
-	char path[96], why[200];
+	char path[96], why[200], *body;
+	size_t len;
 	snprintf(path, sizeof(path), "/v1/log/checkpoint%s", query);
-	json_t *doc = fl__cli_get_json(cli, cli->command_url, path, true, NULL);
-	if (!doc)
+	if (fl__cli_get_text(cli, cli->command_url, path, true, NULL, &body, &len) != FL_OK)
 		return false;
-	bool ok = fl_bundle_checkpoint_from_json(doc, why, sizeof(why), ret_checkpoint);
+	bool ok = fl_checkpoint_parse(body, len, why, sizeof(why), ret_checkpoint) == FL_OK;
 	if (!ok)
 		fl__cli_error("GET %s: not a checkpoint: %s", path, why);
-	json_decref(doc);
+	free(body);
 	return ok;
 }
 
@@ -148,18 +148,28 @@ static bool fetch_checkpoint(struct fl_cli *cli, const char *query,
 static bool fetch_consistency(struct fl_cli *cli, uint64_t first, uint64_t second,
 			      uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
 {
-	char path[96], why[200];
+	char path[96], why[200], *body;
+	size_t len;
+	struct fl_consistency_proof proof;
 	snprintf(path, sizeof(path), "/v1/log/proof/consistency?first=%" PRIu64 "&second=%" PRIu64,
 		 first, second);
-	json_t *doc = fl__cli_get_json(cli, cli->command_url, path, true, NULL);
-	if (!doc)
+	if (fl__cli_get_text(cli, cli->command_url, path, true, NULL, &body, &len) != FL_OK)
 		return false;
-	bool ok = fl_bundle_hashes_from_json(json_object_get(doc, "hashes"), why, sizeof(why),
-					     ret_hashes, ret_count);
-	if (!ok)
+	bool ok = fl_consistency_proof_parse(body, len, why, sizeof(why), &proof) == FL_OK;
+	free(body);
+	if (ok && (proof.first != first || proof.second != second)) {
+		snprintf(why, sizeof(why),
+			 "a proof from tree size %" PRIu64 " to %" PRIu64 ", not the one asked for",
+			 proof.first, proof.second);
+		ok = false;
+	}
+	if (!ok) {
 		fl__cli_error("GET %s: %s", path, why);
-	json_decref(doc);
-	return ok;
+		return false;
+	}
+	memcpy(ret_hashes, proof.hashes, proof.count * FL_HASH_LEN);
+	*ret_count = proof.count;
+	return true;
 }
 
 struct walk {
@@ -219,20 +229,11 @@ static bool trust_first_checkpoint_key(struct walk *w, char *why, size_t why_len
  * --trust-key), the key of this first line is trusted on first use (from
  * /v1/keys), and the output says so. false with the reason in why.
  */
-static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *why, size_t why_len)
+static bool check_line(struct walk *w, const struct fl_log_line *line, char *why, size_t why_len)
 {
-	uint8_t leaf[FL_HASH_LEN], pub[FL_PUBKEY_LEN];
-	char prefix[40];
-	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
-	if (memcmp(leaf, line->leaf_hash, FL_HASH_LEN) != 0) {
-		snprintf(why, why_len, "leaf_hash is not SHA-256(0x00 || body)");
+	uint8_t pub[FL_PUBKEY_LEN];
+	if (!fl_log_line_holds(line, why, why_len))
 		return false;
-	}
-	int n = snprintf(prefix, sizeof(prefix), "{\"seq\":%" PRIu64 ",", line->seq);
-	if (line->body_len < (size_t)n || memcmp(line->body, prefix, (size_t)n) != 0) {
-		snprintf(why, why_len, "the body does not start with %s", prefix);
-		return false;
-	}
 	if (fl_trust_count(w->trust) == 0 && !line->has_sig) {
 		if (!trust_first_checkpoint_key(w, why, why_len))
 			return false;
@@ -250,13 +251,8 @@ static bool check_line(struct walk *w, const struct fl_bundle_line *line, char *
 		       "on first use; check it out of band\n",
 		       line->key_id);
 	}
-	struct fl_log_entry entry = {.seq = line->seq,
-				     .body = line->body,
-				     .body_len = line->body_len,
-				     .leaf_hash = line->leaf_hash,
-				     .sig = line->has_sig ? line->sig : NULL};
-	if (line->has_sig)
-		memcpy(entry.key_id, line->key_id, sizeof(entry.key_id));
+	struct fl_log_entry entry;
+	fl_log_line_entry(line, &entry);
 	bool new_key = false;
 	if (fl_trust_line(w->trust, &entry, why, why_len, &new_key) != FL_OK)
 		return false;
@@ -346,7 +342,7 @@ static bool walk_log(struct walk *w, uint64_t size)
 		for (char *line = body, *end = body + len; line < end;) {
 			char *nl = memchr(line, '\n', (size_t)(end - line)), why[240];
 			size_t line_len = (size_t)((nl ? nl : end) - line);
-			struct fl_bundle_line parsed;
+			struct fl_log_line parsed;
 			uint64_t seq = from + got;
 			if (line_len == 0) {
 				line = nl ? nl + 1 : end;
@@ -355,8 +351,8 @@ static bool walk_log(struct walk *w, uint64_t size)
 			if (seq > size)
 				break; /* more than asked for: only the checkpoint's tree counts */
 			snprintf(why, sizeof(why), "out of memory");
-			bool parsed_ok = fl_bundle_line_parse(line, line_len, why, sizeof(why),
-							      &parsed) == FL_OK;
+			bool parsed_ok =
+			    fl_log_line_parse(line, line_len, why, sizeof(why), &parsed) == FL_OK;
 			bool ok = parsed_ok;
 			if (ok && parsed.seq != seq) {
 				snprintf(why, sizeof(why),
@@ -383,7 +379,7 @@ static bool walk_log(struct walk *w, uint64_t size)
 			if (ok)
 				ok = check_vouching(w, why, sizeof(why));
 			if (parsed_ok)
-				fl_bundle_line_finish(&parsed);
+				fl_log_line_finish(&parsed);
 			if (!ok) {
 				fl__cli_error("FAILED: log line %" PRIu64 ": %s", seq, why);
 				free(body);

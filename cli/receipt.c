@@ -15,6 +15,7 @@
 #include "bundle.h"
 #include "cli.h"
 #include "eventlog/eventlog.h"
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "eventlog/trust.h"
 #include "fledger/util.h"
@@ -26,45 +27,61 @@ static const struct fl_config_option receipt_verify_options[] = {
      false},
 };
 
+/*
+ * A member of a receipt as JSON text (caller frees), for the parsers of
+ * eventlog/format.h; NULL when it is absent or out of memory.
+ */
+static char *member_text(const json_t *obj, const char *name, size_t *ret_len)
+{
+	const json_t *member = json_object_get(obj, name);
+	char *text = member ? json_dumps(member, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	if (text)
+		*ret_len = strlen(text);
+	return text;
+}
+
 /* Checks one result of a receipt against its verified checkpoint. */
 static bool check_result(const json_t *result, const struct fl_checkpoint *checkpoint, char *why,
 			 size_t why_len)
 {
-	uint8_t leaf[FL_HASH_LEN], hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
-	size_t count;
+	uint8_t leaf[FL_HASH_LEN];
+	struct fl_inclusion_proof proof;
 	char reason[160];
+	size_t proof_len = 0;
 	json_int_t seq = json_integer_value(json_object_get(result, "seq"));
 	const char *leaf_hex = json_string_value(json_object_get(result, "leaf_hash"));
-	const json_t *proof = json_object_get(result, "proof");
 
 	if (seq < 1 || !leaf_hex || strlen(leaf_hex) != 2 * FL_HASH_LEN ||
 	    fl_hex_decode(leaf_hex, leaf, FL_HASH_LEN) != FL_OK) {
 		snprintf(why, why_len, "a result without a seq >= 1 and a leaf_hash");
 		return false;
 	}
-	if (!json_is_object(proof)) {
+	if (!json_is_object(json_object_get(result, "proof"))) {
 		snprintf(why, why_len,
 			 "seq %" PRIu64 ": no proof (write with --receipt, which asks for them)",
 			 (uint64_t)seq);
 		return false;
 	}
-	json_int_t index = json_integer_value(json_object_get(proof, "leaf_index"));
-	json_int_t size = json_integer_value(json_object_get(proof, "tree_size"));
-	if (index != seq - 1 || (uint64_t)size != checkpoint->tree_size) {
+	char *proof_text = member_text(result, "proof", &proof_len);
+	enum fl_status st = proof_text ? fl_inclusion_proof_parse(proof_text, proof_len, reason,
+								  sizeof(reason), &proof)
+				       : FL_ERR_NOMEM;
+	free(proof_text);
+	if (st != FL_OK) {
+		snprintf(why, why_len, "seq %" PRIu64 ": proof: %s", (uint64_t)seq,
+			 st == FL_ERR_NOMEM ? "out of memory" : reason);
+		return false;
+	}
+	if (proof.leaf_index != (uint64_t)seq - 1 || proof.tree_size != checkpoint->tree_size) {
 		snprintf(why, why_len,
-			 "seq %" PRIu64 ": the proof is for leaf index %" PRId64
-			 " in tree size %" PRId64 ", not %" PRIu64 " in the checkpoint's %" PRIu64,
-			 (uint64_t)seq, (int64_t)index, (int64_t)size, (uint64_t)seq - 1,
+			 "seq %" PRIu64 ": the proof is for leaf index %" PRIu64
+			 " in tree size %" PRIu64 ", not %" PRIu64 " in the checkpoint's %" PRIu64,
+			 (uint64_t)seq, proof.leaf_index, proof.tree_size, (uint64_t)seq - 1,
 			 checkpoint->tree_size);
 		return false;
 	}
-	if (!fl_bundle_hashes_from_json(json_object_get(proof, "hashes"), reason, sizeof(reason),
-					hashes, &count)) {
-		snprintf(why, why_len, "seq %" PRIu64 ": proof: %s", (uint64_t)seq, reason);
-		return false;
-	}
-	if (!fl_merkle_verify_inclusion(leaf, (uint64_t)index, checkpoint->tree_size,
-					(const uint8_t(*)[FL_HASH_LEN])hashes, count,
+	if (!fl_merkle_verify_inclusion(leaf, proof.leaf_index, proof.tree_size,
+					(const uint8_t(*)[FL_HASH_LEN])proof.hashes, proof.count,
 					checkpoint->root_hash)) {
 		snprintf(why, why_len,
 			 "seq %" PRIu64 ": the proof does not lead from its leaf_hash to the "
@@ -90,8 +107,14 @@ static bool check_receipt(const char *text, size_t len, const struct fl_trust *k
 		snprintf(why, why_len, "not a write answer with results");
 		goto out;
 	}
-	if (!fl_bundle_checkpoint_from_json(json_object_get(doc, "checkpoint"), reason,
-					    sizeof(reason), &checkpoint)) {
+	size_t cp_len = 0;
+	char *cp_text = member_text(doc, "checkpoint", &cp_len);
+	snprintf(reason, sizeof(reason), "%s", cp_text ? "" : "missing");
+	enum fl_status st =
+	    cp_text ? fl_checkpoint_parse(cp_text, cp_len, reason, sizeof(reason), &checkpoint)
+		    : FL_ERR_INVALID;
+	free(cp_text);
+	if (st != FL_OK) {
 		snprintf(why, why_len, "checkpoint: %s", reason);
 		goto out;
 	}

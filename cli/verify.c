@@ -18,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "eventlog/trust.h"
+#include "fledger/jsonw.h"
 #include "fledger/util.h"
 
 #define PROGRESS_EVERY 100000
@@ -45,7 +47,7 @@ struct verify {
 	struct reader inclusion;
 	int64_t from_us, to_us; /* range.json */
 	/* per log: the line before the range [0] and after it [1], if any */
-	struct fl_bundle_line boundary[2][2];
+	struct fl_log_line boundary[2][2];
 	bool has_boundary[2][2];
 	uint64_t boundary_line_no[2][2];
 	/* for the key trust pass, per log: every checkpoint, the key ids that
@@ -201,23 +203,16 @@ static bool checkpoint_line(struct verify *v, const struct reader *r, struct fl_
 			    uint8_t hashes[][FL_HASH_LEN], size_t *ret_count)
 {
 	char why[200];
-	json_error_t error;
-	json_t *obj = json_loadb(r->text, r->len, JSON_REJECT_DUPLICATES, &error);
-	bool ok = false;
-	if (!obj)
-		fail(v, r->name, r->line_no, "not JSON: %s", error.text);
-	else if (json_object_size(obj) != 6)
-		fail(v, r->name, r->line_no,
-		     "not an object of exactly tree_size, root_hash, timestamp, key_id, sig, "
-		     "consistency");
-	else if (!fl_bundle_checkpoint_from_json(obj, why, sizeof(why), cp) ||
-		 !fl_bundle_hashes_from_json(json_object_get(obj, "consistency"), why, sizeof(why),
-					     hashes, ret_count))
+	const char *consistency;
+	size_t consistency_len;
+	if (fl_checkpoint_parse_with(r->text, r->len, "consistency", why, sizeof(why), cp,
+				     &consistency, &consistency_len) != FL_OK ||
+	    fl_proof_hashes_parse(consistency, consistency_len, why, sizeof(why), hashes,
+				  ret_count) != FL_OK) {
 		fail(v, r->name, r->line_no, "%s", why);
-	else
-		ok = true;
-	json_decref(obj);
-	return ok;
+		return false;
+	}
+	return true;
 }
 
 static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log)
@@ -389,7 +384,7 @@ static enum fl_status check_range(struct verify *v)
 	return ok ? FL_OK : FL_ERR_CORRUPT;
 }
 
-static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
 		       size_t why_len);
 
 /*
@@ -398,8 +393,7 @@ static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log
  * FL_ERR_CORRUPT (recorded by the caller's check of the kind first).
  */
 static enum fl_status note_line(struct verify *v, enum fl_bundle_log log,
-				const struct fl_bundle_line *line, const char *file,
-				uint64_t line_no)
+				const struct fl_log_line *line, const char *file, uint64_t line_no)
 {
 	bool known = !line->has_sig; /* a line of format v2: no signer */
 	for (size_t i = 0; i < v->n_signers[log] && !known; i++)
@@ -452,9 +446,9 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 	fl_time_format(v->from_us, from);
 	fl_time_format(v->to_us, to);
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
-		struct fl_bundle_line line;
+		struct fl_log_line line;
 		int64_t time_us;
-		st = fl_bundle_line_parse(r.text, r.len, why, sizeof(why), &line);
+		st = fl_log_line_parse(r.text, r.len, why, sizeof(why), &line);
 		if (st == FL_ERR_INVALID) {
 			fail(v, name, r.line_no, "%s", why);
 			st = FL_ERR_CORRUPT;
@@ -495,7 +489,7 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 		else
 			st = note_line(v, log, &line, name, r.line_no);
 		if (st != FL_OK) {
-			fl_bundle_line_finish(&line);
+			fl_log_line_finish(&line);
 			break;
 		}
 		v->boundary[log][side] = line;
@@ -520,7 +514,7 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 /* ---- lines and their inclusion proofs --------------------------------------- */
 
 /* The kind of a body, checked against the log it is in. */
-static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log, char *why,
+static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
 		       size_t why_len)
 {
 	json_error_t error;
@@ -551,14 +545,15 @@ static bool check_kind(const struct fl_bundle_line *line, enum fl_bundle_log log
 
 /* Reads the next inclusion proof, which must be the one of line, and checks it. */
 static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
-				      const struct fl_bundle_line *line, const char *lines_name,
+				      const struct fl_log_line *line, const char *lines_name,
 				      uint64_t lines_line_no)
 {
 	struct reader *r = &v->inclusion;
 	const struct fl_checkpoint *last = &v->last[log];
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
-	size_t count;
-	char why[200];
+	size_t count, hashes_len;
+	const char *hashes_text;
+	char why[200] = "the proof has no hashes";
 	json_error_t error;
 
 	enum fl_status st = reader_next(v, r);
@@ -596,8 +591,9 @@ static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
 		     "the proof is against tree size %" PRIdMAX ", not the %" PRIu64
 		     " of the last checkpoint of the %s log",
 		     (intmax_t)json_integer_value(size), last->tree_size, fl_bundle_log_name(log));
-	else if (!fl_bundle_hashes_from_json(json_object_get(obj, "hashes"), why, sizeof(why),
-					     hashes, &count))
+	else if (!fl_json_member(r->text, r->len, "hashes", &hashes_text, &hashes_len) ||
+		 fl_proof_hashes_parse(hashes_text, hashes_len, why, sizeof(why), hashes, &count) !=
+		     FL_OK)
 		fail(v, r->name, r->line_no, "%s", why);
 	else if (!fl_merkle_verify_inclusion(line->leaf_hash, line->seq - 1, last->tree_size,
 					     (const uint8_t(*)[FL_HASH_LEN])hashes, count,
@@ -649,9 +645,9 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
 	const char *bounds_name =
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_BOUNDARIES : FL_BUNDLE_READ_BOUNDARIES;
-	const struct fl_bundle_line *before =
+	const struct fl_log_line *before =
 	    v->has_boundary[log][BEFORE] ? &v->boundary[log][BEFORE] : NULL;
-	const struct fl_bundle_line *after =
+	const struct fl_log_line *after =
 	    v->has_boundary[log][AFTER] ? &v->boundary[log][AFTER] : NULL;
 	uint64_t *count =
 	    log == FL_BUNDLE_LOG_EVENTS ? &v->report->event_lines : &v->report->read_lines;
@@ -667,8 +663,8 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 	if (st == FL_OK)
 		st = reader_open(v, name, &r);
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
-		struct fl_bundle_line line;
-		st = fl_bundle_line_parse(r.text, r.len, why, sizeof(why), &line);
+		struct fl_log_line line;
+		st = fl_log_line_parse(r.text, r.len, why, sizeof(why), &line);
 		if (st == FL_ERR_INVALID) {
 			fail(v, name, r.line_no, "%s", why);
 			st = FL_ERR_CORRUPT;
@@ -716,7 +712,7 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 		else if ((st = check_inclusion(v, log, &line, name, r.line_no)) == FL_OK)
 			st = note_line(v, log, &line, name, r.line_no);
 		previous_seq = line.seq;
-		fl_bundle_line_finish(&line);
+		fl_log_line_finish(&line);
 		if (st != FL_OK)
 			break;
 		(*count)++;
@@ -912,7 +908,7 @@ out:
 	for (int log = 0; log < 2; log++)
 		for (int side = BEFORE; side <= AFTER; side++)
 			if (v.has_boundary[log][side])
-				fl_bundle_line_finish(&v.boundary[log][side]);
+				fl_log_line_finish(&v.boundary[log][side]);
 	reader_close(&v.inclusion);
 	fl_bundle_keys_destroy(v.keys);
 	if (st == FL_ERR_NOMEM && !ret_report->item[0])

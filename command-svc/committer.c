@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventlog/format.h"
 #include "fledger/event.h"
 #include "fledger/util.h"
 
@@ -96,17 +97,14 @@ static json_t *inclusion_proof(struct fl_log_reader *reader, uint64_t seq, uint6
 {
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
-	if (fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count) != FL_OK)
-		return NULL;
-	json_t *list = json_array();
-	for (size_t i = 0; list && i < count; i++) {
-		char hex[2 * FL_HASH_LEN + 1];
-		fl_hex_encode(hashes[i], FL_HASH_LEN, hex);
-		json_array_append_new(list, json_string(hex));
-	}
-	return list ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(seq - 1), "tree_size",
-				(json_int_t)tree_size, "hashes", list)
-		    : NULL;
+	char *text = NULL;
+	json_t *json = NULL;
+	if (fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count) == FL_OK &&
+	    fl_inclusion_proof_json(seq - 1, tree_size, (const uint8_t(*)[FL_HASH_LEN])hashes,
+				    count, &text) == FL_OK)
+		json = json_loads(text, 0, NULL);
+	free(text);
+	return json;
 }
 
 static void answer_events(struct fl_committer *c, struct job *job, const struct fl_log_batch *batch,

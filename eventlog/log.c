@@ -37,7 +37,8 @@
 
 #define DEFAULT_INITIAL_MAP (16u << 20)
 #define EVENT_HEADER_LEN (8 + FL_HASH_LEN + FL_SIG_LEN + FL_KEY_ID_LEN)
-#define CHECKPOINT_VALUE_LEN (FL_HASH_LEN + 27 + FL_KEY_ID_LEN + FL_SIG_LEN)
+#define CHECKPOINT_VALUE_LEN                                                                       \
+	(FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN + FL_KEY_ID_LEN + FL_SIG_LEN)
 #define MAX_KEYS 256
 #define CACHE_LEVEL 6 /* 1/64 of the nodes: 1 MiB of memory per 1M events */
 
@@ -386,7 +387,7 @@ static enum fl_status check_current_key(struct fl_log *log, MDB_txn *txn, uint64
 	 * old key, and the key its event introduced is the current one. */
 	char current[FL_KEY_ID_HEX_LEN], signer_id[FL_KEY_ID_HEX_LEN], previous[FL_KEY_ID_HEX_LEN];
 	uint8_t pub[FL_PUBKEY_LEN];
-	key_id_hex((uint8_t *)val.mv_data + FL_HASH_LEN + 27, current);
+	key_id_hex((uint8_t *)val.mv_data + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN, current);
 	key_id_hex(log->signer_key_raw, signer_id);
 	rc = mdb_get(txn, log->events, &key, &val);
 	if (rc != MDB_SUCCESS)
@@ -756,9 +757,10 @@ static enum fl_status store_checkpoint(struct fl_log *log, MDB_txn *txn,
 	if (st != FL_OK)
 		return st;
 	memcpy(value, cp.root_hash, FL_HASH_LEN);
-	memcpy(value + FL_HASH_LEN, cp.timestamp, 27);
-	fl_hex_decode(cp.key_id, value + FL_HASH_LEN + 27, FL_KEY_ID_LEN);
-	memcpy(value + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, cp.sig, FL_SIG_LEN);
+	memcpy(value + FL_HASH_LEN, cp.timestamp, FL_CHECKPOINT_TIMESTAMP_LEN);
+	fl_hex_decode(cp.key_id, value + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN, FL_KEY_ID_LEN);
+	memcpy(value + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN + FL_KEY_ID_LEN, cp.sig,
+	       FL_SIG_LEN);
 	fl_put_be64(keybuf, cp.tree_size);
 	MDB_val key = {8, keybuf}, val = {sizeof(value), value};
 	return fl_status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, MDB_APPEND));
@@ -1081,24 +1083,19 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 	return st;
 }
 
-static bool body_seq_is(const uint8_t *body, size_t len, uint64_t seq)
-{
-	char expect[32];
-	int n = snprintf(expect, sizeof(expect), "{\"seq\":%" PRIu64 ",", seq);
-	return len > (size_t)n && memcmp(body, expect, (size_t)n) == 0 && body[len - 1] == '}';
-}
-
 /* Stores a checkpoint signed elsewhere, as it is. */
 static enum fl_status put_checkpoint(struct fl_log *log, MDB_txn *txn,
 				     const struct fl_checkpoint *cp)
 {
 	uint8_t keybuf[8], value[CHECKPOINT_VALUE_LEN];
-	if (strlen(cp->timestamp) != 27 ||
-	    fl_hex_decode(cp->key_id, value + FL_HASH_LEN + 27, FL_KEY_ID_LEN) != FL_OK)
+	if (strlen(cp->timestamp) != FL_CHECKPOINT_TIMESTAMP_LEN ||
+	    fl_hex_decode(cp->key_id, value + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN,
+			  FL_KEY_ID_LEN) != FL_OK)
 		return FL_ERR_INVALID;
 	memcpy(value, cp->root_hash, FL_HASH_LEN);
-	memcpy(value + FL_HASH_LEN, cp->timestamp, 27);
-	memcpy(value + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, cp->sig, FL_SIG_LEN);
+	memcpy(value + FL_HASH_LEN, cp->timestamp, FL_CHECKPOINT_TIMESTAMP_LEN);
+	memcpy(value + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN + FL_KEY_ID_LEN, cp->sig,
+	       FL_SIG_LEN);
 	fl_put_be64(keybuf, cp->tree_size);
 	MDB_val key = {8, keybuf}, val = {sizeof(value), value};
 	return fl_status_of_mdb(mdb_put(txn, log->checkpoints, &key, &val, 0));
@@ -1119,7 +1116,7 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 		uint8_t leaf[FL_HASH_LEN], key_raw[FL_KEY_ID_LEN];
 		struct pending p = {.seq = log->size + 1 + i};
 		struct fl_log_input input = {.time_us = e->time_us};
-		if (e->seq != p.seq || !body_seq_is(e->body, e->body_len, e->seq)) {
+		if (e->seq != p.seq || !fl_log_body_has_seq(e->body, e->body_len, e->seq)) {
 			report->bad_seq = p.seq;
 			snprintf(report->reason, sizeof(report->reason),
 				 "expected seq %" PRIu64 ", got an entry for %" PRIu64, p.seq,
@@ -1374,10 +1371,11 @@ static enum fl_status checkpoint_from(const MDB_val *key, const MDB_val *val,
 		return FL_ERR_CORRUPT;
 	ret_checkpoint->tree_size = fl_get_be64(key->mv_data);
 	memcpy(ret_checkpoint->root_hash, p, FL_HASH_LEN);
-	memcpy(ret_checkpoint->timestamp, p + FL_HASH_LEN, 27);
-	ret_checkpoint->timestamp[27] = 0;
-	key_id_hex(p + FL_HASH_LEN + 27, ret_checkpoint->key_id);
-	memcpy(ret_checkpoint->sig, p + FL_HASH_LEN + 27 + FL_KEY_ID_LEN, FL_SIG_LEN);
+	memcpy(ret_checkpoint->timestamp, p + FL_HASH_LEN, FL_CHECKPOINT_TIMESTAMP_LEN);
+	ret_checkpoint->timestamp[FL_CHECKPOINT_TIMESTAMP_LEN] = 0;
+	key_id_hex(p + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN, ret_checkpoint->key_id);
+	memcpy(ret_checkpoint->sig, p + FL_HASH_LEN + FL_CHECKPOINT_TIMESTAMP_LEN + FL_KEY_ID_LEN,
+	       FL_SIG_LEN);
 	return FL_OK;
 }
 
@@ -1561,72 +1559,6 @@ enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn
 	return st;
 }
 
-/* ---- formats ---------------------------------------------------------- */
-
-enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line, size_t *ret_len)
-{
-	char leaf_hex[2 * FL_HASH_LEN + 1], sig_b64[100];
-	size_t body_b64_len = fl_base64_encoded_len(entry->body_len);
-	size_t cap = body_b64_len + 256;
-	char *line = malloc(cap);
-	if (!line)
-		return FL_ERR_NOMEM;
-
-	fl_hex_encode(entry->leaf_hash, FL_HASH_LEN, leaf_hex);
-	int head = snprintf(line, cap, "{\"seq\":%" PRIu64 ",\"body\":\"", entry->seq);
-	fl_base64_encode(entry->body, entry->body_len, line + head);
-	size_t len = (size_t)head + body_b64_len;
-	len += (size_t)snprintf(line + len, cap - len, "\",\"leaf_hash\":\"%s\"", leaf_hex);
-	if (entry->sig) {
-		/* A line of the first format keeps its signature. */
-		fl_base64_encode(entry->sig, FL_SIG_LEN, sig_b64);
-		len += (size_t)snprintf(line + len, cap - len, ",\"key_id\":\"%s\",\"sig\":\"%s\"",
-					entry->key_id, sig_b64);
-	}
-	line[len++] = '}';
-	line[len] = '\0';
-	*ret_line = line;
-	if (ret_len)
-		*ret_len = len;
-	return FL_OK;
-}
-
-size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint, char *buf,
-			  size_t buf_len)
-{
-	char root_hex[2 * FL_HASH_LEN + 1];
-	fl_hex_encode(checkpoint->root_hash, FL_HASH_LEN, root_hex);
-	int n = snprintf(buf, buf_len, "%s\n%" PRIu64 "\n%s\n%s\n", prefix, checkpoint->tree_size,
-			 root_hex, checkpoint->timestamp);
-	return n < 0 ? 0 : (size_t)n;
-}
-
-enum fl_status fl_checkpoint_json(const struct fl_checkpoint *checkpoint, char **ret_json)
-{
-	char root_hex[2 * FL_HASH_LEN + 1], sig_b64[100];
-	char *json = malloc(320);
-	if (!json)
-		return FL_ERR_NOMEM;
-	fl_hex_encode(checkpoint->root_hash, FL_HASH_LEN, root_hex);
-	fl_base64_encode(checkpoint->sig, FL_SIG_LEN, sig_b64);
-	snprintf(json, 320,
-		 "{\"tree_size\":%" PRIu64 ",\"root_hash\":\"%s\",\"timestamp\":\"%s\","
-		 "\"key_id\":\"%s\",\"sig\":\"%s\"}",
-		 checkpoint->tree_size, root_hex, checkpoint->timestamp, checkpoint->key_id,
-		 sig_b64);
-	*ret_json = json;
-	return FL_OK;
-}
-
-bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkpoint,
-			  const uint8_t pub[FL_PUBKEY_LEN])
-{
-	char text[256];
-	size_t len = fl_checkpoint_text(prefix, checkpoint, text, sizeof(text));
-	return len > 0 && len < sizeof(text) &&
-	       fl_sig_verify(pub, (const uint8_t *)text, len, checkpoint->sig);
-}
-
 /* ---- verification ----------------------------------------------------- */
 
 struct verify_ctx {
@@ -1742,7 +1674,7 @@ enum fl_status fl_log_verify(struct fl_log *log, uint64_t from_seq, uint64_t to_
 			st = FL_ERR_CORRUPT;
 			goto out;
 		}
-		if (!body_seq_is(entry.body, entry.body_len, seq)) {
+		if (!fl_log_body_has_seq(entry.body, entry.body_len, seq)) {
 			report.bad_seq = seq;
 			snprintf(report.reason, sizeof(report.reason),
 				 "body does not carry seq %" PRIu64, seq);

@@ -65,9 +65,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "fledger/httpc.h"
-#include "fledger/jsonw.h"
 #include "fledger/slog.h"
 #include "fledger/util.h"
 
@@ -84,15 +84,9 @@
 #define SIG_THREADS 8	     /* threads checking line signatures, at most */
 #define SIG_PARALLEL_MIN 256 /* lines in a run before they are shared out */
 
-/* One log line held in memory (CONTRACT §4). */
+/* One log line held in memory (CONTRACT §4), as eventlog/format.h reads it. */
 struct line {
-	uint64_t seq;
-	uint8_t *body;
-	size_t body_len;
-	uint8_t leaf_hash[FL_HASH_LEN];
-	bool has_sig; /* a line of the first format: sig and key_id */
-	uint8_t sig[FL_SIG_LEN];
-	char key_id[FL_KEY_ID_HEX_LEN];
+	struct fl_log_line parsed;
 	int64_t time_us;
 	bool from_nats;
 };
@@ -276,7 +270,7 @@ static void set_nats_connected(struct fl_sync *sync, bool connected)
 static void line_free(struct line *line)
 {
 	if (line) {
-		free(line->body);
+		fl_log_line_finish(&line->parsed);
 		free(line);
 	}
 }
@@ -302,115 +296,37 @@ static int64_t ingest_time(const uint8_t *body, size_t len)
 	return fl_time_parse(text, &us) == FL_OK ? us : 0;
 }
 
-/* A line's string member's text without its quotes (no escapes: base64, hex). */
-static bool line_string(const struct fl_json_member *m, const char **ret, size_t *ret_len)
-{
-	if (m->value_len < 2 || m->value[0] != '"' || m->value[m->value_len - 1] != '"' ||
-	    memchr(m->value, '\\', m->value_len))
-		return false;
-	*ret = m->value + 1;
-	*ret_len = m->value_len - 2;
-	return true;
-}
-
-static bool key_is(const struct fl_json_member *m, const char *key)
-{
-	return m->key_len == strlen(key) && memcmp(m->key, key, m->key_len) == 0;
-}
-
 /*
- * Parses one NDJSON log line. FL_ERR_INVALID when it is not one. A line is
- * read in one pass over its members, not parsed into a tree: a catch-up
- * reads a million of them, and what they carry is checked by hash against
- * the signed checkpoint anyway.
+ * Parses one NDJSON log line (fl_log_line_parse). FL_ERR_INVALID when it is
+ * not one; FL_ERR_NOMEM.
  */
 static enum fl_status line_parse(const char *text, size_t len, struct line **ret_line)
 {
-	const char *body_b64 = NULL, *leaf_hex = NULL, *key_id = NULL, *sig_b64 = NULL;
-	size_t body_b64_len = 0, leaf_len = 0, key_id_len = 0, sig_b64_len = 0, sig_len;
-	uint8_t key_raw[FL_KEY_ID_LEN], *sig = NULL;
-	uint64_t seq = 0;
-	enum fl_status st = FL_ERR_INVALID;
-	struct fl_json_member m;
-	size_t pos = 0;
-	int more;
-	bool ok = true;
-
-	while (ok && (more = fl_json_next_member(text, len, &pos, &m)) == 1) {
-		if (key_is(&m, "seq")) {
-			ok = m.value_len > 0 && m.value_len <= 19;
-			for (size_t i = 0; ok && i < m.value_len; i++) {
-				ok = m.value[i] >= '0' && m.value[i] <= '9';
-				seq = seq * 10 + (uint64_t)(m.value[i] - '0');
-			}
-		} else if (key_is(&m, "body")) {
-			ok = line_string(&m, &body_b64, &body_b64_len);
-		} else if (key_is(&m, "leaf_hash")) {
-			ok = line_string(&m, &leaf_hex, &leaf_len);
-		} else if (key_is(&m, "key_id")) {
-			ok = line_string(&m, &key_id, &key_id_len);
-		} else if (key_is(&m, "sig")) {
-			ok = line_string(&m, &sig_b64, &sig_b64_len);
-		}
-	}
-	/* Lines of format v2 carry neither key_id nor sig; the first format both. */
-	bool has_sig = sig_b64 != NULL;
-	if (!ok || more != 0 || seq == 0 || !body_b64 || leaf_len != 2 * FL_HASH_LEN ||
-	    (key_id != NULL) != has_sig || (has_sig && key_id_len != 2 * FL_KEY_ID_LEN))
-		return FL_ERR_INVALID;
-	char leaf_text[2 * FL_HASH_LEN + 1], key_text[2 * FL_KEY_ID_LEN + 1];
-	memcpy(leaf_text, leaf_hex, leaf_len);
-	leaf_text[leaf_len] = '\0';
-	if (has_sig)
-		memcpy(key_text, key_id, key_id_len);
-	key_text[has_sig ? key_id_len : 0] = '\0';
-
 	struct line *line = calloc(1, sizeof(*line));
 	if (!line)
 		return FL_ERR_NOMEM;
-	if (fl_hex_decode(leaf_text, line->leaf_hash, FL_HASH_LEN) == FL_OK &&
-	    (!has_sig || fl_hex_decode(key_text, key_raw, FL_KEY_ID_LEN) == FL_OK)) {
-		st = fl_base64_decode(body_b64, body_b64_len, &line->body, &line->body_len);
-		if (st == FL_OK && has_sig)
-			st = fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len);
-		if (st == FL_OK && has_sig && sig_len != FL_SIG_LEN)
-			st = FL_ERR_INVALID;
+	enum fl_status st = fl_log_line_parse(text, len, NULL, 0, &line->parsed);
+	if (st != FL_OK) {
+		free(line);
+		return st;
 	}
-	if (st == FL_OK) {
-		line->seq = seq;
-		line->has_sig = has_sig;
-		if (has_sig) {
-			memcpy(line->sig, sig, FL_SIG_LEN);
-			memcpy(line->key_id, key_text, sizeof(key_text));
-		}
-		line->time_us = ingest_time(line->body, line->body_len);
-		*ret_line = line;
-	} else {
-		line_free(line);
-	}
-	free(sig);
-	return st == FL_ERR_NOMEM ? FL_ERR_NOMEM : st == FL_OK ? FL_OK : FL_ERR_INVALID;
+	line->time_us = ingest_time(line->parsed.body, line->parsed.body_len);
+	*ret_line = line;
+	return FL_OK;
 }
 
 /* True when the body names the line's seq and hashes to its leaf hash. */
 static bool line_consistent(const struct line *line)
 {
-	char head[32];
-	uint8_t leaf[FL_HASH_LEN];
-	int n = snprintf(head, sizeof(head), "{\"seq\":%" PRIu64 ",", line->seq);
-
-	if (line->body_len <= (size_t)n || memcmp(line->body, head, (size_t)n) != 0 ||
-	    line->body[line->body_len - 1] != '}')
-		return false;
-	fl_merkle_leaf_hash(line->body, line->body_len, leaf);
-	return memcmp(leaf, line->leaf_hash, FL_HASH_LEN) == 0;
+	return fl_log_line_holds(&line->parsed, NULL, 0);
 }
 
 static bool line_same(const struct line *a, const struct line *b)
 {
-	return a->body_len == b->body_len && memcmp(a->leaf_hash, b->leaf_hash, FL_HASH_LEN) == 0 &&
-	       a->has_sig == b->has_sig && memcmp(a->sig, b->sig, FL_SIG_LEN) == 0 &&
-	       strcmp(a->key_id, b->key_id) == 0 && memcmp(a->body, b->body, a->body_len) == 0;
+	const struct fl_log_line *x = &a->parsed, *y = &b->parsed;
+	return x->body_len == y->body_len && memcmp(x->leaf_hash, y->leaf_hash, FL_HASH_LEN) == 0 &&
+	       x->has_sig == y->has_sig && memcmp(x->sig, y->sig, FL_SIG_LEN) == 0 &&
+	       strcmp(x->key_id, y->key_id) == 0 && memcmp(x->body, y->body, x->body_len) == 0;
 }
 
 /* ---- the window of lines ahead of the replica --------------------------- */
@@ -422,18 +338,18 @@ static bool line_same(const struct line *a, const struct line *b)
  */
 static void pending_put(struct fl_sync *sync, uint64_t replica_size, struct line *line)
 {
-	struct line **slot = &sync->pending[line->seq & (PENDING_CAP - 1)];
+	struct line **slot = &sync->pending[line->parsed.seq & (PENDING_CAP - 1)];
 
-	if (line->seq <= replica_size || line->seq - replica_size > PENDING_CAP) {
+	if (line->parsed.seq <= replica_size || line->parsed.seq - replica_size > PENDING_CAP) {
 		line_free(line);
 		return;
 	}
-	if (*slot && (*slot)->seq == line->seq) {
+	if (*slot && (*slot)->parsed.seq == line->parsed.seq) {
 		if (!line_same(*slot, line)) {
 			warn(sync, WARN_NATS_LINE,
 			     "NATS delivered two different lines for seq %" PRIu64
 			     "; fetching it from command-svc",
-			     line->seq);
+			     line->parsed.seq);
 			line_free(*slot);
 			*slot = NULL;
 		}
@@ -450,7 +366,7 @@ static struct line *pending_take(struct fl_sync *sync, uint64_t seq)
 {
 	struct line **slot = &sync->pending[seq & (PENDING_CAP - 1)], *line = *slot;
 
-	if (!line || line->seq != seq)
+	if (!line || line->parsed.seq != seq)
 		return NULL;
 	*slot = NULL;
 	return line;
@@ -487,12 +403,12 @@ static bool take_message(struct fl_sync *sync, natsMsg *msg)
 	if (st == FL_OK && !line_consistent(line)) {
 		warn(sync, WARN_NATS_LINE,
 		     "NATS line for seq %" PRIu64 " does not hash to its leaf hash; dropped",
-		     line->seq);
-		news = line->seq > sync->status.replica_size;
+		     line->parsed.seq);
+		news = line->parsed.seq > sync->status.replica_size;
 		line_free(line);
 	} else if (st == FL_OK) {
 		line->from_nats = true;
-		news = line->seq > sync->status.replica_size;
+		news = line->parsed.seq > sync->status.replica_size;
 		pending_put(sync, sync->status.replica_size, line);
 	} else if (st == FL_ERR_INVALID) {
 		warn(sync, WARN_NATS_LINE, "NATS message on %s is not a log line; dropped",
@@ -802,8 +718,6 @@ static void pin_keys(struct fl_sync *sync, const char *how)
 	sync->pinned_count = count;
 }
 
-static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint *ret_checkpoint);
-
 /*
  * Trust on first use for a log of format v2, whose first line carries no
  * signature: the key of the oldest checkpoint that covers line 1, once its
@@ -820,7 +734,7 @@ static enum fl_status first_checkpoint_key(struct fl_sync *sync, uint8_t ret_pub
 	    command_get(sync, "/v1/log/checkpoint?covering_seq=1", true, &body, &len);
 	if (st != FL_OK)
 		return st;
-	bool parsed = checkpoint_parse(body, len, &cp) && cp.tree_size >= 1;
+	bool parsed = fl_checkpoint_parse(body, len, NULL, 0, &cp) == FL_OK;
 	free(body);
 	if (!parsed) {
 		warn(sync, WARN_LOG_ANSWER,
@@ -869,26 +783,26 @@ static bool trust_first_key(struct fl_sync *sync)
 	free(body);
 	if (len == 0)
 		return false; /* an empty log: nothing to trust yet */
-	if (st != FL_OK || first->seq != 1 || !line_consistent(first)) {
+	if (st != FL_OK || first->parsed.seq != 1 || !line_consistent(first)) {
 		warn(sync, WARN_LOG_ANSWER,
 		     "command-svc answered GET /v1/log?from_seq=1 with no first line");
 		line_free(first);
 		return false;
 	}
-	if (!first->has_sig) {
-		st = first_checkpoint_key(sync, pub, first->key_id);
+	if (!first->parsed.has_sig) {
+		st = first_checkpoint_key(sync, pub, first->parsed.key_id);
 	} else {
-		st = listed_key(sync, first->key_id, pub);
+		st = listed_key(sync, first->parsed.key_id, pub);
 		if (st == FL_ERR_NOT_FOUND)
 			warn(sync, WARN_UNKNOWN_KEY,
 			     "the first line is signed by key %s, which command-svc's /v1/keys "
 			     "does not list (yet)",
-			     first->key_id);
+			     first->parsed.key_id);
 	}
-	if (st == FL_OK && first->has_sig &&
-	    !fl_sig_verify(pub, first->leaf_hash, FL_HASH_LEN, first->sig)) {
+	if (st == FL_OK && first->parsed.has_sig && !fl_log_line_sig_verify(&first->parsed, pub)) {
 		warn(sync, WARN_UNKNOWN_KEY,
-		     "the first line's signature does not verify under key %s", first->key_id);
+		     "the first line's signature does not verify under key %s",
+		     first->parsed.key_id);
 		st = FL_ERR_CORRUPT;
 	}
 	if (st == FL_OK)
@@ -897,45 +811,12 @@ static bool trust_first_key(struct fl_sync *sync)
 		fl_slog(FL_SLOG_WARN,
 			"no --trust-key: trusting command-svc's first key on first use; check it "
 			"out of band",
-			"key_id", first->key_id, "pinned_in", sync->pin_path, NULL);
+			"key_id", first->parsed.key_id, "pinned_in", sync->pin_path, NULL);
 	line_free(first);
 	if (st != FL_OK)
 		return false;
 	pin_keys(sync, "trust on first use");
 	return true;
-}
-
-static bool checkpoint_parse(const char *text, size_t len, struct fl_checkpoint *ret_checkpoint)
-{
-	struct fl_checkpoint cp = {0};
-	const char *root_hex, *timestamp, *key_id, *sig_b64;
-	size_t sig_b64_len, sig_len = 0;
-	uint8_t *sig = NULL, key_raw[FL_KEY_ID_LEN];
-	json_int_t tree_size;
-	int64_t ts_us;
-	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
-	bool ok = root &&
-		  json_unpack(root, "{s:I,s:s,s:s,s:s,s:s%}", "tree_size", &tree_size, "root_hash",
-			      &root_hex, "timestamp", &timestamp, "key_id", &key_id, "sig",
-			      &sig_b64, &sig_b64_len) == 0 &&
-		  tree_size >= 0 && strlen(root_hex) == 2 * FL_HASH_LEN &&
-		  fl_hex_decode(root_hex, cp.root_hash, FL_HASH_LEN) == FL_OK &&
-		  strlen(timestamp) == sizeof(cp.timestamp) - 1 &&
-		  fl_time_parse(timestamp, &ts_us) == FL_OK &&
-		  strlen(key_id) == 2 * FL_KEY_ID_LEN &&
-		  fl_hex_decode(key_id, key_raw, FL_KEY_ID_LEN) == FL_OK &&
-		  fl_base64_decode(sig_b64, sig_b64_len, &sig, &sig_len) == FL_OK &&
-		  sig_len == FL_SIG_LEN;
-	if (ok) {
-		cp.tree_size = (uint64_t)tree_size;
-		memcpy(cp.timestamp, timestamp, sizeof(cp.timestamp));
-		memcpy(cp.key_id, key_id, sizeof(cp.key_id));
-		memcpy(cp.sig, sig, FL_SIG_LEN);
-		*ret_checkpoint = cp;
-	}
-	free(sig);
-	json_decref(root);
-	return ok;
 }
 
 /*
@@ -957,7 +838,7 @@ static enum fl_status fetch_checkpoint(struct fl_sync *sync, const char *query,
 	enum fl_status st = command_get(sync, path, true, &body, &len);
 	if (st != FL_OK)
 		return st;
-	bool parsed = checkpoint_parse(body, len, &cp);
+	bool parsed = fl_checkpoint_parse(body, len, NULL, 0, &cp) == FL_OK;
 	free(body);
 	if (!parsed) {
 		warn(sync, WARN_LOG_ANSWER, "command-svc answered GET %s with no checkpoint", path);
@@ -995,7 +876,7 @@ static void *prefetch_main(void *opaque)
 		if (line_len > 0) {
 			if (line_parse(cursor, line_len, &line) != FL_OK)
 				break;
-			if (line->seq != pf->from_seq + pf->n_lines) {
+			if (line->parsed.seq != pf->from_seq + pf->n_lines) {
 				line_free(line);
 				break;
 			}
@@ -1111,7 +992,8 @@ static enum fl_status fill_from_log(struct fl_sync *sync, uint64_t first_seq, st
 			struct line *line = NULL;
 			if (line_len > 0) {
 				st = line_parse(cursor, line_len, &line);
-				if (st == FL_OK && (at >= n || line->seq != first_seq + at)) {
+				if (st == FL_OK &&
+				    (at >= n || line->parsed.seq != first_seq + at)) {
 					line_free(line);
 					st = FL_ERR_INVALID;
 				} else if (st == FL_OK) {
@@ -1207,12 +1089,7 @@ static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, siz
 	if (!entries)
 		return FL_ERR_NOMEM;
 	for (size_t i = 0; i < n; i++) {
-		entries[i].seq = run[i]->seq;
-		entries[i].body = run[i]->body;
-		entries[i].body_len = run[i]->body_len;
-		entries[i].leaf_hash = run[i]->leaf_hash;
-		entries[i].sig = run[i]->has_sig ? run[i]->sig : NULL;
-		memcpy(entries[i].key_id, run[i]->key_id, sizeof(entries[i].key_id));
+		fl_log_line_entry(&run[i]->parsed, &entries[i]);
 		entries[i].time_us = run[i]->time_us;
 	}
 	bool *verified = calloc(n ? n : 1, sizeof(*verified));

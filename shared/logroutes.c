@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eventlog/format.h"
 #include "fledger/svc.h"
 #include "fledger/util.h"
 
@@ -91,17 +92,6 @@ enum fl_http_disposition fl_logroutes_checkpoint(struct fl_log *log, struct fl_h
 	return FL_HTTP_DONE;
 }
 
-static json_t *hash_list(uint8_t hashes[][FL_HASH_LEN], size_t count)
-{
-	json_t *list = json_array();
-	for (size_t i = 0; i < count; i++) {
-		char hex[2 * FL_HASH_LEN + 1];
-		fl_hex_encode(hashes[i], FL_HASH_LEN, hex);
-		json_array_append_new(list, json_string(hex));
-	}
-	return list;
-}
-
 enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_request *req,
 					    bool inclusion)
 {
@@ -130,12 +120,15 @@ enum fl_http_disposition fl_logroutes_proof(struct fl_log *log, struct fl_http_r
 	fl_log_reader_end(reader);
 	if (st != FL_OK)
 		return internal(req, st);
-	json_t *body =
-	    inclusion ? json_pack("{s:I,s:I,s:o}", "leaf_index", (json_int_t)(a - 1), "tree_size",
-				  (json_int_t)b, "hashes", hash_list(hashes, count))
-		      : json_pack("{s:I,s:I,s:o}", "first", (json_int_t)a, "second", (json_int_t)b,
-				  "hashes", hash_list(hashes, count));
-	fl_http_respond_json(req, 200, body);
+	char *json;
+	st = inclusion ? fl_inclusion_proof_json(a - 1, b, (const uint8_t(*)[FL_HASH_LEN])hashes,
+						 count, &json)
+		       : fl_consistency_proof_json(a, b, (const uint8_t(*)[FL_HASH_LEN])hashes,
+						   count, &json);
+	if (st != FL_OK)
+		return internal(req, st);
+	fl_http_respond(req, 200, "application/json", json, strlen(json));
+	free(json);
 	return FL_HTTP_DONE;
 }
 

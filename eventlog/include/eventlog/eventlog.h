@@ -22,15 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eventlog/format.h"
 #include "eventlog/merkle.h"
 #include "eventlog/signer.h"
 #include "fledger/status.h"
 
 struct fl_log;
 struct fl_log_reader;
-
-#define FL_CHECKPOINT_PREFIX "fledger-checkpoint-v1"
-#define FL_READ_CHECKPOINT_PREFIX "fledger-read-checkpoint-v1"
 
 struct fl_log_options {
 	size_t initial_map_bytes;      /* 0: 16 MiB; the map doubles when full */
@@ -41,31 +39,12 @@ struct fl_log_options {
 
 /* ---- Reading --------------------------------------------------------- */
 
-struct fl_checkpoint {
-	uint64_t tree_size;
-	uint8_t root_hash[FL_HASH_LEN];
-	char timestamp[28]; /* "2026-11-26T21:00:00.201000Z" */
-	char key_id[FL_KEY_ID_HEX_LEN];
-	uint8_t sig[FL_SIG_LEN];
-};
-
 struct fl_log_verify_report {
 	uint64_t events_checked;
 	uint64_t checkpoints_checked;
 	uint64_t bad_seq;	 /* first bad event seq, 0 if none */
 	uint64_t bad_checkpoint; /* tree size of the first bad checkpoint, 0 if none */
 	char reason[160];
-};
-
-/* One stored event. Pointers are into LMDB memory: valid until the reader ends. */
-struct fl_log_entry {
-	uint64_t seq;
-	const uint8_t *body;
-	size_t body_len;
-	const uint8_t *leaf_hash;	/* FL_HASH_LEN */
-	const uint8_t *sig;		/* FL_SIG_LEN; NULL for a line of format v2 */
-	char key_id[FL_KEY_ID_HEX_LEN]; /* "" when sig is NULL */
-	int64_t time_us;
 };
 
 /*
@@ -229,16 +208,7 @@ typedef enum fl_status (*fl_log_key_fn)(void *ctx, const char *key_id,
 					const uint8_t pub[FL_PUBKEY_LEN]);
 enum fl_status fl_log_reader_keys(struct fl_log_reader *reader, fl_log_key_fn fn, void *ctx);
 
-/* ---- Formats --------------------------------------------------------- */
-
-/*
- * The log line of CONTRACT §4, NUL-terminated, without a newline:
- * {"seq":N,"body":"<b64>","leaf_hash":"<hex>"}, and for a line of the first
- * format (entry->sig not NULL) ,"key_id":"<hex>","sig":"<b64>" before the brace.
- * The caller frees *ret_line.
- */
-enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_line,
-				 size_t *ret_len);
+/* ---- Key events (the line, checkpoint and proof formats: eventlog/format.h) */
 
 /*
  * Reads a "key" event body as fl_log_rotate_key writes it (docs/log-format.md):
@@ -251,17 +221,6 @@ enum fl_status fl_log_entry_line(const struct fl_log_entry *entry, char **ret_li
 enum fl_status fl_log_key_event_parse(const uint8_t *body, size_t len,
 				      uint8_t ret_pub[FL_PUBKEY_LEN],
 				      char ret_previous_key_id[FL_KEY_ID_HEX_LEN]);
-
-/* The text a checkpoint signature covers: prefix\nsize\nroot\ntimestamp\n. */
-size_t fl_checkpoint_text(const char *prefix, const struct fl_checkpoint *checkpoint, char *buf,
-			  size_t buf_len);
-
-/* The checkpoint as compact JSON, NUL-terminated (caller frees). */
-enum fl_status fl_checkpoint_json(const struct fl_checkpoint *checkpoint, char **ret_json);
-
-/* True when the checkpoint's signature verifies under pub with prefix. */
-bool fl_checkpoint_verify(const char *prefix, const struct fl_checkpoint *checkpoint,
-			  const uint8_t pub[FL_PUBKEY_LEN]);
 
 /* ---- Verification ---------------------------------------------------- */
 
