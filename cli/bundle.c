@@ -41,25 +41,27 @@ static bool lower_hex(const char *text, size_t len)
 }
 
 /* A member that must be a string; NULL (with why) when it is not. */
-static const char *string_member(const json_t *obj, const char *name, char *why, size_t why_len)
+static const char *string_member(const json_t *obj, const char *name, char *error,
+				 size_t error_size)
 {
 	const json_t *value = json_object_get(obj, name);
 	if (!json_is_string(value)) {
-		fl_set_error(why, why_len, value ? "%s is not a string" : "%s is missing", name);
+		fl_set_error(error, error_size, value ? "%s is not a string" : "%s is missing",
+			     name);
 		return NULL;
 	}
 	return json_string_value(value);
 }
 
 /* A key id member: 16 lowercase hex digits. */
-static bool key_id_member(const json_t *obj, char ret_key_id[FL_KEY_ID_HEX_LEN], char *why,
-			  size_t why_len)
+static bool key_id_member(const json_t *obj, char ret_key_id[FL_KEY_ID_HEX_LEN], char *error,
+			  size_t error_size)
 {
-	const char *text = string_member(obj, "key_id", why, why_len);
+	const char *text = string_member(obj, "key_id", error, error_size);
 	if (!text)
 		return false;
 	if (!lower_hex(text, FL_KEY_ID_HEX_LEN - 1)) {
-		fl_set_error(why, why_len, "key_id is not %d lowercase hex digits",
+		fl_set_error(error, error_size, "key_id is not %d lowercase hex digits",
 			     FL_KEY_ID_HEX_LEN - 1);
 		return false;
 	}
@@ -92,7 +94,7 @@ static struct bundle_key *find_key(const struct fl_bundle_keys *keys, const char
  * key is the same; without, any repeated key id is an error.
  */
 static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, bool merge,
-			       char *why, size_t why_len)
+			       char *error, size_t error_size)
 {
 	const json_t *list = json_is_object(doc) ? json_object_get(doc, "keys") : NULL;
 	size_t index;
@@ -100,7 +102,7 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 	char reason[160];
 
 	if (!json_is_array(list)) {
-		fl_set_error(why, why_len, "not an object with a \"keys\" array");
+		fl_set_error(error, error_size, "not an object with a \"keys\" array");
 		return FL_ERR_INVALID;
 	}
 	json_array_foreach(list, index, item)
@@ -110,22 +112,22 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 		char actual_id[FL_KEY_ID_HEX_LEN];
 
 		if (!json_is_object(item)) {
-			fl_set_error(why, why_len, "key %zu is not an object", index + 1);
+			fl_set_error(error, error_size, "key %zu is not an object", index + 1);
 			return FL_ERR_INVALID;
 		}
 		if (!key_id_member(item, key.key_id, reason, sizeof(reason)) ||
 		    !(alg = string_member(item, "alg", reason, sizeof(reason))) ||
 		    !(pem = string_member(item, "public_key_pem", reason, sizeof(reason)))) {
-			fl_set_error(why, why_len, "key %zu: %s", index + 1, reason);
+			fl_set_error(error, error_size, "key %zu: %s", index + 1, reason);
 			return FL_ERR_INVALID;
 		}
 		if (strcmp(alg, "ed25519") != 0) {
-			fl_set_error(why, why_len, "key %s: alg is \"%s\", not \"ed25519\"",
+			fl_set_error(error, error_size, "key %s: alg is \"%s\", not \"ed25519\"",
 				     key.key_id, alg);
 			return FL_ERR_INVALID;
 		}
 		if (fl_pubkey_from_pem(pem, strlen(pem), key.pub) != FL_OK) {
-			fl_set_error(why, why_len,
+			fl_set_error(error, error_size,
 				     "key %s: public_key_pem is not an Ed25519 public key",
 				     key.key_id);
 			return FL_ERR_INVALID;
@@ -137,20 +139,20 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 		bool same = strcmp(canonical, pem) == 0;
 		free(canonical);
 		if (!same) {
-			fl_set_error(why, why_len,
+			fl_set_error(error, error_size,
 				     "key %s: public_key_pem is not in its canonical PEM form",
 				     key.key_id);
 			return FL_ERR_INVALID;
 		}
 		fl_key_id_of(key.pub, actual_id);
 		if (strcmp(actual_id, key.key_id) != 0) {
-			fl_set_error(why, why_len, "key %s: the PEM key's id is %s", key.key_id,
-				     actual_id);
+			fl_set_error(error, error_size, "key %s: the PEM key's id is %s",
+				     key.key_id, actual_id);
 			return FL_ERR_INVALID;
 		}
 		const struct bundle_key *known = find_key(keys, key.key_id);
 		if (known && !merge) {
-			fl_set_error(why, why_len, "key %s appears twice", key.key_id);
+			fl_set_error(error, error_size, "key %s appears twice", key.key_id);
 			return FL_ERR_INVALID;
 		}
 		if (known)
@@ -168,7 +170,7 @@ static enum fl_status add_keys(struct fl_bundle_keys *keys, const json_t *doc, b
 	return FL_OK;
 }
 
-enum fl_status fl_bundle_keys_parse(const json_t *doc, char *why, size_t why_len,
+enum fl_status fl_bundle_keys_parse(const json_t *doc, char *error, size_t error_size,
 				    struct fl_bundle_keys **ret_keys)
 {
 	struct fl_bundle_keys *keys;
@@ -176,7 +178,7 @@ enum fl_status fl_bundle_keys_parse(const json_t *doc, char *why, size_t why_len
 		return FL_ERR_INVALID;
 	if (!(keys = calloc(1, sizeof(*keys))))
 		return FL_ERR_NOMEM;
-	enum fl_status st = add_keys(keys, doc, false, why, why_len);
+	enum fl_status st = add_keys(keys, doc, false, error, error_size);
 	if (st != FL_OK) {
 		fl_bundle_keys_destroy(keys);
 		return st;
@@ -185,12 +187,12 @@ enum fl_status fl_bundle_keys_parse(const json_t *doc, char *why, size_t why_len
 	return FL_OK;
 }
 
-enum fl_status fl_bundle_keys_merge(struct fl_bundle_keys *keys, const json_t *doc, char *why,
-				    size_t why_len)
+enum fl_status fl_bundle_keys_merge(struct fl_bundle_keys *keys, const json_t *doc, char *error,
+				    size_t error_size)
 {
 	if (!keys)
 		return FL_ERR_INVALID;
-	return add_keys(keys, doc, true, why, why_len);
+	return add_keys(keys, doc, true, error, error_size);
 }
 
 void fl_bundle_keys_destroy(struct fl_bundle_keys *keys)
@@ -263,21 +265,21 @@ enum fl_status fl_bundle_keys_json(const struct fl_bundle_keys *keys, char **ret
 /* ---- lines ---------------------------------------------------------------- */
 
 bool fl_bundle_line_check(const struct fl_log_line *line, const struct fl_bundle_keys *keys,
-			  char *why, size_t why_len)
+			  char *error, size_t error_size)
 {
 	uint8_t pub[FL_PUBKEY_LEN];
 
-	if (!fl_log_line_holds(line, why, why_len))
+	if (!fl_log_line_holds(line, error, error_size))
 		return false;
 	if (!line->has_sig)
 		return true; /* format v2: proven by inclusion under a signed checkpoint */
 	if (!fl_bundle_keys_find(keys, line->key_id, pub)) {
-		fl_set_error(why, why_len, "seq %" PRIu64 ": unknown key_id %s", line->seq,
+		fl_set_error(error, error_size, "seq %" PRIu64 ": unknown key_id %s", line->seq,
 			     line->key_id);
 		return false;
 	}
 	if (!fl_log_line_sig_verify(line, pub)) {
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "seq %" PRIu64 ": the signature does not verify with key %s",
 			     line->seq, line->key_id);
 		return false;
@@ -299,8 +301,8 @@ static bool fixed_time(const char *text, int64_t *ret_us)
 	return true;
 }
 
-bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
-			 size_t why_len, int64_t *ret_us)
+bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *error,
+			 size_t error_size, int64_t *ret_us)
 {
 	const char *member = log == FL_BUNDLE_LOG_READS ? "ts" : "ingest_ts";
 	json_t *body = json_loadb((const char *)line->body, line->body_len, 0, NULL);
@@ -310,7 +312,7 @@ bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log,
 	if (ok)
 		*ret_us = us;
 	else
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "seq %" PRIu64
 			     ": the body has no %s time like 2027-01-15T08:00:00.000000Z",
 			     line->seq, member);
@@ -335,22 +337,22 @@ enum fl_status fl_bundle_range_json(int64_t from_us, int64_t to_us, char **ret_t
 	return FL_OK;
 }
 
-bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int64_t *ret_from_us,
-			       int64_t *ret_to_us)
+bool fl_bundle_range_from_json(const json_t *doc, char *error, size_t error_size,
+			       int64_t *ret_from_us, int64_t *ret_to_us)
 {
 	int64_t from, to;
 	if (!json_is_object(doc) || json_object_size(doc) != 2) {
-		fl_set_error(why, why_len, "not an object of exactly from and to");
+		fl_set_error(error, error_size, "not an object of exactly from and to");
 		return false;
 	}
 	if (!fixed_time(json_string_value(json_object_get(doc, "from")), &from) ||
 	    !fixed_time(json_string_value(json_object_get(doc, "to")), &to)) {
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "from and to must be times like 2027-01-15T08:00:00.000000Z");
 		return false;
 	}
 	if (from > to) {
-		fl_set_error(why, why_len, "from is after to");
+		fl_set_error(error, error_size, "from is after to");
 		return false;
 	}
 	*ret_from_us = from;
@@ -361,16 +363,17 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 /* ---- checkpoints and proofs ------------------------------------------------- */
 
 bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoint *checkpoint,
-				const struct fl_bundle_keys *keys, char *why, size_t why_len)
+				const struct fl_bundle_keys *keys, char *error, size_t error_size)
 {
 	uint8_t pub[FL_PUBKEY_LEN];
 	if (!fl_bundle_keys_find(keys, checkpoint->key_id, pub)) {
-		fl_set_error(why, why_len, "checkpoint of tree size %" PRIu64 ": unknown key_id %s",
+		fl_set_error(error, error_size,
+			     "checkpoint of tree size %" PRIu64 ": unknown key_id %s",
 			     checkpoint->tree_size, checkpoint->key_id);
 		return false;
 	}
 	if (!fl_checkpoint_verify(fl_bundle_log_prefix(log), checkpoint, pub)) {
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "checkpoint of tree size %" PRIu64
 			     ": the signature over its %s text does not "
 			     "verify with key %s",

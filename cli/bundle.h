@@ -80,15 +80,15 @@ struct fl_bundle_keys;
  * Reads {"keys": [{"key_id", "alg": "ed25519", "public_key_pem"}, ...]}
  * (the answer of /v1/keys, or keys.json). Every key id must be 16 lowercase
  * hex digits equal to the id of its PEM key, and appear once. FL_ERR_INVALID
- * with a reason in why (why_len bytes) when it does not hold; FL_ERR_NOMEM.
+ * with a reason in error (error_size bytes) when it does not hold; FL_ERR_NOMEM.
  * On FL_OK *ret_keys is the caller's to fl_bundle_keys_destroy().
  */
-enum fl_status fl_bundle_keys_parse(const json_t *doc, char *why, size_t why_len,
+enum fl_status fl_bundle_keys_parse(const json_t *doc, char *error, size_t error_size,
 				    struct fl_bundle_keys **ret_keys);
 
 /* Adds the keys of doc (same shape) not yet known; the union of two lists. */
-enum fl_status fl_bundle_keys_merge(struct fl_bundle_keys *keys, const json_t *doc, char *why,
-				    size_t why_len);
+enum fl_status fl_bundle_keys_merge(struct fl_bundle_keys *keys, const json_t *doc, char *error,
+				    size_t error_size);
 
 void fl_bundle_keys_destroy(struct fl_bundle_keys *keys); /* accepts NULL */
 
@@ -116,19 +116,19 @@ enum fl_status fl_bundle_keys_json(const struct fl_bundle_keys *keys, char **ret
  * True when the line holds (fl_log_line_holds: its leaf hash, and a body
  * {"seq":<seq>,...}) and, on a line of the first format, sig is the
  * Ed25519 signature of the 32 leaf-hash bytes under the key of key_id.
- * Otherwise false with the reason in why.
+ * Otherwise false with the reason in error.
  */
 bool fl_bundle_line_check(const struct fl_log_line *line, const struct fl_bundle_keys *keys,
-			  char *why, size_t why_len);
+			  char *error, size_t error_size);
 
 /*
  * The time of a line's body in µs: its "ingest_ts" in the event log, its
  * "ts" in the read log (CONTRACT §4, §7), a top-level member. false with the
- * reason in why when the body is not a JSON object with that member as a
+ * reason in error when the body is not a JSON object with that member as a
  * time in the fixed form of fl_time_format (the services write no other).
  */
-bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
-			 size_t why_len, int64_t *ret_us);
+bool fl_bundle_line_time(const struct fl_log_line *line, enum fl_bundle_log log, char *error,
+			 size_t error_size, int64_t *ret_us);
 
 /*
  * range.json: {"from":"<RFC 3339>","to":"<RFC 3339>"} with both times in
@@ -140,10 +140,10 @@ enum fl_status fl_bundle_range_json(int64_t from_us, int64_t to_us, char **ret_t
 
 /*
  * Reads a range.json document: exactly "from" and "to", each a time in the
- * fixed form of fl_time_format, from <= to. false with the reason in why.
+ * fixed form of fl_time_format, from <= to. false with the reason in error.
  */
-bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int64_t *ret_from_us,
-			       int64_t *ret_to_us);
+bool fl_bundle_range_from_json(const json_t *doc, char *error, size_t error_size,
+			       int64_t *ret_from_us, int64_t *ret_to_us);
 
 /* ---- checkpoints -------------------------------------------------------- */
 
@@ -151,10 +151,10 @@ bool fl_bundle_range_from_json(const json_t *doc, char *why, size_t why_len, int
 
 /*
  * True when the checkpoint's key is known and its signature over the
- * checkpoint text with the log's prefix verifies; else the reason in why.
+ * checkpoint text with the log's prefix verifies; else the reason in error.
  */
 bool fl_bundle_checkpoint_check(enum fl_bundle_log log, const struct fl_checkpoint *checkpoint,
-				const struct fl_bundle_keys *keys, char *why, size_t why_len);
+				const struct fl_bundle_keys *keys, char *error, size_t error_size);
 
 /*
  * A line of a checkpoint file: the checkpoint JSON of CONTRACT §4 with
@@ -216,7 +216,7 @@ struct fl_bundle_report {
 	 * use, when no key was given; "" when none was */
 	char tofu_key[2][FL_KEY_ID_HEX_LEN];
 	char item[192];	  /* the first bad item: "events.ndjson:17", "keys.json" */
-	char reason[256]; /* why it is bad */
+	char reason[256]; /* error it is bad */
 };
 
 /* Called every 100000 lines checked: the file and its lines so far. */

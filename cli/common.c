@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "fledger/httpc.h"
+#include "fledger/text.h"
 #include "fledger/util.h"
 
 void fl__cli_error(const char *format, ...)
@@ -201,29 +202,20 @@ enum fl_status fl__cli_read_input(const char *path, char **ret_text, size_t *ret
 {
 	if (strcmp(path, "-") != 0)
 		return fl_file_read(path, ret_text, ret_len);
-	size_t cap = 64 * 1024, len = 0;
-	char *text = malloc(cap);
-	while (text) {
-		if (cap - len < 4096) {
-			char *grown = realloc(text, cap * 2);
-			if (!grown)
-				break;
-			text = grown;
-			cap *= 2;
+	struct fl_text text = FL_TEXT_INIT;
+	while (fl_text_reserve(&text, 64 * 1024)) {
+		size_t n = fread(text.data + text.len, 1, text.cap - text.len - 1, stdin);
+		text.len += n;
+		text.data[text.len] = '\0';
+		if (n > 0)
+			continue;
+		if (ferror(stdin)) {
+			fl_text_free(&text);
+			return FL_ERR_IO;
 		}
-		size_t n = fread(text + len, 1, cap - len - 1, stdin);
-		len += n;
-		if (n == 0) {
-			if (ferror(stdin)) {
-				free(text);
-				return FL_ERR_IO;
-			}
-			text[len] = '\0';
-			*ret_text = text;
-			*ret_len = len;
-			return FL_OK;
-		}
+		*ret_text = fl_text_take(&text, ret_len);
+		return FL_OK;
 	}
-	free(text);
+	fl_text_free(&text);
 	return FL_ERR_NOMEM;
 }

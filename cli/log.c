@@ -75,7 +75,7 @@ static char *state_path(struct fl_cli *cli)
  */
 static enum fl_status load_state(const char *path, struct fl_checkpoint *ret_checkpoint)
 {
-	char why[200] = "it has no member \"checkpoint\"", *text;
+	char error[200] = "it has no member \"checkpoint\"", *text;
 	const char *cp_text;
 	size_t len, cp_len;
 	enum fl_status st = fl_file_read(path, &text, &len);
@@ -85,10 +85,11 @@ static enum fl_status load_state(const char *path, struct fl_checkpoint *ret_che
 		fl__cli_error("the state file %s is unreadable: %s", path, fl_status_str(st));
 		return FL_ERR_INVALID;
 	}
-	bool ok = fl_json_member(text, len, "checkpoint", &cp_text, &cp_len) &&
-		  fl_checkpoint_parse(cp_text, cp_len, why, sizeof(why), ret_checkpoint) == FL_OK;
+	bool ok =
+	    fl_json_member(text, len, "checkpoint", &cp_text, &cp_len) &&
+	    fl_checkpoint_parse(cp_text, cp_len, error, sizeof(error), ret_checkpoint) == FL_OK;
 	if (!ok)
-		fl__cli_error("the state file %s holds no usable checkpoint: %s", path, why);
+		fl__cli_error("the state file %s holds no usable checkpoint: %s", path, error);
 	free(text);
 	return ok ? FL_OK : FL_ERR_INVALID;
 }
@@ -132,14 +133,14 @@ static enum fl_status save_state(struct fl_cli *cli, const char *path,
 static bool fetch_checkpoint(struct fl_cli *cli, const char *query,
 			     struct fl_checkpoint *ret_checkpoint)
 {
-	char path[96], why[200], *body;
+	char path[96], error[200], *body;
 	size_t len;
 	snprintf(path, sizeof(path), "/v1/log/checkpoint%s", query);
 	if (fl__cli_get_text(cli, cli->command_url, path, true, NULL, &body, &len) != FL_OK)
 		return false;
-	bool ok = fl_checkpoint_parse(body, len, why, sizeof(why), ret_checkpoint) == FL_OK;
+	bool ok = fl_checkpoint_parse(body, len, error, sizeof(error), ret_checkpoint) == FL_OK;
 	if (!ok)
-		fl__cli_error("GET %s: not a checkpoint: %s", path, why);
+		fl__cli_error("GET %s: not a checkpoint: %s", path, error);
 	free(body);
 	return ok;
 }
@@ -148,23 +149,23 @@ static bool fetch_checkpoint(struct fl_cli *cli, const char *query,
 static bool fetch_consistency(struct fl_cli *cli, uint64_t first, uint64_t second,
 			      uint8_t ret_hashes[][FL_HASH_LEN], size_t *ret_count)
 {
-	char path[96], why[200], *body;
+	char path[96], error[200], *body;
 	size_t len;
 	struct fl_consistency_proof proof;
 	snprintf(path, sizeof(path), "/v1/log/proof/consistency?first=%" PRIu64 "&second=%" PRIu64,
 		 first, second);
 	if (fl__cli_get_text(cli, cli->command_url, path, true, NULL, &body, &len) != FL_OK)
 		return false;
-	bool ok = fl_consistency_proof_parse(body, len, why, sizeof(why), &proof) == FL_OK;
+	bool ok = fl_consistency_proof_parse(body, len, error, sizeof(error), &proof) == FL_OK;
 	free(body);
 	if (ok && (proof.first != first || proof.second != second)) {
-		snprintf(why, sizeof(why),
+		snprintf(error, sizeof(error),
 			 "a proof from tree size %" PRIu64 " to %" PRIu64 ", not the one asked for",
 			 proof.first, proof.second);
 		ok = false;
 	}
 	if (!ok) {
-		fl__cli_error("GET %s: %s", path, why);
+		fl__cli_error("GET %s: %s", path, error);
 		return false;
 	}
 	memcpy(ret_hashes, proof.hashes, proof.count * FL_HASH_LEN);
@@ -197,24 +198,24 @@ struct walk {
  * checkpoint that covers line 1, once its signature verifies under the key
  * /v1/keys lists for it.
  */
-static bool trust_first_checkpoint_key(struct walk *w, char *why, size_t why_len)
+static bool trust_first_checkpoint_key(struct walk *w, char *error, size_t error_size)
 {
 	struct fl_checkpoint first;
 	uint8_t pub[FL_PUBKEY_LEN];
 	if (!fetch_checkpoint(w->cli, "?covering_seq=1", &first)) {
-		snprintf(why, why_len, "no checkpoint covers line 1");
+		snprintf(error, error_size, "no checkpoint covers line 1");
 		return false;
 	}
 	if (!fl_bundle_keys_find(w->keys, first.key_id, pub) ||
 	    !fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &first, pub)) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "the first checkpoint's key %s is not in /v1/keys or its signature does "
 			 "not verify",
 			 first.key_id);
 		return false;
 	}
 	if (fl_trust_add(w->trust, pub) != FL_OK) {
-		snprintf(why, why_len, "out of memory");
+		snprintf(error, error_size, "out of memory");
 		return false;
 	}
 	printf("TOFU: no --trust-key given: trusting key %s, which signed the first checkpoint, "
@@ -227,24 +228,25 @@ static bool trust_first_checkpoint_key(struct walk *w, char *why, size_t why_len
  * Checks one line: its leaf hash and {"seq":N, prefix, then its signature and
  * any key event against the trusted keys. Without trusted keys (no
  * --trust-key), the key of this first line is trusted on first use (from
- * /v1/keys), and the output says so. false with the reason in why.
+ * /v1/keys), and the output says so. false with the reason in error.
  */
-static bool check_line(struct walk *w, const struct fl_log_line *line, char *why, size_t why_len)
+static bool check_line(struct walk *w, const struct fl_log_line *line, char *error,
+		       size_t error_size)
 {
 	uint8_t pub[FL_PUBKEY_LEN];
-	if (!fl_log_line_holds(line, why, why_len))
+	if (!fl_log_line_holds(line, error, error_size))
 		return false;
 	if (fl_trust_count(w->trust) == 0 && !line->has_sig) {
-		if (!trust_first_checkpoint_key(w, why, why_len))
+		if (!trust_first_checkpoint_key(w, error, error_size))
 			return false;
 	} else if (fl_trust_count(w->trust) == 0) {
 		if (!fl_bundle_keys_find(w->keys, line->key_id, pub)) {
-			snprintf(why, why_len, "key %s of the first line is not in /v1/keys",
+			snprintf(error, error_size, "key %s of the first line is not in /v1/keys",
 				 line->key_id);
 			return false;
 		}
 		if (fl_trust_add(w->trust, pub) != FL_OK) {
-			snprintf(why, why_len, "out of memory");
+			snprintf(error, error_size, "out of memory");
 			return false;
 		}
 		printf("TOFU: no --trust-key given: trusting key %s, which signed the first line, "
@@ -254,7 +256,7 @@ static bool check_line(struct walk *w, const struct fl_log_line *line, char *why
 	struct fl_log_entry entry;
 	fl_log_line_entry(line, &entry);
 	bool new_key = false;
-	if (fl_trust_line(w->trust, &entry, why, why_len, &new_key) != FL_OK)
+	if (fl_trust_line(w->trust, &entry, error, error_size, &new_key) != FL_OK)
 		return false;
 	if (new_key)
 		printf("trusting key %s from the key event at seq %" PRIu64 "\n",
@@ -270,11 +272,11 @@ static bool check_line(struct walk *w, const struct fl_log_line *line, char *why
 		/* Announced: the checkpoint of its commit must vouch for it. */
 		snprintf(query, sizeof(query), "?covering_seq=%" PRIu64, line->seq);
 		if (w->have_vouching || !fetch_checkpoint(w->cli, query, &w->vouching)) {
-			snprintf(why, why_len, "no checkpoint covers the key event at seq %" PRIu64,
-				 line->seq);
+			snprintf(error, error_size,
+				 "no checkpoint covers the key event at seq %" PRIu64, line->seq);
 			return false;
 		}
-		if (fl_trust_checkpoint(w->trust, &w->vouching, why, why_len) != FL_OK)
+		if (fl_trust_checkpoint(w->trust, &w->vouching, error, error_size) != FL_OK)
 			return false;
 		w->have_vouching = true;
 		w->vouching_seq = line->seq;
@@ -285,9 +287,9 @@ static bool check_line(struct walk *w, const struct fl_log_line *line, char *why
 /*
  * After a line: when the walk reached the tree size of the checkpoint that
  * vouches for a key event, that checkpoint's root must be the lines' root;
- * then the key is trusted. false with the reason in why.
+ * then the key is trusted. false with the reason in error.
  */
-static bool check_vouching(struct walk *w, char *why, size_t why_len)
+static bool check_vouching(struct walk *w, char *error, size_t error_size)
 {
 	uint8_t root[FL_HASH_LEN];
 	bool new_key = false;
@@ -295,7 +297,7 @@ static bool check_vouching(struct walk *w, char *why, size_t why_len)
 		return true;
 	fl_merkle_frontier_root(&w->frontier, root);
 	if (memcmp(root, w->vouching.root_hash, FL_HASH_LEN) != 0) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "the root of the first %" PRIu64
 			 " lines is not the root_hash of their signed checkpoint",
 			 w->frontier.size);
@@ -303,7 +305,7 @@ static bool check_vouching(struct walk *w, char *why, size_t why_len)
 	}
 	w->have_vouching = false;
 	if (fl_trust_promote(w->trust, w->frontier.size, &new_key) != FL_OK) {
-		snprintf(why, why_len, "out of memory");
+		snprintf(error, error_size, "out of memory");
 		return false;
 	}
 	if (new_key)
@@ -340,7 +342,7 @@ static bool walk_log(struct walk *w, uint64_t size)
 		}
 		uint64_t got = 0;
 		for (char *line = body, *end = body + len; line < end;) {
-			char *nl = memchr(line, '\n', (size_t)(end - line)), why[240];
+			char *nl = memchr(line, '\n', (size_t)(end - line)), error[240];
 			size_t line_len = (size_t)((nl ? nl : end) - line);
 			struct fl_log_line parsed;
 			uint64_t seq = from + got;
@@ -350,18 +352,18 @@ static bool walk_log(struct walk *w, uint64_t size)
 			}
 			if (seq > size)
 				break; /* more than asked for: only the checkpoint's tree counts */
-			snprintf(why, sizeof(why), "out of memory");
-			bool parsed_ok =
-			    fl_log_line_parse(line, line_len, why, sizeof(why), &parsed) == FL_OK;
+			snprintf(error, sizeof(error), "out of memory");
+			bool parsed_ok = fl_log_line_parse(line, line_len, error, sizeof(error),
+							   &parsed) == FL_OK;
 			bool ok = parsed_ok;
 			if (ok && parsed.seq != seq) {
-				snprintf(why, sizeof(why),
+				snprintf(error, sizeof(error),
 					 "seq %" PRIu64 " where seq %" PRIu64
 					 " was expected: the log has a gap or is out of order",
 					 parsed.seq, seq);
 				ok = false;
 			} else if (ok) {
-				ok = check_line(w, &parsed, why, sizeof(why));
+				ok = check_line(w, &parsed, error, sizeof(error));
 			}
 			if (ok)
 				fl_merkle_frontier_append(&w->frontier, parsed.leaf_hash, NULL,
@@ -377,11 +379,11 @@ static bool walk_log(struct walk *w, uint64_t size)
 			if (ok && w->n_leaves < w->cap_leaves)
 				memcpy(w->leaves[w->n_leaves++], parsed.leaf_hash, FL_HASH_LEN);
 			if (ok)
-				ok = check_vouching(w, why, sizeof(why));
+				ok = check_vouching(w, error, sizeof(error));
 			if (parsed_ok)
 				fl_log_line_finish(&parsed);
 			if (!ok) {
-				fl__cli_error("FAILED: log line %" PRIu64 ": %s", seq, why);
+				fl__cli_error("FAILED: log line %" PRIu64 ": %s", seq, error);
 				free(body);
 				return false;
 			}
@@ -468,7 +470,7 @@ static int log_verify(struct fl_cli *cli)
 	struct fl_checkpoint latest, old;
 	struct fl_bundle_keys *keys = NULL;
 	struct walk w = {.cli = cli};
-	char why[240], *path = state_path(cli);
+	char error[240], *path = state_path(cli);
 	uint8_t root[FL_HASH_LEN], hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
 	int rc = FL_CLI_FAIL;
@@ -484,10 +486,10 @@ static int log_verify(struct fl_cli *cli)
 	json_t *keys_doc = fl__cli_get_json(cli, cli->command_url, "/v1/keys", false, NULL);
 	if (!keys_doc)
 		goto out;
-	st = fl_bundle_keys_parse(keys_doc, why, sizeof(why), &keys);
+	st = fl_bundle_keys_parse(keys_doc, error, sizeof(error), &keys);
 	json_decref(keys_doc);
 	if (st != FL_OK) {
-		fl__cli_error("GET /v1/keys: %s", st == FL_ERR_INVALID ? why : fl_status_str(st));
+		fl__cli_error("GET /v1/keys: %s", st == FL_ERR_INVALID ? error : fl_status_str(st));
 		goto out;
 	}
 	w.keys = keys;
@@ -521,8 +523,8 @@ static int log_verify(struct fl_cli *cli)
 	if (!walk_log(&w, latest.tree_size))
 		goto out;
 	/* The keys are known now: the checkpoints must be signed by trusted ones. */
-	if (fl_trust_checkpoint(w.trust, &latest, why, sizeof(why)) != FL_OK) {
-		fl__cli_error("FAILED: the latest checkpoint: %s", why);
+	if (fl_trust_checkpoint(w.trust, &latest, error, sizeof(error)) != FL_OK) {
+		fl__cli_error("FAILED: the latest checkpoint: %s", error);
 		goto out;
 	}
 	fl_merkle_frontier_root(&w.frontier, root);
@@ -540,8 +542,8 @@ static int log_verify(struct fl_cli *cli)
 				      latest.tree_size);
 		goto out;
 	}
-	if (have_old && fl_trust_checkpoint(w.trust, &old, why, sizeof(why)) != FL_OK) {
-		fl__cli_error("FAILED: the checkpoint verified before (%s): %s", path, why);
+	if (have_old && fl_trust_checkpoint(w.trust, &old, error, sizeof(error)) != FL_OK) {
+		fl__cli_error("FAILED: the checkpoint verified before (%s): %s", path, error);
 		goto out;
 	}
 	if (have_old && (!w.have_old_root || memcmp(w.old_root, old.root_hash, FL_HASH_LEN) != 0)) {

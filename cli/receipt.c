@@ -41,8 +41,8 @@ static char *member_text(const json_t *obj, const char *name, size_t *ret_len)
 }
 
 /* Checks one result of a receipt against its verified checkpoint. */
-static bool check_result(const json_t *result, const struct fl_checkpoint *checkpoint, char *why,
-			 size_t why_len)
+static bool check_result(const json_t *result, const struct fl_checkpoint *checkpoint, char *error,
+			 size_t error_size)
 {
 	uint8_t leaf[FL_HASH_LEN];
 	struct fl_inclusion_proof proof;
@@ -53,11 +53,11 @@ static bool check_result(const json_t *result, const struct fl_checkpoint *check
 
 	if (seq < 1 || !leaf_hex || strlen(leaf_hex) != 2 * FL_HASH_LEN ||
 	    fl_hex_decode(leaf_hex, leaf, FL_HASH_LEN) != FL_OK) {
-		snprintf(why, why_len, "a result without a seq >= 1 and a leaf_hash");
+		snprintf(error, error_size, "a result without a seq >= 1 and a leaf_hash");
 		return false;
 	}
 	if (!json_is_object(json_object_get(result, "proof"))) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "seq %" PRIu64 ": no proof (write with --receipt, which asks for them)",
 			 (uint64_t)seq);
 		return false;
@@ -68,12 +68,12 @@ static bool check_result(const json_t *result, const struct fl_checkpoint *check
 				       : FL_ERR_NOMEM;
 	free(proof_text);
 	if (st != FL_OK) {
-		snprintf(why, why_len, "seq %" PRIu64 ": proof: %s", (uint64_t)seq,
+		snprintf(error, error_size, "seq %" PRIu64 ": proof: %s", (uint64_t)seq,
 			 st == FL_ERR_NOMEM ? "out of memory" : reason);
 		return false;
 	}
 	if (proof.leaf_index != (uint64_t)seq - 1 || proof.tree_size != checkpoint->tree_size) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "seq %" PRIu64 ": the proof is for leaf index %" PRIu64
 			 " in tree size %" PRIu64 ", not %" PRIu64 " in the checkpoint's %" PRIu64,
 			 (uint64_t)seq, proof.leaf_index, proof.tree_size, (uint64_t)seq - 1,
@@ -83,7 +83,7 @@ static bool check_result(const json_t *result, const struct fl_checkpoint *check
 	if (!fl_merkle_verify_inclusion(leaf, proof.leaf_index, proof.tree_size,
 					(const uint8_t(*)[FL_HASH_LEN])proof.hashes, proof.count,
 					checkpoint->root_hash)) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "seq %" PRIu64 ": the proof does not lead from its leaf_hash to the "
 			 "checkpoint's root_hash",
 			 (uint64_t)seq);
@@ -94,17 +94,17 @@ static bool check_result(const json_t *result, const struct fl_checkpoint *check
 
 /* Checks one receipt (one line of the file). */
 static bool check_receipt(const char *text, size_t len, const struct fl_trust *keys,
-			  uint64_t *ret_results, char *why, size_t why_len)
+			  uint64_t *ret_results, char *error, size_t error_size)
 {
 	struct fl_checkpoint checkpoint;
-	json_error_t error;
+	json_error_t jerr;
 	char reason[240];
 	bool ok = false;
-	json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &error);
+	json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	const json_t *results = json_object_get(doc, "results");
 
 	if (!json_is_object(doc) || !json_is_array(results) || json_array_size(results) == 0) {
-		snprintf(why, why_len, "not a write answer with results");
+		snprintf(error, error_size, "not a write answer with results");
 		goto out;
 	}
 	size_t cp_len = 0;
@@ -115,19 +115,19 @@ static bool check_receipt(const char *text, size_t len, const struct fl_trust *k
 		    : FL_ERR_INVALID;
 	free(cp_text);
 	if (st != FL_OK) {
-		snprintf(why, why_len, "checkpoint: %s", reason);
+		snprintf(error, error_size, "checkpoint: %s", reason);
 		goto out;
 	}
 	const uint8_t *pub = fl_trust_find(keys, checkpoint.key_id);
 	if (!pub) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "the checkpoint of tree size %" PRIu64 " is signed by key %s, which no "
 			 "--key is",
 			 checkpoint.tree_size, checkpoint.key_id);
 		goto out;
 	}
 	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, &checkpoint, pub)) {
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "the signature of the checkpoint of tree size %" PRIu64
 			 " does not verify under key %s",
 			 checkpoint.tree_size, checkpoint.key_id);
@@ -137,7 +137,7 @@ static bool check_receipt(const char *text, size_t len, const struct fl_trust *k
 	json_t *result;
 	json_array_foreach(results, i, result)
 	{
-		if (!check_result(result, &checkpoint, why, why_len))
+		if (!check_result(result, &checkpoint, error, error_size))
 			goto out;
 	}
 	*ret_results += json_array_size(results);
@@ -151,7 +151,7 @@ static int receipt_verify(struct fl_cli *cli)
 {
 	const char *path = cli->args[0];
 	struct fl_trust *keys = NULL;
-	char **files = NULL, *text = NULL, why[320];
+	char **files = NULL, *text = NULL, error[320];
 	size_t n_files = 0, len;
 	uint64_t receipts = 0, results = 0;
 	int rc = FL_CLI_FAIL;
@@ -190,8 +190,8 @@ static int receipt_verify(struct fl_cli *cli)
 		size_t line_len = (size_t)((nl ? nl : end) - line);
 		line_no++;
 		if (line_len > 0) {
-			if (!check_receipt(line, line_len, keys, &results, why, sizeof(why))) {
-				fl__cli_error("FAILED: %s:%zu: %s", path, line_no, why);
+			if (!check_receipt(line, line_len, keys, &results, error, sizeof(error))) {
+				fl__cli_error("FAILED: %s:%zu: %s", path, line_no, error);
 				goto out;
 			}
 			receipts++;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fledger/text.h"
 #include "fledger/util.h"
 
 #define BATCH_MAX 1000
@@ -373,20 +374,16 @@ static const struct fl_config_option read_options[] = {
 };
 
 /* Appends &name=<encoded value> (or ?name=) to the path being built. */
-static bool add_query(char **path, const char *name, const char *value)
+static void add_query(struct fl_text *path, const char *name, const char *value)
 {
-	char *encoded = fl__cli_url_encode(value), *grown;
-	if (!encoded)
-		return false;
-	size_t len = strlen(*path) + strlen(name) + strlen(encoded) + 3;
-	grown = realloc(*path, len);
-	if (grown)
-		snprintf(grown + strlen(grown), len - strlen(grown), "%c%s=%s",
-			 strchr(grown, '?') ? '&' : '?', name, encoded);
+	char *encoded = fl__cli_url_encode(value);
+	if (!encoded) {
+		path->failed = true;
+		return;
+	}
+	fl_text_printf(path, "%c%s=%s", path->data && strchr(path->data, '?') ? '&' : '?', name,
+		       encoded);
 	free(encoded);
-	if (grown)
-		*path = grown;
-	return grown != NULL;
 }
 
 static int read_features(struct fl_cli *cli)
@@ -397,16 +394,16 @@ static int read_features(struct fl_cli *cli)
 						{"min-seq", "min_seq"},
 						{"wait-ms", "wait_ms"}};
 	char *view = fl__cli_url_encode(cli->args[0]), *entity = fl__cli_url_encode(cli->args[1]);
-	char *path = NULL, *answer;
+	struct fl_text path = FL_TEXT_INIT;
+	char *answer;
 	size_t answer_len;
 	unsigned status;
 	uint64_t number;
 	bool ok = view && entity;
 	int rc = FL_CLI_FAIL;
 
-	if (ok && (path = malloc(strlen(view) + strlen(entity) + 32)))
-		sprintf(path, "/v1/features/%s/%s", view, entity);
-	ok = ok && path;
+	if (ok)
+		fl_text_printf(&path, "/v1/features/%s/%s", view, entity);
 	for (size_t i = 0; ok && i < sizeof(params) / sizeof(params[0]); i++) {
 		const char *value = fl_config_get(cli->config, params[i][0]);
 		if (!value)
@@ -422,7 +419,7 @@ static int read_features(struct fl_cli *cli)
 			rc = FL_CLI_USAGE;
 			goto out;
 		}
-		ok = add_query(&path, params[i][1], value);
+		add_query(&path, params[i][1], value);
 	}
 	if (ok && fl_config_get_bool(cli->config, "after-write")) {
 		if (fl_config_get(cli->config, "min-seq")) {
@@ -442,16 +439,16 @@ static int read_features(struct fl_cli *cli)
 		}
 		free(state);
 		snprintf(seq_text, sizeof(seq_text), "%" PRIu64, seq);
-		ok = add_query(&path, "min_seq", seq_text);
+		add_query(&path, "min_seq", seq_text);
 	}
 	if (ok && fl_config_get_bool(cli->config, "proof"))
-		ok = add_query(&path, "proof", "1");
-	if (!ok) {
+		add_query(&path, "proof", "1");
+	if (!ok || path.failed) {
 		fl__cli_error("out of memory");
 		goto out;
 	}
-	if (fl__cli_http(cli, "GET", cli->query_url, path, fl__cli_token(cli, false) != NULL, NULL,
-			 NULL, 0, &status, &answer, &answer_len) != FL_OK)
+	if (fl__cli_http(cli, "GET", cli->query_url, path.data, fl__cli_token(cli, false) != NULL,
+			 NULL, NULL, 0, &status, &answer, &answer_len) != FL_OK)
 		goto out;
 	if (status == 200) {
 		fwrite(answer, 1, answer_len, stdout);
@@ -465,7 +462,7 @@ static int read_features(struct fl_cli *cli)
 	}
 	free(answer);
 out:
-	free(path);
+	fl_text_free(&path);
 	free(view);
 	free(entity);
 	return rc;

@@ -166,21 +166,21 @@ static void tick(struct verify *v, const char *file, uint64_t lines)
 
 static enum fl_status check_keys(struct verify *v)
 {
-	char *path = path_in(v->dir, FL_BUNDLE_KEYS), why[200];
-	json_error_t error;
+	char *path = path_in(v->dir, FL_BUNDLE_KEYS), error[200];
+	json_error_t jerr;
 	if (!path)
 		return FL_ERR_NOMEM;
-	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &error);
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	free(path);
 	if (!doc) {
-		fail(v, FL_BUNDLE_KEYS, error.line > 0 ? (uint64_t)error.line : 0,
-		     "not valid JSON: %s", error.text);
+		fail(v, FL_BUNDLE_KEYS, jerr.line > 0 ? (uint64_t)jerr.line : 0,
+		     "not valid JSON: %s", jerr.text);
 		return FL_ERR_CORRUPT;
 	}
-	enum fl_status st = fl_bundle_keys_parse(doc, why, sizeof(why), &v->keys);
+	enum fl_status st = fl_bundle_keys_parse(doc, error, sizeof(error), &v->keys);
 	json_decref(doc);
 	if (st == FL_ERR_INVALID) {
-		fail(v, FL_BUNDLE_KEYS, 0, "%s", why);
+		fail(v, FL_BUNDLE_KEYS, 0, "%s", error);
 		return FL_ERR_CORRUPT;
 	}
 	if (st == FL_OK && fl_bundle_keys_count(v->keys) == 0) {
@@ -202,14 +202,14 @@ static enum fl_status check_keys(struct verify *v)
 static bool checkpoint_line(struct verify *v, const struct reader *r, struct fl_checkpoint *cp,
 			    uint8_t hashes[][FL_HASH_LEN], size_t *ret_count)
 {
-	char why[200];
+	char error[200];
 	const char *consistency;
 	size_t consistency_len;
-	if (fl_checkpoint_parse_with(r->text, r->len, "consistency", why, sizeof(why), cp,
+	if (fl_checkpoint_parse_with(r->text, r->len, "consistency", error, sizeof(error), cp,
 				     &consistency, &consistency_len) != FL_OK ||
-	    fl_proof_hashes_parse(consistency, consistency_len, why, sizeof(why), hashes,
+	    fl_proof_hashes_parse(consistency, consistency_len, error, sizeof(error), hashes,
 				  ret_count) != FL_OK) {
-		fail(v, r->name, r->line_no, "%s", why);
+		fail(v, r->name, r->line_no, "%s", error);
 		return false;
 	}
 	return true;
@@ -220,7 +220,7 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 	const char *name =
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_CHECKPOINTS : FL_BUNDLE_READ_CHECKPOINTS;
 	struct reader r = {0};
-	char why[200];
+	char error[200];
 	enum fl_status st = reader_open(v, name, &r);
 
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
@@ -229,9 +229,9 @@ static enum fl_status check_checkpoints(struct verify *v, enum fl_bundle_log log
 		size_t count;
 		st = FL_ERR_CORRUPT;
 		if (!checkpoint_line(v, &r, &cp, hashes, &count))
-			; /* said why */
-		else if (!fl_bundle_checkpoint_check(log, &cp, v->keys, why, sizeof(why)))
-			fail(v, name, r.line_no, "%s", why);
+			; /* said error */
+		else if (!fl_bundle_checkpoint_check(log, &cp, v->keys, error, sizeof(error)))
+			fail(v, name, r.line_no, "%s", error);
 		else if (v->checkpoints[log] == 0 && count != 0)
 			fail(v, name, r.line_no,
 			     "the first checkpoint must have \"consistency\": [] (it has %zu "
@@ -296,7 +296,7 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 	const char *name = FL_BUNDLE_KEY_CHECKPOINTS;
 	const struct fl_checkpoint *last = &v->last[FL_BUNDLE_LOG_EVENTS];
 	struct reader r = {0};
-	char why[200];
+	char error[200];
 	char *path = path_in(v->dir, name);
 	if (!path)
 		return FL_ERR_NOMEM;
@@ -317,10 +317,10 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 		size_t count;
 		st = FL_ERR_CORRUPT;
 		if (!checkpoint_line(v, &r, &cp, hashes, &count))
-			; /* said why */
-		else if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &cp, v->keys, why,
-						     sizeof(why)))
-			fail(v, name, r.line_no, "%s", why);
+			; /* said error */
+		else if (!fl_bundle_checkpoint_check(FL_BUNDLE_LOG_EVENTS, &cp, v->keys, error,
+						     sizeof(error)))
+			fail(v, name, r.line_no, "%s", error);
 		else if (v->checkpoints[FL_BUNDLE_LOG_EVENTS] == 0 ||
 			 cp.tree_size > last->tree_size)
 			fail(v, name, r.line_no,
@@ -361,31 +361,31 @@ static enum fl_status check_key_checkpoints(struct verify *v)
 
 static enum fl_status check_range(struct verify *v)
 {
-	char *path = path_in(v->dir, FL_BUNDLE_RANGE), why[200];
-	json_error_t error;
+	char *path = path_in(v->dir, FL_BUNDLE_RANGE), error[200];
+	json_error_t jerr;
 	if (!path)
 		return FL_ERR_NOMEM;
-	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &error);
+	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	free(path);
 	if (!doc) {
-		fail(v, FL_BUNDLE_RANGE, 0, "not valid JSON: %s", error.text);
+		fail(v, FL_BUNDLE_RANGE, 0, "not valid JSON: %s", jerr.text);
 		return FL_ERR_CORRUPT;
 	}
-	bool ok = fl_bundle_range_from_json(doc, why, sizeof(why), &v->from_us, &v->to_us);
+	bool ok = fl_bundle_range_from_json(doc, error, sizeof(error), &v->from_us, &v->to_us);
 	if (ok) {
 		snprintf(v->report->from, sizeof(v->report->from), "%s",
 			 json_string_value(json_object_get(doc, "from")));
 		snprintf(v->report->to, sizeof(v->report->to), "%s",
 			 json_string_value(json_object_get(doc, "to")));
 	} else {
-		fail(v, FL_BUNDLE_RANGE, 0, "%s", why);
+		fail(v, FL_BUNDLE_RANGE, 0, "%s", error);
 	}
 	json_decref(doc);
 	return ok ? FL_OK : FL_ERR_CORRUPT;
 }
 
-static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
-		       size_t why_len);
+static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *error,
+		       size_t error_size);
 
 /*
  * Keeps what the key trust pass needs of a checked line: the key that
@@ -440,7 +440,7 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 	    log == FL_BUNDLE_LOG_EVENTS ? FL_BUNDLE_EVENT_BOUNDARIES : FL_BUNDLE_READ_BOUNDARIES;
 	const char *member = log == FL_BUNDLE_LOG_EVENTS ? "ingest_ts" : "ts";
 	struct reader r = {0};
-	char why[240], from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
+	char error[240], from[FL_TIME_TEXT_LEN], to[FL_TIME_TEXT_LEN];
 	enum fl_status st = reader_open(v, name, &r);
 
 	fl_time_format(v->from_us, from);
@@ -448,19 +448,19 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
 		struct fl_log_line line;
 		int64_t time_us;
-		st = fl_log_line_parse(r.text, r.len, why, sizeof(why), &line);
+		st = fl_log_line_parse(r.text, r.len, error, sizeof(error), &line);
 		if (st == FL_ERR_INVALID) {
-			fail(v, name, r.line_no, "%s", why);
+			fail(v, name, r.line_no, "%s", error);
 			st = FL_ERR_CORRUPT;
 		}
 		if (st != FL_OK)
 			break;
 		int side = -1;
 		st = FL_ERR_CORRUPT;
-		if (!fl_bundle_line_check(&line, v->keys, why, sizeof(why)) ||
-		    !check_kind(&line, log, why, sizeof(why)) ||
-		    !fl_bundle_line_time(&line, log, why, sizeof(why), &time_us))
-			fail(v, name, r.line_no, "%s", why);
+		if (!fl_bundle_line_check(&line, v->keys, error, sizeof(error)) ||
+		    !check_kind(&line, log, error, sizeof(error)) ||
+		    !fl_bundle_line_time(&line, log, error, sizeof(error), &time_us))
+			fail(v, name, r.line_no, "%s", error);
 		else if (v->checkpoints[log] == 0 || line.seq > v->last[log].tree_size)
 			fail(v, name, r.line_no,
 			     "seq %" PRIu64 " is beyond the last checkpoint (tree size %" PRIu64
@@ -514,26 +514,27 @@ static enum fl_status check_boundaries(struct verify *v, enum fl_bundle_log log)
 /* ---- lines and their inclusion proofs --------------------------------------- */
 
 /* The kind of a body, checked against the log it is in. */
-static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *why,
-		       size_t why_len)
+static bool check_kind(const struct fl_log_line *line, enum fl_bundle_log log, char *error,
+		       size_t error_size)
 {
-	json_error_t error;
+	json_error_t jerr;
 	json_t *body =
-	    json_loadb((const char *)line->body, line->body_len, JSON_REJECT_DUPLICATES, &error);
+	    json_loadb((const char *)line->body, line->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	const char *kind = json_string_value(json_object_get(body, "kind"));
 	bool ok = false;
 
 	if (!json_is_object(body))
-		snprintf(why, why_len, "seq %" PRIu64 ": the body is not a JSON object", line->seq);
+		snprintf(error, error_size, "seq %" PRIu64 ": the body is not a JSON object",
+			 line->seq);
 	else if (!kind)
-		snprintf(why, why_len, "seq %" PRIu64 ": the body has no kind", line->seq);
+		snprintf(error, error_size, "seq %" PRIu64 ": the body has no kind", line->seq);
 	else if (log == FL_BUNDLE_LOG_READS && strcmp(kind, "read") != 0)
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "seq %" PRIu64 ": a read-log body of kind \"%s\", not \"read\"", line->seq,
 			 kind);
 	else if (log == FL_BUNDLE_LOG_EVENTS && strcmp(kind, "feature") != 0 &&
 		 strcmp(kind, "view") != 0 && strcmp(kind, "key") != 0)
-		snprintf(why, why_len,
+		snprintf(error, error_size,
 			 "seq %" PRIu64
 			 ": an event-log body of kind \"%s\", not feature, view or key",
 			 line->seq, kind);
@@ -553,8 +554,8 @@ static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count, hashes_len;
 	const char *hashes_text;
-	char why[200] = "the proof has no hashes";
-	json_error_t error;
+	char error[200] = "the proof has no hashes";
+	json_error_t jerr;
 
 	enum fl_status st = reader_next(v, r);
 	if (st == FL_ERR_NOT_FOUND) {
@@ -565,13 +566,13 @@ static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
 	}
 	if (st != FL_OK)
 		return st;
-	json_t *obj = json_loadb(r->text, r->len, JSON_REJECT_DUPLICATES, &error);
+	json_t *obj = json_loadb(r->text, r->len, JSON_REJECT_DUPLICATES, &jerr);
 	const json_t *seq = json_object_get(obj, "seq"), *size = json_object_get(obj, "tree_size");
 	const char *log_name = json_string_value(json_object_get(obj, "log"));
 
 	st = FL_ERR_CORRUPT;
 	if (!obj)
-		fail(v, r->name, r->line_no, "not JSON: %s", error.text);
+		fail(v, r->name, r->line_no, "not JSON: %s", jerr.text);
 	else if (!json_is_object(obj) || json_object_size(obj) != 4 || !log_name ||
 		 !json_is_integer(seq) || !json_is_integer(size))
 		fail(v, r->name, r->line_no,
@@ -592,9 +593,9 @@ static enum fl_status check_inclusion(struct verify *v, enum fl_bundle_log log,
 		     " of the last checkpoint of the %s log",
 		     (intmax_t)json_integer_value(size), last->tree_size, fl_bundle_log_name(log));
 	else if (!fl_json_member(r->text, r->len, "hashes", &hashes_text, &hashes_len) ||
-		 fl_proof_hashes_parse(hashes_text, hashes_len, why, sizeof(why), hashes, &count) !=
-		     FL_OK)
-		fail(v, r->name, r->line_no, "%s", why);
+		 fl_proof_hashes_parse(hashes_text, hashes_len, error, sizeof(error), hashes,
+				       &count) != FL_OK)
+		fail(v, r->name, r->line_no, "%s", error);
 	else if (!fl_merkle_verify_inclusion(line->leaf_hash, line->seq - 1, last->tree_size,
 					     (const uint8_t(*)[FL_HASH_LEN])hashes, count,
 					     last->root_hash))
@@ -653,7 +654,7 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 	    log == FL_BUNDLE_LOG_EVENTS ? &v->report->event_lines : &v->report->read_lines;
 	uint64_t previous_seq = 0; /* the seq the next line must follow; 0: none yet */
 	struct reader r = {0};
-	char why[240];
+	char error[240];
 	enum fl_status st = FL_OK;
 
 	if (before) {
@@ -664,17 +665,17 @@ static enum fl_status check_lines(struct verify *v, enum fl_bundle_log log)
 		st = reader_open(v, name, &r);
 	while (st == FL_OK && (st = reader_next(v, &r)) == FL_OK) {
 		struct fl_log_line line;
-		st = fl_log_line_parse(r.text, r.len, why, sizeof(why), &line);
+		st = fl_log_line_parse(r.text, r.len, error, sizeof(error), &line);
 		if (st == FL_ERR_INVALID) {
-			fail(v, name, r.line_no, "%s", why);
+			fail(v, name, r.line_no, "%s", error);
 			st = FL_ERR_CORRUPT;
 		}
 		if (st != FL_OK)
 			break;
 		st = FL_ERR_CORRUPT;
-		if (!fl_bundle_line_check(&line, v->keys, why, sizeof(why)) ||
-		    !check_kind(&line, log, why, sizeof(why)))
-			fail(v, name, r.line_no, "%s", why);
+		if (!fl_bundle_line_check(&line, v->keys, error, sizeof(error)) ||
+		    !check_kind(&line, log, error, sizeof(error)))
+			fail(v, name, r.line_no, "%s", error);
 		else if (line.seq <= previous_seq && *count == 0)
 			fail(v, name, r.line_no,
 			     "seq %" PRIu64 " is not after seq %" PRIu64

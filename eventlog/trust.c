@@ -222,8 +222,8 @@ enum fl_status fl_trust_promote(struct fl_trust *trust, uint64_t tree_size, bool
 	return st;
 }
 
-enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *entry, char *why,
-			     size_t why_len, bool *ret_new_key)
+enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *entry, char *error,
+			     size_t error_size, bool *ret_new_key)
 {
 	const uint8_t *signer = NULL;
 	bool signer_trusted = false;
@@ -241,13 +241,13 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 			signer = announced ? announced->pub : NULL;
 		}
 		if (!signer) {
-			fl_set_error(why, why_len,
+			fl_set_error(error, error_size,
 				     "line %" PRIu64 " is signed by key %s, which is not trusted",
 				     entry->seq, entry->key_id);
 			return FL_ERR_DENIED;
 		}
 		if (!fl_sig_verify(signer, entry->leaf_hash, FL_HASH_LEN, entry->sig)) {
-			fl_set_error(why, why_len,
+			fl_set_error(error, error_size,
 				     "the signature of line %" PRIu64
 				     " does not verify under key %s",
 				     entry->seq, entry->key_id);
@@ -258,7 +258,8 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 	if (st == FL_ERR_NOT_FOUND)
 		return FL_OK;
 	if (st != FL_OK) {
-		fl_set_error(why, why_len, "line %" PRIu64 " is a malformed key event", entry->seq);
+		fl_set_error(error, error_size, "line %" PRIu64 " is a malformed key event",
+			     entry->seq);
 		return FL_ERR_CORRUPT;
 	}
 	char new_id[FL_KEY_ID_HEX_LEN];
@@ -276,14 +277,14 @@ enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *
 }
 
 enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
-				   const struct fl_checkpoint *checkpoint, char *why,
-				   size_t why_len)
+				   const struct fl_checkpoint *checkpoint, char *error,
+				   size_t error_size)
 {
 	if (!trust || !checkpoint)
 		return FL_ERR_INVALID;
 	const uint8_t *pub = fl_trust_find(trust, checkpoint->key_id);
 	if (!pub) {
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "the checkpoint of tree size %" PRIu64
 			     " is signed by key %s, which is not "
 			     "trusted",
@@ -291,7 +292,7 @@ enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
 		return FL_ERR_DENIED;
 	}
 	if (!fl_checkpoint_verify(FL_CHECKPOINT_PREFIX, checkpoint, pub)) {
-		fl_set_error(why, why_len,
+		fl_set_error(error, error_size,
 			     "the signature of the checkpoint of tree size %" PRIu64
 			     " does not verify under key %s",
 			     checkpoint->tree_size, checkpoint->key_id);

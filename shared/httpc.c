@@ -86,8 +86,8 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
  * a bad pair is an error when the client is made rather than at the first
  * TLS handshake, with a reason a person can act on.
  */
-static bool check_client_cert(const char *cert_file, const char *key_file, char *why,
-			      size_t why_cap)
+static bool check_client_cert(const char *cert_file, const char *key_file, char *error,
+			      size_t error_size)
 {
 	const char *reason = NULL, *file = cert_file;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -115,29 +115,29 @@ static bool check_client_cert(const char *cert_file, const char *key_file, char 
 	}
 	SSL_CTX_free(ctx);
 	ERR_clear_error();
-	if (reason && why)
-		fl_set_error(why, why_cap, "%s: %s", file, reason);
+	if (reason && error)
+		fl_set_error(error, error_size, "%s: %s", file, reason);
 	return reason == NULL;
 }
 
-enum fl_status fl_httpc_create(const struct fl_httpc_options *options, char *why, size_t why_cap,
-			       struct fl_httpc **ret_client)
+enum fl_status fl_httpc_create(const struct fl_httpc_options *options, char *error,
+			       size_t error_size, struct fl_httpc **ret_client)
 {
 	static const struct fl_httpc_options none = {0};
-	if (why && why_cap)
-		why[0] = '\0';
+	if (error && error_size)
+		error[0] = '\0';
 	if (!options)
 		options = &none;
 	if (!ret_client)
 		return FL_ERR_INVALID;
 	if (!options->cert_file != !options->key_file) {
-		if (why)
-			fl_set_error(why, why_cap,
+		if (error)
+			fl_set_error(error, error_size,
 				     "a client certificate needs both its file and its key");
 		return FL_ERR_INVALID;
 	}
 	if (options->cert_file &&
-	    !check_client_cert(options->cert_file, options->key_file, why, why_cap))
+	    !check_client_cert(options->cert_file, options->key_file, error, error_size))
 		return FL_ERR_INVALID;
 	pthread_once(&global_once, global_init);
 	if (global_status != CURLE_OK)

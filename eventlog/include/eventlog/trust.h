@@ -71,24 +71,24 @@ const uint8_t *fl_trust_find(const struct fl_trust *trust, const char *key_id);
  * a trusted or announced key of entry->key_id. When the body is a key
  * event, its key is announced, and trusted at once when the line's
  * signature is by a trusted key that the event names as the previous one.
- * Errors, with a sentence naming the seq and the key in why (why_len
+ * Errors, with a sentence naming the seq and the key in error (error_size
  * bytes): FL_ERR_DENIED for a signature by a key that is not trusted;
  * FL_ERR_CORRUPT for a signature that does not verify or a malformed key
  * event; FL_ERR_NOMEM. ret_new_key (may be NULL) is set true when a key
  * became trusted.
  */
-enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *entry, char *why,
-			     size_t why_len, bool *ret_new_key);
+enum fl_status fl_trust_line(struct fl_trust *trust, const struct fl_log_entry *entry, char *error,
+			     size_t error_size, bool *ret_new_key);
 
 /*
  * Checks a checkpoint of the log (prefix FL_CHECKPOINT_PREFIX): it must be
  * signed by a trusted key (an announced key is not enough). FL_ERR_DENIED
  * when the key is not trusted, FL_ERR_CORRUPT when the signature does not
- * verify, each with a sentence naming the key in why.
+ * verify, each with a sentence naming the key in error.
  */
 enum fl_status fl_trust_checkpoint(const struct fl_trust *trust,
-				   const struct fl_checkpoint *checkpoint, char *why,
-				   size_t why_len);
+				   const struct fl_checkpoint *checkpoint, char *error,
+				   size_t error_size);
 
 /*
  * Trusts every announced key whose event lies in a tree of tree_size,

@@ -46,11 +46,11 @@ struct fl_httpc_options {
 /*
  * A new client (options may be NULL: no CA file, no client certificate).
  * FL_ERR_INVALID when only one of cert_file and key_file is given, or when
- * they cannot be loaded or do not match; then why (may be NULL) gets the
+ * they cannot be loaded or do not match; then error (may be NULL) gets the
  * file and the reason. FL_ERR_NOMEM. The caller destroys the client.
  */
-enum fl_status fl_httpc_create(const struct fl_httpc_options *options, char *why, size_t why_cap,
-			       struct fl_httpc **ret_client);
+enum fl_status fl_httpc_create(const struct fl_httpc_options *options, char *error,
+			       size_t error_size, struct fl_httpc **ret_client);
 
 /* Closes the client's connections and frees it. Accepts NULL. */
 void fl_httpc_destroy(struct fl_httpc *client);
