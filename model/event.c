@@ -274,6 +274,24 @@ enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len)
 	return FL_ENTITY_ID_OK;
 }
 
+const char *fl_entity_id_fault_text(enum fl_entity_id_fault fault)
+{
+	switch (fault) {
+	case FL_ENTITY_ID_OK:
+		break;
+	case FL_ENTITY_ID_EMPTY:
+		return "the entity id is empty";
+	case FL_ENTITY_ID_TOO_LONG:
+		return "the entity id is longer than 256 bytes";
+	case FL_ENTITY_ID_CONTROL:
+	case FL_ENTITY_ID_C1_CONTROL:
+		return "the entity id contains a control character";
+	case FL_ENTITY_ID_NOT_UTF8:
+		return "the entity id is not valid UTF-8";
+	}
+	return "the entity id is valid";
+}
+
 /*
  * Parses an RFC 3339 timestamp with a zone into UTC µs that the stored form
  * ("YYYY-MM-DDTHH:MM:SS.ffffffZ", years 0000-9999) can hold.

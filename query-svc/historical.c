@@ -497,8 +497,8 @@ static bool fast_row(const char *line, size_t len, struct row *row)
 		p = skip_blank(p, end);
 		if (key_len == 9 && memcmp(key, "entity_id", 9) == 0 && !id) {
 			if (p < end && *p == '"') {
-				if (!plain_string(&p, end, &id, &id_len) || id_len == 0 ||
-				    id_len > FL_ENTITY_ID_MAX_LEN)
+				if (!plain_string(&p, end, &id, &id_len) ||
+				    fl_entity_id_check(id, id_len) != FL_ENTITY_ID_OK)
 					return false;
 			} else { /* an integer: -?[1-9][0-9]* of at most 18 digits, or 0 */
 				id = p;
@@ -552,20 +552,17 @@ static bool parse_row(const char *line, size_t len, struct row *row, char *messa
 		ok = true;
 	} else if (!json_is_string(id)) {
 		snprintf(message, message_size, "entity_id is a string or an integer");
-	} else if (json_string_length(id) == 0 || json_string_length(id) > FL_ENTITY_ID_MAX_LEN) {
-		snprintf(message, message_size, "entity_id must be 1 to %d bytes",
-			 FL_ENTITY_ID_MAX_LEN);
 	} else {
+		/* The id check of reads and writes (model/event.h): a row no event
+		 * could match is an error, not an empty row. */
 		const char *text = json_string_value(id);
-		ok = true;
-		for (size_t i = 0; ok && i < json_string_length(id); i++)
-			if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f) {
-				snprintf(message, message_size,
-					 "entity_id contains a control character (or NUL)");
-				ok = false;
-			}
+		enum fl_entity_id_fault fault = fl_entity_id_check(text, json_string_length(id));
+		ok = fault == FL_ENTITY_ID_OK;
 		if (ok)
 			memcpy(row->entity_id, text, json_string_length(id) + 1);
+		else
+			snprintf(message, message_size, "entity_id: %s",
+				 fl_entity_id_fault_text(fault));
 	}
 	if (ok) {
 		const char *text = json_string_value(ts);

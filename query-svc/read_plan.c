@@ -93,25 +93,11 @@ bool fl_read_window_readable(const struct fl_principal *principal, const struct 
  */
 static bool entity_id_ok(const char *text, size_t len, const char *field, struct fl_error *err)
 {
-	const char *why = NULL;
-	switch (fl_entity_id_check(text, len)) {
-	case FL_ENTITY_ID_OK:
+	enum fl_entity_id_fault fault = fl_entity_id_check(text, len);
+	if (fault == FL_ENTITY_ID_OK)
 		return true;
-	case FL_ENTITY_ID_EMPTY:
-		why = "the entity id is empty";
-		break;
-	case FL_ENTITY_ID_TOO_LONG:
-		why = "the entity id is longer than 256 bytes";
-		break;
-	case FL_ENTITY_ID_CONTROL:
-	case FL_ENTITY_ID_C1_CONTROL:
-		why = "the entity id contains a control character";
-		break;
-	case FL_ENTITY_ID_NOT_UTF8:
-		why = "the entity id is not valid UTF-8";
-		break;
-	}
-	fl_error_set(err, 400, "invalid_entity_id", field, "%s: no event could have it", why);
+	fl_error_set(err, 400, "invalid_entity_id", field, "%s: no event could have it",
+		     fl_entity_id_fault_text(fault));
 	return false;
 }
 

@@ -331,8 +331,11 @@ class HistoricalTest(QueryCase):
             (f'["it3", "{ts}"]', not_object),
             (f'{{"entity_id": "it\\u0000", "ts": "{ts}"}}', not_object),  # jansson refuses NUL
             (f'{{"entity_id": "it\\u0007", "ts": "{ts}"}}', "control character"),
-            (f'{{"entity_id": "", "ts": "{ts}"}}', "1 to 256 bytes"),
-            ('{"entity_id": "%s", "ts": "%s"}' % ("x" * 257, ts), "1 to 256 bytes"),
+            # the id check of writes and online reads (C1 controls included)
+            (f'{{"entity_id": "it\\u0085", "ts": "{ts}"}}', "control character"),
+            ('{"entity_id": "it\u0085", "ts": "%s"}' % ts, "control character"),
+            (f'{{"entity_id": "", "ts": "{ts}"}}', "is empty"),
+            ('{"entity_id": "%s", "ts": "%s"}' % ("x" * 257, ts), "longer than 256 bytes"),
             (f'{{"entity_id": 1.5, "ts": "{ts}"}}', "a string or an integer"),
             (f'{{"entity_id": null, "ts": "{ts}"}}', "a string or an integer"),
             (f'{{"ts": "{ts}"}}', "a string or an integer"),

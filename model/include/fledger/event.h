@@ -58,6 +58,8 @@ enum fl_entity_id_fault {
 
 /* The first fault of text[0..len), in the order above; FL_ENTITY_ID_OK for an id. */
 enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len);
+/* "the entity id is empty", ...: the fault as a sentence for an error message. */
+const char *fl_entity_id_fault_text(enum fl_entity_id_fault fault);
 
 /* A validated feature event, ready to be appended. */
 struct fl_event {
