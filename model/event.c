@@ -23,23 +23,7 @@
  */
 #define FLOAT32_LIMIT ((double)FLT_MAX + 0x1p103)
 
-/* ---- Errors ------------------------------------------------------------ */
-
-static enum fl_status nomem(struct fl_error *err)
-{
-	fl_error_set(err, 500, "internal", NULL, "out of memory");
-	return FL_ERR_NOMEM;
-}
-
-__attribute__((format(printf, 4, 5))) static enum fl_status
-invalid(struct fl_error *err, const char *code, const char *field, const char *format, ...)
-{
-	va_list args;
-	va_start(args, format);
-	fl_error_vset(err, 400, code, field, format, args);
-	va_end(args);
-	return FL_ERR_INVALID;
-}
+/* ---- Error paths --------------------------------------------------------- */
 
 /* prefix + "." + member (or just member at the root), for known member names. */
 static void path_member(char out[PATH_LEN], const char *prefix, const char *member)
@@ -228,29 +212,32 @@ static enum fl_status check_entity_id(const json_t *value, const char *field,
 				      char out[FL_ENTITY_ID_MAX_LEN + 1], struct fl_error *err)
 {
 	if (value == NULL)
-		return invalid(err, "missing_field", field, "an event needs an \"entity_id\"");
+		return fl_error_invalid(err, "missing_field", field,
+					"an event needs an \"entity_id\"");
 	if (json_is_integer(value)) {
 		snprintf(out, FL_ENTITY_ID_MAX_LEN + 1, "%lld",
 			 (long long)json_integer_value(value));
 		return FL_OK;
 	}
 	if (!json_is_string(value))
-		return invalid(err, "invalid_type", field,
-			       "\"entity_id\" must be a string or an integer");
+		return fl_error_invalid(err, "invalid_type", field,
+					"\"entity_id\" must be a string or an integer");
 	const char *text = json_string_value(value);
 	size_t len = json_string_length(value);
 	switch (fl_entity_id_check(text, len)) {
 	case FL_ENTITY_ID_EMPTY:
-		return invalid(err, "invalid_entity_id", field, "\"entity_id\" must not be empty");
+		return fl_error_invalid(err, "invalid_entity_id", field,
+					"\"entity_id\" must not be empty");
 	case FL_ENTITY_ID_TOO_LONG:
-		return invalid(err, "invalid_entity_id", field,
-			       "\"entity_id\" is %zu bytes; at most %d are allowed", len,
-			       FL_ENTITY_ID_MAX_LEN);
+		return fl_error_invalid(err, "invalid_entity_id", field,
+					"\"entity_id\" is %zu bytes; at most %d are allowed", len,
+					FL_ENTITY_ID_MAX_LEN);
 	case FL_ENTITY_ID_CONTROL:
-		return invalid(err, "invalid_entity_id", field,
-			       "\"entity_id\" must not contain control characters");
+		return fl_error_invalid(err, "invalid_entity_id", field,
+					"\"entity_id\" must not contain control characters");
 	case FL_ENTITY_ID_NOT_UTF8:
-		return invalid(err, "invalid_entity_id", field, "\"entity_id\" is not valid UTF-8");
+		return fl_error_invalid(err, "invalid_entity_id", field,
+					"\"entity_id\" is not valid UTF-8");
 	case FL_ENTITY_ID_C1_CONTROL: /* refused on writes only, below */
 	case FL_ENTITY_ID_OK:
 		break;
@@ -314,15 +301,16 @@ static enum fl_status check_event_ts(const json_t *value, const char *field, int
 				     struct fl_error *err)
 {
 	if (!json_is_string(value))
-		return invalid(err, "invalid_type", field,
-			       "\"event_ts\" must be an RFC 3339 timestamp string (leave it out "
-			       "for the ingest time)");
+		return fl_error_invalid(
+		    err, "invalid_type", field,
+		    "\"event_ts\" must be an RFC 3339 timestamp string (leave it out "
+		    "for the ingest time)");
 	if (strlen(json_string_value(value)) != json_string_length(value) ||
 	    !parse_timestamp(json_string_value(value), ret_us))
-		return invalid(err, "invalid_timestamp", field,
-			       "\"%.40s\" is not an RFC 3339 timestamp with a zone, like "
-			       "\"2026-11-26T21:00:00.123Z\"",
-			       json_string_value(value));
+		return fl_error_invalid(err, "invalid_timestamp", field,
+					"\"%.40s\" is not an RFC 3339 timestamp with a zone, like "
+					"\"2026-11-26T21:00:00.123Z\"",
+					json_string_value(value));
 	return FL_OK;
 }
 
@@ -331,15 +319,16 @@ static enum fl_status check_idempotency_key(const json_t *value, const char *fie
 					    struct fl_error *err)
 {
 	if (!json_is_string(value))
-		return invalid(err, "invalid_type", field, "\"idempotency_key\" must be a string");
+		return fl_error_invalid(err, "invalid_type", field,
+					"\"idempotency_key\" must be a string");
 	size_t len = json_string_length(value);
 	if (len == 0 || len > FL_IDEMPOTENCY_KEY_MAX_LEN)
-		return invalid(err, "invalid_idempotency_key", field,
-			       "\"idempotency_key\" must be 1 to %d bytes; it is %zu",
-			       FL_IDEMPOTENCY_KEY_MAX_LEN, len);
+		return fl_error_invalid(err, "invalid_idempotency_key", field,
+					"\"idempotency_key\" must be 1 to %d bytes; it is %zu",
+					FL_IDEMPOTENCY_KEY_MAX_LEN, len);
 	if (!no_controls(json_string_value(value), len))
-		return invalid(err, "invalid_idempotency_key", field,
-			       "\"idempotency_key\" must not contain control characters");
+		return fl_error_invalid(err, "invalid_idempotency_key", field,
+					"\"idempotency_key\" must not contain control characters");
 	memcpy(out, json_string_value(value), len + 1);
 	return FL_OK;
 }
@@ -351,63 +340,68 @@ static enum fl_status check_feature_value(const struct fl_feature *feature, cons
 	switch (feature->type) {
 	case FL_FEATURE_INT64:
 		if (!json_is_integer(value))
-			return invalid(err, "type_mismatch", field,
-				       "feature \"%s\" is int64: the value must be a JSON integer "
-				       "(no fraction, no exponent)",
-				       feature->name);
+			return fl_error_invalid(
+			    err, "type_mismatch", field,
+			    "feature \"%s\" is int64: the value must be a JSON integer "
+			    "(no fraction, no exponent)",
+			    feature->name);
 		return FL_OK;
 	case FL_FEATURE_DOUBLE:
 		if (!json_is_number(value))
-			return invalid(err, "type_mismatch", field,
-				       "feature \"%s\" is double: the value must be a number",
-				       feature->name);
+			return fl_error_invalid(
+			    err, "type_mismatch", field,
+			    "feature \"%s\" is double: the value must be a number", feature->name);
 		if (!isfinite(number_value(value)))
-			return invalid(err, "invalid_value", field,
-				       "feature \"%s\" must be a finite number", feature->name);
+			return fl_error_invalid(err, "invalid_value", field,
+						"feature \"%s\" must be a finite number",
+						feature->name);
 		return FL_OK;
 	case FL_FEATURE_STRING:
 		if (!json_is_string(value))
-			return invalid(err, "type_mismatch", field,
-				       "feature \"%s\" is string: the value must be a JSON string",
-				       feature->name);
+			return fl_error_invalid(
+			    err, "type_mismatch", field,
+			    "feature \"%s\" is string: the value must be a JSON string",
+			    feature->name);
 		if (json_string_length(value) > FL_STRING_MAX_BYTES)
-			return invalid(err, "invalid_value", field,
-				       "feature \"%s\" is %zu bytes; strings hold at most %d",
-				       feature->name, json_string_length(value),
-				       FL_STRING_MAX_BYTES);
+			return fl_error_invalid(
+			    err, "invalid_value", field,
+			    "feature \"%s\" is %zu bytes; strings hold at most %d", feature->name,
+			    json_string_length(value), FL_STRING_MAX_BYTES);
 		if (!utf8_valid((const unsigned char *)json_string_value(value),
 				json_string_length(value)))
-			return invalid(err, "invalid_value", field,
-				       "feature \"%s\" is not valid UTF-8", feature->name);
+			return fl_error_invalid(err, "invalid_value", field,
+						"feature \"%s\" is not valid UTF-8", feature->name);
 		return FL_OK;
 	case FL_FEATURE_BOOL:
 		if (!json_is_boolean(value))
-			return invalid(err, "type_mismatch", field,
-				       "feature \"%s\" is bool: the value must be true or false",
-				       feature->name);
+			return fl_error_invalid(
+			    err, "type_mismatch", field,
+			    "feature \"%s\" is bool: the value must be true or false",
+			    feature->name);
 		return FL_OK;
 	case FL_FEATURE_VECTOR:
 		if (!json_is_array(value))
-			return invalid(err, "type_mismatch", field,
-				       "feature \"%s\" is vector[%" PRIu32
-				       "]: the value must be a list of numbers",
-				       feature->name, feature->dims);
+			return fl_error_invalid(err, "type_mismatch", field,
+						"feature \"%s\" is vector[%" PRIu32
+						"]: the value must be a list of numbers",
+						feature->name, feature->dims);
 		if (json_array_size(value) != feature->dims)
-			return invalid(err, "invalid_value", field,
-				       "feature \"%s\" is vector[%" PRIu32 "]: got %zu numbers",
-				       feature->name, feature->dims, json_array_size(value));
+			return fl_error_invalid(
+			    err, "invalid_value", field,
+			    "feature \"%s\" is vector[%" PRIu32 "]: got %zu numbers", feature->name,
+			    feature->dims, json_array_size(value));
 		for (size_t i = 0; i < feature->dims; i++) {
 			const json_t *item = json_array_get(value, i);
 			char item_field[PATH_LEN];
 			fl_error_path_index(item_field, sizeof(item_field), field, i);
 			if (!json_is_number(item))
-				return invalid(err, "type_mismatch", item_field,
-					       "vector elements must be numbers");
+				return fl_error_invalid(err, "type_mismatch", item_field,
+							"vector elements must be numbers");
 			double x = number_value(item);
 			if (!isfinite(x) || fabs(x) >= FLOAT32_LIMIT)
-				return invalid(err, "invalid_value", item_field,
-					       "vector elements are float32: %g is out of range",
-					       x);
+				return fl_error_invalid(
+				    err, "invalid_value", item_field,
+				    "vector elements are float32: %g is out of range", x);
 		}
 		return FL_OK;
 	}
@@ -421,13 +415,13 @@ static enum fl_status check_features(const json_t *features, const struct fl_vie
 	char field[PATH_LEN];
 	path_member(field, prefix, "features");
 	if (features == NULL)
-		return invalid(err, "missing_field", field, "an event needs \"features\"");
+		return fl_error_invalid(err, "missing_field", field, "an event needs \"features\"");
 	if (!json_is_object(features))
-		return invalid(err, "invalid_type", field,
-			       "\"features\" must be an object of feature → value");
+		return fl_error_invalid(err, "invalid_type", field,
+					"\"features\" must be an object of feature → value");
 	if (json_object_size(features) == 0)
-		return invalid(err, "invalid_value", field,
-			       "\"features\" must hold at least one feature");
+		return fl_error_invalid(err, "invalid_value", field,
+					"\"features\" must hold at least one feature");
 	const char *key;
 	json_t *value;
 	json_object_foreach((json_t *)features, key, value)
@@ -436,9 +430,9 @@ static enum fl_status check_features(const json_t *features, const struct fl_vie
 		fl_error_path_key(feature_field, sizeof(feature_field), field, key);
 		const struct fl_feature *feature = fl_view_feature(view, key);
 		if (feature == NULL)
-			return invalid(err, "unknown_feature", feature_field,
-				       "view \"%s\" has no feature \"%.64s\"", fl_view_name(view),
-				       key);
+			return fl_error_invalid(err, "unknown_feature", feature_field,
+						"view \"%s\" has no feature \"%.64s\"",
+						fl_view_name(view), key);
 		enum fl_status status = check_feature_value(feature, value, feature_field, err);
 		if (status != FL_OK)
 			return status;
@@ -517,10 +511,11 @@ static enum fl_status check_future(int64_t event_ts_us, int64_t ingest_us, int64
 		count = seconds / 60, unit = 'm';
 	fl_time_format(event_ts_us, stamp);
 	fl_time_format(ingest_us, now);
-	return invalid(err, "event_ts_in_future", field,
-		       "event_ts %s is more than %" PRId64 "%c ahead of the ingest time %s "
-		       "(--max-future-skew): is the producer's clock wrong?",
-		       stamp, count, unit, now);
+	return fl_error_invalid(err, "event_ts_in_future", field,
+				"event_ts %s is more than %" PRId64
+				"%c ahead of the ingest time %s "
+				"(--max-future-skew): is the producer's clock wrong?",
+				stamp, count, unit, now);
 }
 
 enum fl_status fl_event_validate(const json_t *event, const char *path,
@@ -534,16 +529,18 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 	if (path == NULL)
 		path = "";
 	if (registry == NULL || producer == NULL || ret_event == NULL)
-		return invalid(err, "invalid_value", path, "missing registry, producer or output");
+		return fl_error_invalid(err, "invalid_value", path,
+					"missing registry, producer or output");
 	if (!json_is_object(event))
-		return invalid(err, "invalid_type", path, "an event must be a JSON object");
+		return fl_error_invalid(err, "invalid_type", path,
+					"an event must be a JSON object");
 
 	path_member(field, path, "view");
 	const json_t *view_name = json_object_get(event, "view");
 	if (view_name == NULL)
-		return invalid(err, "missing_field", field, "an event needs a \"view\"");
+		return fl_error_invalid(err, "missing_field", field, "an event needs a \"view\"");
 	if (!json_is_string(view_name))
-		return invalid(err, "invalid_type", field, "\"view\" must be a string");
+		return fl_error_invalid(err, "invalid_type", field, "\"view\" must be a string");
 	struct fl_event result = {0};
 	if (strlen(json_string_value(view_name)) != json_string_length(view_name) ||
 	    fl_view_registry_get(registry, json_string_value(view_name), &result.view) != FL_OK) {
@@ -562,8 +559,8 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 			known = strcmp(key, members[i]) == 0;
 		if (!known) {
 			fl_error_path_key(field, sizeof(field), path, key);
-			status = invalid(err, "unknown_field", field,
-					 "unknown event member \"%.64s\"", key);
+			status = fl_error_invalid(err, "unknown_field", field,
+						  "unknown event member \"%.64s\"", key);
 			goto fail;
 		}
 	}
@@ -574,9 +571,10 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 		goto fail;
 	if (fl_entity_id_check(result.entity_id, strlen(result.entity_id)) ==
 	    FL_ENTITY_ID_C1_CONTROL) {
-		status = invalid(err, "invalid_entity_id", field,
-				 "\"entity_id\" must not contain control characters (U+0080 to "
-				 "U+009F are C1 controls)");
+		status =
+		    fl_error_invalid(err, "invalid_entity_id", field,
+				     "\"entity_id\" must not contain control characters (U+0080 to "
+				     "U+009F are C1 controls)");
 		goto fail;
 	}
 
@@ -610,13 +608,13 @@ enum fl_status fl_event_validate(const json_t *event, const char *path,
 
 	result.producer = strdup(producer);
 	if (result.producer == NULL) {
-		status = nomem(err);
+		status = fl_error_nomem(err);
 		goto fail;
 	}
 	status = compute_digest(&result, result.digest);
 	if (status != FL_OK) {
 		if (status == FL_ERR_NOMEM)
-			nomem(err);
+			fl_error_nomem(err);
 		else
 			fl_error_set(err, 500, "internal", NULL, "cannot compute a digest");
 		goto fail;
@@ -661,7 +659,7 @@ static enum fl_status validate_array(const json_t *array, const char *prefix,
 	size_t count = json_array_size(array);
 	struct fl_event *events = calloc(count, sizeof(*events));
 	if (events == NULL)
-		return nomem(err);
+		return fl_error_nomem(err);
 	for (size_t i = 0; i < count; i++) {
 		char path[PATH_LEN];
 		fl_error_path_index(path, sizeof(path), prefix, i);
@@ -684,15 +682,15 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 					 size_t *ret_count, struct fl_error *err)
 {
 	if (ret_events == NULL || ret_count == NULL)
-		return invalid(err, "invalid_value", NULL, "no place for the events");
+		return fl_error_invalid(err, "invalid_value", NULL, "no place for the events");
 	if (!json_is_object(body))
-		return invalid(err, "invalid_json", NULL,
-			       "the body must be an event object or {\"events\": [...]}");
+		return fl_error_invalid(err, "invalid_json", NULL,
+					"the body must be an event object or {\"events\": [...]}");
 	const json_t *batch = json_object_get(body, "events");
 	if (batch == NULL) {
 		struct fl_event *events = calloc(1, sizeof(*events));
 		if (events == NULL)
-			return nomem(err);
+			return fl_error_nomem(err);
 		enum fl_status status = fl_event_validate(body, "", registry, producer, ingest_us,
 							  max_future_skew_us, events, err);
 		if (status != FL_OK) {
@@ -710,20 +708,22 @@ enum fl_status fl_event_validate_request(const json_t *body, struct fl_view_regi
 		if (strcmp(key, "events") != 0) {
 			char field[PATH_LEN];
 			fl_error_path_key(field, sizeof(field), "", key);
-			return invalid(err, "unknown_field", field,
-				       "a batch is {\"events\": [...]} and nothing else; found "
-				       "\"%.64s\"",
-				       key);
+			return fl_error_invalid(
+			    err, "unknown_field", field,
+			    "a batch is {\"events\": [...]} and nothing else; found "
+			    "\"%.64s\"",
+			    key);
 		}
 	}
 	if (!json_is_array(batch))
-		return invalid(err, "invalid_type", "events", "\"events\" must be a list");
+		return fl_error_invalid(err, "invalid_type", "events", "\"events\" must be a list");
 	if (json_array_size(batch) == 0)
-		return invalid(err, "empty_batch", "events", "\"events\" must not be empty");
+		return fl_error_invalid(err, "empty_batch", "events",
+					"\"events\" must not be empty");
 	if (json_array_size(batch) > FL_EVENT_BATCH_MAX)
-		return invalid(err, "batch_too_large", "events",
-			       "a batch holds at most %d events; got %zu", FL_EVENT_BATCH_MAX,
-			       json_array_size(batch));
+		return fl_error_invalid(err, "batch_too_large", "events",
+					"a batch holds at most %d events; got %zu",
+					FL_EVENT_BATCH_MAX, json_array_size(batch));
 	return validate_array(batch, "events", registry, producer, ingest_us, max_future_skew_us,
 			      ret_events, ret_count, err);
 }
@@ -1001,7 +1001,8 @@ static enum fl_status check_push(const json_t *push, struct fl_view_registry *re
 	    "push_source_name", "df", "to", "allow_registry_cache", "transform_on_write", NULL};
 	static const char *const ignored_flags[] = {"allow_registry_cache", "transform_on_write"};
 	if (!json_is_object(push))
-		return invalid(err, "invalid_json", NULL, "a push request must be a JSON object");
+		return fl_error_invalid(err, "invalid_json", NULL,
+					"a push request must be a JSON object");
 	const char *key;
 	json_t *value;
 	json_object_foreach((json_t *)push, key, value)
@@ -1012,30 +1013,30 @@ static enum fl_status check_push(const json_t *push, struct fl_view_registry *re
 		if (!known) {
 			char field[PATH_LEN];
 			fl_error_path_key(field, sizeof(field), "", key);
-			return invalid(err, "unknown_field", field,
-				       "unknown push request member \"%.64s\"", key);
+			return fl_error_invalid(err, "unknown_field", field,
+						"unknown push request member \"%.64s\"", key);
 		}
 	}
 	for (size_t i = 0; i < sizeof(ignored_flags) / sizeof(ignored_flags[0]); i++) {
 		const json_t *flag = optional_member(push, ignored_flags[i]);
 		if (flag != NULL && !json_is_boolean(flag))
-			return invalid(err, "invalid_type", ignored_flags[i],
-				       "\"%s\" must be true or false", ignored_flags[i]);
+			return fl_error_invalid(err, "invalid_type", ignored_flags[i],
+						"\"%s\" must be true or false", ignored_flags[i]);
 	}
 	const json_t *to = optional_member(push, "to");
 	if (to != NULL &&
 	    (!json_is_string(to) || (strcmp(json_string_value(to), "online") != 0 &&
 				     strcmp(json_string_value(to), "online_and_offline") != 0)))
-		return invalid(err, "invalid_value", "to",
-			       "\"to\" must be \"online\" or \"online_and_offline\"");
+		return fl_error_invalid(err, "invalid_value", "to",
+					"\"to\" must be \"online\" or \"online_and_offline\"");
 
 	const json_t *name = json_object_get(push, "push_source_name");
 	if (name == NULL)
-		return invalid(err, "missing_field", "push_source_name",
-			       "a push needs \"push_source_name\" (the view)");
+		return fl_error_invalid(err, "missing_field", "push_source_name",
+					"a push needs \"push_source_name\" (the view)");
 	if (!json_is_string(name))
-		return invalid(err, "invalid_type", "push_source_name",
-			       "\"push_source_name\" must be a string");
+		return fl_error_invalid(err, "invalid_type", "push_source_name",
+					"\"push_source_name\" must be a string");
 	struct fl_view *view = NULL;
 	if (strlen(json_string_value(name)) != json_string_length(name) ||
 	    fl_view_registry_get(registry, json_string_value(name), &view) != FL_OK) {
@@ -1047,12 +1048,12 @@ static enum fl_status check_push(const json_t *push, struct fl_view_registry *re
 	enum fl_status status = FL_OK;
 	const json_t *df = json_object_get(push, "df");
 	if (df == NULL) {
-		status = invalid(err, "missing_field", "df", "a push needs \"df\"");
+		status = fl_error_invalid(err, "missing_field", "df", "a push needs \"df\"");
 		goto fail;
 	}
 	if (!json_is_object(df)) {
-		status = invalid(err, "invalid_type", "df",
-				 "\"df\" must be an object of column → list of values");
+		status = fl_error_invalid(err, "invalid_type", "df",
+					  "\"df\" must be an object of column → list of values");
 		goto fail;
 	}
 	size_t rows = 0, feature_columns = 0;
@@ -1064,22 +1065,24 @@ static enum fl_status check_push(const json_t *push, struct fl_view_registry *re
 		bool is_feature = fl_view_feature(view, key) != NULL;
 		if (!is_feature && strcmp(key, fl_view_entity(view)) != 0 &&
 		    strcmp(key, FEAST_TIMESTAMP_COLUMN) != 0 && !ignored_column(key)) {
-			status = invalid(err, "unknown_feature", field,
-					 "view \"%s\" has no feature \"%.64s\"", fl_view_name(view),
-					 key);
+			status = fl_error_invalid(err, "unknown_feature", field,
+						  "view \"%s\" has no feature \"%.64s\"",
+						  fl_view_name(view), key);
 			goto fail;
 		}
 		if (!json_is_array(value)) {
-			status = invalid(err, "invalid_type", field, "a column must be a list");
+			status =
+			    fl_error_invalid(err, "invalid_type", field, "a column must be a list");
 			goto fail;
 		}
 		if (first) {
 			rows = json_array_size(value);
 			first = false;
 		} else if (json_array_size(value) != rows) {
-			status = invalid(err, "invalid_value", field,
-					 "every column must have the same length: %zu, not %zu",
-					 rows, json_array_size(value));
+			status =
+			    fl_error_invalid(err, "invalid_value", field,
+					     "every column must have the same length: %zu, not %zu",
+					     rows, json_array_size(value));
 			goto fail;
 		}
 		if (is_feature && strcmp(key, FEAST_TIMESTAMP_COLUMN) != 0)
@@ -1088,26 +1091,28 @@ static enum fl_status check_push(const json_t *push, struct fl_view_registry *re
 	char field[PATH_LEN];
 	fl_error_path_key(field, sizeof(field), "df", fl_view_entity(view));
 	if (json_object_get(df, fl_view_entity(view)) == NULL) {
-		status = invalid(err, "missing_field", field, "df needs the entity column \"%s\"",
-				 fl_view_entity(view));
+		status =
+		    fl_error_invalid(err, "missing_field", field,
+				     "df needs the entity column \"%s\"", fl_view_entity(view));
 		goto fail;
 	}
 	if (json_object_get(df, FEAST_TIMESTAMP_COLUMN) == NULL) {
-		status = invalid(err, "missing_field", "df." FEAST_TIMESTAMP_COLUMN,
-				 "df needs an \"" FEAST_TIMESTAMP_COLUMN "\" column");
+		status = fl_error_invalid(err, "missing_field", "df." FEAST_TIMESTAMP_COLUMN,
+					  "df needs an \"" FEAST_TIMESTAMP_COLUMN "\" column");
 		goto fail;
 	}
 	if (feature_columns == 0) {
-		status = invalid(err, "invalid_value", "df", "df has no feature column");
+		status = fl_error_invalid(err, "invalid_value", "df", "df has no feature column");
 		goto fail;
 	}
 	if (rows == 0) {
-		status = invalid(err, "empty_batch", "df", "df has no rows");
+		status = fl_error_invalid(err, "empty_batch", "df", "df has no rows");
 		goto fail;
 	}
 	if (rows > FL_EVENT_BATCH_MAX) {
-		status = invalid(err, "batch_too_large", "df",
-				 "a push holds at most %d rows; got %zu", FL_EVENT_BATCH_MAX, rows);
+		status = fl_error_invalid(err, "batch_too_large", "df",
+					  "a push holds at most %d rows; got %zu",
+					  FL_EVENT_BATCH_MAX, rows);
 		goto fail;
 	}
 	*ret_view = view;
@@ -1128,9 +1133,10 @@ static enum fl_status push_row(const json_t *df, const struct fl_view *view, siz
 	const json_t *stamp = json_array_get(json_object_get(df, FEAST_TIMESTAMP_COLUMN), row);
 	if (!parse_feast_timestamp(stamp, &event_ts_us)) {
 		snprintf(field, sizeof(field), "df." FEAST_TIMESTAMP_COLUMN "[%zu]", row);
-		return invalid(err, "invalid_timestamp", field,
-			       "not a timestamp: RFC 3339, or \"YYYY-MM-DD HH:MM:SS[.ffffff]"
-			       "[+HH:MM]\" (no zone means UTC)");
+		return fl_error_invalid(
+		    err, "invalid_timestamp", field,
+		    "not a timestamp: RFC 3339, or \"YYYY-MM-DD HH:MM:SS[.ffffff]"
+		    "[+HH:MM]\" (no zone means UTC)");
 	}
 	char stamp_text[FL_TIME_TEXT_LEN];
 	fl_time_format(event_ts_us, stamp_text);
@@ -1159,8 +1165,9 @@ static enum fl_status push_row(const json_t *df, const struct fl_view *view, siz
 	if (json_object_size(features) == 0) {
 		json_decref(features);
 		json_decref(event);
-		return invalid(err, "invalid_value", "df",
-			       "row %zu has no feature value (every feature column is null)", row);
+		return fl_error_invalid(
+		    err, "invalid_value", "df",
+		    "row %zu has no feature value (every feature column is null)", row);
 	}
 	if (json_object_set_new(event, "features", features) != 0) {
 		features = NULL;
@@ -1172,7 +1179,7 @@ static enum fl_status push_row(const json_t *df, const struct fl_view *view, siz
 nomem:
 	json_decref(features);
 	json_decref(event);
-	return nomem(err);
+	return fl_error_nomem(err);
 }
 
 /* Converts a checked push into events; view and rows come from check_push. */
@@ -1182,7 +1189,7 @@ static enum fl_status push_events(const json_t *push, const struct fl_view *view
 	const json_t *df = json_object_get(push, "df");
 	json_t *events = json_array();
 	if (events == NULL)
-		return nomem(err);
+		return fl_error_nomem(err);
 	for (size_t row = 0; row < rows; row++) {
 		json_t *event = NULL;
 		enum fl_status status = push_row(df, view, row, &event, err);
@@ -1192,7 +1199,7 @@ static enum fl_status push_events(const json_t *push, const struct fl_view *view
 		}
 		if (json_array_append_new(events, event) != 0) {
 			json_decref(events);
-			return nomem(err);
+			return fl_error_nomem(err);
 		}
 	}
 	*ret_events = events;
@@ -1203,7 +1210,7 @@ enum fl_status fl_event_feast_push_convert(const json_t *push, struct fl_view_re
 					   json_t **ret_events, struct fl_error *err)
 {
 	if (registry == NULL || ret_events == NULL)
-		return invalid(err, "invalid_value", NULL, "missing registry or output");
+		return fl_error_invalid(err, "invalid_value", NULL, "missing registry or output");
 	struct fl_view *view;
 	size_t rows;
 	enum fl_status status = check_push(push, registry, &view, &rows, err);
@@ -1250,7 +1257,8 @@ enum fl_status fl_event_feast_push_validate(const json_t *push, struct fl_view_r
 					    struct fl_error *err)
 {
 	if (registry == NULL || producer == NULL || ret_events == NULL || ret_count == NULL)
-		return invalid(err, "invalid_value", NULL, "missing registry, producer or output");
+		return fl_error_invalid(err, "invalid_value", NULL,
+					"missing registry, producer or output");
 	struct fl_view *view;
 	size_t rows;
 	enum fl_status status = check_push(push, registry, &view, &rows, err);
@@ -1263,7 +1271,7 @@ enum fl_status fl_event_feast_push_validate(const json_t *push, struct fl_view_r
 		goto done;
 	events = calloc(rows, sizeof(*events));
 	if (events == NULL) {
-		status = nomem(err);
+		status = fl_error_nomem(err);
 		goto done;
 	}
 	for (size_t row = 0; row < rows; row++) {

@@ -63,24 +63,6 @@ const char *fl_window_fn_name(enum fl_window_fn fn)
 
 /* ---- Small helpers ----------------------------------------------------- */
 
-/* Sets a 500 for an allocation failure and returns FL_ERR_NOMEM. */
-static enum fl_status nomem(struct fl_error *err)
-{
-	fl_error_set(err, 500, "internal", NULL, "out of memory");
-	return FL_ERR_NOMEM;
-}
-
-/* Sets a 400 and returns FL_ERR_INVALID. */
-__attribute__((format(printf, 4, 5))) static enum fl_status
-invalid(struct fl_error *err, const char *code, const char *field, const char *format, ...)
-{
-	va_list args;
-	va_start(args, format);
-	fl_error_vset(err, 400, code, field, format, args);
-	va_end(args);
-	return FL_ERR_INVALID;
-}
-
 /* True for [a-z][a-z0-9_]{0,62} of exactly len bytes (no NUL inside). */
 static bool valid_name(const char *text, size_t len)
 {
@@ -104,10 +86,10 @@ static enum fl_status parse_name(const json_t *value, const char *field, const c
 				 char out[FL_NAME_MAX_LEN + 1], struct fl_error *err)
 {
 	if (!json_is_string(value))
-		return invalid(err, "invalid_type", field, "%s must be a string", what);
+		return fl_error_invalid(err, "invalid_type", field, "%s must be a string", what);
 	const char *text = json_string_value(value);
 	if (!valid_name(text, json_string_length(value)))
-		return invalid(
+		return fl_error_invalid(
 		    err, "invalid_name", field,
 		    "%s \"%.64s\" is not a valid name: lowercase letter first, then up to "
 		    "62 lowercase letters, digits or '_'",
@@ -125,7 +107,7 @@ static enum fl_status parse_duration(const json_t *value, const char *field, int
 				     char ret_text[FL_DURATION_TEXT_LEN], struct fl_error *err)
 {
 	if (!json_is_string(value))
-		return invalid(
+		return fl_error_invalid(
 		    err, "invalid_type", field,
 		    "a duration must be a string like \"30s\", \"5m\", \"24h\" or \"7d\"");
 	const char *text = json_string_value(value);
@@ -133,7 +115,7 @@ static enum fl_status parse_duration(const json_t *value, const char *field, int
 	int64_t us;
 	if (len < 2 || len > 20 || strlen(text) != len || text[0] < '0' || text[0] > '9' ||
 	    fl_duration_parse(text, &us) != FL_OK || us <= 0 || us > FL_DURATION_MAX_US)
-		return invalid(
+		return fl_error_invalid(
 		    err, "invalid_duration", field,
 		    "\"%.32s\" is not a duration: a positive integer followed by s, m, h "
 		    "or d, at most 36500d",
@@ -235,8 +217,8 @@ static enum fl_status check_keys(const json_t *object, const char *prefix,
 		if (!known) {
 			char field[PATH_LEN];
 			fl_error_path_key(field, sizeof(field), prefix, key);
-			return invalid(err, "unknown_field", field, "unknown member \"%.64s\"",
-				       key);
+			return fl_error_invalid(err, "unknown_field", field,
+						"unknown member \"%.64s\"", key);
 		}
 	}
 	return FL_OK;
@@ -274,16 +256,17 @@ static enum fl_status parse_acl_list(const json_t *value, const char *field, str
 				     struct fl_error *err)
 {
 	if (!json_is_array(value))
-		return invalid(err, "invalid_type", field, "an ACL must be a list of strings");
+		return fl_error_invalid(err, "invalid_type", field,
+					"an ACL must be a list of strings");
 	size_t count = json_array_size(value);
 	if (count > FL_ACL_MAX_ENTRIES)
-		return invalid(err, "limit_exceeded", field, "an ACL has at most %d entries",
-			       FL_ACL_MAX_ENTRIES);
+		return fl_error_invalid(err, "limit_exceeded", field,
+					"an ACL has at most %d entries", FL_ACL_MAX_ENTRIES);
 	struct fl_acl acl = {NULL, 0};
 	if (count > 0) {
 		acl.entries = calloc(count, sizeof(*acl.entries));
 		if (acl.entries == NULL)
-			return nomem(err);
+			return fl_error_nomem(err);
 	}
 	enum fl_status status = FL_OK;
 	for (size_t i = 0; i < count; i++) {
@@ -291,8 +274,8 @@ static enum fl_status parse_acl_list(const json_t *value, const char *field, str
 		char item_field[PATH_LEN];
 		fl_error_path_index(item_field, sizeof(item_field), field, i);
 		if (!json_is_string(item)) {
-			status = invalid(err, "invalid_type", item_field,
-					 "an ACL entry must be a string");
+			status = fl_error_invalid(err, "invalid_type", item_field,
+						  "an ACL entry must be a string");
 			goto fail;
 		}
 		const char *text = json_string_value(item);
@@ -302,16 +285,16 @@ static enum fl_status parse_acl_list(const json_t *value, const char *field, str
 		for (size_t j = 0; ok && j < len; j++)
 			ok = (unsigned char)text[j] >= 0x20 && text[j] != 0x7f;
 		if (!ok) {
-			status =
-			    invalid(err, "invalid_acl", item_field,
-				    "an ACL entry is a principal name or \"role:<role>\" of 1 to "
-				    "%d bytes without control characters",
-				    FL_ACL_ENTRY_MAX_LEN);
+			status = fl_error_invalid(
+			    err, "invalid_acl", item_field,
+			    "an ACL entry is a principal name or \"role:<role>\" of 1 to "
+			    "%d bytes without control characters",
+			    FL_ACL_ENTRY_MAX_LEN);
 			goto fail;
 		}
 		acl.entries[acl.count] = strdup(text);
 		if (acl.entries[acl.count] == NULL) {
-			status = nomem(err);
+			status = fl_error_nomem(err);
 			goto fail;
 		}
 		acl.count++;
@@ -396,20 +379,21 @@ static enum fl_status parse_features(const json_t *features, struct fl_view *vie
 				     struct fl_error *err)
 {
 	if (features == NULL)
-		return invalid(err, "missing_field", "features", "a view needs \"features\"");
+		return fl_error_invalid(err, "missing_field", "features",
+					"a view needs \"features\"");
 	if (!json_is_object(features))
-		return invalid(err, "invalid_type", "features",
-			       "\"features\" must be an object of name → type");
+		return fl_error_invalid(err, "invalid_type", "features",
+					"\"features\" must be an object of name → type");
 	size_t count = json_object_size(features);
 	if (count == 0)
-		return invalid(err, "invalid_value", "features",
-			       "a view needs at least one feature");
+		return fl_error_invalid(err, "invalid_value", "features",
+					"a view needs at least one feature");
 	if (count > FL_VIEW_MAX_FEATURES)
-		return invalid(err, "limit_exceeded", "features", "a view has at most %d features",
-			       FL_VIEW_MAX_FEATURES);
+		return fl_error_invalid(err, "limit_exceeded", "features",
+					"a view has at most %d features", FL_VIEW_MAX_FEATURES);
 	view->features = calloc(count, sizeof(*view->features));
 	if (view->features == NULL)
-		return nomem(err);
+		return fl_error_nomem(err);
 
 	const char *key;
 	json_t *value;
@@ -418,21 +402,22 @@ static enum fl_status parse_features(const json_t *features, struct fl_view *vie
 		char field[PATH_LEN];
 		fl_error_path_key(field, sizeof(field), "features", key);
 		if (!valid_name(key, strlen(key)))
-			return invalid(
+			return fl_error_invalid(
 			    err, "invalid_name", field,
 			    "feature name \"%.64s\" is not a valid name: lowercase letter "
 			    "first, then up to 62 lowercase letters, digits or '_'",
 			    key);
 		if (strcmp(key, view->entity) == 0)
-			return invalid(err, "duplicate_name", field,
-				       "feature \"%s\" has the name of the view's entity", key);
+			return fl_error_invalid(err, "duplicate_name", field,
+						"feature \"%s\" has the name of the view's entity",
+						key);
 		struct fl_feature *feature = &view->features[view->n_features];
 		if (!json_is_string(value))
-			return invalid(err, "invalid_type", field,
-				       "a feature type must be a string");
+			return fl_error_invalid(err, "invalid_type", field,
+						"a feature type must be a string");
 		if (!parse_feature_type(json_string_value(value), json_string_length(value),
 					&feature->type, &feature->dims))
-			return invalid(
+			return fl_error_invalid(
 			    err, "invalid_feature_type", field,
 			    "\"%.32s\" is not a feature type: int64, double, string, bool "
 			    "or vector[N] with 1 <= N <= %d",
@@ -456,7 +441,7 @@ static enum fl_status parse_window(const json_t *object, size_t index, const str
 	char prefix[PATH_LEN], field[PATH_LEN];
 	snprintf(prefix, sizeof(prefix), "windows[%zu]", index);
 	if (!json_is_object(object))
-		return invalid(err, "invalid_type", prefix, "a window must be an object");
+		return fl_error_invalid(err, "invalid_type", prefix, "a window must be an object");
 	enum fl_status status = check_keys(object, prefix, keys, err);
 	if (status != FL_OK)
 		return status;
@@ -464,44 +449,47 @@ static enum fl_status parse_window(const json_t *object, size_t index, const str
 	fl_error_path_join(field, sizeof(field), prefix, ".name");
 	const json_t *name = json_object_get(object, "name");
 	if (name == NULL)
-		return invalid(err, "missing_field", field, "a window needs a \"name\"");
+		return fl_error_invalid(err, "missing_field", field, "a window needs a \"name\"");
 	status = parse_name(name, field, "window name", window->name, err);
 	if (status != FL_OK)
 		return status;
 	if (find_feature(view, window->name) != NULL || strcmp(window->name, view->entity) == 0)
-		return invalid(err, "duplicate_name", field,
-			       "window \"%s\" has the name of a feature or of the entity",
-			       window->name);
+		return fl_error_invalid(err, "duplicate_name", field,
+					"window \"%s\" has the name of a feature or of the entity",
+					window->name);
 
 	fl_error_path_join(field, sizeof(field), prefix, ".fn");
 	const json_t *fn = json_object_get(object, "fn");
 	if (fn == NULL)
-		return invalid(err, "missing_field", field, "a window needs a function \"fn\"");
+		return fl_error_invalid(err, "missing_field", field,
+					"a window needs a function \"fn\"");
 	if (!json_is_string(fn))
-		return invalid(err, "invalid_type", field, "\"fn\" must be a string");
+		return fl_error_invalid(err, "invalid_type", field, "\"fn\" must be a string");
 	size_t fn_index = 0;
 	while (fn_index < N_WINDOW_FNS &&
 	       strcmp(json_string_value(fn), window_fn_names[fn_index]) != 0)
 		fn_index++;
 	if (fn_index == N_WINDOW_FNS)
-		return invalid(err, "invalid_value", field,
-			       "\"%.32s\" is not a window function: count, sum, avg, min, max, "
-			       "last, last_n or stddev",
-			       json_string_value(fn));
+		return fl_error_invalid(
+		    err, "invalid_value", field,
+		    "\"%.32s\" is not a window function: count, sum, avg, min, max, "
+		    "last, last_n or stddev",
+		    json_string_value(fn));
 	window->fn = (enum fl_window_fn)fn_index;
 
 	fl_error_path_join(field, sizeof(field), prefix, ".of");
 	const json_t *of = json_object_get(object, "of");
 	if (of == NULL)
-		return invalid(err, "missing_field", field,
-			       "a window needs the feature it is \"of\"");
+		return fl_error_invalid(err, "missing_field", field,
+					"a window needs the feature it is \"of\"");
 	if (!json_is_string(of))
-		return invalid(err, "invalid_type", field, "\"of\" must be a feature name");
+		return fl_error_invalid(err, "invalid_type", field,
+					"\"of\" must be a feature name");
 	const struct fl_feature *feature = NULL;
 	if (strlen(json_string_value(of)) == json_string_length(of))
 		feature = find_feature(view, json_string_value(of));
 	if (feature == NULL)
-		return invalid(
+		return fl_error_invalid(
 		    err, "unknown_feature", field,
 		    "window \"%s\" is over \"%.64s\", which is not a feature of the view",
 		    window->name, json_string_value(of));
@@ -515,10 +503,10 @@ static enum fl_status parse_window(const json_t *object, size_t index, const str
 	case FL_WINDOW_STDDEV:
 		if (feature->type != FL_FEATURE_INT64 && feature->type != FL_FEATURE_DOUBLE) {
 			fl_error_path_join(field, sizeof(field), prefix, ".fn");
-			return invalid(err, "invalid_window", field,
-				       "%s needs an int64 or double feature; \"%s\" is %s",
-				       window_fn_names[window->fn], feature->name,
-				       fl_feature_type_name(feature->type));
+			return fl_error_invalid(err, "invalid_window", field,
+						"%s needs an int64 or double feature; \"%s\" is %s",
+						window_fn_names[window->fn], feature->name,
+						fl_feature_type_name(feature->type));
 		}
 		break;
 	default:
@@ -528,7 +516,7 @@ static enum fl_status parse_window(const json_t *object, size_t index, const str
 	fl_error_path_join(field, sizeof(field), prefix, ".size");
 	const json_t *size = json_object_get(object, "size");
 	if (size == NULL)
-		return invalid(err, "missing_field", field, "a window needs a \"size\"");
+		return fl_error_invalid(err, "missing_field", field, "a window needs a \"size\"");
 	status = parse_duration(size, field, &window->size_us, window->size_text, err);
 	if (status != FL_OK)
 		return status;
@@ -537,16 +525,18 @@ static enum fl_status parse_window(const json_t *object, size_t index, const str
 	const json_t *n = json_object_get(object, "n");
 	if (window->fn == FL_WINDOW_LAST_N) {
 		if (n == NULL)
-			return invalid(err, "missing_field", field, "last_n needs \"n\"");
+			return fl_error_invalid(err, "missing_field", field, "last_n needs \"n\"");
 		if (!json_is_integer(n))
-			return invalid(err, "invalid_type", field, "\"n\" must be an integer");
+			return fl_error_invalid(err, "invalid_type", field,
+						"\"n\" must be an integer");
 		json_int_t value = json_integer_value(n);
 		if (value < 1 || value > FL_LAST_N_MAX)
-			return invalid(err, "invalid_value", field, "\"n\" must be 1 to %d",
-				       FL_LAST_N_MAX);
+			return fl_error_invalid(err, "invalid_value", field,
+						"\"n\" must be 1 to %d", FL_LAST_N_MAX);
 		window->n = (uint32_t)value;
 	} else if (n != NULL) {
-		return invalid(err, "invalid_window", field, "\"n\" is only for last_n windows");
+		return fl_error_invalid(err, "invalid_window", field,
+					"\"n\" is only for last_n windows");
 	}
 	return FL_OK;
 }
@@ -558,16 +548,17 @@ static enum fl_status parse_windows(const json_t *windows, struct fl_view *view,
 	if (windows == NULL)
 		return FL_OK;
 	if (!json_is_array(windows))
-		return invalid(err, "invalid_type", "windows", "\"windows\" must be a list");
+		return fl_error_invalid(err, "invalid_type", "windows",
+					"\"windows\" must be a list");
 	size_t count = json_array_size(windows);
 	if (count > FL_VIEW_MAX_WINDOWS)
-		return invalid(err, "limit_exceeded", "windows", "a view has at most %d windows",
-			       FL_VIEW_MAX_WINDOWS);
+		return fl_error_invalid(err, "limit_exceeded", "windows",
+					"a view has at most %d windows", FL_VIEW_MAX_WINDOWS);
 	if (count == 0)
 		return FL_OK;
 	view->windows = calloc(count, sizeof(*view->windows));
 	if (view->windows == NULL)
-		return nomem(err);
+		return fl_error_nomem(err);
 	for (size_t i = 0; i < count; i++) {
 		struct fl_window *window = &view->windows[i];
 		enum fl_status status =
@@ -578,8 +569,9 @@ static enum fl_status parse_windows(const json_t *windows, struct fl_view *view,
 			if (strcmp(view->windows[j].name, window->name) == 0) {
 				char field[PATH_LEN];
 				snprintf(field, sizeof(field), "windows[%zu].name", i);
-				return invalid(err, "duplicate_name", field,
-					       "window name \"%s\" is used twice", window->name);
+				return fl_error_invalid(err, "duplicate_name", field,
+							"window name \"%s\" is used twice",
+							window->name);
 			}
 		}
 		view->n_windows++;
@@ -601,7 +593,7 @@ static enum fl_status parse_acl(const json_t *acl, struct fl_view *view, struct 
 	if (acl == NULL)
 		return FL_OK;
 	if (!json_is_object(acl))
-		return invalid(err, "invalid_type", "acl", "\"acl\" must be an object");
+		return fl_error_invalid(err, "invalid_type", "acl", "\"acl\" must be an object");
 	enum fl_status status = check_keys(acl, "acl", keys, err);
 	if (status != FL_OK)
 		return status;
@@ -618,8 +610,9 @@ static enum fl_status parse_acl(const json_t *acl, struct fl_view *view, struct 
 	if (features == NULL)
 		return FL_OK;
 	if (!json_is_object(features))
-		return invalid(err, "invalid_type", "acl.features",
-			       "\"acl.features\" must be an object of feature → {\"read\": [...]}");
+		return fl_error_invalid(
+		    err, "invalid_type", "acl.features",
+		    "\"acl.features\" must be an object of feature → {\"read\": [...]}");
 	const char *key;
 	json_t *value;
 	json_object_foreach((json_t *)features, key, value)
@@ -628,19 +621,20 @@ static enum fl_status parse_acl(const json_t *acl, struct fl_view *view, struct 
 		fl_error_path_key(field, sizeof(field), "acl.features", key);
 		struct fl_feature *feature = find_feature(view, key);
 		if (feature == NULL)
-			return invalid(
+			return fl_error_invalid(
 			    err, "unknown_feature", field,
 			    "the ACL names \"%.64s\", which is not a feature of the view", key);
 		if (!json_is_object(value))
-			return invalid(err, "invalid_type", field,
-				       "a feature ACL must be an object {\"read\": [...]}");
+			return fl_error_invalid(
+			    err, "invalid_type", field,
+			    "a feature ACL must be an object {\"read\": [...]}");
 		if ((status = check_keys(value, field, feature_keys, err)) != FL_OK)
 			return status;
 		fl_error_path_join(list_field, sizeof(list_field), field, ".read");
 		const json_t *list = json_object_get(value, "read");
 		if (list == NULL)
-			return invalid(err, "missing_field", list_field,
-				       "a feature ACL needs a \"read\" list");
+			return fl_error_invalid(err, "missing_field", list_field,
+						"a feature ACL needs a \"read\" list");
 		status = parse_acl_list(list, list_field, &feature->read_acl, err);
 		if (status != FL_OK)
 			return status;
@@ -782,20 +776,20 @@ enum fl_status fl_view_parse(const json_t *definition, struct fl_view **ret_view
 	static const char *const keys[] = {"name", "entity",	  "features",  "max_age", "windows",
 					   "acl",  "audit_reads", "retention", NULL};
 	if (ret_view == NULL)
-		return invalid(err, "invalid_value", NULL, "no place for the view");
+		return fl_error_invalid(err, "invalid_value", NULL, "no place for the view");
 	if (!json_is_object(definition))
-		return invalid(err, "invalid_json", NULL,
-			       "a view definition must be a JSON object");
+		return fl_error_invalid(err, "invalid_json", NULL,
+					"a view definition must be a JSON object");
 	if (json_object_get(definition, "version") != NULL)
-		return invalid(err, "unknown_field", "version",
-			       "\"version\" is assigned by the server; leave it out");
+		return fl_error_invalid(err, "unknown_field", "version",
+					"\"version\" is assigned by the server; leave it out");
 	enum fl_status status = check_keys(definition, "", keys, err);
 	if (status != FL_OK)
 		return status;
 
 	struct fl_view *view = calloc(1, sizeof(*view));
 	if (view == NULL)
-		return nomem(err);
+		return fl_error_nomem(err);
 	atomic_init(&view->refs, 1);
 	view->audit_reads = true;
 	view->retention_us = FL_VIEW_DEFAULT_RETENTION_US;
@@ -803,14 +797,15 @@ enum fl_status fl_view_parse(const json_t *definition, struct fl_view **ret_view
 
 	const json_t *name = json_object_get(definition, "name");
 	if (name == NULL) {
-		status = invalid(err, "missing_field", "name", "a view needs a \"name\"");
+		status = fl_error_invalid(err, "missing_field", "name", "a view needs a \"name\"");
 		goto fail;
 	}
 	if ((status = parse_name(name, "name", "view name", view->name, err)) != FL_OK)
 		goto fail;
 	const json_t *entity = json_object_get(definition, "entity");
 	if (entity == NULL) {
-		status = invalid(err, "missing_field", "entity", "a view needs an \"entity\"");
+		status =
+		    fl_error_invalid(err, "missing_field", "entity", "a view needs an \"entity\"");
 		goto fail;
 	}
 	if ((status = parse_name(entity, "entity", "entity name", view->entity, err)) != FL_OK)
@@ -830,8 +825,8 @@ enum fl_status fl_view_parse(const json_t *definition, struct fl_view **ret_view
 	const json_t *audit_reads = optional_member(definition, "audit_reads");
 	if (audit_reads != NULL) {
 		if (!json_is_boolean(audit_reads)) {
-			status = invalid(err, "invalid_type", "audit_reads",
-					 "\"audit_reads\" must be true or false");
+			status = fl_error_invalid(err, "invalid_type", "audit_reads",
+						  "\"audit_reads\" must be true or false");
 			goto fail;
 		}
 		view->audit_reads = json_is_true(audit_reads);
@@ -843,7 +838,7 @@ enum fl_status fl_view_parse(const json_t *definition, struct fl_view **ret_view
 
 	if ((status = dump_json(view, false, &view->canonical, &view->canonical_len)) != FL_OK ||
 	    (status = dump_json(view, true, &view->identity, &view->identity_len)) != FL_OK) {
-		nomem(err);
+		fl_error_nomem(err);
 		goto fail;
 	}
 	*ret_view = view;

@@ -46,6 +46,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fledger/status.h"
+
 #define FL_ERROR_CODE_LEN 48
 #define FL_ERROR_MESSAGE_LEN 256
 #define FL_ERROR_FIELD_LEN 160
@@ -77,6 +79,24 @@ fl_error_set(struct fl_error *err, int http_status, const char *code, const char
 	va_start(args, format);
 	fl_error_vset(err, http_status, code, field, format, args);
 	va_end(args);
+}
+
+/* The two commonest answers of a validator: a 500 for an allocation failure
+ * (FL_ERR_NOMEM) and a 400 with code, field and message (FL_ERR_INVALID). */
+static inline enum fl_status fl_error_nomem(struct fl_error *err)
+{
+	fl_error_set(err, 500, "internal", NULL, "out of memory");
+	return FL_ERR_NOMEM;
+}
+
+__attribute__((format(printf, 4, 5))) static inline enum fl_status
+fl_error_invalid(struct fl_error *err, const char *code, const char *field, const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	fl_error_vset(err, 400, code, field, format, args);
+	va_end(args);
+	return FL_ERR_INVALID;
 }
 
 /* Resets err to "no error" (status 0, empty strings). */
