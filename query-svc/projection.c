@@ -2630,10 +2630,10 @@ static enum fl_status query_features(struct fl_projection_read *read,
 	return st;
 }
 
-/* The "windows" object of a read. */
+/* The "windows" object of a read (its seqs are not served values, CONTRACT §7). */
 static enum fl_status query_windows(struct fl_projection_read *read,
 				    const struct fl_read_request *req, const uint8_t *prefix,
-				    size_t plen, struct fl_jw *w, struct seq_set *served)
+				    size_t plen, struct fl_jw *w)
 {
 	enum fl_status st = FL_OK;
 	size_t n = req->n_windows;
@@ -2695,9 +2695,8 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 					fl_jw_u64(w, acc->seqs.seqs[j]);
 				}
 				fl_jw_close(w, ']');
-				/* the seqs an answer lists are the ones it served */
-				for (size_t j = 0; j < acc->seqs.count; j++)
-					seq_add(served, acc->seqs.seqs[j]);
+				/* Not served values (CONTRACT §7): the read's applied_seq
+				 * names the prefix that determines every window. */
 			}
 			fl_jw_close(w, '}');
 		}
@@ -2749,7 +2748,7 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 	enum fl_status st = affordable ? query_features(read, req, prefix, plen, &features, &served)
 				       : FL_ERR_INVALID;
 	if (st == FL_OK)
-		st = query_windows(read, req, prefix, plen, &windows, &served);
+		st = query_windows(read, req, prefix, plen, &windows);
 	if (st != FL_OK && read->cost_limit && read->cost > read->cost_limit) {
 		fl_error_set(err, 422, "read_too_expensive", NULL,
 			     "the read needs more than %" PRIu64

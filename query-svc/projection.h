@@ -87,7 +87,7 @@ struct fl_read_answer {
 	size_t features_len;
 	char *windows; /* {"name": {"value", "from", "to", "events"[, "seqs"]}, ...} */
 	size_t windows_len;
-	uint64_t *served_seqs; /* feature seqs and listed window seqs, ascending, no repeats */
+	uint64_t *served_seqs; /* the feature values' seqs, ascending, no repeats (not windows') */
 	size_t n_served;
 };
 

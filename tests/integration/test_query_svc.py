@@ -342,14 +342,13 @@ class QueryCase(unittest.TestCase):
 
 
 def answer_seqs(answer):
-    """Every seq an answer shows: feature seqs and window seqs lists."""
+    """The seqs of the feature values an answer serves (CONTRACT §7: a
+    record's served_seqs; window seqs are not listed, applied_seq covers them)."""
     seqs = set()
     for row in answer.get("rows", [answer]):
         for obj in row.get("features", {}).values():
             if obj.get("seq") is not None:
                 seqs.add(obj["seq"])
-        for obj in row.get("windows", {}).values():
-            seqs.update(obj.get("seqs", []))
     return sorted(seqs)
 
 
@@ -856,6 +855,14 @@ class ReadsTest(QueryCase):
             self.assertIn("seqs", a["windows"][w["name"]], w["name"])
             self.assertEqual(sorted(a["windows"][w["name"]]["seqs"]),
                              self.oracle.window(UA_VIEW, "u-order", w, as_of)[2], w["name"])
+        # its read record lists the feature values only; the windows' events
+        # are named by applied_seq (CONTRACT §7)
+        window_seqs = {s for w in a["windows"].values() for s in w.get("seqs", [])}
+        self.assertTrue(window_seqs - set(answer_seqs(a)), "no window-only seq to check")
+        rec = [r for r in map(decode_body, self.audit_lines()) if r["read_id"] == a["read_id"]]
+        self.assertEqual(len(rec), 1, "one record of the proof=1 read")
+        self.assertEqual(rec[0]["served_seqs"], answer_seqs(a))
+        self.assertEqual(rec[0]["applied_seq"], a["applied_seq"])
 
     # -- history -----------------------------------------------------------------
 
