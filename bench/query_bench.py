@@ -198,6 +198,60 @@ def cmd_resp(a):
     out.write(b"".join(parts))
 
 
+def cmd_readable(a):
+    """Write -> readable: POST one event (a fresh entity each time) to
+    command-svc, then GET it from query-svc with min_seq = the write's seq,
+    a.rate probes a second for a.seconds, one after another on two
+    keep-alive connections. The time is from the POST's start to the GET's
+    answer (this client's own cost included)."""
+    w = Client(a.url, a.token)
+    u = urlsplit(a.query_url)
+    rconn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    rheaders = {"Authorization": "Bearer " + a.read_token}
+    total, ack, wait, errors = [], [], [], 0
+    t_end = time.monotonic() + a.seconds
+    i = 0
+    while time.monotonic() < t_end:
+        i += 1
+        ent = "readable-%d" % i
+        body = ('{"view":"%s","entity_id":"%s","features":{"amount":%d.5,"clicks":%d}}'
+                % (a.view, ent, i % 1000, i % 50))
+        t0 = time.monotonic()
+        status, data = w.post("/v1/events", body)
+        t1 = time.monotonic()
+        if status not in (200, 201):
+            if errors == 0:
+                print("first error: HTTP %d %s" % (status, data[:300].decode(errors="replace")),
+                      file=sys.stderr)
+            errors += 1
+            continue
+        seq = json.loads(data)["results"][0]["seq"]
+        rconn.request("GET", "/v1/features/%s/%s?features=amount&min_seq=%d&wait_ms=1000"
+                      % (a.view, ent, seq), headers=rheaders)
+        r = rconn.getresponse()
+        answer = r.read()
+        t2 = time.monotonic()
+        got = json.loads(answer) if r.status == 200 else {}
+        if r.status != 200 or got.get("features", {}).get("amount", {}).get("seq") != seq:
+            if errors == 0:
+                print("first error: HTTP %d %s" % (r.status, answer[:300].decode(errors="replace")),
+                      file=sys.stderr)
+            errors += 1
+            continue
+        total.append(t2 - t0)
+        ack.append(t1 - t0)
+        wait.append(t2 - t1)
+        pause = 1.0 / a.rate - (time.monotonic() - t0)
+        if pause > 0:
+            time.sleep(pause)
+    out = {"probes": len(total), "errors": errors}
+    for name, xs in (("total", total), ("ack", ack), ("read", wait)):
+        xs.sort()
+        for p in (0.5, 0.99):
+            out["%s_p%d_ms" % (name, p * 100)] = round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 2) if xs else None
+    print(json.dumps(out))
+
+
 def histogram(path, name):
     buckets, count = {}, 0.0
     for line in open(path):
@@ -253,6 +307,14 @@ def main():
     s.add_argument("--batch", type=int, default=50)
     s.add_argument("--seconds", type=float, default=15)
     s.add_argument("--conns", type=int, default=4)
+    s = sub.add_parser("readable")
+    s.add_argument("--url", required=True)
+    s.add_argument("--token", required=True)
+    s.add_argument("--query-url", required=True)
+    s.add_argument("--read-token", required=True)
+    s.add_argument("--view", required=True)
+    s.add_argument("--rate", type=float, default=200)
+    s.add_argument("--seconds", type=float, default=10)
     s = sub.add_parser("resp")
     s.add_argument("--entities", type=int, required=True)
     s = sub.add_parser("lag")
@@ -266,7 +328,8 @@ def main():
     if a.cmd == "view":
         print(json.dumps(view_definition(a.name, a.audit == "true")))
     else:
-        {"load": cmd_load, "paced": cmd_paced, "resp": cmd_resp, "lag": cmd_lag}[a.cmd](a)
+        {"load": cmd_load, "paced": cmd_paced, "resp": cmd_resp, "lag": cmd_lag,
+         "readable": cmd_readable}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 # Sourced by run-rebuild-bench.sh and run-lag-bench.sh (bash): a temporary
 # directory, keys and tokens, and nats-server plus command-svc on free
 # loopback ports, stopped on exit. Expects $root and $build; sets $work,
-# $helper, $producer, $nport, $curl_c and $cpid. FLEDGER_BENCH_KEEP_LOGS=DIR
+# $helper, $producer, $reader, $nport, $curl_c and $cpid. FLEDGER_BENCH_KEEP_LOGS=DIR
 # copies the services' logs there at the end.
 # shellcheck shell=bash disable=SC2034,SC2154  # variables shared with the caller
 for tool in nats-server curl python3 openssl; do
@@ -27,13 +27,14 @@ tok() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 applied() { curl -s "$1/readyz" | grep -oE '"applied_seq": ?[0-9]+' | grep -oE '[0-9]+$' || echo 0; }
 
-admin=$(tok) producer=$(tok) replicator=$(tok)
+admin=$(tok) producer=$(tok) replicator=$(tok) reader=$(tok)
 openssl genpkey -algorithm ed25519 -out "$work/command-key.pem" 2>/dev/null
 openssl genpkey -algorithm ed25519 -out "$work/query-key.pem" 2>/dev/null
 cat > "$work/tokens.json" <<JSON
 {"principals":[{"name":"admin","roles":["admin"],"token_sha256":"$(sha "$admin")"},
  {"name":"bench-pipeline","roles":["producer"],"token_sha256":"$(sha "$producer")"},
- {"name":"query-svc","roles":["replicator"],"token_sha256":"$(sha "$replicator")"}]}
+ {"name":"query-svc","roles":["replicator"],"token_sha256":"$(sha "$replicator")"},
+ {"name":"bench-reader","roles":["reader","inference"],"token_sha256":"$(sha "$reader")"}]}
 JSON
 printf %s "$replicator" > "$work/replicator.token"
 python3 "$helper" view --name bench_plain --audit false > "$work/view.json"
