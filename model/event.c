@@ -261,6 +261,12 @@ enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len)
 	return FL_ENTITY_ID_OK;
 }
 
+enum fl_entity_id_fault fl_entity_id_check_read(const char *text, size_t len)
+{
+	enum fl_entity_id_fault fault = fl_entity_id_check(text, len);
+	return fault == FL_ENTITY_ID_C1_CONTROL ? FL_ENTITY_ID_OK : fault;
+}
+
 const char *fl_entity_id_fault_text(enum fl_entity_id_fault fault)
 {
 	switch (fault) {

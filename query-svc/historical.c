@@ -498,7 +498,7 @@ static bool fast_row(const char *line, size_t len, struct row *row)
 		if (key_len == 9 && memcmp(key, "entity_id", 9) == 0 && !id) {
 			if (p < end && *p == '"') {
 				if (!plain_string(&p, end, &id, &id_len) ||
-				    fl_entity_id_check(id, id_len) != FL_ENTITY_ID_OK)
+				    fl_entity_id_check_read(id, id_len) != FL_ENTITY_ID_OK)
 					return false;
 			} else { /* an integer: -?[1-9][0-9]* of at most 18 digits, or 0 */
 				id = p;
@@ -556,7 +556,8 @@ static bool parse_row(const char *line, size_t len, struct row *row, char *messa
 		/* The id check of reads and writes (model/event.h): a row no event
 		 * could match is an error, not an empty row. */
 		const char *text = json_string_value(id);
-		enum fl_entity_id_fault fault = fl_entity_id_check(text, json_string_length(id));
+		enum fl_entity_id_fault fault =
+		    fl_entity_id_check_read(text, json_string_length(id));
 		ok = fault == FL_ENTITY_ID_OK;
 		if (ok)
 			memcpy(row->entity_id, text, json_string_length(id) + 1);

@@ -89,11 +89,12 @@ bool fl_read_window_readable(const struct fl_principal *principal, const struct 
 
 /*
  * Checks that text could be an entity id that was written (CONTRACT §3),
- * by the rules writes are checked with.
+ * by the rules writes are checked with (C1 controls aside: events from
+ * before they were refused hold them).
  */
 static bool entity_id_ok(const char *text, size_t len, const char *field, struct fl_error *err)
 {
-	enum fl_entity_id_fault fault = fl_entity_id_check(text, len);
+	enum fl_entity_id_fault fault = fl_entity_id_check_read(text, len);
 	if (fault == FL_ENTITY_ID_OK)
 		return true;
 	fl_error_set(err, 400, "invalid_entity_id", field, "%s: no event could have it",

@@ -274,6 +274,9 @@ static enum fl_status prepare(struct fl_httpc *client, const char *method, const
 #define SET(option, value) (ok = ok && curl_easy_setopt(easy, option, value) == CURLE_OK)
 	SET(CURLOPT_URL, url);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Never a proxy from http_proxy, https_proxy or all_proxy: requests go
+	 * to the URL given, as the bearer token is meant for that server. */
+	SET(CURLOPT_PROXY, "");
 	SET(CURLOPT_NOSIGNAL, 1L); /* the services are threaded */
 	SET(CURLOPT_USERAGENT, "fledger");
 	SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);

@@ -401,6 +401,67 @@ Test(httpc, an_announced_body_over_the_limit_is_refused)
 	cr_assert_null(body);
 }
 
+/* A redirect is the answer: neither another host nor file:// is followed. */
+Test(httpc, redirects_are_answers_not_followed)
+{
+	const char *answers[] = {
+	    "HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n",
+	    "HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n",
+	    "HTTP/1.1 307 Temporary\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n",
+	};
+	const unsigned statuses[] = {302, 301, 307};
+	for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+		struct raw raw;
+		unsigned status = 0;
+		char *body = NULL;
+		size_t len = 0;
+		cr_assert_eq(raw_get(answers[i], 2000, &status, &body, &len, &raw), FL_OK,
+			     "answer %zu", i);
+		cr_assert_eq(status, statuses[i]);
+		cr_assert_eq(len, 0);
+		free(body);
+	}
+}
+
+/*
+ * The client goes to the URL it is given, never through a proxy that the
+ * environment names: a proxy would see the bearer token of every http://
+ * request, and the services never meant to use one.
+ */
+Test(httpc, proxies_named_by_the_environment_are_not_used)
+{
+	struct raw proxy;
+	unsigned status = 0;
+	char *body = NULL, proxy_url[64];
+	size_t len = 0;
+
+	raw_start(&proxy,
+		  "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nproxied");
+	snprintf(proxy_url, sizeof(proxy_url), "http://127.0.0.1:%u", proxy.port);
+	const char *names[] = {"http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+			       "all_proxy"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		cr_assert_eq(setenv(names[i], proxy_url, 1), 0);
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+	enum fl_status st =
+	    fl_httpc_get(client, base, "/hello", "s3cret-token", 2000, &status, &body, &len);
+
+	/* Whatever reached the proxy, one more connection ends its thread. */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_port = htons(proxy.port),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+		cr_assert_eq(write(fd, "NOBODY\r\n\r\n", 10), 10);
+	raw_stop(&proxy);
+	close(fd);
+	cr_assert_eq(st, FL_OK);
+	cr_assert_str_eq(body, "hello world");
+	cr_assert_eq(strncmp(proxy.request, "NOBODY", 6), 0, "the proxy got: %s", proxy.request);
+	free(body);
+}
+
 /* ---- keep-alive ---------------------------------------------------------- */
 
 /* Reads one request head from fd into buf (NUL-terminated); false at the end. */

@@ -314,11 +314,16 @@ class HistoricalTest(QueryCase):
         ints = ['{"entity_id": 42, "ts": "%s"}' % ts, '{"entity_id": "42", "ts": "%s"}' % ts,
                 '{"entity_id": -7, "ts": "%s"}' % ts, '{"entity_id": "-7", "ts": "%s"}' % ts,
                 '{"entity_id": "\u00e9t\u00e9", "ts": "%s"}' % ts,
-                '{"entity_id": "\u00c3\u00a9", "ts": "%s"}' % ts]
+                '{"entity_id": "\u00c3\u00a9", "ts": "%s"}' % ts,
+                # a C1 control: no write takes it now, but events from before
+                # may hold one, so a row may name it (as an online read may)
+                '{"entity_id": "it\\u0085", "ts": "%s"}' % ts]
         r = self.post("ranker", None, None, raw="\n".join([head] + ints) + "\n")
         self.assertEqual(r.status, 200, r)
-        got = [json.loads(x)["entity_id"] for x in r.body.decode().splitlines()]
-        self.assertEqual(got, ["42", "42", "-7", "-7", "\u00e9t\u00e9", "\u00c3\u00a9"])
+        # split on "\n" alone: str.splitlines also splits at U+0085
+        got = [json.loads(x)["entity_id"] for x in r.body.decode().split("\n") if x]
+        self.assertEqual(got, ["42", "42", "-7", "-7", "\u00e9t\u00e9", "\u00c3\u00a9",
+                               "it\u0085"])
         not_object = "not a JSON object"
         bad = [
             (f'{{"entity_id": "it3", "entity_id": "it4", "ts": "{ts}"}}', not_object),
@@ -331,9 +336,7 @@ class HistoricalTest(QueryCase):
             (f'["it3", "{ts}"]', not_object),
             (f'{{"entity_id": "it\\u0000", "ts": "{ts}"}}', not_object),  # jansson refuses NUL
             (f'{{"entity_id": "it\\u0007", "ts": "{ts}"}}', "control character"),
-            # the id check of writes and online reads (C1 controls included)
-            (f'{{"entity_id": "it\\u0085", "ts": "{ts}"}}', "control character"),
-            ('{"entity_id": "it\u0085", "ts": "%s"}' % ts, "control character"),
+            # the id check of writes and online reads
             (f'{{"entity_id": "", "ts": "{ts}"}}', "is empty"),
             ('{"entity_id": "%s", "ts": "%s"}' % ("x" * 257, ts), "longer than 256 bytes"),
             (f'{{"entity_id": 1.5, "ts": "{ts}"}}', "a string or an integer"),

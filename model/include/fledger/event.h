@@ -45,7 +45,9 @@
 /*
  * What makes a text no entity id (CONTRACT §3). One check for both sides:
  * a write refuses such an id, and a read of one is a 400, since no event
- * could have it.
+ * could have it. The one exception is a C1 control: writes refuse it, but
+ * events written before they did hold such ids and still replay, so reads
+ * (fl_entity_id_check_read) accept it and that data stays readable.
  */
 enum fl_entity_id_fault {
 	FL_ENTITY_ID_OK,
@@ -58,6 +60,8 @@ enum fl_entity_id_fault {
 
 /* The first fault of text[0..len), in the order above; FL_ENTITY_ID_OK for an id. */
 enum fl_entity_id_fault fl_entity_id_check(const char *text, size_t len);
+/* As fl_entity_id_check for an id a read names: a C1 control passes (see above). */
+enum fl_entity_id_fault fl_entity_id_check_read(const char *text, size_t len);
 /* "the entity id is empty", ...: the fault as a sentence for an error message. */
 const char *fl_entity_id_fault_text(enum fl_entity_id_fault fault);
 

@@ -19,7 +19,9 @@
  * verified against the client's CA file, else the system's CAs, and must
  * name the URL's host or IP address; a client certificate is presented when
  * the client has one). A TLS answer that ends without the server's
- * close_notify is an error, never a clean end.
+ * close_notify is an error, never a clean end. Requests go to the URL given:
+ * no proxy (the environment's http_proxy and the like are ignored), and a
+ * redirect is an answer like any other, never followed.
  *
  * A client is used by one thread at a time; two threads take two clients.
  */
