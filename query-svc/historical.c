@@ -749,9 +749,16 @@ static bool is_stopping(void)
 #define CHUNK_ROWS_FIRST 1024
 #define CHUNK_BYTES (8u << 20)
 
+/* A row's place in key order: its entity id's first 8 bytes, big-endian. */
+struct row_key {
+	uint64_t head;
+	int64_t ts_us;
+	uint32_t index;
+};
+
 struct chunk {
-	struct row *rows; /* input order */
-	uint32_t *order;  /* indexes of rows, in key order */
+	struct row *rows;     /* input order */
+	struct row_key *keys; /* the rows in key order, once sorted */
 	size_t *line_at, *line_len;
 	struct fl_text lines; /* the answer lines, in key order */
 	size_t n, cap;
@@ -763,28 +770,36 @@ static bool chunk_init(struct chunk *c)
 {
 	*c = (struct chunk){.cap = CHUNK_ROWS_FIRST};
 	c->rows = malloc(CHUNK_ROWS_MAX * sizeof(*c->rows));
-	c->order = malloc(CHUNK_ROWS_MAX * sizeof(*c->order));
+	c->keys = malloc(CHUNK_ROWS_MAX * sizeof(*c->keys));
 	c->line_at = malloc(CHUNK_ROWS_MAX * sizeof(*c->line_at));
 	c->line_len = malloc(CHUNK_ROWS_MAX * sizeof(*c->line_len));
-	return c->rows && c->order && c->line_at && c->line_len;
+	return c->rows && c->keys && c->line_at && c->line_len;
 }
 
 static void chunk_finish(struct chunk *c)
 {
 	free(c->rows);
-	free(c->order);
+	free(c->keys);
 	free(c->line_at);
 	free(c->line_len);
 	fl_text_free(&c->lines);
 }
 
+/*
+ * Entity ids in strcmp order (the byte order of the read models' keys),
+ * then times. Equal heads decide alone when the ids end within them.
+ */
 static int key_order(const void *x, const void *y, void *ctx)
 {
-	const struct row *rows = ctx, *a = &rows[*(const uint32_t *)x],
-			 *b = &rows[*(const uint32_t *)y];
-	int c = strcmp(a->entity_id, b->entity_id);
-	if (c)
-		return c;
+	const struct row_key *a = x, *b = y;
+	if (a->head != b->head)
+		return a->head < b->head ? -1 : 1;
+	if ((uint8_t)a->head != 0) { /* no NUL in the first 8 bytes: compare the rest */
+		const struct row *rows = ctx;
+		int c = strcmp(rows[a->index].entity_id + 8, rows[b->index].entity_id + 8);
+		if (c)
+			return c;
+	}
 	return (a->ts_us > b->ts_us) - (a->ts_us < b->ts_us);
 }
 
@@ -884,9 +899,14 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 				   struct answer_file *a)
 {
 	enum fl_status st = FL_OK;
-	for (size_t i = 0; i < c->n; i++)
-		c->order[i] = (uint32_t)i;
-	qsort_r(c->order, c->n, sizeof(*c->order), key_order, c->rows);
+	for (size_t i = 0; i < c->n; i++) {
+		const char *id = c->rows[i].entity_id;
+		uint8_t head[8] = {0};
+		for (size_t k = 0; k < 8 && id[k]; k++)
+			head[k] = (uint8_t)id[k];
+		c->keys[i] = (struct row_key){fl_get_be64(head), c->rows[i].ts_us, (uint32_t)i};
+	}
+	qsort_r(c->keys, c->n, sizeof(*c->keys), key_order, c->rows);
 	for (size_t k = 0; k < c->n && st == FL_OK; k++) {
 		if ((++c->computed & 63) == 0 && fl_time_mono_us() >= snap->renew_at_us) {
 			/* A fresh snapshot at least every second, and a look at
@@ -904,7 +924,7 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 			snap->applied_seq = fl_projection_read_applied_seq(snap->read);
 			snap->renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 		}
-		uint32_t i = c->order[k];
+		uint32_t i = c->keys[k].index;
 		c->line_at[i] = c->lines.len;
 		st = answer_row(job, snap->read, request, &c->rows[i], &c->lines);
 		c->line_len[i] = c->lines.len - c->line_at[i];

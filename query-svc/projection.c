@@ -88,6 +88,13 @@ struct fl_projection_read {
 	 * root. A cursor's position carries no meaning between queries.
 	 */
 	MDB_cursor *latest_cursor, *history_cursor, *tile_cursors[TILE_LEVELS];
+	/* the last times written, as JSON strings: the features of one event
+	 * share its time, the windows of one read their end */
+	struct time_text {
+		int64_t us;
+		char text[FL_TIME_TEXT_LEN + 2]; /* "RFC 3339", quoted; "" when unset */
+	} times[4];
+	unsigned next_time; /* the slot the next new time takes */
 };
 
 /* The read's kept cursor *cur over dbi, opened when first asked for. */
@@ -2071,23 +2078,48 @@ static void seq_finish(struct seq_set *set)
 	set->count = out;
 }
 
-/* "name":{"value":…,"status":…[,"event_ts":…,"seq":…]} */
-static void write_feature(struct fl_jw *w, const char *name, const struct raw_value *value,
-			  const char *status, int64_t event_ts, uint64_t seq)
+/* A time as fl_jw_time writes it, formatted once for the times read lately. */
+static void write_time(struct fl_projection_read *read, struct fl_jw *w, int64_t us)
+{
+	struct time_text *t = NULL;
+	for (size_t i = 0; i < sizeof(read->times) / sizeof(read->times[0]) && !t; i++)
+		if (read->times[i].us == us && read->times[i].text[0])
+			t = &read->times[i];
+	if (!t) {
+		t = &read->times[read->next_time++ %
+				 (sizeof(read->times) / sizeof(read->times[0]))];
+		t->us = us;
+		t->text[0] = '"';
+		fl_time_format(us, t->text + 1);
+		size_t len = strlen(t->text);
+		t->text[len] = '"';
+		t->text[len + 1] = '\0';
+	}
+	fl_jw_raw(w, t->text, strlen(t->text));
+}
+
+#define JW_LITERAL(w, text) fl_jw_raw((w), (text), sizeof(text) - 1)
+
+/*
+ * "name":{"value":…,"status":…[,"event_ts":…,"seq":…]}, as the fl_jw calls
+ * of its members would write it; status is already a JSON string.
+ */
+static void write_feature(struct fl_projection_read *read, struct fl_jw *w, const char *name,
+			  const struct raw_value *value, const char *status, int64_t event_ts,
+			  uint64_t seq)
 {
 	fl_jw_key(w, name);
-	fl_jw_open(w, '{');
-	fl_jw_key(w, "value");
-	if (value->text)
+	if (!value->text) {
+		JW_LITERAL(w, "{\"value\":null,\"status\":");
+		fl_jw_raw(w, status, strlen(status));
+	} else {
+		JW_LITERAL(w, "{\"value\":");
 		fl_jw_raw(w, value->text, value->len);
-	else
-		fl_jw_raw(w, "null", 4);
-	fl_jw_key(w, "status");
-	fl_jw_str(w, status);
-	if (value->text) {
-		fl_jw_key(w, "event_ts");
-		fl_jw_time(w, event_ts);
-		fl_jw_key(w, "seq");
+		JW_LITERAL(w, ",\"status\":");
+		fl_jw_raw(w, status, strlen(status));
+		JW_LITERAL(w, ",\"event_ts\":");
+		write_time(read, w, event_ts);
+		JW_LITERAL(w, ",\"seq\":");
 		fl_jw_u64(w, seq);
 	}
 	fl_jw_close(w, '}');
@@ -2676,13 +2708,13 @@ static enum fl_status query_features(struct fl_projection_read *read,
 	fl_jw_open(w, '{');
 	for (size_t i = 0; i < n; i++) {
 		const struct found_value *f = &found[i];
-		const char *status = !f->value.text ? "NOT_FOUND"
+		const char *status = !f->value.text ? "\"NOT_FOUND\""
 				     : (max_age && req->as_of_us - f->ts > max_age)
-					 ? "OUTSIDE_MAX_AGE"
-					 : "PRESENT";
+					 ? "\"OUTSIDE_MAX_AGE\""
+					 : "\"PRESENT\"";
 		if (f->value.text)
 			seq_add(served, f->seq);
-		write_feature(w, names[i], &f->value, status, f->ts, f->seq);
+		write_feature(read, w, names[i], &f->value, status, f->ts, f->seq);
 	}
 	fl_jw_close(w, '}');
 	return FL_OK;
@@ -2740,9 +2772,9 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 			fl_jw_key(w, "value");
 			write_acc_value(w, acc);
 			fl_jw_key(w, "from");
-			fl_jw_time(w, acc->from_us);
+			write_time(read, w, acc->from_us);
 			fl_jw_key(w, "to");
-			fl_jw_time(w, req->as_of_us);
+			write_time(read, w, req->as_of_us);
 			fl_jw_key(w, "events");
 			fl_jw_u64(w, acc->part.count);
 			if (listed) {
