@@ -4,8 +4,10 @@
  * The request is NDJSON: a head line naming the view, features, windows and
  * point_in_time, then one row {"entity_id", "ts"} a line, any number of
  * them. Each answer line is an online read of its row at as_of = ts,
- * computed by fl_projection_query as every online read is; "as_known" also
- * sets known_at_us = ts, so a row sees only events already ingested at ts.
+ * computed by the code of every online read (fl_projection_query_borrowed
+ * is fl_projection_query with the answer in buffers the read keeps from
+ * row to row); "as_known" also sets known_at_us = ts, so a row sees only
+ * events already ingested at ts.
  *
  * Memory stays flat whatever the number of rows:
  *
@@ -17,12 +19,13 @@
  *   2. That thread checks every row (a bad one is a 400 naming its line,
  *      before any answer: the whole body is at hand, so every request is
  *      "small enough to be checked first"), hashing the body as it goes,
- *   3. and in the same pass computes the answer row by row into a second
- *      unlinked temporary file, from a snapshot of the read models renewed
- *      every second (a long export must not hold up their growth), each
- *      row bounded like one online read (--max-read-cost),
- *      hashing it; a bad row throws that file away. Nothing of it is sent
- *      before the last row is checked.
+ *   3. and in the same pass computes the answer into a second unlinked
+ *      temporary file, a chunk of rows at a time (computed in the read
+ *      models' key order, written in input order: see struct chunk), from
+ *      a snapshot of the read models renewed every second (a long export
+ *      must not hold up their growth), each row bounded like one online
+ *      read (--max-read-cost), hashing it; a bad row throws that file away.
+ *      Nothing of it is sent before the last row is checked.
  *   4. It records the read (CONTRACT §7: rows, request_sha256,
  *      answer_sha256, applied_seq) and waits until the record is durable,
  *      so the record names exactly the bytes about to be sent.
@@ -822,7 +825,7 @@ static enum fl_status answer_row(const struct export_job *job, struct fl_project
 	request->entity_id = row->entity_id;
 	request->as_of_us = row->ts_us;
 	request->known_at_us = job->as_known ? row->ts_us : 0;
-	enum fl_status st = fl_projection_query(read, request, &answer, &err);
+	enum fl_status st = fl_projection_query_borrowed(read, request, &answer, &err);
 	if (st != FL_OK && !(st == FL_ERR_INVALID && err.http_status))
 		return st;
 	if (job->csv) {
@@ -878,8 +881,6 @@ static enum fl_status answer_row(const struct export_job *job, struct fl_project
 		fl_text_append(out, "\n", 1);
 		free(text);
 	}
-	if (st == FL_OK)
-		fl_read_answer_finish(&answer);
 	return FL_OK;
 }
 

@@ -72,6 +72,13 @@ struct fl_projection {
 
 #define TILE_LEVELS 8 /* see the tiles below */
 
+/* The seqs an answer served (see seq_add, seq_finish). */
+struct seq_set {
+	uint64_t *seqs;
+	size_t count, cap;
+	bool failed;
+};
+
 struct fl_projection_read {
 	struct fl_projection *projection;
 	MDB_txn *txn;
@@ -95,6 +102,9 @@ struct fl_projection_read {
 		char text[FL_TIME_TEXT_LEN + 2]; /* "RFC 3339", quoted; "" when unset */
 	} times[4];
 	unsigned next_time; /* the slot the next new time takes */
+	/* the answer of fl_projection_query_borrowed, kept for the next */
+	struct fl_jw answer_features, answer_windows;
+	struct seq_set answer_served;
 };
 
 /* The read's kept cursor *cur over dbi, opened when first asked for. */
@@ -2024,6 +2034,9 @@ void fl_projection_read_end(struct fl_projection_read *read)
 	for (int level = 0; level < TILE_LEVELS; level++)
 		if (read->tile_cursors[level])
 			mdb_cursor_close(read->tile_cursors[level]);
+	fl_jw_free(&read->answer_features);
+	fl_jw_free(&read->answer_windows);
+	free(read->answer_served.seqs);
 	mdb_txn_abort(read->txn);
 	pthread_rwlock_unlock(&read->projection->resize_lock);
 	free(read);
@@ -2038,12 +2051,6 @@ void fl_read_answer_finish(struct fl_read_answer *answer)
 	free(answer->served_seqs);
 	memset(answer, 0, sizeof(*answer));
 }
-
-struct seq_set {
-	uint64_t *seqs;
-	size_t count, cap;
-	bool failed;
-};
 
 static void seq_add(struct seq_set *set, uint64_t seq)
 {
@@ -2801,14 +2808,19 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 	return st;
 }
 
-enum fl_status fl_projection_query(struct fl_projection_read *read,
-				   const struct fl_read_request *req,
-				   struct fl_read_answer *ret_answer, struct fl_error *err)
+/*
+ * The one read of an entity (fl_projection_query and
+ * fl_projection_query_borrowed both come here): its features and windows
+ * appended to features and windows, the seqs served added to served. On
+ * failure the buffers hold a partial answer, for the caller to drop.
+ */
+static enum fl_status query(struct fl_projection_read *read, const struct fl_read_request *req,
+			    struct fl_jw *features, struct fl_jw *windows, struct seq_set *served,
+			    struct fl_error *err)
 {
 	uint8_t prefix[KEY_MAX + 1];
-	struct seq_set served = {0};
 
-	if (!read || !req || !ret_answer || !req->view || !req->entity_id)
+	if (!read || !req || !req->view || !req->entity_id)
 		return FL_ERR_INVALID;
 	/* "now" is the log's clock (read_log_clock): history is pruned by it. */
 	int64_t retained_from = read->log_clock_us == INT64_MIN
@@ -2832,14 +2844,11 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 	if (!plen)
 		return FL_ERR_INVALID;
 
-	struct fl_jw features, windows;
 	bool affordable = spend(read); /* the entity's row */
-	fl_jw_init(&features);
-	fl_jw_init(&windows);
-	enum fl_status st = affordable ? query_features(read, req, prefix, plen, &features, &served)
-				       : FL_ERR_INVALID;
+	enum fl_status st =
+	    affordable ? query_features(read, req, prefix, plen, features, served) : FL_ERR_INVALID;
 	if (st == FL_OK)
-		st = query_windows(read, req, prefix, plen, &windows, &served);
+		st = query_windows(read, req, prefix, plen, windows, served);
 	if (st != FL_OK && read->cost_limit && read->cost > read->cost_limit) {
 		fl_error_set(err, 422, "read_too_expensive", NULL,
 			     "the read needs more than %" PRIu64
@@ -2849,19 +2858,71 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 			     read->cost_limit);
 		st = FL_ERR_INVALID;
 	}
-	if (st == FL_OK && (features.text.failed || windows.text.failed || served.failed))
+	if (st == FL_OK && (features->text.failed || windows->text.failed || served->failed))
 		st = FL_ERR_NOMEM;
+	if (st == FL_OK)
+		seq_finish(served);
+	return st;
+}
+
+enum fl_status fl_projection_query(struct fl_projection_read *read,
+				   const struct fl_read_request *req,
+				   struct fl_read_answer *ret_answer, struct fl_error *err)
+{
+	struct fl_jw features, windows;
+	struct seq_set served = {0};
+	if (!ret_answer)
+		return FL_ERR_INVALID;
+	fl_jw_init(&features);
+	fl_jw_init(&windows);
+	enum fl_status st = query(read, req, &features, &windows, &served, err);
 	if (st != FL_OK) {
 		fl_jw_free(&features);
 		fl_jw_free(&windows);
 		free(served.seqs);
 		return st;
 	}
-	seq_finish(&served);
 	ret_answer->features = fl_jw_take(&features, &ret_answer->features_len);
 	ret_answer->windows = fl_jw_take(&windows, &ret_answer->windows_len);
 	ret_answer->served_seqs = served.seqs;
 	ret_answer->n_served = served.count;
+	return FL_OK;
+}
+
+/* Empties a kept buffer for the next answer, keeping its room. */
+static void jw_reuse(struct fl_jw *w)
+{
+	if (w->text.failed)
+		fl_jw_free(w);
+	w->text.len = 0;
+	if (w->text.data)
+		w->text.data[0] = '\0';
+	w->first = true;
+}
+
+enum fl_status fl_projection_query_borrowed(struct fl_projection_read *read,
+					    const struct fl_read_request *req,
+					    struct fl_read_answer *ret_answer, struct fl_error *err)
+{
+	if (!read || !ret_answer)
+		return FL_ERR_INVALID;
+	jw_reuse(&read->answer_features);
+	jw_reuse(&read->answer_windows);
+	read->answer_served.count = 0;
+	if (read->answer_served.failed) {
+		free(read->answer_served.seqs);
+		read->answer_served = (struct seq_set){0};
+	}
+	enum fl_status st = query(read, req, &read->answer_features, &read->answer_windows,
+				  &read->answer_served, err);
+	if (st != FL_OK)
+		return st;
+	ret_answer->features = read->answer_features.text.data;
+	ret_answer->features_len = read->answer_features.text.len;
+	ret_answer->windows = read->answer_windows.text.data;
+	ret_answer->windows_len = read->answer_windows.text.len;
+	ret_answer->served_seqs = read->answer_served.seqs;
+	ret_answer->n_served = read->answer_served.count;
 	return FL_OK;
 }
 
