@@ -759,12 +759,20 @@ struct row_key {
 	uint32_t index;
 };
 
+/* The answer lines of a chunk's rows: computed in key order, kept in input order. */
+struct chunk_lines {
+	struct fl_text text; /* the lines, in the order computed */
+	size_t *at, *len;    /* row i's line: text.data + at[i], len[i] bytes */
+	size_t n;
+};
+
 struct chunk {
 	struct row *rows;     /* input order */
 	struct row_key *keys; /* the rows in key order, once sorted */
-	size_t *line_at, *line_len;
-	struct fl_text lines; /* the answer lines, in key order */
 	size_t n, cap;
+	/* one set of lines is filled while the writer writes the other */
+	struct chunk_lines lines[2];
+	unsigned filling;
 	uint64_t computed; /* rows computed over the export */
 	uint64_t line_bytes;
 };
@@ -774,18 +782,113 @@ static bool chunk_init(struct chunk *c)
 	*c = (struct chunk){.cap = CHUNK_ROWS_FIRST};
 	c->rows = malloc(CHUNK_ROWS_MAX * sizeof(*c->rows));
 	c->keys = malloc(CHUNK_ROWS_MAX * sizeof(*c->keys));
-	c->line_at = malloc(CHUNK_ROWS_MAX * sizeof(*c->line_at));
-	c->line_len = malloc(CHUNK_ROWS_MAX * sizeof(*c->line_len));
-	return c->rows && c->keys && c->line_at && c->line_len;
+	bool ok = c->rows && c->keys;
+	for (int i = 0; i < 2; i++) {
+		c->lines[i].at = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].at));
+		c->lines[i].len = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].len));
+		ok = ok && c->lines[i].at && c->lines[i].len;
+	}
+	return ok;
 }
 
 static void chunk_finish(struct chunk *c)
 {
 	free(c->rows);
 	free(c->keys);
-	free(c->line_at);
-	free(c->line_len);
-	fl_text_free(&c->lines);
+	for (int i = 0; i < 2; i++) {
+		free(c->lines[i].at);
+		free(c->lines[i].len);
+		fl_text_free(&c->lines[i].text);
+	}
+}
+
+/*
+ * The answer's writer: a thread of its own copies a chunk's lines to the
+ * answer file in input order, hashing them, while the export's thread
+ * computes the next chunk. One chunk's lines wait at most: the export's
+ * thread hands over the next only once the writer is done with those.
+ */
+struct writer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct answer_file *answer;  /* the writer's alone while it runs */
+	struct chunk_lines *pending; /* handed over, not yet written */
+	bool stop, failed;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->pending && !w->stop)
+			pthread_cond_wait(&w->changed, &w->lock);
+		if (!w->pending)
+			break;
+		struct chunk_lines *lines = w->pending;
+		pthread_mutex_unlock(&w->lock);
+		for (size_t i = 0; i < lines->n; i++)
+			answer_put(w->answer, lines->text.data + lines->at[i], lines->len[i]);
+		pthread_mutex_lock(&w->lock);
+		w->failed = w->failed || w->answer->failed;
+		w->pending = NULL;
+		pthread_cond_broadcast(&w->changed);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static bool writer_start(struct writer *w, struct answer_file *answer)
+{
+	*w = (struct writer){.answer = answer};
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->changed, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, w) == 0)
+		return true;
+	pthread_cond_destroy(&w->changed);
+	pthread_mutex_destroy(&w->lock);
+	return false;
+}
+
+/* Waits until the writer has written what it was handed; false if it failed. */
+static bool writer_wait(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->changed, &w->lock);
+	bool ok = !w->failed;
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
+/* Hands lines over, once the lines handed before are written; false if writing failed. */
+static bool writer_submit(struct writer *w, struct chunk_lines *lines)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->changed, &w->lock);
+	bool ok = !w->failed;
+	if (ok) {
+		w->pending = lines;
+		pthread_cond_broadcast(&w->changed);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
+/* Writes what is pending and ends the thread; false if writing failed. */
+static bool writer_stop(struct writer *w)
+{
+	bool ok = writer_wait(w);
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_broadcast(&w->changed);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->changed);
+	pthread_mutex_destroy(&w->lock);
+	return ok;
 }
 
 /*
@@ -892,13 +995,14 @@ struct export_snapshot {
 };
 
 /*
- * Computes the chunk's rows in key order, then writes their lines to the
- * answer in input order, and empties the chunk.
+ * Computes the chunk's rows in key order, hands their lines to the writer
+ * (which writes them in input order), and empties the chunk.
  */
 static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c,
 				   struct export_snapshot *snap, struct fl_read_request *request,
-				   struct answer_file *a)
+				   struct writer *writer)
 {
+	struct chunk_lines *lines = &c->lines[c->filling];
 	enum fl_status st = FL_OK;
 	for (size_t i = 0; i < c->n; i++) {
 		const char *id = c->rows[i].entity_id;
@@ -926,21 +1030,27 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 			snap->renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 		}
 		uint32_t i = c->keys[k].index;
-		c->line_at[i] = c->lines.len;
-		st = answer_row(job, snap->read, request, &c->rows[i], &c->lines);
-		c->line_len[i] = c->lines.len - c->line_at[i];
+		lines->at[i] = lines->text.len;
+		st = answer_row(job, snap->read, request, &c->rows[i], &lines->text);
+		lines->len[i] = lines->text.len - lines->at[i];
 	}
-	if (st == FL_OK && c->lines.failed)
+	if (st == FL_OK && lines->text.failed)
 		st = FL_ERR_NOMEM;
-	for (size_t i = 0; i < c->n && st == FL_OK; i++)
-		answer_put(a, c->lines.data + c->line_at[i], c->line_len[i]);
+	lines->n = c->n;
+	if (st == FL_OK && !writer_submit(writer, lines))
+		st = FL_ERR_IO;
+	if (st != FL_OK)
+		return st; /* the export ends: nothing more is computed */
 	/* the next chunk holds about CHUNK_BYTES of lines, as long as these */
-	c->line_bytes += c->lines.len;
+	c->line_bytes += lines->text.len;
 	size_t average = c->computed ? (size_t)(c->line_bytes / c->computed) + 1 : 1;
 	c->cap = CHUNK_BYTES / average;
 	c->cap = c->cap < 64 ? 64 : c->cap > CHUNK_ROWS_MAX ? CHUNK_ROWS_MAX : c->cap;
 	c->n = 0;
-	c->lines.len = 0; /* its room is kept for the next chunk */
+	/* the other lines are filled next, once written (writer_submit waited
+	 * for that); their room is kept from chunk to chunk */
+	c->filling ^= 1;
+	c->lines[c->filling].text.len = 0;
 	return st;
 }
 
@@ -969,7 +1079,7 @@ static void run_export(struct export_job *job)
 	snap.applied_seq = snap.read ? fl_projection_read_applied_seq(snap.read) : 0;
 	snap.renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 	if (st == FL_OK && job->csv) {
-		struct fl_text *head = &chunk.lines;
+		struct fl_text *head = &chunk.lines[0].text;
 		fl_text_append(head, "entity_id,ts", 12);
 		for (size_t i = 0; i < job->n_features; i++) {
 			fl_text_append(head, ",", 1);
@@ -986,6 +1096,10 @@ static void run_export(struct export_job *job)
 			answer_put(&a, head->data, head->len);
 		head->len = 0;
 	}
+	struct writer writer;
+	bool writing = st == FL_OK && writer_start(&writer, &a);
+	if (st == FL_OK && !writing)
+		st = FL_ERR_IO;
 	struct fl_read_request request = {
 	    .view = job->view,
 	    .features = job->features,
@@ -1011,14 +1125,16 @@ static void run_export(struct export_job *job)
 		rows++;
 		/* after a failure, the rest is only checked: a bad row is a 400
 		 * whatever else went wrong */
-		if (st != FL_OK || a.failed)
+		if (st != FL_OK)
 			continue;
 		if (++chunk.n == chunk.cap)
-			st = answer_chunk(job, &chunk, &snap, &request, &a);
+			st = answer_chunk(job, &chunk, &snap, &request, &writer);
 	}
 	/* the last rows, once every row is known to be good */
-	if (reading && got == 0 && !bad_row && st == FL_OK && !a.failed && chunk.n)
-		st = answer_chunk(job, &chunk, &snap, &request, &a);
+	if (reading && got == 0 && !bad_row && st == FL_OK && chunk.n)
+		st = answer_chunk(job, &chunk, &snap, &request, &writer);
+	if (writing && !writer_stop(&writer) && st == FL_OK)
+		st = FL_ERR_IO;
 	uint64_t applied_seq = snap.applied_seq;
 	struct fl_projection_read *read = snap.read;
 	uint8_t request_digest[32];
