@@ -748,9 +748,15 @@ static bool is_stopping(void)
  * (its row count follows the length of the lines so far), so memory stays
  * flat whatever the number of rows.
  */
-#define CHUNK_ROWS_MAX 16384
+#define CHUNK_ROWS_MAX 65536
 #define CHUNK_ROWS_FIRST 1024
-#define CHUNK_BYTES (8u << 20)
+#define CHUNK_BYTES (12u << 20)
+
+/* A row of a chunk: its entity id in the chunk's ids, its time. */
+struct chunk_row {
+	uint32_t id_at;
+	int64_t ts_us;
+};
 
 /* A row's place in key order: its entity id's first 8 bytes, big-endian. */
 struct row_key {
@@ -767,8 +773,9 @@ struct chunk_lines {
 };
 
 struct chunk {
-	struct row *rows;     /* input order */
-	struct row_key *keys; /* the rows in key order, once sorted */
+	struct chunk_row *rows; /* input order */
+	struct fl_text ids;	/* their entity ids, each NUL-terminated */
+	struct row_key *keys;	/* the rows in key order, once sorted */
 	size_t n, cap;
 	/* one set of lines is filled while the writer writes the other */
 	struct chunk_lines lines[2];
@@ -786,7 +793,10 @@ static bool chunk_init(struct chunk *c)
 	for (int i = 0; i < 2; i++) {
 		c->lines[i].at = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].at));
 		c->lines[i].len = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].len));
-		ok = ok && c->lines[i].at && c->lines[i].len;
+		/* room for a chunk somewhat longer than foreseen, taken once:
+		 * doubling would copy it, and only the bytes used are touched */
+		ok = ok && c->lines[i].at && c->lines[i].len &&
+		     fl_text_reserve(&c->lines[i].text, CHUNK_BYTES + CHUNK_BYTES / 4);
 	}
 	return ok;
 }
@@ -794,6 +804,7 @@ static bool chunk_init(struct chunk *c)
 static void chunk_finish(struct chunk *c)
 {
 	free(c->rows);
+	fl_text_free(&c->ids);
 	free(c->keys);
 	for (int i = 0; i < 2; i++) {
 		free(c->lines[i].at);
@@ -901,8 +912,9 @@ static int key_order(const void *x, const void *y, void *ctx)
 	if (a->head != b->head)
 		return a->head < b->head ? -1 : 1;
 	if ((uint8_t)a->head != 0) { /* no NUL in the first 8 bytes: compare the rest */
-		const struct row *rows = ctx;
-		int c = strcmp(rows[a->index].entity_id + 8, rows[b->index].entity_id + 8);
+		const struct chunk *chunk = ctx;
+		int c = strcmp(chunk->ids.data + chunk->rows[a->index].id_at + 8,
+			       chunk->ids.data + chunk->rows[b->index].id_at + 8);
 		if (c)
 			return c;
 	}
@@ -1005,13 +1017,13 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 	struct chunk_lines *lines = &c->lines[c->filling];
 	enum fl_status st = FL_OK;
 	for (size_t i = 0; i < c->n; i++) {
-		const char *id = c->rows[i].entity_id;
+		const char *id = c->ids.data + c->rows[i].id_at;
 		uint8_t head[8] = {0};
 		for (size_t k = 0; k < 8 && id[k]; k++)
 			head[k] = (uint8_t)id[k];
 		c->keys[i] = (struct row_key){fl_get_be64(head), c->rows[i].ts_us, (uint32_t)i};
 	}
-	qsort_r(c->keys, c->n, sizeof(*c->keys), key_order, c->rows);
+	qsort_r(c->keys, c->n, sizeof(*c->keys), key_order, c);
 	for (size_t k = 0; k < c->n && st == FL_OK; k++) {
 		if ((++c->computed & 63) == 0 && fl_time_mono_us() >= snap->renew_at_us) {
 			/* A fresh snapshot at least every second, and a look at
@@ -1030,8 +1042,12 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 			snap->renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 		}
 		uint32_t i = c->keys[k].index;
+		const char *id = c->ids.data + c->rows[i].id_at;
+		struct row row = {.ts_us = c->rows[i].ts_us};
+		memcpy(row.entity_id, id, strlen(id) + 1);
+		fl_time_format(row.ts_us, row.ts_text); /* as parse_row wrote it */
 		lines->at[i] = lines->text.len;
-		st = answer_row(job, snap->read, request, &c->rows[i], &lines->text);
+		st = answer_row(job, snap->read, request, &row, &lines->text);
 		lines->len[i] = lines->text.len - lines->at[i];
 	}
 	if (st == FL_OK && lines->text.failed)
@@ -1047,6 +1063,7 @@ static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c
 	c->cap = CHUNK_BYTES / average;
 	c->cap = c->cap < 64 ? 64 : c->cap > CHUNK_ROWS_MAX ? CHUNK_ROWS_MAX : c->cap;
 	c->n = 0;
+	c->ids.len = 0;
 	/* the other lines are filled next, once written (writer_submit waited
 	 * for that); their room is kept from chunk to chunk */
 	c->filling ^= 1;
@@ -1062,6 +1079,7 @@ static void run_export(struct export_job *job)
 	char *line, message[256], field[32];
 	size_t len;
 	uint64_t rows = 0;
+	struct row row;
 	int got;
 
 	/* 2 and 3: every row checked and the body hashed while the answer is
@@ -1114,11 +1132,7 @@ static void run_export(struct export_job *job)
 	while (reading && (got = next_line(&r, &line, &len)) == 1) {
 		if (r.line_no == 1 || len == 0)
 			continue; /* the head, checked already; blank lines are ignored */
-		struct row *row = &chunk.rows[chunked ? chunk.n : 0];
-		struct row unused;
-		if (!chunked)
-			row = &unused;
-		if (!parse_row(line, len, row, why, sizeof(why))) {
+		if (!parse_row(line, len, &row, why, sizeof(why))) {
 			bad_row = r.line_no;
 			break;
 		}
@@ -1127,6 +1141,12 @@ static void run_export(struct export_job *job)
 		 * whatever else went wrong */
 		if (st != FL_OK)
 			continue;
+		chunk.rows[chunk.n] = (struct chunk_row){(uint32_t)chunk.ids.len, row.ts_us};
+		fl_text_append(&chunk.ids, row.entity_id, strlen(row.entity_id) + 1);
+		if (chunk.ids.failed || chunk.ids.len > UINT32_MAX) {
+			st = FL_ERR_NOMEM;
+			continue;
+		}
 		if (++chunk.n == chunk.cap)
 			st = answer_chunk(job, &chunk, &snap, &request, &writer);
 	}
