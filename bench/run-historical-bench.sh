@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Training data: the point-in-time join route against pandas merge_asof.
-#   bash bench/run-historical-bench.sh [--rows N] [--before OTHER-BUILD] [build]
+#   bash bench/run-historical-bench.sh [--rows N] [--repeat K] [--before OTHER-BUILD] [build]
 # (N = 100000 by default; --rows 1000000 for the large run.)
+# --repeat K: each export (and merge_asof) runs K times and the fastest
+# counts (wall time, and its CPU time), for a machine whose neighbours come
+# and go.
 # --before OTHER-BUILD: after the exports, the query-svc of another build
 # (say, of the previous commit) takes over the same data directory and
 # answers the same two exports: its rates join the table, and its answers
@@ -21,10 +24,12 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=100000
+repeat=1
 before=
 while [ $# -gt 0 ]; do
   case $1 in
     --rows) n=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --before) before=$(cd "$2" && pwd); shift 2 ;;
     *) break ;;
   esac
@@ -102,20 +107,33 @@ rss_before=$(rss_kib "$qpid")
     echo "$peak" > "$work/rss-peak"; sleep 0.05; done ) &
 sampler=$!
 
-export_rows() { # HEAD-JSON OUT: prints the wall seconds of one export
-  { printf '%s\n' "$1"; cat "$work/rows.ndjson"; } > "$work/request.ndjson"
+export_once() { # OUT: prints the wall seconds of one export of $work/request.ndjson
   local t0 t1 code c0
   c0=$(cpu_s "$qpid")
   t0=$(date +%s.%N)
-  code=$(curl -s -o "$2" -w '%{http_code}' -H "Authorization: Bearer $admin" \
+  code=$(curl -s -o "$1" -w '%{http_code}' -H "Authorization: Bearer $admin" \
     -H 'Content-Type: application/x-ndjson' --data-binary @"$work/request.ndjson" "$q/v1/features:historical")
   t1=$(date +%s.%N)
-  [ "$code" = 200 ] || { echo "export answered $code: $(head -c 300 "$2")" >&2; exit 1; }
-  [ "$(wc -l < "$2")" -eq "$n" ] || { echo "export: not $n lines" >&2; exit 1; }
+  [ "$code" = 200 ] || { echo "export answered $code: $(head -c 300 "$1")" >&2; exit 1; }
+  [ "$(wc -l < "$1")" -eq "$n" ] || { echo "export: not $n lines" >&2; exit 1; }
   # query-svc's CPU seconds for it, beside the wall time: on a loaded machine
   # the wall time says more about the neighbours than about the route
-  echo "$(cpu_s "$qpid") - $c0" | bc -l > "$2.cpu"
+  echo "$(cpu_s "$qpid") - $c0" | bc -l > "$1.cpu"
   echo "$t1 - $t0" | bc -l
+}
+export_rows() { # HEAD-JSON OUT: prints the wall seconds of the fastest of $repeat exports
+  { printf '%s\n' "$1"; cat "$work/rows.ndjson"; } > "$work/request.ndjson"
+  local best= s i
+  for i in $(seq "$repeat"); do
+    s=$(export_once "$2.try")
+    if [ -z "$best" ] || [ "$(echo "$s < $best" | bc -l)" = 1 ]; then
+      best=$s; mv "$2.try" "$2"; mv "$2.try.cpu" "$2.cpu"
+    elif ! cmp -s "$2.try" "$2"; then
+      echo "export: two runs answered differently" >&2; exit 1
+    fi
+  done
+  rm -f "$2.try" "$2.try.cpu"
+  echo "$best"
 }
 echo "exporting $n rows..." >&2
 perf_pid=
@@ -146,22 +164,25 @@ if [ -n "$before" ]; then
 fi
 
 echo "pandas merge_asof on the same data..." >&2
-s_pandas=$(/usr/bin/python3 - "$work" <<'PY'
+s_pandas=$(/usr/bin/python3 - "$work" "$repeat" <<'PY'
 import json, sys, time
 import pandas as pd
-work = sys.argv[1]
+work, repeat = sys.argv[1], int(sys.argv[2])
 ev = [json.loads(l) for l in open(f"{work}/events.ndjson")]
 events = pd.DataFrame({"entity_id": [e["entity_id"] for e in ev],
                        "ts": pd.to_datetime([e["event_ts"] for e in ev], utc=True),
                        **{f"f{k}": [e["features"][f"f{k}"] for e in ev] for k in range(1, 6)}})
 rows = pd.read_json(f"{work}/rows.ndjson", lines=True, dtype={"entity_id": str})
 rows["ts"] = pd.to_datetime(rows["ts"], utc=True)
-t0 = time.perf_counter()
-out = pd.merge_asof(rows.sort_values("ts"), events.sort_values("ts"), on="ts", by="entity_id",
-                    direction="backward")
-t1 = time.perf_counter()
-assert len(out) == len(rows)
-print(f"{t1 - t0:.4f}")
+best = None
+for _ in range(repeat):  # the fastest of --repeat runs, as for fledger
+    t0 = time.perf_counter()
+    out = pd.merge_asof(rows.sort_values("ts"), events.sort_values("ts"), on="ts",
+                        by="entity_id", direction="backward")
+    t1 = time.perf_counter()
+    assert len(out) == len(rows)
+    best = t1 - t0 if best is None else min(best, t1 - t0)
+print(f"{best:.4f}")
 PY
 )
 

@@ -4,8 +4,10 @@
  * The request is NDJSON: a head line naming the view, features, windows and
  * point_in_time, then one row {"entity_id", "ts"} a line, any number of
  * them. Each answer line is an online read of its row at as_of = ts,
- * computed by fl_projection_query as every online read is; "as_known" also
- * sets known_at_us = ts, so a row sees only events already ingested at ts.
+ * computed by the code of every online read (fl_projection_query_borrowed
+ * is fl_projection_query with the answer in buffers the read keeps from
+ * row to row); "as_known" also sets known_at_us = ts, so a row sees only
+ * events already ingested at ts.
  *
  * Memory stays flat whatever the number of rows:
  *
@@ -17,12 +19,13 @@
  *   2. That thread checks every row (a bad one is a 400 naming its line,
  *      before any answer: the whole body is at hand, so every request is
  *      "small enough to be checked first"), hashing the body as it goes,
- *   3. and in the same pass computes the answer row by row into a second
- *      unlinked temporary file, from a snapshot of the read models renewed
- *      every second (a long export must not hold up their growth), each
- *      row bounded like one online read (--max-read-cost),
- *      hashing it; a bad row throws that file away. Nothing of it is sent
- *      before the last row is checked.
+ *   3. and in the same pass computes the answer into a second unlinked
+ *      temporary file, a chunk of rows at a time (computed in the read
+ *      models' key order, written in input order: see struct chunk), from
+ *      a snapshot of the read models renewed every second (a long export
+ *      must not hold up their growth), each row bounded like one online
+ *      read (--max-read-cost), hashing it; a bad row throws that file away.
+ *      Nothing of it is sent before the last row is checked.
  *   4. It records the read (CONTRACT §7: rows, request_sha256,
  *      answer_sha256, applied_seq) and waits until the record is durable,
  *      so the record names exactly the bytes about to be sent.
@@ -585,7 +588,6 @@ static bool parse_row(const char *line, size_t len, struct row *row, char *messa
 struct answer_file {
 	int fd;
 	uint64_t len;
-	struct fl_jw line; /* the line being built */
 	char *buf;
 	size_t used;
 	EVP_MD_CTX *md;
@@ -628,36 +630,36 @@ static void answer_put(struct answer_file *a, const char *bytes, size_t n)
 	}
 }
 
-#define ANSWER_LITERAL(a, text) answer_put((a), (text), sizeof(text) - 1)
+#define TEXT_LITERAL(t, text) fl_text_append((t), (text), sizeof(text) - 1)
 
 /* text as a JSON string, as fl_jw_str writes it. */
-static void answer_json_string(struct answer_file *a, const char *text, size_t n)
+static void put_json_string(struct fl_text *t, const char *text, size_t n)
 {
 	char out[6 * (FL_ENTITY_ID_MAX_LEN + 1) + 2];
 	if (n > FL_ENTITY_ID_MAX_LEN + 1) {
-		a->failed = true;
+		t->failed = true;
 		return;
 	}
-	answer_put(a, out, fl_json_escape(out, text, n, true));
+	fl_text_append(t, out, fl_json_escape(out, text, n, true));
 }
 
 /* A CSV cell: quoted when it holds a comma, quote, CR or LF. */
-static void csv_cell(struct answer_file *a, const char *text, size_t n)
+static void csv_cell(struct fl_text *t, const char *text, size_t n)
 {
 	bool quote = false;
 	for (size_t i = 0; i < n && !quote; i++)
 		quote = text[i] == ',' || text[i] == '"' || text[i] == '\n' || text[i] == '\r';
 	if (!quote) {
-		answer_put(a, text, n);
+		fl_text_append(t, text, n);
 		return;
 	}
-	answer_put(a, "\"", 1);
+	fl_text_append(t, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		if (text[i] == '"')
-			answer_put(a, "\"", 1);
-		answer_put(a, text + i, 1);
+			fl_text_append(t, "\"", 1);
+		fl_text_append(t, text + i, 1);
 	}
-	answer_put(a, "\"", 1);
+	fl_text_append(t, "\"", 1);
 }
 
 /*
@@ -665,7 +667,7 @@ static void csv_cell(struct answer_file *a, const char *text, size_t n)
  * order asked for: a string value as its text, null as an empty cell,
  * anything else as its JSON text.
  */
-static void csv_values(struct answer_file *a, const char *json, size_t len, size_t n)
+static void csv_values(struct fl_text *t, const char *json, size_t len, size_t n)
 {
 	json_t *obj = json_loadb(json, len, JSON_DECODE_ANY, NULL);
 	const char *key;
@@ -674,27 +676,27 @@ static void csv_values(struct answer_file *a, const char *json, size_t len, size
 	json_object_foreach(obj, key, cell)
 	{
 		json_t *value = json_object_get(cell, "value");
-		answer_put(a, ",", 1);
+		fl_text_append(t, ",", 1);
 		written++;
 		const char *cell_text, *raw;
 		size_t cell_len, raw_len;
 		if (json_is_string(value)) {
-			csv_cell(a, json_string_value(value), json_string_length(value));
+			csv_cell(t, json_string_value(value), json_string_length(value));
 		} else if (value && !json_is_null(value)) {
 			/* Numbers, booleans and vectors as the stored text: through
 			 * a double, 0.1 would come out as 0.10000000000000001, and
 			 * training and serving would disagree. */
 			if (fl_json_member(json, len, key, &cell_text, &cell_len) &&
 			    fl_json_member(cell_text, cell_len, "value", &raw, &raw_len))
-				csv_cell(a, raw, raw_len);
+				csv_cell(t, raw, raw_len);
 			else
-				a->failed = true;
+				t->failed = true;
 		}
 	}
 	if (!obj)
-		a->failed = true;
+		t->failed = true;
 	for (; written < n; written++)
-		answer_put(a, ",", 1);
+		fl_text_append(t, ",", 1);
 	json_decref(obj);
 }
 
@@ -738,6 +740,338 @@ static bool is_stopping(void)
 	return s;
 }
 
+/*
+ * Rows are answered a chunk at a time: read and checked in input order,
+ * computed in (entity, ts) order, which is the read models' key order (each
+ * row's lookups land beside the previous row's, often on the very pages the
+ * read's cursors are on), and written out in input order again. A chunk
+ * holds at most CHUNK_ROWS_MAX rows and about CHUNK_BYTES of answer lines
+ * (its row count follows the length of the lines so far), so memory stays
+ * flat whatever the number of rows.
+ */
+#define CHUNK_ROWS_MAX 65536
+#define CHUNK_ROWS_FIRST 1024
+#define CHUNK_BYTES (12u << 20)
+
+/* A row of a chunk: its entity id in the chunk's ids, its time. */
+struct chunk_row {
+	uint32_t id_at;
+	int64_t ts_us;
+};
+
+/* A row's place in key order: its entity id's first 8 bytes, big-endian. */
+struct row_key {
+	uint64_t head;
+	int64_t ts_us;
+	uint32_t index;
+};
+
+/* The answer lines of a chunk's rows: computed in key order, kept in input order. */
+struct chunk_lines {
+	struct fl_text text; /* the lines, in the order computed */
+	size_t *at, *len;    /* row i's line: text.data + at[i], len[i] bytes */
+	size_t n;
+};
+
+struct chunk {
+	struct chunk_row *rows; /* input order */
+	struct fl_text ids;	/* their entity ids, each NUL-terminated */
+	struct row_key *keys;	/* the rows in key order, once sorted */
+	size_t n, cap;
+	/* one set of lines is filled while the writer writes the other */
+	struct chunk_lines lines[2];
+	unsigned filling;
+	uint64_t computed; /* rows computed over the export */
+	uint64_t line_bytes;
+};
+
+static bool chunk_init(struct chunk *c)
+{
+	*c = (struct chunk){.cap = CHUNK_ROWS_FIRST};
+	c->rows = malloc(CHUNK_ROWS_MAX * sizeof(*c->rows));
+	c->keys = malloc(CHUNK_ROWS_MAX * sizeof(*c->keys));
+	bool ok = c->rows && c->keys;
+	for (int i = 0; i < 2; i++) {
+		c->lines[i].at = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].at));
+		c->lines[i].len = malloc(CHUNK_ROWS_MAX * sizeof(*c->lines[i].len));
+		/* room for a chunk somewhat longer than foreseen, taken once:
+		 * doubling would copy it, and only the bytes used are touched */
+		ok = ok && c->lines[i].at && c->lines[i].len &&
+		     fl_text_reserve(&c->lines[i].text, CHUNK_BYTES + CHUNK_BYTES / 4);
+	}
+	return ok;
+}
+
+static void chunk_finish(struct chunk *c)
+{
+	free(c->rows);
+	fl_text_free(&c->ids);
+	free(c->keys);
+	for (int i = 0; i < 2; i++) {
+		free(c->lines[i].at);
+		free(c->lines[i].len);
+		fl_text_free(&c->lines[i].text);
+	}
+}
+
+/*
+ * The answer's writer: a thread of its own copies a chunk's lines to the
+ * answer file in input order, hashing them, while the export's thread
+ * computes the next chunk. One chunk's lines wait at most: the export's
+ * thread hands over the next only once the writer is done with those.
+ */
+struct writer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct answer_file *answer;  /* the writer's alone while it runs */
+	struct chunk_lines *pending; /* handed over, not yet written */
+	bool stop, failed;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->pending && !w->stop)
+			pthread_cond_wait(&w->changed, &w->lock);
+		if (!w->pending)
+			break;
+		struct chunk_lines *lines = w->pending;
+		pthread_mutex_unlock(&w->lock);
+		for (size_t i = 0; i < lines->n; i++)
+			answer_put(w->answer, lines->text.data + lines->at[i], lines->len[i]);
+		pthread_mutex_lock(&w->lock);
+		w->failed = w->failed || w->answer->failed;
+		w->pending = NULL;
+		pthread_cond_broadcast(&w->changed);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+static bool writer_start(struct writer *w, struct answer_file *answer)
+{
+	*w = (struct writer){.answer = answer};
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->changed, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, w) == 0)
+		return true;
+	pthread_cond_destroy(&w->changed);
+	pthread_mutex_destroy(&w->lock);
+	return false;
+}
+
+/* Waits until the writer has written what it was handed; false if it failed. */
+static bool writer_wait(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->changed, &w->lock);
+	bool ok = !w->failed;
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
+/* Hands lines over, once the lines handed before are written; false if writing failed. */
+static bool writer_submit(struct writer *w, struct chunk_lines *lines)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->changed, &w->lock);
+	bool ok = !w->failed;
+	if (ok) {
+		w->pending = lines;
+		pthread_cond_broadcast(&w->changed);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
+/* Writes what is pending and ends the thread; false if writing failed. */
+static bool writer_stop(struct writer *w)
+{
+	bool ok = writer_wait(w);
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_broadcast(&w->changed);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->changed);
+	pthread_mutex_destroy(&w->lock);
+	return ok;
+}
+
+/*
+ * Entity ids in strcmp order (the byte order of the read models' keys),
+ * then times. Equal heads decide alone when the ids end within them.
+ */
+static int key_order(const void *x, const void *y, void *ctx)
+{
+	const struct row_key *a = x, *b = y;
+	if (a->head != b->head)
+		return a->head < b->head ? -1 : 1;
+	if ((uint8_t)a->head != 0) { /* no NUL in the first 8 bytes: compare the rest */
+		const struct chunk *chunk = ctx;
+		int c = strcmp(chunk->ids.data + chunk->rows[a->index].id_at + 8,
+			       chunk->ids.data + chunk->rows[b->index].id_at + 8);
+		if (c)
+			return c;
+	}
+	return (a->ts_us > b->ts_us) - (a->ts_us < b->ts_us);
+}
+
+/*
+ * The answer line of one row into out: the online read at as_of = ts (as
+ * known then, with as_known), bounded like one online read
+ * (--max-read-cost): a row over it, like any row the read refuses, carries
+ * the online read's error. Anything else fails the export.
+ */
+static enum fl_status answer_row(const struct export_job *job, struct fl_projection_read *read,
+				 struct fl_read_request *request, const struct row *row,
+				 struct fl_text *out)
+{
+	uint64_t max_cost = job->query->max_read_cost;
+	fl_projection_read_limit_cost(read,
+				      max_cost ? fl_projection_read_cost(read) + max_cost : 0);
+	struct fl_read_answer answer;
+	struct fl_error err;
+	fl_error_clear(&err);
+	request->entity_id = row->entity_id;
+	request->as_of_us = row->ts_us;
+	request->known_at_us = job->as_known ? row->ts_us : 0;
+	enum fl_status st = fl_projection_query_borrowed(read, request, &answer, &err);
+	if (st != FL_OK && !(st == FL_ERR_INVALID && err.http_status))
+		return st;
+	if (job->csv) {
+		csv_cell(out, row->entity_id, strlen(row->entity_id));
+		fl_text_append(out, ",", 1);
+		fl_text_append(out, row->ts_text, strlen(row->ts_text));
+		if (st == FL_OK) {
+			csv_values(out, answer.features, answer.features_len, job->n_features);
+			csv_values(out, answer.windows, answer.windows_len, job->n_windows);
+		} else {
+			for (size_t i = 0; i < job->n_features + job->n_windows; i++)
+				fl_text_append(out, ",", 1);
+		}
+		fl_text_append(out, "\n", 1);
+	} else if (st == FL_OK) {
+		/* what the fl_jw lines below would write, without a buffer of
+		 * its own per row */
+		TEXT_LITERAL(out, "{\"entity_id\":");
+		put_json_string(out, row->entity_id, strlen(row->entity_id));
+		TEXT_LITERAL(out, ",\"ts\":");
+		put_json_string(out, row->ts_text, strlen(row->ts_text));
+		TEXT_LITERAL(out, ",\"features\":");
+		fl_text_append(out, answer.features, answer.features_len);
+		TEXT_LITERAL(out, ",\"windows\":");
+		fl_text_append(out, answer.windows, answer.windows_len);
+		TEXT_LITERAL(out, "}\n");
+	} else {
+		struct fl_jw w;
+		fl_jw_init(&w);
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "entity_id");
+		fl_jw_str(&w, row->entity_id);
+		fl_jw_key(&w, "ts");
+		fl_jw_str(&w, row->ts_text);
+		/* the error the online read would give */
+		fl_jw_key(&w, "error");
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "code");
+		fl_jw_str(&w, err.code);
+		fl_jw_key(&w, "message");
+		fl_jw_str(&w, err.message);
+		if (err.field[0]) {
+			fl_jw_key(&w, "field");
+			fl_jw_str(&w, err.field);
+		}
+		fl_jw_close(&w, '}');
+		fl_jw_close(&w, '}');
+		size_t n;
+		char *text = fl_jw_take(&w, &n);
+		if (!text)
+			return FL_ERR_NOMEM;
+		fl_text_append(out, text, n);
+		fl_text_append(out, "\n", 1);
+		free(text);
+	}
+	return FL_OK;
+}
+
+/* Where an export reads from: a snapshot of the read models, renewed. */
+struct export_snapshot {
+	struct fl_projection_read *read;
+	uint64_t applied_seq;
+	int64_t renew_at_us;
+};
+
+/*
+ * Computes the chunk's rows in key order, hands their lines to the writer
+ * (which writes them in input order), and empties the chunk.
+ */
+static enum fl_status answer_chunk(const struct export_job *job, struct chunk *c,
+				   struct export_snapshot *snap, struct fl_read_request *request,
+				   struct writer *writer)
+{
+	struct chunk_lines *lines = &c->lines[c->filling];
+	enum fl_status st = FL_OK;
+	for (size_t i = 0; i < c->n; i++) {
+		const char *id = c->ids.data + c->rows[i].id_at;
+		uint8_t head[8] = {0};
+		for (size_t k = 0; k < 8 && id[k]; k++)
+			head[k] = (uint8_t)id[k];
+		c->keys[i] = (struct row_key){fl_get_be64(head), c->rows[i].ts_us, (uint32_t)i};
+	}
+	qsort_r(c->keys, c->n, sizeof(*c->keys), key_order, c);
+	for (size_t k = 0; k < c->n && st == FL_OK; k++) {
+		if ((++c->computed & 63) == 0 && fl_time_mono_us() >= snap->renew_at_us) {
+			/* A fresh snapshot at least every second, and a look at
+			 * the shutdown: a long export must hold up neither the
+			 * read models' growth (a map resize waits for readers,
+			 * and a long-lived snapshot keeps old pages from reuse)
+			 * nor a SIGTERM. */
+			if (is_stopping())
+				return FL_ERR_UNAVAILABLE;
+			fl_projection_read_end(snap->read);
+			snap->read = NULL;
+			st = fl_projection_read_begin(job->query->projection, &snap->read);
+			if (st != FL_OK)
+				return st;
+			snap->applied_seq = fl_projection_read_applied_seq(snap->read);
+			snap->renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
+		}
+		uint32_t i = c->keys[k].index;
+		const char *id = c->ids.data + c->rows[i].id_at;
+		struct row row = {.ts_us = c->rows[i].ts_us};
+		memcpy(row.entity_id, id, strlen(id) + 1);
+		fl_time_format(row.ts_us, row.ts_text); /* as parse_row wrote it */
+		lines->at[i] = lines->text.len;
+		st = answer_row(job, snap->read, request, &row, &lines->text);
+		lines->len[i] = lines->text.len - lines->at[i];
+	}
+	if (st == FL_OK && lines->text.failed)
+		st = FL_ERR_NOMEM;
+	lines->n = c->n;
+	if (st == FL_OK && !writer_submit(writer, lines))
+		st = FL_ERR_IO;
+	if (st != FL_OK)
+		return st; /* the export ends: nothing more is computed */
+	/* the next chunk holds about CHUNK_BYTES of lines, as long as these */
+	c->line_bytes += lines->text.len;
+	size_t average = c->computed ? (size_t)(c->line_bytes / c->computed) + 1 : 1;
+	c->cap = CHUNK_BYTES / average;
+	c->cap = c->cap < 64 ? 64 : c->cap > CHUNK_ROWS_MAX ? CHUNK_ROWS_MAX : c->cap;
+	c->n = 0;
+	c->ids.len = 0;
+	/* the other lines are filled next, once written (writer_submit waited
+	 * for that); their room is kept from chunk to chunk */
+	c->filling ^= 1;
+	c->lines[c->filling].text.len = 0;
+	return st;
+}
+
 /* Steps 2 to 5 of the top comment, on the job's own thread. */
 static void run_export(struct export_job *job)
 {
@@ -745,8 +1079,8 @@ static void run_export(struct export_job *job)
 	struct line_reader r;
 	char *line, message[256], field[32];
 	size_t len;
-	struct row row;
 	uint64_t rows = 0;
+	struct row row;
 	int got;
 
 	/* 2 and 3: every row checked and the body hashed while the answer is
@@ -754,25 +1088,37 @@ static void run_export(struct export_job *job)
 	struct answer_file a = {.fd = answer_tmpfile(q->spool_dir)};
 	a.buf = malloc(WRITE_BUF_BYTES);
 	a.md = EVP_MD_CTX_new();
-	struct fl_projection_read *read = NULL;
-	enum fl_status st =
-	    a.fd >= 0 && a.buf && a.md && EVP_DigestInit_ex(a.md, EVP_sha256(), NULL) == 1
-		? fl_projection_read_begin(q->projection, &read)
-		: FL_ERR_IO;
-	uint64_t applied_seq = read ? fl_projection_read_applied_seq(read) : 0;
-	int64_t renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
+	struct export_snapshot snap = {0};
+	struct chunk chunk;
+	bool chunked = chunk_init(&chunk);
+	enum fl_status st = a.fd >= 0 && a.buf && a.md && chunked &&
+				    EVP_DigestInit_ex(a.md, EVP_sha256(), NULL) == 1
+				? fl_projection_read_begin(q->projection, &snap.read)
+				: FL_ERR_IO;
+	snap.applied_seq = snap.read ? fl_projection_read_applied_seq(snap.read) : 0;
+	snap.renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
 	if (st == FL_OK && job->csv) {
-		answer_put(&a, "entity_id,ts", 12);
+		struct fl_text *head = &chunk.lines[0].text;
+		fl_text_append(head, "entity_id,ts", 12);
 		for (size_t i = 0; i < job->n_features; i++) {
-			answer_put(&a, ",", 1);
-			csv_cell(&a, job->features[i]->name, strlen(job->features[i]->name));
+			fl_text_append(head, ",", 1);
+			csv_cell(head, job->features[i]->name, strlen(job->features[i]->name));
 		}
 		for (size_t i = 0; i < job->n_windows; i++) {
-			answer_put(&a, ",", 1);
-			csv_cell(&a, job->windows[i]->name, strlen(job->windows[i]->name));
+			fl_text_append(head, ",", 1);
+			csv_cell(head, job->windows[i]->name, strlen(job->windows[i]->name));
 		}
-		answer_put(&a, "\n", 1);
+		fl_text_append(head, "\n", 1);
+		if (head->failed)
+			st = FL_ERR_NOMEM;
+		else
+			answer_put(&a, head->data, head->len);
+		head->len = 0;
 	}
+	struct writer writer;
+	bool writing = st == FL_OK && writer_start(&writer, &a);
+	if (st == FL_OK && !writing)
+		st = FL_ERR_IO;
 	struct fl_read_request request = {
 	    .view = job->view,
 	    .features = job->features,
@@ -794,100 +1140,24 @@ static void run_export(struct export_job *job)
 		rows++;
 		/* after a failure, the rest is only checked: a bad row is a 400
 		 * whatever else went wrong */
-		if (st != FL_OK || a.failed)
+		if (st != FL_OK)
 			continue;
-		if ((rows & 63) == 0 && fl_time_mono_us() >= renew_at_us) {
-			/* A fresh snapshot at least every second, and a look at
-			 * the shutdown: a long export must hold up neither the
-			 * read models' growth (a map resize waits for readers,
-			 * and a long-lived snapshot keeps old pages from reuse)
-			 * nor a SIGTERM. */
-			if (is_stopping()) {
-				st = FL_ERR_UNAVAILABLE;
-				continue;
-			}
-			fl_projection_read_end(read);
-			read = NULL;
-			st = fl_projection_read_begin(q->projection, &read);
-			if (st != FL_OK)
-				continue;
-			applied_seq = fl_projection_read_applied_seq(read);
-			renew_at_us = fl_time_mono_us() + SNAPSHOT_US;
-		}
-		/* each row is bounded like one online read (--max-read-cost): a
-		 * row over it carries the online read's 422 read_too_expensive */
-		fl_projection_read_limit_cost(
-		    read, q->max_read_cost ? fl_projection_read_cost(read) + q->max_read_cost : 0);
-		struct fl_read_answer answer;
-		struct fl_error err;
-		fl_error_clear(&err);
-		request.entity_id = row.entity_id;
-		request.as_of_us = row.ts_us;
-		request.known_at_us = job->as_known ? row.ts_us : 0;
-		enum fl_status rst = fl_projection_query(read, &request, &answer, &err);
-		if (rst != FL_OK && !(rst == FL_ERR_INVALID && err.http_status)) {
-			st = rst;
+		chunk.rows[chunk.n] = (struct chunk_row){(uint32_t)chunk.ids.len, row.ts_us};
+		fl_text_append(&chunk.ids, row.entity_id, strlen(row.entity_id) + 1);
+		if (chunk.ids.failed || chunk.ids.len > UINT32_MAX) {
+			st = FL_ERR_NOMEM;
 			continue;
 		}
-		if (job->csv) {
-			csv_cell(&a, row.entity_id, strlen(row.entity_id));
-			answer_put(&a, ",", 1);
-			answer_put(&a, row.ts_text, strlen(row.ts_text));
-			if (rst == FL_OK) {
-				csv_values(&a, answer.features, answer.features_len,
-					   job->n_features);
-				csv_values(&a, answer.windows, answer.windows_len, job->n_windows);
-			} else {
-				for (size_t i = 0; i < job->n_features + job->n_windows; i++)
-					answer_put(&a, ",", 1);
-			}
-			answer_put(&a, "\n", 1);
-		} else if (rst == FL_OK) {
-			/* what the fl_jw lines below would write, without a
-			 * buffer of its own per row */
-			ANSWER_LITERAL(&a, "{\"entity_id\":");
-			answer_json_string(&a, row.entity_id, strlen(row.entity_id));
-			ANSWER_LITERAL(&a, ",\"ts\":");
-			answer_json_string(&a, row.ts_text, strlen(row.ts_text));
-			ANSWER_LITERAL(&a, ",\"features\":");
-			answer_put(&a, answer.features, answer.features_len);
-			ANSWER_LITERAL(&a, ",\"windows\":");
-			answer_put(&a, answer.windows, answer.windows_len);
-			ANSWER_LITERAL(&a, "}\n");
-		} else {
-			struct fl_jw *w = &a.line;
-			fl_jw_init(w);
-			fl_jw_open(w, '{');
-			fl_jw_key(w, "entity_id");
-			fl_jw_str(w, row.entity_id);
-			fl_jw_key(w, "ts");
-			fl_jw_str(w, row.ts_text);
-			/* the error the online read would give */
-			fl_jw_key(w, "error");
-			fl_jw_open(w, '{');
-			fl_jw_key(w, "code");
-			fl_jw_str(w, err.code);
-			fl_jw_key(w, "message");
-			fl_jw_str(w, err.message);
-			if (err.field[0]) {
-				fl_jw_key(w, "field");
-				fl_jw_str(w, err.field);
-			}
-			fl_jw_close(w, '}');
-			fl_jw_close(w, '}');
-			size_t n;
-			char *text = fl_jw_take(w, &n);
-			if (!text)
-				st = FL_ERR_NOMEM;
-			else {
-				answer_put(&a, text, n);
-				answer_put(&a, "\n", 1);
-			}
-			free(text);
-		}
-		if (rst == FL_OK)
-			fl_read_answer_finish(&answer);
+		if (++chunk.n == chunk.cap)
+			st = answer_chunk(job, &chunk, &snap, &request, &writer);
 	}
+	/* the last rows, once every row is known to be good */
+	if (reading && got == 0 && !bad_row && st == FL_OK && chunk.n)
+		st = answer_chunk(job, &chunk, &snap, &request, &writer);
+	if (writing && !writer_stop(&writer) && st == FL_OK)
+		st = FL_ERR_IO;
+	uint64_t applied_seq = snap.applied_seq;
+	struct fl_projection_read *read = snap.read;
 	uint8_t request_digest[32];
 	unsigned digest_len = 0;
 	uint64_t bad_line = reading ? r.line_no + 1 : 0;
@@ -906,6 +1176,7 @@ static void run_export(struct export_job *job)
 		}
 		snprintf(field, sizeof(field), "line %" PRIu64, bad_row);
 		fl_projection_read_end(read);
+		chunk_finish(&chunk);
 		if (a.fd >= 0)
 			close(a.fd);
 		free(a.buf);
@@ -916,6 +1187,7 @@ static void run_export(struct export_job *job)
 	if (st == FL_OK && !reading)
 		st = FL_ERR_NOMEM;
 	fl_projection_read_end(read);
+	chunk_finish(&chunk);
 	answer_flush(&a);
 	uint8_t answer_digest[32];
 	if (st == FL_OK && (a.failed || EVP_DigestFinal_ex(a.md, answer_digest, &digest_len) != 1))

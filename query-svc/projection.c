@@ -70,6 +70,15 @@ struct fl_projection {
 	bool tile_run; /* the run has more than one event: its tiles go through the cache */
 };
 
+#define TILE_LEVELS 8 /* see the tiles below */
+
+/* The seqs an answer served (see seq_add, seq_finish). */
+struct seq_set {
+	uint64_t *seqs;
+	size_t count, cap;
+	bool failed;
+};
+
 struct fl_projection_read {
 	struct fl_projection *projection;
 	MDB_txn *txn;
@@ -77,7 +86,32 @@ struct fl_projection_read {
 	uint64_t cost;	      /* read cost units spent (see fl_projection_read_limit_cost) */
 	uint64_t cost_limit;  /* 0: none */
 	int64_t log_clock_us; /* "now" for the retention guard */
+	/*
+	 * Cursors kept from one query of the read to the next (opened on first
+	 * use, closed with the read): a batch or an export costs no cursor
+	 * allocation per entity, and when its queries come in key order (an
+	 * export sorts its rows by entity and time) each seek starts on the page
+	 * the cursor is on, which LMDB then searches alone, instead of from the
+	 * root. A cursor's position carries no meaning between queries.
+	 */
+	MDB_cursor *latest_cursor, *history_cursor, *tile_cursors[TILE_LEVELS];
+	/* the last times written, as JSON strings: the features of one event
+	 * share its time, the windows of one read their end */
+	struct time_text {
+		int64_t us;
+		char text[FL_TIME_TEXT_LEN + 2]; /* "RFC 3339", quoted; "" when unset */
+	} times[4];
+	unsigned next_time; /* the slot the next new time takes */
+	/* the answer of fl_projection_query_borrowed, kept for the next */
+	struct fl_jw answer_features, answer_windows;
+	struct seq_set answer_served;
 };
+
+/* The read's kept cursor *cur over dbi, opened when first asked for. */
+static int kept_cursor(struct fl_projection_read *read, MDB_dbi dbi, MDB_cursor **cur)
+{
+	return *cur ? MDB_SUCCESS : mdb_cursor_open(read->txn, dbi, cur);
+}
 
 /* Spends one cost unit; false when that goes over the read's limit. */
 static bool spend(struct fl_projection_read *read)
@@ -651,7 +685,8 @@ static double partial_dsum(const struct partial *pt)
 }
 
 /*
- * Tiles: for each entity and level k (0..TILE_LEVELS-1), the partials of
+ * Tiles: for each entity and level k (0..TILE_LEVELS-1, TILE_LEVELS = 8
+ * defined above, beside the read's cursors), the partials of
  * every feature over the events whose event_ts lies in one aligned span of
  * 2^(20 + 3k) µs (about 1 s, 8.4 s, 67 s, 9 min, 72 min, 9.5 h, 3.2 days,
  * 25 days). A tile is stored once its span holds TILE_MIN_EVENTS events of
@@ -669,7 +704,6 @@ static double partial_dsum(const struct partial *pt)
  * Span arithmetic works on sortable times (event_ts'), where the aligned
  * start of a span is the time with its low bits cleared.
  */
-#define TILE_LEVELS 8
 #define TILE_MIN_EVENTS 4
 #define TILE_FLAG_NUMERIC 1
 #define TILE_FLAG_INTEGER 2
@@ -1993,6 +2027,16 @@ void fl_projection_read_end(struct fl_projection_read *read)
 {
 	if (!read)
 		return;
+	if (read->latest_cursor)
+		mdb_cursor_close(read->latest_cursor);
+	if (read->history_cursor)
+		mdb_cursor_close(read->history_cursor);
+	for (int level = 0; level < TILE_LEVELS; level++)
+		if (read->tile_cursors[level])
+			mdb_cursor_close(read->tile_cursors[level]);
+	fl_jw_free(&read->answer_features);
+	fl_jw_free(&read->answer_windows);
+	free(read->answer_served.seqs);
 	mdb_txn_abort(read->txn);
 	pthread_rwlock_unlock(&read->projection->resize_lock);
 	free(read);
@@ -2007,12 +2051,6 @@ void fl_read_answer_finish(struct fl_read_answer *answer)
 	free(answer->served_seqs);
 	memset(answer, 0, sizeof(*answer));
 }
-
-struct seq_set {
-	uint64_t *seqs;
-	size_t count, cap;
-	bool failed;
-};
 
 static void seq_add(struct seq_set *set, uint64_t seq)
 {
@@ -2047,23 +2085,48 @@ static void seq_finish(struct seq_set *set)
 	set->count = out;
 }
 
-/* "name":{"value":…,"status":…[,"event_ts":…,"seq":…]} */
-static void write_feature(struct fl_jw *w, const char *name, const struct raw_value *value,
-			  const char *status, int64_t event_ts, uint64_t seq)
+/* A time as fl_jw_time writes it, formatted once for the times read lately. */
+static void write_time(struct fl_projection_read *read, struct fl_jw *w, int64_t us)
+{
+	struct time_text *t = NULL;
+	for (size_t i = 0; i < sizeof(read->times) / sizeof(read->times[0]) && !t; i++)
+		if (read->times[i].us == us && read->times[i].text[0])
+			t = &read->times[i];
+	if (!t) {
+		t = &read->times[read->next_time++ %
+				 (sizeof(read->times) / sizeof(read->times[0]))];
+		t->us = us;
+		t->text[0] = '"';
+		fl_time_format(us, t->text + 1);
+		size_t len = strlen(t->text);
+		t->text[len] = '"';
+		t->text[len + 1] = '\0';
+	}
+	fl_jw_raw(w, t->text, strlen(t->text));
+}
+
+#define JW_LITERAL(w, text) fl_jw_raw((w), (text), sizeof(text) - 1)
+
+/*
+ * "name":{"value":…,"status":…[,"event_ts":…,"seq":…]}, as the fl_jw calls
+ * of its members would write it; status is already a JSON string.
+ */
+static void write_feature(struct fl_projection_read *read, struct fl_jw *w, const char *name,
+			  const struct raw_value *value, const char *status, int64_t event_ts,
+			  uint64_t seq)
 {
 	fl_jw_key(w, name);
-	fl_jw_open(w, '{');
-	fl_jw_key(w, "value");
-	if (value->text)
+	if (!value->text) {
+		JW_LITERAL(w, "{\"value\":null,\"status\":");
+		fl_jw_raw(w, status, strlen(status));
+	} else {
+		JW_LITERAL(w, "{\"value\":");
 		fl_jw_raw(w, value->text, value->len);
-	else
-		fl_jw_raw(w, "null", 4);
-	fl_jw_key(w, "status");
-	fl_jw_str(w, status);
-	if (value->text) {
-		fl_jw_key(w, "event_ts");
-		fl_jw_time(w, event_ts);
-		fl_jw_key(w, "seq");
+		JW_LITERAL(w, ",\"status\":");
+		fl_jw_raw(w, status, strlen(status));
+		JW_LITERAL(w, ",\"event_ts\":");
+		write_time(read, w, event_ts);
+		JW_LITERAL(w, ",\"seq\":");
 		fl_jw_u64(w, seq);
 	}
 	fl_jw_close(w, '}');
@@ -2086,47 +2149,74 @@ static bool known(struct fl_projection_read *read, int64_t known_at_us, uint64_t
 	       val.mv_size == 8 && time_of_sortable(val.mv_data) <= known_at_us;
 }
 
+/* One feature's value as of a time: its text, event time and seq. */
+struct found_value {
+	struct raw_value value; /* text NULL: none */
+	int64_t ts;
+	uint64_t seq;
+};
+
 /*
- * The newest event at or before as_of carrying feature name (and known at
- * known_at_us, see known()), by scanning the entity's history backwards;
- * value->text stays NULL when there is none.
+ * For each names[i] with wanted[i]: the newest event at or before as_of
+ * carrying it (and known at known_at_us, see known()), into found[i] (its
+ * text stays NULL when there is none; the others are left as they are), by one walk backwards over
+ * the entity's history that serves them all: a record is visited (one cost unit) and checked for
+ * being known once, whatever the number of features it is searched for, and the walk stops when
+ * each has its value.
  */
-static enum fl_status scan_feature(struct fl_projection_read *read, const uint8_t *prefix,
-				   size_t plen, const char *name, int64_t as_of,
-				   int64_t known_at_us, struct raw_value *ret_value,
-				   int64_t *ret_ts, uint64_t *ret_seq)
+static enum fl_status scan_features(struct fl_projection_read *read, const uint8_t *prefix,
+				    size_t plen, const char *const *names, const bool *wanted,
+				    size_t n, int64_t as_of, int64_t known_at_us,
+				    struct found_value *found)
 {
-	MDB_cursor *cur;
 	uint8_t start[KEY_MAX + 1];
 	MDB_val key, val;
-	int rc = mdb_cursor_open(read->txn, read->projection->history, &cur);
+	size_t missing = 0, name_len[n ? n : 1];
+	for (size_t i = 0; i < n; i++) {
+		if (wanted[i])
+			found[i].value = (struct raw_value){0};
+		name_len[i] = wanted[i] ? strlen(names[i]) : 0;
+		missing += wanted[i];
+	}
+	if (!missing)
+		return FL_OK;
+	int rc = kept_cursor(read, read->projection->history, &read->history_cursor);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
+	MDB_cursor *cur = read->history_cursor;
 	memcpy(start, prefix, plen);
 	fl_put_be64(start + plen, sortable_time(as_of));
 	fl_put_be64(start + plen + 8, UINT64_MAX);
 	key = (MDB_val){plen + 16, start};
-	*ret_value = (struct raw_value){0};
 	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
 	rc = rc == MDB_SUCCESS ? mdb_cursor_get(cur, &key, &val, MDB_PREV)
 			       : mdb_cursor_get(cur, &key, &val, MDB_LAST);
-	for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_PREV)) {
+	for (; rc == MDB_SUCCESS && missing; rc = mdb_cursor_get(cur, &key, &val, MDB_PREV)) {
 		if (key.mv_size != plen + 16 || memcmp(key.mv_data, prefix, plen) != 0)
 			break;
-		if (!spend(read)) {
-			mdb_cursor_close(cur);
+		if (!spend(read))
 			return FL_ERR_INVALID;
-		}
-		if (known(read, known_at_us, fl_get_be64((uint8_t *)key.mv_data + plen + 8)) &&
-		    fl_json_member(val.mv_data, val.mv_size, name, &ret_value->text,
-				   &ret_value->len)) {
-			*ret_ts = time_of_sortable((uint8_t *)key.mv_data + plen);
-			*ret_seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
-			break;
+		uint64_t seq = fl_get_be64((uint8_t *)key.mv_data + plen + 8);
+		if (!known(read, known_at_us, seq))
+			continue;
+		/* one pass over the record's members for every feature still
+		 * missing; the first member of a name counts, as fl_json_member */
+		struct fl_json_member m;
+		size_t pos = 0;
+		while (missing && fl_json_next_member(val.mv_data, val.mv_size, &pos, &m) == 1) {
+			for (size_t i = 0; i < n; i++) {
+				struct found_value *f = &found[i];
+				if (!wanted[i] || f->value.text || m.key_len != name_len[i] ||
+				    memcmp(m.key, names[i], name_len[i]) != 0)
+					continue;
+				f->value = (struct raw_value){m.value, m.value_len};
+				f->ts = time_of_sortable((uint8_t *)key.mv_data + plen);
+				f->seq = seq;
+				missing--;
+			}
 		}
 	}
-	mdb_cursor_close(cur);
-	return FL_OK;
+	return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? FL_OK : fl_status_of_mdb(rc);
 }
 
 /*
@@ -2168,8 +2258,7 @@ struct window_walk {
 	 * gathers the partial (NULL: each its own); of_len[i]: its name's length */
 	const size_t *lead;
 	const size_t *of_len;
-	MDB_cursor *history;
-	MDB_cursor *levels[TILE_LEVELS];
+	MDB_cursor *history; /* the read's, as tile_cursors[level] are */
 	bool over_cost;
 	bool rings;	     /* feed last / last_n rings and seqs (the raw-first pass) */
 	bool seqs_only;	     /* collect seqs, nothing else */
@@ -2295,13 +2384,12 @@ static int walk_tiles(struct window_walk *ww, int level, uint64_t a, uint64_t b)
 	MDB_val key, val;
 	uint64_t width = tile_width(level), pos = a;
 	int rc = MDB_SUCCESS;
-	if (!ww->levels[level] && (rc = mdb_cursor_open(ww->read->txn, ww->read->projection->tiles,
-							&ww->levels[level])) != MDB_SUCCESS)
+	MDB_cursor **cur = &ww->read->tile_cursors[level];
+	if ((rc = kept_cursor(ww->read, ww->read->projection->tiles, cur)) != MDB_SUCCESS)
 		return rc;
 	key = (MDB_val){tile_key(start, ww->prefix, ww->plen, level, a), start};
-	for (rc = mdb_cursor_get(ww->levels[level], &key, &val, MDB_SET_RANGE);
-	     rc == MDB_SUCCESS && !ww->over_cost;
-	     rc = mdb_cursor_get(ww->levels[level], &key, &val, MDB_NEXT)) {
+	for (rc = mdb_cursor_get(*cur, &key, &val, MDB_SET_RANGE);
+	     rc == MDB_SUCCESS && !ww->over_cost; rc = mdb_cursor_get(*cur, &key, &val, MDB_NEXT)) {
 		const uint8_t *k = key.mv_data;
 		if (key.mv_size != ww->plen + 9 || memcmp(k, ww->prefix, ww->plen) != 0 ||
 		    k[ww->plen] != level)
@@ -2468,9 +2556,10 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 	ww.of_len = of_len;
 	enum fl_status st = FL_OK;
 	bool complete = false;
-	int rc = mdb_cursor_open(read->txn, read->projection->history, &ww.history);
+	int rc = kept_cursor(read, read->projection->history, &read->history_cursor);
 	if (rc != MDB_SUCCESS)
 		return fl_status_of_mdb(rc);
+	ww.history = read->history_cursor;
 	ww.rings = true;
 	/* As known at a moment, tiles (which hold every applied event) do not
 	 * apply: the window is walked event by event, each checked. */
@@ -2514,10 +2603,6 @@ static enum fl_status compute_windows(struct fl_projection_read *read, const uin
 		else if (accs[i]->window->fn == FL_WINDOW_MAX)
 			st = extreme_text(&ww, accs[i], &accs[i]->part.max);
 	}
-	mdb_cursor_close(ww.history);
-	for (int level = 0; level < TILE_LEVELS; level++)
-		if (ww.levels[level])
-			mdb_cursor_close(ww.levels[level]);
 	if (ww.over_cost)
 		return FL_ERR_INVALID;
 	if (st != FL_OK)
@@ -2595,39 +2680,51 @@ static enum fl_status query_features(struct fl_projection_read *read,
 				     const struct fl_read_request *req, const uint8_t *prefix,
 				     size_t plen, struct fl_jw *w, struct seq_set *served)
 {
-	enum fl_status st = FL_OK;
+	size_t n = req->n_features;
 	int64_t max_age = fl_view_max_age_us(req->view);
 	MDB_val k = {plen, (void *)prefix}, record = {0, NULL};
-	int rc = mdb_get(read->txn, read->projection->latest, &k, &record);
+	int rc = kept_cursor(read, read->projection->latest, &read->latest_cursor);
+	if (rc == MDB_SUCCESS)
+		rc = mdb_cursor_get(read->latest_cursor, &k, &record, MDB_SET);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
 		return fl_status_of_mdb(rc);
 	if (rc == MDB_NOTFOUND)
 		record.mv_size = 0;
-	fl_jw_open(w, '{');
-	for (size_t i = 0; i < req->n_features && st == FL_OK; i++) {
-		const char *name = req->features[i]->name;
-		struct raw_value value = {0};
+	struct found_value found[n ? n : 1];
+	const char *names[n ? n : 1];
+	bool wanted[n ? n : 1], scan = false;
+	for (size_t i = 0; i < n; i++) {
 		struct latest_entry e;
-		int64_t ts = 0;
-		uint64_t seq = 0;
-		if (latest_find(record.mv_data, record.mv_size, name, strlen(name), &e)) {
-			ts = e.ts;
-			seq = e.seq;
-			if (ts <= req->as_of_us && known(read, req->known_at_us, seq))
-				value = (struct raw_value){e.value, e.value_len};
-			else /* newer than as_of (or not known then): what was current */
-				st = scan_feature(read, prefix, plen, name, req->as_of_us,
-						  req->known_at_us, &value, &ts, &seq);
-		}
-		const char *status = !value.text				 ? "NOT_FOUND"
-				     : (max_age && req->as_of_us - ts > max_age) ? "OUTSIDE_MAX_AGE"
-										 : "PRESENT";
-		if (value.text)
-			seq_add(served, seq);
-		write_feature(w, name, &value, status, ts, seq);
+		names[i] = req->features[i]->name;
+		found[i].value = (struct raw_value){0};
+		wanted[i] = false;
+		if (!latest_find(record.mv_data, record.mv_size, names[i], strlen(names[i]), &e))
+			continue;
+		found[i].ts = e.ts;
+		found[i].seq = e.seq;
+		if (e.ts <= req->as_of_us && known(read, req->known_at_us, e.seq))
+			found[i].value = (struct raw_value){e.value, e.value_len};
+		else /* newer than as_of (or not known then): what was current */
+			scan = wanted[i] = true;
+	}
+	enum fl_status st = scan ? scan_features(read, prefix, plen, names, wanted, n,
+						 req->as_of_us, req->known_at_us, found)
+				 : FL_OK;
+	if (st != FL_OK)
+		return st;
+	fl_jw_open(w, '{');
+	for (size_t i = 0; i < n; i++) {
+		const struct found_value *f = &found[i];
+		const char *status = !f->value.text ? "\"NOT_FOUND\""
+				     : (max_age && req->as_of_us - f->ts > max_age)
+					 ? "\"OUTSIDE_MAX_AGE\""
+					 : "\"PRESENT\"";
+		if (f->value.text)
+			seq_add(served, f->seq);
+		write_feature(read, w, names[i], &f->value, status, f->ts, f->seq);
 	}
 	fl_jw_close(w, '}');
-	return st;
+	return FL_OK;
 }
 
 /* The "windows" object of a read (its seqs are not served values, CONTRACT §7). */
@@ -2682,9 +2779,9 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 			fl_jw_key(w, "value");
 			write_acc_value(w, acc);
 			fl_jw_key(w, "from");
-			fl_jw_time(w, acc->from_us);
+			write_time(read, w, acc->from_us);
 			fl_jw_key(w, "to");
-			fl_jw_time(w, req->as_of_us);
+			write_time(read, w, req->as_of_us);
 			fl_jw_key(w, "events");
 			fl_jw_u64(w, acc->part.count);
 			if (listed) {
@@ -2710,14 +2807,19 @@ static enum fl_status query_windows(struct fl_projection_read *read,
 	return st;
 }
 
-enum fl_status fl_projection_query(struct fl_projection_read *read,
-				   const struct fl_read_request *req,
-				   struct fl_read_answer *ret_answer, struct fl_error *err)
+/*
+ * The one read of an entity (fl_projection_query and
+ * fl_projection_query_borrowed both come here): its features and windows
+ * appended to features and windows, the seqs served added to served. On
+ * failure the buffers hold a partial answer, for the caller to drop.
+ */
+static enum fl_status query(struct fl_projection_read *read, const struct fl_read_request *req,
+			    struct fl_jw *features, struct fl_jw *windows, struct seq_set *served,
+			    struct fl_error *err)
 {
 	uint8_t prefix[KEY_MAX + 1];
-	struct seq_set served = {0};
 
-	if (!read || !req || !ret_answer || !req->view || !req->entity_id)
+	if (!read || !req || !req->view || !req->entity_id)
 		return FL_ERR_INVALID;
 	/* "now" is the log's clock (read_log_clock): history is pruned by it. */
 	int64_t retained_from = read->log_clock_us == INT64_MIN
@@ -2741,14 +2843,11 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 	if (!plen)
 		return FL_ERR_INVALID;
 
-	struct fl_jw features, windows;
 	bool affordable = spend(read); /* the entity's row */
-	fl_jw_init(&features);
-	fl_jw_init(&windows);
-	enum fl_status st = affordable ? query_features(read, req, prefix, plen, &features, &served)
-				       : FL_ERR_INVALID;
+	enum fl_status st =
+	    affordable ? query_features(read, req, prefix, plen, features, served) : FL_ERR_INVALID;
 	if (st == FL_OK)
-		st = query_windows(read, req, prefix, plen, &windows);
+		st = query_windows(read, req, prefix, plen, windows);
 	if (st != FL_OK && read->cost_limit && read->cost > read->cost_limit) {
 		fl_error_set(err, 422, "read_too_expensive", NULL,
 			     "the read needs more than %" PRIu64
@@ -2758,19 +2857,71 @@ enum fl_status fl_projection_query(struct fl_projection_read *read,
 			     read->cost_limit);
 		st = FL_ERR_INVALID;
 	}
-	if (st == FL_OK && (features.text.failed || windows.text.failed || served.failed))
+	if (st == FL_OK && (features->text.failed || windows->text.failed || served->failed))
 		st = FL_ERR_NOMEM;
+	if (st == FL_OK)
+		seq_finish(served);
+	return st;
+}
+
+enum fl_status fl_projection_query(struct fl_projection_read *read,
+				   const struct fl_read_request *req,
+				   struct fl_read_answer *ret_answer, struct fl_error *err)
+{
+	struct fl_jw features, windows;
+	struct seq_set served = {0};
+	if (!ret_answer)
+		return FL_ERR_INVALID;
+	fl_jw_init(&features);
+	fl_jw_init(&windows);
+	enum fl_status st = query(read, req, &features, &windows, &served, err);
 	if (st != FL_OK) {
 		fl_jw_free(&features);
 		fl_jw_free(&windows);
 		free(served.seqs);
 		return st;
 	}
-	seq_finish(&served);
 	ret_answer->features = fl_jw_take(&features, &ret_answer->features_len);
 	ret_answer->windows = fl_jw_take(&windows, &ret_answer->windows_len);
 	ret_answer->served_seqs = served.seqs;
 	ret_answer->n_served = served.count;
+	return FL_OK;
+}
+
+/* Empties a kept buffer for the next answer, keeping its room. */
+static void jw_reuse(struct fl_jw *w)
+{
+	if (w->text.failed)
+		fl_jw_free(w);
+	w->text.len = 0;
+	if (w->text.data)
+		w->text.data[0] = '\0';
+	w->first = true;
+}
+
+enum fl_status fl_projection_query_borrowed(struct fl_projection_read *read,
+					    const struct fl_read_request *req,
+					    struct fl_read_answer *ret_answer, struct fl_error *err)
+{
+	if (!read || !ret_answer)
+		return FL_ERR_INVALID;
+	jw_reuse(&read->answer_features);
+	jw_reuse(&read->answer_windows);
+	read->answer_served.count = 0;
+	if (read->answer_served.failed) {
+		free(read->answer_served.seqs);
+		read->answer_served = (struct seq_set){0};
+	}
+	enum fl_status st = query(read, req, &read->answer_features, &read->answer_windows,
+				  &read->answer_served, err);
+	if (st != FL_OK)
+		return st;
+	ret_answer->features = read->answer_features.text.data;
+	ret_answer->features_len = read->answer_features.text.len;
+	ret_answer->windows = read->answer_windows.text.data;
+	ret_answer->windows_len = read->answer_windows.text.len;
+	ret_answer->served_seqs = read->answer_served.seqs;
+	ret_answer->n_served = read->answer_served.count;
 	return FL_OK;
 }
 

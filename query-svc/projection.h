@@ -117,6 +117,17 @@ uint64_t fl_projection_read_applied_seq(const struct fl_projection_read *read);
 enum fl_status fl_projection_query(struct fl_projection_read *read,
 				   const struct fl_read_request *req,
 				   struct fl_read_answer *ret_answer, struct fl_error *err);
+/*
+ * As fl_projection_query, but the answer's texts and seqs belong to the
+ * read: they stay valid until the read's next query or its end, and the
+ * caller does not finish the answer. For a read serving many rows one after
+ * the other (a training export), it spares an allocation per row; the
+ * answer is the same, computed by the same code.
+ */
+enum fl_status fl_projection_query_borrowed(struct fl_projection_read *read,
+					    const struct fl_read_request *req,
+					    struct fl_read_answer *ret_answer,
+					    struct fl_error *err);
 void fl_projection_read_end(struct fl_projection_read *read); /* accepts NULL */
 void fl_read_answer_finish(struct fl_read_answer *answer);
 

@@ -2061,3 +2061,233 @@ Test(projection, a_kill_mid_apply_leaves_tiles_consistent_with_applied_seq)
 		free((void *)h.entries[i].body);
 	free(h.entries);
 }
+
+/*
+ * A log of late arrivals: n events of n_entities entities (e0, e1, ...),
+ * appended in ingest order one per 100 ms over the two hours before base,
+ * each with an event time up to 30 minutes before its ingest time, so that
+ * reads "as known" at a time differ from plain ones.
+ */
+static struct fl_log *build_late_log(const char *name, int64_t base_us, size_t n, int n_entities)
+{
+	struct fl_log *log;
+	struct fl_view_registry *registry;
+	struct fl_view *view;
+	char dir[300];
+	json_error_t jerr;
+	int64_t start = base_us - 120 * MIN_US;
+
+	snprintf(dir, sizeof(dir), "%s/%s", tmpdir, name);
+	cr_assert_eq(fl_log_open(dir, NULL, signer, &log), FL_OK);
+	cr_assert_eq(fl_view_registry_create(&registry), FL_OK);
+	json_t *def = json_loads(view_json, 0, &jerr);
+	cr_assert_eq(fl_view_parse(def, &view, NULL), FL_OK);
+	json_decref(def);
+	char *tail;
+	size_t tail_len;
+	cr_assert_eq(fl_event_view_body_tail(view, 1, "admin", start, &tail, &tail_len), FL_OK);
+	struct fl_log_input in = {.body_tail = tail, .body_tail_len = tail_len, .time_us = start};
+	struct fl_log_result res;
+	struct fl_log_batch batch = {&in, 1, &res, FL_OK, 0};
+	cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+	free(tail);
+	cr_assert_eq(fl_view_registry_put(registry, view, 1), FL_OK);
+	fl_view_unref(view);
+
+	for (size_t i = 0; i < n; i++) {
+		int64_t ingest = start + (int64_t)(i + 1) * 100000;
+		/* event times on a 1 s grid (ties happen), late by up to 30 min */
+		int64_t event_ts = ingest - (int64_t)(next_rand() % 1800) * 1000000;
+		event_ts -= event_ts % 1000000;
+		char ts[FL_TIME_TEXT_LEN], entity[16], s[16];
+		fl_time_format(event_ts, ts);
+		snprintf(entity, sizeof(entity), "e%d", (int)(next_rand() % (uint64_t)n_entities));
+		snprintf(s, sizeof(s), "p%u", (unsigned)(next_rand() % 1000));
+		json_t *features = json_object();
+		if (next_rand() % 3)
+			json_object_set_new(features, "x",
+					    json_integer((json_int_t)(next_rand() % 2001) - 1000));
+		if (next_rand() % 3 || json_object_size(features) == 0)
+			json_object_set_new(
+			    features, "d",
+			    json_real((double)(int64_t)(next_rand() % 100000) / 64.0 - 700.0));
+		if (next_rand() % 4 == 0)
+			json_object_set_new(features, "s", json_string(s));
+		json_t *ev = json_pack("{s:s,s:s,s:s,s:o}", "view", "v", "entity_id", entity,
+				       "event_ts", ts, "features", features);
+		struct fl_event event;
+		struct fl_error err;
+		cr_assert_eq(fl_event_validate(ev, "", registry, "p", ingest,
+					       FL_EVENT_DEFAULT_MAX_FUTURE_SKEW_US, &event, &err),
+			     FL_OK, "%s", err.message);
+		json_decref(ev);
+		cr_assert_eq(fl_event_body_tail(&event, &tail, &tail_len), FL_OK);
+		fl_event_finish(&event);
+		in = (struct fl_log_input){
+		    .body_tail = tail, .body_tail_len = tail_len, .time_us = ingest};
+		batch = (struct fl_log_batch){&in, 1, &res, FL_OK, 0};
+		cr_assert_eq(fl_log_append(log, &batch, 1, NULL), FL_OK);
+		free(tail);
+	}
+	fl_view_registry_destroy(registry);
+	return log;
+}
+
+/* One row of a batch read: what to ask, and what a fresh read answered. */
+struct reuse_row {
+	char entity_id[16];
+	int64_t as_of_us;
+	bool as_known;
+	enum fl_status status;
+	char *features, *windows;
+	size_t features_len, windows_len;
+	uint64_t *served;
+	size_t n_served;
+};
+
+static int reuse_row_key_order(const void *x, const void *y)
+{
+	const struct reuse_row *a = *(struct reuse_row *const *)x,
+			       *b = *(struct reuse_row *const *)y;
+	int c = strcmp(a->entity_id, b->entity_id);
+	return c ? c : (a->as_of_us > b->as_of_us) - (a->as_of_us < b->as_of_us);
+}
+
+/*
+ * The row's read on read (with fl_projection_query_borrowed in the orders
+ * named "borrowed"); its answer must be the fresh read's, byte for byte.
+ */
+static void check_reused(struct fl_projection_read *read, struct fl_read_request *req,
+			 const struct reuse_row *row, const char *order, size_t k)
+{
+	bool borrowed = strstr(order, "borrowed") != NULL;
+	struct fl_read_answer answer;
+	struct fl_error err;
+	fl_error_clear(&err);
+	req->entity_id = row->entity_id;
+	req->as_of_us = row->as_of_us;
+	req->known_at_us = row->as_known ? row->as_of_us : 0;
+	enum fl_status st = borrowed ? fl_projection_query_borrowed(read, req, &answer, &err)
+				     : fl_projection_query(read, req, &answer, &err);
+	cr_assert_eq(st, row->status, "%s row %zu (%s at %" PRId64 ")", order, k, row->entity_id,
+		     row->as_of_us);
+	if (st != FL_OK)
+		return;
+	cr_assert_eq(answer.features_len, row->features_len, "%s row %zu", order, k);
+	cr_assert(memcmp(answer.features, row->features, row->features_len) == 0,
+		  "%s row %zu: features %.*s, fresh %.*s", order, k, (int)answer.features_len,
+		  answer.features, (int)row->features_len, row->features);
+	cr_assert_eq(answer.windows_len, row->windows_len, "%s row %zu", order, k);
+	cr_assert(memcmp(answer.windows, row->windows, row->windows_len) == 0,
+		  "%s row %zu: windows %.*s, fresh %.*s", order, k, (int)answer.windows_len,
+		  answer.windows, (int)row->windows_len, row->windows);
+	cr_assert_eq(answer.n_served, row->n_served, "%s row %zu", order, k);
+	cr_assert(row->n_served == 0 ||
+		      memcmp(answer.served_seqs, row->served, row->n_served * 8) == 0,
+		  "%s row %zu: served seqs", order, k);
+	if (!borrowed)
+		fl_read_answer_finish(&answer);
+}
+
+/*
+ * One read serving many rows (a batch, or an export in (entity, ts) order)
+ * keeps its cursors and times from one query to the next: its answers are
+ * those of a fresh read per row, byte for byte, in any order, for plain
+ * reads and reads as known at their time, entities absent, and times before
+ * the first event, inside the data and after it. So are the answers of
+ * fl_projection_query_borrowed, kept by the read from one row to the next.
+ */
+Test(projection, a_read_reused_over_many_rows_answers_as_fresh_reads)
+{
+	int64_t base = fl_time_now_us() - 10 * MIN_US;
+	struct fl_log *log = build_late_log("late-origin", base, 3000, 8);
+	struct fl_projection *p = project(log, "late", 100);
+	struct fl_view *view;
+	cr_assert_eq(fl_view_registry_get(fl_projection_views(p), "v", &view), FL_OK);
+	const struct fl_feature *features[3];
+	const struct fl_window *windows[16];
+	size_t n_windows = fl_view_window_count(view);
+	for (size_t i = 0; i < 3; i++)
+		features[i] = fl_view_feature_at(view, i);
+	for (size_t i = 0; i < n_windows; i++)
+		windows[i] = fl_view_window_at(view, i);
+	struct fl_read_request req = {.view = view,
+				      .features = features,
+				      .n_features = 3,
+				      .windows = windows,
+				      .n_windows = n_windows};
+
+	enum { N_ROWS = 600 };
+	static struct reuse_row rows[N_ROWS];
+	struct reuse_row *sorted[N_ROWS];
+	size_t found = 0, not_found = 0, known_differs = 0;
+	for (size_t k = 0; k < N_ROWS; k++) {
+		struct reuse_row *row = &rows[k];
+		/* e8 and e9 have no events */
+		snprintf(row->entity_id, sizeof(row->entity_id), "e%d", (int)(next_rand() % 10));
+		/* from 10 minutes before the first event to 5 minutes after the last */
+		row->as_of_us = base - 160 * MIN_US +
+				(int64_t)(next_rand() % (165 * 60)) * 1000000 +
+				(k % 2 ? 0 : (int64_t)(next_rand() % 1000000));
+		row->as_known = k % 3 == 0;
+		struct fl_projection_read *read;
+		struct fl_read_answer answer;
+		struct fl_error err;
+		fl_error_clear(&err);
+		req.entity_id = row->entity_id;
+		req.as_of_us = row->as_of_us;
+		req.known_at_us = row->as_known ? row->as_of_us : 0;
+		cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+		row->status = fl_projection_query(read, &req, &answer, &err);
+		cr_assert_eq(row->status, FL_OK, "%s", err.message);
+		if (row->as_known) { /* the plain read of the row, to see that it differs */
+			struct fl_read_answer plain;
+			req.known_at_us = 0;
+			cr_assert_eq(fl_projection_query(read, &req, &plain, &err), FL_OK);
+			if (plain.features_len != answer.features_len ||
+			    memcmp(plain.features, answer.features, plain.features_len) != 0)
+				known_differs++;
+			fl_read_answer_finish(&plain);
+		}
+		fl_projection_read_end(read);
+		row->features = answer.features;
+		row->features_len = answer.features_len;
+		row->windows = answer.windows;
+		row->windows_len = answer.windows_len;
+		row->served = answer.served_seqs;
+		row->n_served = answer.n_served;
+		if (strstr(row->features, "PRESENT"))
+			found++;
+		else
+			not_found++;
+		sorted[k] = row;
+	}
+	/* the rows cover what they are meant to */
+	cr_assert_gt(found, N_ROWS / 4);
+	cr_assert_gt(not_found, N_ROWS / 20);
+	cr_assert_gt(known_differs, N_ROWS / 30);
+
+	struct fl_projection_read *read;
+	cr_assert_eq(fl_projection_read_begin(p, &read), FL_OK);
+	for (size_t k = 0; k < N_ROWS; k++)
+		check_reused(read, &req, &rows[k], "input order", k);
+	qsort(sorted, N_ROWS, sizeof(sorted[0]), reuse_row_key_order);
+	for (size_t k = 0; k < N_ROWS; k++)
+		check_reused(read, &req, sorted[k], "key order", k);
+	for (size_t k = N_ROWS; k-- > 0;)
+		check_reused(read, &req, sorted[k], "reverse key order", k);
+	for (size_t k = 0; k < N_ROWS; k++)
+		check_reused(read, &req, sorted[k], "key order, borrowed", k);
+	for (size_t k = 0; k < N_ROWS; k++)
+		check_reused(read, &req, &rows[k], "input order, borrowed", k);
+	fl_projection_read_end(read);
+
+	for (size_t k = 0; k < N_ROWS; k++) {
+		free(rows[k].features);
+		free(rows[k].windows);
+		free(rows[k].served);
+	}
+	fl_view_unref(view);
+	fl_projection_close(p);
+	fl_log_close(log);
+}

@@ -179,6 +179,29 @@ class HistoricalTest(QueryCase):
                 if not late:
                     self.assertEqual(a, b, f"{row}: no late event, yet the rows differ")
 
+    def test_a_long_export_answers_row_for_row_as_short_ones(self):
+        # rows are computed a chunk at a time, in (entity, ts) order, and
+        # written back in input order: 2,500 rows (more than one chunk) in
+        # one export answer line for line as the same rows in exports of 100
+        rng = random.Random(SEED + 3)
+        view = "stats"
+        head = {"view": view, "features": list(self.view_defs[view]["features"]),
+                "windows": [w["name"] for w in self.view_defs[view]["windows"]]}
+        for pit in ("event_time", "as_known"):
+            head["point_in_time"] = pit
+            rows = [{k: r[k] for k in ("entity_id", "ts")}
+                    for r in self.random_rows(rng, 2500)]
+            whole = self.post("ranker", head, rows)
+            self.assertEqual(whole.status, 200, whole)
+            parts = []
+            for i in range(0, len(rows), 100):
+                part = self.post("ranker", head, rows[i:i + 100])
+                self.assertEqual(part.status, 200, part)
+                parts.append(part.body)
+            lines = whole.body.split(b"\n")
+            self.assertEqual(len(lines), len(rows) + 1)
+            self.assertEqual(lines, b"".join(parts).split(b"\n"), pit)
+
     def test_csv_and_audit_record(self):
         rows = [{"entity_id": "it1", "ts": time_text(self.start)},
                 {"entity_id": "never-written", "ts": time_text(self.start)}]
