@@ -229,12 +229,15 @@ static void commit_group(struct fl_audit *audit, struct pending_read *group, siz
 	if (st == FL_OK && count > 0 && audit->config.commit_latency)
 		fl_histogram_observe(audit->config.commit_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
+	/* One wakeup of the HTTP thread for the group, not one per answer. */
+	fl_http_resume_hold();
 	for (struct pending_read *p = group; p; p = p->next) {
 		if (st == FL_OK && !p->record.text.failed)
 			audit->config.respond(p->req, p->status, p->content_type, p->body, p->len);
 		else
 			answer_unavailable(audit, p->req);
 	}
+	fl_http_resume_release();
 	free(inputs);
 	free(results);
 }
