@@ -180,10 +180,12 @@ static void start_record(struct fl_jw *w, const struct fl_audit_record *rec, int
 
 static void finish_record(struct fl_jw *w, unsigned status, const uint8_t digest[32])
 {
-	char digest_hex[65];
-	fl_hex_encode(digest, 32, digest_hex);
+	char digest_hex[67];
+	digest_hex[0] = '"';
+	fl_hex_encode(digest, 32, digest_hex + 1);
+	digest_hex[65] = '"';
 	fl_jw_key(w, "answer_sha256");
-	fl_jw_strn(w, digest_hex, 64);
+	fl_jw_raw(w, digest_hex, 66); /* hex needs no escapes */
 	fl_jw_key(w, "status");
 	fl_jw_i64(w, status);
 }
