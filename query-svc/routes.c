@@ -210,20 +210,21 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 	const char *lists[2] = {"features", "windows"};
 	char *asked[2] = {NULL, NULL};
 	size_t cap[2] = {n_features, n_windows};
+	enum fl_status st = FL_OK;
 	for (int l = 0; l < 2; l++) {
 		const char *text = fl_http_query(job->req, lists[l]);
 		if (plan->kind == FL_READ_ONE && cap[l] == 0 && text && *text) {
 			asked[l] = strdup(text);
 			cap[l] = 1000;
+			if (!asked[l])
+				st = FL_ERR_NOMEM;
 		}
 	}
 	const char *inline_names[32];
 	size_t n_names = (plan->n_entities ? 0 : 1) + cap[0] + cap[1];
 	const char **names = n_names <= 32 ? inline_names : malloc(n_names * sizeof(*names));
-	enum fl_status st = names ? FL_OK : FL_ERR_NOMEM;
-	for (int l = 0; l < 2; l++)
-		if (cap[l] == 1000 && !asked[l])
-			st = FL_ERR_NOMEM;
+	if (!names)
+		st = FL_ERR_NOMEM;
 	if (st == FL_OK) {
 		const char **features = names, **windows = names + cap[0];
 		n_features = n_windows = 0;
