@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fledger/jsonw.h"
 #include "fledger/sha256.h"
 #include "fledger/util.h"
 
@@ -16,8 +17,7 @@
 
 struct pending_read {
 	struct fl_http_request *req;
-	char *tail; /* the record's body tail */
-	size_t tail_len;
+	struct fl_jw record; /* the record's body tail, finished on the audit thread */
 	int64_t ts_us;
 	unsigned status;
 	char *content_type;
@@ -37,47 +37,211 @@ struct fl_audit {
 
 static void pending_free(struct pending_read *p)
 {
-	free(p->tail);
+	fl_jw_free(&p->record);
 	free(p->content_type);
 	free(p->body);
 	free(p);
 }
 
-/* Appends a group of records in one transaction, then answers each read. */
+/* Whether text is valid UTF-8 as jansson checks it (json_string accepts it). */
+static bool valid_utf8(const unsigned char *text)
+{
+	while (*text) {
+		unsigned char c = *text;
+		size_t size;
+		uint32_t value;
+		if (c < 0x80) {
+			text++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			size = 2;
+			value = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			size = 3;
+			value = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			size = 4;
+			value = c & 0x07;
+		} else {
+			return false;
+		}
+		for (size_t i = 1; i < size; i++) {
+			if ((text[i] & 0xc0) != 0x80)
+				return false;
+			value = (value << 6) | (text[i] & 0x3f);
+		}
+		if (value > 0x10ffff || (value >= 0xd800 && value <= 0xdfff) ||
+		    (size == 3 && value < 0x800) || (size == 4 && value < 0x10000))
+			return false;
+		text += size;
+	}
+	return true;
+}
+
+/* One string of a record: as it is when valid UTF-8, else bytes >= 0x80 as '?'. */
+static void write_lenient(struct fl_jw *w, const char *text)
+{
+	if (valid_utf8((const unsigned char *)text)) {
+		fl_jw_str(w, text);
+		return;
+	}
+	size_t len = strlen(text);
+	char *copy = malloc(len + 1);
+	if (!copy) {
+		w->text.failed = true;
+		return;
+	}
+	for (size_t i = 0; i <= len; i++)
+		copy[i] = (unsigned char)text[i] >= 0x80 ? '?' : text[i];
+	fl_jw_strn(w, copy, len);
+	free(copy);
+}
+
+/* A list member of a record: the JSON array when given, else the C strings. */
+static void write_list(struct fl_jw *w, const char *key, const json_t *array,
+		       const struct fl_audit_names *names)
+{
+	fl_jw_key(w, key);
+	fl_jw_open(w, '[');
+	if (array) {
+		for (size_t i = 0; i < json_array_size(array); i++) {
+			const json_t *item = json_array_get(array, i);
+			fl_jw_sep(w);
+			if (json_is_string(item)) {
+				fl_jw_strn(w, json_string_value(item), json_string_length(item));
+				continue;
+			}
+			char *text = json_dumps(item, JSON_COMPACT | JSON_ENCODE_ANY);
+			if (text)
+				fl_jw_raw(w, text, strlen(text));
+			else
+				w->text.failed = true;
+			free(text);
+		}
+	} else {
+		for (size_t i = 0; i < names->count; i++) {
+			fl_jw_sep(w);
+			write_lenient(w, names->names[i]);
+		}
+	}
+	fl_jw_close(w, ']');
+}
+
+/*
+ * The record's body tail up to "applied_seq": the members after "seq"
+ * (CONTRACT §7) but for the answer's digest and status, which
+ * finish_record writes (on the audit thread for a submitted read, which
+ * so hashes the answer off the thread that computed it). Written as
+ * json_dumps writes the same object, without braces.
+ */
+static void start_record(struct fl_jw *w, const struct fl_audit_record *rec, int64_t ts_us)
+{
+	fl_jw_key(w, "kind");
+	fl_jw_str(w, "read");
+	fl_jw_key(w, "read_id");
+	fl_jw_str(w, rec->read_id);
+	fl_jw_key(w, "ts");
+	fl_jw_time(w, ts_us);
+	fl_jw_key(w, "principal");
+	if (rec->principal)
+		fl_jw_str(w, rec->principal);
+	else
+		fl_jw_raw(w, "null", 4);
+	fl_jw_key(w, "route");
+	fl_jw_str(w, rec->route);
+	fl_jw_key(w, "view");
+	if (rec->view)
+		write_lenient(w, rec->view);
+	else
+		fl_jw_raw(w, "null", 4);
+	if (rec->request_sha256) {
+		fl_jw_key(w, "rows");
+		fl_jw_i64(w, (int64_t)rec->rows);
+		fl_jw_key(w, "request_sha256");
+		fl_jw_str(w, rec->request_sha256);
+	} else {
+		write_list(w, "entity_ids", rec->entity_ids, &rec->entity_id_names);
+	}
+	write_list(w, "features", rec->features, &rec->feature_names);
+	write_list(w, "windows", rec->windows, &rec->window_names);
+	fl_jw_key(w, "served_seqs");
+	fl_jw_open(w, '[');
+	for (size_t i = 0; i < rec->n_served; i++) {
+		fl_jw_sep(w);
+		fl_jw_i64(w, (int64_t)rec->served_seqs[i]);
+	}
+	fl_jw_close(w, ']');
+	/* The log prefix that determines every value, windows included (0: the
+	 * read computed nothing, e.g. a denial). */
+	fl_jw_key(w, "applied_seq");
+	fl_jw_i64(w, (int64_t)rec->applied_seq);
+}
+
+static void finish_record(struct fl_jw *w, unsigned status, const uint8_t digest[32])
+{
+	char digest_hex[67];
+	digest_hex[0] = '"';
+	fl_hex_encode(digest, 32, digest_hex + 1);
+	digest_hex[65] = '"';
+	fl_jw_key(w, "answer_sha256");
+	fl_jw_raw(w, digest_hex, 66); /* hex needs no escapes */
+	fl_jw_key(w, "status");
+	fl_jw_i64(w, status);
+}
+
+static void answer_unavailable(struct fl_audit *audit, struct fl_http_request *req)
+{
+	audit->config.add_header(req, "Retry-After", "1");
+	audit->config.respond_error(req, 503, "audit_unavailable",
+				    "the read could not be recorded in the audit log, so "
+				    "it is not answered",
+				    NULL);
+}
+
+/*
+ * Finishes the records of a group (the answers' digests), appends them in
+ * one transaction, then answers each read: with its answer once the
+ * transaction is durable, else with a 503.
+ */
 static void commit_group(struct fl_audit *audit, struct pending_read *group, size_t n)
 {
 	struct fl_log_input *inputs = calloc(n, sizeof(*inputs));
 	struct fl_log_result *results = calloc(n, sizeof(*results));
-	struct fl_log_batch *batches = calloc(n, sizeof(*batches));
-	enum fl_status st = inputs && results && batches ? FL_OK : FL_ERR_NOMEM;
-	size_t i = 0;
+	enum fl_status st = inputs && results ? FL_OK : FL_ERR_NOMEM;
+	size_t count = 0;
 
-	for (struct pending_read *p = group; st == FL_OK && p; p = p->next, i++) {
-		inputs[i] = (struct fl_log_input){
-		    .body_tail = p->tail, .body_tail_len = p->tail_len, .time_us = p->ts_us};
-		batches[i] = (struct fl_log_batch){&inputs[i], 1, &results[i], FL_OK, 0};
+	for (struct pending_read *p = group; st == FL_OK && p; p = p->next) {
+		uint8_t digest[32];
+		if (!fl_sha256(p->body, p->len, digest))
+			p->record.text.failed = true;
+		finish_record(&p->record, p->status, digest);
+		if (p->record.text.failed)
+			continue; /* answered 503 below */
+		inputs[count++] = (struct fl_log_input){.body_tail = p->record.text.data,
+							.body_tail_len = p->record.text.len,
+							.time_us = p->ts_us};
 	}
+	struct fl_log_batch batch = {inputs, count, results, FL_OK, 0};
 	int64_t start = fl_time_mono_us();
+	if (st == FL_OK && count > 0)
+		st = fl_log_append(audit->config.log, &batch, 1, NULL);
 	if (st == FL_OK)
-		st = fl_log_append(audit->config.log, batches, n, NULL);
-	if (st == FL_OK && audit->config.commit_latency)
+		st = batch.status;
+	if (st == FL_OK && count > 0 && audit->config.commit_latency)
 		fl_histogram_observe(audit->config.commit_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
+	/* One wakeup of the HTTP thread for the group, not one per answer. */
+	fl_http_resume_hold();
 	for (struct pending_read *p = group; p; p = p->next) {
-		if (st == FL_OK) {
+		if (st == FL_OK && !p->record.text.failed)
 			audit->config.respond(p->req, p->status, p->content_type, p->body, p->len);
-		} else {
-			audit->config.add_header(p->req, "Retry-After", "1");
-			audit->config.respond_error(
-			    p->req, 503, "audit_unavailable",
-			    "the read could not be recorded in the audit log, so "
-			    "it is not answered",
-			    NULL);
-		}
+		else
+			answer_unavailable(audit, p->req);
 	}
+	fl_http_resume_release();
 	free(inputs);
 	free(results);
-	free(batches);
 }
 
 static void *run(void *opaque)
@@ -151,56 +315,6 @@ void fl_audit_destroy(struct fl_audit *audit)
 	free(audit);
 }
 
-static json_t *copy_or_empty(const json_t *array)
-{
-	return array ? json_deep_copy(array) : json_array();
-}
-
-/* The record's body tail: the members after "seq" (CONTRACT §7). */
-static char *record_tail(const struct fl_audit_record *rec, int64_t ts_us, unsigned status,
-			 const uint8_t digest[32], size_t *ret_len)
-{
-	char digest_hex[65], ts[FL_TIME_TEXT_LEN];
-
-	fl_hex_encode(digest, 32, digest_hex);
-	fl_time_format(ts_us, ts);
-	json_t *seqs = json_array();
-	for (size_t i = 0; i < rec->n_served; i++)
-		json_array_append_new(seqs, json_integer((json_int_t)rec->served_seqs[i]));
-	json_t *obj = json_object();
-	json_object_set_new(obj, "kind", json_string("read"));
-	json_object_set_new(obj, "read_id", json_string(rec->read_id));
-	json_object_set_new(obj, "ts", json_string(ts));
-	json_object_set_new(obj, "principal",
-			    rec->principal ? json_string(rec->principal) : json_null());
-	json_object_set_new(obj, "route", json_string(rec->route));
-	json_object_set_new(obj, "view", rec->view ? json_string(rec->view) : json_null());
-	if (rec->request_sha256) {
-		json_object_set_new(obj, "rows", json_integer((json_int_t)rec->rows));
-		json_object_set_new(obj, "request_sha256", json_string(rec->request_sha256));
-	} else {
-		json_object_set_new(obj, "entity_ids", copy_or_empty(rec->entity_ids));
-	}
-	json_object_set_new(obj, "features", copy_or_empty(rec->features));
-	json_object_set_new(obj, "windows", copy_or_empty(rec->windows));
-	json_object_set_new(obj, "served_seqs", seqs);
-	/* The log prefix that determines every value, windows included (0: the
-	 * read computed nothing, e.g. a denial). */
-	json_object_set_new(obj, "applied_seq", json_integer((json_int_t)rec->applied_seq));
-	json_object_set_new(obj, "answer_sha256", json_string(digest_hex));
-	json_object_set_new(obj, "status", json_integer(status));
-	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(obj);
-	if (!text)
-		return NULL;
-	/* strip the braces: the log writes {"seq":N, + tail + } */
-	size_t n = strlen(text);
-	memmove(text, text + 1, n - 2);
-	text[n - 2] = '\0';
-	*ret_len = n - 2;
-	return text;
-}
-
 enum fl_status fl_audit_submit(struct fl_audit *audit, struct fl_http_request *req,
 			       const struct fl_audit_record *rec, unsigned status,
 			       const char *content_type, char *body, size_t len)
@@ -212,13 +326,13 @@ enum fl_status fl_audit_submit(struct fl_audit *audit, struct fl_http_request *r
 	p->ts_us = fl_time_now_us();
 	p->status = status;
 	p->content_type = strdup(content_type);
-	uint8_t digest[32];
-	p->tail = fl_sha256(body, len, digest)
-		      ? record_tail(rec, p->ts_us, status, digest, &p->tail_len)
-		      : NULL;
-	if (!p->content_type || !p->tail) {
+	fl_jw_init(&p->record);
+	/* Room for the whole record, digest and status included, at once. */
+	fl_text_reserve(&p->record.text, 512);
+	start_record(&p->record, rec, p->ts_us);
+	if (!p->content_type || p->record.text.failed) {
 		free(p->content_type);
-		free(p->tail);
+		fl_jw_free(&p->record);
 		free(p);
 		return FL_ERR_NOMEM;
 	}
@@ -258,12 +372,16 @@ enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit
 				   unsigned status, const uint8_t answer_sha256[32])
 {
 	int64_t ts_us = fl_time_now_us();
-	size_t tail_len;
-	char *tail = record_tail(rec, ts_us, status, answer_sha256, &tail_len);
-	if (!tail)
+	struct fl_jw record;
+	fl_jw_init(&record);
+	start_record(&record, rec, ts_us);
+	finish_record(&record, status, answer_sha256);
+	if (record.text.failed) {
+		fl_jw_free(&record);
 		return FL_ERR_NOMEM;
+	}
 	struct fl_log_input input = {
-	    .body_tail = tail, .body_tail_len = tail_len, .time_us = ts_us};
+	    .body_tail = record.text.data, .body_tail_len = record.text.len, .time_us = ts_us};
 	struct fl_log_result result;
 	struct fl_log_batch batch = {&input, 1, &result, FL_OK, 0};
 	int64_t start = fl_time_mono_us();
@@ -273,6 +391,6 @@ enum fl_status fl_audit_record_now(struct fl_audit *audit, const struct fl_audit
 	if (st == FL_OK && audit->config.commit_latency)
 		fl_histogram_observe(audit->config.commit_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
-	free(tail);
+	fl_jw_free(&record);
 	return st;
 }

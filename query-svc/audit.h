@@ -44,7 +44,20 @@ enum fl_status fl_audit_create(const struct fl_audit_config *config, struct fl_a
 /* Records and answers what is queued, then stops. Accepts NULL. */
 void fl_audit_destroy(struct fl_audit *audit);
 
-/* What a read served, for its record. Arrays are borrowed (copied). */
+/*
+ * A list of strings for a record, for a caller that holds C strings: the
+ * online reads, which so build no JSON tree per read. A string that is not
+ * valid UTF-8 is recorded with each byte >= 0x80 as '?'.
+ */
+struct fl_audit_names {
+	const char *const *names;
+	size_t count;
+};
+
+/*
+ * What a read served, for its record; everything is borrowed (copied). Each
+ * list is the JSON array when that is set, else the C strings (none: []).
+ */
 struct fl_audit_record {
 	const char *read_id;
 	const char *principal;	  /* NULL for a request without a valid token */
@@ -53,6 +66,7 @@ struct fl_audit_record {
 	const json_t *entity_ids; /* array of strings, or NULL */
 	const json_t *features;	  /* array of names, or NULL */
 	const json_t *windows;	  /* array of names, or NULL */
+	struct fl_audit_names entity_id_names, feature_names, window_names;
 	const uint64_t *served_seqs;
 	size_t n_served;
 	/* A training-data export (CONTRACT §7): when request_sha256 is set

@@ -142,8 +142,6 @@ static struct read_job *job_of_wait(struct fl_waiter_item *item)
 
 /* ---- answers: the one exit of every read route --------------------------- */
 
-static json_t *lenient_string(const char *text);
-
 /* Whether a read is recorded: unless every view it names has audit_reads off. */
 static bool audited(const struct read_job *job, unsigned status)
 {
@@ -157,27 +155,47 @@ static bool audited(const struct read_job *job, unsigned status)
 	return false;
 }
 
-/* Records the read (CONTRACT §7) and hands the answer to the audit thread. */
+/*
+ * The names of a read refused before they were taken (the features or
+ * windows of its query string), split in place in text: at most 1000,
+ * each shorter than a name may be.
+ */
+static size_t split_names(char *text, const char **names, size_t cap)
+{
+	size_t count = 0;
+	for (char *p = text; p && count < cap;) {
+		char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		if (comma)
+			*comma = '\0';
+		if (n && n < FL_NAME_MAX_LEN + 2)
+			names[count++] = p;
+		p = comma ? comma + 1 : NULL;
+	}
+	return count;
+}
+
+/*
+ * Records the read (CONTRACT §7) and hands the answer to the audit thread,
+ * which then owns body. The record's lists are the plan's own strings: no
+ * copies, no JSON tree.
+ */
 static enum fl_status submit_audited(struct read_job *job, unsigned status,
-				     const char *content_type, const char *body, size_t len)
+				     const char *content_type, char *body, size_t len)
 {
 	const struct fl_read_plan *plan = &job->plan;
-	json_t *entities = json_array(), *features = json_array(), *windows = json_array();
-	for (size_t i = 0; i < plan->n_entities; i++)
-		json_array_append_new(entities, lenient_string(plan->entity_ids[i]));
+	size_t n_features = 0, n_windows = 0;
 	for (size_t p = 0; p < plan->n_parts; p++) {
-		for (size_t i = 0; i < plan->parts[p].n_features; i++)
-			json_array_append_new(features,
-					      json_string(plan->parts[p].features[i]->name));
-		for (size_t i = 0; i < plan->parts[p].n_windows; i++)
-			json_array_append_new(windows,
-					      json_string(plan->parts[p].windows[i]->name));
+		n_features += plan->parts[p].n_features;
+		n_windows += plan->parts[p].n_windows;
 	}
 	/*
 	 * A read refused before it was parsed (401, 403 for a missing role)
-	 * still names what it asked for: the view and entity of its path.
+	 * still names what it asked for: the view and entity of its path, and
+	 * the names of its query string.
 	 */
 	char path_view[FL_NAME_MAX_LEN + 2] = "";
+	const char *path_entity = NULL;
 	const char *rest = NULL;
 	if (plan->n_parts == 0 && (plan->kind == FL_READ_ONE || plan->kind == FL_READ_HISTORY))
 		rest =
@@ -187,58 +205,70 @@ static enum fl_status submit_audited(struct read_job *job, unsigned status,
 		const char *slash = strchr(rest, '/');
 		snprintf(path_view, sizeof(path_view), "%.*s", (int)(slash - rest), rest);
 		if (plan->n_entities == 0)
-			json_array_append_new(entities, lenient_string(slash + 1));
+			path_entity = slash + 1;
 	}
-	/* ...and the names it asked for, when it was refused before they were taken. */
 	const char *lists[2] = {"features", "windows"};
-	json_t *arrays[2] = {features, windows};
-	for (int l = 0; l < 2 && plan->kind == FL_READ_ONE; l++) {
+	char *asked[2] = {NULL, NULL};
+	size_t cap[2] = {n_features, n_windows};
+	enum fl_status st = FL_OK;
+	for (int l = 0; l < 2; l++) {
 		const char *text = fl_http_query(job->req, lists[l]);
-		if (json_array_size(arrays[l]) || !text || !*text)
-			continue;
-		for (const char *p = text; p;) {
-			const char *comma = strchr(p, ',');
-			size_t n = comma ? (size_t)(comma - p) : strlen(p);
-			char name[FL_NAME_MAX_LEN + 2];
-			if (n && n < sizeof(name) && json_array_size(arrays[l]) < 1000) {
-				memcpy(name, p, n);
-				name[n] = '\0';
-				json_array_append_new(arrays[l], lenient_string(name));
-			}
-			p = comma ? comma + 1 : NULL;
+		if (plan->kind == FL_READ_ONE && cap[l] == 0 && text && *text) {
+			asked[l] = strdup(text);
+			cap[l] = 1000;
+			if (!asked[l])
+				st = FL_ERR_NOMEM;
 		}
 	}
-	json_t *view_name = json_null();
-	if (plan->n_parts)
-		view_name = json_string(fl_view_name(plan->parts[0].view));
-	else if (path_view[0])
-		view_name = lenient_string(path_view);
-	struct fl_audit_record rec = {
-	    .read_id = job->read_id,
-	    .principal = plan->principal ? fl_principal_name(plan->principal) : NULL,
-	    .route = job->route,
-	    .view = json_is_string(view_name) ? json_string_value(view_name) : NULL,
-	    .entity_ids = entities,
-	    .features = features,
-	    .windows = windows,
-	    .served_seqs = job->result.served,
-	    .n_served = job->result.n_served,
-	    .applied_seq = job->result.applied_seq,
-	};
-	char *copy = malloc(len ? len : 1);
-	enum fl_status st = copy ? FL_OK : FL_ERR_NOMEM;
+	const char *inline_names[32];
+	size_t n_names = (plan->n_entities ? 0 : 1) + cap[0] + cap[1];
+	const char **names = n_names <= 32 ? inline_names : malloc(n_names * sizeof(*names));
+	if (!names)
+		st = FL_ERR_NOMEM;
 	if (st == FL_OK) {
-		if (len > 0) /* body may be NULL when empty */
-			memcpy(copy, body, len);
-		st = fl_audit_submit(job->query->audit, job->req, &rec, status, content_type, copy,
+		const char **features = names, **windows = names + cap[0];
+		n_features = n_windows = 0;
+		for (size_t p = 0; p < plan->n_parts; p++) {
+			for (size_t i = 0; i < plan->parts[p].n_features; i++)
+				features[n_features++] = plan->parts[p].features[i]->name;
+			for (size_t i = 0; i < plan->parts[p].n_windows; i++)
+				windows[n_windows++] = plan->parts[p].windows[i]->name;
+		}
+		if (asked[0])
+			n_features = split_names(asked[0], features, cap[0]);
+		if (asked[1])
+			n_windows = split_names(asked[1], windows, cap[1]);
+		const char **entity = windows + cap[1];
+		struct fl_audit_names entity_ids = {(const char *const *)plan->entity_ids,
+						    plan->n_entities};
+		if (plan->n_entities == 0 && path_entity) {
+			*entity = path_entity;
+			entity_ids = (struct fl_audit_names){entity, 1};
+		}
+		const char *view = NULL;
+		if (plan->n_parts)
+			view = fl_view_name(plan->parts[0].view);
+		else if (path_view[0])
+			view = path_view;
+		struct fl_audit_record rec = {
+		    .read_id = job->read_id,
+		    .principal = plan->principal ? fl_principal_name(plan->principal) : NULL,
+		    .route = job->route,
+		    .view = view,
+		    .entity_id_names = entity_ids,
+		    .feature_names = {features, n_features},
+		    .window_names = {windows, n_windows},
+		    .served_seqs = job->result.served,
+		    .n_served = job->result.n_served,
+		    .applied_seq = job->result.applied_seq,
+		};
+		st = fl_audit_submit(job->query->audit, job->req, &rec, status, content_type, body,
 				     len);
-		if (st != FL_OK)
-			free(copy);
 	}
-	json_decref(entities);
-	json_decref(features);
-	json_decref(windows);
-	json_decref(view_name);
+	if (names != inline_names)
+		free(names);
+	free(asked[0]);
+	free(asked[1]);
 	return st;
 }
 
@@ -263,9 +293,19 @@ static enum fl_http_disposition send_answer(struct read_job *job, unsigned statu
 	if (status == 503)
 		fl_http_add_header(job->req, "Retry-After", "1");
 	if (audited(job, status)) {
-		if (submit_audited(job, status, content_type, body, len) == FL_OK) {
+		/* The audit thread sends the answer: it takes the read's own
+		 * body, or a copy of one that is not the job's to give. */
+		char *owned =
+		    body && body == job->result.body ? job->result.body : malloc(len ? len : 1);
+		if (owned && owned != body && len > 0) /* body may be NULL when empty */
+			memcpy(owned, body, len);
+		if (owned && submit_audited(job, status, content_type, owned, len) == FL_OK) {
+			if (owned == job->result.body)
+				job->result.body = NULL;
 			disposition = FL_HTTP_DEFERRED;
 		} else {
+			if (owned != job->result.body)
+				free(owned);
 			if (status != 503) /* added above for a 503 answer */
 				fl_http_add_header(job->req, "Retry-After", "1");
 			fl_http_respond_error(job->req, 503, "audit_unavailable",

@@ -159,6 +159,7 @@ struct fl_http_request {
 	bool server_answered;		     /* the stopping server answered it for the holder */
 	bool finished;			     /* MHD has completed it */
 	struct fl_http_request *prev, *next; /* server->suspended_head list */
+	struct fl_http_request *resume_next; /* in a thread's held resumes */
 
 	char id[32];
 	char remote_addr[INET6_ADDRSTRLEN];
@@ -421,6 +422,37 @@ static enum MHD_Result refuse(struct fl_http_request *req, unsigned status, cons
 }
 
 /*
+ * The resumes a thread holds back between fl_http_resume_hold and
+ * fl_http_resume_release: requests in RESUMING, answered, whose
+ * connections are still suspended (so the server waits for them when it
+ * stops, and MHD does not touch them).
+ */
+static _Thread_local struct held_resumes {
+	bool active;
+	struct fl_http_request *head, *tail;
+} held_resumes;
+
+void fl_http_resume_hold(void)
+{
+	held_resumes.active = true;
+}
+
+void fl_http_resume_release(void)
+{
+	struct fl_http_request *req = held_resumes.head;
+
+	held_resumes = (struct held_resumes){0};
+	while (req != NULL) {
+		struct fl_http_request *next = req->resume_next;
+
+		pthread_mutex_lock(&req->lock);
+		MHD_resume_connection(req->connection);
+		pthread_mutex_unlock(&req->lock);
+		req = next;
+	}
+}
+
+/*
  * Hands an answer to req from any thread (see the state diagram at the
  * top). Takes ownership of response in every case.
  */
@@ -446,7 +478,16 @@ static enum fl_status deliver(struct fl_http_request *req, unsigned status,
 		req->state = REQ_RESUMING;
 		req->held = false;
 		response = NULL;
-		MHD_resume_connection(req->connection);
+		if (held_resumes.active) {
+			req->resume_next = NULL;
+			if (held_resumes.tail != NULL)
+				held_resumes.tail->resume_next = req;
+			else
+				held_resumes.head = req;
+			held_resumes.tail = req;
+		} else {
+			MHD_resume_connection(req->connection);
+		}
 	} else {
 		result = FL_ERR_INVALID;
 	}

@@ -333,3 +333,129 @@ Test(audit, records_verify_against_their_checkpoint)
 	}
 	fl_log_reader_end(reader);
 }
+
+/* The record of rec as jansson writes it (the format of CONTRACT §7), seq and ts taken as given. */
+static char *expected_record(uint64_t seq, const char *ts, const struct fl_audit_record *rec,
+			     const json_t *entity_ids, const json_t *features,
+			     const json_t *windows, unsigned status, const char *digest_hex)
+{
+	json_t *seqs = json_array();
+	for (size_t i = 0; i < rec->n_served; i++)
+		json_array_append_new(seqs, json_integer((json_int_t)rec->served_seqs[i]));
+	json_t *obj = json_object();
+	json_object_set_new(obj, "seq", json_integer((json_int_t)seq));
+	json_object_set_new(obj, "kind", json_string("read"));
+	json_object_set_new(obj, "read_id", json_string(rec->read_id));
+	json_object_set_new(obj, "ts", json_string(ts));
+	json_object_set_new(obj, "principal",
+			    rec->principal ? json_string(rec->principal) : json_null());
+	json_object_set_new(obj, "route", json_string(rec->route));
+	json_object_set_new(obj, "view", rec->view ? json_string(rec->view) : json_null());
+	if (rec->request_sha256) {
+		json_object_set_new(obj, "rows", json_integer((json_int_t)rec->rows));
+		json_object_set_new(obj, "request_sha256", json_string(rec->request_sha256));
+	} else {
+		json_object_set_new(obj, "entity_ids", json_deep_copy(entity_ids));
+	}
+	json_object_set_new(obj, "features", json_deep_copy(features));
+	json_object_set_new(obj, "windows", json_deep_copy(windows));
+	json_object_set_new(obj, "served_seqs", seqs);
+	json_object_set_new(obj, "applied_seq", json_integer((json_int_t)rec->applied_seq));
+	json_object_set_new(obj, "answer_sha256", json_string(digest_hex));
+	json_object_set_new(obj, "status", json_integer(status));
+	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(obj);
+	return text;
+}
+
+/* The stored body of the record at seq, as text, and its ts. */
+static char *stored_record(uint64_t seq, char ts[64])
+{
+	struct fl_log_reader *reader;
+	struct fl_log_entry entry;
+	cr_assert_eq(fl_log_reader_begin(audit_log, &reader), FL_OK);
+	cr_assert_eq(fl_log_reader_get(reader, seq, &entry), FL_OK);
+	char *text = strndup((const char *)entry.body, entry.body_len);
+	fl_log_reader_end(reader);
+	json_t *body = json_loads(text, 0, NULL);
+	cr_assert_not_null(body, "record %llu is not JSON: %s", (unsigned long long)seq, text);
+	snprintf(ts, 64, "%s", json_string_value(json_object_get(body, "ts")));
+	json_decref(body);
+	return text;
+}
+
+/*
+ * The records are written byte for byte as before (jansson's compact
+ * output in the member order of CONTRACT §7), from JSON arrays or from C
+ * strings: escapes, UTF-8 passed through, a string that is not UTF-8
+ * recorded with '?' for its bytes >= 0x80, a missing list as [], a null
+ * principal, and the export form (rows, request_sha256).
+ */
+Test(audit, records_are_written_as_jansson_writes_them)
+{
+	struct fl_audit *audit = start();
+	static const uint64_t seqs[] = {1, 9007199254740993u, UINT64_C(1) << 62};
+	const char *ids[] = {"e\"1\\\n\t\x01/", "caf\xc3\xa9", "bad\xff\xc3", "\xed\xa0\x80"};
+	const char *feature_names[] = {"amount", "clicks"};
+	json_t *id_array = json_pack("[s,s,s,s]", "e\"1\\\n\t\x01/", "caf\xc3\xa9", "bad??", "???");
+	json_t *feature_array = json_pack("[s,s]", "amount", "clicks");
+	json_t *window_array = json_pack("[s]", "w\xe2\x80\xa8");
+	json_t *empty = json_array();
+
+	snprintf(answers[0].read_id, sizeof(answers[0].read_id), "r-0");
+	struct fl_audit_record from_names = {
+	    .read_id = "r-0",
+	    .route = "/v1/features",
+	    .view = "v\xff",
+	    .entity_id_names = {ids, 4},
+	    .feature_names = {feature_names, 2},
+	    .windows = window_array,
+	    .served_seqs = seqs,
+	    .n_served = 3,
+	    .applied_seq = UINT64_C(1) << 40,
+	};
+	char *body = strdup("{\"answer\":\"\xc3\xa9\"}");
+	size_t len = strlen(body);
+	char hex[65];
+	sha256_hex(body, len, hex);
+	cr_assert_eq(
+	    fl_audit_submit(audit, request(0), &from_names, 403, "application/json", body, len),
+	    FL_OK);
+	cr_assert_eq(answer_of(0)->status, 403);
+
+	struct fl_audit_record export = {
+	    .read_id = "r-1",
+	    .principal = "trainer",
+	    .route = "/v1/training-rows",
+	    .view = "v",
+	    .features = feature_array,
+	    .request_sha256 = "ab12",
+	    .rows = 123456,
+	    .applied_seq = 77,
+	};
+	uint8_t digest[32] = {1, 2, 3};
+	char digest_hex[65];
+	fl_hex_encode(digest, 32, digest_hex);
+	cr_assert_eq(fl_audit_record_now(audit, &export, 200, digest), FL_OK);
+	fl_audit_destroy(audit);
+
+	char ts[64];
+	char *stored = stored_record(1, ts);
+	struct fl_audit_record as_view = from_names;
+	as_view.view = "v?";
+	char *expected =
+	    expected_record(1, ts, &as_view, id_array, feature_array, window_array, 403, hex);
+	cr_assert_str_eq(stored, expected);
+	free(stored);
+	free(expected);
+
+	stored = stored_record(2, ts);
+	expected = expected_record(2, ts, &export, NULL, feature_array, empty, 200, digest_hex);
+	cr_assert_str_eq(stored, expected);
+	free(stored);
+	free(expected);
+	json_decref(id_array);
+	json_decref(feature_array);
+	json_decref(window_array);
+	json_decref(empty);
+}

@@ -23,6 +23,7 @@
  */
 
 #define MAX_HELD 256
+#define HOLD_MS 300
 
 struct fixture {
 	struct fl_http_server *server;
@@ -36,6 +37,8 @@ struct fixture {
 	size_t group_size; /* the holder waits for this many before answering */
 	unsigned delay_ms; /* and then this long */
 	bool hold_forever; /* until release is set */
+	bool hold_resumes; /* answers a group with its resumes held, for HOLD_MS */
+	unsigned completed_before_release;
 	bool release;
 	bool stop;
 	enum fl_status last_holder_status;
@@ -87,6 +90,8 @@ static void *holder_run(void *arg)
 
 		if (fx.delay_ms > 0)
 			sleep_ms(fx.delay_ms);
+		if (fx.hold_resumes)
+			fl_http_resume_hold();
 		for (size_t i = 0; i < n; i++) {
 			char body[256];
 			const char *id = fl_http_query(batch[i], "i");
@@ -100,6 +105,11 @@ static void *holder_run(void *arg)
 			fx.answered++;
 			pthread_cond_broadcast(&fx.changed);
 			pthread_mutex_unlock(&fx.lock);
+		}
+		if (fx.hold_resumes) {
+			sleep_ms(HOLD_MS);
+			fx.completed_before_release = atomic_load(&fx.completed);
+			fl_http_resume_release();
 		}
 		pthread_mutex_lock(&fx.lock);
 	}
@@ -491,6 +501,34 @@ Test(http, many_deferred_requests_are_answered_together)
 		free(out);
 	}
 	cr_assert_eq(fx.answered, N);
+}
+
+/*
+ * Answers given with resumes held reach no client until they are
+ * released, and then every one does.
+ */
+Test(http, held_resumes_are_answered_at_their_release)
+{
+	enum { N = 16 };
+
+	fx.group_size = N;
+	fx.hold_resumes = true;
+	start_with((struct fl_http_options){0});
+	int64_t start = now_ms();
+	send_group(N);
+	cr_assert_geq(now_ms() - start, HOLD_MS);
+	cr_assert_eq(fx.answered, N);
+	cr_assert_eq(fx.completed_before_release, 0, "%u answers left before their release",
+		     fx.completed_before_release);
+	for (int i = 1; i <= N; i++) {
+		char path[128], expected[64];
+
+		snprintf(path, sizeof(path), "cat %s/out_%d", tmp_dir, i);
+		snprintf(expected, sizeof(expected), "deferred /group i=%d", i);
+		char *out = run("%s", path);
+		cr_assert_str_eq(out, expected);
+		free(out);
+	}
 }
 
 Test(http, keep_alive_survives_direct_and_deferred_answers)

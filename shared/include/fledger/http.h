@@ -225,4 +225,16 @@ enum fl_status fl_http_respond_json(struct fl_http_request *req, unsigned status
 enum fl_status fl_http_respond_error(struct fl_http_request *req, unsigned status, const char *code,
 				     const char *message, const char *field);
 
+/*
+ * Between fl_http_resume_hold() and fl_http_resume_release(), the answers
+ * the calling thread gives to deferred requests are handed over as ever,
+ * but their connections are resumed only by fl_http_resume_release, all in
+ * a row: the server thread then wakes about once for them rather than once
+ * per answer. For a thread that answers many deferred requests at a time
+ * (the read audit's group commits). Calls do not nest; release before the
+ * thread does anything else (a held answer waits until then).
+ */
+void fl_http_resume_hold(void);
+void fl_http_resume_release(void);
+
 #endif
