@@ -32,7 +32,7 @@
  * when the headers are in, once per piece of body, and once more when the
  * body is complete. We queue answers on a later call, never on the first:
  * an answer queued on the first call makes MHD close the connection
- * afterwards (measured: keep-alive lost, see FACTS.md). We exploit that for
+ * afterwards (measured with libmicrohttpd 0.9.75: keep-alive is lost). We exploit that for
  * early refusals (413 by Content-Length, 403 without a client certificate,
  * 503 while stopping), where closing is what we want; it also spares
  * reading a body we refuse.
