@@ -376,7 +376,16 @@ static void *run(void *opaque)
 			wait_ms(pub, RETRY_MS);
 			continue;
 		}
-		if (natsConnection_Status(pub->nc) != NATS_CONN_STATUS_CONNECTED) {
+		natsConnStatus cs = natsConnection_Status(pub->nc);
+		if (cs == NATS_CONN_STATUS_CLOSED) {
+			/* The library gave this connection up (a server refused the
+			 * credentials twice in a row): make a new one, which reads
+			 * the credential files again. */
+			disconnect(pub);
+			wait_ms(pub, RETRY_MS);
+			continue;
+		}
+		if (cs != NATS_CONN_STATUS_CONNECTED) {
 			atomic_store(&pub->connected, false);
 			wait_ms(pub, RETRY_MS / 5);
 			continue;

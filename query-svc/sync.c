@@ -520,7 +520,15 @@ static void nats_maintain(struct fl_sync *sync)
 	}
 	if (!sync->nc)
 		return;
-	bool connected = natsConnection_Status(sync->nc) == NATS_CONN_STATUS_CONNECTED;
+	natsConnStatus status = natsConnection_Status(sync->nc);
+	if (status == NATS_CONN_STATUS_CLOSED) {
+		/* The library gave this connection up (a server refused the
+		 * credentials twice in a row): make a new one, which reads the
+		 * credential files again; meanwhile the log is polled. */
+		nats_teardown(sync);
+		return;
+	}
+	bool connected = status == NATS_CONN_STATUS_CONNECTED;
 	bool reconnected = atomic_exchange(&sync->nats_reconnected, false);
 	if (connected && sync->sub && (reconnected || now >= sync->next_consumer_check_us)) {
 		/* Is the consumer still delivering? A server that came back without

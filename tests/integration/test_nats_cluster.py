@@ -591,8 +591,11 @@ class AuthTest(unittest.TestCase):
         self.services.append(svc)
         return svc.start()
 
-    def publishes_and_consumes(self, good, bad):
-        """With `good` flags both services use NATS; with `bad` nothing is published."""
+    def publishes_and_consumes(self, good, bad, repair):
+        """With `good` flags both services use NATS; with `bad` nothing is
+        published, until `repair()` puts the right secret in the bad flags'
+        file: then the publisher, whose connection the library gave up, makes
+        a new one and publishes."""
         command = self.command_svc("command", good)
         admin = command.http(self.tokens["admin"])
         status, _, body = admin.json("POST", "/v1/views", VIEW)
@@ -616,6 +619,18 @@ class AuthTest(unittest.TestCase):
         self.assertTrue(any(r.get("component") == "publisher" and "NATS" in r.get("msg", "")
                             for r in wrong.stderr_records()
                             if r.get("level") in ("warn", "error")), wrong.stderr_tail())
+        wrong_query = self.query_svc("query-wrong", command, bad)
+        time.sleep(1.5)
+        self.assertEqual((wrong_query.http().get_json("/readyz")[1] or {}).get("source"),
+                         "polling", wrong_query.stderr_tail())
+        repair()
+        self.assertTrue(harness.poll(
+            lambda: harness.readyz(wrong.http())["publish_backlog"] == 0
+            and harness.readyz(wrong.http())["nats_connected"], timeout=20),
+            wrong.stderr_tail())
+        self.assertTrue(harness.poll(
+            lambda: (wrong_query.http().get_json("/readyz")[1] or {}).get("source") == "nats",
+            timeout=20), wrong_query.stderr_tail())
 
     def test_user_and_password_file(self):
         self.start_nats('user: fledger, password: "s3cret-pw"')
@@ -623,14 +638,16 @@ class AuthTest(unittest.TestCase):
         (self.dir / "badpw").write_text("wrong\n")
         self.publishes_and_consumes(
             ["--nats-user", "fledger", "--nats-password-file", str(self.dir / "pw")],
-            ["--nats-user", "fledger", "--nats-password-file", str(self.dir / "badpw")])
+            ["--nats-user", "fledger", "--nats-password-file", str(self.dir / "badpw")],
+            lambda: (self.dir / "badpw").write_text("s3cret-pw\n"))
 
     def test_token_file(self):
         self.start_nats('token: "tok-123456"')
         (self.dir / "tok").write_text("tok-123456\n")
         (self.dir / "badtok").write_text("tok-000000\n")
         self.publishes_and_consumes(["--nats-token-file", str(self.dir / "tok")],
-                                    ["--nats-token-file", str(self.dir / "badtok")])
+                                    ["--nats-token-file", str(self.dir / "badtok")],
+                                    lambda: (self.dir / "badtok").write_text("tok-123456\n"))
 
     def test_nkey_seed_file(self):
         seed, pub = make_user_nkey(self.dir)
@@ -639,7 +656,8 @@ class AuthTest(unittest.TestCase):
         (self.dir / "user.nk").write_text(seed + "\n")
         (self.dir / "other.nk").write_text(other_seed + "\n")
         self.publishes_and_consumes(["--nats-nkey", str(self.dir / "user.nk")],
-                                    ["--nats-nkey", str(self.dir / "other.nk")])
+                                    ["--nats-nkey", str(self.dir / "other.nk")],
+                                    lambda: (self.dir / "other.nk").write_text(seed + "\n"))
 
     def test_bad_settings_stop_the_start(self):
         self.nats_port = harness.free_port()
@@ -756,7 +774,8 @@ class CredsTest(AuthTest):
         (self.dir / "user.creds").write_text(good)
         (self.dir / "stranger.creds").write_text(bad)
         self.publishes_and_consumes(["--nats-creds", str(self.dir / "user.creds")],
-                                    ["--nats-creds", str(self.dir / "stranger.creds")])
+                                    ["--nats-creds", str(self.dir / "stranger.creds")],
+                                    lambda: (self.dir / "stranger.creds").write_text(good))
 
     # the cases of AuthTest run once, there
     test_user_and_password_file = test_token_file = test_nkey_seed_file = None
