@@ -49,8 +49,8 @@ static void check_parsed(const struct fl_read_plan *plan)
 {
 	FUZZ_CHECK(plan->n_parts >= 1 && plan->n_entities >= 1);
 	for (size_t i = 0; i < plan->n_entities; i++)
-		FUZZ_CHECK(fl_entity_id_check(plan->entity_ids[i], strlen(plan->entity_ids[i])) ==
-			   FL_ENTITY_ID_OK);
+		FUZZ_CHECK(fl_entity_id_check_read(plan->entity_ids[i],
+						   strlen(plan->entity_ids[i])) == FL_ENTITY_ID_OK);
 	for (size_t i = 0; i < plan->n_parts; i++) {
 		const struct fl_read_part *part = &plan->parts[i];
 		FUZZ_CHECK(part->n_features <= fl_view_feature_count(part->view));
