@@ -642,7 +642,8 @@ static char tls_dir[64];
 static void make_certificates(void)
 {
 	char command[2048];
-	snprintf(tls_dir, sizeof(tls_dir), "/tmp/fledger-httpc-XXXXXX");
+	snprintf(tls_dir, sizeof(tls_dir), "%s/fledger-httpc-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	cr_assert_not_null(mkdtemp(tls_dir));
 	snprintf(command, sizeof(command),
 		 "cd %s && EC='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes' && "

@@ -16,12 +16,13 @@
 
 #include "eventlog/trust.h"
 
-static char dir[64];
+static char dir[128];
 static struct fl_signer *key_a, *key_b;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/fl_trust_XXXXXX");
+	snprintf(dir, sizeof(dir), "%s/fl_trust_XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	cr_assert_not_null(mkdtemp(dir));
 	cr_assert_eq(fl_signer_generate(&key_a), FL_OK);
 	cr_assert_eq(fl_signer_generate(&key_b), FL_OK);
@@ -29,7 +30,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[128];
+	char cmd[160];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_assert_eq(system(cmd), 0);
 	fl_signer_destroy(key_a);
@@ -40,7 +41,7 @@ TestSuite(trust, .init = setup, .fini = teardown);
 
 static char *path_in(const char *name)
 {
-	static char path[2][128];
+	static char path[2][256];
 	static int turn;
 	turn ^= 1;
 	snprintf(path[turn], sizeof(path[turn]), "%s/%s", dir, name);
