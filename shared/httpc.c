@@ -3,9 +3,10 @@
  * the handle keeps its connection cache, DNS cache and TLS sessions across
  * requests, so consecutive requests to one server reuse the connection.
  * Each request resets the handle's options and sets them again, so nothing
- * of one request leaks into the next. libcurl parses URLs, frames bodies
- * (Content-Length, chunked, end of connection), and treats a TLS stream
- * that ends without close_notify as a failed read.
+ * of one request leaks into the next. libcurl parses URLs and frames
+ * bodies (Content-Length, chunked, end of connection); a TLS body that runs
+ * to the end of its connection without close_notify is refused here (see
+ * watch_alerts), since libcurl 7.88 accepts it.
  */
 #include "fledger/httpc.h"
 
