@@ -33,6 +33,7 @@
 
 #include <openssl/crypto.h>
 
+#include "eventlog/filegrow.h"
 #include "fledger/util.h"
 
 #define DEFAULT_INITIAL_MAP (16u << 20)
@@ -63,6 +64,8 @@ struct fl_log {
 	bool replica;
 	bool writable;
 	uint8_t signer_key_raw[FL_KEY_ID_LEN];
+	struct fl_filegrow *grow; /* writable logs: data.mdb kept grown ahead */
+	unsigned page_size;
 
 	/* Writer state, under write_lock. */
 	pthread_mutex_t write_lock;
@@ -401,6 +404,8 @@ static enum fl_status check_current_key(struct fl_log *log, MDB_txn *txn, uint64
 	return strcmp(current, signer_id) == 0 ? FL_OK : FL_ERR_CONFLICT;
 }
 
+static int commit_write(struct fl_log *log, MDB_txn *txn);
+
 static enum fl_status open_dbis(struct fl_log *log, bool create)
 {
 	MDB_txn *txn;
@@ -436,7 +441,7 @@ static enum fl_status open_dbis(struct fl_log *log, bool create)
 	}
 	/* Committed even when read-only: an aborted transaction would close the
 	 * database handles it opened. */
-	rc = mdb_txn_commit(txn);
+	rc = commit_write(log, txn);
 	return fl_status_of_mdb(rc);
 }
 
@@ -502,6 +507,15 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	st = open_dbis(log, log->writable);
 	if (st != FL_OK)
 		goto err_env;
+	if (log->writable) {
+		MDB_stat stat;
+		int fd;
+		mdb_env_stat(log->env, &stat);
+		log->page_size = stat.ms_psize;
+		if (mdb_env_get_fd(log->env, &fd) != MDB_SUCCESS ||
+		    (st = fl_filegrow_start(fd, &log->grow)) != FL_OK)
+			goto err_env;
+	}
 	*ret_log = log;
 	return FL_OK;
 
@@ -522,6 +536,7 @@ void fl_log_close(struct fl_log *log)
 {
 	if (!log)
 		return;
+	fl_filegrow_stop(log->grow);
 	mdb_env_close(log->env);
 	free_cache(log);
 	pthread_rwlock_destroy(&log->cache_lock);
@@ -537,6 +552,26 @@ uint64_t fl_log_size(struct fl_log *log)
 	uint64_t size = log->size;
 	pthread_mutex_unlock(&log->write_lock);
 	return size;
+}
+
+/*
+ * Commits a write transaction. Every write LMDB makes to the data file is
+ * made here, bracketed so that the file-growing thread never writes beside
+ * it; the thread is then told how far the file is in use.
+ */
+static int commit_write(struct fl_log *log, MDB_txn *txn)
+{
+	uint64_t used = 0;
+
+	fl_filegrow_commit_begin(log->grow);
+	int rc = mdb_txn_commit(txn);
+	if (rc == MDB_SUCCESS && log->grow) {
+		MDB_envinfo info;
+		mdb_env_info(log->env, &info);
+		used = ((uint64_t)info.me_last_pgno + 1) * log->page_size;
+	}
+	fl_filegrow_commit_end(log->grow, used, log->map_size);
+	return rc;
 }
 
 /*
@@ -858,7 +893,7 @@ static enum fl_status append_once(struct fl_log *log, struct fl_log_batch *batch
 	st = store_checkpoint(log, txn, log->signer);
 	if (st != FL_OK)
 		goto out_abort;
-	rc = mdb_txn_commit(txn);
+	rc = commit_write(log, txn);
 	if (rc != MDB_SUCCESS) {
 		st = fl_status_of_mdb(rc);
 		goto out_free;
@@ -1054,7 +1089,7 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
 		if (st == FL_OK)
 			st = store_checkpoint(log, txn, old);
 		if (st == FL_OK) {
-			rc = mdb_txn_commit(txn);
+			rc = commit_write(log, txn);
 			st = fl_status_of_mdb(rc);
 		} else {
 			mdb_txn_abort(txn);
@@ -1162,7 +1197,7 @@ static enum fl_status replicate_once(struct fl_log *log, const struct fl_log_ent
 		log->fresh_count = 0;
 		return st;
 	}
-	rc = mdb_txn_commit(txn);
+	rc = commit_write(log, txn);
 	if (rc != MDB_SUCCESS) {
 		log->fresh_count = 0;
 		return fl_status_of_mdb(rc);
@@ -1220,7 +1255,7 @@ enum fl_status fl_log_replica_add_key(struct fl_log *log, const uint8_t pub[FL_P
 			MDB_val key = {8, ord}, val = {FL_PUBKEY_LEN, (void *)pub};
 			st = fl_status_of_mdb(mdb_put(txn, log->keys, &key, &val, 0));
 			if (st == FL_OK)
-				st = fl_status_of_mdb(mdb_txn_commit(txn));
+				st = fl_status_of_mdb(commit_write(log, txn));
 			else
 				mdb_txn_abort(txn);
 		}
@@ -1264,7 +1299,7 @@ enum fl_status fl_log_counter_set(struct fl_log *log, const char *name, uint64_t
 		}
 		st = meta_put(txn, log->meta, key, value);
 		if (st == FL_OK)
-			st = fl_status_of_mdb(mdb_txn_commit(txn));
+			st = fl_status_of_mdb(commit_write(log, txn));
 		else
 			mdb_txn_abort(txn);
 		if (st != FL_ERR_FULL || grow_map(log) != FL_OK)
