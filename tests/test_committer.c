@@ -79,7 +79,20 @@ static void count_commit(void *ctx)
 	(void)ctx;
 	pthread_mutex_lock(&lock);
 	commits++;
+	pthread_cond_broadcast(&changed);
 	pthread_mutex_unlock(&lock);
+}
+
+/* The commits notified, once there are at least n (notices follow answers). */
+static int commits_after_wait(int n)
+{
+	struct timespec deadline = fl_deadline_after_us(ANSWER_WAIT_US);
+	pthread_mutex_lock(&lock);
+	while (commits < n && pthread_cond_timedwait(&changed, &lock, &deadline) == 0)
+		;
+	int seen = commits;
+	pthread_mutex_unlock(&lock);
+	return seen;
 }
 
 /* Waits until request index is answered and returns its answer. */
@@ -294,9 +307,7 @@ Test(committer, requests_waiting_together_become_one_commit)
 	cr_assert_eq(fl_log_size(f.log), expected_size);
 
 	/* Two commits: the first request's and the group's. */
-	pthread_mutex_lock(&lock);
-	int notified = commits;
-	pthread_mutex_unlock(&lock);
+	int notified = commits_after_wait(2);
 	cr_assert_eq(notified, 2);
 	struct fl_log_reader *reader;
 	struct fl_checkpoint cp;
