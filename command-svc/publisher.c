@@ -22,6 +22,7 @@
 #define JS_API_WAIT_MS 2000
 #define RETRY_MS 250
 #define CURSOR_NAME "published_seq"
+#define CURSOR_EVERY_MS 1000 /* the cursor is stored at most this often */
 
 struct fl_publisher {
 	struct fl_publisher_config config;
@@ -38,6 +39,8 @@ struct fl_publisher {
 	int64_t drain_deadline_us; /* monotonic; 0 while running */
 	_Atomic uint64_t published;
 	uint64_t stored; /* the cursor in the log; behind published after a failed store */
+	int64_t cursor_due_us;
+	bool cursor_failed;
 	_Atomic bool connected;
 	_Atomic bool ack_failed;
 	_Atomic bool need_stream;
@@ -301,6 +304,10 @@ static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64
 		free(line);
 	}
 	fl_log_reader_end(reader);
+	/* Out now: the library's flusher thread would first wait 1 ms for more
+	 * (libnats 3.4, conn.c _flusher), and every reader of the events with it. */
+	if (s == NATS_OK)
+		s = natsConnection_FlushTimeout(pub->nc, ACK_WAIT_MS);
 	/* Wait for the acknowledgements in short steps: when the connection
 	 * moved to another server meanwhile, those in flight are lost, and the
 	 * chunk is resent at once rather than after the whole wait. */
@@ -364,6 +371,24 @@ static enum fl_status store_in_log(void *ctx, uint64_t seq)
 	return fl_log_counter_set(ctx, CURSOR_NAME, seq);
 }
 
+/*
+ * Stores the cursor when a second has passed since the last store, or when a
+ * store failed, or when forced. The cursor only bounds what a restart
+ * publishes again (the stream and the consumers drop repeats), so it is not
+ * worth a synced commit, taken from the committer, per chunk.
+ */
+static enum fl_status store_cursor_due(struct fl_publisher *pub, bool force)
+{
+	int64_t now = fl_time_mono_us();
+	if (!force && !pub->cursor_failed && now < pub->cursor_due_us)
+		return FL_OK;
+	enum fl_status st = fl_publisher_store_cursor(atomic_load(&pub->published), &pub->stored,
+						      store_in_log, pub->log);
+	pub->cursor_failed = st != FL_OK;
+	pub->cursor_due_us = now + CURSOR_EVERY_MS * 1000LL;
+	return st;
+}
+
 static void *run(void *opaque)
 {
 	struct fl_publisher *pub = opaque;
@@ -407,8 +432,7 @@ static void *run(void *opaque)
 		atomic_store(&pub->connected, true);
 		uint64_t published = atomic_load(&pub->published);
 		/* A cursor that could not be stored is stored before more goes out. */
-		if (fl_publisher_store_cursor(published, &pub->stored, store_in_log, pub->log) !=
-		    FL_OK) {
+		if (store_cursor_due(pub, false) != FL_OK) {
 			wait_ms(pub, RETRY_MS);
 			continue;
 		}
@@ -434,10 +458,8 @@ static void *run(void *opaque)
 			continue;
 		}
 		atomic_store(&pub->published, last);
-		fl_publisher_store_cursor(last, &pub->stored, store_in_log, pub->log);
 	}
-	fl_publisher_store_cursor(atomic_load(&pub->published), &pub->stored, store_in_log,
-				  pub->log);
+	store_cursor_due(pub, true);
 	if (pub->nc)
 		disconnect(pub);
 	return NULL;

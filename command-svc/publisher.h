@@ -6,9 +6,10 @@
  * in seq order, to JetStream subject fledger.events.<view> (CONTRACT §5) with
  * header Nats-Msg-Id: <seq>, and keeps its position ("published_seq") in the
  * log's LMDB environment. While NATS is down, writes go on and the backlog
- * grows; when NATS returns the backlog goes out in order. After a crash the
- * position resumes from the last acknowledged chunk; events published twice
- * are deduplicated by their message id (and by seq at the consumers).
+ * grows; when NATS returns the backlog goes out in order. The position is
+ * stored at most once a second (and when the publisher stops), so after a
+ * crash up to about a second of events goes out again; events published
+ * twice are deduplicated by their message id (and by seq at the consumers).
  */
 
 #include <stdbool.h>
@@ -68,7 +69,8 @@ typedef enum fl_status (*fl_publisher_store_fn)(void *ctx, uint64_t seq);
  * The cursor step of the publisher loop: when published is ahead of
  * *stored, stores it through store and, on FL_OK, moves *stored. On a
  * failure *stored stays behind, the failure is logged, and the next call
- * (the loop makes one before it publishes more) tries again. Returns what
+ * (the loop makes one before it publishes more; otherwise it stores at most
+ * once a second) tries again. Returns what
  * store returned, FL_OK when there was nothing to store.
  */
 enum fl_status fl_publisher_store_cursor(uint64_t published, uint64_t *stored,
