@@ -491,7 +491,10 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	mdb_env_set_maxdbs(log->env, 8);
 	mdb_env_set_maxreaders(log->env, 1024);
 	mdb_env_set_mapsize(log->env, log->map_size);
-	rc = mdb_env_open(log->env, dir, MDB_NOTLS | (log->writable ? 0 : MDB_RDONLY), 0600);
+	unsigned flags = MDB_NOTLS | (log->writable ? 0 : MDB_RDONLY);
+	if (log->replica)
+		flags |= MDB_NOMETASYNC; /* see fl_log_options.replica */
+	rc = mdb_env_open(log->env, dir, flags, 0600);
 	if (rc != MDB_SUCCESS) {
 		st = fl_status_of_mdb(rc);
 		goto err_env;

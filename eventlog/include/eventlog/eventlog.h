@@ -34,7 +34,13 @@ struct fl_log_options {
 	size_t initial_map_bytes;      /* 0: 16 MiB; the map doubles when full */
 	size_t max_map_bytes;	       /* 0: no cap but the disk */
 	const char *checkpoint_prefix; /* NULL: FL_CHECKPOINT_PREFIX */
-	bool replica;		       /* writable without a signer: see fl_log_replicate */
+	/*
+	 * Writable without a signer: see fl_log_replicate. A replica commits
+	 * with one device flush, not two (LMDB's MDB_NOMETASYNC: the next
+	 * commit's flush makes the meta page durable): a machine crash may take
+	 * back its last commit, never tear it, and the lines are fetched again.
+	 */
+	bool replica;
 };
 
 /* ---- Reading --------------------------------------------------------- */
@@ -134,7 +140,7 @@ enum fl_status fl_log_rotate_key(struct fl_log *log, const struct fl_signer *new
  * and its body must start with {"seq":N,. After the last entry the tree's
  * root must equal checkpoint->root_hash with checkpoint->tree_size the new
  * size; the checkpoint (whose signature the caller has checked) is stored as
- * it is. All or nothing, in one synced transaction: FL_ERR_CORRUPT when
+ * it is. All or nothing, in one transaction (see replica above): FL_ERR_CORRUPT when
  * anything does not match (nothing is written, the report names the seq),
  * FL_ERR_INVALID on a log that is not a replica. n may be 0 to store a
  * checkpoint of the current size.
