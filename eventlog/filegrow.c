@@ -11,9 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define STEP (256u << 10)	 /* one zero-filled write, then a sync */
-#define MIN_MARGIN (256u << 10)	 /* margin past the last page in use ... */
-#define MAX_MARGIN (64ull << 20) /* ... a quarter of it, within these */
+#define STEP (256u << 10)	  /* one zero-filled write, then a sync */
+#define MIN_MARGIN (256u << 10)	  /* margin past the last page in use ... */
+#define MAX_MARGIN (4u << 20)	  /* ... a quarter of it, within these */
+#define SMALL_COMMIT (256u << 10) /* commits that grow the file more pay for it */
 
 struct fl_filegrow {
 	int fd;
@@ -25,6 +26,7 @@ struct fl_filegrow {
 	pthread_cond_t wake, idle;
 	uint64_t target; /* grow the file to this size */
 	uint64_t known_size;
+	uint64_t last_used; /* under write_lock */
 	bool busy, failed, stop;
 	char *zeros;
 };
@@ -146,7 +148,15 @@ void fl_filegrow_commit_end(struct fl_filegrow *grow, uint64_t used_bytes, uint6
 {
 	if (!grow)
 		return;
+	/* A large commit (a catch-up, a bulk write) pays its own allocation
+	 * once for many pages; zeros written ahead of it would only double
+	 * its writes. The margin is for runs of small commits. */
+	bool small = used_bytes < grow->last_used + SMALL_COMMIT;
+	if (used_bytes > grow->last_used)
+		grow->last_used = used_bytes;
 	pthread_mutex_unlock(&grow->write_lock);
+	if (!small)
+		return;
 
 	uint64_t margin = used_bytes / 4;
 	if (margin < MIN_MARGIN)

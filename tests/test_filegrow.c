@@ -92,6 +92,21 @@ Test(filegrow, keeps_a_zero_filled_margin_past_the_bytes_in_use)
 	fl_filegrow_stop(grow);
 }
 
+Test(filegrow, a_large_commit_is_not_grown_ahead)
+{
+	struct fl_filegrow *grow;
+	cr_assert_eq(fl_filegrow_start(fd, &grow), FL_OK);
+	/* A catch-up's commit: it pays for its own allocation once. */
+	commit(grow, 0, 1024 * KIB, 1u << 30);
+	fl_filegrow_wait_idle(grow);
+	cr_assert_eq(file_size(), 1024 * KIB);
+	/* The small commits after it are. */
+	commit(grow, 1024 * KIB, 4096, 1u << 30);
+	fl_filegrow_wait_idle(grow);
+	cr_assert_gt(file_size(), 1028 * KIB);
+	fl_filegrow_stop(grow);
+}
+
 Test(filegrow, stays_within_the_limit)
 {
 	struct fl_filegrow *grow;
@@ -130,8 +145,8 @@ Test(filegrow, stop_while_growing_and_null_are_safe)
 {
 	struct fl_filegrow *grow;
 	cr_assert_eq(fl_filegrow_start(fd, &grow), FL_OK);
-	commit(grow, 0, 4096, 1ull << 40);
-	commit(grow, 4096, 8 << 20, 1ull << 40); /* a 2 MiB margin asked for */
+	for (uint64_t used = 0; used < (8u << 20); used += 200 * KIB)
+		commit(grow, used, 200 * KIB, 1ull << 40); /* up to a 2 MiB margin */
 	fl_filegrow_stop(grow);
 	fl_filegrow_stop(NULL);
 	fl_filegrow_commit_begin(NULL);

@@ -5,10 +5,13 @@
  * hole, or in an fallocate()d extent) also commits the block allocation to
  * the journal: on this project's machines 0.23 ms against 0.125 ms for the
  * same write into blocks already written. LMDB appends its new pages past
- * the end of data.mdb, so every synced commit paid that. A background
- * thread keeps a margin of zeros, already synced, past the last page LMDB
- * uses; LMDB only ever reads pages below its meta page's last_pgno, so
- * zeros past it are never read as data.
+ * the end of data.mdb, so every synced commit paid that. While commits are
+ * small (the latency-bound case: a group of writes or of read records), a
+ * background thread keeps a margin of zeros, already synced, past the last
+ * page LMDB uses (a quarter of the file, from 256 KiB to 4 MiB); a large
+ * commit (a catch-up) pays for its own allocation once, as zeros written
+ * ahead of it would double its writes. LMDB only ever reads pages below
+ * its meta page's last_pgno, so zeros past it are never read as data.
  *
  * The thread only writes at or past the file's size as fstat() reports it,
  * while it holds the lock that fl_filegrow_commit_begin() takes: every
