@@ -176,25 +176,31 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 	if (st == FL_OK && c->config.append_latency)
 		fl_histogram_observe(c->config.append_latency,
 				     (double)(fl_time_mono_us() - start) / 1e6);
+	for (size_t j = 0; st == FL_OK && j < n_jobs; j++)
+		if (batches[j].status == FL_OK)
+			for (size_t i = 0; i < jobs[j]->count; i++)
+				events += !jobs[j]->results[i].duplicate;
+	/* The publisher goes first: the events are durable, and it works on
+	 * another core while the answers are written. */
+	if (events && c->config.notify)
+		c->config.notify(c->config.notify_ctx);
+	if (events && c->config.ingest_events)
+		fl_counter_add(c->config.ingest_events, events);
 	struct fl_log_reader *reader = NULL;
 	json_t *checkpoint =
 	    st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader) : NULL;
+	/* One wakeup of the HTTP thread for the group, not one per answer. */
+	fl_http_resume_hold();
 	for (size_t j = 0; j < n_jobs; j++) {
 		if (st != FL_OK) {
 			respond_status_error(c, jobs[j]->req, st);
 			continue;
 		}
-		if (batches[j].status == FL_OK)
-			for (size_t i = 0; i < jobs[j]->count; i++)
-				events += !jobs[j]->results[i].duplicate;
 		answer_events(c, jobs[j], &batches[j], tree_size, reader, checkpoint);
 	}
+	fl_http_resume_release();
 	fl_log_reader_end(reader);
 	json_decref(checkpoint);
-	if (events && c->config.ingest_events)
-		fl_counter_add(c->config.ingest_events, events);
-	if (events && c->config.notify)
-		c->config.notify(c->config.notify_ctx);
 	free(batches);
 }
 
