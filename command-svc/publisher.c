@@ -272,6 +272,25 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 	return NATS_OK;
 }
 
+/*
+ * The last message of a chunk that ends a commit (a chunk ends at the log's
+ * size, or every CHUNK events) carries the signed checkpoint of its seq in
+ * header FL_CHECKPOINT_HEADER, as GET /v1/log/checkpoint answers it:
+ * consumers may verify and use it instead of asking for it.
+ */
+static natsStatus set_checkpoint_header(struct fl_log_reader *reader, natsMsg *msg, uint64_t seq)
+{
+	struct fl_checkpoint cp;
+	char *json = NULL;
+	if (fl_log_reader_checkpoint(reader, seq, &cp) != FL_OK)
+		return NATS_OK; /* not a commit's end */
+	if (fl_checkpoint_json(&cp, &json) != FL_OK)
+		return NATS_OK; /* consumers will ask for it */
+	natsStatus s = natsMsgHeader_Set(msg, FL_CHECKPOINT_HEADER, json);
+	free(json);
+	return s;
+}
+
 /* Publishes seqs first..last and waits for every acknowledgement. */
 static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64_t last)
 {
@@ -298,6 +317,8 @@ static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64
 		s = natsMsg_Create(&msg, subject, NULL, line, (int)len);
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
+		if (s == NATS_OK && seq == last)
+			s = set_checkpoint_header(reader, msg, seq);
 		if (s == NATS_OK)
 			s = js_PublishMsgAsync(pub->js, &msg, NULL);
 		natsMsg_Destroy(msg); /* NULL when the library took it */

@@ -5,8 +5,12 @@
  *      events are committed by then), waits for news: a NATS message about
  *      a seq the replica lacks (then takes every message already queued), a
  *      poke, or poll_ms without either;
- *   2. fetches command-svc's latest checkpoint and verifies its signature
- *      with a trusted key (or notes that a key not trusted yet signed it);
+ *   2. takes the checkpoint that came on NATS with a commit's last line
+ *      (header Fledger-Checkpoint), or else fetches command-svc's latest,
+ *      and verifies its signature with a trusted key (or, for a fetched one,
+ *      notes that a key not trusted yet signed it; one from NATS that does
+ *      not verify is dropped and the latest fetched instead). A poke waits
+ *      a moment for NATS when checkpoints come that way;
  *   3. replicates up to it: the lines NATS delivered are held in a window
  *      keyed by seq, missing seqs are fetched from GET /v1/log, every line's
  *      signature and every key event is checked against the trusted keys,
@@ -78,6 +82,7 @@
 #define APPLY_RETRY_MS 500   /* after a failed apply */
 #define DRAIN_MAX 4096	     /* NATS messages taken per round */
 #define SLICE_MS 5	     /* NATS waits are cut in slices this long to see pokes */
+#define CHECKPOINT_WAIT_MS 2 /* for a commit's last line, after its first */
 #define RETRY_MS 1000	     /* NATS subscribe and key refetch retries */
 #define HTTP_TIMEOUT_MS 5000
 #define WARN_EVERY_US (10 * 1000000LL)
@@ -172,6 +177,11 @@ struct fl_sync {
 	struct prefetch prefetch;
 	uint64_t ahead_from; /* the next step's lines to prefetch (ahead_limit 0: none) */
 	size_t ahead_limit;
+	/* The newest checkpoint a NATS message carried (not verified yet). */
+	struct fl_checkpoint nats_checkpoint;
+	bool have_nats_checkpoint;
+	bool nats_checkpoints_seen; /* command-svc sends them */
+	bool stepped_on_nats;	    /* the last step used it instead of a fetch */
 };
 
 static bool stopping(struct fl_sync *sync)
@@ -377,6 +387,27 @@ static struct line *pending_take(struct fl_sync *sync, uint64_t seq)
  * True when it is news: a line for a seq the replica lacks, good or bad
  * (then the log must provide it).
  */
+/*
+ * Holds the checkpoint a NATS message carries in FL_CHECKPOINT_HEADER (the
+ * one of its own seq, published on a commit's last event) for the next
+ * step, which verifies it like a fetched one. Anything else is ignored: the
+ * step then asks command-svc.
+ */
+static void hold_checkpoint(struct fl_sync *sync, natsMsg *msg, uint64_t seq)
+{
+	const char *text = NULL;
+	struct fl_checkpoint cp;
+
+	if (natsMsgHeader_Get(msg, FL_CHECKPOINT_HEADER, &text) != NATS_OK || !text ||
+	    fl_checkpoint_parse(text, strlen(text), NULL, 0, &cp) != FL_OK || cp.tree_size != seq)
+		return;
+	if (sync->have_nats_checkpoint && sync->nats_checkpoint.tree_size >= cp.tree_size)
+		return;
+	sync->nats_checkpoint = cp;
+	sync->have_nats_checkpoint = true;
+	sync->nats_checkpoints_seen = true;
+}
+
 static bool take_message(struct fl_sync *sync, natsMsg *msg)
 {
 	struct line *line = NULL;
@@ -407,9 +438,12 @@ static bool take_message(struct fl_sync *sync, natsMsg *msg)
 		news = line->parsed.seq > sync->status.replica_size;
 		line_free(line);
 	} else if (st == FL_OK) {
+		uint64_t seq = line->parsed.seq;
 		line->from_nats = true;
-		news = line->parsed.seq > sync->status.replica_size;
+		news = seq > sync->status.replica_size;
 		pending_put(sync, sync->status.replica_size, line);
+		if (news)
+			hold_checkpoint(sync, msg, seq);
 	} else if (st == FL_ERR_INVALID) {
 		warn(sync, WARN_NATS_LINE, "NATS message on %s is not a log line; dropped",
 		     natsMsg_GetSubject(msg));
@@ -575,6 +609,27 @@ static bool nats_drain(struct fl_sync *sync)
 }
 
 /*
+ * News came without a checkpoint. When command-svc sends checkpoints on
+ * NATS, the line that carries this commit's is a moment behind the first
+ * (one message per line): wait for it a little rather than ask command-svc.
+ */
+static void await_checkpoint(struct fl_sync *sync)
+{
+	int64_t deadline_us = fl_time_mono_us() + CHECKPOINT_WAIT_MS * 1000LL;
+
+	while (sync->nats_checkpoints_seen && !sync->have_nats_checkpoint && sync->sub &&
+	       !stopping(sync)) {
+		int64_t left_us = deadline_us - fl_time_mono_us();
+		natsMsg *msg = NULL;
+		if (left_us <= 0 ||
+		    natsSubscription_NextMsg(&msg, sync->sub, left_us / 1000 + 1) != NATS_OK)
+			return;
+		take_message(sync, msg);
+		nats_drain(sync);
+	}
+}
+
+/*
  * Waits up to poll_ms for news from NATS (then takes all queued messages), a
  * poke or the stop. Messages about seqs the replica already holds (NATS
  * catching up with what the log gave) are acknowledged and waited past.
@@ -585,8 +640,17 @@ static void wait_for_news(struct fl_sync *sync)
 	int64_t deadline_us = fl_time_mono_us() + (int64_t)sync->poll_ms * 1000;
 
 	for (;;) {
-		int64_t left_ms = (deadline_us - fl_time_mono_us()) / 1000;
-		if (stopping(sync) || atomic_load(&sync->poked) || left_ms <= 0)
+		/* A poke (a read waiting for a seq) asks command-svc at once,
+		 * unless NATS brings checkpoints: then it waits a moment for them. */
+		if (atomic_exchange(&sync->poked, false)) {
+			if (!sync->nats_checkpoints_seen || !sync->sub)
+				return;
+			int64_t soon = fl_time_mono_us() + CHECKPOINT_WAIT_MS * 1000LL;
+			if (soon < deadline_us)
+				deadline_us = soon;
+		}
+		int64_t left_ms = (deadline_us - fl_time_mono_us() + 999) / 1000;
+		if (stopping(sync) || left_ms <= 0)
 			return;
 		if (sync->sub) {
 			natsMsg *msg = NULL;
@@ -594,8 +658,10 @@ static void wait_for_news(struct fl_sync *sync)
 			    &msg, sync->sub, left_ms < SLICE_MS ? left_ms : SLICE_MS);
 			if (s == NATS_OK) {
 				bool news = take_message(sync, msg);
-				if (nats_drain(sync) || news)
+				if (nats_drain(sync) || news) {
+					await_checkpoint(sync);
 					return;
+				}
 				continue;
 			}
 			if (s == NATS_TIMEOUT || s == NATS_SLOW_CONSUMER)
@@ -1234,6 +1300,33 @@ static enum fl_status replica_root_is(struct fl_sync *sync, uint64_t size,
 }
 
 /*
+ * The checkpoint NATS brought, when it is ahead of the replica and verifies
+ * under a trusted key; else false, and the step asks command-svc. Nothing
+ * from NATS halts: a checkpoint that does not verify there (forged, or
+ * under a key not trusted yet) is dropped, and command-svc's answer decides.
+ */
+static bool take_nats_checkpoint(struct fl_sync *sync, uint64_t size,
+				 struct fl_checkpoint *ret_checkpoint)
+{
+	if (!sync->have_nats_checkpoint)
+		return false;
+	sync->have_nats_checkpoint = false;
+	struct fl_checkpoint cp = sync->nats_checkpoint;
+	if (cp.tree_size <= size)
+		return false;
+	char why[200];
+	if (fl_trust_checkpoint(sync->trust, &cp, why, sizeof(why)) != FL_OK) {
+		warn(sync, WARN_NATS_LINE,
+		     "a checkpoint from NATS (tree size %" PRIu64
+		     ") does not verify (%s); asking command-svc",
+		     cp.tree_size, why);
+		return false;
+	}
+	*ret_checkpoint = cp;
+	return true;
+}
+
+/*
  * One verification step: fetch and verify the latest checkpoint, replicate
  * towards it (at most about CATCHUP_EVENTS at once). True when events were
  * replicated.
@@ -1245,7 +1338,8 @@ static bool sync_step(struct fl_sync *sync)
 
 	if (!trust_first_key(sync))
 		return false;
-	enum fl_status st = fetch_checkpoint(sync, "", &latest);
+	sync->stepped_on_nats = take_nats_checkpoint(sync, size, &latest);
+	enum fl_status st = sync->stepped_on_nats ? FL_OK : fetch_checkpoint(sync, "", &latest);
 	if (st == FL_ERR_NOT_FOUND && size > 0)
 		warn(sync, WARN_LOG_ANSWER,
 		     "command-svc has no checkpoint, but this replica holds %" PRIu64 " events",
@@ -1430,12 +1524,14 @@ static void *run(void *opaque)
 			prefetch_discard(sync);
 		nats_maintain(sync);
 		/* After progress, go again at once: under load the next events
-		 * are committed by now, and the checkpoint shows them sooner than
-		 * NATS does (command-svc publishes after its commit, in chunks).
-		 * Only a round that found nothing new waits for news. */
+		 * are committed by now, and the checkpoint may show them sooner
+		 * than NATS does (command-svc publishes after its commit, in
+		 * chunks). A step on a checkpoint from NATS goes again at once
+		 * only when NATS brought the next one: its commits come with
+		 * their checkpoints. Otherwise wait for news. */
 		if (progressed)
 			nats_drain(sync);
-		else
+		if (!progressed || (sync->stepped_on_nats && !sync->have_nats_checkpoint))
 			wait_for_news(sync);
 	}
 	prefetch_discard(sync);

@@ -2040,6 +2040,84 @@ class NatsRestartTest(QueryCase):
 
 class TamperTest(QueryCase):
 
+    def checkpoint_fetches(self):
+        """How many GET /v1/log/checkpoint command-svc has answered."""
+        metrics = harness.parse_metrics(self.cmd_auditor.get("/metrics").body.decode())
+        return sum(v for n, l, v in metrics["samples"]
+                   if n == "fledger_http_requests_total" and l.get("route") == "/v1/log/checkpoint")
+
+    def test_commits_carry_their_checkpoint_on_nats(self):
+        """The last event of a commit carries its signed checkpoint in header
+        Fledger-Checkpoint (docs/contract.md §5), and query-svc replicates
+        such commits without asking command-svc for their checkpoint."""
+        ua = "user_activity"
+        self.caught_up()
+        fetches0 = self.checkpoint_fetches()
+        rounds = 40
+        for i in range(rounds):
+            seqs = self.write([(ua, f"cp-{i}", now_us() - US, {"dwell_ms": i + 0.5}),
+                               (ua, f"cp-{i}", now_us() - US + 1, {"dwell_ms": i + 0.75})])
+            a = self.read("ranker", ua, f"cp-{i}", min_seq=seqs[-1], wait_ms=10000,
+                          features="dwell_ms")
+            self.assertEqual(a["features"]["dwell_ms"]["value"], i + 0.75, a)
+        fetched = self.checkpoint_fetches() - fetches0
+        # Before, every commit cost at least one fetch; what is left is the
+        # idle polls (one a second) and the odd commit NATS was late with.
+        self.assertLess(fetched, rounds // 2, f"{fetched} checkpoint fetches for {rounds} commits")
+        with self.env.nats.client() as nc:
+            messages = nc.stream_messages()
+        by_seq = {int(m["msg_id"]): m for m in messages if m["msg_id"]}
+        last = seqs[-1]
+        for seq in (last - 1, last):
+            header = by_seq[seq]["headers"].get("Fledger-Checkpoint")
+            if seq == last - 1:
+                self.assertIsNone(header, "an event inside a commit carries a checkpoint")
+                continue
+            status, genuine = self.cmd_auditor.get_json(f"/v1/log/checkpoint?tree_size={seq}")
+            self.assertEqual(status, 200, genuine)
+            self.assertEqual(json.loads(header), genuine)
+
+    def test_a_forged_checkpoint_on_nats_halts_nothing(self):
+        """A NATS line whose Fledger-Checkpoint header does not verify is
+        dropped like a forged line: nothing halts, nothing is applied before
+        command-svc signs it, and the genuine commit is applied."""
+        ua = "user_activity"
+        seq0 = self.write1(ua, "u-cpforge", now_us() - 10 * US, {"dwell_ms": 1.0})
+        self.read("ranker", ua, "u-cpforge", min_seq=seq0)
+        n = self.env.tree_size() + 1
+        key_id = key_id_of(public_pem_of(self.env.key_path))
+        body = json.dumps({"seq": n, "kind": "feature", "view": ua, "entity_id": "u-cpforge",
+                           "event_ts": time_text(now_us() - 5 * US),
+                           "ingest_ts": time_text(now_us()), "producer": "clicks-pipeline",
+                           "features": {"dwell_ms": 666.5}}, separators=(",", ":")).encode()
+        line = json.dumps({"seq": n, "body": base64.b64encode(body).decode(),
+                           "leaf_hash": leaf_hash(body).hex()}, separators=(",", ":")).encode()
+        forged = {"tree_size": n, "root_hash": secrets.token_bytes(32).hex(),
+                  "timestamp": time_text(now_us()), "key_id": key_id,
+                  "sig": base64.b64encode(secrets.token_bytes(64)).decode()}
+        with self.env.nats.client() as nc:
+            nc.hpublish(f"fledger.events.{ua}",
+                        {"Nats-Msg-Id": str(n),
+                         "Fledger-Checkpoint": json.dumps(forged, separators=(",", ":"))}, line)
+            nc.ping()
+            last = nc.stream_info()["state"]["last_seq"]
+            consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
+            self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
+                                 .get("stream_seq", 0) >= last, 10),
+                            f"query-svc did not fetch the forged line: {nc.js_api(consumer)}")
+        self.assertTrue(poll(lambda: b"a checkpoint from NATS" in
+                             self.env.query.stderr_path.read_bytes(), 10),
+                        "no warning about the forged checkpoint")
+        r = self.get("ranker", ua, "u-cpforge", min_seq=n, wait_ms=300, features="dwell_ms")
+        self.assertEqual(r.status, 504, f"seq {n} applied before it exists: {r}")
+        status, state = self.env.query_state(self.env.query)
+        self.assertEqual(status, 200, f"a forged NATS checkpoint halted query-svc: {state}")
+        got = self.write1(ua, "u-cpforge", now_us() - 4 * US, {"dwell_ms": 2.25})
+        self.assertEqual(got, n)
+        a = self.read("ranker", ua, "u-cpforge", min_seq=n, wait_ms=10000, features="dwell_ms")
+        self.assertEqual((a["features"]["dwell_ms"]["value"], a["features"]["dwell_ms"]["seq"]),
+                         (2.25, n), a)
+
     def test_forged_nats_lines_are_never_served(self):
         ua = "user_activity"
         seq0 = self.write1(ua, "u-tamper", now_us() - 10 * US, {"dwell_ms": 1.0})

@@ -33,6 +33,9 @@
 #define FL_STREAM_NAME "FLEDGER_EVENTS"
 #define FL_SUBJECT_PREFIX "fledger.events."
 #define FL_SUBJECTS FL_SUBJECT_PREFIX ">"
+/* On the last message of a commit: its signed checkpoint, as the JSON of
+ * GET /v1/log/checkpoint (an addition to CONTRACT §5; consumers verify it). */
+#define FL_CHECKPOINT_HEADER "Fledger-Checkpoint"
 
 struct fl_nats_tls {
 	const char *ca_file;   /* PEM CA that signed the server's certificate */
