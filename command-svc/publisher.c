@@ -19,6 +19,7 @@
 
 #define CHUNK 1000
 #define ACK_WAIT_MS 3000 /* then resend: a stream leader may have changed */
+#define FLUSH_WAIT_MS 100
 #define JS_API_WAIT_MS 2000
 #define RETRY_MS 250
 #define CURSOR_NAME "published_seq"
@@ -326,9 +327,11 @@ static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64
 	}
 	fl_log_reader_end(reader);
 	/* Out now: the library's flusher thread would first wait 1 ms for more
-	 * (libnats 3.4, conn.c _flusher), and every reader of the events with it. */
+	 * (libnats 3.4, conn.c _flusher), and every reader of the events with it.
+	 * Best effort: while the library reconnects this fails at once, and the
+	 * acknowledgements below decide, as they did without it. */
 	if (s == NATS_OK)
-		s = natsConnection_FlushTimeout(pub->nc, ACK_WAIT_MS);
+		(void)natsConnection_FlushTimeout(pub->nc, FLUSH_WAIT_MS);
 	/* Wait for the acknowledgements in short steps: when the connection
 	 * moved to another server meanwhile, those in flight are lost, and the
 	 * chunk is resent at once rather than after the whole wait. */

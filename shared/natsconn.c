@@ -496,8 +496,10 @@ static void on_connected(natsConnection *nc, void *closure)
 static void on_closed(natsConnection *nc, void *closure)
 {
 	struct fl_nats_watch *w = closure;
-	(void)nc;
-	fl_slog(FL_SLOG_INFO, "NATS connection closed", "component", w->who, NULL);
+	const char *why = NULL;
+	natsConnection_GetLastError(nc, &why);
+	fl_slog(FL_SLOG_INFO, "NATS connection closed", "component", w->who, "error",
+		why && why[0] ? why : "none", NULL);
 }
 
 /* Asynchronous errors (slow consumer, permissions, heartbeats): at most one
