@@ -11,6 +11,7 @@
 
 #include "eventlog/format.h"
 #include "fledger/event.h"
+#include "fledger/jsonw.h"
 #include "fledger/util.h"
 
 #define MAX_GROUP_EVENTS 20000 /* events gathered into one transaction */
@@ -71,44 +72,43 @@ static void respond_status_error(struct fl_committer *c, struct fl_http_request 
 /*
  * The receipt of a commit (CONTRACT §3): the signed checkpoint of exactly
  * tree_size (the size after the commit, or the current size when every event
- * was a duplicate), which covers every seq the answers name, as JSON, and a
- * reader for inclusion proofs against it (ended by the caller). NULL when it
- * cannot be read.
+ * was a duplicate), which covers every seq the answers name, as compact JSON
+ * text, and a reader for inclusion proofs against it (ended by the caller).
+ * NULL when it cannot be read.
  */
-static json_t *receipt_checkpoint(struct fl_log *log, uint64_t tree_size,
-				  struct fl_log_reader **ret_reader)
+static char *receipt_checkpoint(struct fl_log *log, uint64_t tree_size,
+				struct fl_log_reader **ret_reader)
 {
 	struct fl_checkpoint cp;
 	char *text = NULL;
-	json_t *json = NULL;
 	if (fl_log_reader_begin(log, ret_reader) != FL_OK) {
 		*ret_reader = NULL;
 		return NULL;
 	}
-	if (fl_log_reader_checkpoint(*ret_reader, tree_size, &cp) == FL_OK &&
-	    fl_checkpoint_json(&cp, &text) == FL_OK)
-		json = json_loads(text, 0, NULL);
-	free(text);
-	return json;
+	if (fl_log_reader_checkpoint(*ret_reader, tree_size, &cp) != FL_OK ||
+	    fl_checkpoint_json(&cp, &text) != FL_OK)
+		return NULL;
+	return text;
 }
 
-/* {"leaf_index": seq - 1, "tree_size": M, "hashes": [...]}, or NULL. */
-static json_t *inclusion_proof(struct fl_log_reader *reader, uint64_t seq, uint64_t tree_size)
+/* Writes member "proof" of seq against tree_size; nothing when it cannot be read. */
+static void write_proof(struct fl_jw *w, struct fl_log_reader *reader, uint64_t seq,
+			uint64_t tree_size)
 {
 	uint8_t hashes[FL_MERKLE_MAX_PROOF][FL_HASH_LEN];
 	size_t count;
 	char *text = NULL;
-	json_t *json = NULL;
 	if (fl_log_reader_inclusion_proof(reader, seq, tree_size, hashes, &count) == FL_OK &&
 	    fl_inclusion_proof_json(seq - 1, tree_size, (const uint8_t(*)[FL_HASH_LEN])hashes,
-				    count, &text) == FL_OK)
-		json = json_loads(text, 0, NULL);
+				    count, &text) == FL_OK) {
+		fl_jw_key(w, "proof");
+		fl_jw_raw(w, text, strlen(text));
+	}
 	free(text);
-	return json;
 }
 
 static void answer_events(struct fl_committer *c, struct job *job, const struct fl_log_batch *batch,
-			  uint64_t tree_size, struct fl_log_reader *reader, json_t *checkpoint)
+			  uint64_t tree_size, struct fl_log_reader *reader, const char *checkpoint)
 {
 	if (batch->status == FL_ERR_CONFLICT) {
 		char field[64];
@@ -135,24 +135,48 @@ static void answer_events(struct fl_committer *c, struct job *job, const struct 
 		    NULL);
 		return;
 	}
-	json_t *results = json_array();
+	/* {"results":[{"seq":N,"leaf_hash":"<hex>","duplicate":B[,"proof":{...}]},...],
+	 *  "tree_size":M,"checkpoint":{...}}, written straight, no tree. */
+	struct fl_jw w;
 	bool all_duplicates = true;
+	fl_jw_init(&w);
+	fl_text_reserve(&w.text, 160 + strlen(checkpoint) + job->count * 120);
+	fl_jw_open(&w, '{');
+	fl_jw_key(&w, "results");
+	fl_jw_open(&w, '[');
 	for (size_t i = 0; i < job->count; i++) {
+		const struct fl_log_result *r = &job->results[i];
 		char hex[2 * FL_HASH_LEN + 1];
-		fl_hex_encode(job->results[i].leaf_hash, FL_HASH_LEN, hex);
-		all_duplicates = all_duplicates && job->results[i].duplicate;
-		json_t *result =
-		    json_pack("{s:I,s:s,s:b}", "seq", (json_int_t)job->results[i].seq, "leaf_hash",
-			      hex, "duplicate", job->results[i].duplicate);
-		if (result && job->receipt)
-			json_object_set_new(
-			    result, "proof",
-			    inclusion_proof(reader, job->results[i].seq, tree_size));
-		json_array_append_new(results, result);
+		fl_hex_encode(r->leaf_hash, FL_HASH_LEN, hex);
+		all_duplicates = all_duplicates && r->duplicate;
+		fl_jw_sep(&w);
+		fl_jw_open(&w, '{');
+		fl_jw_key(&w, "seq");
+		fl_jw_u64(&w, r->seq);
+		fl_jw_key(&w, "leaf_hash");
+		fl_jw_raw(&w, "\"", 1);
+		fl_jw_raw(&w, hex, 2 * FL_HASH_LEN);
+		fl_jw_raw(&w, "\"", 1);
+		fl_jw_key(&w, "duplicate");
+		fl_jw_raw(&w, r->duplicate ? "true" : "false", r->duplicate ? 4 : 5);
+		if (job->receipt)
+			write_proof(&w, reader, r->seq, tree_size);
+		fl_jw_close(&w, '}');
 	}
-	json_t *body = json_pack("{s:o,s:I,s:O}", "results", results, "tree_size",
-				 (json_int_t)tree_size, "checkpoint", checkpoint);
-	c->config.respond_json(job->req, all_duplicates ? 200 : 201, body);
+	fl_jw_close(&w, ']');
+	fl_jw_key(&w, "tree_size");
+	fl_jw_u64(&w, tree_size);
+	fl_jw_key(&w, "checkpoint");
+	fl_jw_raw(&w, checkpoint, strlen(checkpoint));
+	fl_jw_close(&w, '}');
+	if (w.text.failed) {
+		fl_jw_free(&w);
+		respond_status_error(c, job->req, FL_ERR_NOMEM);
+		return;
+	}
+	c->config.respond(job->req, all_duplicates ? 200 : 201, "application/json", w.text.data,
+			  w.text.len);
+	fl_jw_free(&w);
 }
 
 /* Appends a run of event jobs in one transaction and answers them. */
@@ -187,7 +211,7 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 	if (events && c->config.ingest_events)
 		fl_counter_add(c->config.ingest_events, events);
 	struct fl_log_reader *reader = NULL;
-	json_t *checkpoint =
+	char *checkpoint =
 	    st == FL_OK ? receipt_checkpoint(c->config.log, tree_size, &reader) : NULL;
 	/* One wakeup of the HTTP thread for the group, not one per answer. */
 	fl_http_resume_hold();
@@ -200,7 +224,7 @@ static void commit_events(struct fl_committer *c, struct job **jobs, size_t n_jo
 	}
 	fl_http_resume_release();
 	fl_log_reader_end(reader);
-	json_decref(checkpoint);
+	free(checkpoint);
 	free(batches);
 }
 
@@ -369,6 +393,8 @@ enum fl_status fl_committer_create(const struct fl_committer_config *config,
 	if (!c)
 		return FL_ERR_NOMEM;
 	c->config = *config;
+	if (!c->config.respond)
+		c->config.respond = fl_http_respond;
 	if (!c->config.respond_json)
 		c->config.respond_json = fl_http_respond_json;
 	if (!c->config.respond_error)

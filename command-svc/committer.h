@@ -33,9 +33,12 @@ struct fl_committer_config {
 	void *notify_ctx;
 	/*
 	 * How answers leave, from the committer thread: NULL for
-	 * fl_http_respond_json and fl_http_respond_error. A test passes
+	 * fl_http_respond (the writes' answers, written as text),
+	 * fl_http_respond_json (views) and fl_http_respond_error. A test passes
 	 * functions that record them, with requests of its own making.
 	 */
+	enum fl_status (*respond)(struct fl_http_request *req, unsigned status,
+				  const char *content_type, const void *body, size_t len);
 	enum fl_status (*respond_json)(struct fl_http_request *req, unsigned status, json_t *body);
 	enum fl_status (*respond_error)(struct fl_http_request *req, unsigned status,
 					const char *code, const char *message, const char *field);

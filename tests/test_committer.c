@@ -59,6 +59,25 @@ static void record(struct fl_http_request *req, unsigned status, json_t *body)
 	pthread_mutex_unlock(&lock);
 }
 
+/* A write's answer, as the bytes the client gets: parsed, it must be JSON. */
+static enum fl_status record_text(struct fl_http_request *req, unsigned status,
+				  const char *content_type, const void *body, size_t len)
+{
+	json_error_t error;
+	json_t *parsed = json_loadb(body, len, 0, &error);
+	cr_assert_not_null(parsed, "the answer is not JSON (%s): %.*s", error.text, (int)len,
+			   (const char *)body);
+	cr_assert_str_eq(content_type, "application/json");
+	/* Byte for byte what jansson's compact form of the same object is
+	 * (what the answer was before it was written as text). */
+	char *again = json_dumps(parsed, JSON_COMPACT);
+	cr_assert(again && strlen(again) == len && memcmp(again, body, len) == 0,
+		  "not jansson's compact form:\n%.*s\n%s", (int)len, (const char *)body, again);
+	free(again);
+	record(req, status, parsed);
+	return FL_OK;
+}
+
 static enum fl_status record_json(struct fl_http_request *req, unsigned status, json_t *body)
 {
 	record(req, status, body);
@@ -172,6 +191,7 @@ static void start(struct fixture *f, size_t max_map_bytes)
 	struct fl_committer_config config = {.log = f->log,
 					     .registry = f->registry,
 					     .notify = count_commit,
+					     .respond = record_text,
 					     .respond_json = record_json,
 					     .respond_error = record_error};
 	cr_assert_eq(fl_committer_create(&config, &f->committer), FL_OK);
@@ -195,6 +215,9 @@ struct keep {
  * Submits request index: count events for entity, each with pad bytes of
  * padding, keyed "key-<i>" (key NULL: no keys) with a digest of content.
  */
+/* Whether submit asks for receipts (?receipt=1). */
+static bool with_receipt;
+
 static void submit(struct fixture *f, int index, size_t count, const char *entity, const char *key,
 		   const char *content, size_t pad)
 {
@@ -224,7 +247,7 @@ static void submit(struct fixture *f, int index, size_t count, const char *entit
 		}
 	}
 	cr_assert_eq(fl_committer_submit_events(f->committer, request(index), inputs, tails, count,
-						keep, false),
+						keep, with_receipt),
 		     FL_OK);
 }
 
@@ -407,5 +430,63 @@ Test(committer, idempotency_keys_in_flight)
 	cr_assert_eq(fl_log_size(f.log), 3);
 	cr_assert_eq(member_u64(first->body, "tree_size"), 3);
 	cr_assert_eq(member_u64(committed->body, "tree_size"), 3);
+	stop(&f);
+}
+
+/*
+ * ?receipt=1: each event's inclusion proof against the checkpoint the
+ * answer carries, duplicates included; the answer is verified with the
+ * Merkle library alone.
+ */
+Test(committer, a_receipt_proves_every_event_against_its_checkpoint)
+{
+	struct fixture f;
+	start(&f, 0);
+	submit(&f, 0, 3, "r", "rk", "content", 10);
+	struct answer *first = answer_of(0);
+	cr_assert_eq(first->status, 201);
+	with_receipt = true;
+	submit(&f, 1, 4, "r", "rk", "content", 10); /* 3 duplicates and one new event */
+	submit(&f, 2, 2, "s", NULL, NULL, 10);
+	with_receipt = false;
+	for (int index = 1; index <= 2; index++) {
+		struct answer *a = answer_of(index);
+		cr_assert_eq(a->status, 201, "request %d: %u", index, a->status);
+		const json_t *checkpoint = json_object_get(a->body, "checkpoint");
+		uint64_t tree_size = member_u64(checkpoint, "tree_size");
+		cr_assert_eq(member_u64(a->body, "tree_size"), tree_size);
+		uint8_t root[FL_HASH_LEN];
+		cr_assert_eq(fl_hex_decode(member_str(checkpoint, "root_hash"), root, FL_HASH_LEN),
+			     FL_OK);
+		const json_t *results = json_object_get(a->body, "results");
+		for (size_t i = 0; i < json_array_size(results); i++) {
+			const json_t *r = json_array_get(results, i);
+			const json_t *proof = json_object_get(r, "proof");
+			cr_assert_not_null(proof, "request %d, event %zu: no proof", index, i);
+			uint64_t seq = member_u64(r, "seq");
+			cr_assert_eq(member_u64(proof, "leaf_index"), seq - 1);
+			cr_assert_eq(member_u64(proof, "tree_size"), tree_size);
+			const json_t *hashes = json_object_get(proof, "hashes");
+			uint8_t path[FL_MERKLE_MAX_PROOF][FL_HASH_LEN], leaf[FL_HASH_LEN];
+			size_t count = json_array_size(hashes);
+			cr_assert(count <= FL_MERKLE_MAX_PROOF);
+			for (size_t k = 0; k < count; k++)
+				cr_assert_eq(
+				    fl_hex_decode(json_string_value(json_array_get(hashes, k)),
+						  path[k], FL_HASH_LEN),
+				    FL_OK);
+			cr_assert_eq(fl_hex_decode(member_str(r, "leaf_hash"), leaf, FL_HASH_LEN),
+				     FL_OK);
+			cr_assert(fl_merkle_verify_inclusion(leaf, seq - 1, tree_size,
+							     (const uint8_t(*)[FL_HASH_LEN])path,
+							     count, root),
+				  "request %d, event %zu: the proof does not lead to the root",
+				  index, i);
+		}
+	}
+	/* The first three of request 1 were duplicates of request 0's. */
+	const json_t *results = json_object_get(answer_of(1)->body, "results");
+	for (size_t i = 0; i < 3; i++)
+		cr_assert(json_is_true(json_object_get(json_array_get(results, i), "duplicate")));
 	stop(&f);
 }
