@@ -88,6 +88,17 @@ static void *run(void *opaque)
 	return NULL;
 }
 
+/* Frees grow, whose thread is not running. */
+static void destroy(struct fl_filegrow *grow)
+{
+	pthread_cond_destroy(&grow->idle);
+	pthread_cond_destroy(&grow->wake);
+	pthread_mutex_destroy(&grow->lock);
+	pthread_mutex_destroy(&grow->write_lock);
+	free(grow->zeros);
+	free(grow);
+}
+
 enum fl_status fl_filegrow_start(int fd, struct fl_filegrow **ret_grow)
 {
 	struct fl_filegrow *grow = calloc(1, sizeof(*grow));
@@ -109,12 +120,7 @@ enum fl_status fl_filegrow_start(int fd, struct fl_filegrow **ret_grow)
 	pthread_cond_init(&grow->wake, NULL);
 	pthread_cond_init(&grow->idle, NULL);
 	if (pthread_create(&grow->thread, NULL, run, grow) != 0) {
-		pthread_cond_destroy(&grow->idle);
-		pthread_cond_destroy(&grow->wake);
-		pthread_mutex_destroy(&grow->lock);
-		pthread_mutex_destroy(&grow->write_lock);
-		free(grow->zeros);
-		free(grow);
+		destroy(grow);
 		return FL_ERR_NOMEM;
 	}
 	*ret_grow = grow;
@@ -130,12 +136,7 @@ void fl_filegrow_stop(struct fl_filegrow *grow)
 	pthread_cond_signal(&grow->wake);
 	pthread_mutex_unlock(&grow->lock);
 	pthread_join(grow->thread, NULL);
-	pthread_cond_destroy(&grow->idle);
-	pthread_cond_destroy(&grow->wake);
-	pthread_mutex_destroy(&grow->lock);
-	pthread_mutex_destroy(&grow->write_lock);
-	free(grow->zeros);
-	free(grow);
+	destroy(grow);
 }
 
 void fl_filegrow_commit_begin(struct fl_filegrow *grow)

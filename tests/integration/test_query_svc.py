@@ -2040,6 +2040,15 @@ class NatsRestartTest(QueryCase):
 
 class TamperTest(QueryCase):
 
+    def wait_delivered(self, nc):
+        """Waits until query-svc's consumer got past the stream's end."""
+        nc.ping()
+        last = nc.stream_info()["state"]["last_seq"]
+        consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
+        self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
+                             .get("stream_seq", 0) >= last, 10),
+                        f"query-svc did not take what was published: {nc.js_api(consumer)}")
+
     def checkpoint_fetches(self):
         """How many GET /v1/log/checkpoint command-svc has answered."""
         metrics = harness.parse_metrics(self.cmd_auditor.get("/metrics").body.decode())
@@ -2099,12 +2108,7 @@ class TamperTest(QueryCase):
             nc.hpublish(f"fledger.events.{ua}",
                         {"Nats-Msg-Id": str(n),
                          "Fledger-Checkpoint": json.dumps(forged, separators=(",", ":"))}, line)
-            nc.ping()
-            last = nc.stream_info()["state"]["last_seq"]
-            consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
-            self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
-                                 .get("stream_seq", 0) >= last, 10),
-                            f"query-svc did not fetch the forged line: {nc.js_api(consumer)}")
+            self.wait_delivered(nc)
         self.assertTrue(poll(lambda: b"a checkpoint from NATS" in
                              self.env.query.stderr_path.read_bytes(), 10),
                         "no warning about the forged checkpoint")
@@ -2142,13 +2146,8 @@ class TamperTest(QueryCase):
             # with the Msg-Id of seq n: JetStream then drops the genuine one as a duplicate
             nc.hpublish(f"fledger.events.{ua}", {"Nats-Msg-Id": str(n)}, forged_n)
             nc.publish(f"fledger.events.{ua}", forged_n1)  # a plain core publish
-            nc.ping()
             # query-svc takes them first: its consumer got past the stream's end
-            last = nc.stream_info()["state"]["last_seq"]
-            consumer = f"CONSUMER.INFO.{harness.STREAM}.{self.env.query.name}"
-            self.assertTrue(poll(lambda: nc.js_api(consumer).get("delivered", {})
-                                 .get("stream_seq", 0) >= last, 10),
-                            f"query-svc did not fetch the forged lines: {nc.js_api(consumer)}")
+            self.wait_delivered(nc)
         stream = collect_stream(self.env.nats.port)
         self.assertIn(forged_n, [m[2] for m in stream], "the forged line is not in the stream")
         # no signed checkpoint covers seq n yet: nothing of it may be served
