@@ -23,6 +23,7 @@
 #include "eventlog/eventlog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -65,6 +67,7 @@ struct fl_log {
 	bool writable;
 	uint8_t signer_key_raw[FL_KEY_ID_LEN];
 	struct fl_filegrow *grow; /* writable logs: data.mdb kept grown ahead */
+	int grow_fd;		  /* data.mdb, for grow */
 	unsigned page_size;
 
 	/* Writer state, under write_lock. */
@@ -511,13 +514,23 @@ enum fl_status fl_log_open(const char *dir, const struct fl_log_options *options
 	if (st != FL_OK)
 		goto err_env;
 	if (log->writable) {
+		/* Its own descriptor, not LMDB's: a writeback error is then
+		 * reported to LMDB's next fdatasync too, not only to the one of
+		 * the thread that grows the file (errors are kept per open file). */
 		MDB_stat stat;
-		int fd;
+		char path[4096];
 		mdb_env_stat(log->env, &stat);
 		log->page_size = stat.ms_psize;
-		if (mdb_env_get_fd(log->env, &fd) != MDB_SUCCESS ||
-		    (st = fl_filegrow_start(fd, &log->grow)) != FL_OK)
+		snprintf(path, sizeof(path), "%s/data.mdb", dir);
+		log->grow_fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (log->grow_fd < 0) {
+			st = fl_status_of_errno(errno);
 			goto err_env;
+		}
+		if ((st = fl_filegrow_start(log->grow_fd, &log->grow)) != FL_OK) {
+			close(log->grow_fd);
+			goto err_env;
+		}
 	}
 	*ret_log = log;
 	return FL_OK;
@@ -540,6 +553,12 @@ void fl_log_close(struct fl_log *log)
 	if (!log)
 		return;
 	fl_filegrow_stop(log->grow);
+	if (log->grow)
+		close(log->grow_fd);
+	/* A replica's last meta page is not synced by its commit (see
+	 * fl_log_options.replica): a clean close leaves nothing to take back. */
+	if (log->replica)
+		mdb_env_sync(log->env, 1);
 	mdb_env_close(log->env);
 	free_cache(log);
 	pthread_rwlock_destroy(&log->cache_lock);

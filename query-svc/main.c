@@ -388,8 +388,10 @@ int main(int argc, char **argv)
 	fl_sync_destroy(sync);
 	query.sync = NULL;
 	fl_query_finish(&query);
-	fl_projection_close(query.projection);
+	/* The replica first: closing makes its last commit durable, and the
+	 * read models, once marked closed, must never be ahead of it. */
 	fl_log_close(query.replica);
+	fl_projection_close(query.projection);
 	fl_trust_destroy(trust);
 	fl_log_close(query.audit_log);
 	fl_metrics_destroy(query.metrics);

@@ -563,7 +563,7 @@ static enum fl_waiter_add wait_add(struct fl_query *q, struct read_job *job)
 {
 	enum fl_waiter_add added = fl_waiter_add(q->state->waiter, &job->wait);
 	if (added == FL_WAITER_PARKED && q->sync)
-		fl_sync_poke(q->sync);
+		fl_sync_poke(q->sync, job->wait.min_seq);
 	return added;
 }
 

@@ -6,11 +6,15 @@
  *      a seq the replica lacks (then takes every message already queued), a
  *      poke, or poll_ms without either;
  *   2. takes the checkpoint that came on NATS with a commit's last line
- *      (header Fledger-Checkpoint), or else fetches command-svc's latest,
- *      and verifies its signature with a trusted key (or, for a fetched one,
- *      notes that a key not trusted yet signed it; one from NATS that does
- *      not verify is dropped and the latest fetched instead). A poke waits
- *      a moment for NATS when checkpoints come that way;
+ *      (header Fledger-Checkpoint) when it is signed by the key of the
+ *      replica's latest checkpoint (the log's current key, never a retired
+ *      one), or else fetches command-svc's latest, and verifies its
+ *      signature with a trusted key (or, for a fetched one, notes that a
+ *      key not trusted yet signed it). One from NATS that does not verify,
+ *      or that command-svc's lines do not match, is dropped and the latest
+ *      fetched instead: nothing from NATS halts. A poke (a read waiting for
+ *      a seq the replica lacks) waits a moment for NATS when checkpoints
+ *      come that way;
  *   3. replicates up to it: the lines NATS delivered are held in a window
  *      keyed by seq, missing seqs are fetched from GET /v1/log, every line's
  *      signature and every key event is checked against the trusted keys,
@@ -155,6 +159,7 @@ struct fl_sync {
 	struct fl_sync_status status; /* applied_seq is read live from the projection */
 	atomic_bool stop;
 	atomic_bool poked;
+	_Atomic uint64_t poke_seq; /* the highest seq a poke waited for */
 	atomic_bool nats_reconnected;
 	bool command_seen; /* command_reachable has been set once */
 
@@ -180,7 +185,7 @@ struct fl_sync {
 	/* The newest checkpoint a NATS message carried (not verified yet). */
 	struct fl_checkpoint nats_checkpoint;
 	bool have_nats_checkpoint;
-	bool nats_checkpoints_seen; /* command-svc sends them */
+	int64_t nats_checkpoint_us; /* when a step last used one (monotonic) */
 	bool stepped_on_nats;	    /* the last step used it instead of a fetch */
 };
 
@@ -405,7 +410,6 @@ static void hold_checkpoint(struct fl_sync *sync, natsMsg *msg, uint64_t seq)
 		return;
 	sync->nats_checkpoint = cp;
 	sync->have_nats_checkpoint = true;
-	sync->nats_checkpoints_seen = true;
 }
 
 static bool take_message(struct fl_sync *sync, natsMsg *msg)
@@ -608,6 +612,13 @@ static bool nats_drain(struct fl_sync *sync)
 	return news;
 }
 
+/* Whether checkpoints came on NATS lately (a verified one in the last second). */
+static bool nats_brings_checkpoints(struct fl_sync *sync)
+{
+	return sync->sub && sync->nats_checkpoint_us &&
+	       fl_time_mono_us() - sync->nats_checkpoint_us < 1000000;
+}
+
 /*
  * News came without a checkpoint. When command-svc sends checkpoints on
  * NATS, the line that carries this commit's is a moment behind the first
@@ -617,8 +628,7 @@ static void await_checkpoint(struct fl_sync *sync)
 {
 	int64_t deadline_us = fl_time_mono_us() + CHECKPOINT_WAIT_MS * 1000LL;
 
-	while (sync->nats_checkpoints_seen && !sync->have_nats_checkpoint && sync->sub &&
-	       !stopping(sync)) {
+	while (nats_brings_checkpoints(sync) && !sync->have_nats_checkpoint && !stopping(sync)) {
 		int64_t left_us = deadline_us - fl_time_mono_us();
 		natsMsg *msg = NULL;
 		if (left_us <= 0 ||
@@ -640,16 +650,19 @@ static void wait_for_news(struct fl_sync *sync)
 	int64_t deadline_us = fl_time_mono_us() + (int64_t)sync->poll_ms * 1000;
 
 	for (;;) {
-		/* A poke (a read waiting for a seq) asks command-svc at once,
-		 * unless NATS brings checkpoints: then it waits a moment for them. */
-		if (atomic_exchange(&sync->poked, false)) {
-			if (!sync->nats_checkpoints_seen || !sync->sub)
+		/* A poke (a read waiting for a seq the replica lacks) asks
+		 * command-svc at once, unless NATS brings checkpoints: then it
+		 * waits a moment for them. Pokes are taken here only, so none is
+		 * lost; one for a seq replicated meanwhile is done with. */
+		if (atomic_exchange(&sync->poked, false) &&
+		    atomic_load(&sync->poke_seq) > sync->status.replica_size) {
+			if (!nats_brings_checkpoints(sync))
 				return;
 			int64_t soon = fl_time_mono_us() + CHECKPOINT_WAIT_MS * 1000LL;
 			if (soon < deadline_us)
 				deadline_us = soon;
 		}
-		int64_t left_ms = (deadline_us - fl_time_mono_us() + 999) / 1000;
+		int64_t left_ms = (deadline_us - fl_time_mono_us()) / 1000;
 		if (stopping(sync) || left_ms <= 0)
 			return;
 		if (sync->sub) {
@@ -1204,9 +1217,15 @@ static enum fl_status replicate_run(struct fl_sync *sync, struct line **run, siz
 	return st;
 }
 
-/* Replicates seqs replica_size+1 .. checkpoint->tree_size. */
+/*
+ * Replicates seqs replica_size+1 .. checkpoint->tree_size. A checkpoint that
+ * came on NATS (from_nats) is evidence of nothing: when the run does not
+ * match it, even with every line from command-svc, it is dropped and the
+ * next step asks command-svc, whose answer alone may halt.
+ */
 static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
-				   const struct fl_checkpoint *checkpoint)
+				   const struct fl_checkpoint *checkpoint,
+				   bool checkpoint_from_nats)
 {
 	size_t n = (size_t)(checkpoint->tree_size - replica_size);
 	struct fl_log_verify_report report = {0};
@@ -1240,7 +1259,13 @@ static enum fl_status replicate_to(struct fl_sync *sync, uint64_t replica_size,
 		if (st == FL_OK)
 			st = replicate_run(sync, run, n, checkpoint, &report, &trust_failed);
 	}
-	if (st == FL_ERR_DENIED) {
+	if ((st == FL_ERR_DENIED || st == FL_ERR_CORRUPT) && checkpoint_from_nats) {
+		warn(sync, WARN_NATS_LINE,
+		     "a checkpoint from NATS (tree size %" PRIu64
+		     ") does not match command-svc's log (%s); dropped, asking command-svc",
+		     checkpoint->tree_size, report.reason);
+		st = FL_ERR_UNAVAILABLE;
+	} else if (st == FL_ERR_DENIED) {
 		halt(sync, "untrusted key: %s", report.reason);
 	} else if (st == FL_ERR_CORRUPT && trust_failed) {
 		halt(sync, "command-svc's log: %s", report.reason);
@@ -1312,7 +1337,23 @@ static bool take_nats_checkpoint(struct fl_sync *sync, uint64_t size,
 		return false;
 	sync->have_nats_checkpoint = false;
 	struct fl_checkpoint cp = sync->nats_checkpoint;
-	if (cp.tree_size <= size)
+	if (cp.tree_size <= size || size == 0)
+		return false;
+	/*
+	 * Only under the key of the replica's own latest checkpoint, the log's
+	 * current key: a retired key (maybe retired for leaking) is trusted
+	 * for what it signed, never for new commits that come on NATS. The
+	 * commit after a rotation is fetched once, then NATS serves again.
+	 */
+	struct fl_log_reader *reader;
+	struct fl_checkpoint last;
+	bool current = false;
+	if (fl_log_reader_begin(sync->replica, &reader) == FL_OK) {
+		current = fl_log_reader_checkpoint(reader, size, &last) == FL_OK &&
+			  strcmp(last.key_id, cp.key_id) == 0;
+		fl_log_reader_end(reader);
+	}
+	if (!current)
 		return false;
 	char why[200];
 	if (fl_trust_checkpoint(sync->trust, &cp, why, sizeof(why)) != FL_OK) {
@@ -1322,6 +1363,7 @@ static bool take_nats_checkpoint(struct fl_sync *sync, uint64_t size,
 		     cp.tree_size, why);
 		return false;
 	}
+	sync->nats_checkpoint_us = fl_time_mono_us();
 	*ret_checkpoint = cp;
 	return true;
 }
@@ -1412,7 +1454,7 @@ static bool sync_step(struct fl_sync *sync)
 		sync->ahead_from = target.tree_size + 1;
 		sync->ahead_limit = ahead < LOG_LIMIT ? (size_t)ahead : LOG_LIMIT;
 	}
-	if (replicate_to(sync, size, &target) != FL_OK)
+	if (replicate_to(sync, size, &target, sync->stepped_on_nats) != FL_OK)
 		return false;
 	return true;
 }
@@ -1510,7 +1552,6 @@ static void *run(void *opaque)
 	struct fl_sync *sync = opaque;
 
 	while (!stopping(sync)) {
-		atomic_store(&sync->poked, false);
 		bool progressed = !halted(sync) && sync_step(sync);
 		if (halted(sync)) {
 			nats_teardown(sync); /* the durable keeps our place */
@@ -1695,10 +1736,13 @@ fail:
 	return st;
 }
 
-void fl_sync_poke(struct fl_sync *sync)
+void fl_sync_poke(struct fl_sync *sync, uint64_t seq)
 {
 	if (!sync)
 		return;
+	uint64_t wanted = atomic_load(&sync->poke_seq);
+	while (wanted < seq && !atomic_compare_exchange_weak(&sync->poke_seq, &wanted, seq))
+		;
 	atomic_store(&sync->poked, true);
 	pthread_mutex_lock(&sync->lock);
 	pthread_cond_signal(&sync->wake);

@@ -68,8 +68,8 @@ struct fl_sync_status {
 
 enum fl_status fl_sync_create(const struct fl_sync_config *config, struct fl_sync **ret_sync);
 
-/* Wakes the thread now (e.g. a reader waits for min_seq). */
-void fl_sync_poke(struct fl_sync *sync);
+/* Wakes the thread now: a reader waits for seq (its min_seq). */
+void fl_sync_poke(struct fl_sync *sync, uint64_t seq);
 
 void fl_sync_status(struct fl_sync *sync, struct fl_sync_status *ret_status);
 

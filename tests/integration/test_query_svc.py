@@ -28,6 +28,7 @@ import pathlib
 import random
 import secrets
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -2225,6 +2226,105 @@ class TamperTest(QueryCase):
         a = self.read("ranker", ua, "u-halt", min_seq=target + 1, features="dwell_ms")
         self.assertEqual(a["features"]["dwell_ms"]["value"], 12.5)
 
+
+
+def sign_checkpoint(key_path, tree_size, root_hex, workdir):
+    """A checkpoint of (tree_size, root) signed with key_path by stock openssl."""
+    cp = {"tree_size": tree_size, "root_hash": root_hex, "timestamp": time_text(now_us()),
+          "key_id": key_id_of(public_pem_of(key_path))}
+    msg = Path(workdir) / "checkpoint.msg"
+    msg.write_bytes(checkpoint_message(cp))
+    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(key_path), "-rawin",
+                          "-in", str(msg)], check=True, capture_output=True).stdout
+    cp["sig"] = base64.b64encode(sig).decode()
+    return cp
+
+
+def forged_feature_line(seq, entity, value):
+    """A well-formed log line of seq (body and leaf hash agree) that command-svc never wrote."""
+    body = json.dumps({"seq": seq, "kind": "feature", "view": "user_activity",
+                       "entity_id": entity, "event_ts": time_text(now_us() - US // 2),
+                       "ingest_ts": time_text(now_us()), "producer": "clicks-pipeline",
+                       "features": {"dwell_ms": value}}, separators=(",", ":")).encode()
+    line = json.dumps({"seq": seq, "body": base64.b64encode(body).decode(),
+                       "leaf_hash": leaf_hash(body).hex()}, separators=(",", ":")).encode()
+    return body, line
+
+
+class NatsCheckpointKeyTest(QueryCase):
+    """Checkpoints on NATS (header Fledger-Checkpoint) are taken only under the log's
+    current key: a retired key signs nothing new that comes over NATS."""
+
+    def test_a_retired_key_on_nats_gets_nothing_applied(self):
+        env = self.env
+        seq = self.write1("user_activity", "u-victim", now_us() - US, {"dwell_ms": 1.0})
+        self.read("ranker", "user_activity", "u-victim", min_seq=seq)
+        retired = env.tmp / "retired.pem"
+        shutil.copy(env.key_path, retired)
+        size0 = env.tree_size()
+        os.replace(make_signing_key(env.tmp / "next.pem"), env.key_path)
+        env.command.proc.send_signal(signal.SIGHUP)  # rotate: the key event, under the old key
+        self.assertTrue(poll(lambda: env.tree_size() == size0 + 1, 10))
+        seq = self.write1("user_activity", "u-victim", now_us() - US, {"dwell_ms": 5.0})
+        self.read("ranker", "user_activity", "u-victim", min_seq=seq)
+        # seq n forged, over the genuine tree, signed by the retired key
+        lines = read_log(self.cmd_auditor)
+        n = len(lines) + 1
+        body, line = forged_feature_line(n, "u-victim", 666.5)
+        root = merkle_root([bytes.fromhex(l["leaf_hash"]) for l in lines] + [leaf_hash(body)])
+        cp = sign_checkpoint(retired, n, root.hex(), env.tmp.path)
+        with env.nats.client() as nc:
+            nc.hpublish("fledger.events.user_activity",
+                        {"Nats-Msg-Id": str(n),
+                         "Fledger-Checkpoint": json.dumps(cp, separators=(",", ":"))}, line)
+            nc.ping()
+        r = self.get("ranker", "user_activity", "u-victim", min_seq=n, wait_ms=2000,
+                     features="dwell_ms")
+        self.assertEqual(r.status, 504, f"a commit command-svc never made was applied: {r}")
+        got = self.write1("user_activity", "u-victim", now_us() - US, {"dwell_ms": 7.5})
+        self.assertEqual(got, n)
+        a = self.read("ranker", "user_activity", "u-victim", min_seq=n, wait_ms=10000,
+                      features="dwell_ms")
+        self.assertEqual(a["features"]["dwell_ms"]["value"], 7.5, a)
+        status, state = env.query_state(env.query)
+        self.assertEqual(status, 200, state)
+
+
+class NatsCheckpointMismatchTest(QueryCase):
+    """A validly signed checkpoint on NATS that command-svc's log does not match (another
+    log under the same key, a log's old timeline) is dropped; it never halts."""
+
+    def test_a_signed_checkpoint_of_another_tree_halts_nothing(self):
+        env = self.env
+        seq = self.write1("user_activity", "u-a", now_us() - US, {"dwell_ms": 1.0})
+        self.read("ranker", "user_activity", "u-a", min_seq=seq)
+        # command-svc loses NATS: query-svc learns of its commits by polling only
+        env.command.stop()
+        env.command.args[env.command.args.index("--nats") + 1] = f"nats://127.0.0.1:{free_port()}"
+        env.command.start()
+        producer = env.http("clicks-pipeline")  # the kept-alive one died with the restart
+        for _ in range(5):
+            n = self.write([("user_activity", "u-a", now_us() - US, {"dwell_ms": 2.0})],
+                           who=producer)[0]
+            _, line = forged_feature_line(n, "u-a", 666.5)
+            cp = sign_checkpoint(env.key_path, n, secrets.token_bytes(32).hex(), env.tmp.path)
+            if env.query_state(env.query)[1].get("replica_size", 0) >= n:
+                continue  # a poll took seq n first: try again
+            with env.nats.client() as nc:
+                nc.hpublish("fledger.events.user_activity",
+                            {"Nats-Msg-Id": f"other-{n}",
+                             "Fledger-Checkpoint": json.dumps(cp, separators=(",", ":"))}, line)
+                nc.ping()
+            break
+        self.assertTrue(poll(lambda: b"does not match command-svc's log" in
+                             env.query.stderr_path.read_bytes(), 10),
+                        "the foreign checkpoint was not tried and dropped")
+        a = self.read("ranker", "user_activity", "u-a", min_seq=n, wait_ms=10000,
+                      features="dwell_ms")
+        self.assertEqual((a["features"]["dwell_ms"]["value"], a["features"]["dwell_ms"]["seq"]),
+                         (2.0, n), a)
+        status, state = env.query_state(env.query)
+        self.assertEqual(status, 200, f"a checkpoint from NATS halted query-svc: {state}")
 
 
 class CheckpointProxy(LogRewritingProxy):

@@ -37,8 +37,9 @@ struct fl_log_options {
 	/*
 	 * Writable without a signer: see fl_log_replicate. A replica commits
 	 * with one device flush, not two (LMDB's MDB_NOMETASYNC: the next
-	 * commit's flush makes the meta page durable): a machine crash may take
-	 * back its last commit, never tear it, and the lines are fetched again.
+	 * commit's flush makes the meta page durable, and so does
+	 * fl_log_close): a machine crash while it is open may take back its
+	 * last commit, never tear it, and the lines are fetched again.
 	 */
 	bool replica;
 };
