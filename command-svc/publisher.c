@@ -274,10 +274,10 @@ static natsStatus connect_nats(struct fl_publisher *pub)
 }
 
 /*
- * The last message of a chunk that ends a commit (a chunk ends at the log's
- * size, or every CHUNK events) carries the signed checkpoint of its seq in
- * header FL_CHECKPOINT_HEADER, as GET /v1/log/checkpoint answers it:
- * consumers may verify and use it instead of asking for it.
+ * The last event of each commit carries the signed checkpoint of its seq
+ * (the log stores one exactly there) in header FL_CHECKPOINT_HEADER, as GET
+ * /v1/log/checkpoint?tree_size=<seq> answers it: consumers may verify and
+ * use it instead of asking for it. One lookup per event finds the ends.
  */
 static natsStatus set_checkpoint_header(struct fl_log_reader *reader, natsMsg *msg, uint64_t seq)
 {
@@ -318,7 +318,7 @@ static natsStatus publish_chunk(struct fl_publisher *pub, uint64_t first, uint64
 		s = natsMsg_Create(&msg, subject, NULL, line, (int)len);
 		if (s == NATS_OK)
 			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
-		if (s == NATS_OK && seq == last)
+		if (s == NATS_OK)
 			s = set_checkpoint_header(reader, msg, seq);
 		if (s == NATS_OK)
 			s = js_PublishMsgAsync(pub->js, &msg, NULL);
