@@ -9,6 +9,7 @@
  *   --dir DIR    where to put the temporary logs (default $TMPDIR or /tmp)
  *   --sign-only  print the signing rate alone (used by the service benches)
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -236,7 +237,8 @@ int main(int argc, char **argv)
 	char dir[512];
 	snprintf(dir, sizeof(dir), "%s/fl-bench-XXXXXX", base);
 	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
+		fprintf(stderr, "cannot make a temporary folder in %s (--dir must exist): %s\n",
+			base, strerror(errno));
 		return 1;
 	}
 	struct fl_signer *signer;

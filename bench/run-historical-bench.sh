@@ -21,7 +21,7 @@
 # with 2 windows >= 100,000 rows/s; RSS growth < 50 MB.
 # With PERF_DATA=FILE set, perf records query-svc (perf record -g) during the
 # exports into FILE: perf report -i FILE --no-children shows where the time goes.
-case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | grep -v '^set -euo' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) sed -n '2,/^case /p' "$0" | grep -v '^case ' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 n=100000

@@ -5,7 +5,7 @@
 # (or [build] [N]); --hot 1000000 for the large case (~1 GB of memory, a
 # minute; default 20000).
 # Then the live path: apply runs of one event (one commit each).
-case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | grep -v '^set -euo' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) sed -n '2,/^case /p' "$0" | grep -v '^case ' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 hot=20000

@@ -7,7 +7,7 @@
 # apply cost), then reads all seven windows of each entity with wrk -c50.
 # Prints a table: reads/s and p99 of each, their ratio, apply µs per event
 # and the read models' size on disk.
-case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | grep -v '^set -euo' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) sed -n '2,/^case /p' "$0" | grep -v '^case ' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)

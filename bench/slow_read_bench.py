@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import harness  # noqa: E402
 
+if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+    print(__doc__.strip())
+    sys.exit(0)
 BUILD = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build"
 SECS = int(sys.argv[2]) if len(sys.argv) > 2 else 6
 EVENTS = 40

@@ -122,6 +122,9 @@ deadline=$((SECONDS + ${FLEDGER_DEMO_DURATION:-0}))
 while [ -z "${FLEDGER_DEMO_DURATION:-}" ] || [ "$SECONDS" -lt "$deadline" ]; do
   for i in "${!pids[@]}"; do
     if ! kill -0 "${pids[i]}" 2>/dev/null; then
+      # A Ctrl-C reaches every process of the group: when it stopped this
+      # one, the INT trap runs during this pause and ends the demo quietly.
+      sleep 0.5
       status=0; wait "${pids[i]}" 2>/dev/null || status=$?
       if [ -n "${FLEDGER_DEMO_DURATION:-}" ] && [ "${names[i]}" = "demo producer" ] && [ "$status" = 0 ]; then
         unset 'pids[i]'  # the producer's --duration is over
