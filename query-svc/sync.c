@@ -388,11 +388,6 @@ static struct line *pending_take(struct fl_sync *sync, uint64_t seq)
 }
 
 /*
- * Takes one NATS message: holds its line, drops a bad one, acknowledges.
- * True when it is news: a line for a seq the replica lacks, good or bad
- * (then the log must provide it).
- */
-/*
  * Holds the checkpoint a NATS message carries in FL_CHECKPOINT_HEADER (the
  * one of its own seq, published on a commit's last event) for the next
  * step, which verifies it like a fetched one. Anything else is ignored: the
@@ -412,6 +407,11 @@ static void hold_checkpoint(struct fl_sync *sync, natsMsg *msg, uint64_t seq)
 	sync->have_nats_checkpoint = true;
 }
 
+/*
+ * Takes one NATS message: holds its line, drops a bad one, acknowledges.
+ * True when it is news: a line for a seq the replica lacks, good or bad
+ * (then the log must provide it).
+ */
 static bool take_message(struct fl_sync *sync, natsMsg *msg)
 {
 	struct line *line = NULL;
@@ -1326,9 +1326,10 @@ static enum fl_status replica_root_is(struct fl_sync *sync, uint64_t size,
 
 /*
  * The checkpoint NATS brought, when it is ahead of the replica and verifies
- * under a trusted key; else false, and the step asks command-svc. Nothing
- * from NATS halts: a checkpoint that does not verify there (forged, or
- * under a key not trusted yet) is dropped, and command-svc's answer decides.
+ * under the log's current key (below); else false, and the step asks
+ * command-svc. Nothing from NATS halts: a checkpoint that does not verify
+ * there (forged, retired or not yet trusted key) is dropped, and
+ * command-svc's answer decides.
  */
 static bool take_nats_checkpoint(struct fl_sync *sync, uint64_t size,
 				 struct fl_checkpoint *ret_checkpoint)
